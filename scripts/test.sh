@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs kvlab with every extra into .venv,
+# vLLM's CPU build into .venv-vllm, then runs lint, types, the unit tests, and the live
+# tier against real vLLM servers that the test fixtures start and stop.
+#
+#   ./scripts/test.sh            everything (what CI runs)
+#   ./scripts/test.sh --fast     the everyday subset: no vLLM, no slow tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FAST=0
+[ "${1:-}" = "--fast" ] && FAST=1
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+pipq() { .venv/bin/pip install -q "$@" 2>&1 | grep -v '^WARNING: Location' || true; }
+pipq --upgrade pip
+# torch's CPU build first, so the [hf] extra's range is already satisfied.
+.venv/bin/python -c "import torch" >/dev/null 2>&1 || pipq "torch==2.13.0"
+pipq -e '.[all,dev]'
+.venv/bin/python -c "import kvlab, typer, pytest" >/dev/null
+
+echo "== ruff"; .venv/bin/ruff check src tests benchmarks
+echo "== mypy"; .venv/bin/mypy
+
+if [ "$FAST" = 1 ]; then
+  exec .venv/bin/pytest -q -n 2 -m "not slow and not live and not vllm"
+fi
+
+VLLM_PY="$(bash scripts/setup_vllm.sh)"
+export KVLAB_VLLM_PYTHON="$VLLM_PY" KVLAB_REQUIRE_LIVE=1
+echo "== unit and property tests"
+.venv/bin/pytest -q -n 2 -m "not live and not vllm" --timeout 900
+echo "== differential tests against vLLM's own code and live tests against a real vLLM server"
+.venv/bin/pytest -q -m "live or vllm" --timeout 900

@@ -1,0 +1,3 @@
+from kvlab.cli.app import main
+
+main()

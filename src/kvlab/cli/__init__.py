@@ -1,0 +1,1 @@
+"""kvlab command line interface (``kvlab --help``)."""

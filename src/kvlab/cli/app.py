@@ -1,0 +1,93 @@
+"""The ``kvlab`` command line: a Typer app assembled from one module per command group.
+
+Each module in :data:`COMMAND_MODULES` defines ``register(app: typer.Typer)``.
+Modules are thin: parse options, call the library, print. Heavy imports happen
+inside the command functions so that ``kvlab --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from kvlab.errors import KvlabError
+
+#: Command-group modules under ``kvlab.cli``, in help order.
+COMMAND_MODULES: tuple[str, ...] = (
+    "plan",
+    "models",
+    "simulate",
+    "workload",
+    "compare",
+    "live",
+    "env",
+)
+
+app = typer.Typer(
+    name="kvlab",
+    help=(
+        "kvlab: plan, simulate and measure the KV cache of LLM inference.\n\n"
+        "plan: will it fit? simulate: what will my workload do to the cache? "
+        "replay/bench: what does the server actually do?"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the kvlab version and exit."),
+) -> None:
+    if version:
+        from kvlab import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        mod_name = f"kvlab.cli.{name}"
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as e:  # a command group not built yet
+            if e.name == mod_name:
+                continue
+            raise
+        mod.register(app)
+
+
+_register_all()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning KvlabError into one line and its exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except KvlabError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from kvlab.cli.app import app
+
+
+def test_help_lists_commands() -> None:
+    res = CliRunner().invoke(app, ["--help"])
+    assert res.exit_code == 0
+    assert "kvlab" in res.output
+
+
+def test_version() -> None:
+    from kvlab import __version__
+
+    res = CliRunner().invoke(app, ["--version"])
+    assert res.exit_code == 0
+    assert res.output.strip() == __version__
+
+
+def test_core_imports_no_heavy_libraries() -> None:
+    code = (
+        "import sys, kvlab, kvlab.cli.app, kvlab.results, kvlab.workload;"
+        "heavy = {'torch','transformers','aiohttp','httpx','matplotlib','langgraph','gymnasium',"
+        "'pydantic','prometheus_client','uvloop','ray'};"
+        "bad = sorted(heavy & set(m.split('.')[0] for m in sys.modules));"
+        "print(','.join(bad)); sys.exit(1 if bad else 0)"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, f"core imported heavy modules: {res.stdout} {res.stderr}"
