@@ -19,9 +19,11 @@ COMMAND_MODULES: tuple[str, ...] = (
     "plan",
     "models",
     "simulate",
+    "cache_curve",
     "workload",
     "compare",
     "live",
+    "bench",
     "env",
 )
 
