@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kvlab.errors import ConfigError
-from kvlab.models.hf_config import from_hf_config
+from kvlab.models.hf_config import from_hf_config, load_config
 from kvlab.models.spec import ModelSpec
 
 
@@ -344,7 +344,14 @@ def _catalog_spec(hf_id: str) -> ModelSpec:
 @functools.lru_cache(maxsize=64)
 def _path_spec(path: str) -> ModelSpec:
     p = Path(path)
-    return from_hf_config(p, name=(p if p.is_dir() else p.parent).name or str(p))
+    cfg = load_config(p)
+    if cfg.get("_name_or_path"):
+        name = str(cfg["_name_or_path"])
+    elif p.is_dir():
+        name = p.name
+    else:  # "org--model.json", as the shipped configs are named
+        name = p.stem.replace("--", "/") if p.stem != "config" else p.parent.name
+    return from_hf_config(cfg, name=name)
 
 
 def get_model(name: str) -> ModelSpec:
