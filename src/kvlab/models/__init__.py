@@ -17,6 +17,7 @@ from kvlab.models.spec import (
     state_bytes_per_sequence,
     weights_bytes,
 )
+from kvlab.models.summary import LayerGroup, layer_groups, model_summary
 
 __all__ = [
     "CATALOG",
@@ -24,6 +25,7 @@ __all__ = [
     "LAYER_KINDS",
     "SUPPORTED_MODEL_TYPES",
     "CatalogEntry",
+    "LayerGroup",
     "LayerSpec",
     "ModelSpec",
     "catalog_entry",
@@ -33,9 +35,11 @@ __all__ = [
     "get_model",
     "kv_bytes_per_token",
     "layer_bytes_per_token",
+    "layer_groups",
     "layer_kinds_summary",
     "list_models",
     "load_config",
+    "model_summary",
     "sequence_bytes",
     "sliding_cap_bytes",
     "state_bytes_per_sequence",
