@@ -42,7 +42,7 @@ def list_command(
     """List the built-in models: layers by kind, parameters, KV bytes per token (bf16)."""
     from kvlab.models import kv_bytes_per_token, layer_kinds_summary, list_models
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for spec in list_models():
         rows.append(
             {
