@@ -103,3 +103,13 @@ def test_unknown_name_suggests_close_matches() -> None:
     assert "llama-3.1-8b" in msg and "did you mean" in msg and "\n" not in msg
     with pytest.raises(ConfigError, match="unknown model"):
         get_model("zzzz-nothing-like-it")
+
+
+def test_docs_list_every_model_and_type() -> None:
+    from kvlab.models import SUPPORTED_MODEL_TYPES
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "models.md").read_text()
+    for entry in CATALOG:
+        assert f"| {entry.hf_id} | `{entry.aliases[0]}` |" in doc, entry.hf_id
+    for mt in SUPPORTED_MODEL_TYPES:
+        assert f"`{mt}`" in doc, mt

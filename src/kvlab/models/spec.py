@@ -135,6 +135,11 @@ class LayerSpec:
 class ModelSpec:
     """A model's architecture as far as memory is concerned.
 
+    ``layers`` lists the layers that keep per-sequence memory (attention and recurrent
+    mixers), in model order; blocks made only of an MLP or MoE (Nemotron-H's ``-`` and
+    ``E``) hold none and are not listed, so ``num_layers`` can be below the config's
+    ``num_hidden_layers``.
+
     ``num_params`` counts every weight once (tied embeddings once);
     ``num_active_params`` counts those used per token (MoE: routed experts
     actually selected plus shared ones); both come from the config.
