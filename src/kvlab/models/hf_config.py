@@ -598,7 +598,7 @@ def _qwen3_next(cfg: Config) -> _Parsed:
                     "linear",
                     state_elems=v_heads * k_dim * v_dim,
                     conv_elems=(d_conv - 1) * conv_dim,
-                    state_heads=k_heads,
+                    state_heads=v_heads,
                 )
             )
             p.add(linear)
