@@ -84,3 +84,37 @@ def test_random_llama_like_configs(cfg: dict) -> None:
     assert spec.num_layers == n and spec.count("full") == n
     assert kv_bytes_per_token(spec, "bf16") == 2 * n * kv * d * 2
     assert spec.max_context == cfg["max_position_embeddings"]
+
+
+@given(model, st.sampled_from([1, 2, 4, 8, 16]))
+def test_tp_shards_attention_or_replicates(spec, tp: int) -> None:  # type: ignore[no-untyped-def]
+    from kvlab.errors import ConfigError
+    from kvlab.models import check_tp
+
+    try:
+        check_tp(spec, tp)
+    except ConfigError:
+        return
+    for layer in spec.layers:
+        per_gpu = layer.elems_per_token(tp)
+        if layer.kind == "mla":
+            assert per_gpu == layer.elems_per_token(1)  # never sharded
+        elif layer.kind in ("full", "sliding"):
+            shards = min(tp, layer.num_kv_heads)
+            assert per_gpu * shards == layer.elems_per_token(1)
+
+
+@given(st.text(alphabet="M*-E", min_size=1, max_size=40), st.sampled_from("XYm#. "))
+def test_nemotron_pattern_chars(pattern: str, bad: str) -> None:
+    from kvlab.errors import ConfigError
+    from kvlab.models import catalog_entry
+
+    cfg = dict(catalog_entry("nemotron-3-nano-30b-a3b").config)
+    cfg.pop("num_hidden_layers")
+    cfg["hybrid_override_pattern"] = pattern
+    spec = from_hf_config(cfg)
+    assert spec.count("mamba2") == pattern.count("M")
+    assert spec.count("full") == pattern.count("*")
+    cfg["hybrid_override_pattern"] = pattern + bad
+    with pytest.raises(ConfigError, match="hybrid_override_pattern"):
+        from_hf_config(cfg)
