@@ -37,7 +37,8 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from itertools import chain, pairwise
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -412,11 +413,9 @@ def _time(v: Any, p: Path, line_no: int, name: str) -> float:
 
 
 def _sorted(items: list[tuple[float, Request]]) -> tuple[Request, ...]:
-    """Requests in stable arrival order (no work when already sorted)."""
-    keys = [a for a, _ in items]
-    if any(b < a for a, b in pairwise(keys)):
-        items = sorted(items, key=lambda t: t[0])
-    return tuple(r for _, r in items)
+    """Requests in stable arrival order (Python's sort is stable and linear when sorted)."""
+    items.sort(key=itemgetter(0))
+    return tuple(map(itemgetter(1), items))
 
 
 __all__ = ["MOONCAKE_BLOCK_TOKENS", "read_azure", "read_mooncake", "read_vidur"]
