@@ -213,3 +213,92 @@ def test_fast_path_equals_replay_on_a_real_trace_slice(block_size: int) -> None:
     fast = cache_curve(reqs, block_size, caps)
     assert fast == reference_cache_curve(reqs, block_size, caps)
     assert fast.infinite.hit_blocks > 0
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _tiny_mooncake(tmp_path: Path) -> Path:
+    p = tmp_path / "tiny.jsonl"
+    rows = [
+        {"timestamp": 0, "input_length": 1024, "output_length": 3, "hash_ids": [0, 1]},
+        {"timestamp": 5, "input_length": 1100, "output_length": 3, "hash_ids": [0, 1, 2]},
+        {"timestamp": 9, "input_length": 600, "output_length": 3, "hash_ids": [0, 7]},
+    ]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+def test_cli_json_hand_computed(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from kvlab.cli.app import app
+
+    p = _tiny_mooncake(tmp_path)
+    res = CliRunner().invoke(
+        app, ["cache-curve", str(p), "--block-size", "512", "--capacities", "0,1,2", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    # hittable: floor(1023/512) + floor(1099/512) + floor(599/512) = 1 + 2 + 1 = 4
+    # cacheable: r1 [0, 1], r2 [0, 1] (its 76-token tail is partial), r3 [0].
+    # r2 hits 0 (cap 1) or 0, 1 (cap 2); r3 hits block 0 at any capacity >= 1
+    # (block 0 is always most recently used).
+    assert d["num_hittable_blocks"] == 4 and d["num_prompt_tokens"] == 2724
+    assert [(p["capacity_blocks"], p["hit_blocks"]) for p in d["points"]] == [
+        (0, 0),
+        (1, 2),
+        (2, 3),
+    ]
+    assert d["points"][2]["block_hit_rate"] == 3 / 4
+    assert d["points"][2]["token_hit_rate"] == 3 * 512 / 2724
+    assert d["infinite"]["capacity_blocks"] == 2 and d["infinite"]["hit_blocks"] == 3
+
+
+def test_cli_table_and_plot(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from typer.testing import CliRunner
+
+    from kvlab.cli.app import app
+
+    png = tmp_path / "curve.png"
+    res = CliRunner().invoke(
+        app, ["cache-curve", str(_tiny_mooncake(tmp_path)), "-b", "256", "--plot", str(png)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "token hit rate" in res.output and "inf" in res.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_rejects_other_policies(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from kvlab.cli.app import app
+
+    res = CliRunner().invoke(app, ["cache-curve", str(_tiny_mooncake(tmp_path)), "--policy", "arc"])
+    assert isinstance(res.exception, ConfigError)
+    assert "only --policy lru" in str(res.exception)
+
+
+def test_capacity_parsing() -> None:
+    from kvlab.cli.cache_curve import _parse_capacities
+
+    assert _parse_capacities("1000, 10k,2M,1_500", None) == [1000, 10_000, 2_000_000, 1500]
+    assert _parse_capacities("1GiB,2GB", 2**20) == [1024, 1907]
+    for bad in ("ten", "", "-3", "80GB"):
+        with pytest.raises(ConfigError):
+            _parse_capacities(bad, None)
+
+
+def test_cli_model_sizes(tmp_path: Path) -> None:
+    pytest.importorskip("kvlab.models.catalog")
+    from typer.testing import CliRunner
+
+    from kvlab.cli.app import app
+
+    args = ["cache-curve", str(_tiny_mooncake(tmp_path)), "-b", "512", "-c", "1GB", "--json"]
+    res = CliRunner().invoke(app, [*args, "--model", "meta-llama/Llama-3.1-8B"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert d["block_bytes"] == 512 * 131_072  # REFERENCE: Llama-3.1-8B bf16 131,072 B/token
+    assert d["points"][0]["capacity_blocks"] == 10**9 // (512 * 131_072)

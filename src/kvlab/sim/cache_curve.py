@@ -99,14 +99,27 @@ class CacheCurve:
 def cache_curve(
     requests: Iterable[Request],
     block_size: int,
-    capacities: Sequence[int],
+    capacities: Sequence[int] | None = None,
     policy: str = "lru",
 ) -> CacheCurve:
-    """Prefix-cache hit rates of ``requests`` at each capacity (in blocks)."""
-    _check_args(block_size, capacities, policy)
+    """Prefix-cache hit rates of ``requests`` at each capacity (in blocks).
+
+    ``capacities=None`` picks :func:`auto_capacities` of the trace's distinct blocks.
+    """
+    _check_args(block_size, capacities or (), policy)
     ordered = replay_order(requests)
     profile = lru_profile(ordered, block_size)
+    if capacities is None:
+        capacities = auto_capacities(profile.num_distinct_blocks)
     return _curve(ordered, block_size, capacities, policy, profile.hit_blocks, profile)
+
+
+def auto_capacities(num_distinct_blocks: int, num_points: int = 12) -> list[int]:
+    """Log-spaced capacities from ~1/2048 of the distinct blocks up to all of them."""
+    top = max(1, num_distinct_blocks)
+    low = max(1, top // 2048)
+    grid = np.unique(np.geomspace(low, top, num_points).round().astype(np.int64))
+    return [int(c) for c in grid]
 
 
 def reference_cache_curve(
@@ -481,6 +494,7 @@ __all__ = [
     "CacheCurve",
     "CurvePoint",
     "LruProfile",
+    "auto_capacities",
     "cache_curve",
     "lru_profile",
     "reference_cache_curve",
