@@ -114,8 +114,13 @@ class LayerCache:
     page_bytes: int
     window: int | None = None
 
-    def blocks_per_request(self, max_model_len: int, in_flight_tokens: int, mamba_pages: int) -> int:
-        """Blocks one request at ``max_model_len`` holds (vLLM ``max_memory_usage_bytes`` / page)."""
+    def blocks_per_request(
+        self, max_model_len: int, in_flight_tokens: int, mamba_pages: int
+    ) -> int:
+        """Blocks one request at ``max_model_len`` holds.
+
+        vLLM ``max_memory_usage_bytes`` divided by the page size.
+        """
         if self.kind == "mamba":
             return mamba_pages
         if self.kind == "sliding":
@@ -149,10 +154,16 @@ class CacheGroup:
     def bytes_per_block(self) -> int:
         return sum(x.page_bytes for x in self.layers)
 
-    def blocks_per_request(self, max_model_len: int, in_flight_tokens: int, mamba_pages: int) -> int:
-        return max(x.blocks_per_request(max_model_len, in_flight_tokens, mamba_pages) for x in self.layers)
+    def blocks_per_request(
+        self, max_model_len: int, in_flight_tokens: int, mamba_pages: int
+    ) -> int:
+        return max(
+            x.blocks_per_request(max_model_len, in_flight_tokens, mamba_pages) for x in self.layers
+        )
 
-    def to_dict(self, max_model_len: int, in_flight_tokens: int, mamba_pages: int) -> dict[str, Any]:
+    def to_dict(
+        self, max_model_len: int, in_flight_tokens: int, mamba_pages: int
+    ) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "num_layers": len(self.layers),
@@ -160,7 +171,9 @@ class CacheGroup:
             "page_bytes": self.layers[0].page_bytes,
             "bytes_per_block": self.bytes_per_block,
             "window": self.layers[0].window,
-            "blocks_per_request": self.blocks_per_request(max_model_len, in_flight_tokens, mamba_pages),
+            "blocks_per_request": self.blocks_per_request(
+                max_model_len, in_flight_tokens, mamba_pages
+            ),
         }
 
 
@@ -262,7 +275,7 @@ def group_layers(layers: tuple[LayerCache, ...]) -> tuple[CacheGroup, ...]:
     group_size = min(sizes)
     if max(sizes) < group_size * 1.5:
         group_size = max(sizes)
-    groups = []
+    groups: list[CacheGroup] = []
     for members in buckets.values():
         n = cdiv(len(members), group_size)
         groups.extend(CacheGroup(tuple(members[i::n])) for i in range(n))
@@ -295,7 +308,12 @@ class Overhead:
 
     @property
     def total_bytes(self) -> int:
-        return self.cuda_context_bytes + self.nccl_bytes + self.activation_bytes + self.cuda_graph_bytes
+        return (
+            self.cuda_context_bytes
+            + self.nccl_bytes
+            + self.activation_bytes
+            + self.cuda_graph_bytes
+        )
 
     def to_dict(self) -> dict[str, int]:
         return {
@@ -307,7 +325,9 @@ class Overhead:
         }
 
 
-def estimate_overhead(spec: ModelSpec, *, tp: int, max_num_batched_tokens: int, max_num_seqs: int) -> Overhead:
+def estimate_overhead(
+    spec: ModelSpec, *, tp: int, max_num_batched_tokens: int, max_num_seqs: int
+) -> Overhead:
     """The :class:`Overhead` estimate for ``spec`` at ``tp``."""
     forward = ACTIVATION_FACTOR * max_num_batched_tokens * spec.hidden_size * 2
     sampler = 2 * max_num_seqs * spec.vocab_size * 4
@@ -351,12 +371,16 @@ class Capacity:
         """vLLM's startup check: one request at max_model_len fits beside the null block."""
         if not self.groups:
             return True
-        return 0 < self.available_kv_bytes and self.bytes_per_request <= self.available_kv_bytes - self.bytes_per_block
+        return (
+            self.available_kv_bytes > 0
+            and self.bytes_per_request <= self.available_kv_bytes - self.bytes_per_block
+        )
 
     def log_lines(self) -> list[str]:
         return [
             f"GPU KV cache size: {self.kv_cache_tokens:,} tokens",
-            f"Maximum concurrency for {self.max_model_len:,} tokens per request: {self.max_concurrency:.2f}x",
+            f"Maximum concurrency for {self.max_model_len:,} tokens per request: "
+            f"{self.max_concurrency:.2f}x",
         ]
 
 
@@ -375,9 +399,23 @@ def compute_capacity(
     """
     groups = group_layers(layers)
     if not groups:  # attention-free model: vLLM keeps one null block
-        return Capacity((), 0, 0, 0, available_kv_bytes, 1, math.inf, 0, max_model_len, in_flight_tokens, mamba_pages)
+        return Capacity(
+            (),
+            0,
+            0,
+            0,
+            available_kv_bytes,
+            1,
+            math.inf,
+            0,
+            max_model_len,
+            in_flight_tokens,
+            mamba_pages,
+        )
     bytes_per_block = max(g.bytes_per_block for g in groups)
-    per_request = sum(g.blocks_per_request(max_model_len, in_flight_tokens, mamba_pages) for g in groups)
+    per_request = sum(
+        g.blocks_per_request(max_model_len, in_flight_tokens, mamba_pages) for g in groups
+    )
     num_blocks = max(0, available_kv_bytes) // bytes_per_block
     concurrency = num_blocks / per_request
     return Capacity(
@@ -396,9 +434,16 @@ def compute_capacity(
 
 
 def estimate_max_model_len(
-    layers: tuple[LayerCache, ...], available_kv_bytes: int, *, upper: int, in_flight_tokens: int, mamba_pages: int
+    layers: tuple[LayerCache, ...],
+    available_kv_bytes: int,
+    *,
+    upper: int,
+    in_flight_tokens: int,
+    mamba_pages: int,
 ) -> int:
-    """The longest max_model_len whose one request fits (vLLM ``_estimate_max_model_len_from_groups``).
+    """The longest max_model_len whose one request fits.
+
+    vLLM ``_estimate_max_model_len_from_groups``.
 
     0 when not even one token fits.
     """
@@ -532,6 +577,9 @@ def _finite(x: float) -> float | None:
 
 
 def _gib(n: float) -> str:
+    """Bytes as GiB, or as MiB below 1 GiB."""
+    if abs(n) < GIB:
+        return f"{n / MIB:,.2f} MiB"
     return f"{n / GIB:,.2f} GiB"
 
 
@@ -541,7 +589,9 @@ def _resolve_model(model: ModelSpec | str) -> ModelSpec:
     try:
         from kvlab.models.catalog import get_model
     except ModuleNotFoundError as e:  # pragma: no cover - catalog lands separately
-        raise ConfigError(f"cannot resolve model {model!r}: the model catalog is not available") from e
+        raise ConfigError(
+            f"cannot resolve model {model!r}: the model catalog is not available"
+        ) from e
     return get_model(model)
 
 
@@ -580,12 +630,16 @@ def _validate(
         dtype_bytes(kv_dtype)
 
 
-def _sequence_bytes(spec: ModelSpec, seq_len: int, kv_dtype: str | None, tp: int) -> tuple[int, int]:
+def _sequence_bytes(
+    spec: ModelSpec, seq_len: int, kv_dtype: str | None, tp: int
+) -> tuple[int, int]:
     """(token-exact bytes of one sequence, of which recurrent state), per GPU."""
     b = dtype_bytes(kv_dtype or spec.dtype)
     conv_b, ssm_b = dtype_bytes(spec.dtype), dtype_bytes(spec.state_dtype)
     attn = sum(x.elems_per_token(tp) * b * x.tokens_held(seq_len) for x in spec.layers)
-    state = sum(_state_bytes(x, tp, conv_b, ssm_b) for x in spec.layers if x.kind in RECURRENT_KINDS)
+    state = sum(
+        _state_bytes(x, tp, conv_b, ssm_b) for x in spec.layers if x.kind in RECURRENT_KINDS
+    )
     return math.ceil(attn) + state, state
 
 
@@ -656,7 +710,15 @@ def plan(
     )
     if not whatifs:
         return result
-    rows = _whatifs(result, spec, gpu_spec, offload_gb, kv_cache_memory_bytes, max_num_batched_tokens, max_num_seqs)
+    rows = _whatifs(
+        result,
+        spec,
+        gpu_spec,
+        offload_gb,
+        kv_cache_memory_bytes,
+        max_num_batched_tokens,
+        max_num_seqs,
+    )
     return replace(result, whatifs=tuple(rows))
 
 
@@ -690,7 +752,11 @@ def _plan_one(
     in_flight = batched * (2 if async_scheduling else 1)
     mamba_pages = 2 if prefix_caching else 1
     cap = compute_capacity(
-        layers, max_model_len=context, available_kv_bytes=available, in_flight_tokens=in_flight, mamba_pages=mamba_pages
+        layers,
+        max_model_len=context,
+        available_kv_bytes=available,
+        in_flight_tokens=in_flight,
+        mamba_pages=mamba_pages,
     )
     seq_bytes, state_bytes = _sequence_bytes(spec, context, kv_dtype, tp)
     starts = cap.starts()
@@ -730,32 +796,40 @@ def _plan_one(
         notes=(),
     )
     fits, reasons = _verdict(base, spec, gpu, requested)
-    return replace(base, fits=fits, reasons=tuple(reasons), notes=tuple(_notes(base, spec, kv_dtype)))
+    return replace(
+        base, fits=fits, reasons=tuple(reasons), notes=tuple(_notes(base, spec, kv_dtype))
+    )
 
 
-def _verdict(r: PlanResult, spec: ModelSpec, gpu: GpuSpec, requested: int) -> tuple[bool, list[str]]:
+def _verdict(
+    r: PlanResult, spec: ModelSpec, gpu: GpuSpec, requested: int
+) -> tuple[bool, list[str]]:
     cap = r.capacity
     bad: list[str] = []
     if r.context_tokens > spec.max_context:
         bad.append(
-            f"context {r.context_tokens:,} tokens exceeds the model's maximum of {spec.max_context:,} "
+            f"context {r.context_tokens:,} tokens exceeds the model's maximum of "
+            f"{spec.max_context:,} "
             "(vLLM refuses a larger --max-model-len)"
         )
     if r.kv_memory_source == "given":
         total = r.weights_bytes + r.available_kv_bytes
         if total > gpu.memory_bytes:
             bad.append(
-                f"weights {_gib(r.weights_bytes)} + KV cache {_gib(r.available_kv_bytes)} = {_gib(total)} "
+                f"weights {_gib(r.weights_bytes)} + KV cache {_gib(r.available_kv_bytes)} "
+                f"= {_gib(total)} "
                 f"exceed the GPU's {_gib(gpu.memory_bytes)}"
             )
     elif r.weights_bytes > requested:
         bad.append(
             f"weights need {_gib(r.weights_bytes)} per GPU but only {_gib(requested)} "
-            f"({r.gpu_memory_utilization:g} of {_gib(gpu.memory_bytes)}) is usable; try more TP or a larger GPU"
+            f"({r.gpu_memory_utilization:g} of {_gib(gpu.memory_bytes)}) is usable; "
+            "try more TP or a larger GPU"
         )
     elif r.available_kv_bytes <= 0:
         bad.append(
-            f"no memory left for the KV cache: {_gib(requested)} usable - weights {_gib(r.weights_bytes)} "
+            f"no memory left for the KV cache: {_gib(requested)} usable "
+            f"- weights {_gib(r.weights_bytes)} "
             f"- overhead {_gib(r.overhead_bytes)} = {_gib(r.available_kv_bytes)}"
         )
     if r.available_kv_bytes > 0 and cap.groups and not r.vllm_starts:
@@ -764,7 +838,8 @@ def _verdict(r: PlanResult, spec: ModelSpec, gpu: GpuSpec, requested: int) -> tu
             hint = f"; the longest context that fits is {r.estimated_max_model_len:,} tokens"
         bad.append(
             f"vLLM would not start: one request at {r.context_tokens:,} tokens needs "
-            f"{_gib(cap.bytes_per_request)} of KV cache but {_gib(r.available_kv_bytes - cap.bytes_per_block)} "
+            f"{_gib(cap.bytes_per_request)} of KV cache but "
+            f"{_gib(r.available_kv_bytes - cap.bytes_per_block)} "
             f"is available{hint}"
         )
     need_blocks = r.concurrency * cap.blocks_per_request
@@ -772,7 +847,8 @@ def _verdict(r: PlanResult, spec: ModelSpec, gpu: GpuSpec, requested: int) -> tu
     if cap.groups and r.available_kv_bytes > 0 and need_blocks > usable:
         short = (need_blocks - usable) * cap.bytes_per_block
         bad.append(
-            f"KV for {r.concurrency:,} sequences at {r.context_tokens:,} tokens needs {need_blocks:,} blocks "
+            f"KV for {r.concurrency:,} sequences at {r.context_tokens:,} tokens needs "
+            f"{need_blocks:,} blocks "
             f"({_gib(need_blocks * cap.bytes_per_block)}) but {usable:,} usable blocks "
             f"({_gib(usable * cap.bytes_per_block)}) are available: short by {_gib(short)}; "
             f"max concurrency {cap.max_concurrency:.2f}"
@@ -785,8 +861,9 @@ def _verdict(r: PlanResult, spec: ModelSpec, gpu: GpuSpec, requested: int) -> tu
     if bad:
         return False, bad
     ok = [
-        f"{r.concurrency:,} sequence(s) at {r.context_tokens:,} tokens use {need_blocks:,} of {usable:,} usable "
-        f"blocks ({_gib(need_blocks * cap.bytes_per_block)} of {_gib(r.available_kv_bytes)} KV memory); "
+        f"{r.concurrency:,} sequence(s) at {r.context_tokens:,} tokens use {need_blocks:,} "
+        f"of {usable:,} usable blocks ({_gib(need_blocks * cap.bytes_per_block)} of "
+        f"{_gib(r.available_kv_bytes)} KV memory); "
         f"max concurrency {cap.max_concurrency:.2f}"
     ]
     return True, ok
@@ -796,11 +873,14 @@ def _notes(r: PlanResult, spec: ModelSpec, kv_dtype: str | None) -> list[str]:
     out = []
     if r.capacity.block_size != r.requested_block_size:
         out.append(
-            f"block size raised from {r.requested_block_size} to {r.capacity.block_size} so an attention "
+            f"block size raised from {r.requested_block_size} to {r.capacity.block_size} "
+            "so an attention "
             "page holds a Mamba state page (vLLM does the same for hybrid models)"
         )
     if kv_dtype is not None and kv_dtype.lower() in ("int8", "int4"):
-        out.append(f"{kv_dtype} KV is a what-if dtype; vLLM's per-token-head int modes add scale bytes")
+        out.append(
+            f"{kv_dtype} KV is a what-if dtype; vLLM's per-token-head int modes add scale bytes"
+        )
     if r.kv_memory_source == "estimated":
         out.append(
             f"available KV memory is an estimate (overhead {_gib(r.overhead_bytes)}); pass "
@@ -808,7 +888,8 @@ def _notes(r: PlanResult, spec: ModelSpec, kv_dtype: str | None) -> list[str]:
         )
     if any(g.kind == "sliding" for g in r.capacity.groups):
         out.append(
-            f"sliding-window groups reserve window-1 + {r.capacity.in_flight_tokens:,} in-flight tokens "
+            "sliding-window groups reserve window-1 + "
+            f"{r.capacity.in_flight_tokens:,} in-flight tokens "
             "per request (vLLM SlidingWindowSpec)"
         )
     return out
@@ -821,7 +902,11 @@ def _notes(r: PlanResult, spec: ModelSpec, kv_dtype: str | None) -> list[str]:
 
 def _row(what: str, base: PlanResult, other: PlanResult) -> dict[str, Any]:
     ratio = None
-    if base.max_concurrency and not math.isinf(base.max_concurrency) and not math.isinf(other.max_concurrency):
+    if (
+        base.max_concurrency
+        and not math.isinf(base.max_concurrency)
+        and not math.isinf(other.max_concurrency)
+    ):
         ratio = other.max_concurrency / base.max_concurrency if base.max_concurrency > 0 else None
     return {
         "what": what,
@@ -858,7 +943,9 @@ def _whatifs(
         "kv_cache_memory_bytes": kv_cache_memory_bytes,
         "batched": base.max_num_batched_tokens,
         "seqs": base.max_num_seqs,
-        "overhead_bytes": base.overhead_bytes if base.kv_memory_source == "given overhead" else None,
+        "overhead_bytes": base.overhead_bytes
+        if base.kv_memory_source == "given overhead"
+        else None,
         "async_scheduling": base.async_scheduling,
         "prefix_caching": base.enable_prefix_caching,
     }
@@ -888,7 +975,9 @@ def _whatifs(
             base.kv_cache_tokens,
         )
         if other.block_size == base.block_size or same:
-            rows.append({"what": f"block size {bs}", "skipped": "same capacity as the current block size"})
+            rows.append(
+                {"what": f"block size {bs}", "skipped": "same capacity as the current block size"}
+            )
         else:
             rows.append(_row(f"block size {bs}", base, other))
     if offload_gb > 0:
@@ -913,7 +1002,8 @@ def _offload_row(base: PlanResult, gpu: GpuSpec, offload_gb: float) -> dict[str,
         "reload_s_per_sequence": reload_s,
         "note": (
             f"parks {parked:,} idle sequences of {base.context_tokens:,} tokens; reloading one "
-            f"({_gib(base.sequence_bytes)}) over the {link / 1e9:g} GB/s host link takes {reload_s * 1e3:,.1f} ms"
+            f"({_gib(base.sequence_bytes)}) over the {link / 1e9:g} GB/s host link takes "
+            f"{reload_s * 1e3:,.1f} ms"
         ),
     }
 
