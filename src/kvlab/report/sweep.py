@@ -81,6 +81,10 @@ class SweepResult:
 PointRunner = Callable[[Path, SweepPoint, Path], None]
 
 
+class PointFailed(RuntimeError):
+    """A point's run failed; the message is the run's own last error line."""
+
+
 def parse_axis(text: str) -> tuple[str, list[str]]:
     """``"mode=baseline,prefix"`` -> ("mode", ["baseline", "prefix"]).
 
@@ -126,7 +130,8 @@ def subprocess_runner(extra_args: Sequence[str] = ()) -> PointRunner:
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if res.returncode != 0:
             tail = (res.stderr or res.stdout).strip().splitlines()
-            raise RuntimeError(tail[-1] if tail else f"exit code {res.returncode}")
+            last = tail[-1] if tail else f"exit code {res.returncode}"
+            raise PointFailed(last.removeprefix("error: "))
 
     return run
 
@@ -154,7 +159,7 @@ def run_sweep(
             runner(workload, p, o.run_dir)
             o.result = RunResult.load(o.run_dir)
         except Exception as e:  # a failed point is reported in the table, the sweep goes on
-            o.error = f"{type(e).__name__}: {e}"
+            o.error = str(e) if isinstance(e, PointFailed) else f"{type(e).__name__}: {e}"
         return o
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -263,6 +268,7 @@ def _is_number(v: str) -> bool:
 
 __all__ = [
     "DEFAULT_METRICS",
+    "PointFailed",
     "PointOutcome",
     "PointRunner",
     "SweepPoint",
