@@ -22,6 +22,8 @@ class PoolObserver(Protocol):
 
     def on_evict(self, block_id: int, key: Hashable, now: int) -> None: ...
 
+    def on_cache(self, block_id: int, key: Hashable, now: int) -> None: ...
+
 
 class BlockPool:
     """Free blocks, reference counts and the key -> cached block map.
@@ -53,6 +55,7 @@ class BlockPool:
         self.enable_caching = enable_caching
         self.policy: EvictionPolicy = policy if policy is not None else LRU()
         self.observer = observer
+        self.policy_uses_retention = getattr(self.policy, "uses_retention", False)
         self.ref = [0] * num_blocks
         self.key: list[Hashable | None] = [None] * num_blocks
         self.cached: dict[Hashable, int | list[int]] = {}
@@ -123,7 +126,7 @@ class BlockPool:
         else:
             out = []
         for _ in range(n - k):
-            out.append(self._evict(self.policy.pop_victim(), now))
+            out.append(self._evict(self.policy.pop_victim(now), now))
         ref = self.ref
         for b in out:
             ref[b] = 1
@@ -146,10 +149,15 @@ class BlockPool:
             self.observer.on_evict(b, key, now)
         return b
 
-    def cache(self, block_id: int, key: Hashable, now: int = 0) -> None:
-        """Register a just-filled block under ``key`` (vLLM ``cache_full_blocks``)."""
+    def cache(self, block_id: int, key: Hashable, now: int = 0, rank: int | None = None) -> None:
+        """Register a just-filled block under ``key`` (vLLM ``cache_full_blocks``).
+
+        ``rank`` is the block's retention rank, for policies that use it.
+        """
         if not self.enable_caching or self.key[block_id] is not None:
             return
+        if rank is not None:
+            self.policy.set_retention(block_id, rank)
         self.key[block_id] = key
         entry = self.cached.get(key)
         if entry is None:
@@ -159,6 +167,8 @@ class BlockPool:
         else:
             entry.append(block_id)
         self.policy.on_access(block_id, key, now)
+        if self.observer is not None:
+            self.observer.on_cache(block_id, key, now)
 
     def free(self, blocks_tail_first: Iterable[int], now: int = 0) -> None:
         """Drop one reference to each block, given in eviction order (tail first).

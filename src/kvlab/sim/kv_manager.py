@@ -4,7 +4,7 @@ one full-attention group: ``get_computed_blocks``, ``allocate_slots``, ``free``)
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Protocol
 
 from kvlab.sim.block_pool import BlockPool
@@ -17,9 +17,13 @@ class SeqState(Protocol):
     num_cached_blocks: int
     num_computed: int
     num_tokens: int
-    keys: list[Hashable]
+
+    @property
+    def keys(self) -> Sequence[Hashable]: ...
 
     def ensure_keys(self, num_full_blocks: int) -> None: ...
+
+    def block_rank(self, index: int) -> int: ...
 
 
 def cdiv(a: int, b: int) -> int:
@@ -54,7 +58,7 @@ class KVManager:
         self.reserve_full_prompt = reserve_full_prompt
         self.watermark_blocks = watermark_blocks
 
-    def lookup(self, keys: list[Hashable], num_tokens: int) -> list[int]:
+    def lookup(self, keys: Sequence[Hashable], num_tokens: int) -> list[int]:
         """Cached blocks of the longest prefix hit, over at most num_tokens - 1 tokens."""
         return self.pool.longest_hit(keys, (num_tokens - 1) // self.block_size)
 
@@ -73,21 +77,12 @@ class KVManager:
         Returns the blocks allocated for ``num_external_tokens`` (lower-tier hits
         to be loaded), possibly empty.
         """
+        if not self.fits(seq, num_new_tokens, hit, num_external_tokens, has_running):
+            return None
         pool, bs = self.pool, self.block_size
-        evictable = pool.num_evictable(hit)
         n_hit = len(hit)
         computed = n_hit * bs + num_external_tokens
-        watermark = self.watermark_blocks if has_running else 0
-        free = pool.num_free
-        if self.reserve_full_prompt:
-            full = min(seq.num_tokens, self.max_model_len)
-            need_full = max(cdiv(full, bs) - n_hit, 0) + evictable
-            if need_full + watermark > free:
-                return None
         need_slot = min(computed + num_new_tokens, self.max_model_len)
-        need = max(cdiv(need_slot, bs) - n_hit, 0) + evictable
-        if need + watermark > free:
-            return None
         pool.touch(hit, now)
         seq.blocks = list(hit)
         seq.num_cached_blocks = n_hit
@@ -98,6 +93,29 @@ class KVManager:
         self._grow(seq, need_slot, now)
         self._cache(seq, min(computed + num_new_tokens, seq.num_tokens), now)
         return ext
+
+    def fits(
+        self,
+        seq: SeqState,
+        num_new_tokens: int,
+        hit: list[int],
+        num_external_tokens: int = 0,
+        has_running: bool = True,
+    ) -> bool:
+        """Whether :meth:`admit` would succeed (no side effects)."""
+        pool, bs = self.pool, self.block_size
+        evictable = pool.num_evictable(hit)
+        n_hit = len(hit)
+        computed = n_hit * bs + num_external_tokens
+        watermark = self.watermark_blocks if has_running else 0
+        free = pool.num_free
+        if self.reserve_full_prompt:
+            full = min(seq.num_tokens, self.max_model_len)
+            if max(cdiv(full, bs) - n_hit, 0) + evictable + watermark > free:
+                return False
+        need_slot = min(computed + num_new_tokens, self.max_model_len)
+        need = max(cdiv(need_slot, bs) - n_hit, 0) + evictable
+        return need + watermark <= free
 
     def extend(self, seq: SeqState, num_new_tokens: int, now: int = 0) -> bool:
         """Allocate slots for a running request's next ``num_new_tokens``; False if full."""
@@ -115,6 +133,10 @@ class KVManager:
         if need > 0:
             seq.blocks.extend(self.pool.allocate(need, now))
 
+    def cache_upto(self, seq: SeqState, num_tokens: int, now: int) -> None:
+        """Cache the request's blocks filled by its first ``num_tokens`` tokens."""
+        self._cache(seq, num_tokens, now)
+
     def _cache(self, seq: SeqState, num_tokens: int, now: int) -> None:
         n_full = num_tokens // self.block_size
         start = seq.num_cached_blocks
@@ -122,8 +144,12 @@ class KVManager:
             return
         seq.ensure_keys(n_full)
         blocks, keys, cache = seq.blocks, seq.keys, self.pool.cache
-        for i in range(start, n_full):
-            cache(blocks[i], keys[i], now)
+        if self.pool.policy_uses_retention:
+            for i in range(start, n_full):
+                cache(blocks[i], keys[i], now, seq.block_rank(i))
+        else:
+            for i in range(start, n_full):
+                cache(blocks[i], keys[i], now)
         seq.num_cached_blocks = n_full
 
     def free(self, seq: SeqState, now: int = 0) -> None:

@@ -11,14 +11,19 @@ Calls, in the pool's order of events:
     the block became evictable. A request's blocks arrive tail first.
 ``remove(block_id)``
     an evictable block was hit and is referenced again.
-``pop_victim()``
+``pop_victim(now)``
     choose, remove and return the block to evict next.
 ``on_access(block_id, key, now)``
     a block was hit (touched) or freshly cached (any ref count).
 ``on_evict(key)``
     a victim's key left the cache (for ghost lists).
+``set_retention(block_id, rank)``
+    the retention rank of a just-cached block (0 = system prompt, longest-lived;
+    see ``kvlab.workload.records.RETENTION_CLASSES``).
 ``order()``
     the current eviction order, first victim first (tests).
+
+Times are integer simulation ticks (the engine's clock unit).
 
 Policies are deterministic: no clock reads, no randomness.
 """
@@ -38,7 +43,7 @@ class EvictionPolicy(Protocol):
 
     def remove(self, block_id: int) -> None: ...
 
-    def pop_victim(self) -> int: ...
+    def pop_victim(self, now: int) -> int: ...
 
     def on_access(self, block_id: int, key: Hashable, now: int) -> None: ...
 
@@ -46,7 +51,7 @@ class EvictionPolicy(Protocol):
 
     def order(self) -> list[int]: ...
 
-    def set_retention(self, block_id: int, rank: int, expires_at: int | None) -> None: ...
+    def set_retention(self, block_id: int, rank: int) -> None: ...
 
 
 class PolicyBase:
@@ -60,5 +65,5 @@ class PolicyBase:
     def on_evict(self, key: Hashable) -> None:
         return None
 
-    def set_retention(self, block_id: int, rank: int, expires_at: int | None) -> None:
+    def set_retention(self, block_id: int, rank: int) -> None:
         return None

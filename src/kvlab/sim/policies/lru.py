@@ -34,7 +34,7 @@ class LRU(PolicyBase):
     def remove(self, block_id: int) -> None:
         del self._queue[block_id]
 
-    def pop_victim(self) -> int:
+    def pop_victim(self, now: int) -> int:
         return self._queue.popitem(last=False)[0]
 
     def order(self) -> list[int]:
