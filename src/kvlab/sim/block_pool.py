@@ -4,6 +4,9 @@ Blocks are ints ``0 .. num_blocks-1``; block 0 is the permanent null block and
 is never handed out, so ``num_blocks - 1`` are usable. A block key is any
 hashable that identifies the whole prefix up to the end of a full block (the
 simulator uses segment chain ids, the differential test vLLM-style token hashes).
+
+The pool also keeps vLLM's opt-in block residency metrics (lifetime, idle time
+before eviction, reuse gap), unsampled, in power-of-two tick bins.
 """
 
 from __future__ import annotations
@@ -14,15 +17,16 @@ from typing import Protocol
 from kvlab.sim.policies.base import EvictionPolicy
 from kvlab.sim.policies.lru import LRU
 
+#: Residency histogram bins: bin i counts durations d (ticks) with d.bit_length() == i.
+NUM_BINS = 80
 
-class PoolObserver(Protocol):
-    def on_allocate(self, block_id: int, now: int) -> None: ...
 
-    def on_hit(self, block_id: int, now: int) -> None: ...
+class LowerTier(Protocol):
+    """Where evicted (or freshly cached) keys can go: the offload tier."""
 
-    def on_evict(self, block_id: int, key: Hashable, now: int) -> None: ...
+    def on_gpu_evict(self, key: Hashable, now: int) -> None: ...
 
-    def on_cache(self, block_id: int, key: Hashable, now: int) -> None: ...
+    def on_gpu_cache(self, key: Hashable, now: int) -> None: ...
 
 
 class BlockPool:
@@ -38,7 +42,9 @@ class BlockPool:
     * ``cached[key]`` is one block id, or a list of ids in insertion order when
       several blocks hold the same content (vLLM does not deduplicate); a hit
       takes the first;
-    * ``num_evicted`` counts keyed blocks whose key was dropped to reuse them.
+    * ``num_evicted`` counts keyed blocks whose key was dropped to reuse them;
+    * ``born[b]`` / ``used[b]``: tick block b was handed out / last handed out or hit;
+      ``hist[name][i]`` counts durations whose ``bit_length()`` is i.
     """
 
     def __init__(
@@ -47,21 +53,27 @@ class BlockPool:
         *,
         enable_caching: bool = True,
         policy: EvictionPolicy | None = None,
-        observer: PoolObserver | None = None,
+        tier: LowerTier | None = None,
     ) -> None:
         if num_blocks < 2:
             raise ValueError("a block pool needs at least 2 blocks (one is the null block)")
         self.num_blocks = num_blocks
         self.enable_caching = enable_caching
         self.policy: EvictionPolicy = policy if policy is not None else LRU()
-        self.observer = observer
         self.policy_uses_retention = getattr(self.policy, "uses_retention", False)
+        self._lru = self.policy._queue if type(self.policy) is LRU else None
+        self.tier = tier
         self.ref = [0] * num_blocks
         self.key: list[Hashable | None] = [None] * num_blocks
         self.cached: dict[Hashable, int | list[int]] = {}
         self.clean: list[int] = list(range(num_blocks - 1, 0, -1))
         self.ref[0] = 1  # the null block is never free
         self.num_evicted = 0
+        self.born = [0] * num_blocks
+        self.used = [0] * num_blocks
+        self.lifetime = [0] * NUM_BINS
+        self.idle = [0] * NUM_BINS
+        self.reuse_gap = [0] * NUM_BINS
 
     # -- queries ---------------------------------------------------------
     @property
@@ -81,21 +93,21 @@ class BlockPool:
 
     def get(self, key: Hashable) -> int | None:
         b = self.cached.get(key)
-        if b is None or type(b) is int:
+        if b is None or isinstance(b, int):
             return b
-        return b[0]  # type: ignore[index]
+        return b[0]
 
     def longest_hit(self, keys: Sequence[Hashable], max_blocks: int) -> list[int]:
         """Blocks of the longest cached run of ``keys[:max_blocks]`` (vLLM phase 1)."""
         out: list[int] = []
         if not self.enable_caching:
             return out
-        cached = self.cached
+        get = self.cached.get
         for k in keys[:max_blocks]:
-            b = cached.get(k)
+            b = get(k)
             if b is None:
                 break
-            out.append(b if type(b) is int else b[0])  # type: ignore[index]
+            out.append(b if isinstance(b, int) else b[0])
         return out
 
     def num_evictable(self, blocks: Iterable[int]) -> int:
@@ -105,14 +117,14 @@ class BlockPool:
     # -- mutations -------------------------------------------------------
     def touch(self, blocks: Iterable[int], now: int = 0) -> None:
         """A request hit ``blocks``: take them off the free list, ref += 1."""
-        ref, policy, obs = self.ref, self.policy, self.observer
+        ref, policy, key, used, gap = self.ref, self.policy, self.key, self.used, self.reuse_gap
         for b in blocks:
             if ref[b] == 0:
                 policy.remove(b)
             ref[b] += 1
-            policy.on_access(b, self.key[b], now)
-            if obs is not None:
-                obs.on_hit(b, now)
+            policy.on_access(b, key[b], now)
+            gap[(now - used[b]).bit_length()] += 1
+            used[b] = now
 
     def allocate(self, n: int, now: int = 0) -> list[int]:
         """Hand out ``n`` blocks: clean ones first, then evict cached free ones."""
@@ -121,33 +133,45 @@ class BlockPool:
         clean = self.clean
         k = min(n, len(clean))
         if k:
-            out = clean[-k:][::-1]
+            out = clean[-k:]
+            out.reverse()
             del clean[-k:]
         else:
             out = []
-        for _ in range(n - k):
-            out.append(self._evict(self.policy.pop_victim(now), now))
-        ref = self.ref
+        if n > k:
+            out.extend(self._evict_n(n - k, now))
+        ref, born, used = self.ref, self.born, self.used
         for b in out:
             ref[b] = 1
-        if self.observer is not None:
-            for b in out:
-                self.observer.on_allocate(b, now)
+            born[b] = now
+            used[b] = now
         return out
 
-    def _evict(self, b: int, now: int) -> int:
-        key = self.key[b]
-        self.key[b] = None
-        entry = self.cached.pop(key)
-        if not isinstance(entry, int):
-            rest = [x for x in entry if x != b]
-            if rest:
-                self.cached[key] = rest if len(rest) > 1 else rest[0]
-        self.num_evicted += 1
-        self.policy.on_evict(key)
-        if self.observer is not None:
-            self.observer.on_evict(b, key, now)
-        return b
+    def _evict_n(self, n: int, now: int) -> list[int]:
+        """Pop ``n`` victims from the policy and drop their keys."""
+        key, cached, born, used = self.key, self.cached, self.born, self.used
+        life, idle, tier = self.lifetime, self.idle, self.tier
+        lru = self._lru
+        pop = (lambda: lru.popitem(last=False)[0]) if lru is not None else None
+        out: list[int] = []
+        for _ in range(n):
+            b = pop() if pop is not None else self.policy.pop_victim(now)
+            k = key[b]
+            key[b] = None
+            entry = cached.pop(k)
+            if not isinstance(entry, int):
+                rest = [x for x in entry if x != b]
+                if rest:
+                    cached[k] = rest if len(rest) > 1 else rest[0]
+            if lru is None:
+                self.policy.on_evict(k)
+            life[(now - born[b]).bit_length()] += 1
+            idle[(now - used[b]).bit_length()] += 1
+            if tier is not None:
+                tier.on_gpu_evict(k, now)
+            out.append(b)
+        self.num_evicted += n
+        return out
 
     def cache(self, block_id: int, key: Hashable, now: int = 0, rank: int | None = None) -> None:
         """Register a just-filled block under ``key`` (vLLM ``cache_full_blocks``).
@@ -166,9 +190,28 @@ class BlockPool:
             self.cached[key] = [entry, block_id]
         else:
             entry.append(block_id)
-        self.policy.on_access(block_id, key, now)
-        if self.observer is not None:
-            self.observer.on_cache(block_id, key, now)
+        if self._lru is None:
+            self.policy.on_access(block_id, key, now)
+        if self.tier is not None:
+            self.tier.on_gpu_cache(key, now)
+
+    def cache_run(self, blocks: Sequence[int], keys: Sequence[Hashable], now: int) -> None:
+        """:meth:`cache` for consecutive blocks of one request (LRU, no tier: fast path)."""
+        if self._lru is None or self.tier is not None:
+            for b, k in zip(blocks, keys, strict=True):
+                self.cache(b, k, now)
+            return
+        key, cached = self.key, self.cached
+        for b, k in zip(blocks, keys, strict=True):
+            if key[b] is not None:
+                continue
+            key[b] = k
+            entry = cached.setdefault(k, b)
+            if entry != b or not isinstance(entry, int):
+                if isinstance(entry, int):
+                    cached[k] = [entry, b]
+                else:
+                    entry.append(b)
 
     def free(self, blocks_tail_first: Iterable[int], now: int = 0) -> None:
         """Drop one reference to each block, given in eviction order (tail first).
@@ -176,17 +219,33 @@ class BlockPool:
         Blocks reaching 0 without a key go to the head of the free list (in the
         given order), keyed ones to the policy (vLLM ``free_blocks``).
         """
-        ref, key, policy = self.ref, self.key, self.policy
+        ref, key = self.ref, self.key
         unkeyed: list[int] = []
         caching = self.enable_caching
+        lru = self._lru
+        insert = self.policy.insert
         for b in blocks_tail_first:
             r = ref[b] - 1
             ref[b] = r
             if r == 0:
                 if key[b] is None or not caching:
                     unkeyed.append(b)
+                elif lru is not None:
+                    lru[b] = None
                 else:
-                    policy.insert(b, now)
+                    insert(b, now)
         if unkeyed:
             unkeyed.reverse()
             self.clean.extend(unkeyed)
+
+    def histograms(self, ticks_per_s: int) -> dict[str, dict[str, object]]:
+        """The residency histograms; bin i spans [2**(i-1), 2**i) ticks (bin 0: zero)."""
+        edges = [0.0] + [2 ** (i - 1) / ticks_per_s for i in range(1, NUM_BINS + 1)]
+        return {
+            name: {"unit": "s", "edges": edges, "counts": list(c)}
+            for name, c in (
+                ("block_lifetime_s", self.lifetime),
+                ("block_idle_before_evict_s", self.idle),
+                ("block_reuse_gap_s", self.reuse_gap),
+            )
+        }

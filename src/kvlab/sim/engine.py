@@ -33,7 +33,7 @@ from kvlab.sim.config import SimConfig
 from kvlab.sim.cost_model import TICKS_PER_S
 from kvlab.sim.hashing import _R, ChainInterner
 from kvlab.sim.kv_manager import KVManager, cdiv
-from kvlab.sim.metrics import BlockMetrics, TimeSeries
+from kvlab.sim.metrics import TimeSeries
 from kvlab.sim.offload import OffloadTier
 from kvlab.sim.policies import make_policy
 from kvlab.sim.resolve import Resolved, resolve
@@ -65,13 +65,12 @@ class Engine:
             self.offload = OffloadTier(
                 r.offload_blocks, r.block_bytes, r.offload_bw, r.offload_latency_s, cfg.offload_mode
             )
-        self.metrics = BlockMetrics(r.num_blocks, self.offload)
         policy = make_policy(cfg.policy, TICKS_PER_S, **dict(cfg.policy_params))
         self.pool = BlockPool(
             r.num_blocks,
             enable_caching=cfg.enable_prefix_caching,
             policy=policy,
-            observer=self.metrics,
+            tier=self.offload,
         )
         self.kv = KVManager(
             self.pool,
@@ -462,7 +461,7 @@ class Engine:
                 "kv_dtype": self.r.kv_dtype,
             },
             timeseries=self.series.cols,
-            histograms=self.metrics.histograms(),
+            histograms=self.pool.histograms(TICKS_PER_S),
             provenance={"backend": "sim", "clock": "roofline, uncalibrated"},
         )
 

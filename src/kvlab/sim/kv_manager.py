@@ -147,9 +147,10 @@ class KVManager:
         if self.pool.policy_uses_retention:
             for i in range(start, n_full):
                 cache(blocks[i], keys[i], now, seq.block_rank(i))
+        elif n_full - start == 1:
+            cache(blocks[start], keys[start], now)
         else:
-            for i in range(start, n_full):
-                cache(blocks[i], keys[i], now)
+            self.pool.cache_run(blocks[start:n_full], keys[start:n_full], now)
         seq.num_cached_blocks = n_full
 
     def free(self, seq: SeqState, now: int = 0) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kvlab.errors import ConfigError
+from kvlab.errors import CapacityError, ConfigError
 from kvlab.models.spec import ModelSpec, dtype_bytes, weights_bytes
 from kvlab.sim.config import SimConfig
 from kvlab.sim.cost_model import RooflineCost
@@ -38,30 +38,37 @@ class Resolved:
 def get_model(name: Any) -> ModelSpec:
     if isinstance(name, ModelSpec):
         return name
-    lookup = _catalog_fn("kvlab.models.catalog", "get_model")
-    if lookup is None:
-        raise ConfigError(f"no model catalog available to resolve {name!r}")
-    spec = lookup(str(name))
-    assert isinstance(spec, ModelSpec)
-    return spec
+    from kvlab.models import get_model as lookup
+
+    return lookup(str(name))
 
 
 def get_gpu(name: Any) -> Any:
     if not isinstance(name, str):
         return name
-    lookup = _catalog_fn("kvlab.hardware", "get_gpu")
-    if lookup is None:
-        raise ConfigError(f"no GPU catalog available to resolve {name!r}")
+    from kvlab.hardware import get_gpu as lookup
+
     return lookup(name)
 
 
-def _catalog_fn(module: str, name: str) -> Any:
-    import importlib
+def plan_num_blocks(cfg: SimConfig, model: ModelSpec, gpu: Any, kv_dtype: str) -> int:
+    """vLLM's ``num_gpu_blocks`` for this model and GPU, from :func:`kvlab.plan.plan`."""
+    from kvlab.plan import plan
 
-    try:
-        return getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
+    p = plan(
+        model,
+        gpu,
+        kv_dtype=kv_dtype,
+        tp=cfg.tp,
+        context_tokens=cfg.max_model_len,
+        block_size=cfg.block_size,
+        gpu_memory_utilization=cfg.gpu_memory_utilization,
+        max_num_batched_tokens=cfg.max_num_batched_tokens,
+        max_num_seqs=cfg.max_num_seqs,
+        enable_prefix_caching=cfg.enable_prefix_caching,
+        whatifs=False,
+    )
+    return int(p.capacity.num_gpu_blocks)
 
 
 def kv_bytes_per_token(model: ModelSpec, kv_dtype: str, tp: int) -> float:
@@ -84,15 +91,16 @@ def resolve(cfg: SimConfig) -> Resolved:
     w = weights_bytes(model, cfg.tp)
     if cfg.num_blocks is not None:
         num_blocks = cfg.num_blocks
-    else:
-        # vLLM: num_gpu_blocks = available KV bytes // bytes per block (REFERENCE section 2)
+    elif isinstance(cfg.gpu, str) or hasattr(gpu, "unified_memory"):
+        num_blocks = plan_num_blocks(cfg, model, gpu, kv_dtype)
+    else:  # a duck-typed GPU: weights and a fixed allowance off the top
         avail = gpu.memory_bytes * cfg.gpu_memory_utilization - w - NON_KV_RESERVE_BYTES
         num_blocks = int(avail // block_bytes)
-        if num_blocks < 2:
-            raise ConfigError(
-                f"{model.name} does not leave room for a KV cache on {gpu.name} "
-                f"(weights {w / GIB:.1f} GiB); use a larger GPU, more TP or --num-blocks"
-            )
+    if num_blocks < 2:
+        raise CapacityError(
+            f"{model.name} leaves no room for a KV cache on {gpu.name} "
+            f"(weights {w / GIB:.1f} GiB); use a larger GPU, more TP or --num-blocks"
+        )
     head_dim = model.head_dim or model.hidden_size // max(1, model.num_attention_heads)
     cost = RooflineCost.from_specs(
         active_params=model.num_active_params // cfg.tp,
