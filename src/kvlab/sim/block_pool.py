@@ -11,7 +11,10 @@ before eviction, reuse gap), unsampled, in power-of-two tick bins.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from itertools import compress, repeat
+from operator import is_, is_not
 from typing import Protocol
 
 from kvlab.sim.policies.base import EvictionPolicy
@@ -19,6 +22,10 @@ from kvlab.sim.policies.lru import LRU
 
 #: Residency histogram bins: bin i counts durations d (ticks) with d.bit_length() == i.
 NUM_BINS = 80
+
+#: Runs an iterator to exhaustion in C (the batch paths below map list methods).
+_SINK: deque[object] = deque(maxlen=0)
+_consume: Callable[[Iterable[object]], None] = _SINK.extend
 
 
 class LowerTier(Protocol):
@@ -61,7 +68,7 @@ class BlockPool:
         self.enable_caching = enable_caching
         self.policy: EvictionPolicy = policy if policy is not None else LRU()
         self.policy_uses_retention = getattr(self.policy, "uses_retention", False)
-        self._lru = self.policy._queue if type(self.policy) is LRU else None
+        self.lru_queue = self.policy._queue if type(self.policy) is LRU else None
         self.tier = tier
         self.ref = [0] * num_blocks
         self.key: list[Hashable | None] = [None] * num_blocks
@@ -71,9 +78,9 @@ class BlockPool:
         self.num_evicted = 0
         self.born = [0] * num_blocks
         self.used = [0] * num_blocks
-        self.lifetime = [0] * NUM_BINS
-        self.idle = [0] * NUM_BINS
-        self.reuse_gap = [0] * NUM_BINS
+        self.lifetime: Counter[int] = Counter()
+        self.idle: Counter[int] = Counter()
+        self.reuse_gap: Counter[int] = Counter()
 
     # -- queries ---------------------------------------------------------
     @property
@@ -140,38 +147,55 @@ class BlockPool:
             out = []
         if n > k:
             out.extend(self._evict_n(n - k, now))
-        ref, born, used = self.ref, self.born, self.used
-        for b in out:
-            ref[b] = 1
-            born[b] = now
-            used[b] = now
+        _consume(map(self.ref.__setitem__, out, repeat(1)))
+        _consume(map(self.born.__setitem__, out, repeat(now)))
+        _consume(map(self.used.__setitem__, out, repeat(now)))
         return out
 
     def _evict_n(self, n: int, now: int) -> list[int]:
         """Pop ``n`` victims from the policy and drop their keys."""
         key, cached, born, used = self.key, self.cached, self.born, self.used
-        life, idle, tier = self.lifetime, self.idle, self.tier
-        lru = self._lru
-        pop = (lambda: lru.popitem(last=False)[0]) if lru is not None else None
+        life, idle, tier, lru = self.lifetime, self.idle, self.tier, self.lru_queue
         out: list[int] = []
+        append = out.append
+        if lru is not None and tier is None:  # vLLM's LRU, no lower tier: batched in C
+            popitem = lru.popitem
+            victims = [popitem(False)[0] for _ in range(n)]
+            keys = list(map(key.__getitem__, victims))
+            if all(map(isinstance, map(cached.__getitem__, keys), repeat(int))):
+                _consume(map(cached.__delitem__, keys))
+                _consume(map(key.__setitem__, victims, repeat(None)))
+                bl = int.bit_length
+                life.update(map(bl, map(now.__sub__, map(born.__getitem__, victims))))
+                idle.update(map(bl, map(now.__sub__, map(used.__getitem__, victims))))
+                self.num_evicted += n
+                return victims
+            for b in reversed(victims):  # duplicate contents: undo, take the general path
+                lru[b] = None
+                lru.move_to_end(b, last=False)
+        policy = self.policy
         for _ in range(n):
-            b = pop() if pop is not None else self.policy.pop_victim(now)
+            b = lru.popitem(False)[0] if lru is not None else policy.pop_victim(now)
             k = key[b]
             key[b] = None
-            entry = cached.pop(k)
-            if not isinstance(entry, int):
-                rest = [x for x in entry if x != b]
-                if rest:
-                    cached[k] = rest if len(rest) > 1 else rest[0]
+            e = cached.pop(k)
+            if e.__class__ is not int:
+                self._put_back(k, e, b)
             if lru is None:
-                self.policy.on_evict(k)
+                policy.on_evict(k)
             life[(now - born[b]).bit_length()] += 1
             idle[(now - used[b]).bit_length()] += 1
             if tier is not None:
                 tier.on_gpu_evict(k, now)
-            out.append(b)
+            append(b)
         self.num_evicted += n
         return out
+
+    def _put_back(self, k: Hashable, entry: int | list[int], b: int) -> None:
+        """Keep the other blocks that hold the same content as evicted block b."""
+        rest = [x for x in entry if x != b] if isinstance(entry, list) else []
+        if rest:
+            self.cached[k] = rest if len(rest) > 1 else rest[0]
 
     def cache(self, block_id: int, key: Hashable, now: int = 0, rank: int | None = None) -> None:
         """Register a just-filled block under ``key`` (vLLM ``cache_full_blocks``).
@@ -190,18 +214,24 @@ class BlockPool:
             self.cached[key] = [entry, block_id]
         else:
             entry.append(block_id)
-        if self._lru is None:
+        if self.lru_queue is None:
             self.policy.on_access(block_id, key, now)
         if self.tier is not None:
             self.tier.on_gpu_cache(key, now)
 
     def cache_run(self, blocks: Sequence[int], keys: Sequence[Hashable], now: int) -> None:
         """:meth:`cache` for consecutive blocks of one request (LRU, no tier: fast path)."""
-        if self._lru is None or self.tier is not None:
+        if self.lru_queue is None or self.tier is not None:
             for b, k in zip(blocks, keys, strict=True):
                 self.cache(b, k, now)
             return
         key, cached = self.key, self.cached
+        if all(map(is_, map(key.__getitem__, blocks), repeat(None))) and cached.keys().isdisjoint(
+            keys
+        ):  # fresh blocks, new contents (keys within one request are distinct)
+            _consume(map(key.__setitem__, blocks, keys))
+            cached.update(zip(keys, blocks, strict=True))
+            return
         for b, k in zip(blocks, keys, strict=True):
             if key[b] is not None:
                 continue
@@ -222,8 +252,20 @@ class BlockPool:
         ref, key = self.ref, self.key
         unkeyed: list[int] = []
         caching = self.enable_caching
-        lru = self._lru
+        lru = self.lru_queue
         insert = self.policy.insert
+        blocks = blocks_tail_first if isinstance(blocks_tail_first, list) else None
+        if blocks is not None and lru is not None and caching and len(blocks) > 1:
+            refs = list(map(ref.__getitem__, blocks))
+            if refs.count(1) == len(refs):  # all reach 0: batched in C
+                _consume(map(ref.__setitem__, blocks, repeat(0)))
+                keys = list(map(key.__getitem__, blocks))
+                lru.update(zip(compress(blocks, map(is_not, keys, repeat(None))), repeat(None)))
+                unkeyed = list(compress(blocks, map(is_, keys, repeat(None))))
+                if unkeyed:
+                    unkeyed.reverse()
+                    self.clean.extend(unkeyed)
+                return
         for b in blocks_tail_first:
             r = ref[b] - 1
             ref[b] = r
@@ -242,7 +284,7 @@ class BlockPool:
         """The residency histograms; bin i spans [2**(i-1), 2**i) ticks (bin 0: zero)."""
         edges = [0.0] + [2 ** (i - 1) / ticks_per_s for i in range(1, NUM_BINS + 1)]
         return {
-            name: {"unit": "s", "edges": edges, "counts": list(c)}
+            name: {"unit": "s", "edges": edges, "counts": [c.get(i, 0) for i in range(NUM_BINS)]}
             for name, c in (
                 ("block_lifetime_s", self.lifetime),
                 ("block_idle_before_evict_s", self.idle),
