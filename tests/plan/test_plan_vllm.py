@@ -170,3 +170,52 @@ def test_vllm_refuses_when_one_request_does_not_fit(llama: ModelSpec) -> None:
     (got,) = _run_oracle([_case(llama, r, None, 1)])
     assert "error" in got and "81904" in got["error"]
     assert r.estimated_max_model_len == 81904
+
+
+def _random_specs(n: int, seed: int) -> list[tuple[ModelSpec, dict[str, Any]]]:
+    """Random full / sliding / MLA-free mixes, including unequal page sizes."""
+    import numpy as np
+
+    from kvlab.models.spec import LayerSpec
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        head = int(rng.choice([64, 128]))
+        kv_full = int(rng.choice([1, 2, 4, 8]))
+        kv_swa = int(rng.choice([kv_full, kv_full * 2, max(1, kv_full // 2)]))
+        window = int(rng.integers(1, 5000))
+        n_full, n_swa = int(rng.integers(1, 10)), int(rng.integers(0, 20))
+        layers = [LayerSpec("full", num_kv_heads=kv_full, head_dim=head)] * n_full
+        layers += [LayerSpec("sliding", num_kv_heads=kv_swa, head_dim=head, window=window)] * n_swa
+        layers = [layers[j] for j in rng.permutation(len(layers))]
+        spec = ModelSpec(f"rand-{i}", "Rand", tuple(layers), 1024, 16, 1000, 10**8, 10**8, 1 << 20)
+        kw = {
+            "context_tokens": int(rng.integers(1, 300_000)),
+            "kv_cache_memory_bytes": int(rng.integers(1 << 28, 1 << 36)),
+            "block_size": int(rng.choice([16, 32, 64, 128])),
+            "max_num_batched_tokens": int(rng.choice([512, 2048, 8192])),
+            "async_scheduling": bool(rng.integers(0, 2)),
+        }
+        out.append((spec, kw))
+    return out
+
+
+@pytest.mark.slow
+def test_random_mixes_match_vllm() -> None:
+    configs = _random_specs(40, seed=7)
+    plans = [(spec, kw, plan(spec, "h100-sxm", whatifs=False, **kw)) for spec, kw in configs]
+    answers = _run_oracle([_case(spec, r, None, 1) for spec, kw, r in plans])
+    checked = 0
+    for (spec, kw, r), got in zip(plans, answers, strict=True):
+        where = f"{[(x.kind, x.num_kv_heads) for x in spec.layers]} {kw}"
+        assert ("error" not in got) == r.vllm_starts, f"{where}: {got}"
+        if "error" in got:
+            continue
+        checked += 1
+        assert r.capacity.bytes_per_block == got["bytes_per_block"], where
+        assert r.num_gpu_blocks == got["num_blocks"], where
+        assert r.kv_cache_tokens == got["kv_cache_tokens"], where
+        assert r.max_concurrency == pytest.approx(got["max_concurrency"], rel=1e-12), where
+        assert sorted(len(g.layers) for g in r.capacity.groups) == got["group_sizes"], where
+    assert checked >= 20
