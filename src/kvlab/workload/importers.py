@@ -31,11 +31,9 @@ index of the row among the data rows of the file.
 
 from __future__ import annotations
 
-import gc
 import json
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from itertools import chain
 from operator import itemgetter
@@ -44,6 +42,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from kvlab._gc import paused_gc
 from kvlab.errors import ConfigError, WorkloadError
 from kvlab.workload.records import Request, Segment, Workload
 
@@ -81,7 +80,7 @@ class _Counts:
 
 def read_mooncake(path: str | Path, *, name: str | None = None) -> Workload:
     """Read a Mooncake JSONL trace (one request per line)."""
-    with _gc_paused():
+    with paused_gc():
         return _read_mooncake(Path(path), name)
 
 
@@ -189,7 +188,7 @@ def read_azure(path: str | Path, *, name: str | None = None) -> Workload:
     Arrivals are seconds after the earliest ``TIMESTAMP`` (ISO date-time,
     resolution 1 microsecond; a 7th fractional digit is dropped).
     """
-    with _gc_paused():
+    with paused_gc():
         return _read_azure(Path(path), name)
 
 
@@ -248,7 +247,7 @@ def read_vidur(
     """
     if rate_per_s is not None and not (math.isfinite(rate_per_s) and rate_per_s > 0):
         raise ConfigError(f"rate_per_s must be a positive number, got {rate_per_s!r}")
-    with _gc_paused():
+    with paused_gc():
         return _read_vidur(Path(path), rate_per_s, seed, name)
 
 
@@ -273,22 +272,6 @@ def _read_vidur(p: Path, rate_per_s: float | None, seed: int, name: str | None) 
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building many small objects.
-
-    The records are acyclic; collections triggered by the allocation count
-    alone cost about a third of the import time on large traces.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _read_lines(p: Path) -> list[str]:
