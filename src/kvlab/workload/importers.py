@@ -31,6 +31,7 @@ index of the row among the data rows of the file.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 from collections.abc import Callable
@@ -276,13 +277,17 @@ def _read_vidur(p: Path, rate_per_s: float | None, seed: int, name: str | None) 
 
 def _read_lines(p: Path) -> list[str]:
     try:
-        text = p.read_text(encoding="utf-8")
+        if p.suffix == ".gz":
+            with gzip.open(p, "rt", encoding="utf-8") as f:
+                text = f.read()
+        else:
+            text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise WorkloadError("no such file", path=p) from None
     except UnicodeDecodeError as e:
         raise WorkloadError(f"not UTF-8 text: {e.reason}", path=p) from None
-    except OSError as e:
-        raise WorkloadError(f"cannot read: {e.strerror}", path=p) from None
+    except (OSError, EOFError) as e:
+        raise WorkloadError(f"cannot read: {getattr(e, 'strerror', None) or e}", path=p) from None
     return text.splitlines()
 
 
