@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -456,7 +457,7 @@ def _check_args(block_size: int, capacities: Sequence[int], policy: str) -> None
             f"every capacity); got {policy!r}"
         )
     for c in capacities:
-        if isinstance(c, bool) or not isinstance(c, int) or c < 0:
+        if isinstance(c, bool) or not isinstance(c, Integral) or c < 0:
             raise ConfigError(f"capacities must be integers >= 0 (blocks), got {c!r}")
 
 
@@ -487,7 +488,7 @@ def _curve(
         num_requests=len(ordered),
         num_prompt_tokens=tokens,
         num_hittable_blocks=hittable,
-        points=tuple(point(c) for c in capacities),
+        points=tuple(point(int(c)) for c in capacities),
         infinite=point(None),
     )
 
