@@ -461,7 +461,11 @@ class OpenAIBackend:
                     body = (await resp.read()).decode("utf-8", "replace")
                     failure = classify_status(resp.status, body)
                 else:
-                    async for chunk in resp.content.iter_any():
+                    content = resp.content
+                    while True:
+                        chunk = await content.readany()
+                        if not chunk:
+                            break
                         reader.feed(chunk, perf())
                     reader.finish()
         except asyncio.CancelledError:
@@ -515,7 +519,7 @@ class OpenAIBackend:
             key = self.config.api_key
             rec.error_detail = failure.detail.replace(key, "***") if key else failure.detail
         if self.config.keep_chunk_times and reader.chunk_times_ns:
-            rec.chunk_times_s = [round((t - t0_ns) / 1e9, 7) for t in reader.chunk_times_ns]
+            rec.chunk_times_s = [(t - t0_ns) * 1e-9 for t in reader.chunk_times_ns]
         return rec
 
     # ---- results -------------------------------------------------------------------

@@ -13,6 +13,7 @@ hash new while keeping the requests' shared prefixes shared with each other.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 from collections.abc import Callable
@@ -33,6 +34,7 @@ _WORD_TEXT = (
 _WORDS = tuple(_WORD_TEXT.split())
 
 
+@functools.lru_cache(maxsize=4096)
 def _fallback_text(content_id: str, num_tokens: int) -> str:
     """``num_tokens`` words of a deterministic stream seeded by ``content_id``."""
     words: list[str] = []

@@ -7,7 +7,8 @@ of the final chunk. It is the client's hot path, so it parses JSON only
 until the first content event is found and once more for the usage chunk;
 every other event is recognised by its bytes.
 
-A content event is a ``data:`` event whose ``choices`` list is not empty.
+A content event is a ``data:`` event whose ``choices`` list is not empty
+(recognised by the bytes ``"choices":[{``, with or without a space).
 For chat streams the first content event must also carry text (a role-only
 first delta does not count as a token). Events arriving in the same network
 read share that read's arrival time.
@@ -19,7 +20,7 @@ import json
 from typing import Any
 
 _DONE = b"[DONE]"
-_EMPTY_CHOICES = (b'"choices":[]', b'"choices": []')
+_CONTENT_MARKS = (b'"choices":[{', b'"choices": [{')
 _USAGE_MARKS = (b'"usage":{', b'"usage": {')
 _ERROR_MARKS = (b'{"error"', b'{"object":"error"', b'{"object": "error"')
 
@@ -28,8 +29,13 @@ class StreamReader:
     """Incremental SSE reader for one response.
 
     Invariants: ``chunk_times_ns`` is non-decreasing and holds one entry per
-    content event; ``first_token_ns`` is the first entry that carried a token
-    (``None`` until then); ``usage`` is the last usage object seen.
+    content event from the first token on; ``first_token_ns`` is its first
+    entry (``None`` until a token arrived); ``usage`` is the last usage
+    object seen; ``done`` is set by ``data: [DONE]``.
+
+    Until the first token, events are examined one by one (JSON-parsed); after
+    it, each network read is handled in bulk: content events are counted by
+    their ``"choices":[{`` bytes and only a usage or error event is parsed.
     """
 
     __slots__ = (
@@ -41,7 +47,6 @@ class StreamReader:
         "error_text",
         "first_token_ns",
         "last_byte_ns",
-        "num_events",
         "usage",
     )
 
@@ -55,31 +60,64 @@ class StreamReader:
         self.usage: dict[str, Any] | None = None
         self.done = False
         self.error_text: str | None = None
-        self.num_events = 0
 
     def feed(self, data: bytes, t_ns: int) -> None:
         """Consume one network read that arrived at ``t_ns``."""
         self.last_byte_ns = t_ns
         buf = self._buf + data if self._buf else data
         sep = self._sep
-        if b"\r\n" in data and sep == b"\n\n" and b"\n\n" not in buf:
+        if sep == b"\n\n" and b"\r\n" in data and b"\n\n" not in buf:
             sep = self._sep = b"\r\n\r\n"
         start = 0
-        while True:
+        while self.first_token_ns is None:
             end = buf.find(sep, start)
             if end < 0:
-                break
+                self._buf = buf[start:]
+                return
             self._event(buf[start:end], t_ns)
             start = end + len(sep)
-        self._buf = buf[start:] if start < len(buf) else b""
+        last = buf.rfind(sep, start)
+        if last < 0:
+            self._buf = buf[start:]
+            return
+        self._bulk(buf[start:last], t_ns)
+        self._buf = buf[last + len(sep) :]
 
     def finish(self) -> None:
         """The response ended: handle a final event that had no trailing blank line."""
-        if self._buf.strip():
-            self._event(self._buf, self.last_byte_ns or 0)
-        self._buf = b""
+        rest, self._buf = self._buf, b""
+        if not rest.strip():
+            return
+        if self.first_token_ns is None:
+            self._event(rest, self.last_byte_ns or 0)
+        else:
+            self._bulk(rest, self.last_byte_ns or 0)
+
+    def _bulk(self, region: bytes, t_ns: int) -> None:
+        """Complete events after the first token, all arrived at ``t_ns``."""
+        n = region.count(_CONTENT_MARKS[0])
+        if b'"choices": [' in region:
+            n += region.count(_CONTENT_MARKS[1])
+        if n:
+            self.chunk_times_ns.extend([t_ns] * n)
+        if b'"usage":' in region or b'"usage": ' in region:
+            for mark in _USAGE_MARKS:
+                pos = region.rfind(mark)
+                if pos >= 0:
+                    a = region.rfind(b"data:", 0, pos)
+                    b = region.find(self._sep, pos)
+                    self._take_usage(region[a + 5 : b if b >= 0 else len(region)].strip())
+                    break
+        if b"[DONE]" in region:
+            self.done = True
+        if b'"error"' in region:
+            for ev in region.split(self._sep):
+                payload = ev[ev.find(b"data:") + 5 :].strip()
+                if payload.startswith(_ERROR_MARKS):
+                    self.error_text = payload.decode("utf-8", "replace")
 
     def _event(self, ev: bytes, t_ns: int) -> None:
+        """One event before the first token."""
         i = ev.find(b"data:")
         if i < 0:
             return  # comment, keep-alive or event/id line
@@ -87,21 +125,16 @@ class StreamReader:
         if payload == _DONE:
             self.done = True
             return
-        self.num_events += 1
         if payload.startswith(_ERROR_MARKS):
             self.error_text = payload.decode("utf-8", "replace")
             return
         if _USAGE_MARKS[0] in payload or _USAGE_MARKS[1] in payload:
             self._take_usage(payload)
-        if _EMPTY_CHOICES[0] in payload or _EMPTY_CHOICES[1] in payload:
+        if _CONTENT_MARKS[0] not in payload and _CONTENT_MARKS[1] not in payload:
             return
-        if b'"choices"' not in payload:
-            return
-        if self.first_token_ns is None:
-            if not self._has_token(payload):
-                return
+        if self._has_token(payload):
             self.first_token_ns = t_ns
-        self.chunk_times_ns.append(t_ns)
+            self.chunk_times_ns.append(t_ns)
 
     def _has_token(self, payload: bytes) -> bool:
         try:
@@ -137,8 +170,7 @@ def usage_tokens(usage: dict[str, Any] | None) -> tuple[int | None, int | None, 
     """(prompt_tokens, completion_tokens, cached_tokens) from a usage object.
 
     Cached tokens come from ``prompt_tokens_details.cached_tokens`` (OpenAI,
-    vLLM with ``--enable-prompt-tokens-details``, SGLang) or llama-server's
-    ``timings.cache_n`` is not usage and is not read here.
+    vLLM with ``--enable-prompt-tokens-details``, SGLang); None when absent.
     """
     if not usage:
         return None, None, None

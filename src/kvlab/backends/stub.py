@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 from dataclasses import dataclass
+from typing import cast
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,7 @@ class _StubProtocol(asyncio.Protocol):
         self.conns = conns
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         self.conns.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -202,6 +202,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ttft", type=float, default=0.0, help="seconds to the first chunk")
     ap.add_argument("--itl", type=float, default=0.0, help="seconds between chunks")
     ap.add_argument("--chunks", type=int, default=None, help="content chunks per response")
+    ap.add_argument(
+        "--no-uvloop", action="store_true", help="plain asyncio loop (sub-ms timer precision)"
+    )
     a = ap.parse_args(argv)
     if a.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {a.cpu})
@@ -214,9 +217,11 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         import uvloop
-
-        uvloop.run(serve())
     except ImportError:
+        uvloop = None
+    if uvloop is not None and not a.no_uvloop:
+        uvloop.run(serve())
+    else:
         asyncio.run(serve())
 
 
