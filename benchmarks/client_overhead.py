@@ -17,7 +17,6 @@ Run: PYTHONPATH=src python benchmarks/client_overhead.py [--quick] [--port 18110
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import subprocess
