@@ -519,7 +519,7 @@ class OpenAIBackend:
             key = self.config.api_key
             rec.error_detail = failure.detail.replace(key, "***") if key else failure.detail
         if self.config.keep_chunk_times and reader.chunk_times_ns:
-            rec.chunk_times_s = [(t - t0_ns) * 1e-9 for t in reader.chunk_times_ns]
+            rec.chunk_times_s = [(t - t0_ns) / 1e9 for t in reader.chunk_times_ns]
         return rec
 
     # ---- results -------------------------------------------------------------------

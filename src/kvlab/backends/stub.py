@@ -217,9 +217,11 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         import uvloop
+
+        has_uvloop = True
     except ImportError:
-        uvloop = None
-    if uvloop is not None and not a.no_uvloop:
+        has_uvloop = False
+    if has_uvloop and not a.no_uvloop:
         uvloop.run(serve())
     else:
         asyncio.run(serve())
