@@ -25,7 +25,8 @@ from typing import cast
 class StubConfig:
     """``ttft_s`` before the first chunk, ``itl_s`` between chunks; ``num_chunks``
     None means one chunk per requested token; ``cached_tokens`` is reported in
-    ``usage.prompt_tokens_details`` when not None."""
+    ``usage.prompt_tokens_details`` when not None; with ``error_status`` every
+    completion is answered with that status and ``error_body``."""
 
     ttft_s: float = 0.0
     itl_s: float = 0.0
@@ -33,6 +34,8 @@ class StubConfig:
     cached_tokens: int | None = None
     metrics_text: str | None = None
     model: str = "stub"
+    error_status: int | None = None
+    error_body: str = '{"error":{"message":"stub error","code":500}}'
 
 
 _HEAD_SSE = (
@@ -101,6 +104,9 @@ class _StubProtocol(asyncio.Protocol):
             )
         elif method == "GET" and path == "/metrics" and self.cfg.metrics_text is not None:
             t.write(_plain("200 OK", self.cfg.metrics_text.encode(), b"text/plain; version=0.0.4"))
+        elif method == "POST" and self.cfg.error_status is not None:
+            status = f"{self.cfg.error_status} Error"
+            t.write(_plain(status, self.cfg.error_body.encode()))
         elif method == "POST" and path in ("/v1/completions", "/v1/chat/completions"):
             self._stream(json.loads(body), chat=path.endswith("chat/completions"))
         else:
