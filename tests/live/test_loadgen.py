@@ -9,10 +9,22 @@ from kvlab.errors import ConfigError
 from kvlab.workload.records import Request, Segment
 
 
-def r(rid: str, arrival: float | None, session: str | None = None, think: float | None = None,
-      turn: int = 0) -> Request:
-    return Request(rid, (Segment("user", 4, rid),), 2, arrival_s=arrival, think_time_s=think,
-                   session_id=session, turn=turn)
+def r(
+    rid: str,
+    arrival: float | None,
+    session: str | None = None,
+    think: float | None = None,
+    turn: int = 0,
+) -> Request:
+    return Request(
+        rid,
+        (Segment("user", 4, rid),),
+        2,
+        arrival_s=arrival,
+        think_time_s=think,
+        session_id=session,
+        turn=turn,
+    )
 
 
 REQS = [

@@ -257,6 +257,9 @@ def server_summary(deltas: Mapping[str, float]) -> dict[str, Any]:
     for k in SUMMARY_COUNTERS:
         if k in deltas:
             s[k] = round(deltas[k])
+    for k in ("prompt_tokens", "generation_tokens"):
+        if k in deltas:
+            s[f"server_{k}"] = round(deltas[k])
     for stem in ("ttft", "e2e", "queue", "itl"):
         n = deltas.get(f"{stem}_count")
         tot = deltas.get(f"{stem}_sum_s")

@@ -264,7 +264,7 @@ class OpenAIBackend:
         deltas = m.counter_deltas(before, after) if before and after else {}
         records = self._complete_records(state)
         return self._result(
-            workload, records, state, info, deltas, sampler, wall_s, cpu_s, cache_note
+            workload, records, state, info, deltas, sampler, wall_s, cpu_s, (cache_note, salt)
         )
 
     async def _preflight(self, session: Any) -> None:
@@ -552,7 +552,7 @@ class OpenAIBackend:
         sampler: Any,
         wall_s: float,
         cpu_s: float,
-        cache_note: str,
+        cache: tuple[str, str | None],
     ) -> RunResult:
         from kvlab.backends import metrics as m
 
@@ -584,7 +584,8 @@ class OpenAIBackend:
             "workload": workload.name,
             **cfg.to_dict(),
             "server": info.to_dict(),
-            "cache_mode_applied": cache_note,
+            "cache_mode_applied": cache[0],
+            "cache_salt": cache[1],
         }
         from kvlab import __version__
 
