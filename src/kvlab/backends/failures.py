@@ -98,23 +98,24 @@ def classify_status(status: int, body: str) -> Failure:
 
 
 def classify_exception(exc: BaseException) -> Failure:
-    """Classify a client-side exception (aiohttp or asyncio) without importing aiohttp."""
+    """Classify a client-side exception (kvlab's HTTP client, aiohttp or asyncio)."""
     names = {c.__name__ for c in type(exc).__mro__}
     detail = _short(f"{type(exc).__name__}: {exc}")
     if names & {"TimeoutError", "ServerTimeoutError", "ConnectionTimeoutError"}:
         return Failure("timeout", detail)
-    if names & {"ClientConnectorError", "ConnectionRefusedError", "ClientConnectorDNSError"}:
-        return Failure("connect", detail)
+    if names & {"CancelledError"}:
+        return Failure("cancelled", detail)
     if names & {
+        "Disconnected",
         "ServerDisconnectedError",
         "ClientPayloadError",
         "ConnectionResetError",
-        "ClientOSError",
+        "BrokenPipeError",
         "IncompleteReadError",
     }:
         return Failure("disconnected", detail)
-    if names & {"CancelledError"}:
-        return Failure("cancelled", detail)
+    if names & {"ClientConnectorError", "ConnectionRefusedError", "gaierror", "OSError"}:
+        return Failure("connect", detail)
     return Failure("protocol", detail)
 
 

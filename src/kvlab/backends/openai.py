@@ -1,8 +1,10 @@
 """Live backend: replay a workload against an OpenAI-compatible streaming server.
 
-One asyncio event loop (uvloop when installed) drives every request through a
-single aiohttp session; nothing blocks inside the loop (``/metrics`` text is
-parsed in a worker thread). Each request streams ``/v1/completions`` (or
+One asyncio event loop (uvloop when installed) drives every request; the
+streaming POSTs go through kvlab's own keep-alive HTTP/1.1 client
+(:mod:`kvlab.backends.http`, chosen by measurement; aiohttp's is an option),
+probes and ``/metrics`` through aiohttp. Nothing blocks inside the loop
+(``/metrics`` text is parsed in a worker thread). Each request streams ``/v1/completions`` (or
 ``/v1/chat/completions``) with ``stream_options.include_usage`` and
 ``max_tokens = output_tokens`` plus ``ignore_eos`` (a vLLM and llama.cpp
 extension) so that output lengths match the workload.
@@ -27,13 +29,14 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from kvlab.backends.failures import Failure, classify_exception, classify_status
+from kvlab.backends.http import StreamingClient, Timeouts
 from kvlab.backends.loadgen import LOAD_MODES, Job, build_jobs
 from kvlab.backends.prompt import prompt_builder
 from kvlab.backends.stream import StreamReader, usage_tokens
@@ -51,6 +54,8 @@ from kvlab.workload.records import Request, Workload
 
 CACHE_MODES: tuple[str, ...] = ("warm", "cold", "primed")
 APIS: tuple[str, ...] = ("completions", "chat")
+#: Streaming HTTP clients: kvlab's own (kvlab.backends.http, the default) or aiohttp's.
+HTTP_CLIENTS: tuple[str, ...] = ("kvlab", "aiohttp")
 
 #: Client CPU share of one core above which a run is flagged ``client_saturated``.
 SATURATED_CPU_FRACTION = 0.9
@@ -58,6 +63,9 @@ SATURATED_CPU_FRACTION = 0.9
 SATURATED_LATENESS_S = 0.02
 
 OnRecord = Callable[[RequestRecord], None]
+Sink = Callable[[bytes, int], None]
+#: A streaming POST: (request body, sink for body bytes) -> (status, error body).
+Post = Callable[[bytes, Sink], Awaitable[tuple[int, bytes]]]
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,7 @@ class OpenAIConfig:
     ignore_eos: bool = True
     keep_chunk_times: bool = True
     preflight: bool = True
+    http_client: str = "kvlab"
     api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -101,6 +110,8 @@ class OpenAIConfig:
             raise ConfigError("--mode closed needs --concurrency N")
         if self.concurrency is not None and self.concurrency < 1:
             raise ConfigError("--concurrency must be >= 1")
+        if self.http_client not in HTTP_CLIENTS:
+            raise ConfigError(f"http_client must be one of {', '.join(HTTP_CLIENTS)}")
         if self.cache_mode not in CACHE_MODES:
             raise ConfigError(f"--cache-mode must be one of {', '.join(CACHE_MODES)}")
         if self.metrics_interval_s < 0:
@@ -115,9 +126,12 @@ class OpenAIConfig:
         return u[:-3] if u.endswith("/v1") else u
 
     @property
+    def path(self) -> str:
+        return "/v1/chat/completions" if self.api == "chat" else "/v1/completions"
+
+    @property
     def url(self) -> str:
-        path = "/v1/chat/completions" if self.api == "chat" else "/v1/completions"
-        return self.base_url + path
+        return self.base_url + self.path
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration for ``run.json``: everything but the key."""
@@ -172,6 +186,7 @@ class OpenAIBackend:
 
     def __init__(self, config: OpenAIConfig) -> None:
         self.config = config
+        self._clients: list[StreamingClient] = []
 
     # ---- public entry points -------------------------------------------------
 
@@ -254,10 +269,13 @@ class OpenAIBackend:
         if sampler is not None and cfg.metrics_interval_s > 0:
             sampler.start(state.t0_ns)
         try:
-            await self._drive(session, jobs, state, prompt)
+            await self._drive(self._poster(session), jobs, state, prompt)
         finally:
             wall_s = state.now_s()
             cpu_s = time.process_time() - cpu0
+            for c in self._clients:
+                c.close()
+            self._clients.clear()
             if sampler is not None:
                 await sampler.stop()
         after = await sampler.snapshot() if sampler is not None else None
@@ -266,6 +284,39 @@ class OpenAIBackend:
         return self._result(
             workload, records, state, info, deltas, sampler, wall_s, cpu_s, (cache_note, salt)
         )
+
+    def _poster(self, session: Any) -> Post:
+        """The streaming POST of the configured HTTP client."""
+        cfg = self.config
+        if cfg.http_client == "aiohttp":
+            url = cfg.url
+            perf = time.perf_counter_ns
+
+            async def aio_post(data: bytes, sink: Sink) -> tuple[int, bytes]:
+                async with session.post(url, data=data) as resp:
+                    if resp.status >= 400:
+                        return int(resp.status), await resp.read()
+                    content = resp.content
+                    while True:
+                        chunk = await content.readany()
+                        if not chunk:
+                            return int(resp.status), b""
+                        sink(chunk, perf())
+
+            return aio_post
+        headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
+        client = StreamingClient(
+            cfg.base_url,
+            headers=headers,
+            timeouts=Timeouts(cfg.connect_timeout_s, cfg.read_timeout_s, cfg.timeout_s),
+        )
+        self._clients.append(client)
+        path = cfg.path
+
+        def raw_post(data: bytes, sink: Sink) -> Awaitable[tuple[int, bytes]]:
+            return client.post(path, data, sink)
+
+        return raw_post
 
     async def _preflight(self, session: Any) -> None:
         aiohttp = _aiohttp()
@@ -328,7 +379,7 @@ class OpenAIBackend:
     # ---- load modes --------------------------------------------------------------
 
     async def _drive(
-        self, session: Any, jobs: list[Job], state: _Run, prompt: Callable[[Request], str]
+        self, post: Post, jobs: list[Job], state: _Run, prompt: Callable[[Request], str]
     ) -> None:
         cfg = self.config
         cap = (
@@ -340,12 +391,12 @@ class OpenAIBackend:
                 assert cfg.concurrency is not None
                 it = iter(jobs)
                 workers = [
-                    asyncio.create_task(self._worker(session, it, state, prompt))
+                    asyncio.create_task(self._worker(post, it, state, prompt))
                     for _ in range(cfg.concurrency)
                 ]
                 await self._until_stopped(workers, stop_wait)
             else:
-                dispatcher = asyncio.create_task(self._dispatch(session, jobs, state, prompt, cap))
+                dispatcher = asyncio.create_task(self._dispatch(post, jobs, state, prompt, cap))
                 await self._until_stopped([dispatcher], stop_wait)
                 if not state.stop.is_set() and state.inflight:
                     await self._until_stopped(list(state.inflight), stop_wait)
@@ -374,7 +425,7 @@ class OpenAIBackend:
 
     async def _worker(
         self,
-        session: Any,
+        post: Post,
         jobs: Iterator[Job],
         state: _Run,
         prompt: Callable[[Request], str],
@@ -382,11 +433,11 @@ class OpenAIBackend:
         for job in jobs:
             if state.stop.is_set():
                 return
-            await self._job(session, job, state, prompt, None, state.now_s())
+            await self._job(post, job, state, prompt, None, state.now_s())
 
     async def _dispatch(
         self,
-        session: Any,
+        post: Post,
         jobs: list[Job],
         state: _Run,
         prompt: Callable[[Request], str],
@@ -399,13 +450,13 @@ class OpenAIBackend:
                 await asyncio.sleep(delay)
             if state.stop.is_set():
                 return
-            t = asyncio.create_task(self._job(session, job, state, prompt, cap, start))
+            t = asyncio.create_task(self._job(post, job, state, prompt, cap, start))
             state.inflight.add(t)
             t.add_done_callback(state.inflight.discard)
 
     async def _job(
         self,
-        session: Any,
+        post: Post,
         job: Job,
         state: _Run,
         prompt: Callable[[Request], str],
@@ -424,9 +475,9 @@ class OpenAIBackend:
             state.timer_lateness_s.append(state.now_s() - due)
             if cap is not None:
                 async with cap:
-                    rec = await self._send(session, req, prompt(req), due, state)
+                    rec = await self._send(post, req, prompt(req), due, state)
             else:
-                rec = await self._send(session, req, prompt(req), due, state)
+                rec = await self._send(post, req, prompt(req), due, state)
             # A failed turn does not end its session: the next prompt does not
             # depend on the answer's text, so later turns are still sent.
             state.done(req, rec)
@@ -446,7 +497,7 @@ class OpenAIBackend:
         return json.dumps(body).encode()
 
     async def _send(
-        self, session: Any, req: Request, text: str, due_s: float, state: _Run
+        self, post: Post, req: Request, text: str, due_s: float, state: _Run
     ) -> RequestRecord:
         cfg = self.config
         data = self._body(text, req.output_tokens)
@@ -454,20 +505,12 @@ class OpenAIBackend:
         t0 = state.t0_ns
         sent_ns = time.perf_counter_ns()
         failure: Failure | None = None
-        perf = time.perf_counter_ns
         try:
-            async with session.post(cfg.url, data=data) as resp:
-                if resp.status >= 400:
-                    body = (await resp.read()).decode("utf-8", "replace")
-                    failure = classify_status(resp.status, body)
-                else:
-                    content = resp.content
-                    while True:
-                        chunk = await content.readany()
-                        if not chunk:
-                            break
-                        reader.feed(chunk, perf())
-                    reader.finish()
+            status, err = await post(data, reader.feed)
+            if status >= 400:
+                failure = classify_status(status, err.decode("utf-8", "replace"))
+            else:
+                reader.finish()
         except asyncio.CancelledError:
             failure = Failure("cancelled", state.stop_reason or "cancelled")
             rec = self._record(req, due_s, sent_ns, t0, reader, failure)
