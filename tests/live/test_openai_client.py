@@ -599,3 +599,22 @@ def test_primed_mode_sends_each_prompt_once_first() -> None:
     assert state["resets"] == 1
     assert len(state["prompts"]) == 2 + 3  # two distinct prompts primed, then the run
     assert res.summary["num_completed"] == 3
+
+
+@pytest.mark.parametrize("client", ["kvlab", "aiohttp"])
+def test_both_http_clients_give_the_same_records(client: str) -> None:
+    async def main() -> RunResult:
+        s = await StubServer(StubConfig(ttft_s=0.02, itl_s=0.005, cached_tokens=3)).start()
+        try:
+            c = cfg(s.url, mode="closed", concurrency=3, http_client=client)
+            return await OpenAIBackend(c).run_async(wl(*(req(i, out=4) for i in range(6))))
+        finally:
+            await s.stop()
+
+    res = run(main())
+    assert res.summary["num_completed"] == 6
+    for r in res.records:
+        assert r.output_tokens == 4 and r.cached_tokens == 3
+        assert r.chunk_times_s is not None and len(r.chunk_times_s) == 4
+        assert r.first_token_s is not None and r.sent_s is not None
+        assert 0.018 <= r.first_token_s - r.sent_s < 0.2
