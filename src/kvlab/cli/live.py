@@ -9,50 +9,7 @@ from typing import Any
 
 import typer
 
-from kvlab.errors import ConfigError, WorkloadError
-
-
-def load_workload(path: Path) -> Any:
-    """Load a workload file with the project's loader (format detection when present)."""
-    import importlib
-
-    for mod_name, fn_name in (
-        ("kvlab.workload.detect", "load_workload"),
-        ("kvlab.workload.io", "read_workload"),
-    ):
-        try:
-            mod = importlib.import_module(mod_name)
-        except ImportError:
-            continue
-        fn = getattr(mod, fn_name, None)
-        if fn is not None:
-            return fn(path)
-    return _read_jsonl(path)
-
-
-def _read_jsonl(path: Path) -> Any:
-    """Minimal reader for kvlab JSONL workloads: one request object per line."""
-    from kvlab.workload.records import Request, Workload
-
-    if not path.exists():
-        raise WorkloadError("file not found", path=path)
-    reqs = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError as e:
-            raise WorkloadError(f"not JSON: {e}", path=path, line=i) from e
-        if isinstance(obj, dict) and "segments" not in obj:
-            continue  # a header line
-        try:
-            reqs.append(Request.from_dict(obj))
-        except WorkloadError as e:
-            raise WorkloadError(str(e), path=path, line=i) from e
-    if not reqs:
-        raise WorkloadError("no requests", path=path)
-    return Workload(tuple(reqs), name=path.stem)
+from kvlab.errors import ConfigError
 
 
 def _mode(mode: str | None, concurrency: int | None, rate: float | None) -> str:
@@ -66,7 +23,9 @@ def _mode(mode: str | None, concurrency: int | None, rate: float | None) -> str:
 
 
 def replay(
-    workload: Path = typer.Argument(..., help="Workload file (kvlab JSONL or a supported trace)."),
+    workload: Path = typer.Argument(
+        ..., help="Workload file (kvlab JSONL, a mooncake/azure/vidur trace or a built-in name)."
+    ),
     endpoint: str = typer.Option(
         ..., "--endpoint", help="Server base URL, e.g. http://127.0.0.1:8000"
     ),
@@ -113,6 +72,7 @@ def replay(
     """
     from kvlab.backends.openai import OpenAIBackend, OpenAIConfig
     from kvlab.results import STATUS_OK, RecordWriter
+    from kvlab.workload.detect import load_workload
 
     wl = load_workload(workload)
     key = api_key or os.environ.get(api_key_env) or None
@@ -213,4 +173,4 @@ def register(app: typer.Typer) -> None:
     app.command("replay", rich_help_panel="Measure")(replay)
 
 
-__all__ = ["load_workload", "register", "replay"]
+__all__ = ["register", "replay"]
