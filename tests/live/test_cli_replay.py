@@ -180,3 +180,73 @@ def test_failed_requests_give_exit_1_with_results_written(tmp_path: Path, failin
     assert len(res.records) == 5
     assert res.summary["errors_by_kind"]["context_overflow"] == res.summary["num_failed"]
     assert res.summary["num_failed"] >= 2 and "max-errors" in res.summary["stopped"]
+
+
+def test_ctrl_c_writes_what_was_finished(tmp_path: Path) -> None:
+    """SIGINT mid-run: finished records are kept, the rest are unfinished, exit 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = dict(os.environ, PYTHONPATH=src)
+    stub = subprocess.Popen(
+        [sys.executable, "-m", "kvlab.backends.stub", "--port", "0", "--ttft", "0.05"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert stub.stdout is not None
+        url = stub.stdout.readline().split()[1]
+        wl = tmp_path / "wl.jsonl"
+        with wl.open("w") as f:
+            for i in range(200):
+                segs = [{"kind": "user", "tokens": 8, "content": f"u{i}"}]
+                f.write(
+                    json.dumps(
+                        {"id": f"r{i}", "arrival_s": 0.02 * i, "segments": segs, "output_tokens": 2}
+                    )
+                    + "\n"
+                )
+        out = tmp_path / "o"
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kvlab",
+                "replay",
+                str(wl),
+                "--endpoint",
+                url,
+                "--model",
+                "stub",
+                "--out",
+                str(out),
+                "--json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        deadline = time.time() + 20
+        req_file = out / "requests.jsonl"
+        while time.time() < deadline:
+            if req_file.exists() and len(req_file.read_text().splitlines()) >= 5:
+                break
+            time.sleep(0.05)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=20)
+        assert p.returncode == 130, err
+        res = RunResult.load(out)
+        assert len(res.records) == 200
+        s = res.summary
+        assert s["stopped"] == "interrupted"
+        assert 5 <= s["num_completed"] < 200
+        assert s["num_completed"] + s["num_unfinished"] + s["num_failed"] == 200
+    finally:
+        stub.kill()
+        stub.wait()
