@@ -601,22 +601,18 @@ class OpenAIBackend:
 
         cfg = self.config
         counters: dict[str, Any] = m.server_summary(deltas)
-        ok = [r for r in records if r.status == STATUS_OK]
-        if "prefix_cache_queries" not in counters:
-            reported = any(r.cached_tokens for r in ok)
-            counters["prefix_cache_queries"] = (
-                sum(r.prompt_tokens for r in ok) if reported else None
-            )
-            counters["prefix_cache_hits"] = sum(r.cached_tokens for r in ok) if reported else None
-            counters["prefix_cache_source"] = "usage" if reported else None
-        else:
+        if "prefix_cache_queries" in counters:
             counters["prefix_cache_source"] = "server_metrics"
+        else:
+            counters.update(_usage_prefix_counters(records))
         counters.setdefault("num_preemptions", None)
         summary = summarize(records, counters=counters)
         if summary.get("prefix_cache_queries") is None:
             summary["prefix_cache_hit_rate"] = None
         summary.update(client_figures(records, state.timer_lateness_s, wall_s, cpu_s))
         summary["errors_by_kind"] = _count_errors(records)
+        if any(r.cls is not None for r in records):
+            summary["by_class"] = _by_class(records)
         if state.stop_reason:
             summary["stopped"] = state.stop_reason
         timeseries = sampler.timeseries if sampler is not None else {}
@@ -689,6 +685,37 @@ def client_figures(
         "client_saturated": bool(saturated),
         "wall_duration_s": wall_s,
     }
+
+
+def _usage_prefix_counters(records: Sequence[RequestRecord]) -> dict[str, Any]:
+    """Prefix-cache figures from ``usage`` cached tokens; None when no request reported any
+    (a server that does not report cached tokens is not a server with no hits)."""
+    ok = [r for r in records if r.status == STATUS_OK]
+    if not any(r.cached_tokens for r in ok):
+        return {
+            "prefix_cache_queries": None,
+            "prefix_cache_hits": None,
+            "prefix_cache_source": None,
+        }
+    return {
+        "prefix_cache_queries": sum(r.prompt_tokens for r in ok),
+        "prefix_cache_hits": sum(r.cached_tokens for r in ok),
+        "prefix_cache_source": "usage",
+    }
+
+
+def _by_class(records: Sequence[RequestRecord]) -> dict[str, dict[str, Any]]:
+    """Per-class summaries (server counters cannot be split by class: usage only)."""
+    groups: dict[str, list[RequestRecord]] = {}
+    for r in records:
+        groups.setdefault(str(r.cls), []).append(r)
+    out = {}
+    for k, recs in sorted(groups.items()):
+        s = summarize(recs, counters={**_usage_prefix_counters(recs), "num_preemptions": None})
+        if s.get("prefix_cache_queries") is None:
+            s["prefix_cache_hit_rate"] = None
+        out[k] = s
+    return out
 
 
 def _count_errors(records: Sequence[RequestRecord]) -> dict[str, int]:
