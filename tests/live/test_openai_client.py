@@ -618,3 +618,85 @@ def test_both_http_clients_give_the_same_records(client: str) -> None:
         assert r.chunk_times_s is not None and len(r.chunk_times_s) == 4
         assert r.first_token_s is not None and r.sent_s is not None
         assert 0.018 <= r.first_token_s - r.sent_s < 0.2
+
+
+def sse_ok() -> Handler:
+    async def h(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"choices":[{"index":0,"text":"x"}]}\n\ndata: [DONE]\n\n')
+        return resp
+
+    return h
+
+
+def test_llama_server_shape_detected_and_slots_erased() -> None:
+    calls: list[str] = []
+    slots = (FIX / "llamacpp_slots.json").read_text()
+    metrics = (FIX / "llamacpp_metrics.txt").read_text()
+
+    async def get_slots(_r: web.Request) -> web.Response:
+        return web.Response(text=slots, content_type="application/json")
+
+    async def erase(request: web.Request) -> web.Response:
+        calls.append(f"{request.match_info['id']}:{request.query.get('action')}")
+        return web.json_response({"id_slot": int(request.match_info["id"]), "n_erased": 10})
+
+    async def get_metrics(_r: web.Request) -> web.Response:
+        return web.Response(text=metrics)
+
+    async def main() -> RunResult:
+        async with app_server(
+            {
+                "/slots": get_slots,
+                "/slots/{id}": erase,
+                "/metrics": get_metrics,
+                "/v1/completions": sse_ok(),
+            }
+        ) as url:
+            return await OpenAIBackend(cfg(url, cache_mode="cold")).run_async(wl(req(0)))
+
+    res = run(main())
+    server = res.config["server"]
+    assert server["kind"] == "llamacpp" and server["metrics"] is True
+    assert server["slots"] == {"num_slots": 2, "n_ctx_per_slot": 2048, "num_busy_slots": 1}
+    assert calls == ["0:erase", "1:erase"]
+    assert "reset" in res.config["cache_mode_applied"] and res.config["cache_salt"] is None
+    assert res.summary["prefix_cache_source"] is None  # llama.cpp has no prefix-hit counter
+
+
+def test_sglang_shape_flushes_the_cache() -> None:
+    flushed: list[int] = []
+    metrics = (FIX / "sglang_metrics.txt").read_text()
+
+    async def flush(_r: web.Request) -> web.Response:
+        flushed.append(1)
+        return web.Response(text="Cache flushed.")
+
+    async def get_metrics(_r: web.Request) -> web.Response:
+        return web.Response(text=metrics)
+
+    async def main() -> RunResult:
+        async with app_server(
+            {"/flush_cache": flush, "/metrics": get_metrics, "/v1/completions": sse_ok()}
+        ) as url:
+            return await OpenAIBackend(cfg(url, cache_mode="cold")).run_async(wl(req(0)))
+
+    res = run(main())
+    assert res.config["server"]["kind"] == "sglang" and flushed == [1]
+    assert res.summary["num_preemptions"] == 0  # the retraction counter did not move
+    assert res.timeseries["kv_cache_usage_perc"][0] == 0.25
+
+
+def test_ollama_shape_is_detected_and_salted() -> None:
+    async def version(_r: web.Request) -> web.Response:
+        return web.json_response({"version": "0.5.7"})
+
+    async def main() -> RunResult:
+        async with app_server({"/api/version": version, "/v1/completions": sse_ok()}) as url:
+            return await OpenAIBackend(cfg(url, cache_mode="cold")).run_async(wl(req(0)))
+
+    res = run(main())
+    assert res.config["server"] == {"kind": "ollama", "metrics": False}
+    assert res.config["cache_salt"] is not None
+    assert res.timeseries == {}
