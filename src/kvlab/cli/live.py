@@ -66,7 +66,7 @@ def replay(
 ) -> None:
     """Replay WORKLOAD against a live OpenAI-compatible server (vLLM, SGLang, llama.cpp,
     Ollama), sampling its /metrics, and write a RunResult directory comparable with
-    ``kvlab simulate`` on the same workload.
+    "kvlab simulate" on the same workload.
 
     Exits 1 when any request failed or was not finished (the results are still written).
     """
