@@ -61,6 +61,11 @@ def replay(
         None, "--max-errors", help="Stop after this many failed requests."
     ),
     timeout: float = typer.Option(600.0, "--timeout", help="Per-request timeout in seconds."),
+    http_client: str = typer.Option(
+        "kvlab",
+        "--http-client",
+        help="HTTP client of the streamed requests: kvlab (default, leaner) or aiohttp.",
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -92,6 +97,7 @@ def replay(
         max_errors=max_errors,
         cache_mode=cache_mode,
         metrics_interval_s=metrics_interval,
+        http_client=http_client,
         api_key=key,
     )
     out.mkdir(parents=True, exist_ok=True)
