@@ -427,6 +427,7 @@ def test_api_key_is_sent_but_never_written(tmp_path: Path) -> None:
     assert good.records[0].status == STATUS_OK
     assert "api_key" not in good.config and good.config["api_key_set"] is True
     assert key not in repr(cfg("http://x", api_key=key))
+    assert cfg(f"http://u:{key}@h:1/v1").to_dict()["endpoint"] == "http://h:1/v1"
     for i, res in enumerate((bad, good)):
         d = res.save(tmp_path / str(i))
         for f in d.iterdir():

@@ -32,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -137,7 +138,16 @@ class OpenAIConfig:
         """The configuration for ``run.json``: everything but the key."""
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "api_key"}
         d["api_key_set"] = self.api_key is not None
+        d["endpoint"] = _without_userinfo(self.endpoint)
         return d
+
+
+def _without_userinfo(url: str) -> str:
+    """``url`` with any ``user:password@`` removed (credentials never go to outputs)."""
+    u = urlsplit(url)
+    if "@" not in u.netloc:
+        return url
+    return urlunsplit(u._replace(netloc=u.netloc.rsplit("@", 1)[1]))
 
 
 def _aiohttp() -> Any:
