@@ -125,3 +125,53 @@ def test_chat_api_against_vllm(vllm_server: Any) -> None:
     if r.error == "http_4xx" and "template" in (r.error_detail or ""):
         pytest.skip("the tiny model has no chat template")
     assert r.status == STATUS_OK and r.output_tokens == 6
+
+
+def test_replay_cli_writes_server_metrics(vllm_server: Any, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from kvlab.cli.app import app
+
+    wl = tmp_path / "wl.jsonl"
+    with wl.open("w") as f:
+        for i in range(8):
+            segs = [
+                {"kind": "system", "tokens": 140, "content": "sys"},
+                {"kind": "user", "tokens": 16, "content": f"u{i}"},
+            ]
+            f.write(
+                json.dumps(
+                    {"id": f"r{i}", "arrival_s": 0.05 * i, "segments": segs, "output_tokens": 8}
+                )
+                + "\n"
+            )
+    out = tmp_path / "run"
+    r = CliRunner().invoke(
+        app,
+        [
+            "replay",
+            str(wl),
+            "--endpoint",
+            vllm_server.url,
+            "--model",
+            vllm_server.model,
+            "--cache-mode",
+            "cold",
+            "--out",
+            str(out),
+            "--metrics-interval",
+            "0.05",
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    res = RunResult.load(out)
+    s = res.summary
+    assert s["num_completed"] == 8 and s["prefix_cache_source"] == "server_metrics"
+    # cold start: the first request misses, the 7 others hit the shared 128-token block
+    assert s["prefix_cache_hits"] == 7 * 128
+    assert s["prefix_cache_queries"] == s["prompt_tokens"]
+    assert res.config["server"]["kind"] == "vllm"
+    assert len(res.timeseries["t_s"]) >= 3
