@@ -85,6 +85,10 @@ def test_body_until_close_and_connection_close() -> None:
     assert feed(raw2, []) == (200, b"ok", False)
 
 
+def test_no_content_ends_without_a_body() -> None:
+    assert feed(b"HTTP/1.1 204 No Content\r\n\r\n", []) == (204, b"", True)
+
+
 def test_error_status_body_is_kept_aside() -> None:
     async def main() -> tuple[int, bytes, list[bytes]]:
         conn = Conn()

@@ -219,6 +219,8 @@ class _Conn(asyncio.Protocol):
                     self.keep_alive = True
         if 100 <= self.status < 200:
             self.state = _HEAD  # an interim response: the real one follows
+        elif self.status in (204, 304):
+            self.state = _DONE  # no body by definition (RFC 9110)
         elif chunked:
             self.state = _CHUNK_SIZE
         elif length is not None:
