@@ -30,6 +30,7 @@ arrival.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 import resource
@@ -139,14 +140,13 @@ def requests_from_workload(workload: Any, vocab_size: int) -> list[GenRequest]:
     Closed-loop turns (``think_time_s``) wait for the previous turn of their
     session.
     """
-    content = importlib.import_module("kvlab.workload.content")
     span = vocab_size - FIRST_TEXT_TOKEN_ID
     last_of_session: dict[str, str] = {}
     out = []
     for r in workload.requests:
         ids: list[int] = []
         for seg in r.segments:
-            raw = content.token_ids(seg.content_id, seg.tokens)
+            raw = content_token_ids(seg.content_id, seg.tokens)
             ids.extend(FIRST_TEXT_TOKEN_ID + int(x) % span for x in raw)
         after = None
         if r.think_time_s is not None and r.session_id is not None:
@@ -166,6 +166,22 @@ def requests_from_workload(workload: Any, vocab_size: int) -> list[GenRequest]:
         if r.session_id is not None:
             last_of_session[r.session_id] = r.request_id
     return out
+
+
+def content_token_ids(content_id: str, num_tokens: int) -> list[int]:
+    """The first ``num_tokens`` token ids of content ``content_id``.
+
+    From ``kvlab.workload.content.token_ids`` when available, else from a
+    stream seeded by a hash of the id (equal ids, equal prefixes).
+    """
+    try:
+        content = importlib.import_module("kvlab.workload.content")
+        fn = content.token_ids
+    except (ImportError, AttributeError):
+        digest = hashlib.blake2b(content_id.encode(), digest_size=8).digest()
+        rng = np.random.default_rng(int.from_bytes(digest, "little"))
+        return [int(x) for x in rng.integers(0, 2**31 - 1, size=num_tokens)]
+    return [int(x) for x in fn(content_id, num_tokens)]
 
 
 def kv_bytes_per_token_formula(model_dir: str | Path, dtype: str) -> float:
@@ -247,18 +263,23 @@ class HfBackend:
         *,
         on_finish: Callable[[RequestRecord], None] | None = None,
         on_tokens: Callable[[str, list[int]], None] | None = None,
+        max_batch_size: int | None = None,
     ) -> RunResult:
         """Generate every request; return records, per-step series and a summary.
 
         ``on_finish`` receives each record as its request finishes (for
         incremental writing); ``on_tokens`` its generated token ids.
+        ``max_batch_size`` overrides the configured one for this run.
         """
+        if max_batch_size is not None and max_batch_size < 1:
+            raise ConfigError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        cap = max_batch_size or self.config.max_batch_size
         torch = self._torch
         old_threads = torch.get_num_threads()
         torch.set_num_threads(self.config.num_threads)
         try:
             with torch.inference_mode():
-                return self._run(list(requests), on_finish, on_tokens)
+                return self._run(list(requests), cap, on_finish, on_tokens)
         finally:
             torch.set_num_threads(old_threads)
 
@@ -267,6 +288,7 @@ class HfBackend:
     def _run(
         self,
         requests: list[GenRequest],
+        cap: int,
         on_finish: Callable[[RequestRecord], None] | None,
         on_tokens: Callable[[str, list[int]], None] | None,
     ) -> RunResult:
@@ -307,11 +329,7 @@ class HfBackend:
         while waiting or rows:
             admit: list[GenRequest] = []
             t = now()
-            while (
-                waiting
-                and waiting[0].arrival_s <= t
-                and len(rows) + len(admit) < self.config.max_batch_size
-            ):
+            while waiting and waiting[0].arrival_s <= t and len(rows) + len(admit) < cap:
                 admit.append(waiting.popleft())
             if not rows and not admit:
                 time.sleep(max(0.0, waiting[0].arrival_s - t))
@@ -349,7 +367,7 @@ class HfBackend:
         return RunResult(
             records=recs,
             summary=summary,
-            config={"backend": self.name, **asdict(self.config)},
+            config={"backend": self.name, **asdict(self.config), "max_batch_size": cap},
             timeseries=stats.series,
             provenance=_provenance(self._torch, self._tf),
         )
