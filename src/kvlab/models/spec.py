@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from kvlab.errors import ConfigError
 
@@ -101,12 +102,24 @@ class LayerSpec:
             return self.kv_lora_rank + self.qk_rope_head_dim
         return 0
 
-    def state_elems_per_gpu(self, tp: int = 1) -> int:
-        """Recurrent state elements of one sequence on one GPU (sharded by heads)."""
+    def _state_shards(self, tp: int) -> int:
+        return min(tp, self.state_heads) if self.state_heads else 1
+
+    def ssm_elems_per_gpu(self, tp: int = 1) -> int:
+        """SSM / recurrent state elements of one sequence on one GPU (sharded by heads)."""
         if self.kind not in RECURRENT_KINDS:
             return 0
-        shards = min(tp, self.state_heads) if self.state_heads else 1
-        return math.ceil((self.state_elems + self.conv_elems) / shards)
+        return math.ceil(self.state_elems / self._state_shards(tp))
+
+    def conv_elems_per_gpu(self, tp: int = 1) -> int:
+        """Convolution state elements of one sequence on one GPU (sharded by heads)."""
+        if self.kind not in RECURRENT_KINDS:
+            return 0
+        return math.ceil(self.conv_elems / self._state_shards(tp))
+
+    def state_elems_per_gpu(self, tp: int = 1) -> int:
+        """Recurrent state elements (SSM + conv) of one sequence on one GPU."""
+        return self.ssm_elems_per_gpu(tp) + self.conv_elems_per_gpu(tp)
 
     def tokens_held(self, seq_len: int) -> int:
         """Tokens of a sequence of ``seq_len`` this layer keeps."""
@@ -122,11 +135,18 @@ class LayerSpec:
 class ModelSpec:
     """A model's architecture as far as memory is concerned.
 
+    ``layers`` lists the layers that keep per-sequence memory (attention and recurrent
+    mixers), in model order; blocks made only of an MLP or MoE (Nemotron-H's ``-`` and
+    ``E``) hold none and are not listed, so ``num_layers`` can be below the config's
+    ``num_hidden_layers``.
+
     ``num_params`` counts every weight once (tied embeddings once);
     ``num_active_params`` counts those used per token (MoE: routed experts
     actually selected plus shared ones); both come from the config.
-    ``dtype`` is the weights' dtype; KV defaults to it; ``state_dtype`` is the
-    recurrent state's dtype (vLLM's ``mamba_ssm_cache_dtype=auto`` = model dtype).
+    ``dtype`` is the weights' dtype; KV and the convolution state default to it;
+    ``state_dtype`` is the SSM / recurrent state's dtype (vLLM's ``mamba_ssm_cache_dtype``:
+    ``auto`` means the model dtype, except NemotronH whose default is the config's
+    ``mamba_ssm_cache_dtype`` or float32; vllm/model_executor/models/config.py).
     """
 
     name: str
@@ -143,6 +163,16 @@ class ModelSpec:
     aliases: tuple[str, ...] = field(default=())
     head_dim: int = 0
     description: str = ""
+
+    @classmethod
+    def from_hf_config(cls, config: Any, name: str | None = None) -> ModelSpec:
+        """Parse a Hugging Face config (dict, config.json path or directory).
+
+        See :func:`kvlab.models.hf_config.from_hf_config`.
+        """
+        from kvlab.models.hf_config import from_hf_config
+
+        return from_hf_config(config, name=name)
 
     @property
     def num_layers(self) -> int:
@@ -214,10 +244,18 @@ def kv_bytes_per_token(spec: ModelSpec, kv_dtype: str | None = None, tp: int = 1
 
 
 def state_bytes_per_sequence(spec: ModelSpec, tp: int = 1, state_dtype: str | None = None) -> float:
-    """Fixed recurrent-state bytes of one sequence, per GPU (Mamba / linear layers)."""
+    """Fixed recurrent-state bytes of one sequence, per GPU (Mamba / linear layers).
+
+    The SSM / recurrent state is kept in ``state_dtype`` (default ``spec.state_dtype``),
+    the convolution state in the model dtype, as vLLM's MambaStateDtypeCalculator does
+    (conv dtype = cache dtype ``auto``; temporal state = ``mamba_ssm_cache_dtype``).
+    """
     check_tp(spec, tp)
-    b = dtype_bytes(state_dtype or spec.state_dtype)
-    return sum(x.state_elems_per_gpu(tp) * b for x in spec.layers)
+    b_ssm = dtype_bytes(state_dtype or spec.state_dtype)
+    b_conv = dtype_bytes(spec.dtype)
+    return sum(
+        x.ssm_elems_per_gpu(tp) * b_ssm + x.conv_elems_per_gpu(tp) * b_conv for x in spec.layers
+    )
 
 
 def sliding_cap_bytes(spec: ModelSpec, kv_dtype: str | None = None, tp: int = 1) -> float:

@@ -1,0 +1,175 @@
+"""``kvlab compare`` (runs side by side) and ``kvlab sweep`` (a grid of simulations)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import typer
+
+
+def compare_cmd(
+    runs: list[Path] = typer.Argument(
+        ..., help="RunResult directories; the first is the baseline."
+    ),
+    names: str | None = typer.Option(
+        None, "--names", help="Comma-separated run names (default: directory names)."
+    ),
+    metrics: list[str] = typer.Option(
+        [],
+        "--metric",
+        help="Metric to compare (dotted summary key, repeatable); default: a standard set.",
+    ),
+    by: str = typer.Option("class", "--by", help="Group breakdown: class, session or none."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Also write the Markdown here."
+    ),
+    fail_if: list[str] = typer.Option(
+        [],
+        "--fail-if",
+        help="Exit 1 when a condition holds for any run: METRIC>X, METRIC<=X; delta:METRIC>X and "
+        "rel:METRIC>X compare with the baseline (e.g. --fail-if rel:ttft_s.p99>0.1).",
+    ),
+) -> None:
+    """Compare runs side by side (overall and per class): deltas and the better run per metric."""
+    from kvlab.errors import ConfigError
+    from kvlab.report.compare import (
+        DEFAULT_METRICS,
+        check_conditions,
+        compare,
+        metric,
+        parse_condition,
+        to_markdown,
+    )
+    from kvlab.results import RunResult
+
+    conditions = [parse_condition(c) for c in fail_if]
+    group_key = {"class": "cls", "session": "session_id", "none": None}
+    if by not in group_key:
+        raise ConfigError(f"--by must be class, session or none, got {by!r}")
+    loaded = []
+    for d in runs:
+        if not (d / "summary.json").is_file():
+            raise ConfigError(
+                f"{d} is not a run directory (no summary.json); run kvlab simulate first"
+            )
+        loaded.append(RunResult.load(d))
+    labels = _labels(runs, names)
+    pairs = list(zip(labels, loaded, strict=True))
+    ms = [metric(m) for m in metrics] if metrics else list(DEFAULT_METRICS)
+    cmp = compare(pairs, ms, by=group_key[by])
+    failures = check_conditions(pairs, conditions)
+    cmp["failed_conditions"] = failures
+    md = to_markdown(cmp)
+    if output is not None:
+        from kvlab.results import atomic_write_text
+
+        atomic_write_text(output, md)
+    if as_json:
+        typer.echo(json.dumps(cmp, indent=2))
+    else:
+        typer.echo(md, nl=False)
+        for f in failures:
+            typer.echo(f"FAIL {f}", err=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+def _labels(runs: list[Path], names: str | None) -> list[str]:
+    from kvlab.errors import ConfigError
+
+    if names is not None:
+        labels = [n.strip() for n in names.split(",")]
+        if len(labels) != len(runs):
+            raise ConfigError(f"--names has {len(labels)} names for {len(runs)} runs")
+        return labels
+    labels = [d.resolve().name for d in runs]
+    if len(set(labels)) != len(labels):
+        labels = [str(d) for d in runs]
+    return labels
+
+
+def sweep_cmd(
+    workload: Path = typer.Argument(..., help="Workload file to simulate at every point."),
+    output: Path = typer.Option(..., "-o", "--output", help="Sweep directory to write."),
+    axes: list[str] = typer.Option(
+        [],
+        "--axis",
+        help="A kvlab simulate option and its values, NAME=V1,V2 (repeatable), e.g. "
+        "--axis mode=baseline,prefix --axis num-gpu-blocks=512,1024.",
+    ),
+    modes: str | None = typer.Option(
+        None, "--modes", help="Shortcut for --axis mode=...: e.g. baseline,prefix,offload."
+    ),
+    sim_args: str = typer.Option(
+        "", "--sim-args", help="Extra options for every kvlab simulate run, as one string."
+    ),
+    jobs: int | None = typer.Option(
+        None, "--jobs", "-j", help="Points run at once (default: CPUs)."
+    ),
+    metrics: list[str] = typer.Option(
+        [], "--metric", help="Metric to tabulate and plot (repeatable); default: a standard set."
+    ),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write one plot per metric."),
+    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
+) -> None:
+    """Simulate WORKLOAD over a grid of modes, policies or capacities.
+
+    Writes one table (sweep.csv, sweep.md, sweep.json) and one plot per metric.
+    """
+    from rich.progress import Progress
+
+    from kvlab.errors import ConfigError
+    from kvlab.report.compare import DEFAULT_METRICS, metric
+    from kvlab.report.sweep import (
+        grid,
+        parse_axis,
+        rows,
+        run_sweep,
+        subprocess_runner,
+        write_plots,
+        write_tables,
+    )
+    from kvlab.workload.io import read_workload
+
+    read_workload(workload)  # fail early on a bad file
+    axis_map: dict[str, list[str]] = {}
+    if modes is not None:
+        axis_map["mode"] = parse_axis(f"mode={modes}")[1]
+    for a in axes:
+        name, vals = parse_axis(a)
+        if name in axis_map:
+            raise ConfigError(f"axis {name!r} given twice")
+        axis_map[name] = vals
+    points = grid(axis_map)
+    ms = [metric(m) for m in metrics] if metrics else list(DEFAULT_METRICS)
+    runner = subprocess_runner(shlex.split(sim_args))
+    with Progress(transient=True, disable=as_json) as progress:
+        task = progress.add_task("simulating", total=len(points))
+        result = run_sweep(
+            workload,
+            axis_map,
+            output,
+            runner=runner,
+            jobs=jobs,
+            on_done=lambda _o: progress.advance(task),
+        )
+    files = write_tables(result, output, ms)
+    if plots:
+        files += write_plots(result, output, ms)
+    if as_json:
+        typer.echo(json.dumps({"axes": result.axes, "rows": rows(result, ms)}, indent=2))
+    else:
+        typer.echo((output / "sweep.md").read_text(), nl=False)
+        typer.echo(f"wrote {len(files)} files under {output}")
+    for o in result.failed:
+        typer.echo(f"point {o.point.name} failed: {o.error}", err=True)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare")(compare_cmd)
+    app.command("sweep")(sweep_cmd)

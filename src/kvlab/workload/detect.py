@@ -1,0 +1,153 @@
+"""Recognise a workload or trace file by its content, and load it.
+
+:func:`detect_format` looks at the first non-empty line only:
+
+- a JSON object with ``hash_ids`` -> ``"mooncake"``;
+- a JSON object with ``segments``, or a kvlab workload header (a key or a
+  ``format`` value starting with ``kvlab``) -> ``"kvlab"``;
+- a CSV header with ``TIMESTAMP, ContextTokens, GeneratedTokens`` -> ``"azure"``;
+- a CSV header with ``num_prefill_tokens, num_decode_tokens`` -> ``"vidur"``.
+
+:func:`builtin_trace` names the public traces shipped inside the package.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from kvlab.errors import ConfigError, WorkloadError
+from kvlab.workload.records import Workload
+
+#: Formats :func:`load_workload` understands.
+FORMATS: tuple[str, ...] = ("kvlab", "mooncake", "azure", "vidur")
+
+#: Traces shipped in ``kvlab/data/traces`` (see the README.md there for sources).
+BUILTIN_TRACES: dict[str, str] = {
+    "mooncake-conversation": "mooncake_conversation.jsonl",
+    "mooncake-synthetic": "mooncake_synthetic.jsonl",
+    "azure-conv": "azure2023_conv.csv",
+    "azure-code": "azure2023_code.csv",
+    "vidur-arxiv": "vidur_arxiv_summarization_lengths.csv",
+}
+
+
+def builtin_trace(name: str) -> Path:
+    """The path of a shipped trace, e.g. ``builtin_trace("azure-conv")``."""
+    file = BUILTIN_TRACES.get(name)
+    if file is None:
+        raise ConfigError(
+            f"unknown built-in trace {name!r}; choose one of {', '.join(BUILTIN_TRACES)}"
+        )
+    return Path(str(resources.files("kvlab").joinpath("data", "traces", file)))
+
+
+def resolve_trace(name_or_path: str | Path) -> Path:
+    """A path as given, or a built-in trace name when no such file exists."""
+    p = Path(name_or_path)
+    if not p.exists() and str(name_or_path) in BUILTIN_TRACES:
+        return builtin_trace(str(name_or_path))
+    return p
+
+
+def detect_format(path: str | Path) -> str:
+    """The format of a workload or trace file, judged from its first non-empty line."""
+    p = Path(path)
+    line_no, first = _first_line(p)
+    if first.startswith("{"):
+        try:
+            obj = json.loads(first)
+        except ValueError as e:
+            raise WorkloadError(f"invalid JSON: {e}", path=p, line=line_no) from None
+        fmt = _json_format(obj)
+        if fmt is not None:
+            return fmt
+        keys = ", ".join(sorted(obj)) if isinstance(obj, dict) else type(obj).__name__
+        raise WorkloadError(
+            f"unrecognised JSON line (keys {keys}); pass the format explicitly "
+            f"({', '.join(FORMATS)})",
+            path=p,
+            line=line_no,
+        )
+    cols = {c.strip().strip('"').lstrip("\ufeff") for c in first.split(",")}
+    if {"TIMESTAMP", "ContextTokens", "GeneratedTokens"} <= cols:
+        return "azure"
+    if {"num_prefill_tokens", "num_decode_tokens"} <= cols:
+        return "vidur"
+    raise WorkloadError(
+        f"cannot tell the format from the first line; pass it explicitly ({', '.join(FORMATS)})",
+        path=p,
+        line=line_no,
+    )
+
+
+def load_workload(
+    path: str | Path,
+    fmt: str | None = None,
+    *,
+    rate_per_s: float | None = None,
+    seed: int = 0,
+) -> Workload:
+    """Load ``path`` as a :class:`Workload`; ``fmt`` is detected when None.
+
+    ``rate_per_s`` and ``seed`` apply to formats without timestamps (vidur).
+    """
+    if fmt is not None and fmt not in FORMATS:
+        raise ConfigError(f"unknown workload format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    p = resolve_trace(path)
+    if fmt is None:
+        fmt = detect_format(p)
+    if fmt == "kvlab":
+        from kvlab.workload.io import read_workload  # type: ignore[import-not-found,unused-ignore]
+
+        wl: Workload = read_workload(p)
+        return wl
+    from kvlab.workload import importers
+
+    if fmt == "mooncake":
+        return importers.read_mooncake(p)
+    if fmt == "azure":
+        return importers.read_azure(p)
+    return importers.read_vidur(p, rate_per_s=rate_per_s, seed=seed)
+
+
+def _json_format(obj: Any) -> str | None:
+    if not isinstance(obj, dict):
+        return None
+    if "hash_ids" in obj:
+        return "mooncake"
+    if "segments" in obj:
+        return "kvlab"
+    if any(str(k).startswith("kvlab") for k in obj):
+        return "kvlab"
+    if str(obj.get("format", "")).startswith("kvlab"):
+        return "kvlab"
+    return None
+
+
+def _first_line(p: Path) -> tuple[int, str]:
+    try:
+        with p.open("r", encoding="utf-8") as f:
+            for i, line in enumerate(f, start=1):
+                s = line.strip()
+                if s:
+                    return i, s
+    except FileNotFoundError:
+        raise WorkloadError("no such file", path=p) from None
+    except UnicodeDecodeError as e:
+        raise WorkloadError(f"not UTF-8 text: {e.reason}", path=p) from None
+    except OSError as e:
+        raise WorkloadError(f"cannot read: {e.strerror}", path=p) from None
+    raise WorkloadError("the file is empty", path=p)
+
+
+__all__ = [
+    "BUILTIN_TRACES",
+    "FORMATS",
+    "builtin_trace",
+    "detect_format",
+    "load_workload",
+    "resolve_trace",
+]
