@@ -2,7 +2,8 @@
 
 Every request arrives at t=0 (the experiment's concurrency cap shapes the
 load), or follows the previous one of its session (``sequential``). Content
-ids are unique per request unless a prefix is shared on purpose, so prefix-cache hits happen only where an experiment wants them.
+ids are unique per request unless a prefix is shared on purpose, so
+prefix-cache hits happen only where an experiment wants them.
 """
 
 from __future__ import annotations
