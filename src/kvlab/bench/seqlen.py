@@ -5,7 +5,8 @@ For each prompt length ``L``, ``repeats`` requests of ``L`` prompt tokens and
 finished), so a request never queues and its KV is the whole cache. The
 sequence then holds ``L + output_tokens - 1`` tokens at its peak (the last
 generated token is never written back). Figures: fig3 TTFT/TPOT/E2E vs
-length, fig4 measured KV bytes vs the formula ``tokens x kv_bytes_per_token`` (and, on a server, rounded up to blocks).
+length, fig4 measured KV bytes vs the formula ``tokens x kv_bytes_per_token``
+(and, on a server, rounded up to blocks).
 """
 
 from __future__ import annotations
