@@ -30,7 +30,6 @@ arrival.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 import resource
@@ -45,6 +44,7 @@ import numpy as np
 
 from kvlab.errors import ConfigError, DependencyMissing
 from kvlab.results import STATUS_OK, RequestRecord, RunResult, summarize
+from kvlab.workload.records import Workload
 
 #: Ids below this are the tiny model's special tokens; synthetic and workload
 #: prompts avoid them.
@@ -132,22 +132,33 @@ def synthetic_requests(
     return out
 
 
-def requests_from_workload(workload: Any, vocab_size: int) -> list[GenRequest]:
+def requests_from_workload(
+    workload: Workload, vocab_size: int, tokenizer: Any | None = None
+) -> list[GenRequest]:
     """GenRequests of a :class:`kvlab.workload.records.Workload`.
 
-    Prompt ids are the workload's deterministic content
-    (``kvlab.workload.content.token_ids``) folded into the model's text ids.
-    Closed-loop turns (``think_time_s``) wait for the previous turn of their
-    session.
+    With a ``tokenizer`` the prompt is the workload's text
+    (``kvlab.workload.content.text`` of each segment, what a live server is
+    sent) encoded without special tokens: exactly the file's token counts on
+    the kvlab tiny model. Without one, the content's word indices
+    (``kvlab.workload.content.token_ids``) are folded into the model's
+    non-special ids. Closed-loop turns (``think_time_s``) wait for the
+    previous turn of their session.
     """
+    from kvlab.workload import content
+
     span = vocab_size - FIRST_TEXT_TOKEN_ID
     last_of_session: dict[str, str] = {}
     out = []
     for r in workload.requests:
         ids: list[int] = []
         for seg in r.segments:
-            raw = content_token_ids(seg.content_id, seg.tokens)
-            ids.extend(FIRST_TEXT_TOKEN_ID + int(x) % span for x in raw)
+            if tokenizer is not None:
+                text = content.text(seg.content_id, seg.tokens)
+                ids.extend(tokenizer.encode(text, add_special_tokens=False))
+            else:
+                raw = content.token_ids(seg.content_id, seg.tokens)
+                ids.extend(FIRST_TEXT_TOKEN_ID + int(x) % span for x in raw)
         after = None
         if r.think_time_s is not None and r.session_id is not None:
             after = last_of_session.get(r.session_id)
@@ -168,29 +179,11 @@ def requests_from_workload(workload: Any, vocab_size: int) -> list[GenRequest]:
     return out
 
 
-def content_token_ids(content_id: str, num_tokens: int) -> list[int]:
-    """The first ``num_tokens`` token ids of content ``content_id``.
-
-    From ``kvlab.workload.content.token_ids`` when available, else from a
-    stream seeded by a hash of the id (equal ids, equal prefixes).
-    """
-    try:
-        content = importlib.import_module("kvlab.workload.content")
-        fn = content.token_ids
-    except (ImportError, AttributeError):
-        digest = hashlib.blake2b(content_id.encode(), digest_size=8).digest()
-        rng = np.random.default_rng(int.from_bytes(digest, "little"))
-        return [int(x) for x in rng.integers(0, 2**31 - 1, size=num_tokens)]
-    return [int(x) for x in fn(content_id, num_tokens)]
-
-
 def kv_bytes_per_token_formula(model_dir: str | Path, dtype: str) -> float:
     """Formula KV bytes per token (all layers, K and V) from the model's config.json."""
-    from kvlab.models import spec as spec_mod
+    from kvlab.models import get_model, kv_bytes_per_token
 
-    models = importlib.import_module("kvlab.models")
-    model_spec = models.get_model(str(Path(model_dir) / "config.json"))
-    return float(spec_mod.kv_bytes_per_token(model_spec, kv_dtype=dtype))
+    return float(kv_bytes_per_token(get_model(str(model_dir)), kv_dtype=dtype))
 
 
 def current_rss_bytes() -> int:
@@ -251,6 +244,7 @@ class HfBackend:
             config.model_dir, dtype=getattr(torch, config.dtype)
         ).eval()
         self.vocab_size = int(self.model.config.vocab_size)
+        self.tokenizer = _load_tokenizer(self._tf, config.model_dir)
         self.pad_id = int(self.model.config.pad_token_id or 0)
         self.bytes_per_token = kv_bytes_per_token_formula(config.model_dir, config.dtype)
         self.weights_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
@@ -539,6 +533,14 @@ class HfBackend:
             batch_columns=num_cols,
             rss_bytes=rss,
         )
+
+
+def _load_tokenizer(tf: Any, model_dir: str) -> Any | None:
+    """The model directory's tokenizer, or None when it has none."""
+    d = Path(model_dir)
+    if not ((d / "tokenizer.json").exists() or (d / "tokenizer_config.json").exists()):
+        return None
+    return tf.AutoTokenizer.from_pretrained(model_dir)
 
 
 def _cache_tensors(cache: Any) -> list[tuple[Any, Any]]:

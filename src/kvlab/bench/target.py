@@ -71,7 +71,7 @@ class HfTarget:
     def run(self, workload: Workload, concurrency: int) -> RunResult:
         from kvlab.backends.hf import requests_from_workload
 
-        reqs = requests_from_workload(workload, self._hf.vocab_size)
+        reqs = requests_from_workload(workload, self._hf.vocab_size, self._hf.tokenizer)
         result: RunResult = self._hf.run(reqs, max_batch_size=concurrency)
         result.config["workload"] = workload.name
         return result
@@ -97,10 +97,9 @@ class OpenAITarget:
         """Formula bytes per token from ``model_config`` (a config.json or catalog name)."""
         if self.model_config is None:
             return None
-        from kvlab.models import spec as spec_mod
+        from kvlab.models import get_model, kv_bytes_per_token
 
-        models = importlib.import_module("kvlab.models")
-        return float(spec_mod.kv_bytes_per_token(models.get_model(self.model_config)))
+        return float(kv_bytes_per_token(get_model(self.model_config)))
 
     def run(self, workload: Workload, concurrency: int) -> RunResult:
         try:
