@@ -4,7 +4,7 @@ Servers start from the interpreter named by ``KVLAB_VLLM_PYTHON`` (scripts/test.
 installs vLLM's CPU build and sets it). When it is unset, tests using these
 fixtures skip, unless ``KVLAB_REQUIRE_LIVE=1``, when they fail.
 ``KVLAB_LIVE_PORTS=LO-HI`` restricts the ports the servers may use (default:
-any free port). Both servers start concurrently, once per session, and are
+any free port). The servers start concurrently, once per session, and are
 terminated (whole process group) at the end of the session.
 """
 
@@ -22,6 +22,11 @@ from kvlab.backends.vllm_server import VllmServer, free_port, parse_port_range
 MAX_MODEL_LEN = 256
 #: Flags of the server under KV pressure: 4 blocks of 128 tokens, 8 sequences at most.
 PRESSURE_ARGS = ("--num-gpu-blocks-override", "4", "--max-num-seqs", "8")
+#: A second model shape for the plan-vs-vLLM check, chosen so that nothing divides
+#: evenly: 3 layers x 3 KV heads x 32, 2 GiB of KV, a 1000-token context.
+ODD_MODEL = {"layers": 3, "hidden": 192, "heads": 6, "kv_heads": 3}
+ODD_KV_GIB = 2
+ODD_MAX_MODEL_LEN = 1000
 #: Seconds a server may take to answer /health.
 READY_TIMEOUT_S = float(os.environ.get("KVLAB_LIVE_READY_TIMEOUT_S", "300"))
 
@@ -62,18 +67,26 @@ def _vllm_servers(
     py = _vllm_python()
     ports_env = os.environ.get("KVLAB_LIVE_PORTS")
     port_range = parse_port_range(ports_env) if ports_env else None
+    from kvlab.backends.tiny_model import TinyModelConfig, write_tiny_model
+
     logs = tmp_path_factory.mktemp("vllm-logs")
+    odd_dir = write_tiny_model(tmp_path_factory.mktemp("odd-model"), TinyModelConfig(**ODD_MODEL))
     servers: dict[str, VllmServer] = {}
     used: list[int] = []
-    for name, extra in (("ample", ()), ("pressure", PRESSURE_ARGS)):
+    for name, model_dir, extra, max_len, kv_gib in (
+        ("ample", tiny_model_dir, (), MAX_MODEL_LEN, 1),
+        ("pressure", tiny_model_dir, PRESSURE_ARGS, MAX_MODEL_LEN, 1),
+        ("odd", odd_dir, (), ODD_MAX_MODEL_LEN, ODD_KV_GIB),
+    ):
         port = free_port(port_range, exclude=used)
         used.append(port)
         servers[name] = VllmServer(
             python=py,
-            model_dir=tiny_model_dir,
+            model_dir=model_dir,
             port=port,
             log_path=logs / f"vllm-{name}.log",
-            max_model_len=MAX_MODEL_LEN,
+            max_model_len=max_len,
+            kv_cache_space_gib=kv_gib,
             extra_args=extra,
         )
     try:
@@ -97,3 +110,9 @@ def vllm_server(_vllm_servers: dict[str, VllmServer]) -> VllmServer:
 def vllm_pressure_server(_vllm_servers: dict[str, VllmServer]) -> VllmServer:
     """A vLLM server with 4 KV blocks and at most 8 running sequences (forces preemption)."""
     return _vllm_servers["pressure"]
+
+
+@pytest.fixture(scope="session")
+def vllm_odd_server(_vllm_servers: dict[str, VllmServer]) -> VllmServer:
+    """A 3-layer, 3-KV-head tiny model with 2 GiB of KV and a 1000-token context."""
+    return _vllm_servers["odd"]
