@@ -205,8 +205,9 @@ def kv_timeline(
     ax.set_xlim(left=0)
     ax2.set_ylim(bottom=0)
     ax2.set_ylabel("requests running")
-    ax.legend(loc="upper left", fontsize="small")
-    ax2.legend(loc="upper right", fontsize="small")
+    for axis, where in ((ax, "upper left"), (ax2, "upper right")):
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(loc=where, fontsize="small")
     ax.set_title(f"KV usage timeline\n{title}")
     return _save(fig, base)
 
