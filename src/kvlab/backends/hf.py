@@ -240,8 +240,12 @@ class HfBackend:
                 "(make one with: kvlab tiny-model DIR)"
             )
         torch = self._torch
-        self.model = self._tf.AutoModelForCausalLM.from_pretrained(
-            config.model_dir, dtype=getattr(torch, config.dtype)
+        from kvlab.backends.tiny_model import quietly
+
+        self.model = quietly(
+            lambda: self._tf.AutoModelForCausalLM.from_pretrained(
+                config.model_dir, dtype=getattr(torch, config.dtype)
+            )
         ).eval()
         self.vocab_size = int(self.model.config.vocab_size)
         self.tokenizer = _load_tokenizer(self._tf, config.model_dir)

@@ -16,13 +16,15 @@ The directory written is a standard transformers model directory:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kvlab.errors import ConfigError, DependencyMissing
+
+T = TypeVar("T")
 
 #: Special tokens, in id order (ids 0..5).
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -197,9 +199,22 @@ def write_tiny_model(out_dir: str | Path, cfg: TinyModelConfig | None = None) ->
         model = LlamaForCausalLM(config)
         model = model.bfloat16()
     model.generation_config.do_sample = False
-    model.save_pretrained(out)
+    quietly(lambda: model.save_pretrained(out))
     (out / "kvlab_tiny.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     return out
+
+
+def quietly(fn: Callable[[], T]) -> T:
+    """Run ``fn`` with transformers' progress bars off (restored afterwards)."""
+    from transformers.utils import logging as tf_logging
+
+    was_enabled = tf_logging.is_progress_bar_enabled()
+    tf_logging.disable_progress_bar()
+    try:
+        return fn()
+    finally:
+        if was_enabled:
+            tf_logging.enable_progress_bar()
 
 
 __all__ = [
@@ -208,6 +223,7 @@ __all__ = [
     "TinyModelConfig",
     "corpus_text",
     "llama_config_dict",
+    "quietly",
     "tokenizer_config",
     "train_tokenizer",
     "vocabulary_words",
