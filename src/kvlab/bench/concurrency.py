@@ -24,7 +24,7 @@ class ConcurrencyParams:
     levels: tuple[int, ...] = (1, 2, 4, 8)
     num_requests: int = 16
     prompt_tokens: int = 64
-    output_tokens: int = 16
+    output_tokens: int = 64
 
     def __post_init__(self) -> None:
         if not self.levels or min(self.levels) < 1:

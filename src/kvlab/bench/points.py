@@ -11,7 +11,7 @@ from kvlab.results import STATUS_OK, RunResult, dist
 
 def wall_time_s(result: RunResult) -> float:
     """The run's wall time: the backend's own when reported, else first send to last finish."""
-    for key in ("wall_time_s", "duration_s", "wall_s"):
+    for key in ("wall_time_s", "wall_duration_s", "duration_s"):
         v = result.summary.get(key)
         if isinstance(v, int | float) and v > 0:
             return float(v)
@@ -56,7 +56,11 @@ def run_point(result: RunResult, target: Target, **labels: Any) -> dict[str, Any
         p["prefill_time_s"] = s.get("prefill_time_s")
         p["decode_time_s"] = s.get("decode_time_s")
     usage = kv_usage_peak(result)
-    if usage is not None:  # sampled from a server
+    if usage is not None and done and usage == 0:
+        # Requests ran but no sample caught them in flight: not a measurement of zero.
+        p["kv_usage_peak"] = None
+        p["kv_usage_missed"] = True
+    elif usage is not None:  # sampled from a server
         p["kv_usage_peak"] = usage
         cc = server_cache_config(result)
         blocks, block_size = _int(cc.get("num_gpu_blocks")), _int(cc.get("block_size"))

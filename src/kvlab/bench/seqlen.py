@@ -24,7 +24,7 @@ from kvlab.errors import ConfigError
 @dataclass(frozen=True, slots=True)
 class SeqlenParams:
     prompt_lengths: tuple[int, ...] = (16, 32, 64, 128, 192)
-    output_tokens: int = 16
+    output_tokens: int = 32
     repeats: int = 3
 
     def __post_init__(self) -> None:

@@ -17,6 +17,7 @@ KV numbers differ by backend, and each target says what it can measure:
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +86,7 @@ class OpenAITarget:
     model: str
     model_config: str | None = None
     cache_mode: str = "cold"
-    metrics_interval_s: float = 0.1
+    metrics_interval_s: float = 0.02
     max_model_len: int | None = None
     backend: str = "openai"
 
@@ -122,7 +123,7 @@ class OpenAITarget:
 def kv_usage_peak(result: RunResult) -> float | None:
     """Peak of the sampled ``kv_cache_usage_perc`` (0-1), None when not sampled."""
     for key in ("kv_cache_usage_perc", "vllm:kv_cache_usage_perc"):
-        values = result.timeseries.get(key)
+        values = [v for v in result.timeseries.get(key, []) if math.isfinite(v)]
         if values:
             return max(values)
     return None

@@ -93,7 +93,9 @@ def bench(
     levels: str = typer.Option("1,2,4,8", "--levels", help="concurrency: levels to run."),
     num_requests: int = typer.Option(16, "--requests", help="concurrency: requests per level."),
     prompt_tokens: int = typer.Option(64, "--prompt-tokens", help="concurrency: prompt length."),
-    output_tokens: int = typer.Option(16, "--output-tokens", help="concurrency/seqlen: output."),
+    output_tokens: int | None = typer.Option(
+        None, "--output-tokens", help="concurrency/seqlen: output tokens (default 64 / 32)."
+    ),
     lengths: str = typer.Option("16,32,64,128,192", "--lengths", help="seqlen: prompt lengths."),
     as_json: bool = typer.Option(False, "--json", help="Print the experiment points as JSON."),
 ) -> None:
@@ -167,7 +169,7 @@ def _params(
     levels: str,
     num_requests: int,
     prompt_tokens: int,
-    output_tokens: int,
+    output_tokens: int | None,
     lengths: str,
 ) -> Any:
     if experiment == "concurrency":
@@ -177,12 +179,15 @@ def _params(
             levels=_ints(levels, "--levels"),
             num_requests=num_requests,
             prompt_tokens=prompt_tokens,
-            output_tokens=output_tokens,
+            output_tokens=output_tokens or ConcurrencyParams().output_tokens,
         )
     if experiment == "seqlen":
         from kvlab.bench.seqlen import SeqlenParams
 
-        return SeqlenParams(prompt_lengths=_ints(lengths, "--lengths"), output_tokens=output_tokens)
+        return SeqlenParams(
+            prompt_lengths=_ints(lengths, "--lengths"),
+            output_tokens=output_tokens or SeqlenParams().output_tokens,
+        )
     return None
 
 
