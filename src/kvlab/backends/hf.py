@@ -257,13 +257,16 @@ class HfBackend:
 
     def run(
         self,
-        requests: Sequence[GenRequest],
+        requests: Workload | Sequence[GenRequest],
         *,
         on_finish: Callable[[RequestRecord], None] | None = None,
         on_tokens: Callable[[str, list[int]], None] | None = None,
         max_batch_size: int | None = None,
     ) -> RunResult:
         """Generate every request; return records, per-step series and a summary.
+
+        ``requests`` is a kvlab Workload (prompts from its content, see
+        :func:`requests_from_workload`) or a list of :class:`GenRequest`.
 
         ``on_finish`` receives each record as its request finishes (for
         incremental writing); ``on_tokens`` its generated token ids.
@@ -272,6 +275,8 @@ class HfBackend:
         if max_batch_size is not None and max_batch_size < 1:
             raise ConfigError(f"max_batch_size must be >= 1, got {max_batch_size}")
         cap = max_batch_size or self.config.max_batch_size
+        if isinstance(requests, Workload):
+            requests = requests_from_workload(requests, self.vocab_size, self.tokenizer)
         torch = self._torch
         old_threads = torch.get_num_threads()
         torch.set_num_threads(self.config.num_threads)

@@ -70,10 +70,7 @@ class HfTarget:
         return float(self._hf.bytes_per_token)
 
     def run(self, workload: Workload, concurrency: int) -> RunResult:
-        from kvlab.backends.hf import requests_from_workload
-
-        reqs = requests_from_workload(workload, self._hf.vocab_size, self._hf.tokenizer)
-        result: RunResult = self._hf.run(reqs, max_batch_size=concurrency)
+        result: RunResult = self._hf.run(workload, max_batch_size=concurrency)
         result.config["workload"] = workload.name
         return result
 
