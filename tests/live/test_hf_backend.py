@@ -159,3 +159,18 @@ def test_bench_experiments_write_runs_and_figures(tiny_model_dir, tmp_path) -> N
     assert exp.points[0]["short"]["num"] == exp.points[1]["short"]["num"] == 3
     assert exp.points[1]["kv_padding_bytes_peak"] > 0
     assert "fig5_tail_latency.png" in {p.name for p in exp.figures}
+
+
+def test_transformers_stores_a_shared_prefix_once_per_sequence(tiny_model_dir, tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    from kvlab.bench import prefix
+    from kvlab.bench.target import HfTarget
+
+    target = HfTarget(model_dir=str(tiny_model_dir))
+    params = prefix.PrefixParams(num_requests=3, prefix_tokens=40, suffix_tokens=5, output_tokens=2)
+    exp = prefix.run(target, tmp_path, params)
+    for point in exp.points:
+        # 3 x (40 + 5 + 2 - 1) tokens, shared prefix or not: no prefix cache in transformers.
+        assert point["kv_bytes_measured_peak"] == 3 * 46 * BPT_BF16
+        assert point["kv_bytes_formula_prefix_per_request"] == 3 * 46 * BPT_BF16
+        assert point["kv_bytes_formula_prefix_once"] == (40 + 3 * 6) * BPT_BF16
