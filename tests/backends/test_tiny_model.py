@@ -78,3 +78,19 @@ def test_written_model_loads_in_transformers(tmp_path: Path) -> None:
     # Same seed, same weights.
     d2 = write_tiny_model(tmp_path / "m2", TinyModelConfig(seed=3))
     assert (d / "model.safetensors").read_bytes() == (d2 / "model.safetensors").read_bytes()
+
+
+def test_missing_transformers_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import sys
+
+    from kvlab.backends.hf import HfBackend, HfConfig
+    from kvlab.backends.tiny_model import write_tiny_model
+    from kvlab.errors import DependencyMissing
+
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(DependencyMissing, match=r"kvlab\[hf\]"):
+        write_tiny_model(tmp_path / "m")
+    with pytest.raises(DependencyMissing, match=r"transformers.*kvlab\[hf\]"):
+        HfBackend(HfConfig(model_dir=str(tmp_path)))
