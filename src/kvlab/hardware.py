@@ -55,6 +55,7 @@ class GpuSpec:
     host_link_d2h_bytes_per_s: float | None
     host_link_latency_s: float = HOST_LINK_LATENCY_S
     unified_memory: bool = False
+    sm_version: int = 0
     aliases: tuple[str, ...] = field(default=())
     notes: str = ""
     source: str = ""
@@ -88,6 +89,7 @@ class GpuSpec:
             "host_link_d2h_bytes_per_s": self.host_link_d2h_bytes_per_s,
             "host_link_latency_s": self.host_link_latency_s,
             "unified_memory": self.unified_memory,
+            "sm_version": self.sm_version,
             "aliases": list(self.aliases),
             "notes": self.notes,
             "source": self.source,
@@ -108,6 +110,7 @@ _C2C = 450 * GB
 _CATALOG: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="h100-sxm",
+        sm_version=90,
         description="NVIDIA H100 SXM5 80GB HBM3",
         memory_bytes=81559 * MIB,  # nvidia-smi "81559MiB"
         mem_bw_bytes_per_s=3350 * GB,
@@ -121,6 +124,7 @@ _CATALOG: tuple[GpuSpec, ...] = (
     ),
     GpuSpec(
         name="h100-pcie",
+        sm_version=90,
         description="NVIDIA H100 PCIe 80GB",
         memory_bytes=81559 * MIB,  # nvidia-smi "81559MiB"
         mem_bw_bytes_per_s=2000 * GB,
@@ -133,6 +137,7 @@ _CATALOG: tuple[GpuSpec, ...] = (
     ),
     GpuSpec(
         name="h200",
+        sm_version=90,
         description="NVIDIA H200 SXM 141GB HBM3e",
         memory_bytes=143771 * MIB,  # nvidia-smi "143771MiB"
         mem_bw_bytes_per_s=4800 * GB,
@@ -145,6 +150,7 @@ _CATALOG: tuple[GpuSpec, ...] = (
     ),
     GpuSpec(
         name="a100-80gb-sxm",
+        sm_version=80,
         description="NVIDIA A100 SXM4 80GB",
         memory_bytes=81920 * MIB,  # nvidia-smi "81920MiB"
         mem_bw_bytes_per_s=2039 * GB,
@@ -158,6 +164,7 @@ _CATALOG: tuple[GpuSpec, ...] = (
     ),
     GpuSpec(
         name="a100-80gb-pcie",
+        sm_version=80,
         description="NVIDIA A100 PCIe 80GB",
         memory_bytes=81920 * MIB,
         mem_bw_bytes_per_s=1935 * GB,
@@ -170,6 +177,7 @@ _CATALOG: tuple[GpuSpec, ...] = (
     ),
     GpuSpec(
         name="a100-40gb-sxm",
+        sm_version=80,
         description="NVIDIA A100 SXM4 40GB",
         memory_bytes=40960 * MIB,  # nvidia-smi "40960MiB"
         mem_bw_bytes_per_s=1555 * GB,
@@ -182,6 +190,7 @@ _CATALOG: tuple[GpuSpec, ...] = (
     ),
     GpuSpec(
         name="a100-40gb-pcie",
+        sm_version=80,
         description="NVIDIA A100 PCIe 40GB",
         memory_bytes=40960 * MIB,
         mem_bw_bytes_per_s=1555 * GB,
@@ -194,6 +203,7 @@ _CATALOG: tuple[GpuSpec, ...] = (
     ),
     GpuSpec(
         name="l40s",
+        sm_version=89,
         description="NVIDIA L40S 48GB GDDR6",
         memory_bytes=46068 * MIB,  # "46068 MiB" in the AIConfigurator file
         mem_bw_bytes_per_s=864 * GB,
@@ -206,6 +216,7 @@ _CATALOG: tuple[GpuSpec, ...] = (
     ),
     GpuSpec(
         name="l4",
+        sm_version=89,
         description="NVIDIA L4 24GB GDDR6",
         memory_bytes=23034 * MIB,  # nvidia-smi "23034MiB"
         mem_bw_bytes_per_s=300 * GB,
@@ -218,6 +229,7 @@ _CATALOG: tuple[GpuSpec, ...] = (
     ),
     GpuSpec(
         name="rtx-4090",
+        sm_version=89,
         description="NVIDIA GeForce RTX 4090 24GB GDDR6X",
         memory_bytes=24564 * MIB,  # nvidia-smi "24564MiB"
         mem_bw_bytes_per_s=1008 * GB,
@@ -231,6 +243,7 @@ _CATALOG: tuple[GpuSpec, ...] = (
     ),
     GpuSpec(
         name="b200",
+        sm_version=100,
         description="NVIDIA B200 SXM 180GB HBM3e",
         memory_bytes=183359 * MIB,  # nvidia-smi "183359MiB"
         mem_bw_bytes_per_s=7700 * GB,
@@ -243,6 +256,7 @@ _CATALOG: tuple[GpuSpec, ...] = (
     ),
     GpuSpec(
         name="b300",
+        sm_version=103,
         description="NVIDIA B300 SXM 288GB HBM3e (Blackwell Ultra)",
         memory_bytes=275040 * MIB,  # "275040MiB reported by nvidia-smi"
         mem_bw_bytes_per_s=7750 * GB,
@@ -255,6 +269,7 @@ _CATALOG: tuple[GpuSpec, ...] = (
     ),
     GpuSpec(
         name="gb200",
+        sm_version=100,
         description="NVIDIA GB200 (one Blackwell GPU of a Grace-Blackwell superchip)",
         memory_bytes=189471 * MIB,  # "189471MiB reported by nvidia-smi"
         mem_bw_bytes_per_s=8000 * GB,
@@ -268,6 +283,7 @@ _CATALOG: tuple[GpuSpec, ...] = (
     ),
     GpuSpec(
         name="gb300",
+        sm_version=103,
         description="NVIDIA GB300 (one Blackwell Ultra GPU of a Grace-Blackwell superchip)",
         memory_bytes=284208 * MIB,  # "284208MiB reported by nvidia-smi"
         mem_bw_bytes_per_s=8000 * GB,
@@ -281,6 +297,7 @@ _CATALOG: tuple[GpuSpec, ...] = (
     ),
     GpuSpec(
         name="dgx-spark",
+        sm_version=121,
         description="NVIDIA DGX Spark (GB10 Grace Blackwell, 128 GB unified LPDDR5x)",
         memory_bytes=128 * GIB,
         mem_bw_bytes_per_s=273 * GB,
@@ -350,6 +367,7 @@ def custom_gpu(
     host_link_gbps: float | None = 32.0,
     host_link_latency_s: float = HOST_LINK_LATENCY_S,
     unified_memory: bool = False,
+    sm_version: int = 0,
     name: str = "custom",
 ) -> GpuSpec:
     """A GPU described by hand.
@@ -376,6 +394,7 @@ def custom_gpu(
         host_link_d2h_bytes_per_s=link,
         host_link_latency_s=host_link_latency_s,
         unified_memory=unified_memory,
+        sm_version=sm_version,
         source="given on the command line",
     )
 

@@ -82,6 +82,19 @@ def cdiv(a: int, b: int) -> int:
 # ---------------------------------------------------------------------------
 
 
+def default_block_size(spec: ModelSpec, gpu: GpuSpec) -> int:
+    """The block size vLLM picks when ``--block-size`` is not given.
+
+    16 (``CacheConfig.DEFAULT_BLOCK_SIZE``), except for MLA models on Blackwell
+    data-center GPUs (SM 10.x), whose first MLA backend, FlashInfer MLA, takes
+    32 or 64-token blocks: vLLM then uses the smallest, 32
+    (``Platform._preferred_block_size_for_backends``).
+    """
+    if gpu.sm_version // 10 == 10 and spec.count("mla"):
+        return 32
+    return DEFAULT_BLOCK_SIZE
+
+
 def default_batch_limits(gpu: GpuSpec) -> tuple[int, int]:
     """``(max_num_batched_tokens, max_num_seqs)`` vLLM's API server picks for ``gpu``.
 
@@ -506,6 +519,7 @@ class PlanResult:
     async_scheduling: bool
     enable_prefix_caching: bool
     requested_block_size: int
+    weight_dtype: str | None
     capacity: Capacity
     vllm_starts: bool
     estimated_max_model_len: int | None
@@ -546,6 +560,7 @@ class PlanResult:
             "gpu_memory_bytes": self.gpu_memory_bytes,
             "gpu_memory_utilization": self.gpu_memory_utilization,
             "weights_bytes": self.weights_bytes,
+            "weight_dtype": self.weight_dtype or "model",
             "overhead_bytes": self.overhead_bytes,
             "overhead": self.overhead.to_dict(),
             "kv_memory_source": self.kv_memory_source,
@@ -651,12 +666,13 @@ def plan(
     tp: int = 1,
     context_tokens: int | None = None,
     concurrency: int = 1,
-    block_size: int = DEFAULT_BLOCK_SIZE,
+    block_size: int | None = None,
     gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
     kv_cache_memory_bytes: int | None = None,
     max_num_batched_tokens: int | None = None,
     max_num_seqs: int | None = None,
     offload_gb: float = 0.0,
+    weight_dtype: str | None = None,
     overhead_bytes: int | None = None,
     async_scheduling: bool = True,
     enable_prefix_caching: bool = True,
@@ -667,7 +683,9 @@ def plan(
     ``context_tokens`` defaults to the model's maximum context (what vLLM uses
     as ``--max-model-len`` by default). ``kv_cache_memory_bytes`` bypasses the
     memory estimate exactly as vLLM's ``--kv-cache-memory-bytes`` does;
-    ``overhead_bytes`` replaces the :class:`Overhead` estimate. ``max_num_*``
+    ``overhead_bytes`` replaces the :class:`Overhead` estimate; ``weight_dtype``
+    the model's dtype for weights (e.g. ``fp8``). ``block_size`` defaults to
+    vLLM's choice (:func:`default_block_size`). ``max_num_*``
     default to vLLM's API-server defaults for the GPU. ``async_scheduling``
     (vLLM's default on GPUs; its CPU backend turns it off) doubles the in-flight
     tokens a sliding-window layer reserves. ``enable_prefix_caching`` (default
@@ -675,6 +693,10 @@ def plan(
     """
     spec = _resolve_model(model)
     gpu_spec = get_gpu(gpu)
+    if block_size is None:
+        block_size = default_block_size(spec, gpu_spec)
+    if weight_dtype is not None:
+        dtype_bytes(weight_dtype)
     _validate(
         spec,
         tp=tp,
@@ -707,6 +729,7 @@ def plan(
         overhead_bytes=overhead_bytes,
         async_scheduling=async_scheduling,
         prefix_caching=enable_prefix_caching,
+        weight_dtype=weight_dtype,
     )
     if not whatifs:
         return result
@@ -738,8 +761,9 @@ def _plan_one(
     overhead_bytes: int | None,
     async_scheduling: bool,
     prefix_caching: bool,
+    weight_dtype: str | None = None,
 ) -> PlanResult:
-    weights = math.ceil(weights_bytes(spec, tp))
+    weights = math.ceil(weights_bytes(spec, tp, weight_dtype))
     overhead = estimate_overhead(spec, tp=tp, max_num_batched_tokens=batched, max_num_seqs=seqs)
     overhead_total = overhead.total_bytes if overhead_bytes is None else overhead_bytes
     requested = math.ceil(gpu.memory_bytes * util)  # vLLM request_memory
@@ -788,6 +812,7 @@ def _plan_one(
         async_scheduling=async_scheduling,
         enable_prefix_caching=prefix_caching,
         requested_block_size=block_size,
+        weight_dtype=weight_dtype,
         capacity=cap,
         vllm_starts=starts,
         estimated_max_model_len=est_len,
@@ -948,6 +973,7 @@ def _whatifs(
         else None,
         "async_scheduling": base.async_scheduling,
         "prefix_caching": base.enable_prefix_caching,
+        "weight_dtype": base.weight_dtype,
     }
     run: Callable[..., PlanResult] = lambda **ch: _plan_one(spec, gpu, **{**kw, **ch})  # noqa: E731
     rows: list[dict[str, Any]] = []
@@ -1018,6 +1044,7 @@ __all__ = [
     "PlanResult",
     "compute_capacity",
     "default_batch_limits",
+    "default_block_size",
     "estimate_max_model_len",
     "estimate_overhead",
     "group_layers",

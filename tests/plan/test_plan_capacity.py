@@ -295,3 +295,19 @@ def test_to_dict_is_json_with_required_keys(llama: ModelSpec) -> None:
     )
     assert required <= set(d)
     assert all(isinstance(x, str) for x in d["reasons"])
+
+
+def test_default_block_size_follows_vllm_backends(mla: ModelSpec, llama: ModelSpec) -> None:
+    # Hopper: FlashAttention MLA takes multiples of 16; Blackwell: FlashInfer MLA takes 32/64.
+    assert plan(mla, "h200", kv_cache_memory_bytes=GIB, context_tokens=4096).block_size == 16
+    assert plan(mla, "b200", kv_cache_memory_bytes=GIB, context_tokens=4096).block_size == 32
+    assert plan(llama, "b200", kv_cache_memory_bytes=GIB, context_tokens=4096).block_size == 16
+    assert plan(mla, "b200", kv_cache_memory_bytes=GIB, block_size=64).block_size == 64
+
+
+def test_weight_dtype_overrides_the_model_dtype(llama: ModelSpec) -> None:
+    bf16 = plan(llama, "l4", context_tokens=4096)
+    fp8 = plan(llama, "l4", context_tokens=4096, weight_dtype="fp8")
+    assert fp8.weights_bytes * 2 == bf16.weights_bytes
+    assert fp8.available_kv_bytes == bf16.available_kv_bytes + fp8.weights_bytes
+    assert fp8.to_dict()["weight_dtype"] == "fp8"

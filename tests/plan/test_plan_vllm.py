@@ -38,8 +38,10 @@ def _vllm_python() -> str:
 _TORCH_DTYPE = {
     "bfloat16": "bfloat16",
     "bf16": "bfloat16",
-    "fp8": "float8_e4m3fn",
     "float16": "float16",
+    "fp16": "float16",
+    "float32": "float32",
+    "fp8": "float8_e4m3fn",
 }
 
 
@@ -64,7 +66,7 @@ def _describe(spec: ModelSpec, tp: int, kv_dtype: str | None) -> list[dict[str, 
                 {
                     "kind": "mamba",
                     "shapes": [[x.conv_elems // shards], [x.state_elems // shards]],
-                    "dtypes": [_TORCH_DTYPE[spec.dtype], spec.state_dtype],
+                    "dtypes": [_TORCH_DTYPE[spec.dtype], _TORCH_DTYPE[spec.state_dtype]],
                 }
             )
     return out
@@ -170,3 +172,92 @@ def test_vllm_refuses_when_one_request_does_not_fit(llama: ModelSpec) -> None:
     (got,) = _run_oracle([_case(llama, r, None, 1)])
     assert "error" in got and "81904" in got["error"]
     assert r.estimated_max_model_len == 81904
+
+
+def _random_specs(n: int, seed: int) -> list[tuple[ModelSpec, dict[str, Any]]]:
+    """Random full / sliding / MLA-free mixes, including unequal page sizes."""
+    import numpy as np
+
+    from kvlab.models.spec import LayerSpec
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        head = int(rng.choice([64, 128]))
+        kv_full = int(rng.choice([1, 2, 4, 8]))
+        kv_swa = int(rng.choice([kv_full, kv_full * 2, max(1, kv_full // 2)]))
+        window = int(rng.integers(1, 5000))
+        n_full, n_swa = int(rng.integers(1, 10)), int(rng.integers(0, 20))
+        layers = [LayerSpec("full", num_kv_heads=kv_full, head_dim=head)] * n_full
+        layers += [LayerSpec("sliding", num_kv_heads=kv_swa, head_dim=head, window=window)] * n_swa
+        layers = [layers[j] for j in rng.permutation(len(layers))]
+        spec = ModelSpec(f"rand-{i}", "Rand", tuple(layers), 1024, 16, 1000, 10**8, 10**8, 1 << 20)
+        kw = {
+            "context_tokens": int(rng.integers(1, 300_000)),
+            "kv_cache_memory_bytes": int(rng.integers(1 << 28, 1 << 36)),
+            "block_size": int(rng.choice([16, 32, 64, 128])),
+            "max_num_batched_tokens": int(rng.choice([512, 2048, 8192])),
+            "async_scheduling": bool(rng.integers(0, 2)),
+        }
+        out.append((spec, kw))
+    return out
+
+
+@pytest.mark.slow
+def test_random_mixes_match_vllm() -> None:
+    configs = _random_specs(40, seed=7)
+    plans = [(spec, kw, plan(spec, "h100-sxm", whatifs=False, **kw)) for spec, kw in configs]
+    answers = _run_oracle([_case(spec, r, None, 1) for spec, kw, r in plans])
+    checked = 0
+    for (spec, kw, r), got in zip(plans, answers, strict=True):
+        where = f"{[(x.kind, x.num_kv_heads) for x in spec.layers]} {kw}"
+        assert ("error" not in got) == r.vllm_starts, f"{where}: {got}"
+        if "error" in got:
+            continue
+        checked += 1
+        assert r.capacity.bytes_per_block == got["bytes_per_block"], where
+        assert r.num_gpu_blocks == got["num_blocks"], where
+        assert r.kv_cache_tokens == got["kv_cache_tokens"], where
+        assert r.max_concurrency == pytest.approx(got["max_concurrency"], rel=1e-12), where
+        assert sorted(len(g.layers) for g in r.capacity.groups) == got["group_sizes"], where
+    assert checked >= 20
+
+
+CATALOG_MODELS = (
+    "meta-llama/Llama-3.1-70B",
+    "Qwen/Qwen3-Next-80B-A3B-Thinking",
+    "openai/gpt-oss-120b",
+    "deepseek-ai/DeepSeek-V3",
+    "mistralai/Mistral-7B-v0.1",
+    "google/gemma-2-9b",
+    "google/gemma-3-27b-it",
+    "nvidia/Nemotron-H-8B-Base-8K",
+    "nvidia/Nemotron-H-56B-Base-8K",
+    "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16",
+    "ai21labs/Jamba-v0.1",
+    "microsoft/Phi-3-mini-4k-instruct",
+)
+
+
+def test_catalog_models_match_vllm() -> None:
+    catalog = pytest.importorskip("kvlab.models.catalog")
+    configs = []
+    for name in CATALOG_MODELS:
+        spec = catalog.get_model(name)
+        for tp in (1, 2):
+            kw = {
+                "context_tokens": min(spec.max_context, 32768),
+                "kv_cache_memory_bytes": 20 * GIB + 777,
+                "tp": tp,
+            }
+            configs.append((spec, kw))
+    plans = [(spec, kw, plan(spec, "h100-sxm", whatifs=False, **kw)) for spec, kw in configs]
+    answers = _run_oracle([_case(spec, r, None, kw["tp"]) for spec, kw, r in plans])
+    for (spec, kw, r), got in zip(plans, answers, strict=True):
+        where = f"{spec.name} {kw}"
+        assert "error" not in got, f"{where}: {got}"
+        assert r.capacity.bytes_per_block == got["bytes_per_block"], where
+        assert r.num_gpu_blocks == got["num_blocks"], where
+        assert r.kv_cache_tokens == got["kv_cache_tokens"], where
+        assert r.max_concurrency == pytest.approx(got["max_concurrency"], rel=1e-12), where
+        assert sorted(len(g.layers) for g in r.capacity.groups) == got["group_sizes"], where

@@ -302,3 +302,23 @@ def test_cli_model_sizes(tmp_path: Path) -> None:
     d = json.loads(res.output)
     assert d["block_bytes"] == 512 * 131_072  # REFERENCE: Llama-3.1-8B bf16 131,072 B/token
     assert d["points"][0]["capacity_blocks"] == 10**9 // (512 * 131_072)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_request, min_size=1, max_size=8), st.sampled_from([1, 2, 3, 4, 7]))
+def test_block_keys_partition_equals_the_simulators(
+    raw: list[tuple[list[tuple[str, int]], int]], block_size: int
+) -> None:
+    # the cache curve and the simulator must agree on which blocks are equal
+    hashing = pytest.importorskip("kvlab.sim.hashing")
+    reqs = _requests(raw)
+    table = BlockKeyTable()
+    sim = hashing.ChainInterner()
+    ours, theirs = [], []
+    for r in reqs:
+        ours += block_keys(r, block_size, table)
+        segs = [(sim.content(s.content_id), s.tokens) for s in r.segments]
+        theirs += sim.prompt_keys(segs, block_size)[0]
+    assert len(ours) == len(theirs)
+    pairs = set(zip(ours, theirs, strict=True))
+    assert len(pairs) == len(set(ours)) == len(set(theirs))  # a bijection between keys

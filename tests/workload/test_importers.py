@@ -349,3 +349,34 @@ def test_load_workload_explicit_format_and_rate(tmp_path: Path) -> None:
     p = _write(tmp_path, "v.csv", VIDUR)
     wl = load_workload(p, fmt="vidur", rate_per_s=1.0, seed=3)
     assert all(r.arrival_s and r.arrival_s > 0 for r in wl.requests)
+
+
+def test_kvlab_workload_files_load_through_detection(tmp_path: Path) -> None:
+    from kvlab.workload.io import write_workload
+    from kvlab.workload.records import Request, Segment, Workload
+
+    wl = Workload(
+        requests=(
+            Request("a", (Segment("system", 16, "sys"),), 4, arrival_s=0.0),
+            Request("b", (Segment("system", 16, "sys"), Segment("user", 3, "u")), 2, arrival_s=1.0),
+        ),
+        name="tiny",
+    )
+    p = write_workload(wl, tmp_path / "w.jsonl")
+    assert detect_format(p) == "kvlab"
+    back = load_workload(p)
+    assert back.requests == wl.requests
+
+
+def test_gzip_and_comment_lines(tmp_path: Path) -> None:
+    import gzip
+
+    p = tmp_path / "m.jsonl.gz"
+    row = {"timestamp": 7, "input_length": 600, "output_length": 2, "hash_ids": [3, 4]}
+    with gzip.open(p, "wt", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+    assert detect_format(p) == "mooncake"
+    (r,) = load_workload(p).requests
+    assert r.prompt_tokens == 600 and r.arrival_s == 0.007
+    c = _write(tmp_path, "c.jsonl", '# a comment\n\n{"kvlab_workload": 1}\n')
+    assert detect_format(c) == "kvlab"

@@ -148,10 +148,7 @@ def _parse_capacities(text: str, block_bytes: float | None) -> list[int]:
 
 def _block_bytes(model: str, kv_dtype: str | None, block_size: int) -> float:
     """Bytes of one cached block of the model's growing KV (full attention and MLA layers)."""
-    try:
-        from kvlab.models.catalog import get_model  # type: ignore[import-not-found,unused-ignore]
-    except ModuleNotFoundError:
-        raise ConfigError("--model needs the model catalog, which is not installed") from None
+    from kvlab.models.catalog import get_model
     from kvlab.models.spec import kv_bytes_per_token
 
     spec = get_model(model)

@@ -70,6 +70,7 @@ def _resolve_gpu(
         bf16_tflops=tflops if tflops is not None else base.bf16_flops / 1e12,
         host_link_gbps=None if link is None else link / 1e9,
         unified_memory=base.unified_memory,
+        sm_version=base.sm_version,
     )
 
 
@@ -216,8 +217,13 @@ def register(app: typer.Typer) -> None:
         concurrency: int = typer.Option(
             1, "--concurrency", help="Sequences that must fit at once."
         ),
-        block_size: int = typer.Option(
-            16, "--block-size", help="Tokens per KV block (vLLM GPU 16, CPU 128)."
+        block_size: int | None = typer.Option(
+            None,
+            "--block-size",
+            help="Tokens per KV block (default: vLLM's for the GPU, 16; CPU build 128).",
+        ),
+        weight_dtype: str | None = typer.Option(
+            None, "--weight-dtype", help="Weight dtype if not the model's (e.g. fp8, int4)."
         ),
         gpu_memory_utilization: float = typer.Option(
             0.92, "--gpu-memory-utilization", help="Fraction of GPU memory vLLM may use (0, 1]."
@@ -284,6 +290,7 @@ def register(app: typer.Typer) -> None:
             context_tokens=context,
             concurrency=concurrency,
             block_size=block_size,
+            weight_dtype=weight_dtype,
             gpu_memory_utilization=gpu_memory_utilization,
             kv_cache_memory_bytes=kv_cache_memory_bytes,
             max_num_batched_tokens=max_num_batched_tokens,

@@ -33,10 +33,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any
 
 import numpy as np
 
+from kvlab._gc import paused_gc
 from kvlab.errors import ConfigError
 from kvlab.sim.block_keys import BlockKeyTable, block_keys
 from kvlab.workload.records import Request, Segment
@@ -108,7 +110,8 @@ def cache_curve(
     """
     _check_args(block_size, capacities or (), policy)
     ordered = replay_order(requests)
-    profile = lru_profile(ordered, block_size)
+    with paused_gc():
+        profile = lru_profile(ordered, block_size)
     if capacities is None:
         capacities = auto_capacities(profile.num_distinct_blocks)
     return _curve(ordered, block_size, capacities, policy, profile.hit_blocks, profile)
@@ -222,7 +225,7 @@ def lru_profile(ordered: Sequence[Request], block_size: int) -> LruProfile:
     n_req = len(ordered)
     fen = _Fenwick(n_req)
     lam = [0] * n_req
-    state: dict[object, list[tuple[int, int]]] = {}
+    state: dict[int, list[tuple[int, int]]] = {}
     pv: list[int] = []
     pc: list[int] = []
     lo: list[int] = []
@@ -252,7 +255,7 @@ def lru_profile(ordered: Sequence[Request], block_size: int) -> LruProfile:
 
 
 def _last_touch_pieces(
-    runs: list[tuple[object, int]], state: dict[object, list[tuple[int, int]]], r: int
+    runs: list[tuple[int, int]], state: dict[int, list[tuple[int, int]]], r: int
 ) -> list[list[int]]:
     """Split request r's path into pieces ``[a, b, q]``: blocks a..b-1 last touched by q.
 
@@ -333,19 +336,14 @@ class _Runs:
 
     def __init__(self, block_size: int) -> None:
         self.block_size = block_size
-        self._keys: dict[object, int] = {}
+        self._keys: dict[tuple[object, ...], int] = {}
 
-    def _intern(self, k: object) -> int:
-        v = self._keys.get(k)
-        if v is None:
-            v = len(self._keys)
-            self._keys[k] = v
-        return v
-
-    def runs(self, segments: Sequence[Segment]) -> list[tuple[object, int]]:
+    def runs(self, segments: Sequence[Segment]) -> list[tuple[int, int]]:
+        """``(run key, number of blocks)`` for the prompt's full blocks, in order."""
         bs = self.block_size
-        out: list[tuple[object, int]] = []
-        parent: tuple[int, int] | None = None
+        keys = self._keys
+        out: list[tuple[int, int]] = []
+        pk, pj = -1, 0  # the block before: block pj of run pk (-1: none yet)
         carry: list[tuple[str, int, int]] = []
         fill = 0
         for seg in segments:
@@ -360,16 +358,22 @@ class _Runs:
                 off = take
                 if fill < bs:
                     continue
-                key = self._intern((parent, tuple(carry)))
+                k: tuple[object, ...] = (pk, pj, tuple(carry))
+                key = keys.get(k)
+                if key is None:
+                    key = keys[k] = len(keys)
                 out.append((key, 1))
-                parent = (key, 0)
+                pk, pj = key, 0
                 carry = []
                 fill = 0
             m = (t - off) // bs
             if m:
-                key = self._intern((parent, cid, off))
+                k = (pk, pj, cid, off)
+                key = keys.get(k)
+                if key is None:
+                    key = keys[k] = len(keys)
                 out.append((key, m))
-                parent = (key, m - 1)
+                pk, pj = key, m - 1
                 off += m * bs
             if off < t:
                 carry = [(cid, off, t)]
@@ -453,7 +457,7 @@ def _check_args(block_size: int, capacities: Sequence[int], policy: str) -> None
             f"every capacity); got {policy!r}"
         )
     for c in capacities:
-        if isinstance(c, bool) or not isinstance(c, int) or c < 0:
+        if isinstance(c, bool) or not isinstance(c, Integral) or c < 0:
             raise ConfigError(f"capacities must be integers >= 0 (blocks), got {c!r}")
 
 
@@ -484,7 +488,7 @@ def _curve(
         num_requests=len(ordered),
         num_prompt_tokens=tokens,
         num_hittable_blocks=hittable,
-        points=tuple(point(c) for c in capacities),
+        points=tuple(point(int(c)) for c in capacities),
         infinite=point(None),
     )
 

@@ -2,6 +2,9 @@
 
 :func:`detect_format` looks at the first non-empty line only:
 
+Blank lines and ``#`` comment lines are skipped; ``.gz`` files are read
+transparently.
+
 - a JSON object with ``hash_ids`` -> ``"mooncake"``;
 - a JSON object with ``segments``, or a kvlab workload header (a key or a
   ``format`` value starting with ``kvlab``) -> ``"kvlab"``;
@@ -13,6 +16,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from importlib import resources
 from pathlib import Path
@@ -100,7 +104,7 @@ def load_workload(
     if fmt is None:
         fmt = detect_format(p)
     if fmt == "kvlab":
-        from kvlab.workload.io import read_workload  # type: ignore[import-not-found,unused-ignore]
+        from kvlab.workload.io import read_workload
 
         wl: Workload = read_workload(p)
         return wl
@@ -128,18 +132,20 @@ def _json_format(obj: Any) -> str | None:
 
 
 def _first_line(p: Path) -> tuple[int, str]:
+    """The first line that is neither blank nor a ``#`` comment (``.gz`` read transparently)."""
     try:
-        with p.open("r", encoding="utf-8") as f:
+        opener = gzip.open if p.suffix == ".gz" else open
+        with opener(p, "rt", encoding="utf-8") as f:
             for i, line in enumerate(f, start=1):
                 s = line.strip()
-                if s:
+                if s and not s.startswith("#"):
                     return i, s
     except FileNotFoundError:
         raise WorkloadError("no such file", path=p) from None
     except UnicodeDecodeError as e:
         raise WorkloadError(f"not UTF-8 text: {e.reason}", path=p) from None
-    except OSError as e:
-        raise WorkloadError(f"cannot read: {e.strerror}", path=p) from None
+    except (OSError, EOFError) as e:
+        raise WorkloadError(f"cannot read: {getattr(e, 'strerror', None) or e}", path=p) from None
     raise WorkloadError("the file is empty", path=p)
 
 

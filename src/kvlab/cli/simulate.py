@@ -1,0 +1,206 @@
+"""``kvlab simulate``: replay a workload or trace through the simulated vLLM engine."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+HELP = """Simulate WORKLOAD on a vLLM-v1-like engine: paged KV blocks with prefix
+caching, the token-budget scheduler, preemption by recompute, an optional CPU
+offload tier, and a roofline clock (uncalibrated).
+
+WORKLOAD is a kvlab workload file, a trace (Mooncake JSONL, Azure 2023 CSV,
+Vidur CSV; detected from content, or --format) or a built-in trace name.
+
+Writes to --out: summary.json (vLLM-named metrics), requests.jsonl, timeseries.csv,
+histograms.json, run.json and summary.md.
+
+Modes: baseline = prefix caching off; prefix = on (default); offload = prefix plus
+a CPU tier (--offload-gb, default twice the GPU KV cache); fp8 = prefix with fp8 KV.
+
+Examples:
+
+  kvlab simulate azure2023_conv.csv --model llama-3.1-8b --gpu h100 --out runs/azure
+
+  kvlab simulate chat.jsonl --mode offload --policy s3fifo --set max_num_seqs=256 --out runs/x
+"""
+
+MODES = ("baseline", "prefix", "offload", "fp8")
+
+
+def _parse_sets(items: list[str]) -> dict[str, str]:
+    from kvlab.errors import ConfigError
+
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def build_config(
+    *,
+    model: str,
+    gpu: str,
+    mode: str,
+    policy: str,
+    block_size: int,
+    num_blocks: int | None,
+    kv_dtype: str | None,
+    offload_gb: float | None,
+    no_prefix_caching: bool,
+    exact_steps: bool,
+    seed: int,
+    sets: list[str],
+) -> Any:
+    """The SimConfig the options describe (mode preset first, explicit options win)."""
+    from kvlab.errors import ConfigError
+    from kvlab.sim.config import SimConfig
+    from kvlab.sim.resolve import resolve
+
+    if mode not in MODES:
+        raise ConfigError(f"unknown --mode {mode!r}; choose one of {', '.join(MODES)}")
+    cfg = SimConfig(
+        model=model,
+        gpu=gpu,
+        policy=policy,
+        block_size=block_size,
+        num_blocks=num_blocks,
+        kv_dtype=kv_dtype or ("fp8" if mode == "fp8" else None),
+        enable_prefix_caching=not no_prefix_caching and mode != "baseline",
+        offload_gb=offload_gb,
+        exact_steps=exact_steps,
+        seed=seed,
+    ).with_overrides(_parse_sets(sets))
+    if mode == "offload" and not cfg.offload_gb and not cfg.offload_blocks:
+        cfg = cfg.replace(offload_blocks=2 * resolve(cfg).num_blocks)
+    return cfg
+
+
+def write_markdown(result: Any, out: Path, workload_name: str) -> None:
+    from kvlab.results import atomic_write_text
+
+    s = result.summary
+
+    def f(x: Any, nd: int = 3) -> str:
+        return "-" if x is None else (f"{x:,.{nd}f}" if isinstance(x, float) else f"{x:,}")
+
+    lines = [
+        f"# kvlab simulate: {workload_name}",
+        "",
+        f"clock: {s.get('clock', 'roofline, uncalibrated')}",
+        "",
+        f"- model {result.config.get('model')}, GPU {result.config.get('gpu')}, "
+        f"{s['num_gpu_blocks']:,} blocks of {s['block_size']} tokens, "
+        f"policy {result.config.get('policy')}, prefix caching "
+        f"{'on' if result.config.get('enable_prefix_caching') else 'off'}",
+        f"- requests: {s['num_requests']:,} ({s['num_completed']:,} completed, "
+        f"{s['num_rejected']:,} rejected, {s['num_unfinished']:,} unfinished)",
+        f"- prefix cache hit rate: {f(s['prefix_cache_hit_rate'])} "
+        f"({s['prefix_cache_hits']:,} of {s['prefix_cache_queries']:,} tokens)",
+        f"- preemptions: {s['num_preemptions']:,}; evicted blocks: {s['num_evicted_blocks']:,}",
+        f"- KV usage: max {f(s['kv_cache_usage_perc_max'])}, "
+        f"mean {f(s['kv_cache_usage_perc_mean'])}",
+        "",
+        "| metric | mean | p50 | p90 | p99 |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("ttft_s", "tpot_s", "e2e_s"):
+        d = s[name]
+        lines.append(
+            f"| {name} | {f(d['mean'], 4)} | {f(d['p50'], 4)} | {f(d['p90'], 4)} "
+            f"| {f(d['p99'], 4)} |"
+        )
+    lines += [
+        "",
+        f"Simulated {f(s['simulated_duration_s'], 1)} s in {f(s['wall_s'], 2)} s wall; "
+        f"{f(s['request_throughput_per_s'], 2)} req/s, "
+        f"{f(s['output_throughput_tok_per_s'], 1)} output tok/s.",
+    ]
+    if "offload_stored_blocks" in s:
+        lines.append(
+            f"Offload: {s['offload_capacity_blocks']:,} blocks, stored "
+            f"{s['offload_stored_blocks']:,}, loaded {s['offload_loaded_blocks']:,}; "
+            f"external hits {s['external_prefix_cache_hits']:,} of "
+            f"{s['external_prefix_cache_queries']:,} tokens."
+        )
+    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("simulate", help=HELP)
+    def simulate_cmd(
+        workload: str = typer.Argument(..., help="Workload file, trace file or built-in trace."),
+        model: str = typer.Option("meta-llama/Llama-3.1-8B", "--model", "-m", help="Model."),
+        gpu: str = typer.Option("h100-sxm", "--gpu", "-g", help="GPU name or alias."),
+        out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
+        fmt: str | None = typer.Option(
+            None, "--format", help="Input format: kvlab, mooncake, azure, vidur (default: detect)."
+        ),
+        policy: str = typer.Option("lru", "--policy", help="Eviction policy."),
+        block_size: int = typer.Option(16, "--block-size", help="Tokens per KV block."),
+        num_blocks: int | None = typer.Option(
+            None, "--num-blocks", help="GPU KV blocks incl. the null block (default: kvlab plan)."
+        ),
+        kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV dtype (bf16, fp8, ...)."),
+        offload_gb: float | None = typer.Option(None, "--offload-gb", help="CPU tier size (GiB)."),
+        no_prefix_caching: bool = typer.Option(
+            False, "--no-prefix-caching", help="Disable prefix caching."
+        ),
+        mode: str = typer.Option("prefix", "--mode", help="baseline, prefix, offload or fp8."),
+        exact_steps: bool = typer.Option(
+            False, "--exact-steps", help="Simulate every decode step (reference mode, slower)."
+        ),
+        sets: list[str] = typer.Option(
+            [], "--set", help="Engine setting KEY=VALUE (repeatable), e.g. max_num_seqs=256."
+        ),
+        seed: int = typer.Option(0, "--seed", help="Seed (for traces without timestamps)."),
+        as_json: bool = typer.Option(False, "--json", help="Print summary.json to stdout."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ) -> None:
+        from kvlab.sim.engine import simulate
+        from kvlab.workload.detect import load_workload
+
+        cfg = build_config(
+            model=model,
+            gpu=gpu,
+            mode=mode,
+            policy=policy,
+            block_size=block_size,
+            num_blocks=num_blocks,
+            kv_dtype=kv_dtype,
+            offload_gb=offload_gb,
+            no_prefix_caching=no_prefix_caching,
+            exact_steps=exact_steps,
+            seed=seed,
+            sets=sets,
+        )
+        wl = load_workload(workload, fmt, seed=seed)
+        show = not quiet and not as_json and sys.stderr.isatty()
+        if show:
+            from rich.progress import Progress
+
+            with Progress(transient=True) as bar:
+                task = bar.add_task("simulating", total=len(wl.requests))
+                result = simulate(wl, cfg, lambda done, total: bar.update(task, completed=done))
+        else:
+            result = simulate(wl, cfg)
+        result.config["workload"] = str(workload)
+        result.save(out)
+        write_markdown(result, out, Path(str(workload)).name)
+        if as_json:
+            typer.echo(json.dumps(result.summary, default=str))
+        elif not quiet:
+            s = result.summary
+            typer.echo(
+                f"{s['num_completed']:,}/{s['num_requests']:,} requests, "
+                f"hit rate {s['prefix_cache_hit_rate']:.3f}, "
+                f"{s['num_preemptions']:,} preemptions, TTFT p50 "
+                f"{(s['ttft_s']['p50'] or 0):.3f} s (clock: roofline, uncalibrated) -> {out}"
+            )

@@ -1,0 +1,293 @@
+"""The paged KV block pool, with vLLM v1 semantics (``vllm/v1/core/block_pool.py``).
+
+Blocks are ints ``0 .. num_blocks-1``; block 0 is the permanent null block and
+is never handed out, so ``num_blocks - 1`` are usable. A block key is any
+hashable that identifies the whole prefix up to the end of a full block (the
+simulator uses segment chain ids, the differential test vLLM-style token hashes).
+
+The pool also keeps vLLM's opt-in block residency metrics (lifetime, idle time
+before eviction, reuse gap), unsampled, in power-of-two tick bins.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from itertools import compress, repeat
+from operator import is_, is_not
+from typing import Protocol
+
+from kvlab.sim.policies.base import EvictionPolicy
+from kvlab.sim.policies.lru import LRU
+
+#: Residency histogram bins: bin i counts durations d (ticks) with d.bit_length() == i.
+NUM_BINS = 80
+
+#: Runs an iterator to exhaustion in C (the batch paths below map list methods).
+_SINK: deque[object] = deque(maxlen=0)
+_consume: Callable[[Iterable[object]], None] = _SINK.extend
+
+
+class LowerTier(Protocol):
+    """Where evicted (or freshly cached) keys can go: the offload tier."""
+
+    def on_gpu_evict(self, key: Hashable, now: int) -> None: ...
+
+    def on_gpu_cache(self, key: Hashable, now: int) -> None: ...
+
+
+class BlockPool:
+    """Free blocks, reference counts and the key -> cached block map.
+
+    Invariants:
+
+    * the free blocks are ``clean`` (no key, reused first: vLLM prepends them
+      to its free queue) followed by the policy's evictable keyed blocks; every
+      block with ``ref == 0`` except the null block is in exactly one of them;
+    * ``clean`` is a stack whose *last* element is the next block handed out;
+      initially blocks 1, 2, ... in id order (vLLM's initial queue order);
+    * ``cached[key]`` is one block id, or a list of ids in insertion order when
+      several blocks hold the same content (vLLM does not deduplicate); a hit
+      takes the first;
+    * ``num_evicted`` counts keyed blocks whose key was dropped to reuse them;
+    * ``born[b]`` / ``used[b]``: tick block b was handed out / last handed out or hit;
+      ``hist[name][i]`` counts durations whose ``bit_length()`` is i.
+    """
+
+    def __init__(
+        self,
+        num_blocks: int,
+        *,
+        enable_caching: bool = True,
+        policy: EvictionPolicy | None = None,
+        tier: LowerTier | None = None,
+    ) -> None:
+        if num_blocks < 2:
+            raise ValueError("a block pool needs at least 2 blocks (one is the null block)")
+        self.num_blocks = num_blocks
+        self.enable_caching = enable_caching
+        self.policy: EvictionPolicy = policy if policy is not None else LRU()
+        self.policy_uses_retention = getattr(self.policy, "uses_retention", False)
+        self.lru_queue = self.policy._queue if type(self.policy) is LRU else None
+        self.tier = tier
+        self.ref = [0] * num_blocks
+        self.key: list[Hashable | None] = [None] * num_blocks
+        self.cached: dict[Hashable, int | list[int]] = {}
+        self.clean: list[int] = list(range(num_blocks - 1, 0, -1))
+        self.ref[0] = 1  # the null block is never free
+        self.num_evicted = 0
+        self.born = [0] * num_blocks
+        self.used = [0] * num_blocks
+        self.lifetime: Counter[int] = Counter()
+        self.idle: Counter[int] = Counter()
+        self.reuse_gap: Counter[int] = Counter()
+
+    # -- queries ---------------------------------------------------------
+    @property
+    def num_free(self) -> int:
+        return len(self.clean) + len(self.policy)
+
+    def usage(self) -> float:
+        """vLLM ``kv_cache_usage_perc``: cached free blocks count as free."""
+        return 1.0 - self.num_free / (self.num_blocks - 1)
+
+    def num_cached_free(self) -> int:
+        return len(self.policy)
+
+    def free_order(self) -> list[int]:
+        """Free blocks in the order they will be handed out (vLLM free queue order)."""
+        return self.clean[::-1] + self.policy.order()
+
+    def get(self, key: Hashable) -> int | None:
+        b = self.cached.get(key)
+        if b is None or isinstance(b, int):
+            return b
+        return b[0]
+
+    def longest_hit(self, keys: Sequence[Hashable], max_blocks: int) -> list[int]:
+        """Blocks of the longest cached run of ``keys[:max_blocks]`` (vLLM phase 1)."""
+        out: list[int] = []
+        if not self.enable_caching:
+            return out
+        get = self.cached.get
+        for k in keys[:max_blocks]:
+            b = get(k)
+            if b is None:
+                break
+            out.append(b if isinstance(b, int) else b[0])
+        return out
+
+    def num_evictable(self, blocks: Iterable[int]) -> int:
+        ref = self.ref
+        return sum(1 for b in blocks if ref[b] == 0)
+
+    # -- mutations -------------------------------------------------------
+    def touch(self, blocks: Iterable[int], now: int = 0) -> None:
+        """A request hit ``blocks``: take them off the free list, ref += 1."""
+        ref, policy, key, used, gap = self.ref, self.policy, self.key, self.used, self.reuse_gap
+        for b in blocks:
+            if ref[b] == 0:
+                policy.remove(b)
+            ref[b] += 1
+            policy.on_access(b, key[b], now)
+            gap[(now - used[b]).bit_length()] += 1
+            used[b] = now
+
+    def allocate(self, n: int, now: int = 0) -> list[int]:
+        """Hand out ``n`` blocks: clean ones first, then evict cached free ones."""
+        if n > self.num_free:
+            raise ValueError(f"cannot allocate {n} blocks, {self.num_free} free")
+        clean = self.clean
+        k = min(n, len(clean))
+        if k:
+            out = clean[-k:]
+            out.reverse()
+            del clean[-k:]
+        else:
+            out = []
+        if n > k:
+            out.extend(self._evict_n(n - k, now))
+        _consume(map(self.ref.__setitem__, out, repeat(1)))
+        _consume(map(self.born.__setitem__, out, repeat(now)))
+        _consume(map(self.used.__setitem__, out, repeat(now)))
+        return out
+
+    def _evict_n(self, n: int, now: int) -> list[int]:
+        """Pop ``n`` victims from the policy and drop their keys."""
+        key, cached, born, used = self.key, self.cached, self.born, self.used
+        life, idle, tier, lru = self.lifetime, self.idle, self.tier, self.lru_queue
+        out: list[int] = []
+        append = out.append
+        if lru is not None and tier is None:  # vLLM's LRU, no lower tier: batched in C
+            popitem = lru.popitem
+            victims = [popitem(False)[0] for _ in range(n)]
+            keys = list(map(key.__getitem__, victims))
+            if all(map(isinstance, map(cached.__getitem__, keys), repeat(int))):
+                _consume(map(cached.__delitem__, keys))
+                _consume(map(key.__setitem__, victims, repeat(None)))
+                bl = int.bit_length
+                life.update(map(bl, map(now.__sub__, map(born.__getitem__, victims))))
+                idle.update(map(bl, map(now.__sub__, map(used.__getitem__, victims))))
+                self.num_evicted += n
+                return victims
+            for b in reversed(victims):  # duplicate contents: undo, take the general path
+                lru[b] = None
+                lru.move_to_end(b, last=False)
+        policy = self.policy
+        for _ in range(n):
+            b = lru.popitem(False)[0] if lru is not None else policy.pop_victim(now)
+            k = key[b]
+            key[b] = None
+            e = cached.pop(k)
+            if e.__class__ is not int:
+                self._put_back(k, e, b)
+            if lru is None:
+                policy.on_evict(k)
+            life[(now - born[b]).bit_length()] += 1
+            idle[(now - used[b]).bit_length()] += 1
+            if tier is not None:
+                tier.on_gpu_evict(k, now)
+            append(b)
+        self.num_evicted += n
+        return out
+
+    def _put_back(self, k: Hashable, entry: int | list[int], b: int) -> None:
+        """Keep the other blocks that hold the same content as evicted block b."""
+        rest = [x for x in entry if x != b] if isinstance(entry, list) else []
+        if rest:
+            self.cached[k] = rest if len(rest) > 1 else rest[0]
+
+    def cache(self, block_id: int, key: Hashable, now: int = 0, rank: int | None = None) -> None:
+        """Register a just-filled block under ``key`` (vLLM ``cache_full_blocks``).
+
+        ``rank`` is the block's retention rank, for policies that use it.
+        """
+        if not self.enable_caching or self.key[block_id] is not None:
+            return
+        if rank is not None:
+            self.policy.set_retention(block_id, rank)
+        self.key[block_id] = key
+        entry = self.cached.get(key)
+        if entry is None:
+            self.cached[key] = block_id
+        elif isinstance(entry, int):
+            self.cached[key] = [entry, block_id]
+        else:
+            entry.append(block_id)
+        if self.lru_queue is None:
+            self.policy.on_access(block_id, key, now)
+        if self.tier is not None:
+            self.tier.on_gpu_cache(key, now)
+
+    def cache_run(self, blocks: Sequence[int], keys: Sequence[Hashable], now: int) -> None:
+        """:meth:`cache` for consecutive blocks of one request (LRU, no tier: fast path)."""
+        if self.lru_queue is None or self.tier is not None:
+            for b, k in zip(blocks, keys, strict=True):
+                self.cache(b, k, now)
+            return
+        key, cached = self.key, self.cached
+        if all(map(is_, map(key.__getitem__, blocks), repeat(None))) and cached.keys().isdisjoint(
+            keys
+        ):  # fresh blocks, new contents (keys within one request are distinct)
+            _consume(map(key.__setitem__, blocks, keys))
+            cached.update(zip(keys, blocks, strict=True))
+            return
+        for b, k in zip(blocks, keys, strict=True):
+            if key[b] is not None:
+                continue
+            key[b] = k
+            entry = cached.setdefault(k, b)
+            if entry != b or not isinstance(entry, int):
+                if isinstance(entry, int):
+                    cached[k] = [entry, b]
+                else:
+                    entry.append(b)
+
+    def free(self, blocks_tail_first: Iterable[int], now: int = 0) -> None:
+        """Drop one reference to each block, given in eviction order (tail first).
+
+        Blocks reaching 0 without a key go to the head of the free list (in the
+        given order), keyed ones to the policy (vLLM ``free_blocks``).
+        """
+        ref, key = self.ref, self.key
+        unkeyed: list[int] = []
+        caching = self.enable_caching
+        lru = self.lru_queue
+        insert = self.policy.insert
+        blocks = blocks_tail_first if isinstance(blocks_tail_first, list) else None
+        if blocks is not None and lru is not None and caching and len(blocks) > 1:
+            refs = list(map(ref.__getitem__, blocks))
+            if refs.count(1) == len(refs):  # all reach 0: batched in C
+                _consume(map(ref.__setitem__, blocks, repeat(0)))
+                keys = list(map(key.__getitem__, blocks))
+                lru.update(zip(compress(blocks, map(is_not, keys, repeat(None))), repeat(None)))
+                unkeyed = list(compress(blocks, map(is_, keys, repeat(None))))
+                if unkeyed:
+                    unkeyed.reverse()
+                    self.clean.extend(unkeyed)
+                return
+        for b in blocks_tail_first:
+            r = ref[b] - 1
+            ref[b] = r
+            if r == 0:
+                if key[b] is None or not caching:
+                    unkeyed.append(b)
+                elif lru is not None:
+                    lru[b] = None
+                else:
+                    insert(b, now)
+        if unkeyed:
+            unkeyed.reverse()
+            self.clean.extend(unkeyed)
+
+    def histograms(self, ticks_per_s: int) -> dict[str, dict[str, object]]:
+        """The residency histograms; bin i spans [2**(i-1), 2**i) ticks (bin 0: zero)."""
+        edges = [0.0] + [2 ** (i - 1) / ticks_per_s for i in range(1, NUM_BINS + 1)]
+        return {
+            name: {"unit": "s", "edges": edges, "counts": [c.get(i, 0) for i in range(NUM_BINS)]}
+            for name, c in (
+                ("block_lifetime_s", self.lifetime),
+                ("block_idle_before_evict_s", self.idle),
+                ("block_reuse_gap_s", self.reuse_gap),
+            )
+        }

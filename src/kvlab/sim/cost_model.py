@@ -1,0 +1,110 @@
+"""Step time: a roofline from ModelSpec + GPU facts (REFERENCE section 4).
+
+Per engine step, with ``T`` scheduled tokens, ``A`` attention pairs (sum over
+sequences of new tokens x context) and ``K`` context tokens whose KV is read::
+
+    compute = (2 * active_params * T + 4 * attn_layers * q_heads * head_dim * A)
+              / (mfu * peak_flops)
+    memory  = (weight_bytes + kv_bytes_per_token * K) / (mbu * mem_bw)
+    step    = overhead + max(compute, memory)
+
+Times are integer ticks (:data:`TICKS_PER_S`), each coefficient rounded once,
+so a run of decode steps has an exact closed-form sum (:meth:`window_ticks`)
+equal to the step-by-step sum. Uncalibrated: ``label`` says so, and any object
+with the same methods (e.g. a table fitted to measurements) can replace it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+#: Simulation clock resolution: femtoseconds.
+TICKS_PER_S = 10**15
+
+
+class StepCost(Protocol):
+    label: str
+
+    def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int) -> int: ...
+
+    def window_ticks(self, num_seqs: int, context_sum: int, num_steps: int) -> int: ...
+
+
+def _line_sum(a: int, b: int, i0: int, i1: int) -> int:
+    """sum of a + b*i for i in [i0, i1)."""
+    n = i1 - i0
+    if n <= 0:
+        return 0
+    return a * n + b * ((i0 + i1 - 1) * n // 2)
+
+
+@dataclass(frozen=True, slots=True)
+class RooflineCost:
+    """Integer-tick roofline. Coefficients are ticks per unit (see module docstring).
+
+    ``per_token`` compute ticks per scheduled token, ``per_attn`` per attention
+    pair, ``weights`` memory ticks per step, ``per_kv_token`` per context token
+    read, ``overhead`` fixed ticks per step.
+    """
+
+    per_token: int
+    per_attn: int
+    weights: int
+    per_kv_token: int
+    overhead: int
+    label: str = "roofline, uncalibrated"
+
+    @classmethod
+    def from_specs(
+        cls,
+        *,
+        active_params: int,
+        attn_layers: int,
+        q_heads: int,
+        head_dim: int,
+        weight_bytes: float,
+        kv_bytes_per_token: float,
+        peak_flops: float,
+        mem_bw_bytes_per_s: float,
+        mfu: float = 0.5,
+        mbu: float = 0.8,
+        overhead_s: float = 0.0003,
+    ) -> RooflineCost:
+        flops = mfu * peak_flops
+        bw = mbu * mem_bw_bytes_per_s
+        return cls(
+            per_token=round(2 * active_params / flops * TICKS_PER_S),
+            per_attn=round(4 * attn_layers * q_heads * head_dim / flops * TICKS_PER_S),
+            weights=round(weight_bytes / bw * TICKS_PER_S),
+            per_kv_token=round(kv_bytes_per_token / bw * TICKS_PER_S),
+            overhead=round(overhead_s * TICKS_PER_S),
+        )
+
+    def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int) -> int:
+        compute = self.per_token * num_tokens + self.per_attn * attn_pairs
+        memory = self.weights + self.per_kv_token * kv_tokens
+        return self.overhead + (compute if compute > memory else memory)
+
+    def window_ticks(self, num_seqs: int, context_sum: int, num_steps: int) -> int:
+        """Ticks of ``num_steps`` decode steps of ``num_seqs`` sequences whose
+        contexts (tokens read, new one included) sum to ``context_sum`` at step 0
+        and grow by ``num_seqs`` per step. Equals the sum of :meth:`step_ticks`.
+        """
+        n, s0 = num_seqs, context_sum
+        a1 = self.per_token * n + self.per_attn * s0
+        b1 = self.per_attn * n
+        a2 = self.weights + self.per_kv_token * s0
+        b2 = self.per_kv_token * n
+        total = self.overhead * num_steps
+        # compute wins at step i iff a1 + b1*i > a2 + b2*i (ties go to memory)
+        if b1 == b2:
+            return total + _line_sum(a1 if a1 > a2 else a2, b1, 0, num_steps)
+        # crossover: first i where the sign of (a1 - a2) + (b1 - b2) * i flips
+        da, db = a1 - a2, b1 - b2
+        if db > 0:  # compute wins from index c on: da + db*i > 0  <=> i > -da/db
+            c = min(max((-da) // db + 1, 0), num_steps)
+            return total + _line_sum(a2, b2, 0, c) + _line_sum(a1, b1, c, num_steps)
+        # db < 0: compute wins while da + db*i > 0 <=> i < da/(-db)
+        c = min(max(-((-da) // (-db)), 0), num_steps) if da > 0 else 0
+        return total + _line_sum(a1, b1, 0, c) + _line_sum(a2, b2, c, num_steps)

@@ -1,0 +1,480 @@
+"""The simulation engine: schedule -> cost -> advance, until the workload is done.
+
+Between events, when every running request is decoding and nothing can be
+admitted, the engine jumps over a whole run of decode steps at once (a
+*window*): the step times have a closed-form sum (integer ticks), and the
+block allocations and cachings the window implies are replayed in the order
+the per-step engine would perform them. A window ends at the next arrival,
+completion, allocation that would not fit, or (while requests wait) block fill
+that could become a hit. ``exact_steps`` runs the same windows step by step
+through the scheduler instead; both give identical results.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kvlab.errors import CapacityError, WorkloadError
+from kvlab.results import (
+    STATUS_OK,
+    STATUS_REJECTED,
+    STATUS_UNFINISHED,
+    RequestRecord,
+    RunResult,
+    group_summaries,
+    summarize,
+)
+from kvlab.sim.block_pool import BlockPool
+from kvlab.sim.config import SimConfig
+from kvlab.sim.cost_model import TICKS_PER_S
+from kvlab.sim.hashing import _R, ChainInterner
+from kvlab.sim.kv_manager import KVManager, cdiv
+from kvlab.sim.metrics import TimeSeries
+from kvlab.sim.offload import OffloadTier
+from kvlab.sim.policies import make_policy
+from kvlab.sim.resolve import Resolved, resolve
+from kvlab.sim.scheduler import Scheduler, StepPlan
+from kvlab.sim.sequence import FINISHED, Seq
+from kvlab.workload.records import Request, Workload
+
+Progress = Callable[[int, int], None]
+
+
+def _ticks(x: float) -> int:
+    return round(x * TICKS_PER_S)
+
+
+class Engine:
+    """One simulation run. Invariant: ``now`` (ticks) only grows; every request
+    is in exactly one of: not yet arrived, waiting, running, done.
+    """
+
+    def __init__(self, workload: Workload, cfg: SimConfig, progress: Progress | None = None):
+        self.cfg = cfg
+        self.r: Resolved = resolve(cfg)
+        self.workload = workload
+        self.progress = progress
+        r = self.r
+        self.B = r.block_size
+        self.offload: OffloadTier | None = None
+        if r.offload_blocks > 0:
+            self.offload = OffloadTier(
+                r.offload_blocks, r.block_bytes, r.offload_bw, r.offload_latency_s, cfg.offload_mode
+            )
+        policy = make_policy(cfg.policy, TICKS_PER_S, **dict(cfg.policy_params))
+        self.pool = BlockPool(
+            r.num_blocks,
+            enable_caching=cfg.enable_prefix_caching,
+            policy=policy,
+            tier=self.offload,
+        )
+        self.kv = KVManager(
+            self.pool,
+            self.B,
+            r.max_model_len,
+            reserve_full_prompt=cfg.reserve_full_prompt,
+            watermark_blocks=int(cfg.watermark * r.num_blocks),
+        )
+        self.sched = Scheduler(
+            self.kv,
+            max_num_seqs=cfg.max_num_seqs,
+            max_num_batched_tokens=cfg.max_num_batched_tokens,
+            max_model_len=r.max_model_len,
+            priority=cfg.scheduling == "priority",
+            caching=cfg.enable_prefix_caching,
+            lower_tier=self._lower_tier if self.offload is not None else None,
+        )
+        self.sched.on_free = self._note_cached
+        self.interner = ChainInterner()
+        self.series = TimeSeries(_ticks(cfg.sample_interval_s))
+        self.seen: dict[int, int] = {}
+        self.c: dict[str, int] = dict.fromkeys(
+            (
+                "prefix_cache_queries",
+                "prefix_cache_hits",
+                "preempted_prefix_cache_queries",
+                "preempted_prefix_cache_hits",
+                "external_prefix_cache_queries",
+                "external_prefix_cache_hits",
+                "num_steps",
+            ),
+            0,
+        )
+        self.now = 0
+        self.records: list[RequestRecord] = []
+        self.arrivals: list[tuple[int, int]] = []
+        self.next_in_session: dict[int, int] = {}
+        self.num_done = 0
+        self._prepare()
+
+    # -- setup --------------------------------------------------------------
+    def _prepare(self) -> None:
+        last_of_session: dict[str, int] = {}
+        usable = self.r.num_blocks - 1
+        for i, q in enumerate(self.workload.requests):
+            self.records.append(
+                RequestRecord(
+                    request_id=q.request_id,
+                    arrival_s=math.nan,
+                    prompt_tokens=q.prompt_tokens,
+                    output_tokens=q.output_tokens,
+                    session_id=q.session_id,
+                    cls=q.cls,
+                    status=STATUS_UNFINISHED,
+                )
+            )
+            _check_times(q, i)
+            if q.arrival_s is not None:
+                self.arrivals.append((_ticks(q.arrival_s), i))
+            elif q.session_id in last_of_session:
+                self.next_in_session[last_of_session[q.session_id]] = i
+            else:
+                raise WorkloadError(
+                    "the first request of a session needs arrival_s", field=f"requests[{i}]"
+                )
+            if q.session_id is not None:
+                last_of_session[q.session_id] = i
+            p, m = q.prompt_tokens, self.r.max_model_len
+            if p < m and cdiv(p + min(q.output_tokens, m - p) - 1, self.B) > usable:
+                raise CapacityError(
+                    f"request {q.request_id!r} needs {p + q.output_tokens} tokens of KV but the "
+                    f"cache holds {usable * self.B} ({usable} blocks of {self.B}); "
+                    "give more --num-blocks or GPU memory, or shorten the request"
+                )
+        heapq.heapify(self.arrivals)
+
+    # -- main loop ---------------------------------------------------------
+    def run(self) -> RunResult:
+        wall0 = time.perf_counter()
+        sched = self.sched
+        while True:
+            self._arrive()
+            if not sched.running and not sched.num_waiting():
+                if not self.arrivals:
+                    break
+                self.now = self.arrivals[0][0]
+                continue
+            k = self._window_len() if sched.running else 0
+            if k > 0 and not self.cfg.exact_steps:
+                self._macro_step(k)
+            elif k > 0:
+                for _ in range(k):
+                    self._step(expect_decode_only=True)
+            else:
+                self._step()
+            self._observe()
+        return self._result(time.perf_counter() - wall0)
+
+    def _arrive(self) -> None:
+        arrivals, now, m = self.arrivals, self.now, self.r.max_model_len
+        while arrivals and arrivals[0][0] <= now:
+            t, i = heapq.heappop(arrivals)
+            q = self.workload.requests[i]
+            rec = self.records[i]
+            rec.arrival_s = t / TICKS_PER_S
+            if q.prompt_tokens >= m:  # vLLM rejects prompts that leave no room to generate
+                rec.status = STATUS_REJECTED
+                rec.error = f"prompt of {q.prompt_tokens} tokens >= max_model_len {m}"
+                self._session_next(i, t)
+                continue
+            seq = Seq(i, q, t, self.interner, self.B, m, rec)
+            self.sched.add(seq)
+
+    def _session_next(self, i: int, t_end: int) -> None:
+        j = self.next_in_session.pop(i, None)
+        if j is not None:
+            think = self.workload.requests[j].think_time_s or 0.0
+            heapq.heappush(self.arrivals, (t_end + _ticks(think), j))
+
+    # -- one exact step -------------------------------------------------------
+    def _step(self, expect_decode_only: bool = False) -> None:
+        plan = self.sched.schedule(self.now)
+        if expect_decode_only and (plan.admitted or plan.preempted):
+            raise RuntimeError("decode window broken: the scheduler admitted or preempted")
+        if not plan.scheduled:
+            if not self.sched.running:
+                seq = self.sched.peek_waiting()
+                assert seq is not None
+                raise CapacityError(
+                    f"request {seq.req.request_id!r} ({seq.num_tokens} tokens) cannot be "
+                    f"admitted even into an empty KV cache of {self.r.num_blocks - 1} blocks"
+                )
+            raise RuntimeError("a step scheduled nothing while requests were running")
+        load = self._admitted(plan)
+        tokens = attn = kv_read = 0
+        for seq, n in plan.scheduled:
+            ctx = seq.num_computed + n
+            tokens += n
+            attn += n * ctx
+            kv_read += ctx
+        self.now += self.r.cost.step_ticks(tokens, attn, kv_read) + load
+        self.c["num_steps"] += 1
+        finished = False
+        for seq, n in plan.scheduled:
+            seq.num_computed += n
+            if seq.num_computed >= seq.num_tokens:
+                finished |= self._emit_token(seq)
+        if expect_decode_only and finished and self.sched.running:
+            pass
+        if finished:
+            self.sched.running[:] = [s for s in self.sched.running if s.status != FINISHED]
+
+    def _emit_token(self, seq: Seq) -> bool:
+        seq.num_out += 1
+        seq.num_tokens += 1
+        rec = seq.rec
+        if rec.first_token_s is None:
+            rec.first_token_s = self.now / TICKS_PER_S
+        if seq.num_out < seq.max_out:
+            return False
+        self._finish(seq)
+        return True
+
+    def _finish(self, seq: Seq) -> None:
+        self._note_cached(seq)
+        self.kv.free(seq, self.now)
+        seq.status = FINISHED
+        seq.rec.finish_s = self.now / TICKS_PER_S
+        seq.rec.status = STATUS_OK
+        seq.rec.output_tokens = seq.num_out
+        seq.keys = []
+        self._session_next(seq.idx, self.now)
+        self.num_done += 1
+        if self.progress is not None and self.num_done % 500 == 0:
+            self.progress(self.num_done, len(self.records))
+
+    def _admitted(self, plan: StepPlan) -> int:
+        load = 0
+        bs = self.B
+        for seq, n_hit, ext in plan.admitted:
+            rec = seq.rec
+            hit_tok, ext_tok = n_hit * bs, ext * bs
+            rec.computed_tokens += seq.num_tokens - hit_tok - ext_tok
+            if ext and self.offload is not None:
+                load += self.offload.load(seq.keys, n_hit, ext)
+            if rec.admitted_s is not None:
+                self.c["preempted_prefix_cache_queries"] += seq.num_tokens
+                self.c["preempted_prefix_cache_hits"] += hit_tok
+                continue
+            rec.admitted_s = self.now / TICKS_PER_S
+            rec.cached_tokens = hit_tok + ext_tok
+            rec.offload_hit_tokens = ext_tok
+            if self.cfg.enable_prefix_caching:
+                self.c["prefix_cache_queries"] += seq.num_tokens
+                self.c["prefix_cache_hits"] += hit_tok
+                rec.miss_cause = self._miss_cause(seq, n_hit + ext)
+                rec.hit_tokens_by_retention = seq.hit_tokens_by_retention(hit_tok + ext_tok)
+            if self.offload is not None:
+                self.c["external_prefix_cache_queries"] += seq.num_tokens - hit_tok
+                self.c["external_prefix_cache_hits"] += ext_tok
+        return load
+
+    def _miss_cause(self, seq: Seq, got: int) -> str:
+        p, bs = seq.prompt_len, self.B
+        if p < bs:
+            return "below_block"
+        cap = (p - 1) // bs
+        if got >= cap:
+            if cap < len(seq.keys) and self.pool.get(seq.keys[cap]) is not None:
+                return "last_token"
+            return "none"
+        nc, off = divmod(seq.keys[got], _R)
+        return "evicted" if self.seen.get(nc, 0) >= off else "cold"
+
+    def _note_cached(self, seq: Seq) -> None:
+        """Remember how far each (prefix node, content) run was ever cached (miss causes)."""
+        covered = seq.num_cached_blocks * self.B
+        if covered <= 0 or not self.cfg.enable_prefix_caching:
+            return
+        seen, it = self.seen, self.interner
+        node = start = 0
+        for s in seq.req.segments:
+            if start >= covered or s.tokens <= 0:
+                break
+            c = it.content(s.content_id)
+            nc = node * _R + c
+            off = min(s.tokens, covered - start)
+            if seen.get(nc, 0) < off:
+                seen[nc] = off
+            node = it.node(node, c, s.tokens)
+            start += s.tokens
+        if covered > seq.prompt_len and start >= seq.prompt_len:
+            nc = seq.prompt_node * _R + seq.out_content
+            off = covered - seq.prompt_len
+            if seen.get(nc, 0) < off:
+                seen[nc] = off
+
+    def _lower_tier(self, seq: Seq, n_hit: int, now: int, reserve: bool) -> int:
+        assert self.offload is not None
+        cap = (seq.num_tokens - 1) // self.B
+        seq.ensure_keys(cap)
+        return self.offload.lookup(seq.keys, n_hit, cap, now, reserve)
+
+    # -- decode windows ------------------------------------------------------
+    def _window_len(self) -> int:
+        """Decode steps that can run with no event in between (0: take one exact step)."""
+        sched, bs = self.sched, self.B
+        running = sched.running
+        n = len(running)
+        if n > self.cfg.max_num_batched_tokens:
+            return 0
+        k = 1 << 62
+        for s in running:
+            if s.num_computed != s.num_tokens - 1:
+                return 0
+            left = s.max_out - s.num_out
+            if left < k:
+                k = left
+        waiting = sched.num_waiting() > 0
+        if waiting:
+            if sched.can_admit_head(self.now):
+                return 0
+            for s in running:  # a shared output block filling could turn into a hit
+                if s.req.output_content_id is not None:
+                    k = min(k, (bs - 1 - s.num_computed) % bs)
+        if k <= 0:
+            return 0
+        s0 = sum(s.num_computed + 1 for s in running)
+        if self.arrivals:
+            k = min(k, self._steps_before(self.arrivals[0][0] - self.now, n, s0, k))
+        return self._fit_allocations(k)
+
+    def _steps_before(self, deadline: int, n: int, s0: int, kmax: int) -> int:
+        """Steps to take so that no step after the first starts at or after ``deadline``."""
+        cost = self.r.cost
+        lo, hi = 0, kmax - 1  # largest j in [0, kmax-1] with window_ticks(j) < deadline
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if cost.window_ticks(n, s0, mid) < deadline:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo + 1
+
+    def _allocs(self, k: int) -> int:
+        bs = self.B
+        total = 0
+        for s in self.sched.running:
+            first = len(s.blocks) * bs - s.num_computed  # step index of the next allocation
+            if first < k:
+                total += (k - 1 - first) // bs + 1
+        return total
+
+    def _fit_allocations(self, k: int) -> int:
+        free = self.pool.num_free
+        if self._allocs(k) <= free:
+            return k
+        lo, hi = 0, k - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self._allocs(mid) <= free:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def _macro_step(self, k: int) -> None:
+        running, bs, pool, kv = self.sched.running, self.B, self.pool, self.kv
+        cost, now0 = self.r.cost, self.now
+        n = len(running)
+        s0 = sum(s.num_computed + 1 for s in running)
+        events: list[tuple[int, int, int]] = []
+        caching = self.cfg.enable_prefix_caching
+        for pos, s in enumerate(running):
+            c = s.num_computed
+            events.extend((i, pos, 0) for i in range(len(s.blocks) * bs - c, k, bs))
+            if caching:
+                events.extend((i, pos, 1) for i in range((bs - 1 - c) % bs, k, bs))
+        events.sort()
+        t_cache: dict[int, int] = {}
+        for i, pos, kind in events:
+            t = t_cache.get(i)
+            if t is None:
+                t = t_cache[i] = now0 + cost.window_ticks(n, s0, i)
+            s = running[pos]
+            if kind == 0:
+                s.blocks.extend(pool.allocate(1, t))
+            else:
+                kv.cache_upto(s, s.num_computed + i + 1, t)
+        self.now = now0 + cost.window_ticks(n, s0, k)
+        self.c["num_steps"] += k
+        finished = False
+        for s in running:
+            s.num_computed += k
+            s.num_out += k - 1
+            s.num_tokens += k - 1
+            finished |= self._emit_token(s)
+        if finished:
+            running[:] = [s for s in running if s.status != FINISHED]
+
+    # -- observation and results ------------------------------------------------
+    def _observe(self) -> None:
+        pool = self.pool
+        usable = pool.num_blocks - 1
+        row = {
+            "kv_cache_usage_with_cached_perc": 1.0 - len(pool.clean) / usable,
+            "num_requests_running": float(len(self.sched.running)),
+            "num_requests_waiting": float(self.sched.num_waiting()),
+            "offload_usage_perc": self.offload.usage() if self.offload else 0.0,
+            "prefix_cache_hit_tokens": float(self.c["prefix_cache_hits"]),
+        }
+        self.series.observe(self.now, pool.usage(), row)
+
+    def _result(self, wall_s: float) -> RunResult:
+        recs = self.records
+        for rec in recs:
+            if math.isnan(rec.arrival_s):
+                rec.arrival_s = 0.0
+        counters: dict[str, Any] = dict(self.c)
+        counters.update(
+            num_preemptions=sum(r.num_preemptions for r in recs),
+            num_evicted_blocks=self.pool.num_evicted,
+            kv_cache_usage_perc_max=self.series.usage_max,
+            kv_cache_usage_perc_mean=self.series.usage_mean(),
+            num_gpu_blocks=self.r.num_blocks,
+            block_size=self.B,
+            clock="roofline, uncalibrated",
+        )
+        if self.offload is not None:
+            o = self.offload
+            counters.update(
+                offload_capacity_blocks=o.capacity_blocks,
+                offload_stored_blocks=o.num_stored,
+                offload_loaded_blocks=o.num_loaded,
+                offload_evicted_blocks=o.num_evicted,
+                offload_load_s=o.load_ticks / TICKS_PER_S,
+            )
+        summary = summarize(recs, duration_s=self.now / TICKS_PER_S, counters=counters)
+        summary["by_class"] = group_summaries(recs, duration_s=self.now / TICKS_PER_S)
+        summary["wall_s"] = wall_s
+        return RunResult(
+            records=recs,
+            summary=summary,
+            config={
+                **self.cfg.to_dict(),
+                "num_blocks": self.r.num_blocks,
+                "max_model_len": self.r.max_model_len,
+                "kv_dtype": self.r.kv_dtype,
+            },
+            timeseries=self.series.cols,
+            histograms=self.pool.histograms(TICKS_PER_S),
+            provenance={"backend": "sim", "clock": "roofline, uncalibrated"},
+        )
+
+
+def _check_times(q: Request, i: int) -> None:
+    for name in ("arrival_s", "think_time_s"):
+        v = getattr(q, name)
+        if v is not None and (not math.isfinite(v) or v < 0):
+            raise WorkloadError(
+                f"must be finite and >= 0, got {v!r}", field=f"requests[{i}].{name}"
+            )
+
+
+def simulate(workload: Workload, config: SimConfig, progress: Progress | None = None) -> RunResult:
+    """Run ``workload`` through the simulated engine and return its RunResult."""
+    return Engine(workload, config, progress).run()

@@ -1,0 +1,75 @@
+"""Block keys from prompt segments, without hashing token ids.
+
+A prompt is a sequence of segments ``(content, tokens)``; a segment of n tokens
+is the first n tokens of its content's deterministic stream. So the tokens
+``[0, x)`` of a request are described canonically by the segments wholly
+before the one holding token ``x - 1`` plus a piece ``(content, offset)`` of
+that one. The simulator names the wholly covered segments by a node of a trie
+(``(parent_node, content, tokens) -> node``, sequential ints) and packs
+``(node, content, offset)`` into one int: equal keys mean equal prefixes, and
+nothing depends on Python's salted ``hash()``.
+
+This plays the role of vLLM's chained block hash (``hash_block_tokens``:
+hash(parent hash, block tokens, extra keys)) at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+#: Packing radix for content ids and offsets (content < 2**31, offset < 2**31).
+_R = 1 << 31
+
+
+class ChainInterner:
+    """Interns content ids and segment-trie nodes; owns no global state.
+
+    Invariants: node 0 is the empty prefix; node and content ids are dense ints
+    given in first-seen order, so the same workload always gets the same keys.
+    """
+
+    def __init__(self) -> None:
+        self._content: dict[str, int] = {}
+        self._nodes: dict[tuple[int, int, int], int] = {}
+        self._next_content = 0
+
+    def content(self, content_id: str) -> int:
+        c = self._content.get(content_id)
+        if c is None:
+            c = self._content[content_id] = self._next_content
+            self._next_content += 1
+        return c
+
+    def fresh_content(self) -> int:
+        """A content id no other segment has (a request's own generated tokens)."""
+        c = self._next_content
+        self._next_content += 1
+        return c
+
+    def node(self, parent: int, content: int, tokens: int) -> int:
+        k = (parent, content, tokens)
+        n = self._nodes.get(k)
+        if n is None:
+            n = self._nodes[k] = len(self._nodes) + 1
+        return n
+
+    @staticmethod
+    def key(node: int, content: int, offset: int) -> int:
+        return (node * _R + content) * _R + offset
+
+    def prompt_keys(
+        self, segments: list[tuple[int, int]], block_size: int
+    ) -> tuple[list[int], int]:
+        """Keys of the full blocks of a prompt, and the trie node after all its segments."""
+        keys: list[int] = []
+        node = 0
+        start = 0
+        for content, n in segments:
+            if n <= 0:
+                continue
+            end = start + n
+            first = (start // block_size + 1) * block_size
+            if first <= end:
+                base = (node * _R + content) * _R - start
+                keys.extend(range(base + first, base + end + 1, block_size))
+            node = self.node(node, content, n)
+            start = end
+        return keys, node

@@ -1,0 +1,162 @@
+"""Per-request block tables on top of the pool (vLLM v1 ``KVCacheManager`` for
+one full-attention group: ``get_computed_blocks``, ``allocate_slots``, ``free``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Protocol
+
+from kvlab.sim.block_pool import BlockPool
+
+
+class SeqState(Protocol):
+    """What the manager needs of a request: its blocks and its block keys."""
+
+    blocks: list[int]
+    num_cached_blocks: int
+    num_computed: int
+    num_tokens: int
+
+    @property
+    def keys(self) -> Sequence[Hashable]: ...
+
+    def ensure_keys(self, num_full_blocks: int) -> None: ...
+
+    def block_rank(self, index: int) -> int: ...
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class KVManager:
+    """Allocation rules of vLLM v1 for full attention (``kv_cache_manager.py``).
+
+    * a lookup covers at most ``num_tokens - 1`` tokens, block aligned (the last
+      prompt token is recomputed for its logits);
+    * admission with ``reserve_full_prompt`` (vLLM ``scheduler_reserve_full_isl``,
+      default on) needs blocks for the whole known sequence, hits counted, else
+      only for the scheduled chunk; evictable hit blocks count against the free
+      blocks because touching them takes them off the free list;
+    * a block is cached (keyed) as soon as the step that fills it is scheduled;
+    * freeing releases a request's blocks tail first.
+    """
+
+    def __init__(
+        self,
+        pool: BlockPool,
+        block_size: int,
+        max_model_len: int,
+        *,
+        reserve_full_prompt: bool = True,
+        watermark_blocks: int = 0,
+    ) -> None:
+        self.pool = pool
+        self.block_size = block_size
+        self.max_model_len = max_model_len
+        self.reserve_full_prompt = reserve_full_prompt
+        self.watermark_blocks = watermark_blocks
+
+    def lookup(self, keys: Sequence[Hashable], num_tokens: int) -> list[int]:
+        """Cached blocks of the longest prefix hit, over at most num_tokens - 1 tokens."""
+        return self.pool.longest_hit(keys, (num_tokens - 1) // self.block_size)
+
+    def admit(
+        self,
+        seq: SeqState,
+        num_new_tokens: int,
+        hit: list[int],
+        now: int = 0,
+        *,
+        num_external_tokens: int = 0,
+        has_running: bool = True,
+    ) -> list[int] | None:
+        """Allocate a waiting request's first chunk (with its hit); None if it does not fit.
+
+        Returns the blocks allocated for ``num_external_tokens`` (lower-tier hits
+        to be loaded), possibly empty.
+        """
+        if not self.fits(seq, num_new_tokens, hit, num_external_tokens, has_running):
+            return None
+        pool, bs = self.pool, self.block_size
+        n_hit = len(hit)
+        computed = n_hit * bs + num_external_tokens
+        need_slot = min(computed + num_new_tokens, self.max_model_len)
+        pool.touch(hit, now)
+        seq.blocks = list(hit)
+        seq.num_cached_blocks = n_hit
+        ext: list[int] = []
+        if num_external_tokens:
+            ext = pool.allocate(max(0, cdiv(computed, bs) - n_hit), now)
+            seq.blocks.extend(ext)
+        self._grow(seq, need_slot, now)
+        self._cache(seq, min(computed + num_new_tokens, seq.num_tokens), now)
+        return ext
+
+    def fits(
+        self,
+        seq: SeqState,
+        num_new_tokens: int,
+        hit: list[int],
+        num_external_tokens: int = 0,
+        has_running: bool = True,
+    ) -> bool:
+        """Whether :meth:`admit` would succeed (no side effects)."""
+        pool, bs = self.pool, self.block_size
+        evictable = pool.num_evictable(hit)
+        n_hit = len(hit)
+        computed = n_hit * bs + num_external_tokens
+        watermark = self.watermark_blocks if has_running else 0
+        free = pool.num_free
+        if self.reserve_full_prompt:
+            full = min(seq.num_tokens, self.max_model_len)
+            if max(cdiv(full, bs) - n_hit, 0) + evictable + watermark > free:
+                return False
+        need_slot = min(computed + num_new_tokens, self.max_model_len)
+        need = max(cdiv(need_slot, bs) - n_hit, 0) + evictable
+        return need + watermark <= free
+
+    def extend(self, seq: SeqState, num_new_tokens: int, now: int = 0) -> bool:
+        """Allocate slots for a running request's next ``num_new_tokens``; False if full."""
+        need_slot = min(seq.num_computed + num_new_tokens, self.max_model_len)
+        need = cdiv(need_slot, self.block_size) - len(seq.blocks)
+        if need > 0:
+            if need > self.pool.num_free:
+                return False
+            seq.blocks.extend(self.pool.allocate(need, now))
+        self._cache(seq, min(seq.num_computed + num_new_tokens, seq.num_tokens), now)
+        return True
+
+    def _grow(self, seq: SeqState, need_slot: int, now: int) -> None:
+        need = cdiv(need_slot, self.block_size) - len(seq.blocks)
+        if need > 0:
+            seq.blocks.extend(self.pool.allocate(need, now))
+
+    def cache_upto(self, seq: SeqState, num_tokens: int, now: int) -> None:
+        """Cache the request's blocks filled by its first ``num_tokens`` tokens."""
+        self._cache(seq, num_tokens, now)
+
+    def _cache(self, seq: SeqState, num_tokens: int, now: int) -> None:
+        n_full = num_tokens // self.block_size
+        start = seq.num_cached_blocks
+        if start >= n_full or not self.pool.enable_caching:
+            return
+        seq.ensure_keys(n_full)
+        blocks, keys, cache = seq.blocks, seq.keys, self.pool.cache
+        if self.pool.policy_uses_retention:
+            for i in range(start, n_full):
+                cache(blocks[i], keys[i], now, seq.block_rank(i))
+        elif n_full - start == 1:
+            cache(blocks[start], keys[start], now)
+        else:
+            self.pool.cache_run(blocks[start:n_full], keys[start:n_full], now)
+        seq.num_cached_blocks = n_full
+
+    def free(self, seq: SeqState, now: int = 0) -> None:
+        """Release the request's blocks, tail first (vLLM ``free``)."""
+        blocks = seq.blocks
+        blocks.reverse()
+        self.pool.free(blocks, now)
+        seq.blocks = []
+        seq.num_cached_blocks = 0

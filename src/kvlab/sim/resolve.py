@@ -1,0 +1,138 @@
+"""Turn a SimConfig into concrete engine parts: model, GPU, block count, cost model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kvlab.errors import CapacityError, ConfigError
+from kvlab.models.spec import ModelSpec, dtype_bytes, weights_bytes
+from kvlab.sim.config import SimConfig
+from kvlab.sim.cost_model import RooflineCost
+
+GIB = 1 << 30
+#: GPU memory vLLM's profiler typically leaves to activations, CUDA graphs and
+#: non-torch allocations on top of weights (an allowance, not a measurement).
+NON_KV_RESERVE_BYTES = 2 * GIB
+#: PCIe Gen5 x16 per direction and a 10 us transfer latency (REFERENCE section 4).
+DEFAULT_HOST_BW = 64e9
+DEFAULT_HOST_LATENCY_S = 10e-6
+
+
+@dataclass(frozen=True)
+class Resolved:
+    model: ModelSpec
+    gpu: Any
+    block_size: int
+    num_blocks: int
+    max_model_len: int
+    kv_dtype: str
+    kv_bytes_per_token: float
+    block_bytes: float
+    cost: RooflineCost
+    offload_blocks: int
+    offload_bw: float
+    offload_latency_s: float
+
+
+def get_model(name: Any) -> ModelSpec:
+    if isinstance(name, ModelSpec):
+        return name
+    from kvlab.models import get_model as lookup
+
+    return lookup(str(name))
+
+
+def get_gpu(name: Any) -> Any:
+    if not isinstance(name, str):
+        return name
+    from kvlab.hardware import get_gpu as lookup
+
+    return lookup(name)
+
+
+def plan_num_blocks(cfg: SimConfig, model: ModelSpec, gpu: Any, kv_dtype: str) -> int:
+    """vLLM's ``num_gpu_blocks`` for this model and GPU, from :func:`kvlab.plan.plan`."""
+    from kvlab.plan import plan
+
+    p = plan(
+        model,
+        gpu,
+        kv_dtype=kv_dtype,
+        tp=cfg.tp,
+        context_tokens=cfg.max_model_len,
+        block_size=cfg.block_size,
+        gpu_memory_utilization=cfg.gpu_memory_utilization,
+        max_num_batched_tokens=cfg.max_num_batched_tokens,
+        max_num_seqs=cfg.max_num_seqs,
+        enable_prefix_caching=cfg.enable_prefix_caching,
+        whatifs=False,
+    )
+    return int(p.capacity.num_gpu_blocks)
+
+
+def kv_bytes_per_token(model: ModelSpec, kv_dtype: str, tp: int) -> float:
+    """KV bytes one token adds per GPU, every attention layer counted as full
+    attention (one block table for all layers, as vLLM without the hybrid manager).
+    """
+    b = dtype_bytes(kv_dtype)
+    return sum(x.elems_per_token(tp) * b for x in model.attention_layers)
+
+
+def resolve(cfg: SimConfig) -> Resolved:
+    if cfg.model is None or cfg.gpu is None:
+        raise ConfigError("a simulation needs a model and a GPU (SimConfig.model, SimConfig.gpu)")
+    model, gpu = get_model(cfg.model), get_gpu(cfg.gpu)
+    kv_dtype = cfg.kv_dtype or model.dtype
+    per_token = kv_bytes_per_token(model, kv_dtype, cfg.tp)
+    if per_token <= 0:
+        raise ConfigError(f"{model.name} has no attention KV to simulate")
+    block_bytes = per_token * cfg.block_size
+    w = weights_bytes(model, cfg.tp)
+    if cfg.num_blocks is not None:
+        num_blocks = cfg.num_blocks
+    elif isinstance(cfg.gpu, str) or hasattr(gpu, "unified_memory"):
+        num_blocks = plan_num_blocks(cfg, model, gpu, kv_dtype)
+    else:  # a duck-typed GPU: weights and a fixed allowance off the top
+        avail = gpu.memory_bytes * cfg.gpu_memory_utilization - w - NON_KV_RESERVE_BYTES
+        num_blocks = int(avail // block_bytes)
+    if num_blocks < 2:
+        raise CapacityError(
+            f"{model.name} leaves no room for a KV cache on {gpu.name} "
+            f"(weights {w / GIB:.1f} GiB); use a larger GPU, more TP or --num-blocks"
+        )
+    head_dim = model.head_dim or model.hidden_size // max(1, model.num_attention_heads)
+    cost = RooflineCost.from_specs(
+        active_params=model.num_active_params // cfg.tp,
+        attn_layers=len(model.attention_layers),
+        q_heads=max(1, model.num_attention_heads // cfg.tp),
+        head_dim=head_dim,
+        weight_bytes=w,
+        kv_bytes_per_token=per_token,
+        peak_flops=gpu.bf16_flops,
+        mem_bw_bytes_per_s=gpu.mem_bw_bytes_per_s,
+        mfu=cfg.mfu,
+        mbu=cfg.mbu,
+        overhead_s=cfg.step_overhead_s,
+    )
+    off_blocks = cfg.offload_blocks
+    if cfg.offload_gb:
+        off_blocks = int(cfg.offload_gb * GIB // block_bytes)
+    bw = cfg.offload_bw_bytes_per_s or getattr(gpu, "host_link_d2h_bytes_per_s", None)
+    lat = cfg.offload_latency_s
+    if lat is None:
+        lat = getattr(gpu, "host_link_latency_s", None) or DEFAULT_HOST_LATENCY_S
+    return Resolved(
+        model=model,
+        gpu=gpu,
+        block_size=cfg.block_size,
+        num_blocks=num_blocks,
+        max_model_len=cfg.max_model_len or model.max_context,
+        kv_dtype=kv_dtype,
+        kv_bytes_per_token=per_token,
+        block_bytes=block_bytes,
+        cost=cost,
+        offload_blocks=off_blocks,
+        offload_bw=bw or DEFAULT_HOST_BW,
+        offload_latency_s=lat,
+    )

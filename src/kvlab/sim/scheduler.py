@@ -1,0 +1,197 @@
+"""The token-budget scheduler of vLLM v1 (``vllm/v1/core/sched/scheduler.py``).
+
+No prefill or decode phases: each step spends ``max_num_batched_tokens``,
+first on running requests in order, then on waiting ones (FCFS, or priority:
+lower value first, then arrival), with at most ``max_num_seqs`` running.
+Prefill is chunked. When a running request cannot get a block, the last
+running request (priority: the lowest-priority, latest one) is preempted by
+recompute: its blocks are freed and it goes back to the front of the waiting
+queue. No new request is admitted in a step that preempted.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kvlab.sim.kv_manager import KVManager
+from kvlab.sim.sequence import RUNNING, WAITING, Seq
+
+#: Admission hook: (seq, gpu hit blocks, now, reserve) -> lower-tier blocks to load.
+LowerTierLookup = Callable[[Seq, int, int, bool], int]
+
+
+@dataclass
+class StepPlan:
+    """What one schedule() call decided."""
+
+    scheduled: list[tuple[Seq, int]] = field(default_factory=list)
+    admitted: list[tuple[Seq, int, int]] = field(default_factory=list)  # seq, gpu hit, ext
+    preempted: list[Seq] = field(default_factory=list)
+
+
+class Scheduler:
+    """Invariants: ``running`` is in admission order (preempted requests rejoin
+    at the end when readmitted); ``waiting`` is FCFS order (a deque, preempted
+    requests at the front) or a heap of ``(priority, arrival, idx, seq)``.
+    """
+
+    def __init__(
+        self,
+        kv: KVManager,
+        *,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        max_model_len: int,
+        priority: bool = False,
+        caching: bool = True,
+        lower_tier: LowerTierLookup | None = None,
+    ) -> None:
+        self.kv = kv
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.max_model_len = max_model_len
+        self.priority = priority
+        self.caching = caching
+        self.lower_tier = lower_tier
+        self.running: list[Seq] = []
+        self._fifo: deque[Seq] = deque()
+        self._heap: list[tuple[int, int, int, Seq]] = []
+        self._run_counter = 0
+        self.on_free: Callable[[Seq], None] | None = None
+
+    # -- waiting queue ----------------------------------------------------
+    def add(self, seq: Seq) -> None:
+        seq.status = WAITING
+        if self.priority:
+            heapq.heappush(self._heap, (seq.req.priority, seq.arrival, seq.idx, seq))
+        else:
+            self._fifo.append(seq)
+
+    def _requeue_preempted(self, seq: Seq) -> None:
+        seq.status = WAITING
+        if self.priority:
+            heapq.heappush(self._heap, (seq.req.priority, seq.arrival, seq.idx, seq))
+        else:
+            self._fifo.appendleft(seq)
+
+    def num_waiting(self) -> int:
+        return len(self._heap) if self.priority else len(self._fifo)
+
+    def peek_waiting(self) -> Seq | None:
+        if self.priority:
+            return self._heap[0][3] if self._heap else None
+        return self._fifo[0] if self._fifo else None
+
+    def _pop_waiting(self) -> Seq:
+        return heapq.heappop(self._heap)[3] if self.priority else self._fifo.popleft()
+
+    # -- one step ---------------------------------------------------------
+    def schedule(self, now: int) -> StepPlan:
+        plan = StepPlan()
+        budget = self.max_num_batched_tokens
+        running, kv = self.running, self.kv
+        i = 0
+        while i < len(running) and budget > 0:
+            seq = running[i]
+            n = min(seq.num_tokens - seq.num_computed, budget)
+            n = min(n, self.max_model_len - seq.num_computed - 1)
+            if n <= 0:
+                i += 1
+                continue
+            ok = True
+            while not kv.extend(seq, n, now):
+                victim = self._pick_victim()
+                idx = running.index(victim)
+                del running[idx]
+                if idx < i:
+                    i -= 1
+                budget += self._unschedule(plan, victim)
+                self._preempt(victim, now)
+                plan.preempted.append(victim)
+                if victim is seq:
+                    ok = False
+                    break
+            if not ok:
+                break
+            plan.scheduled.append((seq, n))
+            budget -= n
+            i += 1
+        if not plan.preempted:
+            self._admit_waiting(plan, budget, now)
+        return plan
+
+    def _pick_victim(self) -> Seq:
+        if self.priority:
+            return max(self.running, key=lambda s: (s.req.priority, s.arrival))
+        return self.running[-1]
+
+    @staticmethod
+    def _unschedule(plan: StepPlan, victim: Seq) -> int:
+        for j, (s, n) in enumerate(plan.scheduled):
+            if s is victim:
+                del plan.scheduled[j]
+                return n
+        return 0
+
+    def _preempt(self, seq: Seq, now: int) -> None:
+        if self.on_free is not None:
+            self.on_free(seq)
+        self.kv.free(seq, now)
+        seq.num_computed = 0
+        seq.rec.num_preemptions += 1
+        self._requeue_preempted(seq)
+
+    def _admit_waiting(self, plan: StepPlan, budget: int, now: int) -> None:
+        while budget > 0 and len(self.running) < self.max_num_seqs:
+            seq = self.peek_waiting()
+            if seq is None:
+                return
+            hit, ext = self.lookup(seq, now, reserve=True)
+            bs = self.kv.block_size
+            computed = (len(hit) + ext) * bs
+            n = min(seq.num_tokens - computed, budget)
+            if (
+                self.kv.admit(
+                    seq, n, hit, now, num_external_tokens=ext * bs, has_running=bool(self.running)
+                )
+                is None
+            ):
+                return
+            self._pop_waiting()
+            seq.status = RUNNING
+            seq.num_computed = computed
+            self._run_counter += 1
+            seq.run_seq = self._run_counter
+            self.running.append(seq)
+            plan.scheduled.append((seq, n))
+            plan.admitted.append((seq, len(hit), ext))
+            budget -= n
+
+    def lookup(self, seq: Seq, now: int, reserve: bool = False) -> tuple[list[int], int]:
+        """GPU hit blocks and lower-tier blocks for a waiting request."""
+        if not self.caching:
+            return [], 0
+        hit = self.kv.lookup(seq.keys, seq.num_tokens)
+        ext = 0
+        if self.lower_tier is not None:
+            ext = self.lower_tier(seq, len(hit), now, reserve)
+        return hit, ext
+
+    def can_admit_head(self, now: int) -> bool:
+        """Whether the next step would admit the head of the waiting queue."""
+        seq = self.peek_waiting()
+        if seq is None or len(self.running) >= self.max_num_seqs:
+            return False
+        budget = self.max_num_batched_tokens - sum(
+            min(s.num_tokens - s.num_computed, self.max_model_len - s.num_computed - 1)
+            for s in self.running
+        )
+        if budget <= 0:
+            return False
+        hit, ext = self.lookup(seq, now)
+        computed = (len(hit) + ext) * self.kv.block_size
+        n = min(seq.num_tokens - computed, budget)
+        return self.kv.fits(seq, n, hit, ext * self.kv.block_size, bool(self.running))

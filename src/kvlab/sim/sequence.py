@@ -1,0 +1,114 @@
+"""Seq: the simulator's running state of one request."""
+
+from __future__ import annotations
+
+import bisect
+
+from kvlab.results import RequestRecord
+from kvlab.sim.hashing import ChainInterner
+from kvlab.workload.records import RETENTION_CLASSES, Request
+
+RANK = {name: i for i, name in enumerate(RETENTION_CLASSES)}
+GENERATION_RANK = RANK["generation"]
+
+WAITING, RUNNING, FINISHED = 0, 1, 2
+
+
+class Seq:
+    """One request inside the engine.
+
+    ``num_tokens`` = prompt + generated tokens; ``num_computed`` tokens have KV.
+    A running request decodes when ``num_computed == num_tokens - 1``.
+    ``keys[i]`` is the key of full block i (prompt blocks at creation, output
+    blocks as they fill); ``blocks`` is the block table (the KVManager owns it).
+    """
+
+    __slots__ = (
+        "arrival",
+        "block_size",
+        "blocks",
+        "idx",
+        "interner",
+        "keys",
+        "max_out",
+        "num_cached_blocks",
+        "num_computed",
+        "num_out",
+        "num_tokens",
+        "out_content",
+        "prompt_len",
+        "prompt_node",
+        "rec",
+        "req",
+        "run_seq",
+        "seg_ends",
+        "seg_ranks",
+        "status",
+    )
+
+    def __init__(
+        self,
+        idx: int,
+        req: Request,
+        arrival: int,
+        interner: ChainInterner,
+        block_size: int,
+        max_model_len: int,
+        rec: RequestRecord,
+    ) -> None:
+        self.idx = idx
+        self.req = req
+        self.arrival = arrival
+        self.interner = interner
+        self.block_size = block_size
+        self.rec = rec
+        self.prompt_len = req.prompt_tokens
+        self.max_out = min(req.output_tokens, max_model_len - self.prompt_len)
+        segs = [(interner.content(s.content_id), s.tokens) for s in req.segments]
+        self.keys, self.prompt_node = interner.prompt_keys(segs, block_size)
+        self.out_content = (
+            interner.content(req.output_content_id)
+            if req.output_content_id is not None
+            else interner.fresh_content()
+        )
+        self.seg_ends: list[int] = []
+        self.seg_ranks: list[int] = []
+        end = 0
+        for s in req.segments:
+            end += s.tokens
+            self.seg_ends.append(end)
+            self.seg_ranks.append(RANK.get(s.retention, 1))
+        self.blocks: list[int] = []
+        self.num_cached_blocks = 0
+        self.num_computed = 0
+        self.num_out = 0
+        self.num_tokens = self.prompt_len
+        self.run_seq = 0
+        self.status = WAITING
+
+    def ensure_keys(self, num_full_blocks: int) -> None:
+        keys = self.keys
+        if len(keys) >= num_full_blocks:
+            return
+        bs, p = self.block_size, self.prompt_len
+        base = self.interner.key(self.prompt_node, self.out_content, 0) - p
+        first = (len(keys) + 1) * bs
+        keys.extend(range(base + first, base + num_full_blocks * bs + 1, bs))
+
+    def block_rank(self, index: int) -> int:
+        last = (index + 1) * self.block_size - 1
+        if last >= self.prompt_len:
+            return GENERATION_RANK
+        return self.seg_ranks[bisect.bisect_right(self.seg_ends, last)]
+
+    def hit_tokens_by_retention(self, hit_tokens: int) -> dict[str, int]:
+        out: dict[str, int] = {}
+        start = 0
+        for s in self.req.segments:
+            if start >= hit_tokens:
+                break
+            n = min(s.tokens, hit_tokens - start)
+            if n > 0:
+                out[s.retention] = out.get(s.retention, 0) + n
+            start += s.tokens
+        return out

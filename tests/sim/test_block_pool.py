@@ -1,0 +1,109 @@
+"""Narrative tests of the block pool on tiny configs (exact block ids and queue order)."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvlab.sim.block_pool import BlockPool
+from kvlab.sim.kv_manager import KVManager
+
+
+class Seq:
+    def __init__(self, keys: list[str], num_tokens: int) -> None:
+        self.keys: list = list(keys)
+        self.num_tokens = num_tokens
+        self.blocks: list[int] = []
+        self.num_cached_blocks = 0
+        self.num_computed = 0
+
+    def ensure_keys(self, n: int) -> None:
+        assert len(self.keys) >= n
+
+
+def test_initial_queue_skips_null_block() -> None:
+    pool = BlockPool(6)
+    assert pool.free_order() == [1, 2, 3, 4, 5]
+    assert pool.num_free == 5
+    assert pool.usage() == 0.0
+
+
+def test_allocate_pops_head_and_free_orders_hashed_to_tail() -> None:
+    pool = BlockPool(8)
+    a = pool.allocate(3)
+    assert a == [1, 2, 3]
+    pool.cache(1, "k1")
+    pool.cache(2, "k2")  # block 3 stays partial (unkeyed)
+    pool.free(reversed(a))
+    # unkeyed 3 is prepended (reused first); keyed blocks appended tail first
+    assert pool.free_order() == [3, 4, 5, 6, 7, 2, 1]
+    assert pool.usage() == 0.0
+    assert pool.num_cached_free() == 2
+
+
+def test_hit_removes_from_middle_and_eviction_drops_key() -> None:
+    pool = BlockPool(5)
+    a = pool.allocate(4)
+    for b, k in zip(a, "abcd", strict=True):
+        pool.cache(b, k)
+    pool.free(reversed(a))
+    assert pool.free_order() == [4, 3, 2, 1]
+    assert pool.longest_hit(["a", "b", "x"], 3) == [1, 2]
+    pool.touch([1, 2])
+    assert pool.ref[1] == 1 and pool.free_order() == [4, 3]
+    assert pool.usage() == 0.5
+    got = pool.allocate(1)
+    assert got == [4] and pool.get("d") is None and pool.num_evicted == 1
+
+
+def test_duplicate_content_keeps_first_block_for_hits() -> None:
+    pool = BlockPool(4)
+    x, y = pool.allocate(2)
+    pool.cache(x, "same")
+    pool.cache(y, "same")
+    assert pool.get("same") == x
+    pool.free([x, y])
+    pool.allocate(1)  # clean block 3 first
+    pool.allocate(1)  # evicts x, the head of the cached free blocks
+    assert pool.get("same") == y
+
+
+def test_lookup_capped_by_last_token_rule() -> None:
+    pool = BlockPool(10)
+    mgr = KVManager(pool, block_size=4, max_model_len=100)
+    s = Seq(["a", "b"], 8)
+    assert mgr.admit(s, 8, []) == []
+    assert s.blocks == [1, 2] and s.num_cached_blocks == 2
+    mgr.free(s)
+    # the same 8-token prompt can hit only 7 tokens -> 1 block
+    assert len(mgr.lookup(["a", "b"], 8)) == 1
+    # a 9-token prompt with the same first 8 hits 2 blocks
+    assert len(mgr.lookup(["a", "b"], 9)) == 2
+
+
+def test_admission_reserves_full_prompt() -> None:
+    pool = BlockPool(5)  # 4 usable blocks
+    mgr = KVManager(pool, block_size=4, max_model_len=100)
+    s = Seq(["a", "b", "c", "d", "e"], 20)  # needs 5 blocks in all
+    assert mgr.admit(s, 4, []) is None  # only the first chunk would fit
+    lax = KVManager(pool, block_size=4, max_model_len=100, reserve_full_prompt=False)
+    assert lax.admit(s, 4, []) == [] and s.blocks == [1]
+
+
+def test_evictable_hits_count_against_free_blocks() -> None:
+    pool = BlockPool(4)  # 3 usable
+    mgr = KVManager(pool, block_size=2, max_model_len=100)
+    a = Seq(["a", "b"], 4)
+    mgr.admit(a, 4, [])
+    mgr.free(a)
+    b = Seq(["a", "b", "c", "d"], 8)
+    hit = mgr.lookup(b.keys, b.num_tokens)
+    assert hit == [1, 2]
+    # 2 hit blocks (evictable) + 2 new blocks > 3 free
+    assert mgr.admit(b, 4, hit) is None
+    assert pool.free_order() == [3, 2, 1]
+
+
+def test_pool_rejects_over_allocation() -> None:
+    pool = BlockPool(3)
+    with pytest.raises(ValueError):
+        pool.allocate(3)

@@ -1,0 +1,90 @@
+"""``kvlab simulate`` through Typer's CliRunner and the main() error path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import random_workload
+from typer.testing import CliRunner
+
+from kvlab.cli.app import app
+from kvlab.results import RunResult
+from kvlab.workload.io import write_workload
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wl_file(tmp_path: Path) -> Path:
+    return write_workload(random_workload(5, 40), tmp_path / "w.jsonl")
+
+
+def test_simulate_writes_run_directory(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["simulate", str(wl_file(tmp_path)), "--model", "llama-3.1-8b", "--gpu", "h100"]
+    res = CliRunner().invoke(app, [*args, "--out", str(out), "--num-blocks", "400", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    for key in (
+        "num_requests",
+        "num_completed",
+        "num_rejected",
+        "prefix_cache_queries",
+        "prefix_cache_hits",
+        "prefix_cache_hit_rate",
+        "num_preemptions",
+        "num_evicted_blocks",
+        "kv_cache_usage_perc_max",
+        "kv_cache_usage_perc_mean",
+        "ttft_s",
+        "tpot_s",
+        "e2e_s",
+        "request_throughput_per_s",
+        "output_throughput_tok_per_s",
+        "simulated_duration_s",
+        "wall_s",
+        "by_class",
+    ):
+        assert key in summary, key
+    for name in ("summary.json", "requests.jsonl", "timeseries.csv", "histograms.json"):
+        assert (out / name).exists()
+    assert "clock: roofline, uncalibrated" in (out / "summary.md").read_text()
+    run = RunResult.load(out)
+    assert len(run.records) == summary["num_requests"]
+    assert run.timeseries["kv_cache_usage_perc"]
+
+
+def test_modes_and_set_overrides(tmp_path: Path) -> None:
+    f = str(wl_file(tmp_path))
+    base = ["simulate", f, "--model", "llama-3.1-8b", "--gpu", "h100", "--json", "--out"]
+    r1 = CliRunner().invoke(app, [*base, str(tmp_path / "b"), "--mode", "baseline"])
+    r2 = CliRunner().invoke(
+        app, [*base, str(tmp_path / "o"), "--mode", "offload", "--set", "max_num_seqs=8"]
+    )
+    assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
+    assert json.loads(r1.output)["prefix_cache_hits"] == 0
+    s2 = json.loads(r2.output)
+    assert s2["offload_capacity_blocks"] == 2 * s2["num_gpu_blocks"]
+    cfg = json.loads((tmp_path / "o" / "run.json").read_text())["config"]
+    assert cfg["max_num_seqs"] == 8
+
+
+def test_unknown_setting_exits_2(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "kvlab",
+        "simulate",
+        str(wl_file(tmp_path)),
+        "--out",
+        str(tmp_path / "x"),
+        "--set",
+        "no_such_knob=1",
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO / "src")}
+    )
+    assert proc.returncode == 2
+    assert "unknown setting 'no_such_knob'" in proc.stderr
