@@ -86,3 +86,31 @@ def test_worked_example_is_reproducible(tmp_path: Path, monkeypatch: pytest.Monk
     # The numbers quoted in the prose come from stats.
     stats = outputs[1]
     assert re.search(r"upper\s+bound 907,840 hit tokens = 83\.7%", stats)
+
+
+def test_sweep_cli_runs_the_simulator(tmp_path: Path) -> None:
+    wl = tmp_path / "chat.jsonl"
+    _ok(["workload", "gen", "chat", "--sessions", "30", "-o", str(wl)])
+    out = tmp_path / "sweep"
+    _ok(
+        [
+            "sweep",
+            str(wl),
+            "--modes",
+            "baseline,prefix",
+            "-o",
+            str(out),
+            "--no-plots",
+            "-j",
+            "2",
+            "--metric",
+            "prefix_cache_hit_rate",
+            "--json",
+        ]
+    )
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    bound = json.loads(_ok(["workload", "stats", str(wl), "--json"]))["prefix_reuse"]["hit_rate"]
+    assert [r["mode"] for r in rows] == ["baseline", "prefix"]
+    assert rows[0]["prefix_cache_hit_rate"] == 0.0
+    assert rows[1]["prefix_cache_hit_rate"] == pytest.approx(bound, rel=0.02)
+    assert (out / "runs" / "mode=prefix" / "summary.json").is_file()
