@@ -378,10 +378,30 @@ class Engine:
         return lo
 
     def _macro_step(self, k: int) -> None:
-        running, bs, pool, kv = self.sched.running, self.B, self.pool, self.kv
-        cost, now0 = self.r.cost, self.now
+        """Advance ``k`` decode steps at once, replaying their block events in order."""
+        running, cost, now0 = self.sched.running, self.r.cost, self.now
         n = len(running)
         s0 = sum(s.num_computed + 1 for s in running)
+        pool = self.pool
+        if pool.lru_queue is not None and pool.tier is None:
+            self._window_events_lru(k, n, s0)
+        else:
+            self._window_events(k, n, s0)
+        self.now = now0 + cost.window_ticks(n, s0, k)
+        self.c["num_steps"] += k
+        finished = False
+        for s in running:
+            s.num_computed += k
+            s.num_out += k - 1
+            s.num_tokens += k - 1
+            finished |= self._emit_token(s)
+        if finished:
+            running[:] = [s for s in running if s.status != FINISHED]
+
+    def _window_events(self, k: int, n: int, s0: int) -> None:
+        """Allocations and cachings of a window, one by one in per-step order."""
+        running, bs, pool, kv = self.sched.running, self.B, self.pool, self.kv
+        cost, now0 = self.r.cost, self.now
         events: list[tuple[int, int, int]] = []
         caching = self.cfg.enable_prefix_caching
         for pos, s in enumerate(running):
@@ -400,16 +420,37 @@ class Engine:
                 s.blocks.extend(pool.allocate(1, t))
             else:
                 kv.cache_upto(s, s.num_computed + i + 1, t)
-        self.now = now0 + cost.window_ticks(n, s0, k)
-        self.c["num_steps"] += k
-        finished = False
-        for s in running:
-            s.num_computed += k
-            s.num_out += k - 1
-            s.num_tokens += k - 1
-            finished |= self._emit_token(s)
-        if finished:
-            running[:] = [s for s in running if s.status != FINISHED]
+
+    def _window_events_lru(self, k: int, n: int, s0: int) -> None:
+        """The same for vLLM's LRU without a lower tier, batched.
+
+        Cachings touch only referenced blocks, which no allocation can evict,
+        and LRU ignores their time: so all allocations go first, in per-step
+        order with their own ticks, then each request caches its filled blocks.
+        """
+        running, bs, cost, now0 = self.sched.running, self.B, self.r.cost, self.now
+        events: list[tuple[int, int]] = []
+        for pos, s in enumerate(running):
+            first = len(s.blocks) * bs - s.num_computed
+            if first < k:
+                events.extend((i, pos) for i in range(first, k, bs))
+        if events:
+            events.sort()
+            t_cache: dict[int, int] = {}
+            times = []
+            for i, _ in events:
+                t = t_cache.get(i)
+                if t is None:
+                    t = t_cache[i] = now0 + cost.window_ticks(n, s0, i)
+                times.append(t)
+            blocks = self.pool.allocate_timed(times)
+            for (_, pos), b in zip(events, blocks, strict=True):
+                running[pos].blocks.append(b)
+        if self.cfg.enable_prefix_caching:
+            cache_upto = self.kv.cache_upto
+            for s in running:
+                if (s.num_computed + k) // bs > s.num_cached_blocks:
+                    cache_upto(s, s.num_computed + k, now0)
 
     # -- observation and results ------------------------------------------------
     def _observe(self) -> None:
@@ -437,7 +478,7 @@ class Engine:
             kv_cache_usage_perc_mean=self.series.usage_mean(),
             num_gpu_blocks=self.r.num_blocks,
             block_size=self.B,
-            clock="roofline, uncalibrated",
+            clock=self.r.cost.label,
         )
         if self.offload is not None:
             o = self.offload
@@ -462,8 +503,20 @@ class Engine:
             },
             timeseries=self.series.cols,
             histograms=self.pool.histograms(TICKS_PER_S),
-            provenance={"backend": "sim", "clock": "roofline, uncalibrated"},
+            provenance={
+                "backend": "sim",
+                "kvlab_version": _version(),
+                "seed": self.cfg.seed,
+                "workload": self.workload.name,
+                "clock": self.r.cost.label,
+            },
         )
+
+
+def _version() -> str:
+    from kvlab import __version__
+
+    return __version__
 
 
 def _check_times(q: Request, i: int) -> None:
