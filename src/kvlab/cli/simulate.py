@@ -146,7 +146,10 @@ def register(app: typer.Typer) -> None:
         policy: str = typer.Option("lru", "--policy", help="Eviction policy."),
         block_size: int = typer.Option(16, "--block-size", help="Tokens per KV block."),
         num_blocks: int | None = typer.Option(
-            None, "--num-blocks", help="GPU KV blocks incl. the null block (default: kvlab plan)."
+            None,
+            "--num-blocks",
+            "--num-gpu-blocks",
+            help="GPU KV blocks incl. the null block (default: kvlab plan).",
         ),
         kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV dtype (bf16, fp8, ...)."),
         offload_gb: float | None = typer.Option(None, "--offload-gb", help="CPU tier size (GiB)."),
