@@ -215,11 +215,14 @@ class Engine:
         self.c["num_steps"] += 1
         finished = False
         for seq, n in plan.scheduled:
-            seq.num_computed += n
-            if seq.num_computed >= seq.num_tokens:
-                finished |= self._emit_token(seq)
-        if expect_decode_only and finished and self.sched.running:
-            pass
+            c = seq.num_computed + n
+            seq.num_computed = c
+            if c >= seq.num_tokens:  # caught up: a token is sampled
+                if seq.num_out + 1 < seq.max_out and seq.rec.first_token_s is not None:
+                    seq.num_out += 1
+                    seq.num_tokens += 1
+                else:
+                    finished |= self._emit_token(seq)
         if finished:
             self.sched.running[:] = [s for s in self.sched.running if s.status != FINISHED]
 
