@@ -186,3 +186,25 @@ def test_offload_tier_serves_evicted_prefix_and_costs_time() -> None:
     assert off.summary["offload_loaded_blocks"] == 3
     assert off.summary["offload_load_s"] > 0
     assert (c1.ttft_s or 0) > (c0.ttft_s or 0) - 1.0  # both finite
+
+
+class ConstantCost:
+    """A stand-in for a calibrated table: every step takes 1 ms."""
+
+    label = "constant 1 ms"
+    tick = TICKS_PER_S // 1000
+
+    def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int) -> int:
+        return self.tick
+
+    def window_ticks(self, num_seqs: int, context_sum: int, num_steps: int) -> int:
+        return self.tick * num_steps
+
+
+def test_cost_model_is_replaceable() -> None:
+    w = Workload((req("a", [("x", 10)], 5),))
+    r = simulate(w, cfg(cost_model=ConstantCost()))
+    rec = r.records[0]
+    assert rec.first_token_s == pytest.approx(0.001)
+    assert rec.finish_s == pytest.approx(0.005)
+    assert r.summary["clock"] == "constant 1 ms"

@@ -23,6 +23,8 @@ class SimConfig:
     fields) or their catalog names. ``num_blocks`` counts the null block, as
     vLLM's ``num_gpu_blocks`` does; None derives it from GPU memory.
     ``max_model_len`` None means the model's context length.
+    ``cost_model`` replaces the roofline clock (any object with ``step_ticks``,
+    ``window_ticks`` and ``label``, see :mod:`kvlab.sim.cost_model`).
     Offload: ``offload_blocks`` (or ``offload_gb``) of host memory behind a
     link of ``offload_bw_bytes_per_s`` per direction (None: the GPU's host link)
     with ``offload_latency_s`` per transfer.
@@ -53,6 +55,7 @@ class SimConfig:
     offload_latency_s: float | None = None
     offload_mode: str = "evict"
     exact_steps: bool = False
+    cost_model: Any = None
     sample_interval_s: float = 0.5
     seed: int = 0
 
@@ -105,8 +108,9 @@ class SimConfig:
                 params[key.split(".", 1)[1]] = _parse_value(raw)
                 changes["policy_params"] = params
                 continue
-            if key not in names or key in ("model", "gpu", "policy_params"):
-                settable = sorted(n for n in names if n not in ("model", "gpu", "policy_params"))
+            fixed = ("model", "gpu", "policy_params", "cost_model")
+            if key not in names or key in fixed:
+                settable = sorted(n for n in names if n not in fixed)
                 raise ConfigError(
                     f"unknown setting {key!r}; settable: {', '.join(settable)}, policy.<param>"
                 )
@@ -119,6 +123,8 @@ class SimConfig:
             v = getattr(self, f.name)
             if f.name in ("model", "gpu"):
                 v = getattr(v, "name", v)
+            elif f.name == "cost_model":
+                v = None if v is None else getattr(v, "label", type(v).__name__)
             elif isinstance(v, Mapping):
                 v = dict(v)
             d[f.name] = v

@@ -39,6 +39,7 @@ from kvlab.sim.policies import make_policy
 from kvlab.sim.resolve import Resolved, resolve
 from kvlab.sim.scheduler import Scheduler, StepPlan
 from kvlab.sim.sequence import FINISHED, Seq
+from kvlab.sim.windows import window_len
 from kvlab.workload.records import Request, Workload
 
 Progress = Callable[[int, int], None]
@@ -192,32 +193,44 @@ class Engine:
 
     # -- one exact step -------------------------------------------------------
     def _step(self, expect_decode_only: bool = False) -> None:
+        """One engine step: schedule -> cost -> advance."""
         plan = self.sched.schedule(self.now)
+        self._check_plan(plan, expect_decode_only)
+        self.now += self._step_ticks(plan) + self._admitted(plan)
+        self.c["num_steps"] += 1
+        self._advance(plan.scheduled)
+
+    def _check_plan(self, plan: StepPlan, expect_decode_only: bool) -> None:
         if expect_decode_only and (plan.admitted or plan.preempted):
             raise RuntimeError("decode window broken: the scheduler admitted or preempted")
-        if not plan.scheduled:
-            if not self.sched.running:
-                seq = self.sched.peek_waiting()
-                assert seq is not None
-                raise CapacityError(
-                    f"request {seq.req.request_id!r} ({seq.num_tokens} tokens) cannot be "
-                    f"admitted even into an empty KV cache of {self.r.num_blocks - 1} blocks"
-                )
-            raise RuntimeError("a step scheduled nothing while requests were running")
-        load = self._admitted(plan)
+        if plan.scheduled:
+            return
+        if not self.sched.running:
+            seq = self.sched.peek_waiting()
+            assert seq is not None
+            raise CapacityError(
+                f"request {seq.req.request_id!r} ({seq.num_tokens} tokens) cannot be "
+                f"admitted even into an empty KV cache of {self.r.num_blocks - 1} blocks"
+            )
+        raise RuntimeError("a step scheduled nothing while requests were running")
+
+    def _step_ticks(self, plan: StepPlan) -> int:
+        """Roofline time of the scheduled batch (before the tokens are computed)."""
         tokens = attn = kv_read = 0
         for seq, n in plan.scheduled:
             ctx = seq.num_computed + n
             tokens += n
             attn += n * ctx
             kv_read += ctx
-        self.now += self.r.cost.step_ticks(tokens, attn, kv_read) + load
-        self.c["num_steps"] += 1
+        return self.r.cost.step_ticks(tokens, attn, kv_read)
+
+    def _advance(self, scheduled: list[tuple[Seq, int]]) -> None:
+        """Credit the computed tokens; requests that caught up sample one token."""
         finished = False
-        for seq, n in plan.scheduled:
+        for seq, n in scheduled:
             c = seq.num_computed + n
             seq.num_computed = c
-            if c >= seq.num_tokens:  # caught up: a token is sampled
+            if c >= seq.num_tokens:
                 if seq.num_out + 1 < seq.max_out and seq.rec.first_token_s is not None:
                     seq.num_out += 1
                     seq.num_tokens += 1
@@ -319,66 +332,17 @@ class Engine:
 
     # -- decode windows ------------------------------------------------------
     def _window_len(self) -> int:
-        """Decode steps that can run with no event in between (0: take one exact step)."""
-        sched, bs = self.sched, self.B
-        running = sched.running
-        n = len(running)
-        if n > self.cfg.max_num_batched_tokens:
-            return 0
-        k = 1 << 62
-        for s in running:
-            if s.num_computed != s.num_tokens - 1:
-                return 0
-            left = s.max_out - s.num_out
-            if left < k:
-                k = left
-        waiting = sched.num_waiting() > 0
-        if waiting:
-            if sched.can_admit_head(self.now):
-                return 0
-            for s in running:  # a shared output block filling could turn into a hit
-                if s.req.output_content_id is not None:
-                    k = min(k, (bs - 1 - s.num_computed) % bs)
-        if k <= 0:
-            return 0
-        s0 = sum(s.num_computed + 1 for s in running)
-        if self.arrivals:
-            k = min(k, self._steps_before(self.arrivals[0][0] - self.now, n, s0, k))
-        return self._fit_allocations(k)
-
-    def _steps_before(self, deadline: int, n: int, s0: int, kmax: int) -> int:
-        """Steps to take so that no step after the first starts at or after ``deadline``."""
-        cost = self.r.cost
-        lo, hi = 0, kmax - 1  # largest j in [0, kmax-1] with window_ticks(j) < deadline
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if cost.window_ticks(n, s0, mid) < deadline:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo + 1
-
-    def _allocs(self, k: int) -> int:
-        bs = self.B
-        total = 0
-        for s in self.sched.running:
-            first = len(s.blocks) * bs - s.num_computed  # step index of the next allocation
-            if first < k:
-                total += (k - 1 - first) // bs + 1
-        return total
-
-    def _fit_allocations(self, k: int) -> int:
-        free = self.pool.num_free
-        if self._allocs(k) <= free:
-            return k
-        lo, hi = 0, k - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self._allocs(mid) <= free:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        sched = self.sched
+        return window_len(
+            sched.running,
+            block_size=self.B,
+            token_budget=self.cfg.max_num_batched_tokens,
+            free_blocks=self.pool.num_free,
+            cost=self.r.cost,
+            until_arrival=self.arrivals[0][0] - self.now if self.arrivals else None,
+            waiting=sched.num_waiting() > 0,
+            head_admissible=lambda: sched.can_admit_head(self.now),
+        )
 
     def _macro_step(self, k: int) -> None:
         """Advance ``k`` decode steps at once, replaying their block events in order."""

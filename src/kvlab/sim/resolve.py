@@ -8,7 +8,7 @@ from typing import Any
 from kvlab.errors import CapacityError, ConfigError
 from kvlab.models.spec import ModelSpec, dtype_bytes, weights_bytes
 from kvlab.sim.config import SimConfig
-from kvlab.sim.cost_model import RooflineCost
+from kvlab.sim.cost_model import RooflineCost, StepCost
 
 GIB = 1 << 30
 #: GPU memory vLLM's profiler typically leaves to activations, CUDA graphs and
@@ -29,7 +29,7 @@ class Resolved:
     kv_dtype: str
     kv_bytes_per_token: float
     block_bytes: float
-    cost: RooflineCost
+    cost: StepCost
     offload_blocks: int
     offload_bw: float
     offload_latency_s: float
@@ -102,7 +102,7 @@ def resolve(cfg: SimConfig) -> Resolved:
             f"(weights {w / GIB:.1f} GiB); use a larger GPU, more TP or --num-blocks"
         )
     head_dim = model.head_dim or model.hidden_size // max(1, model.num_attention_heads)
-    cost = RooflineCost.from_specs(
+    cost: StepCost = cfg.cost_model or RooflineCost.from_specs(
         active_params=model.num_active_params // cfg.tp,
         attn_layers=len(model.attention_layers),
         q_heads=max(1, model.num_attention_heads // cfg.tp),
