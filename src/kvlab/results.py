@@ -63,6 +63,8 @@ class RequestRecord:
     every admission (recomputation after preemption included).
     ``miss_cause`` says why the hit stopped where it did (see MISS_CAUSES);
     ``None`` when unknown (live servers).
+    ``sent_s`` (live backends) is when the request actually left the client;
+    ``arrival_s`` is when it was due, so ``sent_s - arrival_s`` is send lateness.
     """
 
     request_id: str
@@ -84,6 +86,7 @@ class RequestRecord:
     error_detail: str | None = None
     hit_tokens_by_retention: dict[str, int] | None = None
     chunk_times_s: list[float] | None = None
+    sent_s: float | None = None
 
     @property
     def ttft_s(self) -> float | None:

@@ -52,9 +52,11 @@ def test_compare_values_best_and_deltas() -> None:
     c = compare_values(Metric("ttft_s.p99"), [2.0, 1.0, 4.0])
     assert c["deltas"] == [0.0, -1.0, 2.0]
     assert c["rel_deltas"] == [0.0, -0.5, 1.0]
-    assert c["best"] == 1
-    assert compare_values(Metric("x", True), [2.0, 1.0, 4.0])["best"] == 2
-    assert compare_values(Metric("x"), [1.0, 1.0])["best"] is None  # tie
+    assert c["best"] == [1]
+    assert compare_values(Metric("x", True), [2.0, 1.0, 4.0])["best"] == [2]
+    assert compare_values(Metric("x", True), [2.0, 4.0, 4.0])["best"] == [1, 2]
+    assert compare_values(Metric("x"), [1.0, 1.0])["best"] == []  # tie
+    assert compare_values(Metric("x"), [1.0, None])["best"] == []
     assert compare_values(Metric("x"), [None, 1.0])["deltas"] == [None, None]
 
 
@@ -72,7 +74,7 @@ def test_compare_overall_by_class_and_retention() -> None:
     cmp = compare([("baseline", base), ("prefix", pref)])
     o = cmp["overall"]
     assert o["prefix_cache_hit_rate"]["values"] == [0.0, 0.64]
-    assert o["prefix_cache_hit_rate"]["best"] == 1
+    assert o["prefix_cache_hit_rate"]["best"] == [1]
     assert o["ttft_s.mean"]["values"] == [1.5, 0.75]
     assert o["ttft_s.mean"]["deltas"] == [0.0, -0.75]
     g = cmp["groups"]

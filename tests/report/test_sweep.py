@@ -47,6 +47,13 @@ def test_parse_axis_and_grid() -> None:
     assert pts[0].option_args() == ["--mode", "a", "--blocks", "1"]
     with pytest.raises(ConfigError):
         grid({})
+    name, vals = parse_axis("set.max_num_seqs=8,16")
+    assert SweepPoint(((name, vals[0]), ("mode", "x"))).option_args() == [
+        "--set",
+        "max_num_seqs=8",
+        "--mode",
+        "x",
+    ]
 
 
 def test_sweep_tables_and_plots(tmp_path: Path) -> None:

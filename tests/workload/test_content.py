@@ -124,3 +124,24 @@ def test_prefix_property_holds_when_words_split() -> None:
         assert long[: len(short)] == short
     seg_a, seg_b = text("a", 40), text("b", 40)
     assert tok.encode(seg_a + seg_b).ids == tok.encode(seg_a).ids + tok.encode(seg_b).ids
+
+
+@pytest.mark.hf
+def test_exact_length_with_the_tiny_model_tokenizer() -> None:
+    pytest.importorskip("tokenizers")
+    from kvlab.backends.tiny_model import TinyModelConfig, train_tokenizer, vocabulary_words
+
+    assert vocabulary_words() == VOCABULARY
+    tok = train_tokenizer(TinyModelConfig().vocab, vocabulary_words())
+    word_token = {}
+    for w in VOCABULARY:
+        enc = tok.encode(" " + w).ids
+        assert len(enc) == 1, f"' {w}' is {len(enc)} tokens in the tiny tokenizer"
+        word_token[w] = enc[0]
+    for cid, n in [("sys", 1), ("tools", 700), ("u/3", 33)]:
+        enc = tok.encode(text(cid, n)).ids
+        assert enc == [word_token[VOCABULARY[i]] for i in token_ids(cid, n)]
+    r = Request(
+        "r", (Segment("system", 64, "s", "system"), Segment("user", 9, "u")), output_tokens=1
+    )
+    assert len(tok.encode(prompt_text(r)).ids) == r.prompt_tokens

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from kvlab.workload.records import Request, Segment, Workload
 from kvlab.workload.stats import blocks, prefix_reuse_bound, workload_stats
 
@@ -74,3 +77,69 @@ def test_workload_stats_fields() -> None:
     assert s["tokens_by_retention"] == {"system": 64, "ephemeral": 16}
     assert s["prefix_reuse"]["hit_tokens"] == 32
     assert s["last_arrival_s"] == 2.0
+
+
+IDS = ("a", "b", "c", "d")
+
+
+def _token_level_bound(w: Workload, block: int) -> int:
+    """The same replay on actual token ids (content.token_ids), prefixes as tuples."""
+    from kvlab.workload.content import token_ids
+
+    cached: set[tuple[int, ...]] = set()
+    hits = 0
+    for r in w.requests:
+        toks = [t for s in r.segments for t in token_ids(s.content_id, s.tokens)]
+        n_full = len(toks) // block
+        limit = (len(toks) - 1) // block
+        k = 0
+        while k < limit and tuple(toks[: (k + 1) * block]) in cached:
+            k += 1
+        hits += k * block
+        cached.update(tuple(toks[: (i + 1) * block]) for i in range(n_full))
+        if r.output_content_id is not None:
+            full = toks + token_ids(r.output_content_id, r.output_tokens)[: r.output_tokens - 1]
+            cached.update(tuple(full[: (i + 1) * block]) for i in range(len(full) // block))
+    return hits
+
+
+def test_ids_differ_early() -> None:
+    from kvlab.workload.content import token_ids
+
+    assert len({tuple(token_ids(c, 2)) for c in IDS}) == len(IDS)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.tuples(st.sampled_from(IDS), st.integers(0, 12)), min_size=1, max_size=4),
+            st.integers(1, 6),
+            st.none() | st.sampled_from(IDS),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.sampled_from([2, 3, 4, 16]),
+)
+def test_bound_matches_token_level_replay(
+    spec: list[tuple[list[tuple[str, int]], int, str | None]], block: int
+) -> None:
+    reqs = []
+    for i, (segs, out, out_id) in enumerate(spec):
+        if sum(n for _, n in segs) < 1:
+            segs = [*segs, ("a", 1)]
+        reqs.append(
+            Request(
+                f"r{i}",
+                tuple(Segment("x", n, c) for c, n in segs),
+                out,
+                arrival_s=float(i),
+                output_content_id=out_id,
+            )
+        )
+    w = Workload(tuple(reqs))
+    b = prefix_reuse_bound(w, block)
+    assert b.hit_tokens == _token_level_bound(w, block)
+    assert b.hit_tokens <= b.full_block_tokens <= b.prompt_tokens
+    assert sum(b.hit_tokens_by_retention.values()) == b.hit_tokens

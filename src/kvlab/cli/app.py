@@ -70,7 +70,10 @@ _register_all()
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning KvlabError into one line and its exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
+        # with standalone_mode=False click returns (not raises) a typer.Exit's code
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except KvlabError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)

@@ -98,7 +98,7 @@ def sweep_cmd(
         [],
         "--axis",
         help="A kvlab simulate option and its values, NAME=V1,V2 (repeatable), e.g. "
-        "--axis mode=baseline,prefix --axis num-gpu-blocks=512,1024.",
+        "--axis mode=baseline,prefix --axis num-blocks=2000,4000; set.KEY=... passes --set KEY=V.",
     ),
     modes: str | None = typer.Option(
         None, "--modes", help="Shortcut for --axis mode=...: e.g. baseline,prefix,offload."

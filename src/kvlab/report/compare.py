@@ -56,6 +56,8 @@ DEFAULT_METRICS: tuple[Metric, ...] = (
     Metric("request_throughput_per_s", True),
     Metric("output_throughput_tok_per_s", True),
     Metric("num_preemptions"),
+    Metric("num_evicted_blocks"),
+    Metric("external_prefix_cache_hits", True),
     Metric("num_rejected"),
     Metric("simulated_duration_s"),
 )
@@ -86,7 +88,11 @@ def metric_value(summary: Mapping[str, Any], key: str) -> float | None:
 
 
 def compare_values(m: Metric, values: Sequence[float | None]) -> dict[str, Any]:
-    """Values, deltas vs the first, relative deltas and the best index (None on ties/missing)."""
+    """Values, deltas vs the first, relative deltas, and the indices of the best runs.
+
+    ``best`` lists every run with the best value; it is empty when fewer than two
+    runs have a value or all values are equal (a tie).
+    """
     base = values[0] if values else None
     deltas: list[float | None] = []
     rel: list[float | None] = []
@@ -97,11 +103,11 @@ def compare_values(m: Metric, values: Sequence[float | None]) -> dict[str, Any]:
         else:
             deltas.append(v - base)
             rel.append((v - base) / abs(base) if base != 0 else None)
-    present = [(v, i) for i, v in enumerate(values) if v is not None]
-    best: int | None = None
-    if len(present) >= 2 and len({v for v, _ in present}) > 1:
-        pick = max if m.higher_is_better else min
-        best = pick(present, key=lambda t: t[0])[1]
+    present = [v for v in values if v is not None]
+    best: list[int] = []
+    if len(present) >= 2 and len(set(present)) > 1:
+        top = max(present) if m.higher_is_better else min(present)
+        best = [i for i, v in enumerate(values) if v == top]
     return {
         "values": list(values),
         "deltas": deltas,
@@ -184,7 +190,9 @@ def _fmt_delta(d: float | None, rel: float | None, key: str) -> str:
     if key.endswith("hit_rate") or key.endswith("_perc"):
         return f"{sign}{d * 100:.1f} pt"
     s = sign + fmt(d, key)
-    return s + (f" ({sign}{rel:.0%})" if rel is not None else "")
+    if rel is None:
+        return s
+    return s + (f" ({rel:+.0%})" if abs(rel) >= 0.1 else f" ({rel:+.1%})")
 
 
 def _table(names: Sequence[str], rows: Mapping[str, Mapping[str, Any]], label: str) -> list[str]:
@@ -197,7 +205,7 @@ def _table(names: Sequence[str], rows: Mapping[str, Mapping[str, Any]], label: s
         cells += [
             _fmt_delta(d, r, key) for d, r in zip(c["deltas"][1:], c["rel_deltas"][1:], strict=True)
         ]
-        cells.append("tie" if c["best"] is None else names[c["best"]])
+        cells.append(" = ".join(names[i] for i in c["best"]) or "tie")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -207,7 +215,8 @@ def to_markdown(cmp: Mapping[str, Any]) -> str:
     names = cmp["runs"]
     lines = [f"## Overall (baseline: {cmp['baseline']})", ""]
     lines += _table(names, cmp["overall"], "metric")
-    for g, rows in cmp.get("groups", {}).items():
+    groups = cmp.get("groups", {})
+    for g, rows in groups.items() if len(groups) > 1 else ():
         label = "class" if cmp.get("by") == "cls" else cmp.get("by", "group")
         lines += ["", f"## {label} {g}", ""]
         lines += _table(names, rows, "metric")

@@ -1,7 +1,8 @@
 """Sweeps: run one workload over a grid of simulator settings, then tabulate and plot.
 
 An axis is a ``kvlab simulate`` option and its values (``mode`` ->
-``baseline, prefix, offload``; ``num_gpu_blocks`` -> ``512, 1024``). The grid
+``baseline, prefix, offload``; ``num_blocks`` -> ``512, 1024``), or an engine
+setting ``set.KEY`` passed as ``--set KEY=VALUE`` (``set.max_num_seqs``). The grid
 is the cartesian product of the axes, in the order given; each point runs as
 its own local process (``python -m kvlab simulate WORKLOAD --OPTION VALUE ...
 -o DIR``), several at a time through :mod:`concurrent.futures`, and writes a
@@ -51,7 +52,10 @@ class SweepPoint:
         """The settings as ``kvlab simulate`` options."""
         out: list[str] = []
         for k, v in self.settings:
-            out += [f"--{k.replace('_', '-')}", v]
+            if k.startswith("set."):
+                out += ["--set", f"{k[4:]}={v}"]
+            else:
+                out += [f"--{k.replace('_', '-')}", v]
         return out
 
 
@@ -77,12 +81,19 @@ class SweepResult:
 PointRunner = Callable[[Path, SweepPoint, Path], None]
 
 
+class PointFailed(RuntimeError):
+    """A point's run failed; the message is the run's own last error line."""
+
+
 def parse_axis(text: str) -> tuple[str, list[str]]:
-    """``"mode=baseline,prefix"`` -> ("mode", ["baseline", "prefix"])."""
+    """``"mode=baseline,prefix"`` -> ("mode", ["baseline", "prefix"]).
+
+    ``set.KEY=V1,V2`` is an engine setting passed as ``--set KEY=V``.
+    """
     name, sep, values = text.partition("=")
     name = name.strip().lstrip("-").replace("-", "_")
     vals = [v.strip() for v in values.split(",") if v.strip()]
-    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name) or not vals:
+    if not sep or not re.fullmatch(r"(set\.)?[A-Za-z][A-Za-z0-9_]*", name) or not vals:
         raise ConfigError(f"bad axis {text!r}; write NAME=V1,V2 (e.g. mode=baseline,prefix)")
     return name, vals
 
@@ -119,7 +130,8 @@ def subprocess_runner(extra_args: Sequence[str] = ()) -> PointRunner:
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if res.returncode != 0:
             tail = (res.stderr or res.stdout).strip().splitlines()
-            raise RuntimeError(tail[-1] if tail else f"exit code {res.returncode}")
+            last = tail[-1] if tail else f"exit code {res.returncode}"
+            raise PointFailed(last.removeprefix("error: "))
 
     return run
 
@@ -147,7 +159,7 @@ def run_sweep(
             runner(workload, p, o.run_dir)
             o.result = RunResult.load(o.run_dir)
         except Exception as e:  # a failed point is reported in the table, the sweep goes on
-            o.error = f"{type(e).__name__}: {e}"
+            o.error = str(e) if isinstance(e, PointFailed) else f"{type(e).__name__}: {e}"
         return o
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -256,6 +268,7 @@ def _is_number(v: str) -> bool:
 
 __all__ = [
     "DEFAULT_METRICS",
+    "PointFailed",
     "PointOutcome",
     "PointRunner",
     "SweepPoint",

@@ -96,10 +96,19 @@ def load_workload(
 ) -> Workload:
     """Load ``path`` as a :class:`Workload`; ``fmt`` is detected when None.
 
-    ``rate_per_s`` and ``seed`` apply to formats without timestamps (vidur).
+    ``path`` may also name a built-in trace (:data:`BUILTIN_TRACES`) or a
+    workload shape (``agentic``, ``chat``, ...: see
+    :mod:`kvlab.workload.generators`), generated with its default parameters
+    and ``seed``. ``rate_per_s`` and ``seed`` apply to formats without
+    timestamps (vidur).
     """
     if fmt is not None and fmt not in FORMATS:
         raise ConfigError(f"unknown workload format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt is None and not Path(path).exists():
+        from kvlab.workload.generators import SHAPES, generate
+
+        if str(path) in SHAPES:  # a built-in shape, generated with its defaults
+            return generate(str(path), seed=seed)
     p = resolve_trace(path)
     if fmt is None:
         fmt = detect_format(p)

@@ -1,0 +1,653 @@
+"""Live backend: replay a workload against an OpenAI-compatible streaming server.
+
+One asyncio event loop (uvloop when installed) drives every request; the
+streaming POSTs go through kvlab's own keep-alive HTTP/1.1 client
+(:mod:`kvlab.backends.http`, chosen by measurement; aiohttp's is an option),
+probes and ``/metrics`` through aiohttp. Nothing blocks inside the loop
+(``/metrics`` text is parsed in a worker thread). Each request streams ``/v1/completions`` (or
+``/v1/chat/completions``) with ``stream_options.include_usage`` and
+``max_tokens = output_tokens`` plus ``ignore_eos`` (a vLLM and llama.cpp
+extension) so that output lengths match the workload.
+
+Per request the record keeps: ``arrival_s`` (when it was due), ``sent_s``
+(when it left), the arrival of the first content chunk (``first_token_s``),
+of every content chunk (``chunk_times_s``) and of the last byte
+(``finish_s``), all in seconds from the start of the run; token counts from
+the server's ``usage`` (cached prompt tokens from
+``usage.prompt_tokens_details.cached_tokens`` when reported). Failures carry
+a kind from :mod:`kvlab.backends.failures`.
+
+The API key is sent as a bearer token and never stored: :meth:`OpenAIConfig.to_dict`
+leaves it out and error details are scrubbed of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from kvlab.backends.failures import Failure, classify_exception, classify_status
+from kvlab.backends.http import StreamingClient, Timeouts
+from kvlab.backends.live_summary import (
+    by_class,
+    client_figures,
+    count_errors,
+    usage_prefix_counters,
+)
+from kvlab.backends.loadgen import LOAD_MODES, Job, build_jobs
+from kvlab.backends.prompt import prompt_builder
+from kvlab.backends.stream import StreamReader, usage_tokens
+from kvlab.errors import BackendUnavailable, ConfigError, DependencyMissing
+from kvlab.results import (
+    STATUS_FAILED,
+    STATUS_OK,
+    STATUS_UNFINISHED,
+    RequestRecord,
+    RunResult,
+    summarize,
+)
+from kvlab.workload.records import Request, Workload
+
+CACHE_MODES: tuple[str, ...] = ("warm", "cold", "primed")
+APIS: tuple[str, ...] = ("completions", "chat")
+#: Streaming HTTP clients: kvlab's own (kvlab.backends.http, the default) or aiohttp's.
+HTTP_CLIENTS: tuple[str, ...] = ("kvlab", "aiohttp")
+
+OnRecord = Callable[[RequestRecord], None]
+Sink = Callable[[bytes, int], None]
+#: A streaming POST: (request body, sink for body bytes) -> (status, error body).
+Post = Callable[[bytes, Sink], Awaitable[tuple[int, bytes]]]
+
+
+@dataclass(frozen=True)
+class OpenAIConfig:
+    """How to drive one OpenAI-compatible server.
+
+    ``endpoint`` is the server's base URL (a trailing ``/v1`` is accepted).
+    ``mode`` is a load mode of :mod:`kvlab.backends.loadgen`; ``concurrency``
+    is the number of closed-loop workers, or the in-flight cap in other modes.
+    Timeouts: ``connect_timeout_s`` to connect, ``read_timeout_s`` between
+    two reads, ``timeout_s`` for the whole request.
+    """
+
+    endpoint: str
+    model: str
+    api: str = "completions"
+    mode: str = "trace"
+    concurrency: int | None = None
+    rate_per_s: float | None = None
+    burstiness: float = 1.0
+    seed: int = 0
+    timeout_s: float = 600.0
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 300.0
+    max_errors: int | None = None
+    cache_mode: str = "warm"
+    metrics_interval_s: float = 0.25
+    ignore_eos: bool = True
+    keep_chunk_times: bool = True
+    preflight: bool = True
+    http_client: str = "kvlab"
+    api_key: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.endpoint.startswith(("http://", "https://")):
+            raise ConfigError(f"--endpoint must be an http(s) URL, got {self.endpoint!r}")
+        if self.api not in APIS:
+            raise ConfigError(f"--api must be one of {', '.join(APIS)}")
+        if self.mode not in LOAD_MODES:
+            raise ConfigError(f"--mode must be one of {', '.join(LOAD_MODES)}")
+        if self.mode == "closed" and not self.concurrency:
+            raise ConfigError("--mode closed needs --concurrency N")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ConfigError("--concurrency must be >= 1")
+        if self.http_client not in HTTP_CLIENTS:
+            raise ConfigError(f"http_client must be one of {', '.join(HTTP_CLIENTS)}")
+        if self.cache_mode not in CACHE_MODES:
+            raise ConfigError(f"--cache-mode must be one of {', '.join(CACHE_MODES)}")
+        if self.metrics_interval_s < 0:
+            raise ConfigError("--metrics-interval must be >= 0 (0 turns sampling off)")
+        for name in ("timeout_s", "connect_timeout_s", "read_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0")
+
+    @property
+    def base_url(self) -> str:
+        u = self.endpoint.rstrip("/")
+        return u[:-3] if u.endswith("/v1") else u
+
+    @property
+    def path(self) -> str:
+        return "/v1/chat/completions" if self.api == "chat" else "/v1/completions"
+
+    @property
+    def url(self) -> str:
+        return self.base_url + self.path
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration for ``run.json``: everything but the key."""
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "api_key"}
+        d["api_key_set"] = self.api_key is not None
+        d["endpoint"] = _without_userinfo(self.endpoint)
+        return d
+
+
+def _without_userinfo(url: str) -> str:
+    """``url`` with any ``user:password@`` removed (credentials never go to outputs)."""
+    u = urlsplit(url)
+    if "@" not in u.netloc:
+        return url
+    return urlunsplit(u._replace(netloc=u.netloc.rsplit("@", 1)[1]))
+
+
+def _aiohttp() -> Any:
+    try:
+        import aiohttp
+    except ImportError as e:
+        raise DependencyMissing("aiohttp", "live") from e
+    return aiohttp
+
+
+class _Run:
+    """State of one run: records by workload index, counters, stop flag."""
+
+    def __init__(self, requests: Sequence[Request], cfg: OpenAIConfig, on_record: OnRecord | None):
+        self.requests = requests
+        self.cfg = cfg
+        self.on_record = on_record
+        self.index = {id(r): i for i, r in enumerate(requests)}
+        self.records: list[RequestRecord | None] = [None] * len(requests)
+        self.num_errors = 0
+        self.stop = asyncio.Event()
+        self.stop_reason: str | None = None
+        self.timer_lateness_s: list[float] = []
+        self.t0_ns = 0
+        self.inflight: set[asyncio.Task[Any]] = set()
+
+    def done(self, req: Request, rec: RequestRecord) -> None:
+        self.records[self.index[id(req)]] = rec
+        if rec.status == STATUS_FAILED:
+            self.num_errors += 1
+            me = self.cfg.max_errors
+            if me is not None and self.num_errors >= me and not self.stop.is_set():
+                self.stop_reason = f"stopped after {self.num_errors} failed requests (--max-errors)"
+                self.stop.set()
+        if self.on_record is not None:
+            self.on_record(rec)
+
+    def now_s(self) -> float:
+        return (time.perf_counter_ns() - self.t0_ns) / 1e9
+
+
+class OpenAIBackend:
+    """Runs a :class:`Workload` against a live server and returns a :class:`RunResult`."""
+
+    name = "openai"
+
+    def __init__(self, config: OpenAIConfig) -> None:
+        self.config = config
+        self._clients: list[StreamingClient] = []
+
+    # ---- public entry points -------------------------------------------------
+
+    def run(self, workload: Workload, *, on_record: OnRecord | None = None) -> RunResult:
+        """Run in a fresh event loop (uvloop when available); Ctrl-C stops the run
+        gracefully: finished records are kept, the rest are ``unfinished``."""
+        try:
+            import uvloop
+
+            factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+        except ImportError:
+            factory = None
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(self.run_async(workload, on_record=on_record, handle_sigint=True))
+
+    async def run_async(
+        self,
+        workload: Workload,
+        *,
+        on_record: OnRecord | None = None,
+        handle_sigint: bool = False,
+    ) -> RunResult:
+        aiohttp = _aiohttp()
+        cfg = self.config
+        requests = workload.requests
+        state = _Run(requests, cfg, on_record)
+        connector = aiohttp.TCPConnector(limit=0, force_close=False, enable_cleanup_closed=True)
+        timeout = aiohttp.ClientTimeout(
+            total=cfg.timeout_s, sock_connect=cfg.connect_timeout_s, sock_read=cfg.read_timeout_s
+        )
+        headers = {"Content-Type": "application/json"}
+        if cfg.api_key:
+            headers["Authorization"] = f"Bearer {cfg.api_key}"
+        loop = asyncio.get_running_loop()
+        sigint = handle_sigint and threading.current_thread() is threading.main_thread()
+        if sigint:
+            loop.add_signal_handler(signal.SIGINT, self._interrupt, state)
+        try:
+            async with aiohttp.ClientSession(
+                connector=connector, timeout=timeout, headers=headers, auto_decompress=False
+            ) as session:
+                return await self._run_session(session, workload, state)
+        finally:
+            if sigint:
+                loop.remove_signal_handler(signal.SIGINT)
+
+    @staticmethod
+    def _interrupt(state: _Run) -> None:
+        if not state.stop.is_set():
+            state.stop_reason = "interrupted"
+            state.stop.set()
+
+    # ---- the run ---------------------------------------------------------------
+
+    async def _run_session(self, session: Any, workload: Workload, state: _Run) -> RunResult:
+        from kvlab.backends import metrics as m
+
+        cfg = self.config
+        if cfg.preflight:
+            await self._preflight(session)
+        info = await m.probe_server(session, cfg.base_url, {})
+        salt, cache_note = await self._prepare_cache(session, workload, info)
+        prompt = prompt_builder(salt)
+        sampler = None
+        before: dict[str, float] | None = None
+        if info.profile is not None:
+            sampler = m.MetricsSampler(
+                session, cfg.base_url, info.profile, interval_s=cfg.metrics_interval_s or 1.0
+            )
+            before = await sampler.snapshot()
+        jobs = build_jobs(
+            workload.requests,
+            cfg.mode,
+            rate_per_s=cfg.rate_per_s,
+            burstiness=cfg.burstiness,
+            seed=cfg.seed,
+        )
+        cpu0 = time.process_time()
+        state.t0_ns = time.perf_counter_ns()
+        if sampler is not None and cfg.metrics_interval_s > 0:
+            sampler.start(state.t0_ns)
+        try:
+            await self._drive(self._poster(session), jobs, state, prompt)
+        finally:
+            wall_s = state.now_s()
+            cpu_s = time.process_time() - cpu0
+            for c in self._clients:
+                c.close()
+            self._clients.clear()
+            if sampler is not None:
+                await sampler.stop()
+        after = await sampler.snapshot() if sampler is not None else None
+        deltas = m.counter_deltas(before, after) if before and after else {}
+        records = self._complete_records(state)
+        return self._result(
+            workload, records, state, info, deltas, sampler, wall_s, cpu_s, (cache_note, salt)
+        )
+
+    def _poster(self, session: Any) -> Post:
+        """The streaming POST of the configured HTTP client."""
+        cfg = self.config
+        if cfg.http_client == "aiohttp":
+            url = cfg.url
+            perf = time.perf_counter_ns
+
+            async def aio_post(data: bytes, sink: Sink) -> tuple[int, bytes]:
+                async with session.post(url, data=data) as resp:
+                    if resp.status >= 400:
+                        return int(resp.status), await resp.read()
+                    content = resp.content
+                    while True:
+                        chunk = await content.readany()
+                        if not chunk:
+                            return int(resp.status), b""
+                        sink(chunk, perf())
+
+            return aio_post
+        headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
+        client = StreamingClient(
+            cfg.base_url,
+            headers=headers,
+            timeouts=Timeouts(cfg.connect_timeout_s, cfg.read_timeout_s, cfg.timeout_s),
+        )
+        self._clients.append(client)
+        path = cfg.path
+
+        def raw_post(data: bytes, sink: Sink) -> Awaitable[tuple[int, bytes]]:
+            return client.post(path, data, sink)
+
+        return raw_post
+
+    async def _preflight(self, session: Any) -> None:
+        aiohttp = _aiohttp()
+        url = self.config.base_url + "/v1/models"
+        try:
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                await resp.read()
+                if resp.status in (401, 403):
+                    raise BackendUnavailable(
+                        f"{url} answered HTTP {resp.status}: pass the API key with --api-key-env"
+                    )
+        except (TimeoutError, aiohttp.ClientConnectorError, OSError) as e:
+            raise BackendUnavailable(
+                f"cannot reach {self.config.base_url} ({type(e).__name__}): start the server "
+                "or fix --endpoint"
+            ) from e
+
+    async def _prepare_cache(
+        self, session: Any, workload: Workload, info: Any
+    ) -> tuple[str | None, str]:
+        """Apply --cache-mode; returns (prompt salt or None, what was done)."""
+        from kvlab.backends import metrics as m
+
+        mode = self.config.cache_mode
+        if mode == "warm":
+            return None, "warm: server cache left as found"
+        salt: str | None = None
+        if await m.reset_prefix_cache(session, self.config.base_url, info):
+            note = f"{mode}: prefix cache reset via the server's endpoint"
+        else:
+            salt = f"kvlab-{os.getpid()}-{time.time_ns() % 10**12}"
+            note = f"{mode}: no reset endpoint; prompts salted with a run-unique prefix"
+        if mode == "primed":
+            await self._prime(session, workload, prompt_builder(salt))
+            note += "; each distinct prompt sent once (max_tokens=1) before the run"
+        return salt, note
+
+    async def _prime(
+        self, session: Any, workload: Workload, prompt: Callable[[Request], str]
+    ) -> None:
+        seen: set[str] = set()
+        sem = asyncio.Semaphore(8)
+
+        async def one(text: str) -> None:
+            async with sem:
+                try:
+                    async with session.post(self.config.url, data=self._body(text, 1)) as resp:
+                        await resp.read()
+                except Exception:  # priming is best effort; the run reports failures
+                    pass
+
+        tasks = []
+        for r in workload.requests:
+            text = prompt(r)
+            if text not in seen:
+                seen.add(text)
+                tasks.append(asyncio.create_task(one(text)))
+        await asyncio.gather(*tasks)
+
+    # ---- load modes --------------------------------------------------------------
+
+    async def _drive(
+        self, post: Post, jobs: list[Job], state: _Run, prompt: Callable[[Request], str]
+    ) -> None:
+        cfg = self.config
+        cap = (
+            asyncio.Semaphore(cfg.concurrency) if cfg.concurrency and cfg.mode != "closed" else None
+        )
+        stop_wait = asyncio.create_task(state.stop.wait())
+        try:
+            if cfg.mode == "closed":
+                assert cfg.concurrency is not None
+                it = iter(jobs)
+                workers = [
+                    asyncio.create_task(self._worker(post, it, state, prompt))
+                    for _ in range(cfg.concurrency)
+                ]
+                await self._until_stopped(workers, stop_wait)
+            else:
+                dispatcher = asyncio.create_task(self._dispatch(post, jobs, state, prompt, cap))
+                await self._until_stopped([dispatcher], stop_wait)
+                if not state.stop.is_set() and state.inflight:
+                    await self._until_stopped(list(state.inflight), stop_wait)
+        finally:
+            stop_wait.cancel()
+            for t in list(state.inflight):
+                t.cancel()
+            if state.inflight:
+                await asyncio.gather(*state.inflight, return_exceptions=True)
+
+    @staticmethod
+    async def _until_stopped(tasks: list[asyncio.Task[Any]], stop_wait: asyncio.Task[Any]) -> None:
+        pending = set(tasks)
+        while pending and not stop_wait.done():
+            done, pending = await asyncio.wait(
+                pending | {stop_wait}, return_when=asyncio.FIRST_COMPLETED
+            )
+            pending.discard(stop_wait)
+            for t in done:
+                if t is not stop_wait and not t.cancelled() and t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _worker(
+        self,
+        post: Post,
+        jobs: Iterator[Job],
+        state: _Run,
+        prompt: Callable[[Request], str],
+    ) -> None:
+        for job in jobs:
+            if state.stop.is_set():
+                return
+            await self._job(post, job, state, prompt, None, state.now_s())
+
+    async def _dispatch(
+        self,
+        post: Post,
+        jobs: list[Job],
+        state: _Run,
+        prompt: Callable[[Request], str],
+        cap: asyncio.Semaphore | None,
+    ) -> None:
+        for job in jobs:
+            start = job.start_s or 0.0
+            delay = start - state.now_s()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if state.stop.is_set():
+                return
+            t = asyncio.create_task(self._job(post, job, state, prompt, cap, start))
+            state.inflight.add(t)
+            t.add_done_callback(state.inflight.discard)
+
+    async def _job(
+        self,
+        post: Post,
+        job: Job,
+        state: _Run,
+        prompt: Callable[[Request], str],
+        cap: asyncio.Semaphore | None,
+        start_s: float,
+    ) -> None:
+        due = start_s
+        for k, req in enumerate(job.requests):
+            if k > 0:
+                due = state.now_s() + (req.think_time_s or 0.0)
+                delay = due - state.now_s()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            if state.stop.is_set():
+                return
+            state.timer_lateness_s.append(state.now_s() - due)
+            if cap is not None:
+                async with cap:
+                    rec = await self._send(post, req, prompt(req), due, state)
+            else:
+                rec = await self._send(post, req, prompt(req), due, state)
+            # A failed turn does not end its session: the next prompt does not
+            # depend on the answer's text, so later turns are still sent.
+            state.done(req, rec)
+
+    # ---- one request -------------------------------------------------------------
+
+    def _body(self, text: str, max_tokens: int) -> bytes:
+        cfg = self.config
+        body: dict[str, Any] = {"model": cfg.model, "max_tokens": max_tokens, "stream": True}
+        if cfg.api == "chat":
+            body["messages"] = [{"role": "user", "content": text}]
+        else:
+            body["prompt"] = text
+        body["stream_options"] = {"include_usage": True}
+        if cfg.ignore_eos:
+            body["ignore_eos"] = True
+        return json.dumps(body).encode()
+
+    async def _send(
+        self, post: Post, req: Request, text: str, due_s: float, state: _Run
+    ) -> RequestRecord:
+        cfg = self.config
+        data = self._body(text, req.output_tokens)
+        reader = StreamReader(chat=cfg.api == "chat")
+        t0 = state.t0_ns
+        sent_ns = time.perf_counter_ns()
+        failure: Failure | None = None
+        try:
+            status, err = await post(data, reader.feed)
+            if status >= 400:
+                failure = classify_status(status, err.decode("utf-8", "replace"))
+            else:
+                reader.finish()
+        except asyncio.CancelledError:
+            failure = Failure("cancelled", state.stop_reason or "cancelled")
+            rec = self._record(req, due_s, sent_ns, t0, reader, failure)
+            rec.status = STATUS_UNFINISHED
+            state.done(req, rec)
+            raise
+        except Exception as e:
+            failure = classify_exception(e)
+        if failure is None:
+            if reader.error_text is not None:
+                failure = classify_status(400, reader.error_text)
+                if failure.kind != "context_overflow":
+                    failure = Failure("stream_error", failure.detail)
+            elif reader.first_token_ns is None:
+                failure = Failure("empty_stream", "HTTP 200 without any content chunk")
+        return self._record(req, due_s, sent_ns, t0, reader, failure)
+
+    def _record(
+        self,
+        req: Request,
+        due_s: float,
+        sent_ns: int,
+        t0_ns: int,
+        reader: StreamReader,
+        failure: Failure | None,
+    ) -> RequestRecord:
+        p, c, cached = usage_tokens(reader.usage)
+        rec = RequestRecord(
+            request_id=req.request_id,
+            arrival_s=due_s,
+            prompt_tokens=p if p is not None else req.prompt_tokens,
+            output_tokens=c if c is not None else req.output_tokens,
+            session_id=req.session_id,
+            cls=req.cls,
+            sent_s=(sent_ns - t0_ns) / 1e9,
+            cached_tokens=cached or 0,
+        )
+        if failure is None:
+            rec.status = STATUS_OK
+            if c is None:
+                rec.output_tokens = len(reader.chunk_times_ns)
+            assert reader.first_token_ns is not None and reader.last_byte_ns is not None
+            rec.first_token_s = (reader.first_token_ns - t0_ns) / 1e9
+            rec.finish_s = (reader.last_byte_ns - t0_ns) / 1e9
+            rec.computed_tokens = rec.prompt_tokens - rec.cached_tokens
+        else:
+            rec.status = STATUS_FAILED
+            rec.error = failure.kind
+            key = self.config.api_key
+            rec.error_detail = failure.detail.replace(key, "***") if key else failure.detail
+        if self.config.keep_chunk_times and reader.chunk_times_ns:
+            rec.chunk_times_s = [(t - t0_ns) / 1e9 for t in reader.chunk_times_ns]
+        return rec
+
+    # ---- results -------------------------------------------------------------------
+
+    def _complete_records(self, state: _Run) -> list[RequestRecord]:
+        out = []
+        for req, rec in zip(state.requests, state.records, strict=True):
+            if rec is None:
+                rec = RequestRecord(
+                    request_id=req.request_id,
+                    arrival_s=req.arrival_s or 0.0,
+                    prompt_tokens=req.prompt_tokens,
+                    output_tokens=req.output_tokens,
+                    session_id=req.session_id,
+                    cls=req.cls,
+                    status=STATUS_UNFINISHED,
+                    error="cancelled",
+                    error_detail=state.stop_reason or "not sent",
+                )
+            out.append(rec)
+        return out
+
+    def _result(
+        self,
+        workload: Workload,
+        records: list[RequestRecord],
+        state: _Run,
+        info: Any,
+        deltas: dict[str, float],
+        sampler: Any,
+        wall_s: float,
+        cpu_s: float,
+        cache: tuple[str, str | None],
+    ) -> RunResult:
+        from kvlab.backends import metrics as m
+
+        cfg = self.config
+        counters: dict[str, Any] = m.server_summary(deltas)
+        if "prefix_cache_queries" in counters:
+            counters["prefix_cache_source"] = "server_metrics"
+        else:
+            counters.update(usage_prefix_counters(records))
+        counters.setdefault("num_preemptions", None)
+        summary = summarize(records, counters=counters)
+        if summary.get("prefix_cache_queries") is None:
+            summary["prefix_cache_hit_rate"] = None
+        summary.update(client_figures(records, state.timer_lateness_s, wall_s, cpu_s))
+        summary["errors_by_kind"] = count_errors(records)
+        if any(r.cls is not None for r in records):
+            summary["by_class"] = by_class(records)
+        if state.stop_reason:
+            summary["stopped"] = state.stop_reason
+        timeseries = sampler.timeseries if sampler is not None else {}
+        if timeseries and not timeseries.get("t_s"):
+            timeseries = {}
+        config = {
+            "backend": self.name,
+            "workload": workload.name,
+            **cfg.to_dict(),
+            "server": info.to_dict(),
+            "cache_mode_applied": cache[0],
+            "cache_salt": cache[1],
+        }
+        from kvlab import __version__
+
+        provenance = {
+            "kvlab_version": __version__,
+            "seed": cfg.seed,
+            "started_unix_s": time.time() - wall_s,
+        }
+        return RunResult(
+            records=records,
+            summary=summary,
+            config=config,
+            timeseries=timeseries,
+            provenance=provenance,
+        )
+
+
+__all__ = ["APIS", "CACHE_MODES", "HTTP_CLIENTS", "OpenAIBackend", "OpenAIConfig"]

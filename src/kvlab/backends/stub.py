@@ -1,0 +1,240 @@
+"""A minimal OpenAI-compatible streaming server, for tests and client benchmarks.
+
+It answers ``POST /v1/completions`` and ``/v1/chat/completions`` with a
+server-sent-event stream of ``num_chunks`` content chunks (default: one per
+requested token), a usage chunk and ``[DONE]``; ``GET /v1/models``; and
+``GET /metrics`` with a fixed text when one is given. It is a raw asyncio
+protocol (HTTP/1.1 keep-alive, chunked transfer encoding), so that one core
+can serve thousands of streams per second and a client benchmark measures
+the client, not the server.
+
+Run it alone with ``python -m kvlab.backends.stub --port P [--cpu 0]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+from dataclasses import dataclass
+from typing import cast
+
+
+@dataclass(frozen=True)
+class StubConfig:
+    """``ttft_s`` before the first chunk, ``itl_s`` between chunks; ``num_chunks``
+    None means one chunk per requested token; ``cached_tokens`` is reported in
+    ``usage.prompt_tokens_details`` when not None; with ``error_status`` every
+    completion is answered with that status and ``error_body``."""
+
+    ttft_s: float = 0.0
+    itl_s: float = 0.0
+    num_chunks: int | None = None
+    cached_tokens: int | None = None
+    metrics_text: str | None = None
+    model: str = "stub"
+    error_status: int | None = None
+    error_body: str = '{"error":{"message":"stub error","code":500}}'
+
+
+_HEAD_SSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+    b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
+)
+
+
+def _chunked(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _plain(status: str, body: bytes, ctype: bytes = b"application/json") -> bytes:
+    return b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
+        status.encode(),
+        ctype,
+        len(body),
+        body,
+    )
+
+
+class _StubProtocol(asyncio.Protocol):
+    def __init__(self, cfg: StubConfig, counter: list[int], conns: set[_StubProtocol]) -> None:
+        self.cfg = cfg
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+        self.counter = counter
+        self.conns = conns
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.conns.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.conns.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buf[:end].decode("latin-1")
+            length = 0
+            for line in head.split("\r\n")[1:]:
+                k, _, v = line.partition(":")
+                if k.strip().lower() == "content-length":
+                    length = int(v.strip())
+            if len(self.buf) < end + 4 + length:
+                return
+            body = self.buf[end + 4 : end + 4 + length]
+            self.buf = self.buf[end + 4 + length :]
+            method, path, _ = head.split("\r\n", 1)[0].split(" ", 2)
+            self._handle(method, path, body)
+
+    def _handle(self, method: str, path: str, body: bytes) -> None:
+        t = self.transport
+        if t is None:
+            return
+        if method == "GET" and path == "/v1/models":
+            t.write(
+                _plain(
+                    "200 OK", b'{"object":"list","data":[{"id":"%s"}]}' % self.cfg.model.encode()
+                )
+            )
+        elif method == "GET" and path == "/metrics" and self.cfg.metrics_text is not None:
+            t.write(_plain("200 OK", self.cfg.metrics_text.encode(), b"text/plain; version=0.0.4"))
+        elif method == "POST" and self.cfg.error_status is not None:
+            status = f"{self.cfg.error_status} Error"
+            t.write(_plain(status, self.cfg.error_body.encode()))
+        elif method == "POST" and path in ("/v1/completions", "/v1/chat/completions"):
+            self._stream(json.loads(body), chat=path.endswith("chat/completions"))
+        else:
+            t.write(_plain("404 Not Found", b'{"error":{"message":"not found","code":404}}'))
+
+    def _stream(self, req: dict[str, object], *, chat: bool) -> None:
+        cfg = self.cfg
+        self.counter[0] += 1
+        max_tokens = int(req.get("max_tokens") or 16)  # type: ignore[call-overload]
+        n = cfg.num_chunks or max_tokens
+        prompt = req.get("prompt") if not chat else json.dumps(req.get("messages"))
+        prompt_tokens = len(str(prompt).split())
+        if chat:
+            piece = b'data: {"object":"chat.completion.chunk","model":"stub","choices":[{"index":0,"delta":{"content":" tok"},"finish_reason":null}]}\n\n'  # noqa: E501
+        else:
+            piece = b'data: {"object":"text_completion","model":"stub","choices":[{"index":0,"text":" tok","finish_reason":null}]}\n\n'  # noqa: E501
+        usage: dict[str, object] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": max_tokens,
+            "total_tokens": prompt_tokens + max_tokens,
+        }
+        if cfg.cached_tokens is not None:
+            usage["prompt_tokens_details"] = {"cached_tokens": cfg.cached_tokens}
+        tail = (
+            b'data: {"object":"text_completion","model":"stub","choices":[],"usage":'
+            + json.dumps(usage, separators=(",", ":")).encode()
+            + b"}\n\ndata: [DONE]\n\n"
+        )
+        parts = [_chunked(piece)] * n + [_chunked(tail) + b"0\r\n\r\n"]
+        assert self.transport is not None
+        if cfg.ttft_s <= 0 and cfg.itl_s <= 0:
+            self.transport.write(_HEAD_SSE + b"".join(parts))
+            return
+        self.transport.write(_HEAD_SSE)
+        loop = asyncio.get_running_loop()
+        self._schedule(loop, parts, 0, cfg.ttft_s)
+
+    def _schedule(
+        self, loop: asyncio.AbstractEventLoop, parts: list[bytes], i: int, delay: float
+    ) -> None:
+        def fire() -> None:
+            if self.transport is None:
+                return
+            # The usage tail goes out with the last content chunk.
+            if i == len(parts) - 2:
+                self.transport.write(parts[i] + parts[i + 1])
+                return
+            self.transport.write(parts[i])
+            self._schedule(loop, parts, i + 1, self.cfg.itl_s)
+
+        loop.call_later(delay, fire)
+
+
+class StubServer:
+    """An in-process stub on ``host:port`` (port 0 picks a free one); ``num_requests``
+    counts streamed requests."""
+
+    def __init__(self, cfg: StubConfig | None = None) -> None:
+        self.cfg = cfg or StubConfig()
+        self._counter = [0]
+        self._conns: set[_StubProtocol] = set()
+        self._server: asyncio.base_events.Server | None = None
+        self.port = 0
+
+    @property
+    def num_requests(self) -> int:
+        return self._counter[0]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> StubServer:
+        def factory() -> asyncio.Protocol:
+            return _StubProtocol(self.cfg, self._counter, self._conns)
+
+        self._server = await asyncio.get_running_loop().create_server(
+            factory, host, port, backlog=4096, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        """Stop listening and drop every open connection (as a crashed server would)."""
+        if self._server is not None:
+            self._server.close()
+            for c in list(self._conns):
+                if c.transport is not None:
+                    c.transport.abort()
+            await self._server.wait_closed()
+            self._server = None
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--cpu", type=int, default=None, help="pin to this CPU core")
+    ap.add_argument("--ttft", type=float, default=0.0, help="seconds to the first chunk")
+    ap.add_argument("--itl", type=float, default=0.0, help="seconds between chunks")
+    ap.add_argument("--chunks", type=int, default=None, help="content chunks per response")
+    ap.add_argument(
+        "--no-uvloop", action="store_true", help="plain asyncio loop (sub-ms timer precision)"
+    )
+    a = ap.parse_args(argv)
+    if a.cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {a.cpu})
+    cfg = StubConfig(ttft_s=a.ttft, itl_s=a.itl, num_chunks=a.chunks)
+
+    async def serve() -> None:
+        s = await StubServer(cfg).start(a.host, a.port)
+        print(f"ready {s.url}", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        import uvloop
+
+        has_uvloop = True
+    except ImportError:
+        has_uvloop = False
+    if has_uvloop and not a.no_uvloop:
+        uvloop.run(serve())
+    else:
+        asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["StubConfig", "StubServer"]

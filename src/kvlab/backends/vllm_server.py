@@ -1,0 +1,211 @@
+"""Start and stop a real vLLM OpenAI-compatible server as a child process.
+
+Used by the live test tier and by demos: ``VllmServer`` runs
+``python -m vllm.entrypoints.openai.api_server`` from a given interpreter (the
+CPU build of vLLM lives in its own virtual environment), captures its stdout
+and stderr in a log file, waits for ``GET /health``, and terminates the whole
+process group on :meth:`VllmServer.stop` (vLLM forks an engine-core and worker
+processes).
+
+Invariant: after :meth:`stop` returns, no process of the server's group is
+left running (SIGTERM, then SIGKILL after ``stop_timeout_s``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kvlab.errors import BackendUnavailable, ConfigError
+
+
+def free_port(port_range: tuple[int, int] | None = None, exclude: Iterable[int] = ()) -> int:
+    """A TCP port free on 127.0.0.1: any (the OS picks) or the first free one in a range."""
+    skip = set(exclude)
+    if port_range is None:
+        for _ in range(100):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in skip:
+                return port
+        raise BackendUnavailable("no free TCP port found on 127.0.0.1")
+    lo, hi = port_range
+    for port in range(lo, hi + 1):
+        if port in skip:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise BackendUnavailable(f"no free TCP port in {lo}-{hi}; stop other servers or widen it")
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """``"18200-18299"`` -> (18200, 18299)."""
+    try:
+        lo_s, hi_s = text.split("-", 1)
+        lo, hi = int(lo_s), int(hi_s)
+    except ValueError:
+        raise ConfigError(f"port range must look like 18200-18299, got {text!r}") from None
+    if not 0 < lo <= hi < 65536:
+        raise ConfigError(f"port range {text!r} is not within 1-65535 in increasing order")
+    return lo, hi
+
+
+@dataclass
+class VllmServer:
+    """One vLLM server process serving ``model_dir`` as ``served_name``.
+
+    ``kv_cache_space_gib`` sets ``VLLM_CPU_KVCACHE_SPACE`` (the CPU build's KV
+    memory, whole GiB); ``extra_args`` are appended to the command line (e.g.
+    ``["--num-gpu-blocks-override", "4", "--max-num-seqs", "8"]``).
+    """
+
+    python: str
+    model_dir: str | Path
+    port: int
+    log_path: str | Path
+    served_name: str = "tiny"
+    max_model_len: int = 256
+    kv_cache_space_gib: int = 1
+    extra_args: Sequence[str] = ()
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    stop_timeout_s: float = 15.0
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def model(self) -> str:
+        return self.served_name
+
+    def command(self) -> list[str]:
+        return [
+            self.python,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(self.model_dir),
+            "--served-model-name",
+            self.served_name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--max-model-len",
+            str(self.max_model_len),
+            "--enforce-eager",
+            "--dtype",
+            "bfloat16",
+            *self.extra_args,
+        ]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_space_gib),
+                "HF_HUB_OFFLINE": "1",
+                "TRANSFORMERS_OFFLINE": "1",
+                "VLLM_SERVER_DEV_MODE": "1",  # enables POST /reset_prefix_cache
+                "VLLM_NO_USAGE_STATS": "1",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        # The parent's PYTHONPATH (kvlab's src) must not leak into vLLM's interpreter.
+        env.pop("PYTHONPATH", None)
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> VllmServer:
+        """Launch the process (returns at once; see :meth:`wait_ready`)."""
+        if self._proc is not None:
+            raise RuntimeError("server already started")
+        log = Path(self.log_path)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("wb") as f:
+            self._proc = subprocess.Popen(
+                self.command(),
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.environment(),
+                cwd=str(log.parent),
+                start_new_session=True,
+            )
+        return self
+
+    def log_text(self) -> str:
+        """Everything the server wrote to stdout and stderr so far."""
+        p = Path(self.log_path)
+        return p.read_text(encoding="utf-8", errors="replace") if p.exists() else ""
+
+    def log_tail(self, num_lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-num_lines:])
+
+    def is_healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
+                return bool(r.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout_s: float = 240.0, poll_s: float = 0.5) -> VllmServer:
+        """Block until ``/health`` answers 200; BackendUnavailable with the log tail if not."""
+        if self._proc is None:
+            raise RuntimeError("server not started")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            rc = self._proc.poll()
+            if rc is not None:
+                raise BackendUnavailable(
+                    f"vLLM server on port {self.port} exited with code {rc} before it was "
+                    f"ready; last lines of its log:\n{self.log_tail()}"
+                )
+            if self.is_healthy():
+                return self
+            time.sleep(poll_s)
+        raise BackendUnavailable(
+            f"vLLM server on port {self.port} not ready after {timeout_s:.0f} s; "
+            f"last lines of its log:\n{self.log_tail()}"
+        )
+
+    def stop(self) -> None:
+        """Terminate the server's whole process group (idempotent)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        _signal_group(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=self.stop_timeout_s)
+        _signal_group(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.wait(timeout=5)
+
+    def __enter__(self) -> VllmServer:
+        return self.start().wait_ready()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+__all__ = ["VllmServer", "free_port", "parse_port_range"]

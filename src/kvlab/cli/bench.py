@@ -1,0 +1,196 @@
+"""``kvlab bench``: measurement experiments; ``kvlab tiny-model``: a local test model."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from kvlab.errors import ConfigError
+
+
+def _ints(text: str, name: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated integers, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{name} needs at least one value")
+    return values
+
+
+def tiny_model(
+    out_dir: Path = typer.Argument(..., help="Directory to write the model into."),
+    layers: int = typer.Option(2, "--layers", help="Decoder layers."),
+    hidden: int = typer.Option(128, "--hidden", help="Hidden size."),
+    heads: int = typer.Option(4, "--heads", help="Attention (query) heads."),
+    kv_heads: int = typer.Option(2, "--kv-heads", help="Key/value heads (GQA)."),
+    vocab: int = typer.Option(2048, "--vocab", help="Vocabulary size (BPE trained locally)."),
+    max_pos: int = typer.Option(2048, "--max-pos", help="Maximum positions."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random weights."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Write a tiny random-weight Llama-style model with a locally trained BPE tokenizer.
+
+    No download; takes seconds. The directory loads in transformers and in vLLM
+    (CPU build), e.g. for the live test tier and the bench experiments.
+    """
+    from kvlab.backends.tiny_model import TinyModelConfig, write_tiny_model
+
+    cfg = TinyModelConfig(
+        layers=layers,
+        hidden=hidden,
+        heads=heads,
+        kv_heads=kv_heads,
+        vocab=vocab,
+        max_pos=max_pos,
+        seed=seed,
+    )
+    path = write_tiny_model(out_dir, cfg)
+    kv_per_token = 2 * layers * kv_heads * cfg.head_dim * 2
+    if as_json:
+        typer.echo(
+            json.dumps({"path": str(path), "kv_bytes_per_token_bf16": kv_per_token, **_cfg(cfg)})
+        )
+    else:
+        typer.echo(
+            f"wrote {path}: {layers} layers, hidden {hidden}, {heads} heads "
+            f"({kv_heads} KV x {cfg.head_dim}), vocab {vocab}; "
+            f"KV {kv_per_token} B/token in bf16"
+        )
+
+
+def _cfg(cfg: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(cfg)
+
+
+def bench(
+    experiment: str = typer.Option(
+        ..., "--experiment", "-e", help="concurrency | seqlen | mixed | prefix"
+    ),
+    backend: str = typer.Option("hf", "--backend", help="hf (in process) or openai (a server)."),
+    out: Path = typer.Option(..., "--out", help="Output directory (runs, figures, JSON)."),
+    model_dir: Path | None = typer.Option(
+        None, "--model-dir", help="hf: transformers model directory (see kvlab tiny-model)."
+    ),
+    endpoint: str | None = typer.Option(None, "--endpoint", help="openai: server base URL."),
+    model: str | None = typer.Option(None, "--model", help="openai: served model name."),
+    model_config: str | None = typer.Option(
+        None,
+        "--model-config",
+        help="openai: config.json or catalog name of the served model, for KV bytes.",
+    ),
+    max_model_len: int | None = typer.Option(
+        None, "--max-model-len", help="openai: the server's context limit (checks sizes)."
+    ),
+    threads: int = typer.Option(1, "--threads", help="hf: torch threads (pinned for the run)."),
+    dtype: str = typer.Option("bfloat16", "--dtype", help="hf: bfloat16 | float16 | float32."),
+    levels: str = typer.Option("1,2,4,8", "--levels", help="concurrency: levels to run."),
+    num_requests: int = typer.Option(16, "--requests", help="concurrency: requests per level."),
+    prompt_tokens: int = typer.Option(64, "--prompt-tokens", help="concurrency: prompt length."),
+    output_tokens: int | None = typer.Option(
+        None, "--output-tokens", help="concurrency/seqlen: output tokens (default 64 / 32)."
+    ),
+    lengths: str = typer.Option("16,32,64,128,192", "--lengths", help="seqlen: prompt lengths."),
+    as_json: bool = typer.Option(False, "--json", help="Print the experiment points as JSON."),
+) -> None:
+    """Run a measurement experiment on a real backend and write runs plus figures.
+
+    [b]concurrency[/b]: fig1 KV and memory vs concurrency, fig2 aggregate
+    throughput (total tokens over wall time). [b]seqlen[/b]: fig3 TTFT/TPOT/E2E
+    and fig4 KV bytes vs sequence length, measured against the formula.
+    [b]mixed[/b]: fig5 tail latency of short requests alone vs mixed with long
+    ones. [b]prefix[/b]: shared vs unique system prompt. Every experiment also
+    draws a KV usage timeline and writes one run directory per run.
+    """
+    from kvlab.bench import EXPERIMENTS
+
+    if experiment not in EXPERIMENTS:
+        raise ConfigError(
+            f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}"
+        )
+    target = _target(
+        backend, model_dir, endpoint, model, model_config, max_model_len, threads, dtype
+    )
+    mod = importlib.import_module(EXPERIMENTS[experiment])
+    params = _params(experiment, levels, num_requests, prompt_tokens, output_tokens, lengths)
+    out_dir = out / experiment if out.name != experiment else out
+
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"{experiment} on {backend}", total=None)
+
+        def progress(label: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description=f"{experiment}: {label}")
+
+        exp = mod.run(target, out_dir, params, progress)
+    if as_json:
+        typer.echo(json.dumps({"out": str(out_dir), "points": exp.points}, default=str))
+        return
+    typer.echo(f"{experiment} on {backend} ({exp.model}): {len(exp.run_dirs)} runs in {out_dir}")
+    for f in exp.figures:
+        if f.suffix == ".png":
+            typer.echo(f"  figure {f}")
+
+
+def _target(
+    backend: str,
+    model_dir: Path | None,
+    endpoint: str | None,
+    model: str | None,
+    model_config: str | None,
+    max_model_len: int | None,
+    threads: int,
+    dtype: str,
+) -> Any:
+    from kvlab.bench.target import HfTarget, OpenAITarget
+
+    if backend == "hf":
+        if model_dir is None:
+            raise ConfigError("--backend hf needs --model-dir DIR (make one: kvlab tiny-model DIR)")
+        return HfTarget(model_dir=str(model_dir), num_threads=threads, dtype=dtype)
+    if backend == "openai":
+        if not endpoint or not model:
+            raise ConfigError("--backend openai needs --endpoint URL and --model NAME")
+        return OpenAITarget(
+            endpoint=endpoint, model=model, model_config=model_config, max_model_len=max_model_len
+        )
+    raise ConfigError(f"unknown backend {backend!r}; choose hf or openai")
+
+
+def _params(
+    experiment: str,
+    levels: str,
+    num_requests: int,
+    prompt_tokens: int,
+    output_tokens: int | None,
+    lengths: str,
+) -> Any:
+    if experiment == "concurrency":
+        from kvlab.bench.concurrency import ConcurrencyParams
+
+        return ConcurrencyParams(
+            levels=_ints(levels, "--levels"),
+            num_requests=num_requests,
+            prompt_tokens=prompt_tokens,
+            output_tokens=output_tokens or ConcurrencyParams().output_tokens,
+        )
+    if experiment == "seqlen":
+        from kvlab.bench.seqlen import SeqlenParams
+
+        return SeqlenParams(
+            prompt_lengths=_ints(lengths, "--lengths"),
+            output_tokens=output_tokens or SeqlenParams().output_tokens,
+        )
+    return None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)
+    app.command("tiny-model")(tiny_model)

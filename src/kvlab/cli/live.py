@@ -1,0 +1,182 @@
+"""``kvlab replay``: run a workload against a live OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from kvlab.errors import ConfigError
+
+
+def _mode(mode: str | None, concurrency: int | None, rate: float | None) -> str:
+    if mode is not None:
+        return mode
+    if rate is not None:
+        return "rate"
+    if concurrency is not None:
+        return "closed"
+    return "trace"
+
+
+def replay(
+    workload: Path = typer.Argument(
+        ..., help="Workload file (kvlab JSONL, a mooncake/azure/vidur trace or a built-in name)."
+    ),
+    endpoint: str = typer.Option(
+        ..., "--endpoint", help="Server base URL, e.g. http://127.0.0.1:8000"
+    ),
+    model: str = typer.Option(..., "--model", help="Served model name."),
+    api: str = typer.Option("completions", "--api", help="completions or chat."),
+    mode: str | None = typer.Option(
+        None,
+        "--mode",
+        help="closed | rate | trace | sessions (default: closed with --concurrency, "
+        "rate with --rate, else trace).",
+    ),
+    concurrency: int | None = typer.Option(
+        None, "--concurrency", "-c", help="Closed-loop workers, or the in-flight cap."
+    ),
+    rate: float | None = typer.Option(None, "--rate", help="Requests (sessions) per second."),
+    burstiness: float = typer.Option(
+        1.0, "--burstiness", help="Gamma shape of inter-arrival gaps (1 = Poisson)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the arrival process."),
+    api_key: str | None = typer.Option(
+        None, "--api-key", help="API key (prefer --api-key-env; never written to outputs)."
+    ),
+    api_key_env: str = typer.Option(
+        "KVLAB_API_KEY", "--api-key-env", help="Environment variable holding the API key."
+    ),
+    cache_mode: str = typer.Option(
+        "warm", "--cache-mode", help="warm (as found) | cold (reset or salt) | primed."
+    ),
+    metrics_interval: float = typer.Option(
+        0.25, "--metrics-interval", help="Seconds between /metrics samples (0: off)."
+    ),
+    max_errors: int | None = typer.Option(
+        None, "--max-errors", help="Stop after this many failed requests."
+    ),
+    timeout: float = typer.Option(600.0, "--timeout", help="Per-request timeout in seconds."),
+    http_client: str = typer.Option(
+        "kvlab",
+        "--http-client",
+        help="HTTP client of the streamed requests: kvlab (default, leaner) or aiohttp.",
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Replay WORKLOAD against a live OpenAI-compatible server (vLLM, SGLang, llama.cpp,
+    Ollama), sampling its /metrics, and write a RunResult directory comparable with
+    "kvlab simulate" on the same workload.
+
+    Exits 1 when any request failed or was not finished (the results are still written).
+    """
+    from kvlab.backends.openai import OpenAIBackend, OpenAIConfig
+    from kvlab.results import STATUS_OK, RecordWriter
+    from kvlab.workload.detect import load_workload
+
+    wl = load_workload(workload)
+    key = api_key or os.environ.get(api_key_env) or None
+    if max_errors is not None and max_errors < 1:
+        raise ConfigError("--max-errors must be >= 1")
+    cfg = OpenAIConfig(
+        endpoint=endpoint,
+        model=model,
+        api=api,
+        mode=_mode(mode, concurrency, rate),
+        concurrency=concurrency,
+        rate_per_s=rate,
+        burstiness=burstiness,
+        seed=seed,
+        timeout_s=timeout,
+        read_timeout_s=min(timeout, 300.0),
+        max_errors=max_errors,
+        cache_mode=cache_mode,
+        metrics_interval_s=metrics_interval,
+        http_client=http_client,
+        api_key=key,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    result = _run_with_progress(OpenAIBackend(cfg), wl, out, RecordWriter, quiet=as_json)
+    result.save(out)
+    s = result.summary
+    if as_json:
+        typer.echo(json.dumps(s, indent=2, default=str))
+    else:
+        _print_summary(s, out)
+    if any(r.status != STATUS_OK for r in result.records):
+        raise typer.Exit(130 if s.get("stopped") == "interrupted" else 1)
+
+
+def _run_with_progress(backend: Any, wl: Any, out: Path, writer_cls: Any, *, quiet: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    n_failed = 0
+    with (
+        writer_cls(out / "requests.jsonl") as writer,
+        Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            disable=quiet,
+            transient=True,
+        ) as progress,
+    ):
+        task = progress.add_task("replay", total=len(wl))
+
+        def on_record(rec: Any) -> None:
+            nonlocal n_failed
+            writer.write(rec)
+            if rec.status == "failed":
+                n_failed += 1
+                progress.update(task, description=f"replay ({n_failed} failed)")
+            progress.advance(task)
+
+        return backend.run(wl, on_record=on_record)
+
+
+def _fmt_ms(d: dict[str, Any] | None, key: str) -> str:
+    v = (d or {}).get(key)
+    return "-" if v is None else f"{1e3 * v:.1f} ms"
+
+
+def _print_summary(s: dict[str, Any], out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="kvlab replay", show_header=False)
+    t.add_row(
+        "requests ok / failed / unfinished",
+        f"{s['num_completed']} / {s['num_failed']} / {s['num_unfinished']}",
+    )
+    t.add_row("TTFT p50 / p99", f"{_fmt_ms(s['ttft_s'], 'p50')} / {_fmt_ms(s['ttft_s'], 'p99')}")
+    t.add_row("TPOT p50", _fmt_ms(s["tpot_s"], "p50"))
+    rps = s.get("request_throughput_per_s")
+    tps = s.get("output_throughput_tok_per_s")
+    t.add_row("throughput", "-" if rps is None else f"{rps:.2f} req/s, {tps:.1f} output tok/s")
+    hr = s.get("prefix_cache_hit_rate")
+    t.add_row("prefix cache hit rate", "-" if hr is None else f"{100 * hr:.1f}%")
+    pre = s.get("num_preemptions")
+    t.add_row("preemptions (server)", "-" if pre is None else str(pre))
+    t.add_row("achieved concurrency", f"{s.get('achieved_concurrency_mean') or 0:.1f}")
+    late = s.get("send_lateness_s") or {}
+    t.add_row("send lateness p99", _fmt_ms(late, "p99"))
+    t.add_row("client saturated", str(s.get("client_saturated")))
+    if s.get("errors_by_kind"):
+        t.add_row("errors", ", ".join(f"{k} {v}" for k, v in s["errors_by_kind"].items()))
+    if s.get("stopped"):
+        t.add_row("stopped", s["stopped"])
+    t.add_row("results", str(out))
+    Console().print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("replay", rich_help_panel="Measure")(replay)
+
+
+__all__ = ["register", "replay"]

@@ -1,0 +1,118 @@
+"""Live-tier fixtures: a tiny local model and real vLLM servers (CPU build).
+
+Servers start from the interpreter named by ``KVLAB_VLLM_PYTHON`` (scripts/test.sh
+installs vLLM's CPU build and sets it). When it is unset, tests using these
+fixtures skip, unless ``KVLAB_REQUIRE_LIVE=1``, when they fail.
+``KVLAB_LIVE_PORTS=LO-HI`` restricts the ports the servers may use (default:
+any free port). The servers start concurrently, once per session, and are
+terminated (whole process group) at the end of the session.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kvlab.backends.vllm_server import VllmServer, free_port, parse_port_range
+
+#: ``--max-model-len`` of both servers.
+MAX_MODEL_LEN = 256
+#: Flags of the server under KV pressure: 4 blocks of 128 tokens, 8 sequences at most.
+PRESSURE_ARGS = ("--num-gpu-blocks-override", "4", "--max-num-seqs", "8")
+#: A second model shape for the plan-vs-vLLM check, chosen so that nothing divides
+#: evenly: 3 layers x 3 KV heads x 32, 2 GiB of KV, a 1000-token context.
+ODD_MODEL = {"layers": 3, "hidden": 192, "heads": 6, "kv_heads": 3}
+ODD_KV_GIB = 2
+ODD_MAX_MODEL_LEN = 1000
+#: Seconds a server may take to answer /health.
+READY_TIMEOUT_S = float(os.environ.get("KVLAB_LIVE_READY_TIMEOUT_S", "300"))
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("KVLAB_REQUIRE_LIVE") == "1":
+        pytest.fail(f"{reason} (KVLAB_REQUIRE_LIVE=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _vllm_python() -> str:
+    py = os.environ.get("KVLAB_VLLM_PYTHON", "")
+    if not py:
+        _unavailable("KVLAB_VLLM_PYTHON is not set (run scripts/setup_vllm.sh)")
+    if not Path(py).exists():
+        _unavailable(f"KVLAB_VLLM_PYTHON={py} does not exist")
+    return py
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default tiny model (2 layers, hidden 128, 4 heads, 2 KV heads), built once."""
+    try:
+        import tokenizers  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as e:
+        _unavailable(f"the tiny model needs torch, transformers and tokenizers: {e}")
+    from kvlab.backends.tiny_model import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def _vllm_servers(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, VllmServer]]:
+    py = _vllm_python()
+    ports_env = os.environ.get("KVLAB_LIVE_PORTS")
+    port_range = parse_port_range(ports_env) if ports_env else None
+    from kvlab.backends.tiny_model import TinyModelConfig, write_tiny_model
+
+    logs = tmp_path_factory.mktemp("vllm-logs")
+    odd_dir = write_tiny_model(tmp_path_factory.mktemp("odd-model"), TinyModelConfig(**ODD_MODEL))
+    servers: dict[str, VllmServer] = {}
+    used: list[int] = []
+    for name, model_dir, extra, max_len, kv_gib in (
+        ("ample", tiny_model_dir, (), MAX_MODEL_LEN, 1),
+        ("pressure", tiny_model_dir, PRESSURE_ARGS, MAX_MODEL_LEN, 1),
+        ("odd", odd_dir, (), ODD_MAX_MODEL_LEN, ODD_KV_GIB),
+    ):
+        port = free_port(port_range, exclude=used)
+        used.append(port)
+        servers[name] = VllmServer(
+            python=py,
+            model_dir=model_dir,
+            port=port,
+            log_path=logs / f"vllm-{name}.log",
+            max_model_len=max_len,
+            kv_cache_space_gib=kv_gib,
+            extra_args=extra,
+        )
+    try:
+        for s in servers.values():
+            s.start()
+        for s in servers.values():
+            s.wait_ready(READY_TIMEOUT_S)
+        yield servers
+    finally:
+        for s in servers.values():
+            s.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_server(_vllm_servers: dict[str, VllmServer]) -> VllmServer:
+    """A vLLM server with ample KV (VLLM_CPU_KVCACHE_SPACE=1 GiB)."""
+    return _vllm_servers["ample"]
+
+
+@pytest.fixture(scope="session")
+def vllm_pressure_server(_vllm_servers: dict[str, VllmServer]) -> VllmServer:
+    """A vLLM server with 4 KV blocks and at most 8 running sequences (forces preemption)."""
+    return _vllm_servers["pressure"]
+
+
+@pytest.fixture(scope="session")
+def vllm_odd_server(_vllm_servers: dict[str, VllmServer]) -> VllmServer:
+    """A 3-layer, 3-KV-head tiny model with 2 GiB of KV and a 1000-token context."""
+    return _vllm_servers["odd"]

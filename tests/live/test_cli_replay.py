@@ -1,0 +1,252 @@
+"""``kvlab replay`` end to end against a stub server running in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kvlab.backends.stub import StubConfig, StubServer
+from kvlab.cli.app import app
+from kvlab.results import RunResult
+
+pytest.importorskip("aiohttp")
+
+
+@pytest.fixture
+def stub_url() -> Iterator[str]:
+    yield from _serve(StubConfig(ttft_s=0.005))
+
+
+@pytest.fixture
+def failing_url() -> Iterator[str]:
+    yield from _serve(
+        StubConfig(
+            error_status=400,
+            error_body=(
+                '{"error":{"message":"This model\'s maximum context length is 512 tokens.",'
+                '"type":"BadRequestError","param":"input_tokens","code":400}}'
+            ),
+        )
+    )
+
+
+def _serve(cfg: StubConfig) -> Iterator[str]:
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    box: dict[str, StubServer] = {}
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        box["s"] = loop.run_until_complete(StubServer(cfg).start())
+        ready.set()
+        loop.run_forever()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    ready.wait(5)
+    yield box["s"].url
+    asyncio.run_coroutine_threadsafe(box["s"].stop(), loop).result(5)
+    loop.call_soon_threadsafe(loop.stop)
+    t.join(5)
+
+
+def write_workload(path: Path, n: int = 6, *, big: int | None = None) -> Path:
+    with path.open("w") as f:
+        for i in range(n):
+            segs = [
+                {"kind": "system", "tokens": 32, "content": "sys"},
+                {"kind": "user", "tokens": 8, "content": f"u{i}"},
+            ]
+            f.write(
+                json.dumps(
+                    {"id": f"r{i}", "arrival_s": 0.01 * i, "segments": segs, "output_tokens": 4}
+                )
+                + "\n"
+            )
+    return path
+
+
+def test_replay_writes_a_run_directory(tmp_path: Path, stub_url: str) -> None:
+    wl = write_workload(tmp_path / "wl.jsonl")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(
+        app,
+        ["replay", str(wl), "--endpoint", stub_url, "--model", "stub", "--out", str(out), "--json"],
+        env={"KVLAB_API_KEY": "k-SECRET"},
+    )
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output)
+    assert s["num_completed"] == 6 and s["num_failed"] == 0
+    res = RunResult.load(out)
+    assert [x.request_id for x in res.records] == [f"r{i}" for i in range(6)]
+    assert res.config["mode"] == "trace" and res.config["api_key_set"] is True
+    for f in out.iterdir():
+        assert "k-SECRET" not in f.read_text()
+
+
+def test_replay_closed_loop_and_table_output(tmp_path: Path, stub_url: str) -> None:
+    wl = write_workload(tmp_path / "wl.jsonl", 10)
+    r = CliRunner().invoke(
+        app,
+        [
+            "replay",
+            str(wl),
+            "--endpoint",
+            stub_url + "/v1",
+            "--model",
+            "stub",
+            "-c",
+            "3",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "kvlab replay" in r.output and "10 / 0 / 0" in r.output
+    assert RunResult.load(tmp_path / "o").config["mode"] == "closed"
+
+
+def test_replay_against_a_dead_server_says_what_to_do(tmp_path: Path) -> None:
+    from kvlab.cli.app import main
+
+    wl = write_workload(tmp_path / "wl.jsonl", 2)
+    with pytest.raises(SystemExit) as e:
+        main(
+            [
+                "replay",
+                str(wl),
+                "--endpoint",
+                "http://127.0.0.1:18199",
+                "--model",
+                "m",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+    assert e.value.code == 1
+
+
+def test_replay_bad_option_is_exit_2(tmp_path: Path) -> None:
+    from kvlab.cli.app import main
+
+    wl = write_workload(tmp_path / "wl.jsonl", 1)
+    with pytest.raises(SystemExit) as e:
+        main(
+            [
+                "replay",
+                str(wl),
+                "--endpoint",
+                "http://127.0.0.1:18199",
+                "--model",
+                "m",
+                "--cache-mode",
+                "hot",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+    assert e.value.code == 2
+
+
+def test_failed_requests_give_exit_1_with_results_written(tmp_path: Path, failing_url: str) -> None:
+    from kvlab.cli.app import main
+
+    wl = write_workload(tmp_path / "wl.jsonl", 5)
+    out = tmp_path / "o"
+    with pytest.raises(SystemExit) as e:
+        main(
+            [
+                "replay",
+                str(wl),
+                "--endpoint",
+                failing_url,
+                "--model",
+                "m",
+                "--out",
+                str(out),
+                "--max-errors",
+                "2",
+                "--json",
+            ]
+        )
+    assert e.value.code == 1
+    res = RunResult.load(out)
+    assert len(res.records) == 5
+    assert res.summary["errors_by_kind"]["context_overflow"] == res.summary["num_failed"]
+    assert res.summary["num_failed"] >= 2 and "max-errors" in res.summary["stopped"]
+
+
+def test_ctrl_c_writes_what_was_finished(tmp_path: Path) -> None:
+    """SIGINT mid-run: finished records are kept, the rest are unfinished, exit 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = dict(os.environ, PYTHONPATH=src)
+    stub = subprocess.Popen(
+        [sys.executable, "-m", "kvlab.backends.stub", "--port", "0", "--ttft", "0.05"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert stub.stdout is not None
+        url = stub.stdout.readline().split()[1]
+        wl = tmp_path / "wl.jsonl"
+        with wl.open("w") as f:
+            for i in range(200):
+                segs = [{"kind": "user", "tokens": 8, "content": f"u{i}"}]
+                f.write(
+                    json.dumps(
+                        {"id": f"r{i}", "arrival_s": 0.02 * i, "segments": segs, "output_tokens": 2}
+                    )
+                    + "\n"
+                )
+        out = tmp_path / "o"
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kvlab",
+                "replay",
+                str(wl),
+                "--endpoint",
+                url,
+                "--model",
+                "stub",
+                "--out",
+                str(out),
+                "--json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        deadline = time.time() + 20
+        req_file = out / "requests.jsonl"
+        while time.time() < deadline:
+            if req_file.exists() and len(req_file.read_text().splitlines()) >= 5:
+                break
+            time.sleep(0.05)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=20)
+        assert p.returncode == 130, err
+        res = RunResult.load(out)
+        assert len(res.records) == 200
+        s = res.summary
+        assert s["stopped"] == "interrupted"
+        assert 5 <= s["num_completed"] < 200
+        assert s["num_completed"] + s["num_unfinished"] + s["num_failed"] == 200
+    finally:
+        stub.kill()
+        stub.wait()
