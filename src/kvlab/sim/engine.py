@@ -497,4 +497,7 @@ def _check_times(q: Request, i: int) -> None:
 
 def simulate(workload: Workload, config: SimConfig, progress: Progress | None = None) -> RunResult:
     """Run ``workload`` through the simulated engine and return its RunResult."""
-    return Engine(workload, config, progress).run()
+    from kvlab._gc import paused_gc
+
+    with paused_gc():  # the engine's objects are acyclic; reference counting frees them
+        return Engine(workload, config, progress).run()
