@@ -208,3 +208,19 @@ def test_cost_model_is_replaceable() -> None:
     assert rec.first_token_s == pytest.approx(0.001)
     assert rec.finish_s == pytest.approx(0.005)
     assert r.summary["clock"] == "constant 1 ms"
+
+
+def test_config_validation_and_overrides() -> None:
+    from kvlab.errors import ConfigError
+
+    c = cfg()
+    assert c.with_overrides({"max_num_seqs": "8", "mfu": "0.4"}).max_num_seqs == 8
+    for bad in ({"max_num_seqs": "x"}, {"num_blocks": "x"}, {"mfu": "2"}, {"nope": "1"}):
+        with pytest.raises(ConfigError):
+            c.with_overrides(bad)
+    assert c.with_overrides({"policy.ttl_s": "5"}).policy_params == {"ttl_s": 5}
+
+
+def test_batch_limits_default_to_vllm_server_defaults() -> None:
+    e = Engine(Workload((req("a", [("x", 8)], 2),)), cfg())
+    assert (e.r.max_num_batched_tokens, e.r.max_num_seqs) == (8192, 1024)

@@ -82,8 +82,8 @@ class Engine:
         )
         self.sched = Scheduler(
             self.kv,
-            max_num_seqs=cfg.max_num_seqs,
-            max_num_batched_tokens=cfg.max_num_batched_tokens,
+            max_num_seqs=r.max_num_seqs,
+            max_num_batched_tokens=r.max_num_batched_tokens,
             max_model_len=r.max_model_len,
             priority=cfg.scheduling == "priority",
             caching=cfg.enable_prefix_caching,
@@ -336,7 +336,7 @@ class Engine:
         return window_len(
             sched.running,
             block_size=self.B,
-            token_budget=self.cfg.max_num_batched_tokens,
+            token_budget=self.r.max_num_batched_tokens,
             free_blocks=self.pool.num_free,
             cost=self.r.cost,
             until_arrival=self.arrivals[0][0] - self.now if self.arrivals else None,
@@ -466,6 +466,8 @@ class Engine:
                 **self.cfg.to_dict(),
                 "num_blocks": self.r.num_blocks,
                 "max_model_len": self.r.max_model_len,
+                "max_num_seqs": self.r.max_num_seqs,
+                "max_num_batched_tokens": self.r.max_num_batched_tokens,
                 "kv_dtype": self.r.kv_dtype,
             },
             timeseries=self.series.cols,
