@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from itertools import compress, repeat
+from itertools import compress, islice, repeat
 from operator import is_, is_not, sub
 from typing import Protocol
 
@@ -26,6 +26,12 @@ NUM_BINS = 80
 #: Runs an iterator to exhaustion in C (the batch paths below map list methods).
 _SINK: deque[object] = deque(maxlen=0)
 _consume: Callable[[Iterable[object]], None] = _SINK.extend
+
+
+def _add_ages(hist: Counter[int], now: int, stamps: Counter[int]) -> None:
+    """Add ``now - t`` for every stamp t (counted; blocks handed out together share one)."""
+    for t, c in stamps.items():
+        hist[(now - t).bit_length()] += c
 
 
 class LowerTier(Protocol):
@@ -169,8 +175,8 @@ class BlockPool:
             del clean[-k:]
         if n > k:
             lru, key, cached = self.lru_queue, self.key, self.cached
-            popitem = lru.popitem
-            victims = [popitem(False)[0] for _ in range(n - k)]
+            victims = list(islice(lru, n - k))  # the queue head, in order
+            _consume(map(lru.__delitem__, victims))
             keys = list(map(key.__getitem__, victims))
             if all(map(isinstance, map(cached.__getitem__, keys), repeat(int))):
                 _consume(map(cached.__delitem__, keys))
@@ -198,15 +204,14 @@ class BlockPool:
         out: list[int] = []
         append = out.append
         if lru is not None and tier is None:  # vLLM's LRU, no lower tier: batched in C
-            popitem = lru.popitem
-            victims = [popitem(False)[0] for _ in range(n)]
+            victims = list(islice(lru, n))  # the queue head, in order
+            _consume(map(lru.__delitem__, victims))
             keys = list(map(key.__getitem__, victims))
             if all(map(isinstance, map(cached.__getitem__, keys), repeat(int))):
                 _consume(map(cached.__delitem__, keys))
                 _consume(map(key.__setitem__, victims, repeat(None)))
-                bl = int.bit_length
-                life.update(map(bl, map(now.__sub__, map(born.__getitem__, victims))))
-                idle.update(map(bl, map(now.__sub__, map(used.__getitem__, victims))))
+                _add_ages(life, now, Counter(map(born.__getitem__, victims)))
+                _add_ages(idle, now, Counter(map(used.__getitem__, victims)))
                 self.num_evicted += n
                 return victims
             for b in reversed(victims):  # duplicate contents: undo, take the general path
