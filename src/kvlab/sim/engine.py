@@ -31,7 +31,7 @@ from kvlab.results import (
 from kvlab.sim.block_pool import BlockPool
 from kvlab.sim.config import SimConfig
 from kvlab.sim.cost_model import TICKS_PER_S
-from kvlab.sim.hashing import _R, ChainInterner
+from kvlab.sim.hashing import ChainInterner
 from kvlab.sim.kv_manager import KVManager, cdiv
 from kvlab.sim.metrics import TimeSeries
 from kvlab.sim.offload import OffloadTier
@@ -298,7 +298,7 @@ class Engine:
             if cap < len(seq.keys) and self.pool.get(seq.keys[cap]) is not None:
                 return "last_token"
             return "none"
-        nc, off = divmod(seq.keys[got], _R)
+        nc, off = self.interner.split(seq.keys[got])
         return "evicted" if self.seen.get(nc, 0) >= off else "cold"
 
     def _note_cached(self, seq: Seq) -> None:
@@ -312,14 +312,14 @@ class Engine:
             if start >= covered or s.tokens <= 0:
                 break
             c = it.content(s.content_id)
-            nc = node * _R + c
+            nc = it.run(node, c)
             off = min(s.tokens, covered - start)
             if seen.get(nc, 0) < off:
                 seen[nc] = off
             node = it.node(node, c, s.tokens)
             start += s.tokens
         if covered > seq.prompt_len and start >= seq.prompt_len:
-            nc = seq.prompt_node * _R + seq.out_content
+            nc = it.run(seq.prompt_node, seq.out_content)
             off = covered - seq.prompt_len
             if seen.get(nc, 0) < off:
                 seen[nc] = off
