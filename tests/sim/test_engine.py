@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from helpers import Gpu, llama8b, req
+from sim_helpers import Gpu, llama8b, req
 
 from kvlab.errors import CapacityError, WorkloadError
 from kvlab.results import STATUS_OK, STATUS_REJECTED
