@@ -37,7 +37,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -107,13 +107,20 @@ class RequestRecord:
         return (self.finish_s - self.first_token_s) / (self.output_tokens - 1)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {k: v for k, v in d.items() if v is not None}
+        out: dict[str, Any] = {}
+        for k in _RECORD_FIELDS:
+            v = getattr(self, k)
+            if v is not None:
+                out[k] = dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RequestRecord:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+_RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RequestRecord))
 
 
 def dist(values: Iterable[float]) -> dict[str, float | None]:

@@ -107,3 +107,22 @@ def test_pool_rejects_over_allocation() -> None:
     pool = BlockPool(3)
     with pytest.raises(ValueError):
         pool.allocate(3)
+
+
+def test_residency_histograms_count_every_eviction_and_hit() -> None:
+    pool = BlockPool(3)
+    a, b = pool.allocate(2, now=0)
+    pool.cache(a, "ka", 0)
+    pool.cache(b, "kb", 0)
+    pool.free([b, a], now=10)
+    pool.touch([a], now=100)  # reuse gap 100 -> bin 7
+    pool.free([a], now=200)
+    pool.allocate(2, now=1000)  # evicts b then a
+    h = pool.histograms(ticks_per_s=1)
+    assert h["block_reuse_gap_s"]["counts"][(100).bit_length()] == 1
+    assert h["block_lifetime_s"]["counts"][(1000).bit_length()] == 2
+    idle = h["block_idle_before_evict_s"]["counts"]
+    # idle: b since its allocation (1000 ticks), a since its hit (900): both in [512, 1024)
+    assert idle[(1000).bit_length()] == 2 and sum(idle) == 2
+    edges = h["block_lifetime_s"]["edges"]
+    assert edges[10] <= 1000 < edges[11]

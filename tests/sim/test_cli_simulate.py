@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import random_workload
+from sim_helpers import random_workload
 from typer.testing import CliRunner
 
 from kvlab.cli.app import app

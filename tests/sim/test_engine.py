@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from helpers import Gpu, llama8b, req
+from sim_helpers import Gpu, llama8b, req
 
 from kvlab.errors import CapacityError, WorkloadError
 from kvlab.results import STATUS_OK, STATUS_REJECTED
@@ -186,3 +186,41 @@ def test_offload_tier_serves_evicted_prefix_and_costs_time() -> None:
     assert off.summary["offload_loaded_blocks"] == 3
     assert off.summary["offload_load_s"] > 0
     assert (c1.ttft_s or 0) > (c0.ttft_s or 0) - 1.0  # both finite
+
+
+class ConstantCost:
+    """A stand-in for a calibrated table: every step takes 1 ms."""
+
+    label = "constant 1 ms"
+    tick = TICKS_PER_S // 1000
+
+    def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int) -> int:
+        return self.tick
+
+    def window_ticks(self, num_seqs: int, context_sum: int, num_steps: int) -> int:
+        return self.tick * num_steps
+
+
+def test_cost_model_is_replaceable() -> None:
+    w = Workload((req("a", [("x", 10)], 5),))
+    r = simulate(w, cfg(cost_model=ConstantCost()))
+    rec = r.records[0]
+    assert rec.first_token_s == pytest.approx(0.001)
+    assert rec.finish_s == pytest.approx(0.005)
+    assert r.summary["clock"] == "constant 1 ms"
+
+
+def test_config_validation_and_overrides() -> None:
+    from kvlab.errors import ConfigError
+
+    c = cfg()
+    assert c.with_overrides({"max_num_seqs": "8", "mfu": "0.4"}).max_num_seqs == 8
+    for bad in ({"max_num_seqs": "x"}, {"num_blocks": "x"}, {"mfu": "2"}, {"nope": "1"}):
+        with pytest.raises(ConfigError):
+            c.with_overrides(bad)
+    assert c.with_overrides({"policy.ttl_s": "5"}).policy_params == {"ttl_s": 5}
+
+
+def test_batch_limits_default_to_vllm_server_defaults() -> None:
+    e = Engine(Workload((req("a", [("x", 8)], 2),)), cfg())
+    assert (e.r.max_num_batched_tokens, e.r.max_num_seqs) == (8192, 1024)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import Gpu, llama8b, random_workload
+from sim_helpers import Gpu, llama8b, random_workload
 
 from kvlab.results import RunResult
 from kvlab.sim.config import SimConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import Gpu, llama8b, random_workload
+from sim_helpers import Gpu, llama8b, random_workload
 
 from kvlab.errors import ConfigError
 from kvlab.sim.block_pool import BlockPool

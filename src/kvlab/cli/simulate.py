@@ -24,12 +24,18 @@ a CPU tier (--offload-gb, default twice the GPU KV cache); fp8 = prefix with fp8
 
 Examples:
 
-  kvlab simulate azure2023_conv.csv --model llama-3.1-8b --gpu h100 --out runs/azure
+  kvlab simulate azure-conv --model llama-3.1-8b --gpu h100 --out runs/azure
 
   kvlab simulate chat.jsonl --mode offload --policy s3fifo --set max_num_seqs=256 --out runs/x
 """
 
 MODES = ("baseline", "prefix", "offload", "fp8")
+
+
+def _reflow(text: str) -> str:
+    """Join the lines of each prose paragraph (Rich keeps hard line breaks)."""
+    paras = text.strip().split("\n\n")
+    return "\n\n".join(p if p.startswith("  ") else " ".join(p.split("\n")) for p in paras)
 
 
 def _parse_sets(items: list[str]) -> dict[str, str]:
@@ -134,7 +140,7 @@ def write_markdown(result: Any, out: Path, workload_name: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("simulate", help=HELP)
+    @app.command("simulate", help=_reflow(HELP))
     def simulate_cmd(
         workload: str = typer.Argument(..., help="Workload file, trace file or built-in trace."),
         model: str = typer.Option("meta-llama/Llama-3.1-8B", "--model", "-m", help="Model."),
@@ -146,7 +152,10 @@ def register(app: typer.Typer) -> None:
         policy: str = typer.Option("lru", "--policy", help="Eviction policy."),
         block_size: int = typer.Option(16, "--block-size", help="Tokens per KV block."),
         num_blocks: int | None = typer.Option(
-            None, "--num-blocks", help="GPU KV blocks incl. the null block (default: kvlab plan)."
+            None,
+            "--num-blocks",
+            "--num-gpu-blocks",
+            help="GPU KV blocks incl. the null block (default: kvlab plan).",
         ),
         kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV dtype (bf16, fp8, ...)."),
         offload_gb: float | None = typer.Option(None, "--offload-gb", help="CPU tier size (GiB)."),

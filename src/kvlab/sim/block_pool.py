@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from itertools import compress, repeat
-from operator import is_, is_not
+from itertools import compress, islice, repeat
+from operator import is_, is_not, sub
 from typing import Protocol
 
 from kvlab.sim.policies.base import EvictionPolicy
@@ -26,6 +26,12 @@ NUM_BINS = 80
 #: Runs an iterator to exhaustion in C (the batch paths below map list methods).
 _SINK: deque[object] = deque(maxlen=0)
 _consume: Callable[[Iterable[object]], None] = _SINK.extend
+
+
+def _add_ages(hist: Counter[int], now: int, stamps: Counter[int]) -> None:
+    """Add ``now - t`` for every stamp t (counted; blocks handed out together share one)."""
+    for t, c in stamps.items():
+        hist[(now - t).bit_length()] += c
 
 
 class LowerTier(Protocol):
@@ -152,6 +158,45 @@ class BlockPool:
         _consume(map(self.used.__setitem__, out, repeat(now)))
         return out
 
+    def allocate_timed(self, times: Sequence[int]) -> list[int]:
+        """Allocate one block per entry of ``times`` (non-decreasing ticks), in order.
+
+        Same result as ``allocate(1, t)`` for each t in turn, for LRU without a tier.
+        """
+        assert self.lru_queue is not None and self.tier is None
+        n = len(times)
+        if n > self.num_free:
+            raise ValueError(f"cannot allocate {n} blocks, {self.num_free} free")
+        clean = self.clean
+        k = min(n, len(clean))
+        out = clean[-k:] if k else []
+        out.reverse()
+        if k:
+            del clean[-k:]
+        if n > k:
+            lru, key, cached = self.lru_queue, self.key, self.cached
+            victims = list(islice(lru, n - k))  # the queue head, in order
+            _consume(map(lru.__delitem__, victims))
+            keys = list(map(key.__getitem__, victims))
+            if all(map(isinstance, map(cached.__getitem__, keys), repeat(int))):
+                _consume(map(cached.__delitem__, keys))
+                _consume(map(key.__setitem__, victims, repeat(None)))
+                late = times[k:]
+                bl = int.bit_length
+                self.lifetime.update(map(bl, map(sub, late, map(self.born.__getitem__, victims))))
+                self.idle.update(map(bl, map(sub, late, map(self.used.__getitem__, victims))))
+                self.num_evicted += n - k
+                out.extend(victims)
+            else:  # duplicate contents: put the victims back, go one by one
+                for b in reversed(victims):
+                    lru[b] = None
+                    lru.move_to_end(b, last=False)
+                out.extend(self._evict_n(1, t)[0] for t in times[k:])
+        _consume(map(self.ref.__setitem__, out, repeat(1)))
+        _consume(map(self.born.__setitem__, out, times))
+        _consume(map(self.used.__setitem__, out, times))
+        return out
+
     def _evict_n(self, n: int, now: int) -> list[int]:
         """Pop ``n`` victims from the policy and drop their keys."""
         key, cached, born, used = self.key, self.cached, self.born, self.used
@@ -159,15 +204,14 @@ class BlockPool:
         out: list[int] = []
         append = out.append
         if lru is not None and tier is None:  # vLLM's LRU, no lower tier: batched in C
-            popitem = lru.popitem
-            victims = [popitem(False)[0] for _ in range(n)]
+            victims = list(islice(lru, n))  # the queue head, in order
+            _consume(map(lru.__delitem__, victims))
             keys = list(map(key.__getitem__, victims))
             if all(map(isinstance, map(cached.__getitem__, keys), repeat(int))):
                 _consume(map(cached.__delitem__, keys))
                 _consume(map(key.__setitem__, victims, repeat(None)))
-                bl = int.bit_length
-                life.update(map(bl, map(now.__sub__, map(born.__getitem__, victims))))
-                idle.update(map(bl, map(now.__sub__, map(used.__getitem__, victims))))
+                _add_ages(life, now, Counter(map(born.__getitem__, victims)))
+                _add_ages(idle, now, Counter(map(used.__getitem__, victims)))
                 self.num_evicted += n
                 return victims
             for b in reversed(victims):  # duplicate contents: undo, take the general path

@@ -22,7 +22,11 @@ class SimConfig:
     spec (``mem_bw_bytes_per_s``, ``bf16_flops``, ``memory_bytes``, host link
     fields) or their catalog names. ``num_blocks`` counts the null block, as
     vLLM's ``num_gpu_blocks`` does; None derives it from GPU memory.
-    ``max_model_len`` None means the model's context length.
+    ``max_model_len`` None means the model's context length; ``max_num_seqs`` and
+    ``max_num_batched_tokens`` None mean vLLM's API-server defaults for the GPU
+    (:func:`kvlab.plan.default_batch_limits`).
+    ``cost_model`` replaces the roofline clock (any object with ``step_ticks``,
+    ``window_ticks`` and ``label``, see :mod:`kvlab.sim.cost_model`).
     Offload: ``offload_blocks`` (or ``offload_gb``) of host memory behind a
     link of ``offload_bw_bytes_per_s`` per direction (None: the GPU's host link)
     with ``offload_latency_s`` per transfer.
@@ -35,8 +39,8 @@ class SimConfig:
     kv_dtype: str | None = None
     gpu_memory_utilization: float = 0.92
     max_model_len: int | None = None
-    max_num_seqs: int = 1024
-    max_num_batched_tokens: int = 8192
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
     enable_prefix_caching: bool = True
     scheduling: str = "fcfs"
     reserve_full_prompt: bool = True
@@ -53,6 +57,7 @@ class SimConfig:
     offload_latency_s: float | None = None
     offload_mode: str = "evict"
     exact_steps: bool = False
+    cost_model: Any = None
     sample_interval_s: float = 0.5
     seed: int = 0
 
@@ -60,8 +65,18 @@ class SimConfig:
         pos_int = ("block_size", "max_num_seqs", "max_num_batched_tokens", "tp")
         for name in pos_int:
             v = getattr(self, name)
+            if v is None and name.startswith("max_"):
+                continue
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {v!r}")
+        for name in ("num_blocks", "max_model_len", "offload_blocks"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+                raise ConfigError(f"{name} must be an integer, got {v!r}")
+        for name in ("offload_gb", "offload_bw_bytes_per_s", "offload_latency_s"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {v!r}")
         if self.num_blocks is not None and self.num_blocks < 2:
             raise ConfigError(
                 f"num_blocks must be >= 2 (one is vLLM's null block), got {self.num_blocks}"
@@ -105,8 +120,9 @@ class SimConfig:
                 params[key.split(".", 1)[1]] = _parse_value(raw)
                 changes["policy_params"] = params
                 continue
-            if key not in names or key in ("model", "gpu", "policy_params"):
-                settable = sorted(n for n in names if n not in ("model", "gpu", "policy_params"))
+            fixed = ("model", "gpu", "policy_params", "cost_model")
+            if key not in names or key in fixed:
+                settable = sorted(n for n in names if n not in fixed)
                 raise ConfigError(
                     f"unknown setting {key!r}; settable: {', '.join(settable)}, policy.<param>"
                 )
@@ -119,6 +135,8 @@ class SimConfig:
             v = getattr(self, f.name)
             if f.name in ("model", "gpu"):
                 v = getattr(v, "name", v)
+            elif f.name == "cost_model":
+                v = None if v is None else getattr(v, "label", type(v).__name__)
             elif isinstance(v, Mapping):
                 v = dict(v)
             d[f.name] = v

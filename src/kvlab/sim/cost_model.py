@@ -24,7 +24,10 @@ TICKS_PER_S = 10**15
 
 
 class StepCost(Protocol):
-    label: str
+    """What the engine needs of a clock; ``label`` says how it was obtained."""
+
+    @property
+    def label(self) -> str: ...
 
     def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int) -> int: ...
 

@@ -31,7 +31,7 @@ from kvlab.results import (
 from kvlab.sim.block_pool import BlockPool
 from kvlab.sim.config import SimConfig
 from kvlab.sim.cost_model import TICKS_PER_S
-from kvlab.sim.hashing import _R, ChainInterner
+from kvlab.sim.hashing import ChainInterner
 from kvlab.sim.kv_manager import KVManager, cdiv
 from kvlab.sim.metrics import TimeSeries
 from kvlab.sim.offload import OffloadTier
@@ -39,6 +39,7 @@ from kvlab.sim.policies import make_policy
 from kvlab.sim.resolve import Resolved, resolve
 from kvlab.sim.scheduler import Scheduler, StepPlan
 from kvlab.sim.sequence import FINISHED, Seq
+from kvlab.sim.windows import window_len
 from kvlab.workload.records import Request, Workload
 
 Progress = Callable[[int, int], None]
@@ -81,8 +82,8 @@ class Engine:
         )
         self.sched = Scheduler(
             self.kv,
-            max_num_seqs=cfg.max_num_seqs,
-            max_num_batched_tokens=cfg.max_num_batched_tokens,
+            max_num_seqs=r.max_num_seqs,
+            max_num_batched_tokens=r.max_num_batched_tokens,
             max_model_len=r.max_model_len,
             priority=cfg.scheduling == "priority",
             caching=cfg.enable_prefix_caching,
@@ -192,34 +193,49 @@ class Engine:
 
     # -- one exact step -------------------------------------------------------
     def _step(self, expect_decode_only: bool = False) -> None:
+        """One engine step: schedule -> cost -> advance."""
         plan = self.sched.schedule(self.now)
+        self._check_plan(plan, expect_decode_only)
+        self.now += self._step_ticks(plan) + self._admitted(plan)
+        self.c["num_steps"] += 1
+        self._advance(plan.scheduled)
+
+    def _check_plan(self, plan: StepPlan, expect_decode_only: bool) -> None:
         if expect_decode_only and (plan.admitted or plan.preempted):
             raise RuntimeError("decode window broken: the scheduler admitted or preempted")
-        if not plan.scheduled:
-            if not self.sched.running:
-                seq = self.sched.peek_waiting()
-                assert seq is not None
-                raise CapacityError(
-                    f"request {seq.req.request_id!r} ({seq.num_tokens} tokens) cannot be "
-                    f"admitted even into an empty KV cache of {self.r.num_blocks - 1} blocks"
-                )
-            raise RuntimeError("a step scheduled nothing while requests were running")
-        load = self._admitted(plan)
+        if plan.scheduled:
+            return
+        if not self.sched.running:
+            seq = self.sched.peek_waiting()
+            assert seq is not None
+            raise CapacityError(
+                f"request {seq.req.request_id!r} ({seq.num_tokens} tokens) cannot be "
+                f"admitted even into an empty KV cache of {self.r.num_blocks - 1} blocks"
+            )
+        raise RuntimeError("a step scheduled nothing while requests were running")
+
+    def _step_ticks(self, plan: StepPlan) -> int:
+        """Roofline time of the scheduled batch (before the tokens are computed)."""
         tokens = attn = kv_read = 0
         for seq, n in plan.scheduled:
             ctx = seq.num_computed + n
             tokens += n
             attn += n * ctx
             kv_read += ctx
-        self.now += self.r.cost.step_ticks(tokens, attn, kv_read) + load
-        self.c["num_steps"] += 1
+        return self.r.cost.step_ticks(tokens, attn, kv_read)
+
+    def _advance(self, scheduled: list[tuple[Seq, int]]) -> None:
+        """Credit the computed tokens; requests that caught up sample one token."""
         finished = False
-        for seq, n in plan.scheduled:
-            seq.num_computed += n
-            if seq.num_computed >= seq.num_tokens:
-                finished |= self._emit_token(seq)
-        if expect_decode_only and finished and self.sched.running:
-            pass
+        for seq, n in scheduled:
+            c = seq.num_computed + n
+            seq.num_computed = c
+            if c >= seq.num_tokens:
+                if seq.num_out + 1 < seq.max_out and seq.rec.first_token_s is not None:
+                    seq.num_out += 1
+                    seq.num_tokens += 1
+                else:
+                    finished |= self._emit_token(seq)
         if finished:
             self.sched.running[:] = [s for s in self.sched.running if s.status != FINISHED]
 
@@ -282,7 +298,7 @@ class Engine:
             if cap < len(seq.keys) and self.pool.get(seq.keys[cap]) is not None:
                 return "last_token"
             return "none"
-        nc, off = divmod(seq.keys[got], _R)
+        nc, off = self.interner.split(seq.keys[got])
         return "evicted" if self.seen.get(nc, 0) >= off else "cold"
 
     def _note_cached(self, seq: Seq) -> None:
@@ -296,14 +312,14 @@ class Engine:
             if start >= covered or s.tokens <= 0:
                 break
             c = it.content(s.content_id)
-            nc = node * _R + c
+            nc = it.run(node, c)
             off = min(s.tokens, covered - start)
             if seen.get(nc, 0) < off:
                 seen[nc] = off
             node = it.node(node, c, s.tokens)
             start += s.tokens
         if covered > seq.prompt_len and start >= seq.prompt_len:
-            nc = seq.prompt_node * _R + seq.out_content
+            nc = it.run(seq.prompt_node, seq.out_content)
             off = covered - seq.prompt_len
             if seen.get(nc, 0) < off:
                 seen[nc] = off
@@ -316,72 +332,43 @@ class Engine:
 
     # -- decode windows ------------------------------------------------------
     def _window_len(self) -> int:
-        """Decode steps that can run with no event in between (0: take one exact step)."""
-        sched, bs = self.sched, self.B
-        running = sched.running
-        n = len(running)
-        if n > self.cfg.max_num_batched_tokens:
-            return 0
-        k = 1 << 62
-        for s in running:
-            if s.num_computed != s.num_tokens - 1:
-                return 0
-            left = s.max_out - s.num_out
-            if left < k:
-                k = left
-        waiting = sched.num_waiting() > 0
-        if waiting:
-            if sched.can_admit_head(self.now):
-                return 0
-            for s in running:  # a shared output block filling could turn into a hit
-                if s.req.output_content_id is not None:
-                    k = min(k, (bs - 1 - s.num_computed) % bs)
-        if k <= 0:
-            return 0
-        s0 = sum(s.num_computed + 1 for s in running)
-        if self.arrivals:
-            k = min(k, self._steps_before(self.arrivals[0][0] - self.now, n, s0, k))
-        return self._fit_allocations(k)
-
-    def _steps_before(self, deadline: int, n: int, s0: int, kmax: int) -> int:
-        """Steps to take so that no step after the first starts at or after ``deadline``."""
-        cost = self.r.cost
-        lo, hi = 0, kmax - 1  # largest j in [0, kmax-1] with window_ticks(j) < deadline
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if cost.window_ticks(n, s0, mid) < deadline:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo + 1
-
-    def _allocs(self, k: int) -> int:
-        bs = self.B
-        total = 0
-        for s in self.sched.running:
-            first = len(s.blocks) * bs - s.num_computed  # step index of the next allocation
-            if first < k:
-                total += (k - 1 - first) // bs + 1
-        return total
-
-    def _fit_allocations(self, k: int) -> int:
-        free = self.pool.num_free
-        if self._allocs(k) <= free:
-            return k
-        lo, hi = 0, k - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self._allocs(mid) <= free:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        sched = self.sched
+        return window_len(
+            sched.running,
+            block_size=self.B,
+            token_budget=self.r.max_num_batched_tokens,
+            free_blocks=self.pool.num_free,
+            cost=self.r.cost,
+            until_arrival=self.arrivals[0][0] - self.now if self.arrivals else None,
+            waiting=sched.num_waiting() > 0,
+            head_admissible=lambda: sched.can_admit_head(self.now),
+        )
 
     def _macro_step(self, k: int) -> None:
-        running, bs, pool, kv = self.sched.running, self.B, self.pool, self.kv
-        cost, now0 = self.r.cost, self.now
+        """Advance ``k`` decode steps at once, replaying their block events in order."""
+        running, cost, now0 = self.sched.running, self.r.cost, self.now
         n = len(running)
         s0 = sum(s.num_computed + 1 for s in running)
+        pool = self.pool
+        if pool.lru_queue is not None and pool.tier is None:
+            self._window_events_lru(k, n, s0)
+        else:
+            self._window_events(k, n, s0)
+        self.now = now0 + cost.window_ticks(n, s0, k)
+        self.c["num_steps"] += k
+        finished = False
+        for s in running:
+            s.num_computed += k
+            s.num_out += k - 1
+            s.num_tokens += k - 1
+            finished |= self._emit_token(s)
+        if finished:
+            running[:] = [s for s in running if s.status != FINISHED]
+
+    def _window_events(self, k: int, n: int, s0: int) -> None:
+        """Allocations and cachings of a window, one by one in per-step order."""
+        running, bs, pool, kv = self.sched.running, self.B, self.pool, self.kv
+        cost, now0 = self.r.cost, self.now
         events: list[tuple[int, int, int]] = []
         caching = self.cfg.enable_prefix_caching
         for pos, s in enumerate(running):
@@ -400,16 +387,37 @@ class Engine:
                 s.blocks.extend(pool.allocate(1, t))
             else:
                 kv.cache_upto(s, s.num_computed + i + 1, t)
-        self.now = now0 + cost.window_ticks(n, s0, k)
-        self.c["num_steps"] += k
-        finished = False
-        for s in running:
-            s.num_computed += k
-            s.num_out += k - 1
-            s.num_tokens += k - 1
-            finished |= self._emit_token(s)
-        if finished:
-            running[:] = [s for s in running if s.status != FINISHED]
+
+    def _window_events_lru(self, k: int, n: int, s0: int) -> None:
+        """The same for vLLM's LRU without a lower tier, batched.
+
+        Cachings touch only referenced blocks, which no allocation can evict,
+        and LRU ignores their time: so all allocations go first, in per-step
+        order with their own ticks, then each request caches its filled blocks.
+        """
+        running, bs, cost, now0 = self.sched.running, self.B, self.r.cost, self.now
+        events: list[tuple[int, int]] = []
+        for pos, s in enumerate(running):
+            first = len(s.blocks) * bs - s.num_computed
+            if first < k:
+                events.extend((i, pos) for i in range(first, k, bs))
+        if events:
+            events.sort()
+            t_cache: dict[int, int] = {}
+            times = []
+            for i, _ in events:
+                t = t_cache.get(i)
+                if t is None:
+                    t = t_cache[i] = now0 + cost.window_ticks(n, s0, i)
+                times.append(t)
+            blocks = self.pool.allocate_timed(times)
+            for (_, pos), b in zip(events, blocks, strict=True):
+                running[pos].blocks.append(b)
+        if self.cfg.enable_prefix_caching:
+            cache_upto = self.kv.cache_upto
+            for s in running:
+                if (s.num_computed + k) // bs > s.num_cached_blocks:
+                    cache_upto(s, s.num_computed + k, now0)
 
     # -- observation and results ------------------------------------------------
     def _observe(self) -> None:
@@ -437,7 +445,7 @@ class Engine:
             kv_cache_usage_perc_mean=self.series.usage_mean(),
             num_gpu_blocks=self.r.num_blocks,
             block_size=self.B,
-            clock="roofline, uncalibrated",
+            clock=self.r.cost.label,
         )
         if self.offload is not None:
             o = self.offload
@@ -458,12 +466,26 @@ class Engine:
                 **self.cfg.to_dict(),
                 "num_blocks": self.r.num_blocks,
                 "max_model_len": self.r.max_model_len,
+                "max_num_seqs": self.r.max_num_seqs,
+                "max_num_batched_tokens": self.r.max_num_batched_tokens,
                 "kv_dtype": self.r.kv_dtype,
             },
             timeseries=self.series.cols,
             histograms=self.pool.histograms(TICKS_PER_S),
-            provenance={"backend": "sim", "clock": "roofline, uncalibrated"},
+            provenance={
+                "backend": "sim",
+                "kvlab_version": _version(),
+                "seed": self.cfg.seed,
+                "workload": self.workload.name,
+                "clock": self.r.cost.label,
+            },
         )
+
+
+def _version() -> str:
+    from kvlab import __version__
+
+    return __version__
 
 
 def _check_times(q: Request, i: int) -> None:
@@ -477,4 +499,7 @@ def _check_times(q: Request, i: int) -> None:
 
 def simulate(workload: Workload, config: SimConfig, progress: Progress | None = None) -> RunResult:
     """Run ``workload`` through the simulated engine and return its RunResult."""
-    return Engine(workload, config, progress).run()
+    from kvlab._gc import paused_gc
+
+    with paused_gc():  # the engine's objects are acyclic; reference counting frees them
+        return Engine(workload, config, progress).run()

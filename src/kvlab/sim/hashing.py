@@ -5,9 +5,10 @@ is the first n tokens of its content's deterministic stream. So the tokens
 ``[0, x)`` of a request are described canonically by the segments wholly
 before the one holding token ``x - 1`` plus a piece ``(content, offset)`` of
 that one. The simulator names the wholly covered segments by a node of a trie
-(``(parent_node, content, tokens) -> node``, sequential ints) and packs
-``(node, content, offset)`` into one int: equal keys mean equal prefixes, and
-nothing depends on Python's salted ``hash()``.
+(``(parent_node, content, tokens) -> node``, sequential ints), interns each
+``(node, content)`` run to a sequential int ``run`` and packs ``(run, offset)``
+into one int: equal keys mean equal prefixes, and nothing depends on Python's
+salted ``hash()``.
 
 This plays the role of vLLM's chained block hash (``hash_block_tokens``:
 hash(parent hash, block tokens, extra keys)) at a fraction of the cost.
@@ -15,8 +16,8 @@ hash(parent hash, block tokens, extra keys)) at a fraction of the cost.
 
 from __future__ import annotations
 
-#: Packing radix for content ids and offsets (content < 2**31, offset < 2**31).
-_R = 1 << 31
+#: Offsets (tokens into one segment) take the low bits of a key.
+OFFSET_BITS = 24
 
 
 class ChainInterner:
@@ -29,6 +30,7 @@ class ChainInterner:
     def __init__(self) -> None:
         self._content: dict[str, int] = {}
         self._nodes: dict[tuple[int, int, int], int] = {}
+        self._runs: dict[tuple[int, int], int] = {}
         self._next_content = 0
 
     def content(self, content_id: str) -> int:
@@ -51,9 +53,23 @@ class ChainInterner:
             n = self._nodes[k] = len(self._nodes) + 1
         return n
 
+    def run(self, node: int, content: int) -> int:
+        """The id of content ``content`` following the prefix ``node``."""
+        k = (node, content)
+        r = self._runs.get(k)
+        if r is None:
+            r = self._runs[k] = len(self._runs)
+        return r
+
+    def key(self, node: int, content: int, offset: int) -> int:
+        if offset >= 1 << OFFSET_BITS:
+            raise ValueError(f"a segment of more than {1 << OFFSET_BITS} tokens")
+        return (self.run(node, content) << OFFSET_BITS) | offset
+
     @staticmethod
-    def key(node: int, content: int, offset: int) -> int:
-        return (node * _R + content) * _R + offset
+    def split(key: int) -> tuple[int, int]:
+        """(run id, offset) of a key."""
+        return key >> OFFSET_BITS, key & ((1 << OFFSET_BITS) - 1)
 
     def prompt_keys(
         self, segments: list[tuple[int, int]], block_size: int
@@ -68,7 +84,7 @@ class ChainInterner:
             end = start + n
             first = (start // block_size + 1) * block_size
             if first <= end:
-                base = (node * _R + content) * _R - start
+                base = self.key(node, content, n) - n - start
                 keys.extend(range(base + first, base + end + 1, block_size))
             node = self.node(node, content, n)
             start = end

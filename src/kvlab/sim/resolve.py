@@ -8,7 +8,7 @@ from typing import Any
 from kvlab.errors import CapacityError, ConfigError
 from kvlab.models.spec import ModelSpec, dtype_bytes, weights_bytes
 from kvlab.sim.config import SimConfig
-from kvlab.sim.cost_model import RooflineCost
+from kvlab.sim.cost_model import RooflineCost, StepCost
 
 GIB = 1 << 30
 #: GPU memory vLLM's profiler typically leaves to activations, CUDA graphs and
@@ -29,10 +29,12 @@ class Resolved:
     kv_dtype: str
     kv_bytes_per_token: float
     block_bytes: float
-    cost: RooflineCost
+    cost: StepCost
     offload_blocks: int
     offload_bw: float
     offload_latency_s: float
+    max_num_seqs: int
+    max_num_batched_tokens: int
 
 
 def get_model(name: Any) -> ModelSpec:
@@ -51,6 +53,16 @@ def get_gpu(name: Any) -> Any:
     return lookup(name)
 
 
+def batch_limits(cfg: SimConfig, gpu: Any) -> tuple[int, int]:
+    """(max_num_batched_tokens, max_num_seqs): given, else vLLM's defaults for the GPU."""
+    tokens, seqs = 8192, 1024
+    if hasattr(gpu, "memory_bytes") and hasattr(gpu, "name"):
+        from kvlab.plan import default_batch_limits
+
+        tokens, seqs = default_batch_limits(gpu)
+    return cfg.max_num_batched_tokens or tokens, cfg.max_num_seqs or seqs
+
+
 def plan_num_blocks(cfg: SimConfig, model: ModelSpec, gpu: Any, kv_dtype: str) -> int:
     """vLLM's ``num_gpu_blocks`` for this model and GPU, from :func:`kvlab.plan.plan`."""
     from kvlab.plan import plan
@@ -63,8 +75,8 @@ def plan_num_blocks(cfg: SimConfig, model: ModelSpec, gpu: Any, kv_dtype: str) -
         context_tokens=cfg.max_model_len,
         block_size=cfg.block_size,
         gpu_memory_utilization=cfg.gpu_memory_utilization,
-        max_num_batched_tokens=cfg.max_num_batched_tokens,
-        max_num_seqs=cfg.max_num_seqs,
+        max_num_batched_tokens=batch_limits(cfg, gpu)[0],
+        max_num_seqs=batch_limits(cfg, gpu)[1],
         enable_prefix_caching=cfg.enable_prefix_caching,
         whatifs=False,
     )
@@ -102,7 +114,7 @@ def resolve(cfg: SimConfig) -> Resolved:
             f"(weights {w / GIB:.1f} GiB); use a larger GPU, more TP or --num-blocks"
         )
     head_dim = model.head_dim or model.hidden_size // max(1, model.num_attention_heads)
-    cost = RooflineCost.from_specs(
+    cost: StepCost = cfg.cost_model or RooflineCost.from_specs(
         active_params=model.num_active_params // cfg.tp,
         attn_layers=len(model.attention_layers),
         q_heads=max(1, model.num_attention_heads // cfg.tp),
@@ -135,4 +147,6 @@ def resolve(cfg: SimConfig) -> Resolved:
         offload_blocks=off_blocks,
         offload_bw=bw or DEFAULT_HOST_BW,
         offload_latency_s=lat,
+        max_num_seqs=batch_limits(cfg, gpu)[1],
+        max_num_batched_tokens=batch_limits(cfg, gpu)[0],
     )

@@ -93,6 +93,7 @@ class Scheduler:
         plan = StepPlan()
         budget = self.max_num_batched_tokens
         running, kv = self.running, self.kv
+        bs = kv.block_size
         i = 0
         while i < len(running) and budget > 0:
             seq = running[i]
@@ -101,6 +102,13 @@ class Scheduler:
             if n <= 0:
                 i += 1
                 continue
+            if n == 1:  # a decode step inside a block that neither starts nor fills it
+                r = seq.num_computed % bs
+                if r and r != bs - 1 and len(seq.blocks) * bs > seq.num_computed:
+                    plan.scheduled.append((seq, 1))
+                    budget -= 1
+                    i += 1
+                    continue
             ok = True
             while not kv.extend(seq, n, now):
                 victim = self._pick_victim()
