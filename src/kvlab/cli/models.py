@@ -25,11 +25,11 @@ def fmt_params(n: int) -> str:
     return f"{n / 1e6:.0f}M"
 
 
-def _console() -> Any:
-    """A Rich console; wide when stdout is not a terminal (pipes, files, tests)."""
+def _console(width: int = 160) -> Any:
+    """A Rich console; ``width`` wide when stdout is not a terminal (pipes, files, tests)."""
     from rich.console import Console
 
-    return Console() if sys.stdout.isatty() else Console(width=160)
+    return Console() if sys.stdout.isatty() else Console(width=width)
 
 
 def _kinds(counts: dict[str, int]) -> str:
@@ -92,7 +92,7 @@ def list_command(
             fmt_bytes(r["kv_bytes_per_token_bf16"]),
             f"{r['max_context']:,}",
         )
-    _console().print(table)
+    _console(width=200).print(table)
 
 
 def show_command(
