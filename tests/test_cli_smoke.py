@@ -35,3 +35,25 @@ def test_core_imports_no_heavy_libraries() -> None:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert res.returncode == 0, f"core imported heavy modules: {res.stdout} {res.stderr}"
+
+
+def _kvlab(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    return subprocess.run(
+        [sys.executable, "-m", "kvlab", *args], capture_output=True, text=True, env=env
+    )
+
+
+def test_usage_errors_are_short_and_exit_2() -> None:
+    res = _kvlab("plan", "--no-such-option")
+    assert res.returncode == 2
+    assert "No such option" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_caller_errors_are_one_line_with_exit_2() -> None:
+    res = _kvlab("plan", "--model", "llama-3.1-8bb")
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "llama-3.1-8b" in lines[0]  # the close match is suggested

@@ -142,7 +142,8 @@ def summarize(
     ``duration_s`` defaults to last finish - first arrival. ``counters`` are
     backend counters (prefix cache queries/hits, preemptions, evictions, usage,
     offload...) merged in as given; when absent, prefix-cache keys are derived
-    from the records (queries = prompt tokens, hits = cached tokens).
+    from the records: queries = prompt tokens of admitted requests, hits =
+    GPU-tier cached tokens, ``external_prefix_cache_hits`` = lower-tier ones.
     """
     done = [r for r in records if r.status == STATUS_OK and r.finish_s is not None]
     if duration_s is None:
@@ -169,10 +170,11 @@ def summarize(
         ),
         "simulated_duration_s": duration_s,
     }
-    q = sum(r.prompt_tokens for r in records if r.admitted_s is not None)
-    h = sum(r.cached_tokens for r in records if r.admitted_s is not None)
-    s["prefix_cache_queries"] = q
-    s["prefix_cache_hits"] = h
+    # vLLM's split: prefix_cache_* counts the GPU tier, external_prefix_cache_* lower tiers.
+    admitted = [r for r in records if r.admitted_s is not None]
+    s["prefix_cache_queries"] = sum(r.prompt_tokens for r in admitted)
+    s["prefix_cache_hits"] = sum(r.cached_tokens - r.offload_hit_tokens for r in admitted)
+    s["external_prefix_cache_hits"] = sum(r.offload_hit_tokens for r in admitted)
     s["num_preemptions"] = sum(r.num_preemptions for r in records)
     if counters:
         s.update(counters)

@@ -74,7 +74,7 @@ def bench(
         ..., "--experiment", "-e", help="concurrency | seqlen | mixed | prefix"
     ),
     backend: str = typer.Option("hf", "--backend", help="hf (in process) or openai (a server)."),
-    out: Path = typer.Option(..., "--out", help="Output directory (runs, figures, JSON)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (runs, figures, JSON)."),
     model_dir: Path | None = typer.Option(
         None, "--model-dir", help="hf: transformers model directory (see kvlab tiny-model)."
     ),

@@ -93,7 +93,7 @@ def _labels(runs: list[Path], names: str | None) -> list[str]:
 
 def sweep_cmd(
     workload: Path = typer.Argument(..., help="Workload file to simulate at every point."),
-    output: Path = typer.Option(..., "-o", "--output", help="Sweep directory to write."),
+    output: Path = typer.Option(..., "-o", "--out", "--output", help="Sweep directory to write."),
     axes: list[str] = typer.Option(
         [],
         "--axis",
