@@ -28,7 +28,8 @@
 Available KV memory is exact when given (``kv_cache_memory_bytes``, like
 vLLM's ``--kv-cache-memory-bytes``); otherwise it is
 ``ceil(memory * gpu_memory_utilization) - weights - overhead`` with a
-documented overhead *estimate* (:class:`Overhead`).
+documented overhead *estimate* (:class:`Overhead`). Weights are the checkpoint's
+bytes as it ships (:func:`kvlab.models.spec.weights_bytes`), per GPU.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from kvlab.models.spec import (
     dtype_bytes,
     kv_bytes_per_token,
     weights_bytes,
+    weights_format,
 )
 
 #: vLLM's default GPU block size (CacheConfig.DEFAULT_BLOCK_SIZE); the CPU build uses 128.
@@ -527,6 +529,7 @@ class PlanResult:
     reasons: tuple[str, ...]
     notes: tuple[str, ...]
     whatifs: tuple[dict[str, Any], ...] = field(default=())
+    weights_format: str = ""
 
     @property
     def block_size(self) -> int:
@@ -561,6 +564,7 @@ class PlanResult:
             "gpu_memory_utilization": self.gpu_memory_utilization,
             "weights_bytes": self.weights_bytes,
             "weight_dtype": self.weight_dtype or "model",
+            "weights_format": self.weights_format,
             "overhead_bytes": self.overhead_bytes,
             "overhead": self.overhead.to_dict(),
             "kv_memory_source": self.kv_memory_source,
@@ -683,8 +687,10 @@ def plan(
     ``context_tokens`` defaults to the model's maximum context (what vLLM uses
     as ``--max-model-len`` by default). ``kv_cache_memory_bytes`` bypasses the
     memory estimate exactly as vLLM's ``--kv-cache-memory-bytes`` does;
-    ``overhead_bytes`` replaces the :class:`Overhead` estimate; ``weight_dtype``
-    the model's dtype for weights (e.g. ``fp8``). ``block_size`` defaults to
+    ``overhead_bytes`` replaces the :class:`Overhead` estimate; weights are priced as
+    the checkpoint ships (:func:`kvlab.models.spec.weights_bytes`: MXFP4 / FP8 parts of a
+    quantized checkpoint at their packed size) unless ``weight_dtype`` (e.g. ``fp8``,
+    ``bf16``) prices every weight in one dtype. ``block_size`` defaults to
     vLLM's choice (:func:`default_block_size`). ``max_num_*``
     default to vLLM's API-server defaults for the GPU. ``async_scheduling``
     (vLLM's default on GPUs; its CPU backend turns it off) doubles the in-flight
@@ -813,6 +819,7 @@ def _plan_one(
         enable_prefix_caching=prefix_caching,
         requested_block_size=block_size,
         weight_dtype=weight_dtype,
+        weights_format=weights_format(spec, weight_dtype),
         capacity=cap,
         vllm_starts=starts,
         estimated_max_model_len=est_len,
@@ -910,6 +917,12 @@ def _notes(r: PlanResult, spec: ModelSpec, kv_dtype: str | None) -> list[str]:
         out.append(
             f"available KV memory is an estimate (overhead {_gib(r.overhead_bytes)}); pass "
             "--kv-cache-memory-bytes for vLLM-exact numbers"
+        )
+    fmt = spec.weight_format
+    if r.weight_dtype is None and fmt is not None and fmt.method == "mxfp4":
+        out.append(
+            "weights are the MXFP4 checkpoint's bytes; vLLM may pad the experts' dimensions "
+            "for its MoE kernel (e.g. 2880 to 2944 or 3072) and load a few GiB more"
         )
     if any(g.kind == "sliding" for g in r.capacity.groups):
         out.append(

@@ -25,11 +25,11 @@ def fmt_params(n: int) -> str:
     return f"{n / 1e6:.0f}M"
 
 
-def _console() -> Any:
-    """A Rich console; wide when stdout is not a terminal (pipes, files, tests)."""
+def _console(width: int = 160) -> Any:
+    """A Rich console; ``width`` wide when stdout is not a terminal (pipes, files, tests)."""
     from rich.console import Console
 
-    return Console() if sys.stdout.isatty() else Console(width=160)
+    return Console() if sys.stdout.isatty() else Console(width=width)
 
 
 def _kinds(counts: dict[str, int]) -> str:
@@ -39,8 +39,10 @@ def _kinds(counts: dict[str, int]) -> str:
 def list_command(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """List the built-in models: layers by kind, parameters, KV bytes per token (bf16)."""
+    """List the built-in models: layers by kind, parameters, checkpoint weight bytes and
+    format, KV bytes per token (bf16)."""
     from kvlab.models import kv_bytes_per_token, layer_kinds_summary, list_models
+    from kvlab.models.spec import weights_bytes, weights_format
 
     rows: list[dict[str, Any]] = []
     for spec in list_models():
@@ -52,6 +54,8 @@ def list_command(
                 "layers_by_kind": layer_kinds_summary(spec.layers),
                 "num_params": spec.num_params,
                 "num_active_params": spec.num_active_params,
+                "weights_bytes": weights_bytes(spec),
+                "weights_format": weights_format(spec),
                 "kv_bytes_per_token_bf16": kv_bytes_per_token(spec, "bf16"),
                 "max_context": spec.max_context,
             }
@@ -69,6 +73,8 @@ def list_command(
         ("layers", "left"),
         ("params", "right"),
         ("active", "right"),
+        ("weights", "right"),
+        ("format", "left"),
         ("KV/token bf16", "right"),
         ("max ctx", "right"),
     ):
@@ -81,10 +87,12 @@ def list_command(
             _kinds(r["layers_by_kind"]),
             fmt_params(r["num_params"]),
             fmt_params(r["num_active_params"]),
+            fmt_bytes(r["weights_bytes"]),
+            r["weights_format"],
             fmt_bytes(r["kv_bytes_per_token_bf16"]),
             f"{r['max_context']:,}",
         )
-    _console().print(table)
+    _console(width=200).print(table)
 
 
 def show_command(
@@ -159,8 +167,27 @@ def show_command(
         "parameters (active)",
         f"{fmt_params(summary['num_params'])} ({fmt_params(summary['num_active_params'])})",
     )
-    mem.add_row(f"weights ({summary['dtype']})", fmt_bytes(summary["weights_bytes"]))
+    mem.add_row(f"weights ({summary['weights_format']})", fmt_bytes(summary["weights_bytes"]))
     console.print(mem)
+    _print_weights(summary, console)
+
+
+def _print_weights(summary: dict[str, Any], console: Any) -> None:
+    """Parameters and checkpoint bytes per category, with each category's format."""
+    from rich.table import Table
+
+    quant = summary["weight_quant"] or {}
+    quantized = set(quant.get("categories", ()))
+    table = Table(title=f"weights by category (per GPU, TP {summary['tp']}, as shipped)")
+    for col in ("category", "params", "format", "bytes"):
+        table.add_column(col, justify="left" if col in ("category", "format") else "right")
+    by_bytes = summary["weights_bytes_by_category"]
+    for cat, n in summary["params_by_category"].items():
+        fmt = quant["method"] if cat in quantized else summary["dtype"]
+        if cat in quantized and quant.get("block_size"):
+            fmt += " ({}x{} blocks)".format(*quant["block_size"])
+        table.add_row(cat, f"{n:,}", fmt, fmt_bytes(by_bytes[cat]))
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:

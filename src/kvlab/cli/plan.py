@@ -27,6 +27,10 @@ Available KV memory is estimated (GPU memory x utilization - weights - overhead)
 unless --kv-cache-memory-bytes gives it, as vLLM's flag of the same name does; then
 the block and concurrency figures are exactly vLLM's.
 
+Weights are priced as the checkpoint ships: gpt-oss's MoE experts in MXFP4 (4.25 bits
+per weight), DeepSeek-V3's linears in FP8 with 128x128 block scales, the rest in the
+model dtype; --weight-dtype prices every weight in one dtype instead.
+
 Examples:
 
   kvlab plan
@@ -113,7 +117,7 @@ def _render(r: PlanResult, console: Console) -> None:
     mem.add_row("GPU memory", _size(r.gpu_memory_bytes))
     usable = r.gpu_memory_bytes * r.gpu_memory_utilization
     mem.add_row(f"usable (x {r.gpu_memory_utilization:g})", _size(usable))
-    mem.add_row("weights", _size(r.weights_bytes))
+    mem.add_row(f"weights ({r.weights_format})", _size(r.weights_bytes))
     if r.kv_memory_source == "estimated":
         o = r.overhead
         mem.add_row("overhead (estimate)", _size(r.overhead_bytes))
@@ -223,7 +227,10 @@ def register(app: typer.Typer) -> None:
             help="Tokens per KV block (default: vLLM's for the GPU, 16; CPU build 128).",
         ),
         weight_dtype: str | None = typer.Option(
-            None, "--weight-dtype", help="Weight dtype if not the model's (e.g. fp8, int4)."
+            None,
+            "--weight-dtype",
+            help="Price every weight in this dtype (e.g. bf16, fp8, int4) instead of the "
+            "checkpoint's own format (MXFP4 experts of gpt-oss, FP8 of DeepSeek-V3).",
         ),
         gpu_memory_utilization: float = typer.Option(
             0.92, "--gpu-memory-utilization", help="Fraction of GPU memory vLLM may use (0, 1]."

@@ -7,6 +7,7 @@ from kvlab.models.spec import (
     LAYER_KINDS,
     LayerSpec,
     ModelSpec,
+    WeightFormat,
     check_tp,
     dtype_bytes,
     kv_bytes_per_token,
@@ -16,6 +17,8 @@ from kvlab.models.spec import (
     sliding_cap_bytes,
     state_bytes_per_sequence,
     weights_bytes,
+    weights_bytes_by_category,
+    weights_format,
 )
 from kvlab.models.summary import LayerGroup, layer_groups, model_summary
 
@@ -28,6 +31,7 @@ __all__ = [
     "LayerGroup",
     "LayerSpec",
     "ModelSpec",
+    "WeightFormat",
     "catalog_entry",
     "check_tp",
     "dtype_bytes",
@@ -44,4 +48,6 @@ __all__ = [
     "sliding_cap_bytes",
     "state_bytes_per_sequence",
     "weights_bytes",
+    "weights_bytes_by_category",
+    "weights_format",
 ]

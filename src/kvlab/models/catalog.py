@@ -91,6 +91,12 @@ def _deepseek_v3() -> dict:
         "moe_layer_freq": 1,
         "topk_method": "noaux_tc",
         "num_nextn_predict_layers": 1,
+        "quantization_config": {
+            "activation_scheme": "dynamic",
+            "fmt": "e4m3",
+            "quant_method": "fp8",
+            "weight_block_size": [128, 128],
+        },
         "vocab_size": 129280,
         "max_position_embeddings": 163840,
         "tie_word_embeddings": False,
@@ -115,6 +121,15 @@ def _gpt_oss(layers: int, experts: int) -> dict:
         "vocab_size": 201088,
         "max_position_embeddings": 131072,
         "tie_word_embeddings": False,
+        "quantization_config": {
+            "modules_to_not_convert": [
+                "model.layers.*.self_attn",
+                "model.layers.*.mlp.router",
+                "model.embed_tokens",
+                "lm_head",
+            ],
+            "quant_method": "mxfp4",
+        },
     }
 
 
@@ -233,14 +248,14 @@ CATALOG: tuple[CatalogEntry, ...] = (
                  ("qwen3-next-80b-a3b", "qwen3-next-80b-a3b-instruct"), _qwen3_next()),
     # --- OpenAI ---
     CatalogEntry("openai/gpt-oss-20b", ("gpt-oss-20b",), _gpt_oss(24, 32),
-                 "MoE experts ship in MXFP4; weights_bytes assumes the model dtype"),
+                 "MoE experts ship in MXFP4, the rest in bf16"),
     CatalogEntry("openai/gpt-oss-120b", ("gpt-oss-120b",), _gpt_oss(36, 128),
-                 "MoE experts ship in MXFP4; weights_bytes assumes the model dtype"),
+                 "MoE experts ship in MXFP4, the rest in bf16"),
     # --- DeepSeek ---
     CatalogEntry("deepseek-ai/DeepSeek-V3", ("deepseek-v3",), _deepseek_v3(),
-                 "weights ship in FP8; the MTP layer is not counted"),
+                 "linears ship in FP8 (128x128 block scales); the MTP layer is not counted"),
     CatalogEntry("deepseek-ai/DeepSeek-R1", ("deepseek-r1",), _deepseek_v3(),
-                 "weights ship in FP8; the MTP layer is not counted"),
+                 "linears ship in FP8 (128x128 block scales); the MTP layer is not counted"),
     # --- Mistral ---
     CatalogEntry("mistralai/Mistral-7B-v0.1", ("mistral-7b", "mistral-7b-v0.1"),
                  {**_MISTRAL_7B, "vocab_size": 32000, "sliding_window": 4096}),

@@ -25,12 +25,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kvlab.errors import ConfigError
-from kvlab.models.spec import LayerSpec, ModelSpec
+from kvlab.models.spec import PARAM_CATEGORIES, LayerSpec, ModelSpec, WeightFormat
 
 Config = Mapping[str, Any]
 
@@ -111,16 +111,40 @@ def load_config(config: Config | str | Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 
 
+#: Parameter counts by category (kvlab.models.spec.PARAM_CATEGORIES).
+Parts = dict[str, int]
+
+
 @dataclass
 class _Params:
-    """Running parameter totals: ``total`` every weight, ``active`` the per-token ones."""
+    """Running parameter totals: ``total`` every weight, ``active`` the per-token ones,
+    ``by_cat`` every weight by category (sums to ``total``)."""
 
     total: int = 0
     active: int = 0
+    by_cat: dict[str, int] = field(default_factory=dict)
 
-    def add(self, n: int, active: int | None = None) -> None:
+    def add(self, cat: str, n: int, active: int | None = None) -> None:
         self.total += n
         self.active += n if active is None else active
+        self.by_cat[cat] = self.by_cat.get(cat, 0) + n
+
+    def add_parts(self, parts: Parts, times: int = 1, active_times: int | None = None) -> None:
+        """Add ``times`` copies of ``parts``; ``active_times`` of them count as active."""
+        act = times if active_times is None else active_times
+        for cat, n in parts.items():
+            self.add(cat, n * times, n * act)
+
+    def breakdown(self) -> tuple[tuple[str, int], ...]:
+        return tuple((c, self.by_cat[c]) for c in PARAM_CATEGORIES if self.by_cat.get(c))
+
+
+def _sum(*parts: Parts) -> Parts:
+    out: Parts = {}
+    for part in parts:
+        for cat, n in part.items():
+            out[cat] = out.get(cat, 0) + n
+    return out
 
 
 def _attention_params(
@@ -134,31 +158,32 @@ def _attention_params(
     qk_norm: bool = False,
     q_gate: bool = False,
     head_dim_v: int | None = None,
-) -> int:
+) -> Parts:
     """q/k/v/o projections (+ biases, per-head q/k norms, Qwen3-Next's output gate in q)."""
     dv = head_dim if head_dim_v is None else head_dim_v
     q_out = heads * head_dim * (2 if q_gate else 1)
     kv_out = kv_heads * (head_dim + dv)
-    n = hidden * (q_out + kv_out) + heads * dv * hidden
-    if qkv_bias:
-        n += q_out + kv_out
-    if o_bias:
-        n += hidden
-    if qk_norm:
-        n += 2 * head_dim
-    return n
+    bias = (q_out + kv_out if qkv_bias else 0) + (hidden if o_bias else 0)
+    return {
+        "attention": hidden * (q_out + kv_out) + heads * dv * hidden,
+        "biases": bias,
+        "norms": 2 * head_dim if qk_norm else 0,
+    }
 
 
-def _mlp_params(hidden: int, inter: int, *, gated: bool = True, bias: bool = False) -> int:
-    n = (3 if gated else 2) * hidden * inter
-    if bias:
-        n += (2 * inter if gated else inter) + hidden
-    return n
+def _mlp_params(
+    hidden: int, inter: int, *, gated: bool = True, bias: bool = False, cat: str = "mlp"
+) -> Parts:
+    """A (gated) MLP's matrices under ``cat`` and its biases under ``biases``."""
+    b = (2 * inter if gated else inter) + hidden if bias else 0
+    return {cat: (3 if gated else 2) * hidden * inter, "biases": b}
 
 
 def _embedding_params(cfg: Config, hidden: int, vocab: int, p: _Params, tied_default: bool) -> bool:
     tied = bool(cfg.get("tie_word_embeddings", tied_default))
-    p.add(vocab * hidden * (1 if tied else 2))
+    p.add("embedding", vocab * hidden)
+    if not tied:
+        p.add("lm_head", vocab * hidden)
     return tied
 
 
@@ -269,7 +294,7 @@ def _decoder(cfg: Config) -> _Parsed:
     # --- parameters ---
     p = _Params()
     _embedding_params(cfg, hidden, vocab, p, tied_default=gemma)
-    p.add(hidden)  # final norm
+    p.add("norms", hidden)  # final norm
     attn = _attention_params(
         hidden,
         heads,
@@ -280,7 +305,7 @@ def _decoder(cfg: Config) -> _Parsed:
         qk_norm=mt in ("qwen3", "qwen3_moe", "gemma3_text"),
     )
     if mt == "gpt_oss":
-        attn += heads  # attention sinks
+        attn["biases"] += heads  # attention sinks
     norms = (4 if gemma else 2) * hidden
     experts = _int(cfg, "num_local_experts", 0) or _int(cfg, "num_experts", 0)
     top_k = _int(cfg, "num_experts_per_tok", 0) or _int(cfg, "experts_per_token", 0)
@@ -289,17 +314,18 @@ def _decoder(cfg: Config) -> _Parsed:
     sparse_step = _pos(cfg, "decoder_sparse_step", 1)
     mlp_only = set(cfg.get("mlp_only_layers") or [])
     for i in range(n):
-        p.add(attn + norms)
+        p.add_parts(attn)
+        p.add("norms", norms)
         moe = experts > 0 and i not in mlp_only and (i + 1) % sparse_step == 0
         if not moe:
-            p.add(_mlp_params(hidden, inter, bias=mlp_bias))
+            p.add_parts(_mlp_params(hidden, inter, bias=mlp_bias))
             continue
         if top_k < 1:
             raise ConfigError("MoE config needs 'num_experts_per_tok' >= 1")
         moe_inter = _pos(cfg, "moe_intermediate_size", inter)
-        one = _mlp_params(hidden, moe_inter, bias=mt == "gpt_oss")
-        router = hidden * experts + (experts if mt == "gpt_oss" else 0)
-        p.add(experts * one + router, top_k * one + router)
+        one = _mlp_params(hidden, moe_inter, bias=mt == "gpt_oss", cat="experts")
+        p.add_parts(one, experts, top_k)
+        p.add("router", hidden * experts + (experts if mt == "gpt_oss" else 0))
     return _Parsed(layers, p, hidden, heads, hd, vocab, _pos(cfg, "max_position_embeddings", 4096))
 
 
@@ -316,18 +342,19 @@ def _opt(cfg: Config) -> _Parsed:
     bias = bool(cfg.get("enable_bias", True))
     p = _Params()
     tied = bool(cfg.get("tie_word_embeddings", True))
-    p.add(vocab * proj * (1 if tied else 2))
-    p.add((max_pos + 2) * hidden)
+    p.add("embedding", vocab * proj)
+    p.add("lm_head", 0 if tied else vocab * proj)
+    p.add("embedding", (max_pos + 2) * hidden)
     if proj != hidden:
-        p.add(2 * proj * hidden)  # project_in / project_out, no bias
+        p.add("embedding", 2 * proj * hidden)  # project_in / project_out, no bias
     if cfg.get("do_layer_norm_before", True) and not cfg.get("_remove_final_layer_norm", False):
-        p.add(2 * hidden)
-    per_layer = (
-        _attention_params(hidden, heads, heads, hd, qkv_bias=bias, o_bias=bias)
-        + _mlp_params(hidden, ffn, gated=False, bias=bias)
-        + 2 * 2 * hidden
+        p.add("norms", 2 * hidden)
+    per_layer = _sum(
+        _attention_params(hidden, heads, heads, hd, qkv_bias=bias, o_bias=bias),
+        _mlp_params(hidden, ffn, gated=False, bias=bias),
+        {"norms": 2 * 2 * hidden},
     )
-    p.add(n * per_layer)
+    p.add_parts(per_layer, n)
     layers = tuple(_attn_layer(heads, hd, None) for _ in range(n))
     return _Parsed(layers, p, hidden, heads, hd, vocab, max_pos)
 
@@ -342,17 +369,16 @@ def _phi(cfg: Config) -> _Parsed:
     inter = _pos(cfg, "intermediate_size")
     hd = _head_dim(cfg, hidden, heads)
     p = _Params()
-    tied = bool(cfg.get("tie_word_embeddings", False))
-    p.add(vocab * hidden * (1 if tied else 2) + (0 if tied else vocab))  # lm_head has a bias
-    p.add(2 * hidden)  # final LayerNorm
+    tied = _embedding_params(cfg, hidden, vocab, p, tied_default=False)
+    p.add("biases", 0 if tied else vocab)  # lm_head has a bias
+    p.add("norms", 2 * hidden)  # final LayerNorm
     qk_ln = 4 * hd if cfg.get("qk_layernorm") else 0
-    per_layer = (
-        _attention_params(hidden, heads, kv, hd, qkv_bias=True, o_bias=True)
-        + _mlp_params(hidden, inter, gated=False, bias=True)
-        + 2 * hidden
-        + qk_ln
+    per_layer = _sum(
+        _attention_params(hidden, heads, kv, hd, qkv_bias=True, o_bias=True),
+        _mlp_params(hidden, inter, gated=False, bias=True),
+        {"norms": 2 * hidden + qk_ln},
     )
-    p.add(n * per_layer)
+    p.add_parts(per_layer, n)
     sliding = _attention_kinds(cfg, n)
     layers = tuple(_attn_layer(kv, hd, _window(cfg) if s else None) for s in sliding)
     return _Parsed(layers, p, hidden, heads, hd, vocab, _pos(cfg, "max_position_embeddings", 2048))
@@ -372,13 +398,15 @@ def _deepseek(cfg: Config) -> _Parsed:
     qk = nope + rope
     p = _Params()
     _embedding_params(cfg, hidden, vocab, p, tied_default=False)
-    p.add(hidden)  # final norm
-    attn = hidden * (lora + rope) + lora  # kv_a_proj_with_mqa + kv_a_layernorm
+    p.add("norms", hidden)  # final norm
+    attn = hidden * (lora + rope)  # kv_a_proj_with_mqa
     attn += lora * heads * (nope + v_dim)  # kv_b_proj
     attn += heads * v_dim * hidden  # o_proj
+    attn_norms = lora  # kv_a_layernorm
     if q_lora:
         q_lora = int(q_lora)
-        attn += hidden * q_lora + q_lora + q_lora * heads * qk
+        attn += hidden * q_lora + q_lora * heads * qk  # q_a_proj, q_b_proj
+        attn_norms += q_lora  # q_a_layernorm
     else:
         attn += hidden * heads * qk
     experts = _int(cfg, "n_routed_experts", 0)
@@ -388,16 +416,17 @@ def _deepseek(cfg: Config) -> _Parsed:
     freq = _pos(cfg, "moe_layer_freq", 1)
     inter = _pos(cfg, "intermediate_size")
     for i in range(n):
-        p.add(attn + 2 * hidden)
+        p.add("attention", attn)
+        p.add("norms", attn_norms + 2 * hidden)
         if not experts or i < first_dense or i % freq:
-            p.add(_mlp_params(hidden, inter))
+            p.add_parts(_mlp_params(hidden, inter))
             continue
-        one = _mlp_params(hidden, _pos(cfg, "moe_intermediate_size"))
-        router = hidden * experts
+        moe_inter = _pos(cfg, "moe_intermediate_size")
+        p.add_parts(_mlp_params(hidden, moe_inter, cat="experts"), experts, top_k)
+        p.add_parts(_mlp_params(hidden, moe_inter, cat="shared_experts"), shared)
+        p.add("router", hidden * experts)
         if cfg.get("topk_method") == "noaux_tc":
-            router += experts  # e_score_correction_bias
-        p.add(experts * one, top_k * one)
-        p.add(shared * one + router)
+            p.add("biases", experts)  # e_score_correction_bias
     layers = tuple(LayerSpec("mla", kv_lora_rank=lora, qk_rope_head_dim=rope) for _ in range(n))
     return _Parsed(layers, p, hidden, heads, qk, vocab, _pos(cfg, "max_position_embeddings"))
 
@@ -447,30 +476,35 @@ def _nemotron_h(cfg: Config) -> _Parsed:
         hd = _head_dim(cfg, hidden, heads)
     p = _Params()
     _embedding_params(cfg, hidden, vocab, p, tied_default=False)
-    p.add(hidden)  # norm_f
+    p.add("norms", hidden)  # norm_f
     mlp_bias = bool(cfg.get("mlp_bias"))
     layers: list[LayerSpec] = []
     for i, ch in enumerate(pattern):
-        p.add(hidden)  # the block's pre-norm
+        p.add("norms", hidden)  # the block's pre-norm
         if ch == "M":
             layer, n_params = _mamba2_layer(cfg, hidden)
             layers.append(layer)
-            p.add(n_params)
+            p.add("recurrent", n_params)
         elif ch == "*":
             layers.append(_attn_layer(kv, hd, None))
             bias = bool(cfg.get("attention_bias"))
-            p.add(_attention_params(hidden, heads, kv, hd, qkv_bias=bias, o_bias=bias))
+            p.add_parts(_attention_params(hidden, heads, kv, hd, qkv_bias=bias, o_bias=bias))
         elif ch == "-":
-            p.add(_mlp_params(hidden, _pos(cfg, "intermediate_size"), gated=False, bias=mlp_bias))
+            inter = _pos(cfg, "intermediate_size")
+            p.add_parts(_mlp_params(hidden, inter, gated=False, bias=mlp_bias))
         elif ch == "E":
             experts = _pos(cfg, "n_routed_experts")
             top_k = _pos(cfg, "num_experts_per_tok")
-            one = _mlp_params(hidden, _pos(cfg, "moe_intermediate_size"), gated=False)
+            moe_inter = _pos(cfg, "moe_intermediate_size")
+            one = _mlp_params(hidden, moe_inter, gated=False, cat="experts")
             shared_inter = _int(cfg, "moe_shared_expert_intermediate_size", 0)
             shared = _int(cfg, "n_shared_experts", 1 if shared_inter else 0)
-            p.add(experts * one, top_k * one)
-            p.add(shared * _mlp_params(hidden, shared_inter, gated=False) if shared_inter else 0)
-            p.add(hidden * experts + experts)  # router + e_score_correction_bias
+            p.add_parts(one, experts, top_k)
+            if shared_inter:
+                sh = _mlp_params(hidden, shared_inter, gated=False, cat="shared_experts")
+                p.add_parts(sh, shared)
+            p.add("router", hidden * experts)
+            p.add("biases", experts)  # e_score_correction_bias
         else:
             raise ConfigError(
                 f"hybrid_override_pattern[{i}] = {ch!r} is not a supported layer kind; "
@@ -523,13 +557,13 @@ def _jamba(cfg: Config) -> _Parsed:
     attn = _attention_params(hidden, heads, kv, hd)
     p = _Params()
     _embedding_params(cfg, hidden, vocab, p, tied_default=False)
-    p.add(hidden)  # final norm
+    p.add("norms", hidden)  # final norm
     layers: list[LayerSpec] = []
     for i in range(n):
-        p.add(2 * hidden)
+        p.add("norms", 2 * hidden)
         if i % attn_period == attn_offset:
             layers.append(_attn_layer(kv, hd, None))
-            p.add(attn)
+            p.add_parts(attn)
         else:
             layers.append(
                 LayerSpec(
@@ -539,12 +573,12 @@ def _jamba(cfg: Config) -> _Parsed:
                     state_heads=d_inner,
                 )
             )
-            p.add(mamba)
-        one = _mlp_params(hidden, inter)
+            p.add("recurrent", mamba)
         if experts > 1 and i % exp_period == exp_offset:
-            p.add(experts * one + hidden * experts, top_k * one + hidden * experts)
+            p.add_parts(_mlp_params(hidden, inter, cat="experts"), experts, top_k)
+            p.add("router", hidden * experts)
         else:
-            p.add(one)
+            p.add_parts(_mlp_params(hidden, inter))
     return _Parsed(
         tuple(layers), p, hidden, heads, hd, vocab, _pos(cfg, "max_position_embeddings", 262144)
     )
@@ -585,13 +619,13 @@ def _qwen3_next(cfg: Config) -> _Parsed:
     mlp_only = set(cfg.get("mlp_only_layers") or [])
     p = _Params()
     _embedding_params(cfg, hidden, vocab, p, tied_default=False)
-    p.add(hidden)
+    p.add("norms", hidden)
     layers: list[LayerSpec] = []
     for i, t in enumerate(types):
-        p.add(2 * hidden)
+        p.add("norms", 2 * hidden)
         if t == "full_attention":
             layers.append(_attn_layer(kv, hd, None))
-            p.add(attn)
+            p.add_parts(attn)
         elif t == "linear_attention":
             layers.append(
                 LayerSpec(
@@ -601,20 +635,22 @@ def _qwen3_next(cfg: Config) -> _Parsed:
                     state_heads=v_heads,
                 )
             )
-            p.add(linear)
+            p.add("recurrent", linear)
         else:
             raise ConfigError(
                 f"layer_types[{i}] = {t!r} is not a supported layer kind; "
                 "supported: full_attention, linear_attention"
             )
         if experts and i not in mlp_only and (i + 1) % sparse_step == 0:
-            one = _mlp_params(hidden, _pos(cfg, "moe_intermediate_size"))
+            one = _mlp_params(hidden, _pos(cfg, "moe_intermediate_size"), cat="experts")
             shared_inter = _int(cfg, "shared_expert_intermediate_size", 0)
-            shared = _mlp_params(hidden, shared_inter) + hidden if shared_inter else 0
-            p.add(experts * one, top_k * one)
-            p.add(hidden * experts + shared)
+            p.add_parts(one, experts, top_k)
+            p.add("router", hidden * experts)
+            if shared_inter:  # shared expert + its sigmoid gate (hidden -> 1)
+                p.add_parts(_mlp_params(hidden, shared_inter, cat="shared_experts"))
+                p.add("shared_experts", hidden)
         else:
-            p.add(_mlp_params(hidden, _pos(cfg, "intermediate_size")))
+            p.add_parts(_mlp_params(hidden, _pos(cfg, "intermediate_size")))
     return _Parsed(
         tuple(layers), p, hidden, heads, hd, vocab, _pos(cfg, "max_position_embeddings", 32768)
     )
@@ -650,7 +686,7 @@ def _text_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg.get("model_type") == "gemma3":
         text = dict(cfg.get("text_config") or {})
         text.setdefault("model_type", "gemma3_text")
-        for key in ("torch_dtype", "dtype", "tie_word_embeddings"):
+        for key in ("torch_dtype", "dtype", "tie_word_embeddings", "quantization_config"):
             if key in cfg and key not in text:
                 text[key] = cfg[key]
         return _gemma3_defaults(text)
@@ -670,6 +706,84 @@ def _gemma3_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
     }
     out.update({k: v for k, v in cfg.items() if v is not None})
     return out
+
+
+# ---------------------------------------------------------------------------
+# Checkpoint weight format (quantization_config)
+# ---------------------------------------------------------------------------
+
+#: Categories each method quantizes by default. MXFP4 (gpt-oss): the MoE experts only,
+#: as vLLM's Mxfp4Config does (FusedMoE layers; linear layers stay unquantized). FP8
+#: (DeepSeek-V3): every linear of the decoder layers; embeddings, lm_head and the router
+#: ship in bf16 (vLLM's DeepseekV2 gate is created without a quant config).
+_QUANTIZED_BY_DEFAULT: dict[str, tuple[str, ...]] = {
+    "mxfp4": ("experts",),
+    "fp8": ("attention", "mlp", "experts", "shared_experts"),
+}
+
+#: Module-name components of ``modules_to_not_convert`` / ``ignored_layers`` patterns and
+#: the categories they exclude (the last matching component decides).
+_MODULE_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "embed_tokens": ("embedding",),
+    "lm_head": ("lm_head",),
+    "self_attn": ("attention",),
+    "attn": ("attention",),
+    "attention": ("attention",),
+    "mlp": ("mlp", "experts", "shared_experts", "router"),
+    "experts": ("experts",),
+    "shared_expert": ("shared_experts",),
+    "shared_experts": ("shared_experts",),
+    "router": ("router",),
+    "gate": ("router",),
+    "mixer": ("recurrent",),
+}
+
+
+def _excluded_categories(patterns: list[Any]) -> set[str]:
+    """Categories named by module patterns such as ``model.layers.*.self_attn``.
+
+    A pattern excludes its whole category in every layer, also when it names one layer
+    (prices the checkpoint higher, never lower); the last known component decides
+    (``model.layers.*.mlp.router``: the router only; ``...self_attn.q_proj``: attention).
+    """
+    out: set[str] = set()
+    for pattern in patterns:
+        named = [x for x in str(pattern).split(".") if x in _MODULE_CATEGORIES]
+        if named:
+            out.update(_MODULE_CATEGORIES[named[-1]])
+    return out
+
+
+def _weight_format(cfg: Config, present: set[str]) -> WeightFormat | None:
+    """The checkpoint's weight format from ``quantization_config``, over the parameter
+    categories ``present`` in the model.
+
+    Understands ``quant_method`` ``mxfp4`` and ``fp8`` (``weight_block_size``); any other
+    method (or none) returns None: weights are priced in the model dtype.
+    """
+    qc = cfg.get("quantization_config")
+    if not isinstance(qc, Mapping):
+        return None
+    method = str(qc.get("quant_method", "")).lower()
+    if method not in _QUANTIZED_BY_DEFAULT:
+        return None
+    skip = _excluded_categories(
+        list(qc.get("modules_to_not_convert") or []) + list(qc.get("ignored_layers") or [])
+    )
+    cats = tuple(c for c in _QUANTIZED_BY_DEFAULT[method] if c in present and c not in skip)
+    block = qc.get("weight_block_size") if method == "fp8" else None
+    if block is not None:
+        if (
+            not isinstance(block, list | tuple)
+            or len(block) != 2
+            or not all(isinstance(b, int) and b >= 1 for b in block)
+        ):
+            raise ConfigError(
+                f"quantization_config.weight_block_size must be two positive integers, "
+                f"got {block!r}"
+            )
+        block = (int(block[0]), int(block[1]))
+    return WeightFormat(method, cats, block)
 
 
 def from_hf_config(config: Config | str | Path, name: str | None = None) -> ModelSpec:
@@ -701,6 +815,8 @@ def from_hf_config(config: Config | str | Path, name: str | None = None) -> Mode
         dtype=dtype,
         state_dtype=parsed.state_dtype or dtype,
         head_dim=parsed.head_dim,
+        param_breakdown=parsed.params.breakdown(),
+        weight_format=_weight_format(cfg, {c for c, _ in parsed.params.breakdown()}),
     )
 
 

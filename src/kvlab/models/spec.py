@@ -54,6 +54,69 @@ DTYPE_BYTES: dict[str, float] = {
 }
 KV_DTYPES: tuple[str, ...] = ("bf16", "fp16", "fp8", "int8", "int4")
 
+#: Parameter categories of :attr:`ModelSpec.param_breakdown` (see :class:`WeightFormat`):
+#: ``embedding`` input embeddings (OPT: + learned positions and projections), ``lm_head``
+#: an untied output head, ``attention`` attention projection matrices (q/k/v/o, MLA's
+#: low-rank projections), ``mlp`` dense MLP matrices, ``experts`` routed MoE expert
+#: matrices, ``shared_experts`` shared-expert matrices (+ Qwen3-Next's shared gate),
+#: ``router`` MoE router weights and biases, ``recurrent`` whole Mamba / Gated DeltaNet
+#: mixers, ``norms`` every norm, ``biases`` biases of the linears above and other
+#: per-channel vectors (gpt-oss attention sinks, DeepSeek's router score correction).
+PARAM_CATEGORIES: tuple[str, ...] = (
+    "embedding",
+    "lm_head",
+    "attention",
+    "mlp",
+    "experts",
+    "shared_experts",
+    "router",
+    "recurrent",
+    "norms",
+    "biases",
+)
+
+#: Weight formats a checkpoint can ship in besides its dtype (``quantization_config``).
+#: mxfp4: OCP Microscaling Formats (MX) v1.0, section 5: blocks of 32 FP4 (E2M1) values,
+#: 4 bits each, share one 8-bit E8M0 scale = 4.25 bits per weight.
+#: fp8: one byte per weight (E4M3) plus one float32 inverse scale per
+#: ``weight_block_size`` block (DeepSeek-V3 config.json: [128, 128]).
+WEIGHT_QUANT_METHODS: tuple[str, ...] = ("fp8", "mxfp4")
+MXFP4_BLOCK = 32
+MXFP4_SCALE_BYTES = 1.0  # E8M0
+FP8_SCALE_BYTES = 4.0  # float32 weight_scale_inv
+
+
+@dataclass(frozen=True, slots=True)
+class WeightFormat:
+    """How a checkpoint stores its weights, from its ``quantization_config``.
+
+    ``method`` is one of :data:`WEIGHT_QUANT_METHODS`; ``categories`` are the
+    :data:`PARAM_CATEGORIES` stored in that format, every other parameter is in the
+    model dtype. ``block_size`` is FP8's (rows, cols) scale block, None for per-tensor
+    scales (priced as no scale bytes).
+    """
+
+    method: str
+    categories: tuple[str, ...]
+    block_size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in WEIGHT_QUANT_METHODS:
+            raise ConfigError(
+                f"unknown weight format {self.method!r}; known: {', '.join(WEIGHT_QUANT_METHODS)}"
+            )
+        unknown = set(self.categories) - set(PARAM_CATEGORIES)
+        if unknown:
+            raise ConfigError(f"unknown parameter categories {sorted(unknown)}")
+
+    def bytes_per_param(self) -> float:
+        """Bytes per quantized weight, scales included (partial blocks not padded)."""
+        if self.method == "mxfp4":
+            return 0.5 + MXFP4_SCALE_BYTES / MXFP4_BLOCK
+        if self.block_size is None:
+            return 1.0
+        return 1.0 + FP8_SCALE_BYTES / (self.block_size[0] * self.block_size[1])
+
 
 def dtype_bytes(dtype: str) -> float:
     """Bytes per element of ``dtype`` (see :data:`DTYPE_BYTES`)."""
@@ -147,6 +210,11 @@ class ModelSpec:
     ``state_dtype`` is the SSM / recurrent state's dtype (vLLM's ``mamba_ssm_cache_dtype``:
     ``auto`` means the model dtype, except NemotronH whose default is the config's
     ``mamba_ssm_cache_dtype`` or float32; vllm/model_executor/models/config.py).
+
+    ``param_breakdown`` splits ``num_params`` by :data:`PARAM_CATEGORIES` as
+    ``(category, count)`` pairs (categories present only; empty for hand-built specs;
+    the counts sum to ``num_params``). ``weight_format`` is the checkpoint's quantized
+    format (None: every weight ships in ``dtype``); it needs ``param_breakdown``.
     """
 
     name: str
@@ -163,6 +231,8 @@ class ModelSpec:
     aliases: tuple[str, ...] = field(default=())
     head_dim: int = 0
     description: str = ""
+    param_breakdown: tuple[tuple[str, int], ...] = field(default=())
+    weight_format: WeightFormat | None = None
 
     @classmethod
     def from_hf_config(cls, config: Any, name: str | None = None) -> ModelSpec:
@@ -174,9 +244,24 @@ class ModelSpec:
 
         return from_hf_config(config, name=name)
 
+    def __post_init__(self) -> None:
+        if self.param_breakdown:
+            total = sum(n for _, n in self.param_breakdown)
+            if total != self.num_params:
+                raise ConfigError(
+                    f"param_breakdown of {self.name} sums to {total}, not num_params "
+                    f"{self.num_params}"
+                )
+        elif self.weight_format is not None:
+            raise ConfigError(f"{self.name}: a weight_format needs a param_breakdown")
+
     @property
     def num_layers(self) -> int:
         return len(self.layers)
+
+    def params_in(self, *categories: str) -> int:
+        """Parameters of the given :data:`PARAM_CATEGORIES` (0 without a breakdown)."""
+        return sum(n for c, n in self.param_breakdown if c in categories)
 
     @property
     def is_moe(self) -> bool:
@@ -288,10 +373,55 @@ def sequence_bytes(
 
 
 def weights_bytes(spec: ModelSpec, tp: int = 1, weight_dtype: str | None = None) -> float:
-    """Weight bytes per GPU: every parameter once, sharded evenly over ``tp`` GPUs."""
+    """Weight bytes per GPU: every parameter once, sharded evenly over ``tp`` GPUs.
+
+    ``weight_dtype`` None prices the checkpoint as it ships: the categories of
+    ``spec.weight_format`` at :meth:`WeightFormat.bytes_per_param` (MXFP4 4.25 bits;
+    FP8 1 byte + a float32 scale per block), the rest in ``spec.dtype``. An explicit
+    ``weight_dtype`` (bf16, fp8, int4, ...) prices every parameter in it.
+    """
     if tp < 1:
         raise ConfigError(f"tensor parallel size must be >= 1, got {tp}")
-    return spec.num_params * dtype_bytes(weight_dtype or spec.dtype) / tp
+    if weight_dtype is not None or spec.weight_format is None:
+        return spec.num_params * dtype_bytes(weight_dtype or spec.dtype) / tp
+    fmt = spec.weight_format
+    quantized = spec.params_in(*fmt.categories)
+    rest = spec.num_params - quantized
+    return (quantized * fmt.bytes_per_param() + rest * dtype_bytes(spec.dtype)) / tp
+
+
+def weights_bytes_by_category(
+    spec: ModelSpec, tp: int = 1, weight_dtype: str | None = None
+) -> dict[str, float]:
+    """:func:`weights_bytes` split by ``spec.param_breakdown`` category (per GPU);
+    empty for a spec without a breakdown."""
+    if tp < 1:
+        raise ConfigError(f"tensor parallel size must be >= 1, got {tp}")
+    b = dtype_bytes(weight_dtype or spec.dtype)
+    fmt = None if weight_dtype is not None else spec.weight_format
+    out: dict[str, float] = {}
+    for cat, n in spec.param_breakdown:
+        per = fmt.bytes_per_param() if fmt is not None and cat in fmt.categories else b
+        out[cat] = n * per / tp
+    return out
+
+
+_SHORT_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+
+
+def weights_format(spec: ModelSpec, weight_dtype: str | None = None) -> str:
+    """What :func:`weights_bytes` prices, in words: ``bf16``, ``mxfp4 experts + bf16``,
+    ``fp8 linears + bf16``, or the explicit ``weight_dtype``."""
+    if weight_dtype is not None:
+        return weight_dtype
+    base = _SHORT_DTYPES.get(spec.dtype, spec.dtype)
+    fmt = spec.weight_format
+    if fmt is None or not spec.params_in(*fmt.categories):
+        return base
+    if fmt.method == "mxfp4":
+        what = "experts" if fmt.categories == ("experts",) else "+".join(fmt.categories)
+        return f"mxfp4 {what} + {base}"
+    return f"fp8 linears + {base}"
 
 
 def layer_kinds_summary(layers: Iterable[LayerSpec]) -> dict[str, int]:
@@ -307,9 +437,12 @@ __all__ = [
     "DTYPE_BYTES",
     "KV_DTYPES",
     "LAYER_KINDS",
+    "PARAM_CATEGORIES",
     "RECURRENT_KINDS",
+    "WEIGHT_QUANT_METHODS",
     "LayerSpec",
     "ModelSpec",
+    "WeightFormat",
     "check_tp",
     "dtype_bytes",
     "kv_bytes_per_token",
@@ -319,4 +452,6 @@ __all__ = [
     "sliding_cap_bytes",
     "state_bytes_per_sequence",
     "weights_bytes",
+    "weights_bytes_by_category",
+    "weights_format",
 ]

@@ -14,6 +14,8 @@ from kvlab.models.spec import (
     sliding_cap_bytes,
     state_bytes_per_sequence,
     weights_bytes,
+    weights_bytes_by_category,
+    weights_format,
 )
 
 
@@ -65,6 +67,19 @@ def layer_groups(spec: ModelSpec, kv_dtype: str | None = None, tp: int = 1) -> l
     return list(groups.values())
 
 
+def _weight_quant(spec: ModelSpec) -> dict[str, Any] | None:
+    """The checkpoint's quantized format as plain data (None: all in ``spec.dtype``)."""
+    fmt = spec.weight_format
+    if fmt is None:
+        return None
+    return {
+        "method": fmt.method,
+        "categories": list(fmt.categories),
+        "block_size": list(fmt.block_size) if fmt.block_size else None,
+        "bytes_per_param": fmt.bytes_per_param(),
+    }
+
+
 def model_summary(spec: ModelSpec, kv_dtype: str | None = None, tp: int = 1) -> dict[str, Any]:
     """JSON-ready memory facts of ``spec`` (bytes per GPU at ``tp``; KV in ``kv_dtype``)."""
     kv = kv_dtype or spec.dtype
@@ -90,6 +105,10 @@ def model_summary(spec: ModelSpec, kv_dtype: str | None = None, tp: int = 1) -> 
         "state_bytes_per_sequence": state_bytes_per_sequence(spec, tp),
         "max_context_sequence_bytes": sequence_bytes(spec, spec.max_context, kv, tp),
         "weights_bytes": weights_bytes(spec, tp),
+        "weights_format": weights_format(spec),
+        "weight_quant": _weight_quant(spec),
+        "params_by_category": dict(spec.param_breakdown),
+        "weights_bytes_by_category": weights_bytes_by_category(spec, tp),
         "layer_groups": [asdict(g) for g in layer_groups(spec, kv, tp)],
     }
 
