@@ -126,3 +126,40 @@ def test_residency_histograms_count_every_eviction_and_hit() -> None:
     assert idle[(1000).bit_length()] == 2 and sum(idle) == 2
     edges = h["block_lifetime_s"]["edges"]
     assert edges[10] <= 1000 < edges[11]
+
+
+def test_random_ops_keep_duplicate_count_and_hits_exact() -> None:
+    """Random allocate/cache/hit/free: ``num_multi`` counts list entries, and
+    ``longest_hit`` equals a one-key-at-a-time scan (long runs cross its chunks)."""
+    import random
+
+    rng = random.Random(7)
+    pool = BlockPool(60)
+    held: list[list[int]] = []
+    for _ in range(3000):
+        op = rng.random()
+        if op < 0.4 and pool.num_free >= 4:
+            blocks = pool.allocate(rng.randint(1, 4), now=rng.randint(0, 9))
+            held.append(blocks)
+            for b in blocks:
+                if rng.random() < 0.8:
+                    pool.cache(b, rng.randint(0, 40), now=1)
+        elif op < 0.6:
+            keys = [rng.randint(0, 40) for _ in range(rng.randint(0, 40))]
+            want: list[int] = []
+            for k in keys:
+                b = pool.get(k)
+                if b is None:
+                    break
+                want.append(b)
+            hit = pool.longest_hit(keys, len(keys))
+            assert hit == want
+            if len(set(hit)) == len(hit):
+                pool.touch(hit, now=5)
+                held.append(list(hit))
+        elif held:
+            blocks = held.pop(rng.randrange(len(held)))
+            pool.free(blocks[::-1], now=3)
+        lists = sum(isinstance(e, list) for e in pool.cached.values())
+        assert pool.num_multi == lists
+        assert pool.num_free == sum(1 for b in range(1, 60) if pool.ref[b] == 0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from itertools import compress, islice, repeat
-from operator import is_, is_not, sub
+from operator import add, is_, is_not, not_, sub
 from typing import Protocol
 
 from kvlab.sim.policies.base import EvictionPolicy
@@ -55,6 +55,7 @@ class BlockPool:
     * ``cached[key]`` is one block id, or a list of ids in insertion order when
       several blocks hold the same content (vLLM does not deduplicate); a hit
       takes the first;
+    * ``num_multi`` is the number of list entries in ``cached``;
     * ``num_evicted`` counts keyed blocks whose key was dropped to reuse them;
     * ``born[b]`` / ``used[b]``: tick block b was handed out / last handed out or hit;
       ``hist[name][i]`` counts durations whose ``bit_length()`` is i.
@@ -79,6 +80,7 @@ class BlockPool:
         self.ref = [0] * num_blocks
         self.key: list[Hashable | None] = [None] * num_blocks
         self.cached: dict[Hashable, int | list[int]] = {}
+        self.num_multi = 0  # entries of ``cached`` that are lists
         self.clean: list[int] = list(range(num_blocks - 1, 0, -1))
         self.ref[0] = 1  # the null block is never free
         self.num_evicted = 0
@@ -116,12 +118,19 @@ class BlockPool:
         if not self.enable_caching:
             return out
         get = self.cached.get
-        for k in keys[:max_blocks]:
-            b = get(k)
-            if b is None:
+        found: list[int] = []
+        lo, step = 0, 8
+        while lo < max_blocks:  # growing chunks, in C, until the first miss
+            hi = min(lo + step, max_blocks)
+            chunk = list(map(get, keys[lo:hi]))
+            if None in chunk:
+                found += chunk[: chunk.index(None)]
                 break
-            out.append(b if isinstance(b, int) else b[0])
-        return out
+            found += chunk
+            lo, step = hi, step * 2
+        if self.num_multi and not all(map(isinstance, found, repeat(int))):
+            return [b if isinstance(b, int) else b[0] for b in found]
+        return found
 
     def num_evictable(self, blocks: Iterable[int]) -> int:
         ref = self.ref
@@ -131,6 +140,15 @@ class BlockPool:
     def touch(self, blocks: Iterable[int], now: int = 0) -> None:
         """A request hit ``blocks``: take them off the free list, ref += 1."""
         ref, policy, key, used, gap = self.ref, self.policy, self.key, self.used, self.reuse_gap
+        lru = self.lru_queue
+        if lru is not None and isinstance(blocks, list) and len(set(blocks)) == len(blocks):
+            # LRU ignores accesses: batched in C (distinct blocks, so order is irrelevant)
+            refs = list(map(ref.__getitem__, blocks))
+            _consume(map(lru.__delitem__, compress(blocks, map(not_, refs))))
+            _consume(map(ref.__setitem__, blocks, map(add, refs, repeat(1))))
+            gap.update(map(int.bit_length, map(sub, repeat(now), map(used.__getitem__, blocks))))
+            _consume(map(used.__setitem__, blocks, repeat(now)))
+            return
         for b in blocks:
             if ref[b] == 0:
                 policy.remove(b)
@@ -178,7 +196,9 @@ class BlockPool:
             victims = list(islice(lru, n - k))  # the queue head, in order
             _consume(map(lru.__delitem__, victims))
             keys = list(map(key.__getitem__, victims))
-            if all(map(isinstance, map(cached.__getitem__, keys), repeat(int))):
+            if not self.num_multi or all(
+                map(isinstance, map(cached.__getitem__, keys), repeat(int))
+            ):
                 _consume(map(cached.__delitem__, keys))
                 _consume(map(key.__setitem__, victims, repeat(None)))
                 late = times[k:]
@@ -207,7 +227,9 @@ class BlockPool:
             victims = list(islice(lru, n))  # the queue head, in order
             _consume(map(lru.__delitem__, victims))
             keys = list(map(key.__getitem__, victims))
-            if all(map(isinstance, map(cached.__getitem__, keys), repeat(int))):
+            if not self.num_multi or all(
+                map(isinstance, map(cached.__getitem__, keys), repeat(int))
+            ):
                 _consume(map(cached.__delitem__, keys))
                 _consume(map(key.__setitem__, victims, repeat(None)))
                 _add_ages(life, now, Counter(map(born.__getitem__, victims)))
@@ -237,9 +259,15 @@ class BlockPool:
 
     def _put_back(self, k: Hashable, entry: int | list[int], b: int) -> None:
         """Keep the other blocks that hold the same content as evicted block b."""
-        rest = [x for x in entry if x != b] if isinstance(entry, list) else []
-        if rest:
-            self.cached[k] = rest if len(rest) > 1 else rest[0]
+        if not isinstance(entry, list):
+            return
+        rest = [x for x in entry if x != b]
+        if len(rest) > 1:
+            self.cached[k] = rest
+        else:
+            self.num_multi -= 1
+            if rest:
+                self.cached[k] = rest[0]
 
     def cache(self, block_id: int, key: Hashable, now: int = 0, rank: int | None = None) -> None:
         """Register a just-filled block under ``key`` (vLLM ``cache_full_blocks``).
@@ -256,6 +284,7 @@ class BlockPool:
             self.cached[key] = block_id
         elif isinstance(entry, int):
             self.cached[key] = [entry, block_id]
+            self.num_multi += 1
         else:
             entry.append(block_id)
         if self.lru_queue is None:
@@ -284,6 +313,7 @@ class BlockPool:
             if entry != b or not isinstance(entry, int):
                 if isinstance(entry, int):
                     cached[k] = [entry, b]
+                    self.num_multi += 1
                 else:
                     entry.append(b)
 
