@@ -118,7 +118,8 @@ class BlockPool:
         if not self.enable_caching:
             return out
         get = self.cached.get
-        found: list[int] = []
+        found: list[int | list[int] | None] = []
+        max_blocks = min(max_blocks, len(keys))
         lo, step = 0, 8
         while lo < max_blocks:  # growing chunks, in C, until the first miss
             hi = min(lo + step, max_blocks)
@@ -129,8 +130,8 @@ class BlockPool:
             found += chunk
             lo, step = hi, step * 2
         if self.num_multi and not all(map(isinstance, found, repeat(int))):
-            return [b if isinstance(b, int) else b[0] for b in found]
-        return found
+            return [b if isinstance(b, int) else b[0] for b in found]  # type: ignore[index]
+        return found  # type: ignore[return-value]  # all ints: checked, or no lists exist
 
     def num_evictable(self, blocks: Iterable[int]) -> int:
         ref = self.ref
