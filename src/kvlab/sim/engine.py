@@ -396,23 +396,27 @@ class Engine:
         order with their own ticks, then each request caches its filled blocks.
         """
         running, bs, cost, now0 = self.sched.running, self.B, self.r.cost, self.now
-        events: list[tuple[int, int]] = []
+        events: list[int] = []  # step * n + position: sorts like (step, position)
+        kn, bn = k * n, bs * n
         for pos, s in enumerate(running):
             first = len(s.blocks) * bs - s.num_computed
             if first < k:
-                events.extend((i, pos) for i in range(first, k, bs))
+                events.extend(range(first * n + pos, kn, bn))
         if events:
             events.sort()
-            t_cache: dict[int, int] = {}
+            ticks = cost.window_ticks
             times = []
-            for i, _ in events:
-                t = t_cache.get(i)
-                if t is None:
-                    t = t_cache[i] = now0 + cost.window_ticks(n, s0, i)
+            last_i = -1
+            t = 0
+            for e in events:
+                i = e // n
+                if i != last_i:
+                    t = now0 + ticks(n, s0, i)
+                    last_i = i
                 times.append(t)
             blocks = self.pool.allocate_timed(times)
-            for (_, pos), b in zip(events, blocks, strict=True):
-                running[pos].blocks.append(b)
+            for e, b in zip(events, blocks, strict=True):
+                running[e % n].blocks.append(b)
         if self.cfg.enable_prefix_caching:
             cache_upto = self.kv.cache_upto
             for s in running:
