@@ -11,13 +11,16 @@ its parent block's key and its own pieces, so equal keys mean equal prefixes.
 
 Two blocks get the same key iff their whole prefixes are the same tokens in
 this content model: equal content ids share, different ids never do. Only full
-blocks get keys; a trailing partial block is not cacheable.
+blocks get keys; a trailing partial block is not cacheable. The keys are the
+simulator's (:mod:`kvlab.sim.hashing`), renumbered densely; :func:`block_pieces`
+spells out what one key stands for.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from kvlab.sim.hashing import ChainInterner
 from kvlab.workload.records import Request, Segment
 
 #: One piece of a block: tokens ``[start, end)`` of the stream ``content_id``.
@@ -25,29 +28,34 @@ Piece = tuple[str, int, int]
 
 
 class BlockKeyTable:
-    """Interns block contents into dense integer keys.
+    """Dense integer names for block keys.
 
-    Invariant: ``intern(parent, pieces)`` returns the same key for the same
-    ``(parent, pieces)`` and a new key, counting up from 0 in first-seen order,
-    otherwise. ``parent`` is the key of the previous block of the prompt, or
-    None for the first block. Keys are only comparable within one table.
+    The keys themselves come from the simulator's :class:`ChainInterner` (one
+    keying for both the simulator and the cache curve); the table renumbers
+    them densely. Invariant: the same prefix always gets the same key, a new
+    prefix the next int counting up from 0 (first-seen order). Keys are only
+    comparable within one table.
     """
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_dense", "interner")
 
     def __init__(self) -> None:
-        self._keys: dict[tuple[int | None, tuple[Piece, ...]], int] = {}
+        self.interner = ChainInterner()
+        self._dense: dict[int, int] = {}
 
-    def intern(self, parent: int | None, pieces: tuple[Piece, ...]) -> int:
-        k = (parent, pieces)
-        key = self._keys.get(k)
-        if key is None:
-            key = len(self._keys)
-            self._keys[k] = key
-        return key
+    def dense(self, chain_keys: Iterable[int]) -> list[int]:
+        """Dense keys of simulator chain keys, numbering new ones in order."""
+        d = self._dense
+        out: list[int] = []
+        for k in chain_keys:
+            v = d.get(k)
+            if v is None:
+                v = d[k] = len(d)
+            out.append(v)
+        return out
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._dense)
 
 
 def block_pieces(segments: Iterable[Segment], block_size: int) -> list[tuple[Piece, ...]]:
@@ -76,12 +84,11 @@ def block_keys(
 ) -> list[int]:
     """Chain keys of the full blocks of a prompt: ``floor(prompt_tokens / block_size)`` keys."""
     segments = request.segments if isinstance(request, Request) else request
-    keys: list[int] = []
-    parent: int | None = None
-    for pieces in block_pieces(segments, block_size):
-        parent = table.intern(parent, pieces)
-        keys.append(parent)
-    return keys
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    it = table.interner
+    segs = [(it.content(s.content_id), s.tokens) for s in segments]
+    return table.dense(it.prompt_keys(segs, block_size)[0])
 
 
 __all__ = ["BlockKeyTable", "Piece", "block_keys", "block_pieces"]
