@@ -426,6 +426,9 @@ class Engine:
     # -- observation and results ------------------------------------------------
     def _observe(self) -> None:
         pool = self.pool
+        if not self.series.due(self.now):
+            self.series.observe(self.now, pool.usage(), None)
+            return
         usable = pool.num_blocks - 1
         row = {
             "kv_cache_usage_with_cached_perc": 1.0 - len(pool.clean) / usable,

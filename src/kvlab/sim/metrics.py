@@ -31,7 +31,12 @@ class TimeSeries:
         self.usage_max = 0.0
         self._t0: int | None = None
 
-    def observe(self, now: int, usage: float, row: dict[str, float]) -> None:
+    def due(self, now: int) -> bool:
+        """Whether :meth:`observe` at ``now`` takes a sample (callers build rows only then)."""
+        return self._last_sample is None or now - self._last_sample >= self.interval
+
+    def observe(self, now: int, usage: float, row: dict[str, float] | None) -> None:
+        """Account usage at ``now``; ``row`` (the other columns) is needed when :meth:`due`."""
         if self._t0 is None:
             self._t0 = now
         self._area += self._last_usage * (now - self._last_t)
@@ -42,6 +47,7 @@ class TimeSeries:
             self._last_sample = now
             self.cols["t_s"].append(now / TICKS_PER_S)
             self.cols["kv_cache_usage_perc"].append(usage)
+            assert row is not None, "a sample is due: pass the row"
             for k, v in row.items():
                 self.cols[k].append(v)
 
