@@ -11,10 +11,9 @@ before eviction, reuse gap), unsampled, in power-of-two tick bins.
 
 from __future__ import annotations
 
-from collections import Counter, deque
-from collections.abc import Callable, Hashable, Iterable, Sequence
-from itertools import compress, islice, repeat
-from operator import add, is_, is_not, not_, sub
+from collections import Counter
+from collections.abc import Hashable, Iterable, Sequence
+from itertools import islice, repeat
 from typing import Protocol
 
 from kvlab.sim.policies.base import EvictionPolicy
@@ -22,10 +21,6 @@ from kvlab.sim.policies.lru import LRU
 
 #: Residency histogram bins: bin i counts durations d (ticks) with d.bit_length() == i.
 NUM_BINS = 80
-
-#: Runs an iterator to exhaustion in C (the batch paths below map list methods).
-_SINK: deque[object] = deque(maxlen=0)
-_consume: Callable[[Iterable[object]], None] = _SINK.extend
 
 
 def _add_ages(hist: Counter[int], now: int, stamps: Counter[int]) -> None:
@@ -142,13 +137,13 @@ class BlockPool:
         """A request hit ``blocks``: take them off the free list, ref += 1."""
         ref, policy, key, used, gap = self.ref, self.policy, self.key, self.used, self.reuse_gap
         lru = self.lru_queue
-        if lru is not None and isinstance(blocks, list) and len(set(blocks)) == len(blocks):
-            # LRU ignores accesses: batched in C (distinct blocks, so order is irrelevant)
-            refs = list(map(ref.__getitem__, blocks))
-            _consume(map(lru.__delitem__, compress(blocks, map(not_, refs))))
-            _consume(map(ref.__setitem__, blocks, map(add, refs, repeat(1))))
-            gap.update(map(int.bit_length, map(sub, repeat(now), map(used.__getitem__, blocks))))
-            _consume(map(used.__setitem__, blocks, repeat(now)))
+        if lru is not None:  # LRU ignores accesses (no on_access call)
+            for b in blocks:
+                if ref[b] == 0:
+                    del lru[b]
+                ref[b] += 1
+                gap[(now - used[b]).bit_length()] += 1
+                used[b] = now
             return
         for b in blocks:
             if ref[b] == 0:
@@ -172,9 +167,11 @@ class BlockPool:
             out = []
         if n > k:
             out.extend(self._evict_n(n - k, now))
-        _consume(map(self.ref.__setitem__, out, repeat(1)))
-        _consume(map(self.born.__setitem__, out, repeat(now)))
-        _consume(map(self.used.__setitem__, out, repeat(now)))
+        ref, born, used = self.ref, self.born, self.used
+        for b in out:  # plain loops beat map(list.__setitem__, ...) on CPython 3.11+
+            ref[b] = 1
+            born[b] = now
+            used[b] = now
         return out
 
     def allocate_timed(self, times: Sequence[int]) -> list[int]:
@@ -193,30 +190,44 @@ class BlockPool:
         if k:
             del clean[-k:]
         if n > k:
-            lru, key, cached = self.lru_queue, self.key, self.cached
-            victims = list(islice(lru, n - k))  # the queue head, in order
-            _consume(map(lru.__delitem__, victims))
-            keys = list(map(key.__getitem__, victims))
-            if not self.num_multi or all(
-                map(isinstance, map(cached.__getitem__, keys), repeat(int))
-            ):
-                _consume(map(cached.__delitem__, keys))
-                _consume(map(key.__setitem__, victims, repeat(None)))
+            victims = self._take_unique_head(n - k)
+            if victims is not None:
                 late = times[k:]
-                bl = int.bit_length
-                self.lifetime.update(map(bl, map(sub, late, map(self.born.__getitem__, victims))))
-                self.idle.update(map(bl, map(sub, late, map(self.used.__getitem__, victims))))
+                born, used = self.born, self.used
+                self.lifetime.update(
+                    [(t - born[b]).bit_length() for t, b in zip(late, victims, strict=True)]
+                )
+                self.idle.update(
+                    [(t - used[b]).bit_length() for t, b in zip(late, victims, strict=True)]
+                )
                 self.num_evicted += n - k
                 out.extend(victims)
-            else:  # duplicate contents: put the victims back, go one by one
-                for b in reversed(victims):
-                    lru[b] = None
-                    lru.move_to_end(b, last=False)
+            else:  # duplicate contents: one by one
                 out.extend(self._evict_n(1, t)[0] for t in times[k:])
-        _consume(map(self.ref.__setitem__, out, repeat(1)))
-        _consume(map(self.born.__setitem__, out, times))
-        _consume(map(self.used.__setitem__, out, times))
+        ref, born, used = self.ref, self.born, self.used
+        for b, t in zip(out, times, strict=True):
+            ref[b] = 1
+            born[b] = t
+            used[b] = t
         return out
+
+    def _take_unique_head(self, n: int) -> list[int] | None:
+        """LRU without tier: pop the ``n`` head blocks and drop their keys, unless one of
+        those keys is held by several blocks (then change nothing and return None)."""
+        lru, key, cached = self.lru_queue, self.key, self.cached
+        assert lru is not None
+        victims = list(islice(lru, n))  # the queue head, in order
+        keys = [key[b] for b in victims]
+        if self.num_multi:
+            for k in keys:
+                if cached[k].__class__ is not int:
+                    return None
+        for b in victims:
+            del lru[b]
+            key[b] = None
+        for k in keys:
+            del cached[k]
+        return victims
 
     def _evict_n(self, n: int, now: int) -> list[int]:
         """Pop ``n`` victims from the policy and drop their keys."""
@@ -224,22 +235,13 @@ class BlockPool:
         life, idle, tier, lru = self.lifetime, self.idle, self.tier, self.lru_queue
         out: list[int] = []
         append = out.append
-        if lru is not None and tier is None:  # vLLM's LRU, no lower tier: batched in C
-            victims = list(islice(lru, n))  # the queue head, in order
-            _consume(map(lru.__delitem__, victims))
-            keys = list(map(key.__getitem__, victims))
-            if not self.num_multi or all(
-                map(isinstance, map(cached.__getitem__, keys), repeat(int))
-            ):
-                _consume(map(cached.__delitem__, keys))
-                _consume(map(key.__setitem__, victims, repeat(None)))
-                _add_ages(life, now, Counter(map(born.__getitem__, victims)))
-                _add_ages(idle, now, Counter(map(used.__getitem__, victims)))
+        if lru is not None and tier is None:  # vLLM's LRU, no lower tier
+            victims = self._take_unique_head(n)
+            if victims is not None:
+                _add_ages(life, now, Counter([born[b] for b in victims]))
+                _add_ages(idle, now, Counter([used[b] for b in victims]))
                 self.num_evicted += n
                 return victims
-            for b in reversed(victims):  # duplicate contents: undo, take the general path
-                lru[b] = None
-                lru.move_to_end(b, last=False)
         policy = self.policy
         for _ in range(n):
             b = lru.popitem(False)[0] if lru is not None else policy.pop_victim(now)
@@ -300,10 +302,11 @@ class BlockPool:
                 self.cache(b, k, now)
             return
         key, cached = self.key, self.cached
-        if all(map(is_, map(key.__getitem__, blocks), repeat(None))) and cached.keys().isdisjoint(
+        if [key[b] for b in blocks].count(None) == len(blocks) and cached.keys().isdisjoint(
             keys
         ):  # fresh blocks, new contents (keys within one request are distinct)
-            _consume(map(key.__setitem__, blocks, keys))
+            for b, k in zip(blocks, keys, strict=True):
+                key[b] = k
             cached.update(zip(keys, blocks, strict=True))
             return
         for b, k in zip(blocks, keys, strict=True):
@@ -329,18 +332,6 @@ class BlockPool:
         caching = self.enable_caching
         lru = self.lru_queue
         insert = self.policy.insert
-        blocks = blocks_tail_first if isinstance(blocks_tail_first, list) else None
-        if blocks is not None and lru is not None and caching and len(blocks) > 1:
-            refs = list(map(ref.__getitem__, blocks))
-            if refs.count(1) == len(refs):  # all reach 0: batched in C
-                _consume(map(ref.__setitem__, blocks, repeat(0)))
-                keys = list(map(key.__getitem__, blocks))
-                lru.update(zip(compress(blocks, map(is_not, keys, repeat(None))), repeat(None)))
-                unkeyed = list(compress(blocks, map(is_, keys, repeat(None))))
-                if unkeyed:
-                    unkeyed.reverse()
-                    self.clean.extend(unkeyed)
-                return
         for b in blocks_tail_first:
             r = ref[b] - 1
             ref[b] = r
