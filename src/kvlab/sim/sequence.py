@@ -35,6 +35,7 @@ class Seq:
         "num_computed",
         "num_out",
         "num_tokens",
+        "out_base",
         "out_content",
         "prompt_len",
         "prompt_node",
@@ -78,6 +79,7 @@ class Seq:
             end += s.tokens
             self.seg_ends.append(end)
             self.seg_ranks.append(RANK.get(s.retention, 1))
+        self.out_base: int | None = None  # key of output token 0 minus prompt_len, once known
         self.blocks: list[int] = []
         self.num_cached_blocks = 0
         self.num_computed = 0
@@ -90,8 +92,11 @@ class Seq:
         keys = self.keys
         if len(keys) >= num_full_blocks:
             return
-        bs, p = self.block_size, self.prompt_len
-        base = self.interner.key(self.prompt_node, self.out_content, 0) - p
+        bs, base = self.block_size, self.out_base
+        if base is None:  # interned on first use, as run ids are given in first-use order
+            base = self.out_base = (
+                self.interner.key(self.prompt_node, self.out_content, 0) - self.prompt_len
+            )
         first = (len(keys) + 1) * bs
         keys.extend(range(base + first, base + num_full_blocks * bs + 1, bs))
 
