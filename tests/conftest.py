@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,3 +15,27 @@ DATA = REPO / "src" / "kvlab" / "data"
 @pytest.fixture
 def repo_root() -> Path:
     return REPO
+
+
+def _require_live(reason: str) -> None:
+    if os.environ.get("KVLAB_REQUIRE_LIVE") == "1":
+        pytest.fail(f"{reason} (KVLAB_REQUIRE_LIVE=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def require_live() -> Callable[[str], None]:
+    """``require_live(reason)``: skip a test that needs vLLM or the hf extra, or fail
+    it when KVLAB_REQUIRE_LIVE=1 (CI must run everything)."""
+    return _require_live
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> str:
+    """The interpreter with vLLM installed, from KVLAB_VLLM_PYTHON (scripts/setup_vllm.sh)."""
+    py = os.environ.get("KVLAB_VLLM_PYTHON", "")
+    if not py:
+        _require_live("KVLAB_VLLM_PYTHON is not set (run scripts/setup_vllm.sh)")
+    if not Path(py).exists():
+        _require_live(f"KVLAB_VLLM_PYTHON={py} does not exist")
+    return py

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,30 +33,17 @@ ODD_MAX_MODEL_LEN = 1000
 READY_TIMEOUT_S = float(os.environ.get("KVLAB_LIVE_READY_TIMEOUT_S", "300"))
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("KVLAB_REQUIRE_LIVE") == "1":
-        pytest.fail(f"{reason} (KVLAB_REQUIRE_LIVE=1)", pytrace=False)
-    pytest.skip(reason)
-
-
-def _vllm_python() -> str:
-    py = os.environ.get("KVLAB_VLLM_PYTHON", "")
-    if not py:
-        _unavailable("KVLAB_VLLM_PYTHON is not set (run scripts/setup_vllm.sh)")
-    if not Path(py).exists():
-        _unavailable(f"KVLAB_VLLM_PYTHON={py} does not exist")
-    return py
-
-
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_model_dir(
+    tmp_path_factory: pytest.TempPathFactory, require_live: Callable[[str], None]
+) -> Path:
     """The default tiny model (2 layers, hidden 128, 4 heads, 2 KV heads), built once."""
     try:
         import tokenizers  # noqa: F401
         import torch  # noqa: F401
         import transformers  # noqa: F401
     except ImportError as e:
-        _unavailable(f"the tiny model needs torch, transformers and tokenizers: {e}")
+        require_live(f"the tiny model needs torch, transformers and tokenizers: {e}")
     from kvlab.backends.tiny_model import write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
@@ -64,9 +51,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def _vllm_servers(
-    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, vllm_python: str
 ) -> Iterator[dict[str, VllmServer]]:
-    py = _vllm_python()
+    py = vllm_python
     ports_env = os.environ.get("KVLAB_LIVE_PORTS")
     port_range = parse_port_range(ports_env) if ports_env else None
     from kvlab.backends.tiny_model import TinyModelConfig, write_tiny_model

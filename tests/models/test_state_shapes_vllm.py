@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 
 import pytest
@@ -53,19 +52,10 @@ CASES = [
 TPS = [1, 2, 4, 8]
 
 
-def _vllm_python() -> str:
-    py = os.environ.get("KVLAB_VLLM_PYTHON")
-    if not py:
-        if os.environ.get("KVLAB_REQUIRE_LIVE") == "1":
-            pytest.fail("KVLAB_REQUIRE_LIVE=1 but KVLAB_VLLM_PYTHON is not set")
-        pytest.skip("KVLAB_VLLM_PYTHON not set")
-    return py
-
-
-def test_state_elems_match_vllm() -> None:
+def test_state_elems_match_vllm(vllm_python: str) -> None:
     queries = [{"kind": k, "tp": tp, "args": a} for _, k, a in CASES for tp in TPS]
     res = subprocess.run(
-        [_vllm_python(), "-c", SCRIPT],
+        [vllm_python, "-c", SCRIPT],
         input=json.dumps(queries),
         capture_output=True,
         text=True,

@@ -27,9 +27,11 @@ def _kvlab(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def fake_catalog(monkeypatch: pytest.MonkeyPatch, llama: ModelSpec) -> None:
     """Resolve every model name to the hand-built Llama-3.1-8B."""
-    import kvlab.plan
+    import importlib
 
-    monkeypatch.setattr(kvlab.plan, "_resolve_model", lambda name: llama)
+    # the module, not the function kvlab.plan that the package re-exports
+    plan_module = importlib.import_module("kvlab.plan")
+    monkeypatch.setattr(plan_module, "_resolve_model", lambda name: llama)
 
 
 def _main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

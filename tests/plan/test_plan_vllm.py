@@ -10,7 +10,6 @@ page arithmetic, then calls ``get_kv_cache_configs`` and
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -24,15 +23,6 @@ from kvlab.plan import PlanResult, plan
 ORACLE = Path(__file__).with_name("vllm_oracle.py")
 
 pytestmark = pytest.mark.vllm
-
-
-def _vllm_python() -> str:
-    exe = os.environ.get("KVLAB_VLLM_PYTHON")
-    if not exe:
-        if os.environ.get("KVLAB_REQUIRE_LIVE") == "1":
-            pytest.fail("KVLAB_REQUIRE_LIVE=1 but KVLAB_VLLM_PYTHON is not set")
-        pytest.skip("KVLAB_VLLM_PYTHON is not set")
-    return exe
 
 
 _TORCH_DTYPE = {
@@ -92,9 +82,9 @@ def _case(spec: ModelSpec, r: PlanResult, kv_dtype: str | None, tp: int) -> dict
     }
 
 
-def _run_oracle(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _run_oracle(py: str, cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
     res = subprocess.run(
-        [_vllm_python(), str(ORACLE)],
+        [py, str(ORACLE)],
         input=json.dumps(cases),
         capture_output=True,
         text=True,
@@ -105,7 +95,7 @@ def _run_oracle(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_capacity_matches_vllm(
-    llama: ModelSpec, gpt_oss: ModelSpec, mla: ModelSpec, hybrid: ModelSpec
+    llama: ModelSpec, gpt_oss: ModelSpec, mla: ModelSpec, hybrid: ModelSpec, vllm_python: str
 ) -> None:
     configs: list[tuple[ModelSpec, dict[str, Any]]] = [
         (llama, {"context_tokens": 8192, "kv_cache_memory_bytes": 10 * GIB}),
@@ -145,7 +135,7 @@ def test_capacity_matches_vllm(
     ]
     plans = [(spec, kw, plan(spec, "h100-sxm", whatifs=False, **kw)) for spec, kw in configs]
     cases = [_case(spec, r, kw.get("kv_dtype"), kw.get("tp", 1)) for spec, kw, r in plans]
-    answers = _run_oracle(cases)
+    answers = _run_oracle(vllm_python, cases)
     assert len(answers) == len(plans)
     refused = [kw for (_, kw, _), got in zip(plans, answers, strict=True) if "error" in got]
     assert not refused, refused  # every case here starts; refusal is tested below
@@ -165,11 +155,11 @@ def test_capacity_matches_vllm(
         assert sorted(len(g.layers) for g in r.capacity.groups) == got["group_sizes"], where
 
 
-def test_vllm_refuses_when_one_request_does_not_fit(llama: ModelSpec) -> None:
+def test_vllm_refuses_when_one_request_does_not_fit(llama: ModelSpec, vllm_python: str) -> None:
     r = plan(
         llama, "h100-sxm", context_tokens=131072, kv_cache_memory_bytes=10 * GIB, whatifs=False
     )
-    (got,) = _run_oracle([_case(llama, r, None, 1)])
+    (got,) = _run_oracle(vllm_python, [_case(llama, r, None, 1)])
     assert "error" in got and "81904" in got["error"]
     assert r.estimated_max_model_len == 81904
 
@@ -204,10 +194,10 @@ def _random_specs(n: int, seed: int) -> list[tuple[ModelSpec, dict[str, Any]]]:
 
 
 @pytest.mark.slow
-def test_random_mixes_match_vllm() -> None:
+def test_random_mixes_match_vllm(vllm_python: str) -> None:
     configs = _random_specs(40, seed=7)
     plans = [(spec, kw, plan(spec, "h100-sxm", whatifs=False, **kw)) for spec, kw in configs]
-    answers = _run_oracle([_case(spec, r, None, 1) for spec, kw, r in plans])
+    answers = _run_oracle(vllm_python, [_case(spec, r, None, 1) for spec, kw, r in plans])
     checked = 0
     for (spec, kw, r), got in zip(plans, answers, strict=True):
         where = f"{[(x.kind, x.num_kv_heads) for x in spec.layers]} {kw}"
@@ -239,7 +229,7 @@ CATALOG_MODELS = (
 )
 
 
-def test_catalog_models_match_vllm() -> None:
+def test_catalog_models_match_vllm(vllm_python: str) -> None:
     catalog = pytest.importorskip("kvlab.models.catalog")
     configs = []
     for name in CATALOG_MODELS:
@@ -252,7 +242,7 @@ def test_catalog_models_match_vllm() -> None:
             }
             configs.append((spec, kw))
     plans = [(spec, kw, plan(spec, "h100-sxm", whatifs=False, **kw)) for spec, kw in configs]
-    answers = _run_oracle([_case(spec, r, None, kw["tp"]) for spec, kw, r in plans])
+    answers = _run_oracle(vllm_python, [_case(spec, r, None, kw["tp"]) for spec, kw, r in plans])
     for (spec, kw, r), got in zip(plans, answers, strict=True):
         where = f"{spec.name} {kw}"
         assert "error" not in got, f"{where}: {got}"

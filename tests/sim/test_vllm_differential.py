@@ -123,15 +123,6 @@ def drive(trace: dict) -> dict:
     return {"requests": out, "queries": queries, "hits": hits, "evicted": pool.num_evicted}
 
 
-def vllm_python() -> str | None:
-    py = os.environ.get("KVLAB_VLLM_PYTHON")
-    if not py:
-        if os.environ.get("KVLAB_REQUIRE_LIVE") == "1":
-            pytest.fail("KVLAB_VLLM_PYTHON is not set but KVLAB_REQUIRE_LIVE=1")
-        pytest.skip("KVLAB_VLLM_PYTHON not set (python with vLLM installed)")
-    return py
-
-
 def test_trace_driver_exercises_evictions() -> None:
     res = drive(make_trace(1, 400))
     assert res["evicted"] > 0
@@ -140,8 +131,8 @@ def test_trace_driver_exercises_evictions() -> None:
 
 @pytest.mark.vllm
 @pytest.mark.slow
-def test_block_pool_matches_vllm(tmp_path: Path) -> None:
-    py = vllm_python()
+def test_block_pool_matches_vllm(tmp_path: Path, vllm_python: str) -> None:
+    py = vllm_python
     trace = make_trace(seed=20261126, n=10_000)
     path = tmp_path / "trace.json"
     path.write_text(json.dumps(trace))

@@ -443,11 +443,18 @@ class MetricsSampler:
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop polling and take one last sample, so that even a run shorter than
+        one interval has the server's state at its end in the time series."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        t = time.perf_counter_ns()
+        r = await self.read()
+        if r is not None:
+            self._append((t - self._t0_ns) / 1e9, r[0], r[1])
 
 
 __all__ = [
