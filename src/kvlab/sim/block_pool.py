@@ -332,6 +332,19 @@ class BlockPool:
         caching = self.enable_caching
         lru = self.lru_queue
         insert = self.policy.insert
+        if lru is not None and caching:  # the common case, without per-block branching on it
+            for b in blocks_tail_first:
+                r = ref[b] - 1
+                ref[b] = r
+                if r == 0:
+                    if key[b] is None:
+                        unkeyed.append(b)
+                    else:
+                        lru[b] = None
+            if unkeyed:
+                unkeyed.reverse()
+                self.clean.extend(unkeyed)
+            return
         for b in blocks_tail_first:
             r = ref[b] - 1
             ref[b] = r
