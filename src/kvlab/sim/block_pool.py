@@ -29,6 +29,21 @@ def _add_ages(hist: Counter[int], now: int, stamps: Counter[int]) -> None:
         hist[(now - t).bit_length()] += c
 
 
+class Run:
+    """The cached private blocks one request freed, as one free-queue entry.
+
+    ``blocks`` is in the owner's block order (its leading private block first);
+    eviction takes from the end (the owner's tail, freed first), the owner's hit
+    takes them all.
+    """
+
+    __slots__ = ("blocks", "owner")
+
+    def __init__(self, blocks: list[int], owner: int) -> None:
+        self.blocks = blocks
+        self.owner = owner
+
+
 class LowerTier(Protocol):
     """Where evicted (or freshly cached) keys can go: the offload tier."""
 
@@ -52,6 +67,10 @@ class BlockPool:
       takes the first;
     * ``num_multi`` is the number of list entries in ``cached``;
     * ``num_evicted`` counts keyed blocks whose key was dropped to reuse them;
+    * runs (LRU without tier only): a :class:`Run` entry in the LRU queue stands for
+      its private blocks (no key, not in ``cached``, ``ref == 0``), queued in the
+      order ``reversed(run.blocks)``; ``runs[owner]`` is that entry;
+      ``run_extra`` = blocks in runs minus run entries;
     * ``born[b]`` / ``used[b]``: tick block b was handed out / last handed out or hit;
       ``hist[name][i]`` counts durations whose ``bit_length()`` is i.
     """
@@ -84,22 +103,31 @@ class BlockPool:
         self.lifetime: Counter[int] = Counter()
         self.idle: Counter[int] = Counter()
         self.reuse_gap: Counter[int] = Counter()
+        self.runs_enabled = self.lru_queue is not None and tier is None and enable_caching
+        self.runs: dict[int, Run] = {}
+        self.run_extra = 0
 
     # -- queries ---------------------------------------------------------
     @property
     def num_free(self) -> int:
-        return len(self.clean) + len(self.policy)
+        return len(self.clean) + len(self.policy) + self.run_extra
 
     def usage(self) -> float:
         """vLLM ``kv_cache_usage_perc``: cached free blocks count as free."""
         return 1.0 - self.num_free / (self.num_blocks - 1)
 
     def num_cached_free(self) -> int:
-        return len(self.policy)
+        return len(self.policy) + self.run_extra
 
     def free_order(self) -> list[int]:
         """Free blocks in the order they will be handed out (vLLM free queue order)."""
-        return self.clean[::-1] + self.policy.order()
+        out = self.clean[::-1]
+        for e in self.policy.order():
+            if isinstance(e, Run):
+                out.extend(reversed(e.blocks))
+            else:
+                out.append(e)
+        return out
 
     def get(self, key: Hashable) -> int | None:
         b = self.cached.get(key)
@@ -189,7 +217,9 @@ class BlockPool:
         out.reverse()
         if k:
             del clean[-k:]
-        if n > k:
+        if n > k and self.runs:
+            out.extend(self._evict_mixed(list(times[k:])))
+        elif n > k:
             victims = self._take_unique_head(n - k)
             if victims is not None:
                 late = times[k:]
@@ -236,6 +266,8 @@ class BlockPool:
         out: list[int] = []
         append = out.append
         if lru is not None and tier is None:  # vLLM's LRU, no lower tier
+            if self.runs:
+                return self._evict_mixed([now] * n)
             victims = self._take_unique_head(n)
             if victims is not None:
                 _add_ages(life, now, Counter([born[b] for b in victims]))
@@ -259,6 +291,95 @@ class BlockPool:
             append(b)
         self.num_evicted += n
         return out
+
+    def _evict_mixed(self, times: list[int]) -> list[int]:
+        """Evict ``len(times)`` blocks from the LRU head, runs included (no tier);
+        victim i is evicted at tick ``times[i]``."""
+        lru, key, cached, born, used = self.lru_queue, self.key, self.cached, self.born, self.used
+        life, idle = self.lifetime, self.idle
+        assert lru is not None
+        out: list[int] = []
+        n = len(times)
+        i = 0
+        while i < n:
+            head = next(iter(lru))
+            if head.__class__ is Run:
+                bl = head.blocks
+                m = min(n - i, len(bl))
+                vict = bl[-m:]
+                vict.reverse()
+                del bl[-m:]
+                ts = times[i : i + m]
+                life.update([(t - born[b]).bit_length() for t, b in zip(ts, vict, strict=True)])
+                idle.update([(t - used[b]).bit_length() for t, b in zip(ts, vict, strict=True)])
+                self.run_extra -= m
+                if not bl:
+                    del lru[head]
+                    del self.runs[head.owner]
+                    self.run_extra += 1
+                out.extend(vict)
+                i += m
+                continue
+            lru.popitem(False)
+            k = key[head]
+            key[head] = None
+            e = cached.pop(k)
+            if e.__class__ is not int:
+                self._put_back(k, e, head)
+            t = times[i]
+            life[(t - born[head]).bit_length()] += 1
+            idle[(t - used[head]).bit_length()] += 1
+            out.append(head)
+            i += 1
+        self.num_evicted += n
+        return out
+
+    def run_of(self, owner: int) -> list[int] | None:
+        """The free private blocks request ``owner`` left cached, in its block order."""
+        r = self.runs.get(owner)
+        return None if r is None else r.blocks
+
+    def touch_run(self, owner: int, now: int) -> None:
+        """The owner hit its whole run: take it off the free queue, ref 1 each."""
+        r = self.runs.pop(owner)
+        lru = self.lru_queue
+        assert lru is not None
+        del lru[r]  # type: ignore[arg-type]
+        self.run_extra -= len(r.blocks) - 1
+        ref, used, gap = self.ref, self.used, self.reuse_gap
+        for b in r.blocks:
+            ref[b] = 1
+            gap[(now - used[b]).bit_length()] += 1
+            used[b] = now
+
+    def free_private(self, blocks: list[int], priv: int, num_cached: int, owner: int) -> None:
+        """Free a request's blocks (head first) whose blocks ``priv .. num_cached-1`` are
+        cached private ones (held by it alone, without keys): the same queue as
+        :meth:`free` of the blocks tail first, with those blocks as one run."""
+        ref = self.ref
+        tail = blocks[num_cached:]
+        for b in tail:  # the request's own unkeyed blocks: ref 1 -> 0, to the clean stack
+            ref[b] = 0
+        mid = blocks[priv:num_cached]
+        for b in mid:
+            ref[b] = 0
+        assert self.lru_queue is not None and owner not in self.runs
+        run = Run(mid, owner)
+        self.lru_queue[run] = None  # type: ignore[index]
+        self.runs[owner] = run
+        self.run_extra += len(mid) - 1
+        head = blocks[:priv]
+        head.reverse()
+        self.free(head)
+        self.clean.extend(tail)
+
+    def key_private(self, blocks: Sequence[int], keys: Sequence[Hashable]) -> None:
+        """Give held private blocks their keys (the request leaves the run scheme)."""
+        key, cached = self.key, self.cached
+        for b, k in zip(blocks, keys, strict=True):
+            assert k not in cached
+            key[b] = k
+            cached[k] = b
 
     def _put_back(self, k: Hashable, entry: int | list[int], b: int) -> None:
         """Keep the other blocks that hold the same content as evicted block b."""

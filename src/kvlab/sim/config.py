@@ -57,6 +57,7 @@ class SimConfig:
     offload_latency_s: float | None = None
     offload_mode: str = "evict"
     exact_steps: bool = False
+    fast_runs: bool = True
     cost_model: Any = None
     sample_interval_s: float = 0.5
     seed: int = 0

@@ -36,6 +36,7 @@ from kvlab.sim.kv_manager import KVManager, cdiv
 from kvlab.sim.metrics import TimeSeries
 from kvlab.sim.offload import OffloadTier
 from kvlab.sim.policies import make_policy
+from kvlab.sim.private import first_private_blocks
 from kvlab.sim.resolve import Resolved, resolve
 from kvlab.sim.scheduler import Scheduler, StepPlan
 from kvlab.sim.sequence import FINISHED, Seq
@@ -147,6 +148,12 @@ class Engine:
                     "give more --num-blocks or GPU memory, or shorten the request"
                 )
         heapq.heapify(self.arrivals)
+        self.first_private: list[int] | None = None
+        if self.pool.runs_enabled and self.cfg.fast_runs:
+            self.first_private = first_private_blocks(
+                self.workload.requests, self.B, self.r.max_model_len
+            )
+            self.kv.runs = True
 
     # -- main loop ---------------------------------------------------------
     def run(self) -> RunResult:
@@ -183,6 +190,8 @@ class Engine:
                 self._session_next(i, t)
                 continue
             seq = Seq(i, q, t, self.interner, self.B, m, rec)
+            if self.first_private is not None:
+                seq.priv = self.first_private[i]
             self.sched.add(seq)
 
     def _session_next(self, i: int, t_end: int) -> None:
@@ -252,7 +261,7 @@ class Engine:
 
     def _finish(self, seq: Seq) -> None:
         self._note_cached(seq)
-        self.kv.free(seq, self.now)
+        self.kv.free(seq, self.now, final=True)
         seq.status = FINISHED
         seq.rec.finish_s = self.now / TICKS_PER_S
         seq.rec.status = STATUS_OK
@@ -295,7 +304,10 @@ class Engine:
             return "below_block"
         cap = (p - 1) // bs
         if got >= cap:
-            if cap < len(seq.keys) and self.pool.get(seq.keys[cap]) is not None:
+            if cap >= seq.priv:  # the request's own private block (first admission)
+                if seq.num_cached_blocks > cap:
+                    return "last_token"
+            elif cap < len(seq.keys) and self.pool.get(seq.keys[cap]) is not None:
                 return "last_token"
             return "none"
         nc, off = self.interner.split(seq.keys[got])

@@ -182,7 +182,7 @@ class Scheduler:
         """GPU hit blocks and lower-tier blocks for a waiting request."""
         if not self.caching:
             return [], 0
-        hit = self.kv.lookup(seq.keys, seq.num_tokens)
+        hit = self.kv.lookup_seq(seq)
         ext = 0
         if self.lower_tier is not None:
             ext = self.lower_tier(seq, len(hit), now, reserve)

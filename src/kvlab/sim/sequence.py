@@ -6,6 +6,7 @@ import bisect
 
 from kvlab.results import RequestRecord
 from kvlab.sim.hashing import ChainInterner
+from kvlab.sim.private import NO_PRIVATE
 from kvlab.workload.records import RETENTION_CLASSES, Request
 
 RANK = {name: i for i, name in enumerate(RETENTION_CLASSES)}
@@ -21,6 +22,8 @@ class Seq:
     A running request decodes when ``num_computed == num_tokens - 1``.
     ``keys[i]`` is the key of full block i (prompt blocks at creation, output
     blocks as they fill); ``blocks`` is the block table (the KVManager owns it).
+    Blocks ``priv`` and later are private (no other request has their keys): while
+    ``priv < NO_PRIVATE`` they are cached without keys in the pool (one run when freed).
     """
 
     __slots__ = (
@@ -37,6 +40,7 @@ class Seq:
         "num_tokens",
         "out_base",
         "out_content",
+        "priv",
         "prompt_len",
         "prompt_node",
         "rec",
@@ -86,6 +90,7 @@ class Seq:
         self.num_out = 0
         self.num_tokens = self.prompt_len
         self.run_seq = 0
+        self.priv = NO_PRIVATE
         self.status = WAITING
 
     def ensure_keys(self, num_full_blocks: int) -> None:
