@@ -14,10 +14,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
 from itertools import islice, repeat
+from operator import sub
 from typing import Protocol
 
 from kvlab.sim.policies.base import EvictionPolicy
 from kvlab.sim.policies.lru import LRU
+
+_bit_length = int.bit_length
 
 #: Residency histogram bins: bin i counts durations d (ticks) with d.bit_length() == i.
 NUM_BINS = 80
@@ -294,7 +297,7 @@ class BlockPool:
 
     def _evict_mixed(self, times: list[int]) -> list[int]:
         """Evict ``len(times)`` blocks from the LRU head, runs included (no tier);
-        victim i is evicted at tick ``times[i]``."""
+        victim i is evicted at tick ``times[i]`` (non-decreasing)."""
         lru, key, cached, born, used = self.lru_queue, self.key, self.cached, self.born, self.used
         life, idle = self.lifetime, self.idle
         assert lru is not None
@@ -309,9 +312,14 @@ class BlockPool:
                 vict = bl[-m:]
                 vict.reverse()
                 del bl[-m:]
-                ts = times[i : i + m]
-                life.update([(t - born[b]).bit_length() for t, b in zip(ts, vict, strict=True)])
-                idle.update([(t - used[b]).bit_length() for t, b in zip(ts, vict, strict=True)])
+                t0, t1 = times[i], times[i + m - 1]
+                if t0 == t1:  # one tick (times never decrease): count the stamps
+                    _add_ages(life, t0, Counter(map(born.__getitem__, vict)))
+                    _add_ages(idle, t0, Counter(map(used.__getitem__, vict)))
+                else:  # ages in C: bit_length(t - stamp) per victim
+                    ts = times[i : i + m]
+                    life.update(map(_bit_length, map(sub, ts, map(born.__getitem__, vict))))
+                    idle.update(map(_bit_length, map(sub, ts, map(used.__getitem__, vict))))
                 self.run_extra -= m
                 if not bl:
                     del lru[head]
