@@ -171,3 +171,21 @@ def test_real_traces_match_reference(trace: str, tmp_path: Path) -> None:
     wl = Workload(wl.requests[:3000])
     fast, ref = both(wl, c, tmp_path)
     assert fast == ref
+
+
+def test_pool_run_queue_order_and_eviction() -> None:
+    from kvlab.sim.block_pool import BlockPool
+
+    pool = BlockPool(10)
+    blocks = pool.allocate(5, now=0)
+    assert blocks == [1, 2, 3, 4, 5]
+    pool.cache_run(blocks[:2], ["a", "b"], 0)
+    pool.free_private(blocks, priv=2, num_cached=4, owner=7)  # 3, 4 private; 5 unkeyed
+    assert pool.free_order() == [5, 6, 7, 8, 9, 4, 3, 2, 1]
+    assert pool.num_free == 9 and pool.num_cached_free() == 4
+    assert pool.allocate(6, now=8) == [5, 6, 7, 8, 9, 4]  # the run's tail block is evicted
+    assert pool.num_evicted == 1 and pool.lifetime[(8).bit_length()] == 1
+    assert pool.run_of(7) == [3] and pool.free_order() == [3, 2, 1]
+    pool.touch_run(7, now=9)  # the owner hits the rest of its run
+    assert pool.free_order() == [2, 1] and pool.ref[3] == 1 and pool.num_free == 2
+    assert pool.run_of(7) is None and pool.reuse_gap[(9).bit_length()] == 1
