@@ -393,17 +393,8 @@ class HfBackend:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         admitted_s = now()
         cache = self._tf.DynamicCache()
-        start = time.perf_counter()
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        first = out.logits[:, -1, :].argmax(-1).tolist()
-        stats.prefill_s += time.perf_counter() - start
+        first, seconds = self._forward(ids, mask, positions, cache)
+        stats.prefill_s += seconds
         stats.num_prefill_steps += 1
         t = now()
         rows = []
@@ -415,6 +406,20 @@ class HfBackend:
             rec.computed_tokens = len(r.prompt_ids)
             rows.append(_Row(req=r, rec=rec, generated=1, last_token=int(tok), tokens=[int(tok)]))
         return rows, _cache_tensors(cache), mask
+
+    def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any) -> tuple[list[int], float]:
+        """One forward pass extending ``cache``: greedy next token per row, seconds taken."""
+        start = time.perf_counter()
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        tokens = out.logits[:, -1, :].argmax(-1).tolist()
+        return tokens, time.perf_counter() - start
 
     def _decode(
         self,
@@ -429,17 +434,8 @@ class HfBackend:
         positions = mask.sum(-1, keepdim=True)
         mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
         cache = self._tf.DynamicCache(ddp_cache_data=kv)
-        start = time.perf_counter()
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        nxt = out.logits[:, -1, :].argmax(-1).tolist()
-        stats.decode_s += time.perf_counter() - start
+        nxt, seconds = self._forward(ids, mask, positions, cache)
+        stats.decode_s += seconds
         stats.num_decode_steps += 1
         t = now()
         for row, tok in zip(rows, nxt, strict=True):
