@@ -114,8 +114,9 @@ def test_runs_are_used_and_evicted(tmp_path: Path) -> None:
     assert fast == ref
 
 
-# seeds 11, 15 and 37 stall under priority scheduling on both paths (a known engine limit)
-@pytest.mark.parametrize("seed", [s for s in range(24) if s not in (11, 15)])
+# odd seeds schedule by priority; seeds 11, 15 and 37 preempt the request that needed the
+# block and leave a step with nothing scheduled, which must not stop the engine
+@pytest.mark.parametrize("seed", range(40))
 def test_random_mixed_workloads_match_reference(seed: int, tmp_path: Path) -> None:
     rng = np.random.default_rng(1000 + seed)
     wl = mixed_workload(seed, 120)

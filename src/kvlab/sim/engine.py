@@ -214,6 +214,11 @@ class Engine:
             raise RuntimeError("decode window broken: the scheduler admitted or preempted")
         if plan.scheduled:
             return
+        if plan.preempted and self.sched.running:
+            # Priority scheduling can preempt the very request that needed a block
+            # (the lowest-priority one) and stop there, as vLLM's scheduler does: an
+            # empty step that frees blocks; the next step schedules the others.
+            return
         if not self.sched.running:
             seq = self.sched.peek_waiting()
             assert seq is not None
