@@ -30,6 +30,8 @@ fi
 VLLM_PY="$(bash scripts/setup_vllm.sh)"
 export KVLAB_VLLM_PYTHON="$VLLM_PY" KVLAB_REQUIRE_LIVE=1
 echo "== unit and property tests"
-.venv/bin/pytest -q -n 2 -m "not live and not vllm" --timeout 900
+.venv/bin/pytest -q -n 2 -m "not live and not vllm" --timeout 900 --ignore=tests/live
+echo "== live-client unit tests against local stubs (serial: they time real sockets)"
+.venv/bin/pytest -q -m "not live and not vllm" --timeout 900 tests/live
 echo "== differential tests against vLLM's own code and live tests against a real vLLM server"
 .venv/bin/pytest -q -m "live or vllm" --timeout 900
