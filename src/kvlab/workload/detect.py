@@ -142,19 +142,15 @@ def _json_format(obj: Any) -> str | None:
 
 def _first_line(p: Path) -> tuple[int, str]:
     """The first line that is neither blank nor a ``#`` comment (``.gz`` read transparently)."""
-    try:
+    from kvlab.workload.importers import read_errors
+
+    with read_errors(p):
         opener = gzip.open if p.suffix == ".gz" else open
         with opener(p, "rt", encoding="utf-8") as f:
             for i, line in enumerate(f, start=1):
                 s = line.strip()
                 if s and not s.startswith("#"):
                     return i, s
-    except FileNotFoundError:
-        raise WorkloadError("no such file", path=p) from None
-    except UnicodeDecodeError as e:
-        raise WorkloadError(f"not UTF-8 text: {e.reason}", path=p) from None
-    except (OSError, EOFError) as e:
-        raise WorkloadError(f"cannot read: {getattr(e, 'strerror', None) or e}", path=p) from None
     raise WorkloadError("the file is empty", path=p)
 
 

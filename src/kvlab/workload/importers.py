@@ -34,7 +34,8 @@ from __future__ import annotations
 import gzip
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from itertools import chain
 from operator import itemgetter
@@ -275,19 +276,26 @@ def _read_vidur(p: Path, rate_per_s: float | None, seed: int, name: str | None) 
 # --------------------------------------------------------------------------- helpers
 
 
-def _read_lines(p: Path) -> list[str]:
+@contextmanager
+def read_errors(p: Path) -> Iterator[None]:
+    """Turn the errors of reading ``p`` (missing, not UTF-8, unreadable) into WorkloadError."""
     try:
-        if p.suffix == ".gz":
-            with gzip.open(p, "rt", encoding="utf-8") as f:
-                text = f.read()
-        else:
-            text = p.read_text(encoding="utf-8")
+        yield
     except FileNotFoundError:
         raise WorkloadError("no such file", path=p) from None
     except UnicodeDecodeError as e:
         raise WorkloadError(f"not UTF-8 text: {e.reason}", path=p) from None
     except (OSError, EOFError) as e:
         raise WorkloadError(f"cannot read: {getattr(e, 'strerror', None) or e}", path=p) from None
+
+
+def _read_lines(p: Path) -> list[str]:
+    with read_errors(p):
+        if p.suffix == ".gz":
+            with gzip.open(p, "rt", encoding="utf-8") as f:
+                text = f.read()
+        else:
+            text = p.read_text(encoding="utf-8")
     return text.splitlines()
 
 
