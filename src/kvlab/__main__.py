@@ -1,3 +1,3 @@
-from kvlab.cli.app import main
+from kvlab.cli.entry import main
 
 main()

@@ -35,13 +35,13 @@ import io
 import json
 import math
 import os
+import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from operator import attrgetter, sub
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 #: Request statuses.
 STATUS_OK = "ok"
@@ -121,13 +121,49 @@ class RequestRecord:
 
 
 _RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RequestRecord))
+_ARRIVAL = attrgetter("arrival_s")
+_FIRST = attrgetter("first_token_s")
+_FINISH = attrgetter("finish_s")
+_OUTPUT = attrgetter("output_tokens")
+_PROMPT = attrgetter("prompt_tokens")
+_STATUS = attrgetter("status")
+_CACHED = attrgetter("cached_tokens")
+_OFFLOAD_HIT = attrgetter("offload_hit_tokens")
+_PREEMPTIONS = attrgetter("num_preemptions")
 
 
 def dist(values: Iterable[float]) -> dict[str, float | None]:
-    """mean / p50 / p90 / p99 / max of ``values`` (None when empty)."""
-    a = np.fromiter((v for v in values if v is not None), dtype=float)
-    if a.size == 0:
+    """mean / p50 / p90 / p99 / max of ``values`` (None when empty).
+
+    The numbers are numpy's (``mean``, ``percentile`` with linear
+    interpolation, ``max``) to the last bit. Finite samples without zeros are
+    computed in pure Python by the same arithmetic (:func:`_pairwise_sum` and
+    :func:`_linear_percentile`), which spares importing numpy; any other sample
+    goes through numpy itself.
+    """
+    a = [float(v) for v in values if v is not None]
+    if not a:
         return {"mean": None, "p50": None, "p90": None, "p99": None, "max": None}
+    total = _pairwise_sum(a, 0, len(a))
+    # A finite total means every value is finite (inf and nan never cancel out).
+    # Zeros are excluded because the sign of a zero picked by numpy's partition
+    # and max is an implementation detail.
+    if not math.isfinite(total) or 0.0 in a:
+        return _dist_numpy(a)
+    a.sort()
+    return {
+        "mean": total / len(a),
+        "p50": _linear_percentile(a, 0.5),
+        "p90": _linear_percentile(a, 0.9),
+        "p99": _linear_percentile(a, 0.99),
+        "max": a[-1],
+    }
+
+
+def _dist_numpy(values: list[float]) -> dict[str, float | None]:
+    import numpy as np
+
+    a = np.array(values, dtype=float)
     p50, p90, p99 = np.percentile(a, [50, 90, 99])
     return {
         "mean": float(a.mean()),
@@ -136,6 +172,63 @@ def dist(values: Iterable[float]) -> dict[str, float | None]:
         "p99": float(p99),
         "max": float(a.max()),
     }
+
+
+def _pairwise_sum(a: list[float], lo: int, n: int) -> float:
+    """``a[lo:lo + n]`` summed in the order of numpy's float64 ``add.reduce``.
+
+    numpy (loops_utils.h, ``pairwise_sum``): under 8 values a plain loop; up to
+    128 eight interleaved partial sums combined as ((0+1)+(2+3))+((4+5)+(6+7)),
+    then the remainder; above that, the two halves (the first a multiple of 8
+    long) summed recursively.
+    """
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    if n <= 128:
+        r0, r1, r2, r3, r4, r5, r6, r7 = a[lo : lo + 8]
+        end = lo + n - n % 8
+        for j in range(lo + 8, end, 8):
+            r0 += a[j]
+            r1 += a[j + 1]
+            r2 += a[j + 2]
+            r3 += a[j + 3]
+            r4 += a[j + 4]
+            r5 += a[j + 5]
+            r6 += a[j + 6]
+            r7 += a[j + 7]
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        for i in range(end, lo + n):
+            res += a[i]
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return _pairwise_sum(a, lo, n2) + _pairwise_sum(a, lo + n2, n - n2)
+
+
+def _linear_percentile(ordered: list[float], q: float) -> float:
+    """numpy's ``percentile(..., method="linear")`` of sorted finite values, ``q`` in [0, 1].
+
+    The virtual index is (n - 1) q; at or beyond the last index both neighbours
+    are the last value and the weight is taken from index -1, as numpy does;
+    the interpolation is numpy's ``_lerp`` (from the nearer end when the weight
+    is >= 0.5).
+    """
+    n = len(ordered)
+    virtual = (n - 1) * q
+    if virtual >= n - 1:
+        lo = hi = -1
+    else:
+        lo = math.floor(virtual)
+        hi = lo + 1
+    t = virtual - lo
+    a, b = ordered[lo], ordered[hi]
+    diff = b - a
+    if t >= 0.5:
+        return b - diff * (1 - t)
+    return a + diff * t
 
 
 def summarize(
@@ -154,22 +247,35 @@ def summarize(
     """
     done = [r for r in records if r.status == STATUS_OK and r.finish_s is not None]
     if duration_s is None:
-        starts = [r.arrival_s for r in records]
-        ends = [r.finish_s for r in done if r.finish_s is not None]
+        starts = list(map(_ARRIVAL, records))
+        ends = [e for e in map(_FINISH, done) if e is not None]
         duration_s = (max(ends) - min(starts)) if ends and starts else 0.0
-    out_tokens = sum(r.output_tokens for r in done)
-    prompt_tokens = sum(r.prompt_tokens for r in done)
+    out_tokens = sum(map(_OUTPUT, done))
+    prompt_tokens = sum(map(_PROMPT, done))
+    statuses = list(map(_STATUS, records))
+    # TTFT, TPOT and E2E exactly as the RequestRecord properties define them
+    arrivals = list(map(_ARRIVAL, done))
+    firsts = list(map(_FIRST, done))
+    finishes = list(map(_FINISH, done))
+    outputs = list(map(_OUTPUT, done))
+    ttft = [f - a for f, a in zip(firsts, arrivals, strict=True) if f is not None]
+    tpot = [
+        (e - f) / (n - 1)
+        for e, f, n in zip(finishes, firsts, outputs, strict=True)
+        if f is not None and n >= 2
+    ]
+    e2e = [e - a for e, a in zip(finishes, arrivals, strict=True)]
     s: dict[str, Any] = {
         "num_requests": len(records),
         "num_completed": len(done),
-        "num_rejected": sum(r.status == STATUS_REJECTED for r in records),
-        "num_failed": sum(r.status == STATUS_FAILED for r in records),
-        "num_unfinished": sum(r.status == STATUS_UNFINISHED for r in records),
+        "num_rejected": statuses.count(STATUS_REJECTED),
+        "num_failed": statuses.count(STATUS_FAILED),
+        "num_unfinished": statuses.count(STATUS_UNFINISHED),
         "prompt_tokens": prompt_tokens,
         "output_tokens": out_tokens,
-        "ttft_s": dist(r.ttft_s for r in done if r.ttft_s is not None),
-        "tpot_s": dist(r.tpot_s for r in done if r.tpot_s is not None),
-        "e2e_s": dist(r.e2e_s for r in done if r.e2e_s is not None),
+        "ttft_s": dist(ttft),
+        "tpot_s": dist(tpot),
+        "e2e_s": dist(e2e),
         "request_throughput_per_s": (len(done) / duration_s) if duration_s > 0 else None,
         "output_throughput_tok_per_s": (out_tokens / duration_s) if duration_s > 0 else None,
         "total_throughput_tok_per_s": (
@@ -179,10 +285,11 @@ def summarize(
     }
     # vLLM's split: prefix_cache_* counts the GPU tier, external_prefix_cache_* lower tiers.
     admitted = [r for r in records if r.admitted_s is not None]
-    s["prefix_cache_queries"] = sum(r.prompt_tokens for r in admitted)
-    s["prefix_cache_hits"] = sum(r.cached_tokens - r.offload_hit_tokens for r in admitted)
-    s["external_prefix_cache_hits"] = sum(r.offload_hit_tokens for r in admitted)
-    s["num_preemptions"] = sum(r.num_preemptions for r in records)
+    offloaded = list(map(_OFFLOAD_HIT, admitted))
+    s["prefix_cache_queries"] = sum(map(_PROMPT, admitted))
+    s["prefix_cache_hits"] = sum(map(sub, map(_CACHED, admitted), offloaded))
+    s["external_prefix_cache_hits"] = sum(offloaded)
+    s["num_preemptions"] = sum(map(_PREEMPTIONS, records))
     if counters:
         s.update(counters)
     qq, hh = s.get("prefix_cache_queries"), s.get("prefix_cache_hits")
@@ -216,10 +323,7 @@ class RunResult:
         d = Path(out_dir)
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_text(d / "summary.json", _dumps(self.summary))
-        atomic_write_text(
-            d / "requests.jsonl",
-            "".join(json.dumps(r.to_dict(), allow_nan=False) + "\n" for r in self.records),
-        )
+        atomic_write_text(d / "requests.jsonl", records_to_jsonl(self.records))
         atomic_write_text(d / "timeseries.csv", timeseries_to_csv(self.timeseries))
         atomic_write_text(d / "histograms.json", _dumps(self.histograms))
         atomic_write_text(
@@ -293,6 +397,84 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def records_to_jsonl(records: Sequence[RequestRecord]) -> str:
+    """The text of ``requests.jsonl``: ``json.dumps(r.to_dict(), allow_nan=False)`` per line.
+
+    Built column by column: each field of every record is encoded once (strings
+    by json's own encoder, numbers by ``repr`` as json does), then each line
+    joins its non-null fields. A column whose values (None aside) are not all
+    of one type among str, int, finite float, dict and list falls back to
+    ``json.dumps`` per record, so the bytes and the errors are json's.
+    """
+    if not records:
+        return ""
+    cols: list[list[str]] = []
+    gaps = False  # whether some column has a None ("") cell
+    for name in _RECORD_FIELDS:
+        col = _jsonl_column(name, list(map(attrgetter(name), records)))
+        if col is None:
+            return "".join(json.dumps(r.to_dict(), allow_nan=False) + "\n" for r in records)
+        if col:
+            cols.append(col)
+            gaps = gaps or "" in col
+    if not cols:
+        return "{}\n" * len(records)
+    rows = zip(*cols, strict=True)
+    lines = map(", ".join, map(_non_empty, rows) if gaps else rows)
+    return "{" + "}\n{".join(lines) + "}\n"
+
+
+def _non_empty(cells: tuple[str, ...]) -> filter[str]:
+    return filter(None, cells)
+
+
+def _jsonl_column(name: str, values: list[Any]) -> list[str] | None:
+    """``"name": value`` per record ("" where the value is None); [] if all are None;
+    None if a value needs json's general path."""
+    from json.encoder import encode_basestring_ascii
+
+    types = set(map(type, values))
+    types.discard(type(None))
+    if not types:
+        return []
+    if len(types) > 1 or not types <= {str, int, float, dict, list}:
+        return None
+    kind = types.pop()
+    present = values if None not in values else [v for v in values if v is not None]
+    if kind is float and not all(map(math.isfinite, present)):
+        return None
+    encode: Callable[[Any], str] = _ENCODERS.get(kind) or encode_basestring_ascii
+    key = f'"{name}": '
+    if present is values:
+        return list(map(key.__add__, map(encode, values)))
+    return ["" if v is None else key + encode(v) for v in values]
+
+
+def _json_dict(d: dict[Any, Any]) -> str:
+    """``json.dumps(dict(d), allow_nan=False)``; str -> int mappings built directly."""
+    if not d:
+        return "{}"
+    from json.encoder import encode_basestring_ascii
+
+    if all(type(k) is str and type(v) is int for k, v in d.items()):
+        items = [encode_basestring_ascii(k) + ": " + int.__repr__(v) for k, v in d.items()]
+        return "{" + ", ".join(items) + "}"
+    return json.dumps(dict(d), allow_nan=False)
+
+
+def _json_list(v: list[Any]) -> str:
+    """``json.dumps(list(v), allow_nan=False)``."""
+    return json.dumps(list(v), allow_nan=False)
+
+
+_ENCODERS: dict[type, Callable[[Any], str]] = {
+    float: float.__repr__,
+    int: int.__repr__,
+    dict: _json_dict,
+    list: _json_list,
+}
+
+
 def timeseries_to_csv(ts: Mapping[str, Sequence[float]]) -> str:
     if not ts:
         return ""
@@ -301,9 +483,27 @@ def timeseries_to_csv(ts: Mapping[str, Sequence[float]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
+    if all(_plain_numbers(v) for v in ts.values()):
+        # numbers never need CSV quoting, and a row always has a cell of the longest column
+        cells = [[_fmt_number(x) for x in v] + [""] * (n - len(v)) for v in ts.values()]
+        buf.write("".join(map("%s\n".__mod__, map(",".join, zip(*cells, strict=True)))))
+        return buf.getvalue()
     for i in range(n):
         w.writerow([_fmt(ts[c][i]) if i < len(ts[c]) else "" for c in cols])
     return buf.getvalue()
+
+
+def _plain_numbers(values: Sequence[Any]) -> bool:
+    return set(map(type, values)) <= {float, int}
+
+
+def _fmt_number(v: float) -> str:
+    """:func:`_fmt` of an exact float or int."""
+    if type(v) is int:
+        return int.__repr__(v)
+    if v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return float.__repr__(v)
 
 
 def timeseries_from_csv(text: str) -> dict[str, list[float]]:
@@ -332,7 +532,8 @@ def _clean(o: Any) -> Any:
         return {str(k): _clean(v) for k, v in o.items()}
     if isinstance(o, list | tuple):
         return [_clean(v) for v in o]
-    if isinstance(o, np.generic):
+    np = sys.modules.get("numpy")  # a numpy scalar exists only once numpy is imported
+    if np is not None and isinstance(o, np.generic):
         return _clean(o.item())
     return o
 
@@ -353,5 +554,6 @@ __all__ = [
     "atomic_write_text",
     "dist",
     "group_summaries",
+    "records_to_jsonl",
     "summarize",
 ]

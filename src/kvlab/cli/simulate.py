@@ -1,13 +1,20 @@
-"""``kvlab simulate``: replay a workload or trace through the simulated vLLM engine."""
+"""``kvlab simulate``: replay a workload or trace through the simulated vLLM engine.
+
+Typer is imported only by :func:`register`: ``python -m kvlab simulate`` with
+plain arguments is parsed by :func:`parse_plain_args` and run without building
+the Typer app (see :mod:`kvlab.cli.entry`).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+if TYPE_CHECKING:
+    import typer
 
 HELP = """Simulate WORKLOAD on a vLLM-v1-like engine: paged KV blocks with prefix
 caching, the token-budget scheduler, preemption by recompute, an optional CPU
@@ -140,6 +147,8 @@ def write_markdown(result: Any, out: Path, workload_name: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    import typer
+
     @app.command("simulate", help=_reflow(HELP))
     def simulate_cmd(
         workload: str = typer.Argument(..., help="Workload file, trace file or built-in trace."),
@@ -173,43 +182,216 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print summary.json to stdout."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
-        from kvlab.sim.engine import simulate
-        from kvlab.workload.detect import load_workload
-
-        cfg = build_config(
+        run_command(
+            workload=workload,
             model=model,
             gpu=gpu,
-            mode=mode,
+            out=out,
+            fmt=fmt,
             policy=policy,
             block_size=block_size,
             num_blocks=num_blocks,
             kv_dtype=kv_dtype,
             offload_gb=offload_gb,
             no_prefix_caching=no_prefix_caching,
+            mode=mode,
             exact_steps=exact_steps,
-            seed=seed,
             sets=sets,
+            seed=seed,
+            as_json=as_json,
+            quiet=quiet,
         )
-        wl = load_workload(workload, fmt, seed=seed)
-        show = not quiet and not as_json and sys.stderr.isatty()
-        if show:
-            from rich.progress import Progress
 
-            with Progress(transient=True) as bar:
-                task = bar.add_task("simulating", total=len(wl.requests))
-                result = simulate(wl, cfg, lambda done, total: bar.update(task, completed=done))
+
+def run_command(
+    *,
+    workload: str,
+    model: str,
+    gpu: str,
+    out: Path,
+    fmt: str | None,
+    policy: str,
+    block_size: int,
+    num_blocks: int | None,
+    kv_dtype: str | None,
+    offload_gb: float | None,
+    no_prefix_caching: bool,
+    mode: str,
+    exact_steps: bool,
+    sets: list[str],
+    seed: int,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """The body of ``kvlab simulate`` (options already parsed)."""
+    from kvlab.sim.engine import simulate
+    from kvlab.workload.detect import load_workload
+
+    cfg = build_config(
+        model=model,
+        gpu=gpu,
+        mode=mode,
+        policy=policy,
+        block_size=block_size,
+        num_blocks=num_blocks,
+        kv_dtype=kv_dtype,
+        offload_gb=offload_gb,
+        no_prefix_caching=no_prefix_caching,
+        exact_steps=exact_steps,
+        seed=seed,
+        sets=sets,
+    )
+    wl = load_workload(workload, fmt, seed=seed)
+    show = not quiet and not as_json and sys.stderr.isatty()
+    if show:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task("simulating", total=len(wl.requests))
+            result = simulate(wl, cfg, lambda done, total: bar.update(task, completed=done))
+    else:
+        result = simulate(wl, cfg)
+    result.config["workload"] = str(workload)
+    result.save(out)
+    write_markdown(result, out, Path(str(workload)).name)
+    if as_json:
+        echo(json.dumps(result.summary, default=str))
+    elif not quiet:
+        s = result.summary
+        echo(
+            f"{s['num_completed']:,}/{s['num_requests']:,} requests, "
+            f"hit rate {s['prefix_cache_hit_rate']:.3f}, "
+            f"{s['num_preemptions']:,} preemptions, TTFT p50 "
+            f"{(s['ttft_s']['p50'] or 0):.3f} s (clock: roofline, uncalibrated) -> {out}"
+        )
+
+
+def echo(text: str, *, err: bool = False) -> None:
+    """``typer.echo(text, err=err)``, without importing Typer for plain ASCII text.
+
+    Typer (click) writes the text and a newline and flushes; it would also
+    strip ANSI escapes on a non-terminal and adapt the stream's encoding,
+    which only non-ASCII or escape-carrying text can notice: that goes
+    through Typer itself.
+    """
+    if not text.isascii() or "\x1b" in text:
+        import typer
+
+        typer.echo(text, err=err)
+        return
+    stream = sys.stderr if err else sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
+#: Options of ``kvlab simulate`` for :func:`parse_plain_args`: name -> (parameter, kind),
+#: kind "str", "int", "float", "path" (take a value) or "flag". Defaults in PLAIN_DEFAULTS.
+PLAIN_OPTIONS: dict[str, tuple[str, str]] = {
+    "--model": ("model", "str"),
+    "-m": ("model", "str"),
+    "--gpu": ("gpu", "str"),
+    "-g": ("gpu", "str"),
+    "--out": ("out", "path"),
+    "-o": ("out", "path"),
+    "--format": ("fmt", "str"),
+    "--policy": ("policy", "str"),
+    "--block-size": ("block_size", "int"),
+    "--num-blocks": ("num_blocks", "int"),
+    "--num-gpu-blocks": ("num_blocks", "int"),
+    "--kv-dtype": ("kv_dtype", "str"),
+    "--offload-gb": ("offload_gb", "float"),
+    "--no-prefix-caching": ("no_prefix_caching", "flag"),
+    "--mode": ("mode", "str"),
+    "--exact-steps": ("exact_steps", "flag"),
+    "--set": ("sets", "str"),
+    "--seed": ("seed", "int"),
+    "--json": ("as_json", "flag"),
+    "--quiet": ("quiet", "flag"),
+    "-q": ("quiet", "flag"),
+}
+
+PLAIN_DEFAULTS: dict[str, Any] = {
+    "model": "meta-llama/Llama-3.1-8B",
+    "gpu": "h100-sxm",
+    "fmt": None,
+    "policy": "lru",
+    "block_size": 16,
+    "num_blocks": None,
+    "kv_dtype": None,
+    "offload_gb": None,
+    "no_prefix_caching": False,
+    "mode": "prefix",
+    "exact_steps": False,
+    "sets": [],
+    "seed": 0,
+    "as_json": False,
+    "quiet": False,
+}
+
+_PLAIN_INT = re.compile(r"0|[1-9][0-9]{0,17}")
+_PLAIN_FLOAT = re.compile(r"(0|[1-9][0-9]{0,8})(\.[0-9]{1,6})?")
+
+
+def parse_plain_args(args: list[str]) -> dict[str, Any] | None:
+    """The keyword arguments of :func:`run_command` for ``kvlab simulate ARGS``, or None.
+
+    Only plain command lines are parsed: one WORKLOAD that does not start with
+    ``-``, ``--out``, and options from :data:`PLAIN_OPTIONS` written as
+    ``--name VALUE``, ``--name=VALUE`` or ``-x VALUE``, with non-empty values
+    that do not start with ``-`` or carry surrounding spaces, integers in
+    plain decimal, numbers as ``12`` or ``12.5``. Anything else (help, a typo,
+    an odd value) returns None and goes to Typer, which parses it (or reports
+    it) as it always has. For the lines accepted, the result equals what Typer
+    passes (tests/test_cli_entry.py checks both on generated lines).
+    """
+    kw: dict[str, Any] = {}
+    sets: list[str] = []
+    positional: list[str] = []
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        i += 1
+        if not tok.startswith("-"):
+            positional.append(tok)
+            continue
+        name, eq, value = tok.partition("=")
+        spec = PLAIN_OPTIONS.get(name)
+        if spec is None or (eq and not name.startswith("--")):
+            return None
+        param, kind = spec
+        if kind == "flag":
+            if eq:
+                return None
+            kw[param] = True
+            continue
+        if not eq:
+            if i == len(args):
+                return None
+            value = args[i]
+            i += 1
+        parsed = _plain_value(value, kind)
+        if parsed is None:
+            return None
+        if param == "sets":
+            sets.append(parsed)
         else:
-            result = simulate(wl, cfg)
-        result.config["workload"] = str(workload)
-        result.save(out)
-        write_markdown(result, out, Path(str(workload)).name)
-        if as_json:
-            typer.echo(json.dumps(result.summary, default=str))
-        elif not quiet:
-            s = result.summary
-            typer.echo(
-                f"{s['num_completed']:,}/{s['num_requests']:,} requests, "
-                f"hit rate {s['prefix_cache_hit_rate']:.3f}, "
-                f"{s['num_preemptions']:,} preemptions, TTFT p50 "
-                f"{(s['ttft_s']['p50'] or 0):.3f} s (clock: roofline, uncalibrated) -> {out}"
-            )
+            kw[param] = parsed
+    if len(positional) != 1 or "out" not in kw or not _plain_text(positional[0]):
+        return None
+    return {**PLAIN_DEFAULTS, **kw, "workload": positional[0], "sets": sets}
+
+
+def _plain_text(value: str) -> bool:
+    return bool(value) and not value.startswith("-") and value == value.strip()
+
+
+def _plain_value(value: str, kind: str) -> Any:
+    if not _plain_text(value):
+        return None
+    if kind == "int":
+        return int(value) if _PLAIN_INT.fullmatch(value) else None
+    if kind == "float":
+        return float(value) if _PLAIN_FLOAT.fullmatch(value) else None
+    if kind == "path":
+        return Path(value)
+    return value

@@ -42,8 +42,6 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
-
 from kvlab._gc import paused_gc
 from kvlab.errors import ConfigError, WorkloadError
 from kvlab.workload.records import Request, Segment, Workload
@@ -262,6 +260,8 @@ def _read_vidur(p: Path, rate_per_s: float | None, seed: int, name: str | None) 
     if rate_per_s is None:
         arrivals = [0.0] * len(body)
     else:
+        import numpy as np
+
         gaps = np.random.default_rng(seed).exponential(1.0 / rate_per_s, size=len(body))
         arrivals = np.cumsum(gaps).tolist()
     counts = _Counts()
