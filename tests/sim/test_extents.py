@@ -180,8 +180,9 @@ class _Seq:
         self.table: list[list[object]] = []
         self.pending: list[list[int]] = []
         self.last_ext = None
-        self.nblocks = self.num_cached_blocks = self.num_computed = 0
+        self.nblocks = self.num_cached_blocks = self.nkeyed = self.num_computed = 0
         self.num_tokens = 4 * len(keys) + 1
+        self.lazy_from = 1 << 62
 
     def ensure_keys(self, n: int) -> None:
         assert n <= len(self.keys)

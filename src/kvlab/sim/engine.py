@@ -40,7 +40,7 @@ from kvlab.sim.policies import make_policy
 from kvlab.sim.policies.lru import LRU
 from kvlab.sim.resolve import Resolved, resolve
 from kvlab.sim.scheduler import Scheduler, StepPlan
-from kvlab.sim.sequence import FINISHED, Seq
+from kvlab.sim.sequence import FINISHED, NEVER, Seq
 from kvlab.sim.windows import window_len
 from kvlab.workload.records import Request, Workload
 
@@ -430,7 +430,10 @@ class Engine:
             for pos, s in enumerate(running):
                 first = (bs - 1 - s.num_computed) % bs
                 if first < k:
-                    fills.extend(range(first * n + pos, kn, bn))
+                    if s.lazy_from < NEVER:  # fresh output: keyed when released
+                        s.num_cached_blocks = (s.num_computed + k) // bs
+                    else:
+                        fills.extend(range(first * n + pos, kn, bn))
             if fills:
                 fills.sort()
                 cache_upto = self.kv.cache_upto

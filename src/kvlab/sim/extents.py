@@ -46,13 +46,14 @@ class Extent:
     Invariants: keys ``key + i * B`` for ``i < n`` (one run); ``ref`` requests hold
     all of them; ``ref == 0`` iff the extent is in the free queue (``qprev`` /
     ``qnext`` links); ``born`` / ``used``: tick they were handed out / last handed
-    out or hit; ``nxt``: the extent that took over this one's later blocks when
-    it was split (holders walk it).
+    out or hit, either one int for all, or ``born`` a list (one tick per block)
+    and ``used`` None (= ``born``, never hit since); ``nxt``: the extent that
+    took over this one's later blocks when it was split (holders walk it).
     """
 
     __slots__ = ("born", "key", "n", "nxt", "qnext", "qprev", "ref", "used")
 
-    def __init__(self, key: int, n: int, ref: int, born: int, used: int) -> None:
+    def __init__(self, key: int, n: int, ref: int, born: Any, used: int | None) -> None:
         self.key = key
         self.n = n
         self.ref = ref
@@ -199,7 +200,12 @@ class ExtentPool:
     def _split(self, e: Extent, j: int) -> Extent:
         """Cut ``e`` after its first ``j`` blocks (0 < j < n); return the later part."""
         bs = self.bs
-        h = Extent(e.key + j * bs, e.n - j, e.ref, e.born, e.used)
+        born = e.born
+        if born.__class__ is list:
+            h = Extent(e.key + j * bs, e.n - j, e.ref, born[j:], e.used)
+            del born[j:]
+        else:
+            h = Extent(e.key + j * bs, e.n - j, e.ref, born, e.used)
         e.n = j
         h.nxt = e.nxt
         e.nxt = h
@@ -229,17 +235,26 @@ class ExtentPool:
         while n:
             e = head.qnext
             m = e.n
-            if m > n:
-                m = n
-                e.n -= n
+            born = e.born
+            if born.__class__ is list:  # evicted from the end: the last stamps
+                for b in born[m - n if m > n else 0 :]:
+                    life[(now - b).bit_length()] += 1
+                    if e.used is None:
+                        idle[(now - b).bit_length()] += 1
+                if m > n:
+                    del born[m - n :]
             else:
-                q = e.qnext
-                head.qnext = q
-                q.qprev = head
-                self._drop(e)
-                e.n = 0
-            life[(now - e.born).bit_length()] += m
-            idle[(now - e.used).bit_length()] += m
+                life[(now - born).bit_length()] += m if m <= n else n
+            if e.used is not None:
+                idle[(now - e.used).bit_length()] += m if m <= n else n
+            if m > n:
+                e.n = m - n
+                break
+            q = e.qnext
+            head.qnext = q
+            q.qprev = head
+            self._drop(e)
+            e.n = 0
             n -= m
 
     def touch(self, hit: Hit, now: int) -> list[list[Any]]:
@@ -255,7 +270,11 @@ class ExtentPool:
             if e.ref == 0:
                 self._dequeue(e)
             e.ref += 1
-            gap[(now - e.used).bit_length()] += t
+            if e.used is None:
+                for b in e.born:
+                    gap[(now - b).bit_length()] += 1
+            else:
+                gap[(now - e.used).bit_length()] += t
             e.used = now
             out.append([e, t])
         return out
@@ -310,6 +329,18 @@ class ExtentPool:
             exts.append(e)
         return e, True
 
+    def cache_stamped(self, key: int, borns: list[int]) -> Extent:
+        """Register blocks handed out at the ticks ``borns`` (one each) as one new
+        extent held by one request (its output, keyed when it is released)."""
+        e = Extent(key, len(borns), 1, borns, None)
+        run = key >> OFFSET_BITS
+        exts = self.by_run.get(run)
+        if exts is None:
+            self.by_run[run] = [e]
+        else:
+            exts.append(e)
+        return e
+
     def histograms(self, ticks_per_s: int) -> dict[str, dict[str, object]]:
         """The residency histograms; bin i spans [2**(i-1), 2**i) ticks (bin 0: zero)."""
         edges = [0.0] + [2 ** (i - 1) / ticks_per_s for i in range(1, NUM_BINS + 1)]
@@ -328,9 +359,16 @@ class ExtentKV:
     allocation rules, with a request's block table as extents.
 
     Per request (see :class:`kvlab.sim.sequence.Seq`): ``table`` lists ``[extent,
-    blocks]`` entries in block order (hit extents, then its own cached ones),
-    ``pending`` the ``[born, count]`` groups of its unkeyed blocks after them,
-    ``nblocks`` all of them, ``last_ext`` the extent it may still grow.
+    blocks]`` entries in block order (hit extents, then its own cached ones:
+    ``nkeyed`` blocks), ``pending`` the ``[born, count]`` groups of its unkeyed
+    blocks after them, ``nblocks`` all of them, ``last_ext`` the extent it may
+    still grow.
+
+    Fresh output (no output content id: blocks ``lazy_from`` on) is a run no
+    other request has, so only its owner could hit it, and only once it has
+    released it (after a preemption). Its filled blocks are keyed when the owner
+    releases them, as one extent stamped block by block: the same queue, hits
+    and histograms as keying each block when it fills.
     """
 
     def __init__(
@@ -398,7 +436,7 @@ class ExtentKV:
         seq.table = self.pool.touch(hit, now)
         seq.pending = []
         seq.last_ext = None
-        seq.nblocks = seq.num_cached_blocks = hit.n
+        seq.nblocks = seq.num_cached_blocks = seq.nkeyed = hit.n
         computed = hit.n * self.block_size
         self._grow(seq, min(computed + num_new_tokens, self.max_model_len), now)
         self._cache(seq, min(computed + num_new_tokens, seq.num_tokens), now)
@@ -436,11 +474,16 @@ class ExtentKV:
 
     def _cache(self, seq: Any, num_tokens: int, now: int) -> None:
         n_full = num_tokens // self.block_size
-        i = seq.num_cached_blocks
-        if i >= n_full or not self.pool.enable_caching:
+        if n_full <= seq.num_cached_blocks or not self.pool.enable_caching:
             return
-        seq.ensure_keys(n_full)
         seq.num_cached_blocks = n_full
+        i = seq.nkeyed
+        if n_full > seq.lazy_from:  # fresh output blocks wait for the release
+            n_full = seq.lazy_from
+            if i >= n_full:
+                return
+        seq.ensure_keys(n_full)
+        seq.nkeyed = n_full
         keys, ends, pending, table = seq.keys, seq.ends, seq.pending, seq.table
         cache = self.pool.cache
         p = bisect_right(ends, i)
@@ -469,11 +512,29 @@ class ExtentKV:
     def free(self, seq: Any, now: int = 0, *, final: bool = False) -> None:
         """Release the request's blocks, tail first (vLLM ``free``)."""
         pool = self.pool
-        for _, c in seq.pending:
+        pending = seq.pending
+        lazy = seq.num_cached_blocks - seq.nkeyed
+        if lazy > 0:
+            borns: list[int] = []
+            k = 0
+            while lazy:
+                g = pending[k]
+                b, c = g
+                if c > lazy:
+                    borns += [b] * lazy
+                    g[1] = c - lazy
+                    break
+                borns += [b] * c if c > 1 else (b,)
+                lazy -= c
+                k += 1
+            del pending[:k]
+            seq.ensure_keys(seq.num_cached_blocks)
+            e = pool.cache_stamped(seq.keys[seq.nkeyed], borns)
+            seq.table.append([e, len(borns)])
+        for _, c in pending:
             pool.clean += c
         pool.release(seq.table)
         seq.table = []
         seq.pending = []
         seq.last_ext = None
-        seq.nblocks = 0
-        seq.num_cached_blocks = 0
+        seq.nblocks = seq.num_cached_blocks = seq.nkeyed = 0

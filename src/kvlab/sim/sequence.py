@@ -14,6 +14,9 @@ GENERATION_RANK = RANK["generation"]
 
 WAITING, RUNNING, FINISHED = 0, 1, 2
 
+#: A block index no request reaches.
+NEVER = 1 << 62
+
 
 class Seq:
     """One request inside the engine.
@@ -36,8 +39,10 @@ class Seq:
         "interner",
         "keys",
         "last_ext",
+        "lazy_from",
         "max_out",
         "nblocks",
+        "nkeyed",
         "num_cached_blocks",
         "num_computed",
         "num_out",
@@ -77,7 +82,9 @@ class Seq:
         segs = [(interner.content(s.content_id), s.tokens) for s in req.segments]
         self.ends: list[int] = []
         self.keys, self.prompt_node = interner.prompt_keys(segs, block_size, self.ends)
-        self.ends.append(1 << 62)
+        self.ends.append(NEVER)
+        #: first block of fresh output (keyed lazily over the extent pool), if any
+        self.lazy_from = len(self.keys) if req.output_content_id is None else NEVER
         self.out_content = (
             interner.content(req.output_content_id)
             if req.output_content_id is not None
@@ -92,7 +99,7 @@ class Seq:
             self.seg_ranks.append(RANK.get(s.retention, 1))
         self.out_base: int | None = None  # key of output token 0 minus prompt_len, once known
         self.blocks: list[int] = []
-        self.nblocks = 0
+        self.nblocks = self.nkeyed = 0
         self.table: list[list[Any]] = []
         self.pending: list[list[int]] = []
         self.last_ext: Any = None
