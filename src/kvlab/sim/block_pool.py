@@ -14,13 +14,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
 from itertools import islice, repeat
-from operator import sub
 from typing import Protocol
 
 from kvlab.sim.policies.base import EvictionPolicy
 from kvlab.sim.policies.lru import LRU
-
-_bit_length = int.bit_length
 
 #: Residency histogram bins: bin i counts durations d (ticks) with d.bit_length() == i.
 NUM_BINS = 80
@@ -30,21 +27,6 @@ def _add_ages(hist: Counter[int], now: int, stamps: Counter[int]) -> None:
     """Add ``now - t`` for every stamp t (counted; blocks handed out together share one)."""
     for t, c in stamps.items():
         hist[(now - t).bit_length()] += c
-
-
-class Run:
-    """The cached private blocks one request freed, as one free-queue entry.
-
-    ``blocks`` is in the owner's block order (its leading private block first);
-    eviction takes from the end (the owner's tail, freed first), the owner's hit
-    takes them all.
-    """
-
-    __slots__ = ("blocks", "owner")
-
-    def __init__(self, blocks: list[int], owner: int) -> None:
-        self.blocks = blocks
-        self.owner = owner
 
 
 class LowerTier(Protocol):
@@ -70,10 +52,6 @@ class BlockPool:
       takes the first;
     * ``num_multi`` is the number of list entries in ``cached``;
     * ``num_evicted`` counts keyed blocks whose key was dropped to reuse them;
-    * runs (LRU without tier only): a :class:`Run` entry in the LRU queue stands for
-      its private blocks (no key, not in ``cached``, ``ref == 0``), queued in the
-      order ``reversed(run.blocks)``; ``runs[owner]`` is that entry;
-      ``run_extra`` = blocks in runs minus run entries;
     * ``born[b]`` / ``used[b]``: tick block b was handed out / last handed out or hit;
       ``hist[name][i]`` counts durations whose ``bit_length()`` is i.
     """
@@ -106,31 +84,27 @@ class BlockPool:
         self.lifetime: Counter[int] = Counter()
         self.idle: Counter[int] = Counter()
         self.reuse_gap: Counter[int] = Counter()
-        self.runs_enabled = self.lru_queue is not None and tier is None and enable_caching
-        self.runs: dict[int, Run] = {}
-        self.run_extra = 0
 
     # -- queries ---------------------------------------------------------
     @property
     def num_free(self) -> int:
-        return len(self.clean) + len(self.policy) + self.run_extra
+        return len(self.clean) + len(self.policy)
+
+    @property
+    def num_clean(self) -> int:
+        """Free blocks without a key (handed out before any eviction)."""
+        return len(self.clean)
 
     def usage(self) -> float:
         """vLLM ``kv_cache_usage_perc``: cached free blocks count as free."""
         return 1.0 - self.num_free / (self.num_blocks - 1)
 
     def num_cached_free(self) -> int:
-        return len(self.policy) + self.run_extra
+        return len(self.policy)
 
     def free_order(self) -> list[int]:
         """Free blocks in the order they will be handed out (vLLM free queue order)."""
-        out = self.clean[::-1]
-        for e in self.policy.order():
-            if isinstance(e, Run):
-                out.extend(reversed(e.blocks))
-            else:
-                out.append(e)
-        return out
+        return self.clean[::-1] + list(self.policy.order())
 
     def get(self, key: Hashable) -> int | None:
         b = self.cached.get(key)
@@ -205,45 +179,6 @@ class BlockPool:
             used[b] = now
         return out
 
-    def allocate_timed(self, times: Sequence[int]) -> list[int]:
-        """Allocate one block per entry of ``times`` (non-decreasing ticks), in order.
-
-        Same result as ``allocate(1, t)`` for each t in turn, for LRU without a tier.
-        """
-        assert self.lru_queue is not None and self.tier is None
-        n = len(times)
-        if n > self.num_free:
-            raise ValueError(f"cannot allocate {n} blocks, {self.num_free} free")
-        clean = self.clean
-        k = min(n, len(clean))
-        out = clean[-k:] if k else []
-        out.reverse()
-        if k:
-            del clean[-k:]
-        if n > k and self.runs:
-            out.extend(self._evict_mixed(list(times[k:])))
-        elif n > k:
-            victims = self._take_unique_head(n - k)
-            if victims is not None:
-                late = times[k:]
-                born, used = self.born, self.used
-                self.lifetime.update(
-                    [(t - born[b]).bit_length() for t, b in zip(late, victims, strict=True)]
-                )
-                self.idle.update(
-                    [(t - used[b]).bit_length() for t, b in zip(late, victims, strict=True)]
-                )
-                self.num_evicted += n - k
-                out.extend(victims)
-            else:  # duplicate contents: one by one
-                out.extend(self._evict_n(1, t)[0] for t in times[k:])
-        ref, born, used = self.ref, self.born, self.used
-        for b, t in zip(out, times, strict=True):
-            ref[b] = 1
-            born[b] = t
-            used[b] = t
-        return out
-
     def _take_unique_head(self, n: int) -> list[int] | None:
         """LRU without tier: pop the ``n`` head blocks and drop their keys, unless one of
         those keys is held by several blocks (then change nothing and return None)."""
@@ -269,8 +204,6 @@ class BlockPool:
         out: list[int] = []
         append = out.append
         if lru is not None and tier is None:  # vLLM's LRU, no lower tier
-            if self.runs:
-                return self._evict_mixed([now] * n)
             victims = self._take_unique_head(n)
             if victims is not None:
                 _add_ages(life, now, Counter([born[b] for b in victims]))
@@ -294,100 +227,6 @@ class BlockPool:
             append(b)
         self.num_evicted += n
         return out
-
-    def _evict_mixed(self, times: list[int]) -> list[int]:
-        """Evict ``len(times)`` blocks from the LRU head, runs included (no tier);
-        victim i is evicted at tick ``times[i]`` (non-decreasing)."""
-        lru, key, cached, born, used = self.lru_queue, self.key, self.cached, self.born, self.used
-        life, idle = self.lifetime, self.idle
-        assert lru is not None
-        out: list[int] = []
-        n = len(times)
-        i = 0
-        while i < n:
-            head = next(iter(lru))
-            if head.__class__ is Run:
-                bl = head.blocks
-                m = min(n - i, len(bl))
-                vict = bl[-m:]
-                vict.reverse()
-                del bl[-m:]
-                t0, t1 = times[i], times[i + m - 1]
-                if t0 == t1:  # one tick (times never decrease): count the stamps
-                    _add_ages(life, t0, Counter(map(born.__getitem__, vict)))
-                    _add_ages(idle, t0, Counter(map(used.__getitem__, vict)))
-                else:  # ages in C: bit_length(t - stamp) per victim
-                    ts = times[i : i + m]
-                    life.update(map(_bit_length, map(sub, ts, map(born.__getitem__, vict))))
-                    idle.update(map(_bit_length, map(sub, ts, map(used.__getitem__, vict))))
-                self.run_extra -= m
-                if not bl:
-                    del lru[head]
-                    del self.runs[head.owner]
-                    self.run_extra += 1
-                out.extend(vict)
-                i += m
-                continue
-            lru.popitem(False)
-            k = key[head]
-            key[head] = None
-            e = cached.pop(k)
-            if e.__class__ is not int:
-                self._put_back(k, e, head)
-            t = times[i]
-            life[(t - born[head]).bit_length()] += 1
-            idle[(t - used[head]).bit_length()] += 1
-            out.append(head)
-            i += 1
-        self.num_evicted += n
-        return out
-
-    def run_of(self, owner: int) -> list[int] | None:
-        """The free private blocks request ``owner`` left cached, in its block order."""
-        r = self.runs.get(owner)
-        return None if r is None else r.blocks
-
-    def touch_run(self, owner: int, now: int) -> None:
-        """The owner hit its whole run: take it off the free queue, ref 1 each."""
-        r = self.runs.pop(owner)
-        lru = self.lru_queue
-        assert lru is not None
-        del lru[r]  # type: ignore[arg-type]
-        self.run_extra -= len(r.blocks) - 1
-        ref, used, gap = self.ref, self.used, self.reuse_gap
-        for b in r.blocks:
-            ref[b] = 1
-            gap[(now - used[b]).bit_length()] += 1
-            used[b] = now
-
-    def free_private(self, blocks: list[int], priv: int, num_cached: int, owner: int) -> None:
-        """Free a request's blocks (head first) whose blocks ``priv .. num_cached-1`` are
-        cached private ones (held by it alone, without keys): the same queue as
-        :meth:`free` of the blocks tail first, with those blocks as one run."""
-        ref = self.ref
-        tail = blocks[num_cached:]
-        for b in tail:  # the request's own unkeyed blocks: ref 1 -> 0, to the clean stack
-            ref[b] = 0
-        mid = blocks[priv:num_cached]
-        for b in mid:
-            ref[b] = 0
-        assert self.lru_queue is not None and owner not in self.runs
-        run = Run(mid, owner)
-        self.lru_queue[run] = None  # type: ignore[index]
-        self.runs[owner] = run
-        self.run_extra += len(mid) - 1
-        head = blocks[:priv]
-        head.reverse()
-        self.free(head)
-        self.clean.extend(tail)
-
-    def key_private(self, blocks: Sequence[int], keys: Sequence[Hashable]) -> None:
-        """Give held private blocks their keys (the request leaves the run scheme)."""
-        key, cached = self.key, self.cached
-        for b, k in zip(blocks, keys, strict=True):
-            assert k not in cached
-            key[b] = k
-            cached[k] = b
 
     def _put_back(self, k: Hashable, entry: int | list[int], b: int) -> None:
         """Keep the other blocks that hold the same content as evicted block b."""

@@ -30,6 +30,9 @@ class SimConfig:
     Offload: ``offload_blocks`` (or ``offload_gb``) of host memory behind a
     link of ``offload_bw_bytes_per_s`` per direction (None: the GPU's host link)
     with ``offload_latency_s`` per transfer.
+    ``extents``: with vLLM's LRU and no offload tier, keep blocks as extents
+    (:mod:`kvlab.sim.extents`, same results, much faster); False runs the
+    per-block reference pool.
     """
 
     model: Any = None
@@ -57,7 +60,7 @@ class SimConfig:
     offload_latency_s: float | None = None
     offload_mode: str = "evict"
     exact_steps: bool = False
-    fast_runs: bool = True
+    extents: bool = True
     cost_model: Any = None
     sample_interval_s: float = 0.5
     seed: int = 0

@@ -31,15 +31,16 @@ from kvlab.results import (
 from kvlab.sim.block_pool import BlockPool
 from kvlab.sim.config import SimConfig
 from kvlab.sim.cost_model import TICKS_PER_S
+from kvlab.sim.extents import ExtentKV, ExtentPool
 from kvlab.sim.hashing import ChainInterner
 from kvlab.sim.kv_manager import KVManager, cdiv
 from kvlab.sim.metrics import TimeSeries
 from kvlab.sim.offload import OffloadTier
 from kvlab.sim.policies import make_policy
-from kvlab.sim.private import first_private_blocks
+from kvlab.sim.policies.lru import LRU
 from kvlab.sim.resolve import Resolved, resolve
 from kvlab.sim.scheduler import Scheduler, StepPlan
-from kvlab.sim.sequence import FINISHED, Seq
+from kvlab.sim.sequence import FINISHED, NEVER, Seq
 from kvlab.sim.windows import window_len
 from kvlab.workload.records import Request, Workload
 
@@ -68,19 +69,24 @@ class Engine:
                 r.offload_blocks, r.block_bytes, r.offload_bw, r.offload_latency_s, cfg.offload_mode
             )
         policy = make_policy(cfg.policy, TICKS_PER_S, **dict(cfg.policy_params))
-        self.pool = BlockPool(
-            r.num_blocks,
-            enable_caching=cfg.enable_prefix_caching,
-            policy=policy,
-            tier=self.offload,
-        )
-        self.kv = KVManager(
-            self.pool,
-            self.B,
-            r.max_model_len,
+        kv_args: dict[str, Any] = dict(
             reserve_full_prompt=cfg.reserve_full_prompt,
             watermark_blocks=int(cfg.watermark * r.num_blocks),
         )
+        self.pool: BlockPool | ExtentPool
+        self.kv: KVManager | ExtentKV
+        self.extents = cfg.extents and type(policy) is LRU and self.offload is None
+        if self.extents:
+            self.pool = ExtentPool(r.num_blocks, self.B, enable_caching=cfg.enable_prefix_caching)
+            self.kv = ExtentKV(self.pool, self.B, r.max_model_len, **kv_args)
+        else:
+            self.pool = BlockPool(
+                r.num_blocks,
+                enable_caching=cfg.enable_prefix_caching,
+                policy=policy,
+                tier=self.offload,
+            )
+            self.kv = KVManager(self.pool, self.B, r.max_model_len, **kv_args)
         self.sched = Scheduler(
             self.kv,
             max_num_seqs=r.max_num_seqs,
@@ -148,12 +154,6 @@ class Engine:
                     "give more --num-blocks or GPU memory, or shorten the request"
                 )
         heapq.heapify(self.arrivals)
-        self.first_private: list[int] | None = None
-        if self.pool.runs_enabled and self.cfg.fast_runs:
-            self.first_private = first_private_blocks(
-                self.workload.requests, self.B, self.r.max_model_len
-            )
-            self.kv.runs = True
 
     # -- main loop ---------------------------------------------------------
     def run(self) -> RunResult:
@@ -189,10 +189,7 @@ class Engine:
                 rec.error = f"prompt of {q.prompt_tokens} tokens >= max_model_len {m}"
                 self._session_next(i, t)
                 continue
-            seq = Seq(i, q, t, self.interner, self.B, m, rec)
-            if self.first_private is not None:
-                seq.priv = self.first_private[i]
-            self.sched.add(seq)
+            self.sched.add(Seq(i, q, t, self.interner, self.B, m, rec))
 
     def _session_next(self, i: int, t_end: int) -> None:
         j = self.next_in_session.pop(i, None)
@@ -309,10 +306,7 @@ class Engine:
             return "below_block"
         cap = (p - 1) // bs
         if got >= cap:
-            if cap >= seq.priv:  # the request's own private block (first admission)
-                if seq.num_cached_blocks > cap:
-                    return "last_token"
-            elif cap < len(seq.keys) and self.pool.get(seq.keys[cap]) is not None:
+            if cap < len(seq.keys) and self.pool.get(seq.keys[cap]) is not None:
                 return "last_token"
             return "none"
         nc, off = self.interner.split(seq.keys[got])
@@ -366,9 +360,8 @@ class Engine:
         running, cost, now0 = self.sched.running, self.r.cost, self.now
         n = len(running)
         s0 = sum(s.num_computed + 1 for s in running)
-        pool = self.pool
-        if pool.lru_queue is not None and pool.tier is None:
-            self._window_events_lru(k, n, s0)
+        if self.extents:
+            self._window_events_ext(k, n, s0)
         else:
             self._window_events(k, n, s0)
         self.now = now0 + cost.window_ticks(n, s0, k)
@@ -384,13 +377,13 @@ class Engine:
 
     def _window_events(self, k: int, n: int, s0: int) -> None:
         """Allocations and cachings of a window, one by one in per-step order."""
-        running, bs, pool, kv = self.sched.running, self.B, self.pool, self.kv
+        running, bs, kv = self.sched.running, self.B, self.kv
         cost, now0 = self.r.cost, self.now
         events: list[tuple[int, int, int]] = []
         caching = self.cfg.enable_prefix_caching
         for pos, s in enumerate(running):
             c = s.num_computed
-            events.extend((i, pos, 0) for i in range(len(s.blocks) * bs - c, k, bs))
+            events.extend((i, pos, 0) for i in range(s.nblocks * bs - c, k, bs))
             if caching:
                 events.extend((i, pos, 1) for i in range((bs - 1 - c) % bs, k, bs))
         events.sort()
@@ -401,28 +394,26 @@ class Engine:
                 t = t_cache[i] = now0 + cost.window_ticks(n, s0, i)
             s = running[pos]
             if kind == 0:
-                s.blocks.extend(pool.allocate(1, t))
+                kv.grow_one(s, t)
             else:
                 kv.cache_upto(s, s.num_computed + i + 1, t)
 
-    def _window_events_lru(self, k: int, n: int, s0: int) -> None:
-        """The same for vLLM's LRU without a lower tier, batched.
-
-        Cachings touch only referenced blocks, which no allocation can evict,
-        and LRU ignores their time: so all allocations go first, in per-step
-        order with their own ticks, then each request caches its filled blocks.
-        """
+    def _window_events_ext(self, k: int, n: int, s0: int) -> None:
+        """The same over the extent pool, batched: the blocks one step hands out go
+        together (one tick); cachings key held blocks only, which no allocation can
+        evict, so they follow, in per-step order (it fixes which duplicate a hit takes)."""
         running, bs, cost, now0 = self.sched.running, self.B, self.r.cost, self.now
+        pool = self.pool
+        assert isinstance(pool, ExtentPool)
         events: list[int] = []  # step * n + position: sorts like (step, position)
         kn, bn = k * n, bs * n
         for pos, s in enumerate(running):
-            first = len(s.blocks) * bs - s.num_computed
+            first = s.nblocks * bs - s.num_computed
             if first < k:
                 events.extend(range(first * n + pos, kn, bn))
         if events:
             events.sort()
-            ticks = cost.window_ticks
-            times = []
+            ticks, take = cost.window_ticks, pool.take
             last_i = -1
             t = 0
             for e in events:
@@ -430,15 +421,26 @@ class Engine:
                 if i != last_i:
                     t = now0 + ticks(n, s0, i)
                     last_i = i
-                times.append(t)
-            blocks = self.pool.allocate_timed(times)
-            for e, b in zip(events, blocks, strict=True):
-                running[e % n].blocks.append(b)
+                take(1, t)
+                s = running[e - i * n]
+                s.pending.append([t, 1])
+                s.nblocks += 1
         if self.cfg.enable_prefix_caching:
-            cache_upto = self.kv.cache_upto
-            for s in running:
-                if (s.num_computed + k) // bs > s.num_cached_blocks:
-                    cache_upto(s, s.num_computed + k, now0)
+            fills: list[int] = []
+            for pos, s in enumerate(running):
+                first = (bs - 1 - s.num_computed) % bs
+                if first < k:
+                    if s.lazy_from < NEVER:  # fresh output: keyed when released
+                        s.num_cached_blocks = (s.num_computed + k) // bs
+                    else:
+                        fills.extend(range(first * n + pos, kn, bn))
+            if fills:
+                fills.sort()
+                cache_upto = self.kv.cache_upto
+                for e in fills:
+                    i = e // n
+                    s = running[e - i * n]
+                    cache_upto(s, s.num_computed + i + 1, now0)
 
     # -- observation and results ------------------------------------------------
     def _observe(self) -> None:
@@ -448,7 +450,7 @@ class Engine:
             return
         usable = pool.num_blocks - 1
         row = {
-            "kv_cache_usage_with_cached_perc": 1.0 - len(pool.clean) / usable,
+            "kv_cache_usage_with_cached_perc": 1.0 - pool.num_clean / usable,
             "num_requests_running": float(len(self.sched.running)),
             "num_requests_waiting": float(self.sched.num_waiting()),
             "offload_usage_perc": self.offload.usage() if self.offload else 0.0,

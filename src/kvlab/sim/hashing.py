@@ -72,9 +72,13 @@ class ChainInterner:
         return key >> OFFSET_BITS, key & ((1 << OFFSET_BITS) - 1)
 
     def prompt_keys(
-        self, segments: list[tuple[int, int]], block_size: int
+        self, segments: list[tuple[int, int]], block_size: int, ends: list[int] | None = None
     ) -> tuple[list[int], int]:
-        """Keys of the full blocks of a prompt, and the trie node after all its segments."""
+        """Keys of the full blocks of a prompt, and the trie node after all its segments.
+
+        ``ends``, if given, gets the block index where each run of keys ends (the
+        blocks ending in one segment share a run; keys step by ``block_size``).
+        """
         keys: list[int] = []
         node = 0
         start = 0
@@ -86,6 +90,8 @@ class ChainInterner:
             if first <= end:
                 base = self.key(node, content, n) - n - start
                 keys.extend(range(base + first, base + end + 1, block_size))
+                if ends is not None:
+                    ends.append(len(keys))
             node = self.node(node, content, n)
             start = end
         return keys, node

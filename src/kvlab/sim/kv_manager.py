@@ -8,7 +8,6 @@ from collections.abc import Hashable, Sequence
 from typing import Protocol
 
 from kvlab.sim.block_pool import BlockPool
-from kvlab.sim.private import NO_PRIVATE
 
 
 class SeqState(Protocol):
@@ -18,8 +17,7 @@ class SeqState(Protocol):
     num_cached_blocks: int
     num_computed: int
     num_tokens: int
-    priv: int
-    idx: int
+    nblocks: int
 
     @property
     def keys(self) -> Sequence[Hashable]: ...
@@ -60,30 +58,14 @@ class KVManager:
         self.max_model_len = max_model_len
         self.reserve_full_prompt = reserve_full_prompt
         self.watermark_blocks = watermark_blocks
-        #: private runs on (the engine sets it for LRU without tier, caching on)
-        self.runs = False
 
     def lookup(self, keys: Sequence[Hashable], num_tokens: int) -> list[int]:
         """Cached blocks of the longest prefix hit, over at most num_tokens - 1 tokens."""
         return self.pool.longest_hit(keys, (num_tokens - 1) // self.block_size)
 
     def lookup_seq(self, seq: SeqState) -> list[int]:
-        """:meth:`lookup` for a request, its own free private run included.
-
-        Private keys are in no other request and not in the key map; the request's
-        run, if any, follows its shared blocks and ends at or before the lookup
-        cap (see :meth:`free`), so a full shared hit extends over all of it.
-        """
-        cap = (seq.num_tokens - 1) // self.block_size
-        priv = seq.priv if self.runs else cap
-        if priv >= cap:
-            return self.pool.longest_hit(seq.keys, cap)
-        hit = self.pool.longest_hit(seq.keys, priv)
-        if len(hit) == priv:
-            run = self.pool.run_of(seq.idx)
-            if run is not None:
-                hit.extend(run[: cap - priv])
-        return hit
+        """:meth:`lookup` for a request."""
+        return self.pool.longest_hit(seq.keys, (seq.num_tokens - 1) // self.block_size)
 
     def admit(
         self,
@@ -106,19 +88,14 @@ class KVManager:
         n_hit = len(hit)
         computed = n_hit * bs + num_external_tokens
         need_slot = min(computed + num_new_tokens, self.max_model_len)
-        if self.runs and n_hit > seq.priv:
-            pool.touch(hit[: seq.priv], now)
-            if pool.runs[seq.idx].blocks != hit[seq.priv :]:
-                raise RuntimeError("a private run was hit in part")
-            pool.touch_run(seq.idx, now)
-        else:
-            pool.touch(hit, now)
+        pool.touch(hit, now)
         seq.blocks = list(hit)
         seq.num_cached_blocks = n_hit
         ext: list[int] = []
         if num_external_tokens:
             ext = pool.allocate(max(0, cdiv(computed, bs) - n_hit), now)
             seq.blocks.extend(ext)
+        seq.nblocks = len(seq.blocks)
         self._grow(seq, need_slot, now)
         self._cache(seq, min(computed + num_new_tokens, seq.num_tokens), now)
         return ext
@@ -154,6 +131,7 @@ class KVManager:
             if need > self.pool.num_free:
                 return False
             seq.blocks.extend(self.pool.allocate(need, now))
+            seq.nblocks = len(seq.blocks)
         self._cache(seq, min(seq.num_computed + num_new_tokens, seq.num_tokens), now)
         return True
 
@@ -161,6 +139,12 @@ class KVManager:
         need = cdiv(need_slot, self.block_size) - len(seq.blocks)
         if need > 0:
             seq.blocks.extend(self.pool.allocate(need, now))
+            seq.nblocks = len(seq.blocks)
+
+    def grow_one(self, seq: SeqState, now: int) -> None:
+        """Hand one more block to ``seq`` at ``now``."""
+        seq.blocks.extend(self.pool.allocate(1, now))
+        seq.nblocks += 1
 
     def cache_upto(self, seq: SeqState, num_tokens: int, now: int) -> None:
         """Cache the request's blocks filled by its first ``num_tokens`` tokens."""
@@ -174,10 +158,6 @@ class KVManager:
         seq.ensure_keys(n_full)
         blocks, keys, cache = seq.blocks, seq.keys, self.pool.cache
         seq.num_cached_blocks = n_full
-        if self.runs and n_full > seq.priv:  # private blocks stay without keys
-            n_full = seq.priv
-            if start >= n_full:
-                return
         if self.pool.policy_uses_retention:
             for i in range(start, n_full):
                 cache(blocks[i], keys[i], now, seq.block_rank(i))
@@ -187,24 +167,10 @@ class KVManager:
             self.pool.cache_run(blocks[start:n_full], keys[start:n_full], now)
 
     def free(self, seq: SeqState, now: int = 0, *, final: bool = False) -> None:
-        """Release the request's blocks, tail first (vLLM ``free``).
-
-        Cached private blocks become one run, except after a preemption that
-        cached a block the request's next lookup cannot reach (its last one, when
-        full): then they get keys and the request leaves the run scheme, as the
-        block it recomputes will duplicate that key. ``final``: it finished.
-        """
+        """Release the request's blocks, tail first (vLLM ``free``)."""
         blocks = seq.blocks
-        if self.runs and seq.priv < seq.num_cached_blocks:
-            priv, n_cached = seq.priv, seq.num_cached_blocks
-            if final or n_cached <= (seq.num_tokens - 1) // self.block_size:
-                self.pool.free_private(blocks, priv, n_cached, seq.idx)
-                seq.blocks = []
-                seq.num_cached_blocks = 0
-                return
-            self.pool.key_private(blocks[priv:n_cached], seq.keys[priv:n_cached])
-            seq.priv = NO_PRIVATE
         blocks.reverse()
         self.pool.free(blocks, now)
         seq.blocks = []
+        seq.nblocks = 0
         seq.num_cached_blocks = 0

@@ -15,7 +15,9 @@ import heapq
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from kvlab.sim.extents import ExtentKV
 from kvlab.sim.kv_manager import KVManager
 from kvlab.sim.sequence import RUNNING, WAITING, Seq
 
@@ -40,7 +42,7 @@ class Scheduler:
 
     def __init__(
         self,
-        kv: KVManager,
+        kv: KVManager | ExtentKV,
         *,
         max_num_seqs: int,
         max_num_batched_tokens: int,
@@ -104,7 +106,7 @@ class Scheduler:
                 continue
             if n == 1:  # a decode step inside a block that neither starts nor fills it
                 r = seq.num_computed % bs
-                if r and r != bs - 1 and len(seq.blocks) * bs > seq.num_computed:
+                if r and r != bs - 1 and seq.nblocks * bs > seq.num_computed:
                     plan.scheduled.append((seq, 1))
                     budget -= 1
                     i += 1
@@ -178,13 +180,11 @@ class Scheduler:
             plan.admitted.append((seq, len(hit), ext))
             budget -= n
 
-    def lookup(self, seq: Seq, now: int, reserve: bool = False) -> tuple[list[int], int]:
+    def lookup(self, seq: Seq, now: int, reserve: bool = False) -> tuple[Any, int]:
         """GPU hit blocks and lower-tier blocks for a waiting request."""
-        if not self.caching:
-            return [], 0
-        hit = self.kv.lookup_seq(seq)
+        hit = self.kv.lookup_seq(seq)  # empty with caching off
         ext = 0
-        if self.lower_tier is not None:
+        if self.lower_tier is not None and self.caching:
             ext = self.lower_tier(seq, len(hit), now, reserve)
         return hit, ext
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import bisect
+from typing import Any
 
 from kvlab.results import RequestRecord
 from kvlab.sim.hashing import ChainInterner
-from kvlab.sim.private import NO_PRIVATE
 from kvlab.workload.records import RETENTION_CLASSES, Request
 
 RANK = {name: i for i, name in enumerate(RETENTION_CLASSES)}
 GENERATION_RANK = RANK["generation"]
 
 WAITING, RUNNING, FINISHED = 0, 1, 2
+
+#: A block index no request reaches.
+NEVER = 1 << 62
 
 
 class Seq:
@@ -21,26 +24,32 @@ class Seq:
     ``num_tokens`` = prompt + generated tokens; ``num_computed`` tokens have KV.
     A running request decodes when ``num_computed == num_tokens - 1``.
     ``keys[i]`` is the key of full block i (prompt blocks at creation, output
-    blocks as they fill); ``blocks`` is the block table (the KVManager owns it).
-    Blocks ``priv`` and later are private (no other request has their keys): while
-    ``priv < NO_PRIVATE`` they are cached without keys in the pool (one run when freed).
+    blocks as they fill); ``blocks`` is the block table of the per-block pool
+    (the KVManager owns it), ``nblocks`` its length; over the extent pool the
+    table is ``table`` + ``pending`` (see :class:`kvlab.sim.extents.ExtentKV`).
+    ``ends``: block indices where the runs of ``keys`` end (the output's never does).
     """
 
     __slots__ = (
         "arrival",
         "block_size",
         "blocks",
+        "ends",
         "idx",
         "interner",
         "keys",
+        "last_ext",
+        "lazy_from",
         "max_out",
+        "nblocks",
+        "nkeyed",
         "num_cached_blocks",
         "num_computed",
         "num_out",
         "num_tokens",
         "out_base",
         "out_content",
-        "priv",
+        "pending",
         "prompt_len",
         "prompt_node",
         "rec",
@@ -49,6 +58,7 @@ class Seq:
         "seg_ends",
         "seg_ranks",
         "status",
+        "table",
     )
 
     def __init__(
@@ -70,7 +80,11 @@ class Seq:
         self.prompt_len = req.prompt_tokens
         self.max_out = min(req.output_tokens, max_model_len - self.prompt_len)
         segs = [(interner.content(s.content_id), s.tokens) for s in req.segments]
-        self.keys, self.prompt_node = interner.prompt_keys(segs, block_size)
+        self.ends: list[int] = []
+        self.keys, self.prompt_node = interner.prompt_keys(segs, block_size, self.ends)
+        self.ends.append(NEVER)
+        #: first block of fresh output (keyed lazily over the extent pool), if any
+        self.lazy_from = len(self.keys) if req.output_content_id is None else NEVER
         self.out_content = (
             interner.content(req.output_content_id)
             if req.output_content_id is not None
@@ -85,12 +99,15 @@ class Seq:
             self.seg_ranks.append(RANK.get(s.retention, 1))
         self.out_base: int | None = None  # key of output token 0 minus prompt_len, once known
         self.blocks: list[int] = []
+        self.nblocks = self.nkeyed = 0
+        self.table: list[list[Any]] = []
+        self.pending: list[list[int]] = []
+        self.last_ext: Any = None
         self.num_cached_blocks = 0
         self.num_computed = 0
         self.num_out = 0
         self.num_tokens = self.prompt_len
         self.run_seq = 0
-        self.priv = NO_PRIVATE
         self.status = WAITING
 
     def ensure_keys(self, num_full_blocks: int) -> None:

@@ -69,7 +69,7 @@ def allocations(running: Sequence[Seq], k: int, block_size: int) -> int:
     """Blocks the first ``k`` decode steps allocate."""
     total = 0
     for s in running:
-        first = len(s.blocks) * block_size - s.num_computed  # step of the next allocation
+        first = s.nblocks * block_size - s.num_computed  # step of the next allocation
         if first < k:
             total += (k - 1 - first) // block_size + 1
     return total

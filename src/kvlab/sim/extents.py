@@ -1,0 +1,540 @@
+"""The KV block pool without block identities: runs of blocks (*extents*) instead.
+
+The simulator's outputs never name a physical block: what vLLM's block pool
+decides (which keys stay cached, which get evicted and when, usage, hits) depends
+only on the order of the free queue and on reference counts. So for vLLM's LRU
+without a lower tier, the simulator keeps consecutive full blocks of one chain
+run (:mod:`kvlab.sim.hashing`: keys ``key, key + B, key + 2B, ...``) that share
+their state as one :class:`Extent`, and unkeyed free blocks as a count. A prompt
+of 12,000 tokens is then a few dozen extents, not 750 blocks, and evicting or
+freeing it costs as much.
+
+Same results as :class:`kvlab.sim.block_pool.BlockPool` block by block (a
+differential test runs both on randomized workloads and on the shipped traces):
+
+* the free queue is unkeyed blocks (a count, handed out first: vLLM prepends
+  them) followed by keyed blocks in LRU order; an extent in the queue stands for
+  its blocks from the last to the first (a request frees its blocks tail first),
+  so eviction shortens the queue's head extent from its end;
+* vLLM keeps duplicate blocks of one key (it does not deduplicate) and a hit
+  takes the one cached first: ``by_run[run]`` lists a run's extents in caching
+  order, and an extent only grows while it is the run's last one;
+* a hit on part of an extent splits it (its parts keep its queue place and
+  order); every holder reaches the parts through ``nxt`` links;
+* residency histograms: an extent's blocks share their hand-out and last-use
+  ticks, so an eviction or a hit adds one count per extent, not per block.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from kvlab.sim.block_pool import NUM_BINS
+from kvlab.sim.hashing import OFFSET_BITS
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class Extent:
+    """Consecutive full blocks of one chain run with the same state.
+
+    Invariants: keys ``key + i * B`` for ``i < n`` (one run); ``ref`` requests hold
+    all of them; ``ref == 0`` iff the extent is in the free queue (``qprev`` /
+    ``qnext`` links); ``born`` / ``used``: tick they were handed out / last handed
+    out or hit, either one int for all, or ``born`` a list (one tick per block)
+    and ``used`` None (= ``born``, never hit since); ``nxt``: the extent that
+    took over this one's later blocks when it was split (holders walk it).
+    """
+
+    __slots__ = ("born", "key", "n", "nxt", "qnext", "qprev", "ref", "used")
+
+    def __init__(self, key: int, n: int, ref: int, born: Any, used: int | None) -> None:
+        self.key = key
+        self.n = n
+        self.ref = ref
+        self.born = born
+        self.used = used
+        self.nxt: Extent | None = None
+        self.qprev: Extent = self
+        self.qnext: Extent = self
+
+
+class Hit:
+    """A lookup's result: ``pieces`` (extent, first block in it, blocks), ``n`` blocks."""
+
+    __slots__ = ("n", "pieces")
+
+    def __init__(self, pieces: list[tuple[Extent, int, int]], n: int) -> None:
+        self.pieces = pieces
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class ExtentPool:
+    """Free blocks (``clean`` unkeyed + ``queued`` in the LRU queue) and cached extents.
+
+    Invariants: ``clean + queued + held == num_blocks - 1``; the queue is a ring
+    through the sentinel ``head`` (``head.qnext`` is evicted first);
+    ``by_run[run]`` holds every extent of ``run`` with ``n > 0``, in caching order.
+    """
+
+    def __init__(self, num_blocks: int, block_size: int, *, enable_caching: bool = True) -> None:
+        if num_blocks < 2:
+            raise ValueError("a block pool needs at least 2 blocks (one is the null block)")
+        self.num_blocks = num_blocks
+        self.bs = block_size
+        self.enable_caching = enable_caching
+        self.clean = num_blocks - 1
+        self.queued = 0
+        self.head = Extent(-1, 0, 0, 0, 0)
+        self.by_run: dict[int, list[Extent]] = {}
+        self.num_evicted = 0
+        self.lifetime: Counter[int] = Counter()
+        self.idle: Counter[int] = Counter()
+        self.reuse_gap: Counter[int] = Counter()
+
+    # -- queries ---------------------------------------------------------
+    @property
+    def num_free(self) -> int:
+        return self.clean + self.queued
+
+    def usage(self) -> float:
+        """vLLM ``kv_cache_usage_perc``: cached free blocks count as free."""
+        return 1.0 - (self.clean + self.queued) / (self.num_blocks - 1)
+
+    def num_cached_free(self) -> int:
+        return self.queued
+
+    @property
+    def num_clean(self) -> int:
+        """Free blocks without a key (handed out before any eviction)."""
+        return self.clean
+
+    def get(self, key: int) -> Extent | None:
+        return self.find(key)
+
+    def find(self, key: int) -> Extent | None:
+        """The extent a hit on ``key`` would take (the first cached), if any."""
+        exts = self.by_run.get(key >> OFFSET_BITS)
+        if exts:
+            span = self.bs
+            for e in exts:
+                d = key - e.key
+                if 0 <= d < e.n * span:
+                    return e
+        return None
+
+    def longest_hit(self, keys: Sequence[int], ends: Sequence[int], cap: int) -> Hit:
+        """The longest cached run of ``keys[:cap]`` (vLLM phase 1), as extent pieces.
+
+        ``ends``: block indices where the request's runs end (increasing, the last
+        one past every key), so a piece never leaves one of the request's runs.
+        """
+        pieces: list[tuple[Extent, int, int]] = []
+        i = 0
+        if not self.enable_caching:
+            return Hit(pieces, 0)
+        by_run, bs = self.by_run, self.bs
+        p = 0
+        while i < cap:
+            key = keys[i]
+            exts = by_run.get(key >> OFFSET_BITS)
+            if not exts:
+                break
+            found = None
+            limit = -1
+            for e in exts:
+                d = key - e.key
+                if d >= 0:
+                    if d < e.n * bs:
+                        found = e
+                        break
+                elif limit < 0 or e.key < limit:  # cached earlier, starts later
+                    limit = e.key
+            if found is None:
+                break
+            j = d // bs
+            t = found.n - j
+            if limit >= 0 and (limit - key) // bs < t:
+                t = (limit - key) // bs
+            while ends[p] <= i:
+                p += 1
+            if ends[p] - i < t:
+                t = ends[p] - i
+            if cap - i < t:
+                t = cap - i
+            pieces.append((found, j, t))
+            i += t
+        return Hit(pieces, i)
+
+    # -- queue -------------------------------------------------------------
+    def _enqueue(self, e: Extent) -> None:
+        head = self.head
+        last = head.qprev
+        e.qprev = last
+        e.qnext = head
+        last.qnext = e
+        head.qprev = e
+        self.queued += e.n
+
+    def _dequeue(self, e: Extent) -> None:
+        e.qprev.qnext = e.qnext
+        e.qnext.qprev = e.qprev
+        self.queued -= e.n
+
+    def _drop(self, e: Extent) -> None:
+        """Forget an extent whose blocks were all evicted."""
+        exts = self.by_run[e.key >> OFFSET_BITS]
+        if len(exts) == 1:
+            del self.by_run[e.key >> OFFSET_BITS]
+        else:
+            exts.remove(e)
+
+    def _split(self, e: Extent, j: int) -> Extent:
+        """Cut ``e`` after its first ``j`` blocks (0 < j < n); return the later part."""
+        bs = self.bs
+        born = e.born
+        if born.__class__ is list:
+            h = Extent(e.key + j * bs, e.n - j, e.ref, born[j:], e.used)
+            del born[j:]
+        else:
+            h = Extent(e.key + j * bs, e.n - j, e.ref, born, e.used)
+        e.n = j
+        h.nxt = e.nxt
+        e.nxt = h
+        exts = self.by_run[e.key >> OFFSET_BITS]
+        exts.insert(exts.index(e) + 1, h)
+        if e.ref == 0:  # queued: the later blocks leave first, so h goes before e
+            p = e.qprev
+            h.qprev = p
+            h.qnext = e
+            p.qnext = h
+            e.qprev = h
+        return h
+
+    # -- mutations -------------------------------------------------------
+    def take(self, n: int, now: int) -> None:
+        """Hand out ``n`` blocks (the caller checked :attr:`num_free`): unkeyed ones
+        first, then evict from the queue head."""
+        c = self.clean
+        if n <= c:
+            self.clean = c - n
+            return
+        self.clean = 0
+        n -= c
+        self.queued -= n
+        self.num_evicted += n
+        head, life, idle = self.head, self.lifetime, self.idle
+        while n:
+            e = head.qnext
+            m = e.n
+            born = e.born
+            if born.__class__ is list:  # evicted from the end: the last stamps
+                for b in born[m - n if m > n else 0 :]:
+                    life[(now - b).bit_length()] += 1
+                    if e.used is None:
+                        idle[(now - b).bit_length()] += 1
+                if m > n:
+                    del born[m - n :]
+            else:
+                life[(now - born).bit_length()] += m if m <= n else n
+            if e.used is not None:
+                idle[(now - e.used).bit_length()] += m if m <= n else n
+            if m > n:
+                e.n = m - n
+                break
+            q = e.qnext
+            head.qnext = q
+            q.qprev = head
+            self._drop(e)
+            e.n = 0
+            n -= m
+
+    def touch(self, hit: Hit, now: int) -> list[list[Any]]:
+        """A request takes the hit blocks: ref += 1 (off the queue when free).
+        Returns its block-table entries ``[extent, blocks]``."""
+        out: list[list[Any]] = []
+        gap = self.reuse_gap
+        for e, j, t in hit.pieces:
+            if j:
+                e = self._split(e, j)
+            if t < e.n:
+                self._split(e, t)
+            if e.ref == 0:
+                self._dequeue(e)
+            e.ref += 1
+            if e.used is None:
+                for b in e.born:
+                    gap[(now - b).bit_length()] += 1
+            else:
+                gap[(now - e.used).bit_length()] += t
+            e.used = now
+            out.append([e, t])
+        return out
+
+    def release(self, table: list[list[Any]]) -> None:
+        """Drop one reference to every block of a block table, tail first (vLLM
+        ``free_blocks``): extents reaching 0 join the queue tail in that order."""
+        for entry in reversed(table):
+            e, m = entry
+            if e.n == m:
+                r = e.ref - 1
+                e.ref = r
+                if r == 0:
+                    self._enqueue(e)
+                continue
+            chain = []
+            x: Extent | None = e
+            while m > 0:
+                assert x is not None
+                chain.append(x)
+                m -= x.n
+                x = x.nxt
+            for e in reversed(chain):
+                r = e.ref - 1
+                e.ref = r
+                if r == 0:
+                    self._enqueue(e)
+
+    def cache(self, key: int, n: int, born: int, last: Extent | None) -> tuple[Extent, bool]:
+        """Register ``n`` just-filled blocks of one run held by one request (keys
+        ``key, key + B, ...``, handed out at ``born``): grow ``last`` (the request's
+        newest extent) when it continues it, else a new extent. Returns the extent
+        and whether it is new."""
+        run = key >> OFFSET_BITS
+        exts = self.by_run.get(run)
+        if (
+            last is not None
+            and last.ref == 1
+            and last.born == born
+            and last.used == born
+            and last.nxt is None
+            and last.key + last.n * self.bs == key
+            and exts is not None
+            and exts[-1] is last
+        ):
+            last.n += n
+            return last, False
+        e = Extent(key, n, 1, born, born)
+        if exts is None:
+            self.by_run[run] = [e]
+        else:
+            exts.append(e)
+        return e, True
+
+    def cache_stamped(self, key: int, borns: list[int]) -> Extent:
+        """Register blocks handed out at the ticks ``borns`` (one each) as one new
+        extent held by one request (its output, keyed when it is released)."""
+        e = Extent(key, len(borns), 1, borns, None)
+        run = key >> OFFSET_BITS
+        exts = self.by_run.get(run)
+        if exts is None:
+            self.by_run[run] = [e]
+        else:
+            exts.append(e)
+        return e
+
+    def histograms(self, ticks_per_s: int) -> dict[str, dict[str, object]]:
+        """The residency histograms; bin i spans [2**(i-1), 2**i) ticks (bin 0: zero)."""
+        edges = [0.0] + [2 ** (i - 1) / ticks_per_s for i in range(1, NUM_BINS + 1)]
+        return {
+            name: {"unit": "s", "edges": edges, "counts": [c.get(i, 0) for i in range(NUM_BINS)]}
+            for name, c in (
+                ("block_lifetime_s", self.lifetime),
+                ("block_idle_before_evict_s", self.idle),
+                ("block_reuse_gap_s", self.reuse_gap),
+            )
+        }
+
+
+class ExtentKV:
+    """:class:`kvlab.sim.kv_manager.KVManager` over an :class:`ExtentPool`: the same
+    allocation rules, with a request's block table as extents.
+
+    Per request (see :class:`kvlab.sim.sequence.Seq`): ``table`` lists ``[extent,
+    blocks]`` entries in block order (hit extents, then its own cached ones:
+    ``nkeyed`` blocks), ``pending`` the ``[born, count]`` groups of its unkeyed
+    blocks after them, ``nblocks`` all of them, ``last_ext`` the extent it may
+    still grow.
+
+    Fresh output (no output content id: blocks ``lazy_from`` on) is a run no
+    other request has, so only its owner could hit it, and only once it has
+    released it (after a preemption). Its filled blocks are keyed when the owner
+    releases them, as one extent stamped block by block: the same queue, hits
+    and histograms as keying each block when it fills.
+    """
+
+    def __init__(
+        self,
+        pool: ExtentPool,
+        block_size: int,
+        max_model_len: int,
+        *,
+        reserve_full_prompt: bool = True,
+        watermark_blocks: int = 0,
+    ) -> None:
+        self.pool = pool
+        self.block_size = block_size
+        self.max_model_len = max_model_len
+        self.reserve_full_prompt = reserve_full_prompt
+        self.watermark_blocks = watermark_blocks
+
+    def lookup_seq(self, seq: Any) -> Hit:
+        """Cached blocks of the longest prefix hit, over at most num_tokens - 1 tokens."""
+        cap = (seq.num_tokens - 1) // self.block_size
+        keys = seq.keys
+        if cap > len(keys):
+            cap = len(keys)
+        return self.pool.longest_hit(keys, seq.ends, cap)
+
+    def fits(
+        self,
+        seq: Any,
+        num_new_tokens: int,
+        hit: Hit,
+        num_external_tokens: int = 0,
+        has_running: bool = True,
+    ) -> bool:
+        """Whether :meth:`admit` would succeed (no side effects)."""
+        bs = self.block_size
+        evictable = 0
+        for e, _, t in hit.pieces:
+            if e.ref == 0:
+                evictable += t
+        n_hit = hit.n
+        watermark = self.watermark_blocks if has_running else 0
+        free = self.pool.clean + self.pool.queued
+        if self.reserve_full_prompt:
+            full = min(seq.num_tokens, self.max_model_len)
+            if max(cdiv(full, bs) - n_hit, 0) + evictable + watermark > free:
+                return False
+        need_slot = min(n_hit * bs + num_external_tokens + num_new_tokens, self.max_model_len)
+        return max(cdiv(need_slot, bs) - n_hit, 0) + evictable + watermark <= free
+
+    def admit(
+        self,
+        seq: Any,
+        num_new_tokens: int,
+        hit: Hit,
+        now: int = 0,
+        *,
+        num_external_tokens: int = 0,
+        has_running: bool = True,
+    ) -> list[int] | None:
+        """Take the hit and allocate the first chunk; None if it does not fit."""
+        if num_external_tokens:
+            raise ValueError("the extent pool has no lower tier")
+        if not self.fits(seq, num_new_tokens, hit, 0, has_running):
+            return None
+        seq.table = self.pool.touch(hit, now)
+        seq.pending = []
+        seq.last_ext = None
+        seq.nblocks = seq.num_cached_blocks = seq.nkeyed = hit.n
+        computed = hit.n * self.block_size
+        self._grow(seq, min(computed + num_new_tokens, self.max_model_len), now)
+        self._cache(seq, min(computed + num_new_tokens, seq.num_tokens), now)
+        return []
+
+    def extend(self, seq: Any, num_new_tokens: int, now: int = 0) -> bool:
+        """Allocate slots for a running request's next ``num_new_tokens``; False if full."""
+        need_slot = min(seq.num_computed + num_new_tokens, self.max_model_len)
+        need = cdiv(need_slot, self.block_size) - seq.nblocks
+        if need > 0:
+            pool = self.pool
+            if need > pool.clean + pool.queued:
+                return False
+            pool.take(need, now)
+            seq.pending.append([now, need])
+            seq.nblocks += need
+        self._cache(seq, min(seq.num_computed + num_new_tokens, seq.num_tokens), now)
+        return True
+
+    def grow_one(self, seq: Any, now: int) -> None:
+        """Record one block handed out to ``seq`` at ``now`` (taken by the caller)."""
+        seq.pending.append([now, 1])
+        seq.nblocks += 1
+
+    def _grow(self, seq: Any, need_slot: int, now: int) -> None:
+        need = cdiv(need_slot, self.block_size) - seq.nblocks
+        if need > 0:
+            self.pool.take(need, now)
+            seq.pending.append([now, need])
+            seq.nblocks += need
+
+    def cache_upto(self, seq: Any, num_tokens: int, now: int) -> None:
+        """Cache the request's blocks filled by its first ``num_tokens`` tokens."""
+        self._cache(seq, num_tokens, now)
+
+    def _cache(self, seq: Any, num_tokens: int, now: int) -> None:
+        n_full = num_tokens // self.block_size
+        if n_full <= seq.num_cached_blocks or not self.pool.enable_caching:
+            return
+        seq.num_cached_blocks = n_full
+        i = seq.nkeyed
+        if n_full > seq.lazy_from:  # fresh output blocks wait for the release
+            n_full = seq.lazy_from
+            if i >= n_full:
+                return
+        seq.ensure_keys(n_full)
+        seq.nkeyed = n_full
+        keys, ends, pending, table = seq.keys, seq.ends, seq.pending, seq.table
+        cache = self.pool.cache
+        p = bisect_right(ends, i)
+        while i < n_full:
+            group = pending[0]
+            born, cnt = group
+            t = ends[p] - i
+            if cnt < t:
+                t = cnt
+            if n_full - i < t:
+                t = n_full - i
+            e, new = cache(keys[i], t, born, seq.last_ext)
+            if new:
+                table.append([e, t])
+                seq.last_ext = e
+            else:
+                table[-1][1] += t
+            if t == cnt:
+                del pending[0]
+            else:
+                group[1] = cnt - t
+            i += t
+            if i >= ends[p]:
+                p += 1
+
+    def free(self, seq: Any, now: int = 0, *, final: bool = False) -> None:
+        """Release the request's blocks, tail first (vLLM ``free``)."""
+        pool = self.pool
+        pending = seq.pending
+        lazy = seq.num_cached_blocks - seq.nkeyed
+        if lazy > 0:
+            borns: list[int] = []
+            k = 0
+            while lazy:
+                g = pending[k]
+                b, c = g
+                if c > lazy:
+                    borns += [b] * lazy
+                    g[1] = c - lazy
+                    break
+                borns += [b] * c if c > 1 else (b,)
+                lazy -= c
+                k += 1
+            del pending[:k]
+            seq.ensure_keys(seq.num_cached_blocks)
+            e = pool.cache_stamped(seq.keys[seq.nkeyed], borns)
+            seq.table.append([e, len(borns)])
+        for _, c in pending:
+            pool.clean += c
+        pool.release(seq.table)
+        seq.table = []
+        seq.pending = []
+        seq.last_ext = None
+        seq.nblocks = seq.num_cached_blocks = seq.nkeyed = 0

@@ -1,0 +1,288 @@
+"""The extent pool (blocks without identity) changes no result: differential tests
+against the per-block reference pool (``SimConfig(extents=False)``), and narrative
+tests of the pool itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sim_helpers import Gpu, llama8b, random_workload, req
+
+from kvlab.results import RunResult
+from kvlab.sim.config import SimConfig
+from kvlab.sim.engine import Engine, simulate
+from kvlab.sim.extents import ExtentPool
+from kvlab.workload.records import Request, Segment, Workload
+
+
+def cfg(**kw: object) -> SimConfig:
+    base: dict[str, object] = dict(model=llama8b(), gpu=Gpu(), block_size=4, num_blocks=64)
+    base.update(kw)
+    return SimConfig(**base)  # type: ignore[arg-type]
+
+
+def saved(result: RunResult, d: Path) -> dict[str, object]:
+    result.save(d)
+    summary = json.loads((d / "summary.json").read_text())
+    summary.pop("wall_s", None)
+    return {
+        "summary": summary,
+        "requests": (d / "requests.jsonl").read_text(),
+        "timeseries": (d / "timeseries.csv").read_text(),
+        "histograms": (d / "histograms.json").read_text(),
+    }
+
+
+def both(wl: Workload, c: SimConfig, tmp: Path) -> tuple[dict[str, object], dict[str, object]]:
+    fast = saved(simulate(wl, c), tmp / "fast")
+    ref = saved(simulate(wl, c.replace(extents=False)), tmp / "ref")
+    return fast, ref
+
+
+def mixed_workload(seed: int, n: int) -> Workload:
+    """Shared and private prefixes, identical prompts, sessions re-sending outputs,
+    block-aligned lengths (the last-block lookup cap) and long outputs."""
+    rng = np.random.default_rng(seed)
+    reqs: list[Request] = []
+    t = 0.0
+    for i in range(n):
+        t += float(rng.exponential(0.05))
+        segs = []
+        if rng.random() < 0.5:
+            segs.append(Segment("system", 4 * int(rng.integers(1, 12)), f"sys{rng.integers(3)}"))
+        kind = rng.random()
+        if kind < 0.15:
+            segs.append(Segment("user", 4 * int(rng.integers(1, 10)), f"dup{rng.integers(2)}"))
+        else:
+            n_user = int(rng.integers(1, 60))
+            segs.append(
+                Segment("user", 4 * (n_user // 4 + 1) if rng.random() < 0.3 else n_user, f"u{i}")
+            )
+        out = int(rng.integers(1, 90))
+        prio = int(rng.integers(0, 4))
+        if rng.random() < 0.3:
+            sid = f"s{i}"
+            reqs.append(
+                Request(
+                    f"r{i}",
+                    tuple(segs),
+                    out,
+                    arrival_s=t,
+                    session_id=sid,
+                    output_content_id=f"o{i}",
+                    priority=prio,
+                )
+            )
+            hist = (*segs, Segment("assistant", out, f"o{i}"))
+            reqs.append(
+                Request(
+                    f"r{i}b",
+                    (*hist, Segment("user", int(rng.integers(1, 30)), f"v{i}")),
+                    int(rng.integers(1, 60)),
+                    arrival_s=None,
+                    think_time_s=float(rng.exponential(0.2)),
+                    session_id=sid,
+                    turn=1,
+                    priority=prio,
+                )
+            )
+        else:
+            reqs.append(Request(f"r{i}", tuple(segs), out, arrival_s=t, priority=prio))
+    return Workload(tuple(reqs))
+
+
+def test_extents_are_used_and_evicted(tmp_path: Path) -> None:
+    wl = Workload(tuple(req(f"r{i}", [(f"u{i}", 30)], 10, t=0.01 * i) for i in range(40)))
+    eng = Engine(wl, cfg(num_blocks=40))
+    assert isinstance(eng.pool, ExtentPool)
+    res = eng.run()
+    assert res.summary["num_evicted_blocks"] > 0
+    fast, ref = both(wl, cfg(num_blocks=40), tmp_path)
+    assert fast == ref
+
+
+def test_other_policies_and_offload_use_the_block_pool() -> None:
+    wl = Workload((req("a", [("u", 30)], 10),))
+    assert not isinstance(Engine(wl, cfg(policy="fifo")).pool, ExtentPool)
+    assert not isinstance(Engine(wl, cfg(offload_blocks=100)).pool, ExtentPool)
+    assert not isinstance(Engine(wl, cfg(extents=False)).pool, ExtentPool)
+
+
+# odd seeds schedule by priority; seeds 11, 15 and 37 preempt the request that needed the
+# block and leave a step with nothing scheduled, which must not stop the engine
+@pytest.mark.parametrize("seed", range(40))
+def test_random_mixed_workloads_match_reference(seed: int, tmp_path: Path) -> None:
+    rng = np.random.default_rng(1000 + seed)
+    wl = mixed_workload(seed, 120)
+    c = cfg(
+        num_blocks=int(rng.integers(70, 160)),
+        max_num_seqs=int(rng.integers(2, 12)),
+        max_num_batched_tokens=int(rng.choice([64, 128, 512])),
+        scheduling="priority" if seed % 2 else "fcfs",
+        exact_steps=seed % 3 == 2,
+        enable_prefix_caching=seed % 7 != 3,
+    )
+    fast, ref = both(wl, c, tmp_path)
+    assert fast == ref
+    s = fast["summary"]
+    assert isinstance(s, dict)
+    if seed < 4 and c.enable_prefix_caching:
+        assert s["num_evicted_blocks"] > 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sessions_workload_matches_reference(seed: int, tmp_path: Path) -> None:
+    wl = random_workload(seed, 80, rate=40.0)
+    fast, ref = both(wl, cfg(block_size=16, num_blocks=90, max_num_seqs=8), tmp_path)
+    assert fast == ref
+
+
+def test_preemptions_happen_in_the_random_workloads() -> None:
+    wl = mixed_workload(0, 120)
+    res = simulate(wl, cfg(num_blocks=70, max_num_seqs=10))
+    assert sum(r.num_preemptions for r in res.records) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trace", ["azure-conv", "mooncake-conversation"])
+def test_real_traces_match_reference(trace: str, tmp_path: Path) -> None:
+    from kvlab.cli.simulate import build_config
+    from kvlab.workload.detect import load_workload
+
+    c = build_config(
+        model="llama-3.1-8b",
+        gpu="h100",
+        mode="prefix",
+        policy="lru",
+        block_size=16,
+        num_blocks=None,
+        kv_dtype=None,
+        offload_gb=None,
+        no_prefix_caching=False,
+        exact_steps=False,
+        seed=0,
+        sets=[],
+    )
+    wl = load_workload(trace, None, seed=0)
+    wl = Workload(wl.requests[:3000])
+    fast, ref = both(wl, c, tmp_path)
+    assert fast == ref
+
+
+class _Seq:
+    """The request state ExtentKV keeps (see kvlab.sim.sequence.Seq)."""
+
+    def __init__(self, keys: list[int], ends: list[int]) -> None:
+        self.keys, self.ends = keys, ends
+        self.table: list[list[object]] = []
+        self.pending: list[list[int]] = []
+        self.last_ext = None
+        self.nblocks = self.num_cached_blocks = self.nkeyed = self.num_computed = 0
+        self.num_tokens = 4 * len(keys) + 1
+        self.lazy_from = 1 << 62
+
+    def ensure_keys(self, n: int) -> None:
+        assert n <= len(self.keys)
+
+
+def chain(run: int, n: int, first: int = 4) -> list[int]:
+    """Keys of n blocks of one run (block size 4)."""
+    return [(run << 24) + first + 4 * i for i in range(n)]
+
+
+def admit(kv: object, seq: _Seq, now: int) -> int:
+    hit = kv.lookup_seq(seq)  # type: ignore[attr-defined]
+    assert kv.admit(seq, seq.num_tokens - 4 * len(hit), hit, now) == []  # type: ignore[attr-defined]
+    seq.num_computed = seq.num_tokens - 1
+    return len(hit)
+
+
+def test_extent_pool_queue_order_eviction_and_histograms() -> None:
+    from kvlab.sim.extents import ExtentKV
+
+    pool = ExtentPool(21, 4)  # 20 usable blocks
+    kv = ExtentKV(pool, 4, 1000)
+    a = _Seq(chain(1, 3) + chain(2, 2), [3, 5, 1 << 62])  # two runs: 3 + 2 blocks
+    assert admit(kv, a, now=0) == 0
+    assert pool.clean == 14 and a.nblocks == 6 and a.num_cached_blocks == 5
+    assert [(e.key, e.n) for e, _ in a.table] == [(chain(1, 1)[0], 3), (chain(2, 1)[0], 2)]
+    kv.free(a, 5)
+    assert pool.clean == 15 and pool.queued == 5  # the partial block is clean again
+    # the queue holds run 2 (freed first) then run 1; each is evicted from its end
+    x = _Seq(chain(9, 16), [16, 1 << 62])  # 17 blocks: 15 clean, then all of run 2
+    assert admit(kv, x, now=16) == 0
+    assert pool.num_evicted == 2 and pool.lifetime == {(16).bit_length(): 2}
+    assert pool.idle == {(16).bit_length(): 2}
+    assert list(pool.by_run) == [1, 9] and pool.clean == 0 and pool.queued == 3
+    kv.free(x, 18)
+    b = _Seq(chain(1, 3) + chain(3, 1), [3, 4, 1 << 62])
+    assert admit(kv, b, now=20) == 3  # all of run 1 hits: a's blocks are still cached
+    assert pool.reuse_gap == {(20).bit_length(): 3}
+    assert b.nblocks == 5 and pool.clean == 0 and pool.num_evicted == 3  # one of x's
+    assert pool.queued == 15 and pool.by_run[9][0].n == 15
+
+
+def test_a_partial_hit_splits_an_extent_and_keeps_its_queue_place() -> None:
+    from kvlab.sim.extents import ExtentKV
+
+    pool = ExtentPool(40, 4)
+    kv = ExtentKV(pool, 4, 1000)
+    a = _Seq(chain(1, 6), [6, 1 << 62])
+    admit(kv, a, 0)
+    kv.free(a, 1)
+    c = _Seq(chain(7, 2), [2, 1 << 62])
+    admit(kv, c, 2)
+    kv.free(c, 3)  # queue: a's 6 blocks, then c's 2
+    b = _Seq(chain(1, 2) + chain(5, 1), [2, 3, 1 << 62])
+    assert admit(kv, b, 4) == 2  # the first two blocks of a's extent
+    exts = pool.by_run[1]
+    assert [(e.n, e.ref) for e in exts] == [(2, 1), (4, 0)]
+    assert pool.queued == 6
+    pool.take(pool.clean + 3, now=9)  # evicts a's last three blocks, c's stay
+    assert [(e.n, e.ref) for e in pool.by_run[1]] == [(2, 1), (1, 0)]
+    assert pool.by_run[7][0].n == 2
+    kv.free(b, 10)  # b's hit extent joins the queue tail again, after c's
+    order = []
+    e = pool.head.qnext
+    while e is not pool.head:
+        order.append((e.key >> 24, e.n))
+        e = e.qnext
+    assert order == [(1, 1), (7, 2), (5, 1), (1, 2)]
+
+
+def test_duplicates_hit_the_block_cached_first() -> None:
+    from kvlab.sim.extents import ExtentKV
+
+    pool = ExtentPool(40, 4)
+    kv = ExtentKV(pool, 4, 1000)
+    a = _Seq(chain(1, 4), [4, 1 << 62])
+    b = _Seq(chain(1, 4), [4, 1 << 62])
+    assert kv.admit(a, 8, kv.lookup_seq(a), 0) == []  # a chunk: blocks 0, 1 cached
+    a.num_computed = 8
+    assert admit(kv, b, 1) == 2  # b hits them and computes blocks 2, 3 itself
+    assert kv.extend(a, 9, 2)  # a fills its blocks 2, 3 too: duplicates (vLLM keeps both)
+    assert [(e.key & 0xFFFFFF, e.n, e.ref) for e in pool.by_run[1]] == [
+        (4, 2, 2),
+        (12, 2, 1),  # b's, cached first
+        (12, 2, 1),  # a's
+    ]
+    bs_blocks, a_blocks = pool.by_run[1][1], pool.by_run[1][2]
+    c = _Seq(chain(1, 4), [4, 1 << 62])
+    assert admit(kv, c, 3) == 4
+    assert bs_blocks.ref == 2 and a_blocks.ref == 1
+    kv.free(b, 4)
+    kv.free(c, 5)
+    assert bs_blocks.ref == 0 and pool.queued == 2
+    pool.take(pool.clean + 1, now=6)  # evicts the last block of b's copy
+    d = _Seq(chain(1, 4), [4, 1 << 62])
+    hit = kv.lookup_seq(d)
+    # block 2 from b's copy (still first), block 3 from a's (the only one left)
+    assert [(e is bs_blocks, j, t) for e, j, t in hit.pieces] == [
+        (False, 0, 2),
+        (True, 0, 1),
+        (False, 1, 1),
+    ]
+    assert hit.pieces[2][0] is a_blocks
