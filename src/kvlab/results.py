@@ -401,26 +401,75 @@ def records_to_jsonl(records: Sequence[RequestRecord]) -> str:
     """The text of ``requests.jsonl``: ``json.dumps(r.to_dict(), allow_nan=False)`` per line.
 
     Built column by column: each field of every record is encoded once (strings
-    by json's own encoder, numbers by ``repr`` as json does), then each line
-    joins its non-null fields. A column whose values (None aside) are not all
-    of one type among str, int, finite float, dict and list falls back to
-    ``json.dumps`` per record, so the bytes and the errors are json's.
+    by json's own encoder, numbers by ``repr`` as json does). When every
+    column is either always or never null, each line is one ``%`` format of a
+    template holding the keys; otherwise each line joins its non-null fields.
+    A column whose values (None aside) are not all of one type among str, int,
+    finite float, dict and list falls back to ``json.dumps`` per record, so the
+    bytes and the errors are json's.
     """
     if not records:
         return ""
+    columns = list(zip(*map(_ALL_FIELDS, records), strict=True))
+    template: list[str] = []
+    cells: list[Sequence[Any]] = []
+    for name, values in zip(_RECORD_FIELDS, columns, strict=True):
+        kind = _column_kind(values)
+        if kind is None:
+            return "".join(json.dumps(r.to_dict(), allow_nan=False) + "\n" for r in records)
+        if kind is type(None):
+            continue
+        if None in values:
+            return _jsonl_with_gaps(records)
+        if kind is float or kind is int:  # repr, as json writes numbers
+            template.append(f'"{name}": %r')
+            cells.append(values)
+        elif kind is str and _plain_ascii("".join(values)):  # json adds only the quotes
+            template.append(f'"{name}": "%s"')
+            cells.append(values)
+        else:
+            template.append(f'"{name}": %s')
+            cells.append(list(map(_ENCODERS[kind], values)))
+    line = "{" + ", ".join(template) + "}\n"
+    if not cells:
+        return line * len(records)
+    return "".join(map(line.__mod__, zip(*cells, strict=True)))
+
+
+_ALL_FIELDS = attrgetter(*_RECORD_FIELDS)
+
+
+def _column_kind(values: Sequence[Any]) -> type | None:
+    """The one type of a column's non-null values (NoneType if all are null), or None
+    when the column needs json's general path (mixed or other types, non-finite floats)."""
+    types = set(map(type, values))
+    if len(types) > 1:
+        types.discard(type(None))
+    if len(types) != 1:
+        return None
+    kind = types.pop()
+    if kind not in _ENCODERS and kind is not type(None):
+        return None
+    if kind is float and not all(math.isfinite(v) for v in values if v is not None):
+        return None
+    return kind
+
+
+def _plain_ascii(text: str) -> bool:
+    """Whether json writes ``text`` as is between quotes (printable ASCII, no ``"`` or ``\\``)."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
+
+
+def _jsonl_with_gaps(records: Sequence[RequestRecord]) -> str:
+    """:func:`records_to_jsonl` when some column is null in some records only."""
     cols: list[list[str]] = []
-    gaps = False  # whether some column has a None ("") cell
     for name in _RECORD_FIELDS:
         col = _jsonl_column(name, list(map(attrgetter(name), records)))
         if col is None:
             return "".join(json.dumps(r.to_dict(), allow_nan=False) + "\n" for r in records)
         if col:
             cols.append(col)
-            gaps = gaps or "" in col
-    if not cols:
-        return "{}\n" * len(records)
-    rows = zip(*cols, strict=True)
-    lines = map(", ".join, map(_non_empty, rows) if gaps else rows)
+    lines = map(", ".join, map(_non_empty, zip(*cols, strict=True)))
     return "{" + "}\n{".join(lines) + "}\n"
 
 
@@ -431,8 +480,6 @@ def _non_empty(cells: tuple[str, ...]) -> filter[str]:
 def _jsonl_column(name: str, values: list[Any]) -> list[str] | None:
     """``"name": value`` per record ("" where the value is None); [] if all are None;
     None if a value needs json's general path."""
-    from json.encoder import encode_basestring_ascii
-
     types = set(map(type, values))
     types.discard(type(None))
     if not types:
@@ -443,7 +490,7 @@ def _jsonl_column(name: str, values: list[Any]) -> list[str] | None:
     present = values if None not in values else [v for v in values if v is not None]
     if kind is float and not all(map(math.isfinite, present)):
         return None
-    encode: Callable[[Any], str] = _ENCODERS.get(kind) or encode_basestring_ascii
+    encode = _ENCODERS[kind]
     key = f'"{name}": '
     if present is values:
         return list(map(key.__add__, map(encode, values)))
@@ -467,9 +514,16 @@ def _json_list(v: list[Any]) -> str:
     return json.dumps(list(v), allow_nan=False)
 
 
+def _json_str(v: str) -> str:
+    from json.encoder import encode_basestring_ascii
+
+    return str(encode_basestring_ascii(v))
+
+
 _ENCODERS: dict[type, Callable[[Any], str]] = {
     float: float.__repr__,
     int: int.__repr__,
+    str: _json_str,
     dict: _json_dict,
     list: _json_list,
 }
