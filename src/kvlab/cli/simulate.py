@@ -223,7 +223,41 @@ def run_command(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """The body of ``kvlab simulate`` (options already parsed)."""
+    """The body of ``kvlab simulate`` (options already parsed).
+
+    The cyclic garbage collector stays paused for the whole command: the
+    workload, the engine and the result are acyclic (reference counting frees
+    them), and collections that would walk their hundreds of thousands of
+    objects each time the loader or the engine resumes it cost more than
+    parsing the trace.
+    """
+    options = dict(locals())
+    from kvlab._gc import paused_gc
+
+    with paused_gc():
+        _run(**options)
+
+
+def _run(
+    *,
+    workload: str,
+    model: str,
+    gpu: str,
+    out: Path,
+    fmt: str | None,
+    policy: str,
+    block_size: int,
+    num_blocks: int | None,
+    kv_dtype: str | None,
+    offload_gb: float | None,
+    no_prefix_caching: bool,
+    mode: str,
+    exact_steps: bool,
+    sets: list[str],
+    seed: int,
+    as_json: bool,
+    quiet: bool,
+) -> None:
     from kvlab.sim.engine import simulate
     from kvlab.workload.detect import load_workload
 
