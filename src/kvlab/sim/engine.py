@@ -29,6 +29,7 @@ from kvlab.results import (
     summarize,
 )
 from kvlab.sim.block_pool import BlockPool
+from kvlab.sim.cohort import Cohort
 from kvlab.sim.config import SimConfig
 from kvlab.sim.cost_model import TICKS_PER_S
 from kvlab.sim.extents import ExtentKV, ExtentPool
@@ -40,8 +41,8 @@ from kvlab.sim.policies import make_policy
 from kvlab.sim.policies.lru import LRU
 from kvlab.sim.resolve import Resolved, resolve
 from kvlab.sim.scheduler import Scheduler, StepPlan
-from kvlab.sim.sequence import FINISHED, NEVER, Seq
-from kvlab.sim.windows import window_len
+from kvlab.sim.sequence import FINISHED, NEVER, RUNNING, Seq
+from kvlab.sim.windows import steps_before, window_len
 from kvlab.workload.records import Request, Workload
 
 Progress = Callable[[int, int], None]
@@ -97,6 +98,10 @@ class Engine:
             lower_tier=self._lower_tier if self.offload is not None else None,
         )
         self.sched.on_free = self._note_cached
+        #: lazily advanced decoding requests (extent pool, FCFS, windows on)
+        self.cohort: Cohort | None = None
+        if self.extents and not cfg.exact_steps and cfg.scheduling == "fcfs":
+            self.cohort = Cohort(self.B, cfg.enable_prefix_caching)
         self.interner = ChainInterner()
         self.series = TimeSeries(_ticks(cfg.sample_interval_s))
         self.seen: dict[int, int] = {}
@@ -165,6 +170,9 @@ class Engine:
                 if not self.arrivals:
                     break
                 self.now = self.arrivals[0][0]
+                continue
+            if self.cohort is not None and self._lazy_event():
+                self._observe()
                 continue
             k = self._window_len() if sched.running else 0
             if k > 0 and not self.cfg.exact_steps:
@@ -341,6 +349,115 @@ class Engine:
         seq.ensure_keys(cap)
         return self.offload.lookup(seq.keys, n_hit, cap, now, reserve)
 
+    # -- the lazy fast path -------------------------------------------------------
+    def _lazy_event(self) -> bool:
+        """A decode window or a decode + admission step with the running requests
+        in the cohort; False (cohort dissolved) when the step needs the general path:
+        a request still in prefill, a preemption, shared output, budget overflow.
+
+        Takes the same decisions as :meth:`_window_len` + :meth:`_macro_step` and
+        :meth:`_step` would (a differential test runs both).
+        """
+        co, sched = self.cohort, self.sched
+        assert co is not None
+        running = sched.running
+        n = len(running)
+        if n == 0:
+            return False
+        if co.n != n:
+            if co.n:
+                co.dissolve(running)
+            for s in running:
+                if not co.eligible(s):
+                    return False
+            co.start(self.now)
+            for s in running:
+                co.enter(s)
+        budget = self.r.max_num_batched_tokens
+        if n > budget:
+            co.dissolve(running)
+            return False
+        now = self.now
+        if sched.num_waiting() and sched.can_admit_head(now, budget - n):
+            return self._lazy_mixed_step(budget - n)
+        k = co.steps_to_finish()
+        cost = self.r.cost
+        if self.arrivals:
+            until = self.arrivals[0][0] - now
+            if cost.window_ticks(n, co.ctx, k - 1) >= until:
+                k = steps_before(cost, until, n, co.ctx, k)
+        free = self.pool.num_free
+        if co.allocations(k) > free:
+            lo, hi = 0, k - 1
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if co.allocations(mid) <= free:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            k = lo
+        if k <= 0:
+            co.dissolve(running)
+            return False
+        self._lazy_window(k)
+        return True
+
+    def _lazy_window(self, k: int) -> None:
+        co = self.cohort
+        pool = self.pool
+        assert co is not None and isinstance(pool, ExtentPool)
+        n, s0, now0 = co.n, co.ctx, self.now
+        cost = self.r.cost
+        step_ends = getattr(cost, "step_ends", None)
+        if step_ends is not None:
+            ends = step_ends(n, s0, k, now0)
+        else:
+            ends = [now0 + cost.window_ticks(n, s0, i) for i in range(1, k + 1)]
+        pool.take_steps(co.counts(k), [now0, *ends[:-1]])
+        co.advance(ends)
+        self.now = ends[-1]
+        self.c["num_steps"] += k
+        self._finish_members()
+
+    def _lazy_mixed_step(self, budget: int) -> bool:
+        """One step: every member decodes, then waiting requests are admitted."""
+        co, sched, pool = self.cohort, self.sched, self.pool
+        assert co is not None and isinstance(pool, ExtentPool)
+        allocs = co.cnt[co.D % co.bs]
+        if allocs > pool.num_free:  # a member would preempt: the general path
+            co.dissolve(sched.running)
+            return False
+        now = self.now
+        if allocs:
+            pool.take(allocs, now)
+        plan = StepPlan()
+        sched._admit_waiting(plan, budget, now)
+        tokens = co.n
+        attn = kv_read = co.ctx
+        for seq, c in plan.scheduled:
+            ctx = seq.num_computed + c
+            tokens += c
+            attn += c * ctx
+            kv_read += ctx
+        self.now = now + self.r.cost.step_ticks(tokens, attn, kv_read) + self._admitted(plan)
+        self.c["num_steps"] += 1
+        co.advance([self.now])
+        self._finish_members()
+        self._advance(plan.scheduled)
+        for seq, _ in plan.scheduled:
+            if seq.status == RUNNING and co.eligible(seq):
+                co.enter(seq)
+        return True
+
+    def _finish_members(self) -> None:
+        assert self.cohort is not None
+        done = self.cohort.finishing()
+        if done:
+            for s in done:
+                self._finish(s)
+            running = self.sched.running
+            running[:] = [s for s in running if s.status != FINISHED]
+
     # -- decode windows ------------------------------------------------------
     def _window_len(self) -> int:
         sched = self.sched
@@ -353,6 +470,7 @@ class Engine:
             until_arrival=self.arrivals[0][0] - self.now if self.arrivals else None,
             waiting=sched.num_waiting() > 0,
             head_admissible=lambda: sched.can_admit_head(self.now),
+            caching=self.cfg.enable_prefix_caching,
         )
 
     def _macro_step(self, k: int) -> None:

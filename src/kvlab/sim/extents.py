@@ -257,6 +257,17 @@ class ExtentPool:
             e.n = 0
             n -= m
 
+    def take_steps(self, counts: list[int], starts: list[int]) -> None:
+        """:meth:`take` ``counts[i]`` blocks at tick ``starts[i]``, in order."""
+        total = sum(counts)
+        if total <= self.clean:
+            self.clean -= total
+            return
+        take = self.take
+        for c, t in zip(counts, starts, strict=True):
+            if c:
+                take(c, t)
+
     def touch(self, hit: Hit, now: int) -> list[list[Any]]:
         """A request takes the hit blocks: ref += 1 (off the queue when free).
         Returns its block-table entries ``[extent, blocks]``."""

@@ -34,8 +34,11 @@ class Seq:
         "arrival",
         "block_size",
         "blocks",
+        "da",
+        "dz",
         "ends",
         "idx",
+        "in_cohort",
         "interner",
         "keys",
         "last_ext",
@@ -100,6 +103,8 @@ class Seq:
         self.out_base: int | None = None  # key of output token 0 minus prompt_len, once known
         self.blocks: list[int] = []
         self.nblocks = self.nkeyed = 0
+        self.in_cohort = False  # see kvlab.sim.cohort: counters as of step dz
+        self.dz = self.da = 0
         self.table: list[list[Any]] = []
         self.pending: list[list[int]] = []
         self.last_ext: Any = None
