@@ -326,17 +326,14 @@ class Engine:
         if covered <= 0 or not self.cfg.enable_prefix_caching:
             return
         seen, it = self.seen, self.interner
-        node = start = 0
-        for s in seq.req.segments:
-            if start >= covered or s.tokens <= 0:
+        start = 0
+        for nc, n in seq.seg_runs:
+            if start >= covered:
                 break
-            c = it.content(s.content_id)
-            nc = it.run(node, c)
-            off = min(s.tokens, covered - start)
+            off = n if n < covered - start else covered - start
             if seen.get(nc, 0) < off:
                 seen[nc] = off
-            node = it.node(node, c, s.tokens)
-            start += s.tokens
+            start += n
         if covered > seq.prompt_len and start >= seq.prompt_len:
             nc = it.run(seq.prompt_node, seq.out_content)
             off = covered - seq.prompt_len

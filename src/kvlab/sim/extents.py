@@ -258,15 +258,62 @@ class ExtentPool:
             n -= m
 
     def take_steps(self, counts: list[int], starts: list[int]) -> None:
-        """:meth:`take` ``counts[i]`` blocks at tick ``starts[i]``, in order."""
+        """:meth:`take` ``counts[i]`` blocks at tick ``starts[i]``, for each i in order
+        (a decode window); histogram counts are added once per run of equal bins."""
         total = sum(counts)
-        if total <= self.clean:
-            self.clean -= total
+        c = self.clean
+        if total <= c:
+            self.clean = c - total
             return
-        take = self.take
-        for c, t in zip(counts, starts, strict=True):
+        self.clean = 0
+        self.queued -= total - c
+        self.num_evicted += total - c
+        head, life, idle = self.head, self.lifetime, self.idle
+        acc_l = acc_i = acc_n = 0  # pending count for the bins (acc_l, acc_i)
+        for m, t in zip(counts, starts, strict=True):
             if c:
-                take(c, t)
+                if m <= c:
+                    c -= m
+                    continue
+                m -= c
+                c = 0
+            while m:
+                e = head.qnext
+                en = e.n
+                x = en if en <= m else m
+                born = e.born
+                if born.__class__ is list:
+                    used = e.used
+                    for b in born[en - x :]:
+                        life[(t - b).bit_length()] += 1
+                        if used is None:
+                            idle[(t - b).bit_length()] += 1
+                    if used is not None:
+                        idle[(t - used).bit_length()] += x
+                    if x < en:
+                        del born[en - x :]
+                else:
+                    bl = (t - born).bit_length()
+                    bi = (t - e.used).bit_length()
+                    if bl == acc_l and bi == acc_i:
+                        acc_n += x
+                    else:
+                        if acc_n:
+                            life[acc_l] += acc_n
+                            idle[acc_i] += acc_n
+                        acc_l, acc_i, acc_n = bl, bi, x
+                if x < en:
+                    e.n = en - x
+                    break
+                q = e.qnext
+                head.qnext = q
+                q.qprev = head
+                self._drop(e)
+                e.n = 0
+                m -= x
+        if acc_n:
+            life[acc_l] += acc_n
+            idle[acc_i] += acc_n
 
     def touch(self, hit: Hit, now: int) -> list[list[Any]]:
         """A request takes the hit blocks: ref += 1 (off the queue when free).

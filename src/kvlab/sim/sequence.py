@@ -60,6 +60,7 @@ class Seq:
         "run_seq",
         "seg_ends",
         "seg_ranks",
+        "seg_runs",
         "status",
         "table",
     )
@@ -82,9 +83,11 @@ class Seq:
         self.rec = rec
         self.prompt_len = req.prompt_tokens
         self.max_out = min(req.output_tokens, max_model_len - self.prompt_len)
-        segs = [(interner.content(s.content_id), s.tokens) for s in req.segments]
         self.ends: list[int] = []
-        self.keys, self.prompt_node = interner.prompt_keys(segs, block_size, self.ends)
+        self.seg_runs: list[tuple[int, int]] = []
+        self.keys, self.prompt_node = interner.walk(
+            req.segments, block_size, self.ends, self.seg_runs
+        )
         self.ends.append(NEVER)
         #: first block of fresh output (keyed lazily over the extent pool), if any
         self.lazy_from = len(self.keys) if req.output_content_id is None else NEVER
@@ -93,13 +96,8 @@ class Seq:
             if req.output_content_id is not None
             else interner.fresh_content()
         )
-        self.seg_ends: list[int] = []
+        self.seg_ends: list[int] | None = None  # segment ends and ranks, on first use
         self.seg_ranks: list[int] = []
-        end = 0
-        for s in req.segments:
-            end += s.tokens
-            self.seg_ends.append(end)
-            self.seg_ranks.append(RANK.get(s.retention, 1))
         self.out_base: int | None = None  # key of output token 0 minus prompt_len, once known
         self.blocks: list[int] = []
         self.nblocks = self.nkeyed = 0
@@ -131,6 +129,13 @@ class Seq:
         last = (index + 1) * self.block_size - 1
         if last >= self.prompt_len:
             return GENERATION_RANK
+        if self.seg_ends is None:
+            self.seg_ends = []
+            end = 0
+            for s in self.req.segments:
+                end += s.tokens
+                self.seg_ends.append(end)
+                self.seg_ranks.append(RANK.get(s.retention, 1))
         return self.seg_ranks[bisect.bisect_right(self.seg_ends, last)]
 
     def hit_tokens_by_retention(self, hit_tokens: int) -> dict[str, int]:
