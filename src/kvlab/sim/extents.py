@@ -294,7 +294,7 @@ class ExtentPool:
                         del born[en - x :]
                 else:
                     bl = (t - born).bit_length()
-                    bi = (t - e.used).bit_length()
+                    bi = (t - e.used).bit_length()  # type: ignore[operator]  # int with int born
                     if bl == acc_l and bi == acc_i:
                         acc_n += x
                     else:
