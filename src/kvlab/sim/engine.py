@@ -41,7 +41,7 @@ from kvlab.sim.policies import make_policy
 from kvlab.sim.policies.lru import LRU
 from kvlab.sim.resolve import Resolved, resolve
 from kvlab.sim.scheduler import Scheduler, StepPlan
-from kvlab.sim.sequence import FINISHED, NEVER, RUNNING, Seq
+from kvlab.sim.sequence import FINISHED, NEVER, Seq
 from kvlab.sim.windows import steps_before, window_len
 from kvlab.workload.records import Request, Workload
 
@@ -348,12 +348,15 @@ class Engine:
 
     # -- the lazy fast path -------------------------------------------------------
     def _lazy_event(self) -> bool:
-        """A decode window or a decode + admission step with the running requests
-        in the cohort; False (cohort dissolved) when the step needs the general path:
-        a request still in prefill, a preemption, shared output, budget overflow.
+        """One event of the fast path: a decode window of the cohort, or one step in
+        which the members decode, the requests after them (in prefill) get their
+        chunks and waiting ones are admitted. False (cohort dissolved) when the
+        step needs the general path: a preemption, a window over requests outside
+        the cohort (shared output), more members than the token budget.
 
         Takes the same decisions as :meth:`_window_len` + :meth:`_macro_step` and
-        :meth:`_step` would (a differential test runs both).
+        :meth:`_step` would (a differential test runs both). Members always come
+        first in the running list (they enter in running order).
         """
         co, sched = self.cohort, self.sched
         assert co is not None
@@ -361,22 +364,25 @@ class Engine:
         n = len(running)
         if n == 0:
             return False
-        if co.n != n:
-            if co.n:
-                co.dissolve(running)
-            for s in running:
-                if not co.eligible(s):
-                    return False
+        if co.n == 0:
             co.start(self.now)
             for s in running:
+                if not co.eligible(s):
+                    break
                 co.enter(s)
         budget = self.r.max_num_batched_tokens
-        if n > budget:
+        if co.n > budget:
             co.dissolve(running)
             return False
         now = self.now
+        if co.n != n:
+            for s in running[co.n :]:
+                if s.num_computed != s.num_tokens - 1 or s.rec.first_token_s is None:
+                    return self._lazy_step(budget - co.n)
+            co.dissolve(running)  # all decode: the general path takes a window
+            return False
         if sched.num_waiting() and sched.can_admit_head(now, budget - n):
-            return self._lazy_mixed_step(budget - n)
+            return self._lazy_step(budget - n)
         k = co.steps_to_finish()
         cost = self.r.cost
         if self.arrivals:
@@ -416,19 +422,42 @@ class Engine:
         self.c["num_steps"] += k
         self._finish_members()
 
-    def _lazy_mixed_step(self, budget: int) -> bool:
-        """One step: every member decodes, then waiting requests are admitted."""
-        co, sched, pool = self.cohort, self.sched, self.pool
-        assert co is not None and isinstance(pool, ExtentPool)
+    def _lazy_step(self, budget: int) -> bool:
+        """One exact step (see :meth:`_lazy_event`); ``budget``: tokens after the members'."""
+        co, sched, pool, kv = self.cohort, self.sched, self.pool, self.kv
+        assert co is not None and isinstance(pool, ExtentPool) and isinstance(kv, ExtentKV)
+        running = sched.running
         allocs = co.cnt[co.D % co.bs]
-        if allocs > pool.num_free:  # a member would preempt: the general path
-            co.dissolve(sched.running)
+        free = pool.num_free - allocs
+        mml, bs = self.r.max_model_len, self.B
+        rest: list[tuple[Seq, int]] = []  # the scheduler's loop after the members
+        for s in running[co.n :]:
+            if budget <= 0:
+                break
+            c = s.num_computed
+            m = s.num_tokens - c
+            if m > budget:
+                m = budget
+            if m > mml - c - 1:
+                m = mml - c - 1
+            if m > 0:
+                need = cdiv(min(c + m, mml), bs) - s.nblocks
+                if need > 0:
+                    free -= need
+                rest.append((s, m))
+                budget -= m
+        if free < 0:  # a block would be missing: preemption, the general path
+            co.dissolve(running)
             return False
         now = self.now
         if allocs:
             pool.take(allocs, now)
-        plan = StepPlan()
+        plan = StepPlan(scheduled=rest)
+        for s, m in rest:
+            kv.extend(s, m, now)
         sched._admit_waiting(plan, budget, now)
+        if not co.n and not plan.scheduled:
+            return False  # nothing changed: the general path says why
         tokens = co.n
         attn = kv_read = co.ctx
         for seq, c in plan.scheduled:
@@ -441,9 +470,10 @@ class Engine:
         co.advance([self.now])
         self._finish_members()
         self._advance(plan.scheduled)
-        for seq, _ in plan.scheduled:
-            if seq.status == RUNNING and co.eligible(seq):
-                co.enter(seq)
+        for s in running[co.n :]:
+            if not co.eligible(s):
+                break
+            co.enter(s)
         return True
 
     def _finish_members(self) -> None:
