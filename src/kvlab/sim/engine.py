@@ -276,7 +276,7 @@ class Engine:
         seq.rec.finish_s = self.now / TICKS_PER_S
         seq.rec.status = STATUS_OK
         seq.rec.output_tokens = seq.num_out
-        seq.keys = []
+        seq.drop_keys()
         self._session_next(seq.idx, self.now)
         self.num_done += 1
         if self.progress is not None and self.num_done % 500 == 0:
@@ -314,10 +314,10 @@ class Engine:
             return "below_block"
         cap = (p - 1) // bs
         if got >= cap:
-            if cap < len(seq.keys) and self.pool.get(seq.keys[cap]) is not None:
+            if cap < seq.nknown and self.pool.get(seq.key_at(cap)) is not None:
                 return "last_token"
             return "none"
-        nc, off = self.interner.split(seq.keys[got])
+        nc, off = self.interner.split(seq.key_at(got))
         return "evicted" if self.seen.get(nc, 0) >= off else "cold"
 
     def _note_cached(self, seq: Seq) -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
 from kvlab.sim.block_pool import NUM_BINS
@@ -131,12 +130,13 @@ class ExtentPool:
                     return e
         return None
 
-    def longest_hit(self, keys: Sequence[int], ends: Sequence[int], cap: int) -> Hit:
-        """The longest cached run of ``keys[:cap]`` (vLLM phase 1), as extent pieces.
-
-        ``ends``: block indices where the request's runs end (increasing, the last
-        one past every key), so a piece never leaves one of the request's runs.
+    def longest_hit(self, seq: Any, cap: int) -> Hit:
+        """The longest cached run of a request's first ``cap`` block keys (vLLM phase
+        1), as extent pieces. The request's keys come in runs (``seq.ends``: the
+        block index where each ends; ``seq.piece_key(p)``: the first key of run p),
+        so a piece never leaves one of its runs.
         """
+        ends = seq.ends
         pieces: list[tuple[Extent, int, int]] = []
         i = 0
         if not self.enable_caching:
@@ -144,7 +144,9 @@ class ExtentPool:
         by_run, bs = self.by_run, self.bs
         p = 0
         while i < cap:
-            key = keys[i]
+            while ends[p] <= i:
+                p += 1
+            key = seq.piece_key(p) + (i - (ends[p - 1] if p else 0)) * bs
             exts = by_run.get(key >> OFFSET_BITS)
             if not exts:
                 break
@@ -164,8 +166,6 @@ class ExtentPool:
             t = found.n - j
             if limit >= 0 and (limit - key) // bs < t:
                 t = (limit - key) // bs
-            while ends[p] <= i:
-                p += 1
             if ends[p] - i < t:
                 t = ends[p] - i
             if cap - i < t:
@@ -447,10 +447,9 @@ class ExtentKV:
     def lookup_seq(self, seq: Any) -> Hit:
         """Cached blocks of the longest prefix hit, over at most num_tokens - 1 tokens."""
         cap = (seq.num_tokens - 1) // self.block_size
-        keys = seq.keys
-        if cap > len(keys):
-            cap = len(keys)
-        return self.pool.longest_hit(keys, seq.ends, cap)
+        if cap > seq.nknown:
+            cap = seq.nknown
+        return self.pool.longest_hit(seq, cap)
 
     def fits(
         self,
@@ -542,8 +541,8 @@ class ExtentKV:
                 return
         seq.ensure_keys(n_full)
         seq.nkeyed = n_full
-        keys, ends, pending, table = seq.keys, seq.ends, seq.pending, seq.table
-        cache = self.pool.cache
+        ends, pending, table = seq.ends, seq.pending, seq.table
+        cache, bs = self.pool.cache, self.block_size
         p = bisect_right(ends, i)
         while i < n_full:
             group = pending[0]
@@ -553,7 +552,9 @@ class ExtentKV:
                 t = cnt
             if n_full - i < t:
                 t = n_full - i
-            e, new = cache(keys[i], t, born, seq.last_ext)
+            e, new = cache(
+                seq.piece_key(p) + (i - (ends[p - 1] if p else 0)) * bs, t, born, seq.last_ext
+            )
             if new:
                 table.append([e, t])
                 seq.last_ext = e
@@ -587,7 +588,7 @@ class ExtentKV:
                 k += 1
             del pending[:k]
             seq.ensure_keys(seq.num_cached_blocks)
-            e = pool.cache_stamped(seq.keys[seq.nkeyed], borns)
+            e = pool.cache_stamped(seq.key_at(seq.nkeyed), borns)
             seq.table.append([e, len(borns)])
         for _, c in pending:
             pool.clean += c

@@ -84,9 +84,12 @@ class ChainInterner:
         runs: list[tuple[int, int]],
     ) -> tuple[list[int], int]:
         """:meth:`prompt_keys` of a request's segments (objects with ``content_id`` and
-        ``tokens``), with each segment's step through the trie cached: ``runs`` gets
-        ``(run, tokens)`` per non-empty segment, ``ends`` the key-run ends."""
-        keys: list[int] = []
+        ``tokens``) as runs of keys: the first key of each run (the keys of one run
+        step by ``block_size``), with ``ends`` the block index where each run ends;
+        each segment's step through the trie is cached. ``runs`` gets ``(run,
+        tokens)`` per non-empty segment. Returns the first keys and the end node."""
+        firsts: list[int] = []
+        num_keys = 0
         node = start = 0
         steps = self._steps
         get = steps.get
@@ -103,13 +106,13 @@ class ChainInterner:
             end = start + n
             first = (start // block_size + 1) * block_size
             if first <= end:
-                base = rbase - start
-                keys.extend(range(base + first, base + end + 1, block_size))
-                ends.append(len(keys))
+                firsts.append(rbase - start + first)
+                num_keys += (end - first) // block_size + 1
+                ends.append(num_keys)
             runs.append((rbase >> OFFSET_BITS, n))
             node = child
             start = end
-        return keys, node
+        return firsts, node
 
     def prompt_keys(
         self, segments: list[tuple[int, int]], block_size: int, ends: list[int] | None = None
