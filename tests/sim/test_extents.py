@@ -184,8 +184,16 @@ class _Seq:
         self.num_tokens = 4 * len(keys) + 1
         self.lazy_from = 1 << 62
 
+        self.nknown = len(keys)
+
     def ensure_keys(self, n: int) -> None:
         assert n <= len(self.keys)
+
+    def piece_key(self, p: int) -> int:
+        return self.keys[self.ends[p - 1] if p else 0]
+
+    def key_at(self, i: int) -> int:
+        return self.keys[i]
 
 
 def chain(run: int, n: int, first: int = 4) -> list[int]:

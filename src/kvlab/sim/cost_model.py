@@ -89,6 +89,23 @@ class RooflineCost:
         memory = self.weights + self.per_kv_token * kv_tokens
         return self.overhead + (compute if compute > memory else memory)
 
+    def step_ends(self, num_seqs: int, context_sum: int, num_steps: int, t0: int) -> list[int]:
+        """``t0 + window_ticks(num_seqs, context_sum, i)`` for i = 1 .. num_steps."""
+        n, s0 = num_seqs, context_sum
+        c = self.per_token * n + self.per_attn * s0
+        dc = self.per_attn * n
+        m = self.weights + self.per_kv_token * s0
+        dm = self.per_kv_token * n
+        ov = self.overhead
+        out = []
+        t = t0
+        for _ in range(num_steps):
+            t += ov + (c if c > m else m)
+            out.append(t)
+            c += dc
+            m += dm
+        return out
+
     def window_ticks(self, num_seqs: int, context_sum: int, num_steps: int) -> int:
         """Ticks of ``num_steps`` decode steps of ``num_seqs`` sequences whose
         contexts (tokens read, new one included) sum to ``context_sum`` at step 0

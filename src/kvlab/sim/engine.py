@@ -29,6 +29,7 @@ from kvlab.results import (
     summarize,
 )
 from kvlab.sim.block_pool import BlockPool
+from kvlab.sim.cohort import Cohort
 from kvlab.sim.config import SimConfig
 from kvlab.sim.cost_model import TICKS_PER_S
 from kvlab.sim.extents import ExtentKV, ExtentPool
@@ -41,7 +42,7 @@ from kvlab.sim.policies.lru import LRU
 from kvlab.sim.resolve import Resolved, resolve
 from kvlab.sim.scheduler import Scheduler, StepPlan
 from kvlab.sim.sequence import FINISHED, NEVER, Seq
-from kvlab.sim.windows import window_len
+from kvlab.sim.windows import steps_before, window_len
 from kvlab.workload.records import Request, Workload
 
 Progress = Callable[[int, int], None]
@@ -97,6 +98,10 @@ class Engine:
             lower_tier=self._lower_tier if self.offload is not None else None,
         )
         self.sched.on_free = self._note_cached
+        #: lazily advanced decoding requests (extent pool, FCFS, windows on)
+        self.cohort: Cohort | None = None
+        if self.extents and not cfg.exact_steps and cfg.scheduling == "fcfs":
+            self.cohort = Cohort(self.B, cfg.enable_prefix_caching)
         self.interner = ChainInterner()
         self.series = TimeSeries(_ticks(cfg.sample_interval_s))
         self.seen: dict[int, int] = {}
@@ -165,6 +170,9 @@ class Engine:
                 if not self.arrivals:
                     break
                 self.now = self.arrivals[0][0]
+                continue
+            if self.cohort is not None and self._lazy_event():
+                self._observe()
                 continue
             k = self._window_len() if sched.running else 0
             if k > 0 and not self.cfg.exact_steps:
@@ -268,7 +276,7 @@ class Engine:
         seq.rec.finish_s = self.now / TICKS_PER_S
         seq.rec.status = STATUS_OK
         seq.rec.output_tokens = seq.num_out
-        seq.keys = []
+        seq.drop_keys()
         self._session_next(seq.idx, self.now)
         self.num_done += 1
         if self.progress is not None and self.num_done % 500 == 0:
@@ -306,10 +314,10 @@ class Engine:
             return "below_block"
         cap = (p - 1) // bs
         if got >= cap:
-            if cap < len(seq.keys) and self.pool.get(seq.keys[cap]) is not None:
+            if cap < seq.nknown and self.pool.get(seq.key_at(cap)) is not None:
                 return "last_token"
             return "none"
-        nc, off = self.interner.split(seq.keys[got])
+        nc, off = self.interner.split(seq.key_at(got))
         return "evicted" if self.seen.get(nc, 0) >= off else "cold"
 
     def _note_cached(self, seq: Seq) -> None:
@@ -318,17 +326,14 @@ class Engine:
         if covered <= 0 or not self.cfg.enable_prefix_caching:
             return
         seen, it = self.seen, self.interner
-        node = start = 0
-        for s in seq.req.segments:
-            if start >= covered or s.tokens <= 0:
+        start = 0
+        for nc, n in seq.seg_runs:
+            if start >= covered:
                 break
-            c = it.content(s.content_id)
-            nc = it.run(node, c)
-            off = min(s.tokens, covered - start)
+            off = n if n < covered - start else covered - start
             if seen.get(nc, 0) < off:
                 seen[nc] = off
-            node = it.node(node, c, s.tokens)
-            start += s.tokens
+            start += n
         if covered > seq.prompt_len and start >= seq.prompt_len:
             nc = it.run(seq.prompt_node, seq.out_content)
             off = covered - seq.prompt_len
@@ -340,6 +345,145 @@ class Engine:
         cap = (seq.num_tokens - 1) // self.B
         seq.ensure_keys(cap)
         return self.offload.lookup(seq.keys, n_hit, cap, now, reserve)
+
+    # -- the lazy fast path -------------------------------------------------------
+    def _lazy_event(self) -> bool:
+        """One event of the fast path: a decode window of the cohort, or one step in
+        which the members decode, the requests after them (in prefill) get their
+        chunks and waiting ones are admitted. False (cohort dissolved) when the
+        step needs the general path: a preemption, a window over requests outside
+        the cohort (shared output), more members than the token budget.
+
+        Takes the same decisions as :meth:`_window_len` + :meth:`_macro_step` and
+        :meth:`_step` would (a differential test runs both). Members always come
+        first in the running list (they enter in running order).
+        """
+        co, sched = self.cohort, self.sched
+        assert co is not None
+        running = sched.running
+        n = len(running)
+        if n == 0:
+            return False
+        if co.n == 0:
+            co.start(self.now)
+            for s in running:
+                if not co.eligible(s):
+                    break
+                co.enter(s)
+        budget = self.r.max_num_batched_tokens
+        if co.n > budget:
+            co.dissolve(running)
+            return False
+        now = self.now
+        if co.n != n:
+            for s in running[co.n :]:
+                if s.num_computed != s.num_tokens - 1 or s.rec.first_token_s is None:
+                    return self._lazy_step(budget - co.n)
+            co.dissolve(running)  # all decode: the general path takes a window
+            return False
+        if sched.num_waiting() and sched.can_admit_head(now, budget - n):
+            return self._lazy_step(budget - n)
+        k = co.steps_to_finish()
+        cost = self.r.cost
+        if self.arrivals:
+            until = self.arrivals[0][0] - now
+            if cost.window_ticks(n, co.ctx, k - 1) >= until:
+                k = steps_before(cost, until, n, co.ctx, k)
+        free = self.pool.num_free
+        if co.allocations(k) > free:
+            lo, hi = 0, k - 1
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if co.allocations(mid) <= free:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            k = lo
+        if k <= 0:
+            co.dissolve(running)
+            return False
+        self._lazy_window(k)
+        return True
+
+    def _lazy_window(self, k: int) -> None:
+        co = self.cohort
+        pool = self.pool
+        assert co is not None and isinstance(pool, ExtentPool)
+        n, s0, now0 = co.n, co.ctx, self.now
+        cost = self.r.cost
+        step_ends = getattr(cost, "step_ends", None)
+        if step_ends is not None:
+            ends = step_ends(n, s0, k, now0)
+        else:
+            ends = [now0 + cost.window_ticks(n, s0, i) for i in range(1, k + 1)]
+        pool.take_steps(co.counts(k), [now0, *ends[:-1]])
+        co.advance(ends)
+        self.now = ends[-1]
+        self.c["num_steps"] += k
+        self._finish_members()
+
+    def _lazy_step(self, budget: int) -> bool:
+        """One exact step (see :meth:`_lazy_event`); ``budget``: tokens after the members'."""
+        co, sched, pool, kv = self.cohort, self.sched, self.pool, self.kv
+        assert co is not None and isinstance(pool, ExtentPool) and isinstance(kv, ExtentKV)
+        running = sched.running
+        allocs = co.cnt[co.D % co.bs]
+        free = pool.num_free - allocs
+        mml, bs = self.r.max_model_len, self.B
+        rest: list[tuple[Seq, int]] = []  # the scheduler's loop after the members
+        for s in running[co.n :]:
+            if budget <= 0:
+                break
+            c = s.num_computed
+            m = s.num_tokens - c
+            if m > budget:
+                m = budget
+            if m > mml - c - 1:
+                m = mml - c - 1
+            if m > 0:
+                need = cdiv(min(c + m, mml), bs) - s.nblocks
+                if need > 0:
+                    free -= need
+                rest.append((s, m))
+                budget -= m
+        if free < 0:  # a block would be missing: preemption, the general path
+            co.dissolve(running)
+            return False
+        now = self.now
+        if allocs:
+            pool.take(allocs, now)
+        plan = StepPlan(scheduled=rest)
+        for s, m in rest:
+            kv.extend(s, m, now)
+        sched._admit_waiting(plan, budget, now)
+        if not co.n and not plan.scheduled:
+            return False  # nothing changed: the general path says why
+        tokens = co.n
+        attn = kv_read = co.ctx
+        for seq, c in plan.scheduled:
+            ctx = seq.num_computed + c
+            tokens += c
+            attn += c * ctx
+            kv_read += ctx
+        self.now = now + self.r.cost.step_ticks(tokens, attn, kv_read) + self._admitted(plan)
+        self.c["num_steps"] += 1
+        co.advance([self.now])
+        self._finish_members()
+        self._advance(plan.scheduled)
+        for s in running[co.n :]:
+            if not co.eligible(s):
+                break
+            co.enter(s)
+        return True
+
+    def _finish_members(self) -> None:
+        assert self.cohort is not None
+        done = self.cohort.finishing()
+        if done:
+            for s in done:
+                self._finish(s)
+            running = self.sched.running
+            running[:] = [s for s in running if s.status != FINISHED]
 
     # -- decode windows ------------------------------------------------------
     def _window_len(self) -> int:
@@ -353,6 +497,7 @@ class Engine:
             until_arrival=self.arrivals[0][0] - self.now if self.arrivals else None,
             waiting=sched.num_waiting() > 0,
             head_admissible=lambda: sched.can_admit_head(self.now),
+            caching=self.cfg.enable_prefix_caching,
         )
 
     def _macro_step(self, k: int) -> None:

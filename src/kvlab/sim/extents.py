@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
 from kvlab.sim.block_pool import NUM_BINS
@@ -131,12 +130,13 @@ class ExtentPool:
                     return e
         return None
 
-    def longest_hit(self, keys: Sequence[int], ends: Sequence[int], cap: int) -> Hit:
-        """The longest cached run of ``keys[:cap]`` (vLLM phase 1), as extent pieces.
-
-        ``ends``: block indices where the request's runs end (increasing, the last
-        one past every key), so a piece never leaves one of the request's runs.
+    def longest_hit(self, seq: Any, cap: int) -> Hit:
+        """The longest cached run of a request's first ``cap`` block keys (vLLM phase
+        1), as extent pieces. The request's keys come in runs (``seq.ends``: the
+        block index where each ends; ``seq.piece_key(p)``: the first key of run p),
+        so a piece never leaves one of its runs.
         """
+        ends = seq.ends
         pieces: list[tuple[Extent, int, int]] = []
         i = 0
         if not self.enable_caching:
@@ -144,7 +144,9 @@ class ExtentPool:
         by_run, bs = self.by_run, self.bs
         p = 0
         while i < cap:
-            key = keys[i]
+            while ends[p] <= i:
+                p += 1
+            key = seq.piece_key(p) + (i - (ends[p - 1] if p else 0)) * bs
             exts = by_run.get(key >> OFFSET_BITS)
             if not exts:
                 break
@@ -164,8 +166,6 @@ class ExtentPool:
             t = found.n - j
             if limit >= 0 and (limit - key) // bs < t:
                 t = (limit - key) // bs
-            while ends[p] <= i:
-                p += 1
             if ends[p] - i < t:
                 t = ends[p] - i
             if cap - i < t:
@@ -256,6 +256,64 @@ class ExtentPool:
             self._drop(e)
             e.n = 0
             n -= m
+
+    def take_steps(self, counts: list[int], starts: list[int]) -> None:
+        """:meth:`take` ``counts[i]`` blocks at tick ``starts[i]``, for each i in order
+        (a decode window); histogram counts are added once per run of equal bins."""
+        total = sum(counts)
+        c = self.clean
+        if total <= c:
+            self.clean = c - total
+            return
+        self.clean = 0
+        self.queued -= total - c
+        self.num_evicted += total - c
+        head, life, idle = self.head, self.lifetime, self.idle
+        acc_l = acc_i = acc_n = 0  # pending count for the bins (acc_l, acc_i)
+        for m, t in zip(counts, starts, strict=True):
+            if c:
+                if m <= c:
+                    c -= m
+                    continue
+                m -= c
+                c = 0
+            while m:
+                e = head.qnext
+                en = e.n
+                x = en if en <= m else m
+                born = e.born
+                if born.__class__ is list:
+                    used = e.used
+                    for b in born[en - x :]:
+                        life[(t - b).bit_length()] += 1
+                        if used is None:
+                            idle[(t - b).bit_length()] += 1
+                    if used is not None:
+                        idle[(t - used).bit_length()] += x
+                    if x < en:
+                        del born[en - x :]
+                else:
+                    bl = (t - born).bit_length()
+                    bi = (t - e.used).bit_length()  # type: ignore[operator]  # int with int born
+                    if bl == acc_l and bi == acc_i:
+                        acc_n += x
+                    else:
+                        if acc_n:
+                            life[acc_l] += acc_n
+                            idle[acc_i] += acc_n
+                        acc_l, acc_i, acc_n = bl, bi, x
+                if x < en:
+                    e.n = en - x
+                    break
+                q = e.qnext
+                head.qnext = q
+                q.qprev = head
+                self._drop(e)
+                e.n = 0
+                m -= x
+        if acc_n:
+            life[acc_l] += acc_n
+            idle[acc_i] += acc_n
 
     def touch(self, hit: Hit, now: int) -> list[list[Any]]:
         """A request takes the hit blocks: ref += 1 (off the queue when free).
@@ -389,10 +447,9 @@ class ExtentKV:
     def lookup_seq(self, seq: Any) -> Hit:
         """Cached blocks of the longest prefix hit, over at most num_tokens - 1 tokens."""
         cap = (seq.num_tokens - 1) // self.block_size
-        keys = seq.keys
-        if cap > len(keys):
-            cap = len(keys)
-        return self.pool.longest_hit(keys, seq.ends, cap)
+        if cap > seq.nknown:
+            cap = seq.nknown
+        return self.pool.longest_hit(seq, cap)
 
     def fits(
         self,
@@ -484,8 +541,8 @@ class ExtentKV:
                 return
         seq.ensure_keys(n_full)
         seq.nkeyed = n_full
-        keys, ends, pending, table = seq.keys, seq.ends, seq.pending, seq.table
-        cache = self.pool.cache
+        ends, pending, table = seq.ends, seq.pending, seq.table
+        cache, bs = self.pool.cache, self.block_size
         p = bisect_right(ends, i)
         while i < n_full:
             group = pending[0]
@@ -495,7 +552,9 @@ class ExtentKV:
                 t = cnt
             if n_full - i < t:
                 t = n_full - i
-            e, new = cache(keys[i], t, born, seq.last_ext)
+            e, new = cache(
+                seq.piece_key(p) + (i - (ends[p - 1] if p else 0)) * bs, t, born, seq.last_ext
+            )
             if new:
                 table.append([e, t])
                 seq.last_ext = e
@@ -529,7 +588,7 @@ class ExtentKV:
                 k += 1
             del pending[:k]
             seq.ensure_keys(seq.num_cached_blocks)
-            e = pool.cache_stamped(seq.keys[seq.nkeyed], borns)
+            e = pool.cache_stamped(seq.key_at(seq.nkeyed), borns)
             seq.table.append([e, len(borns)])
         for _, c in pending:
             pool.clean += c

@@ -16,6 +16,9 @@ hash(parent hash, block tokens, extra keys)) at a fraction of the cost.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 #: Offsets (tokens into one segment) take the low bits of a key.
 OFFSET_BITS = 24
 
@@ -32,6 +35,8 @@ class ChainInterner:
         self._nodes: dict[tuple[int, int, int], int] = {}
         self._runs: dict[tuple[int, int], int] = {}
         self._next_content = 0
+        #: (node, content id, tokens) -> (child node, run << OFFSET_BITS): the walk cache
+        self._steps: dict[tuple[int, str, int], tuple[int, int]] = {}
 
     def content(self, content_id: str) -> int:
         c = self._content.get(content_id)
@@ -70,6 +75,44 @@ class ChainInterner:
     def split(key: int) -> tuple[int, int]:
         """(run id, offset) of a key."""
         return key >> OFFSET_BITS, key & ((1 << OFFSET_BITS) - 1)
+
+    def walk(
+        self,
+        segments: Iterable[Any],
+        block_size: int,
+        ends: list[int],
+        runs: list[tuple[int, int]],
+    ) -> tuple[list[int], int]:
+        """:meth:`prompt_keys` of a request's segments (objects with ``content_id`` and
+        ``tokens``) as runs of keys: the first key of each run (the keys of one run
+        step by ``block_size``), with ``ends`` the block index where each run ends;
+        each segment's step through the trie is cached. ``runs`` gets ``(run,
+        tokens)`` per non-empty segment. Returns the first keys and the end node."""
+        firsts: list[int] = []
+        num_keys = 0
+        node = start = 0
+        steps = self._steps
+        get = steps.get
+        for seg in segments:
+            n = seg.tokens
+            if n <= 0:
+                continue
+            k = (node, seg.content_id, n)
+            v = get(k)
+            if v is None:
+                c = self.content(seg.content_id)
+                v = steps[k] = (self.node(node, c, n), self.key(node, c, n) - n)
+            child, rbase = v
+            end = start + n
+            first = (start // block_size + 1) * block_size
+            if first <= end:
+                firsts.append(rbase - start + first)
+                num_keys += (end - first) // block_size + 1
+                ends.append(num_keys)
+            runs.append((rbase >> OFFSET_BITS, n))
+            node = child
+            start = end
+        return firsts, node
 
     def prompt_keys(
         self, segments: list[tuple[int, int]], block_size: int, ends: list[int] | None = None

@@ -188,15 +188,17 @@ class Scheduler:
             ext = self.lower_tier(seq, len(hit), now, reserve)
         return hit, ext
 
-    def can_admit_head(self, now: int) -> bool:
-        """Whether the next step would admit the head of the waiting queue."""
+    def can_admit_head(self, now: int, budget: int | None = None) -> bool:
+        """Whether the next step would admit the head of the waiting queue
+        (``budget``: the tokens the running requests leave, if known)."""
         seq = self.peek_waiting()
         if seq is None or len(self.running) >= self.max_num_seqs:
             return False
-        budget = self.max_num_batched_tokens - sum(
-            min(s.num_tokens - s.num_computed, self.max_model_len - s.num_computed - 1)
-            for s in self.running
-        )
+        if budget is None:
+            budget = self.max_num_batched_tokens - sum(
+                min(s.num_tokens - s.num_computed, self.max_model_len - s.num_computed - 1)
+                for s in self.running
+            )
         if budget <= 0:
             return False
         hit, ext = self.lookup(seq, now)

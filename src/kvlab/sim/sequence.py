@@ -31,18 +31,23 @@ class Seq:
     """
 
     __slots__ = (
+        "_keys",
         "arrival",
         "block_size",
         "blocks",
+        "da",
+        "dz",
         "ends",
         "idx",
+        "in_cohort",
         "interner",
-        "keys",
         "last_ext",
         "lazy_from",
         "max_out",
         "nblocks",
         "nkeyed",
+        "nknown",
+        "nprompt",
         "num_cached_blocks",
         "num_computed",
         "num_out",
@@ -50,6 +55,7 @@ class Seq:
         "out_base",
         "out_content",
         "pending",
+        "pkey",
         "prompt_len",
         "prompt_node",
         "rec",
@@ -57,6 +63,7 @@ class Seq:
         "run_seq",
         "seg_ends",
         "seg_ranks",
+        "seg_runs",
         "status",
         "table",
     )
@@ -79,27 +86,28 @@ class Seq:
         self.rec = rec
         self.prompt_len = req.prompt_tokens
         self.max_out = min(req.output_tokens, max_model_len - self.prompt_len)
-        segs = [(interner.content(s.content_id), s.tokens) for s in req.segments]
         self.ends: list[int] = []
-        self.keys, self.prompt_node = interner.prompt_keys(segs, block_size, self.ends)
+        self.seg_runs: list[tuple[int, int]] = []
+        firsts, self.prompt_node = interner.walk(req.segments, block_size, self.ends, self.seg_runs)
+        self.nprompt = self.ends[-1] if self.ends else 0  # full prompt blocks
+        self.pkey: list[int | None] = [*firsts, None]  # the output run's: on first use
         self.ends.append(NEVER)
+        self._keys: list[int] | None = None
+        self.nknown = self.nprompt  # blocks whose keys are known (ensure_keys)
         #: first block of fresh output (keyed lazily over the extent pool), if any
-        self.lazy_from = len(self.keys) if req.output_content_id is None else NEVER
+        self.lazy_from = self.nprompt if req.output_content_id is None else NEVER
         self.out_content = (
             interner.content(req.output_content_id)
             if req.output_content_id is not None
             else interner.fresh_content()
         )
-        self.seg_ends: list[int] = []
+        self.seg_ends: list[int] | None = None  # segment ends and ranks, on first use
         self.seg_ranks: list[int] = []
-        end = 0
-        for s in req.segments:
-            end += s.tokens
-            self.seg_ends.append(end)
-            self.seg_ranks.append(RANK.get(s.retention, 1))
         self.out_base: int | None = None  # key of output token 0 minus prompt_len, once known
         self.blocks: list[int] = []
         self.nblocks = self.nkeyed = 0
+        self.in_cohort = False  # see kvlab.sim.cohort: counters as of step dz
+        self.dz = self.da = 0
         self.table: list[list[Any]] = []
         self.pending: list[list[int]] = []
         self.last_ext: Any = None
@@ -110,22 +118,70 @@ class Seq:
         self.run_seq = 0
         self.status = WAITING
 
-    def ensure_keys(self, num_full_blocks: int) -> None:
-        keys = self.keys
-        if len(keys) >= num_full_blocks:
-            return
-        bs, base = self.block_size, self.out_base
+    def _out_base(self) -> int:
+        base = self.out_base
         if base is None:  # interned on first use, as run ids are given in first-use order
             base = self.out_base = (
                 self.interner.key(self.prompt_node, self.out_content, 0) - self.prompt_len
             )
-        first = (len(keys) + 1) * bs
-        keys.extend(range(base + first, base + num_full_blocks * bs + 1, bs))
+        return base
+
+    def piece_key(self, p: int) -> int:
+        """The first key of key run ``p`` (block ``ends[p - 1]``, or 0)."""
+        k = self.pkey[p]
+        if k is None:
+            k = self.pkey[p] = self._out_base() + (self.nprompt + 1) * self.block_size
+        return k
+
+    def key_at(self, i: int) -> int:
+        """The key of full block ``i``."""
+        if i >= self.nprompt:
+            return self._out_base() + (i + 1) * self.block_size
+        p = bisect.bisect_right(self.ends, i)
+        return self.pkey[p] + (i - (self.ends[p - 1] if p else 0)) * self.block_size  # type: ignore[operator]
+
+    @property
+    def keys(self) -> list[int]:
+        """Every key known so far as one list (the per-block pool's view)."""
+        keys = self._keys
+        if keys is None:
+            keys = self._keys = []
+            bs, start = self.block_size, 0
+            for p, end in enumerate(self.ends[:-1]):
+                k0 = self.pkey[p]
+                assert k0 is not None
+                keys.extend(range(k0, k0 + (end - start) * bs, bs))
+                start = end
+            if self.nknown > len(keys):
+                base = self._out_base()
+                keys.extend(range(base + (len(keys) + 1) * bs, base + self.nknown * bs + 1, bs))
+        return keys
+
+    def drop_keys(self) -> None:
+        self._keys = []
+
+    def ensure_keys(self, num_full_blocks: int) -> None:
+        """Know the keys of the first ``num_full_blocks`` blocks (output blocks as they fill)."""
+        if num_full_blocks <= self.nknown:
+            return
+        self.nknown = num_full_blocks
+        keys = self._keys
+        if keys is not None and len(keys) < num_full_blocks:
+            bs, base = self.block_size, self._out_base()
+            first = (len(keys) + 1) * bs
+            keys.extend(range(base + first, base + num_full_blocks * bs + 1, bs))
 
     def block_rank(self, index: int) -> int:
         last = (index + 1) * self.block_size - 1
         if last >= self.prompt_len:
             return GENERATION_RANK
+        if self.seg_ends is None:
+            self.seg_ends = []
+            end = 0
+            for s in self.req.segments:
+                end += s.tokens
+                self.seg_ends.append(end)
+                self.seg_ranks.append(RANK.get(s.retention, 1))
         return self.seg_ranks[bisect.bisect_right(self.seg_ends, last)]
 
     def hit_tokens_by_retention(self, hit_tokens: int) -> dict[str, int]:

@@ -26,6 +26,7 @@ def window_len(
     until_arrival: int | None,
     waiting: bool,
     head_admissible: Callable[[], bool],
+    caching: bool = True,
 ) -> int:
     """Steps of the window starting now (0: take one exact step instead)."""
     n = len(running)
@@ -33,8 +34,8 @@ def window_len(
         return 0
     k = 1 << 62
     for s in running:
-        if s.num_computed != s.num_tokens - 1:
-            return 0
+        if s.num_computed != s.num_tokens - 1 or s.rec.first_token_s is None:
+            return 0  # still in prefill (one prompt token left is no decode: it sets TTFT)
         left = s.max_out - s.num_out
         if left < k:
             k = left
@@ -43,7 +44,7 @@ def window_len(
             return 0
         bs = block_size
         for s in running:  # a shared output block filling could turn into a hit
-            if s.req.output_content_id is not None:
+            if caching and s.req.output_content_id is not None:
                 k = min(k, (bs - 1 - s.num_computed) % bs)
     if k <= 0:
         return 0

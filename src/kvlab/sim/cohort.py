@@ -1,0 +1,144 @@
+"""The decoding requests of a run, kept lazily (the engine's fast path).
+
+While every running request decodes (one token per step), a step changes each
+of them the same way: one more computed token, one more output token, and a
+new block every ``B`` steps at a fixed phase. The cohort keeps those requests
+without touching them per step: their counters are valid as of the step they
+were last synced, a global step counter ``D`` says how far the run is, and the
+start tick of every step since the cohort formed is kept (``times``), so a
+request's decode blocks get their exact hand-out ticks when it is synced (at
+its finish, or when the cohort dissolves for an exact step). Block allocations
+per step come from a per-phase count, completions from a heap.
+
+Only for the extent pool, FCFS, and requests whose output nobody else can hit
+(fresh output, or prefix caching off): their decode blocks are keyed lazily
+(:class:`kvlab.sim.extents.ExtentKV`), so a step needs no per-request caching.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+from kvlab.sim.sequence import NEVER, Seq
+
+
+class Cohort:
+    """Decoding requests advanced lazily.
+
+    Invariants, for a member ``s`` (``s.in_cohort``): its counters
+    (``num_computed``, ``num_out``, ``num_tokens``, ``nblocks``, ``pending``,
+    ``num_cached_blocks``) are as of step ``s.dz``; it computed one token in each
+    step since; it takes one block at steps ``s.da, s.da + B, ...``; ``cnt[p]``
+    members have ``da % B == p``; ``heap`` holds ``(last step, run_seq, s)`` per
+    member (the step that emits its last token); ``ctx`` = sum over members of
+    ``num_computed + 1`` as of step ``D``; ``times[d]`` is the start tick of step
+    ``d`` for ``d <= D`` (``times[D]`` is now).
+    """
+
+    def __init__(self, block_size: int, caching: bool) -> None:
+        self.bs = block_size
+        self.caching = caching
+        self.cnt = [0] * block_size
+        self.heap: list[tuple[int, int, Seq]] = []
+        self.n = 0
+        self.ctx = 0
+        self.D = 0
+        self.times: list[int] = [0]
+
+    def eligible(self, s: Seq) -> bool:
+        """Whether a running request can join: it decodes and its output blocks are
+        keyed lazily (nobody else can hit them)."""
+        return (
+            s.num_computed == s.num_tokens - 1
+            and s.rec.first_token_s is not None
+            and (s.lazy_from < NEVER or not self.caching)
+        )
+
+    def start(self, now: int) -> None:
+        """Begin an empty cohort at tick ``now`` (step 0)."""
+        self.D = 0
+        self.times = [now]
+
+    def enter(self, s: Seq) -> None:
+        d = self.D
+        s.dz = d
+        da = d + s.nblocks * self.bs - s.num_computed
+        s.da = da
+        self.cnt[da % self.bs] += 1
+        heapq.heappush(self.heap, (d + s.max_out - s.num_out - 1, s.run_seq, s))
+        self.n += 1
+        self.ctx += s.num_computed + 1
+        s.in_cohort = True
+
+    def sync(self, s: Seq) -> None:
+        """Bring a member's counters and blocks up to step ``D``."""
+        d = self.D - s.dz
+        if not d:
+            return
+        s.num_computed += d
+        s.num_out += d
+        s.num_tokens += d
+        da = s.da
+        if da < self.D:
+            bs, times = self.bs, self.times
+            steps = range(da, self.D, bs)
+            s.pending += [[times[x], 1] for x in steps]
+            s.nblocks += len(steps)
+            s.da = da + len(steps) * bs
+        if self.caching:
+            s.num_cached_blocks = s.num_computed // self.bs
+        s.dz = self.D
+
+    def leave(self, s: Seq) -> None:
+        """Sync a member that leaves (its heap entry is popped by the caller)."""
+        self.sync(s)
+        self.cnt[s.da % self.bs] -= 1
+        self.n -= 1
+        self.ctx -= s.num_computed + 1
+        s.in_cohort = False
+
+    def dissolve(self, running: list[Any]) -> None:
+        """Sync every member and empty the cohort (before an exact step)."""
+        for s in running:
+            if s.in_cohort:
+                self.sync(s)
+                s.in_cohort = False
+        self.cnt = [0] * self.bs
+        self.heap = []
+        self.n = 0
+        self.ctx = 0
+
+    def steps_to_finish(self) -> int:
+        """Steps until (and including) the one that finishes the next member."""
+        return self.heap[0][0] - self.D + 1
+
+    def counts(self, k: int) -> list[int]:
+        """Blocks the members take at each of the next ``k`` steps."""
+        p = self.D % self.bs
+        rot = self.cnt[p:] + self.cnt[:p]
+        reps = k // self.bs + 1
+        return (rot * reps)[:k]
+
+    def allocations(self, k: int) -> int:
+        """Blocks the members take in the next ``k`` steps."""
+        bs = self.bs
+        p = self.D % bs
+        rot = self.cnt[p:] + self.cnt[:p]
+        return (k // bs) * self.n + sum(rot[: k % bs])
+
+    def advance(self, end_times: list[int]) -> None:
+        """Record ``len(end_times)`` decode steps ending at those ticks."""
+        k = len(end_times)
+        self.times += end_times
+        self.D += k
+        self.ctx += self.n * k
+
+    def finishing(self) -> list[Seq]:
+        """Pop the members whose last step is done, synced, in running order."""
+        heap, out = self.heap, []
+        while heap and heap[0][0] < self.D:
+            s = heapq.heappop(heap)[2]
+            self.leave(s)
+            out.append(s)
+        return out
