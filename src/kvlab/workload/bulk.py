@@ -37,7 +37,7 @@ _REQUEST_FIELDS = (
 
 
 def _slot_setters(cls: type, names: tuple[str, ...]) -> dict[str, Any] | None:
-    """The slot descriptors' setters of ``cls`` by field, or None if its fields are not ``names``."""
+    """The setters of the slots of ``cls`` by field; None if its fields are not ``names``."""
     if tuple(f.name for f in fields(cls)) != names:
         return None
     slots = {n: cls.__dict__.get(n) for n in names}

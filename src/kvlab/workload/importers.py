@@ -110,7 +110,7 @@ def _read_mooncake(p: Path, name: str | None) -> Workload:
         arrivals.append(ts_ms / 1000.0)
         prompt_tokens.append(n_in)  # the segments' tokens: 512 per id, the rest in the last
     reqs = bulk.open_loop_requests(rids, prompts, outputs, arrivals, prompt_tokens)
-    out = list(zip(arrivals, reqs))
+    out = list(zip(arrivals, reqs, strict=True))
     meta: dict[str, Any] = {"source_format": "mooncake", "source": p.name, "num_rows": len(rows)}
     meta["block_tokens"] = MOONCAKE_BLOCK_TOKENS
     meta.update(counts.meta())
@@ -228,13 +228,15 @@ def _single_segment_requests(
     kept = [i for i, tokens in enumerate(n_in) if tokens != 0]
     counts.skipped_empty_prompt += len(n_in) - len(kept)
     if len(kept) < len(n_in):
-        n_in, n_out, arrivals = ([col[i] for i in kept] for col in (n_in, n_out, arrivals))
+        n_in = [n_in[i] for i in kept]
+        n_out = [n_out[i] for i in kept]
+        arrivals = [arrivals[i] for i in kept]
     counts.output_clamped += n_out.count(0)
     outputs = [o or 1 for o in n_out] if 0 in n_out else n_out
     ids = list(map(str, kept))
     segs = bulk.segments("user", n_in, list(map(content_prefix.__add__, ids)))
-    reqs = bulk.open_loop_requests(ids, list(zip(segs)), outputs, arrivals, n_in)
-    return list(zip(arrivals, reqs))
+    reqs = bulk.open_loop_requests(ids, [(s,) for s in segs], outputs, arrivals, n_in)
+    return list(zip(arrivals, reqs, strict=True))
 
 
 # --------------------------------------------------------------------------- Vidur
