@@ -53,7 +53,7 @@ _REQUEST_SETTERS = _slot_setters(Request, _REQUEST_FIELDS)
 def _fill(
     cls: type, n: int, setters: dict[str, Any], values: dict[str, Iterable[Any]]
 ) -> list[Any]:
-    objs = list(map(object.__new__, repeat(cls, n)))
+    objs: list[Any] = list(map(object.__new__, repeat(cls, n)))
     for name, set_slot in setters.items():
         deque(map(set_slot, objs, values[name]), maxlen=0)
     return objs
