@@ -421,7 +421,10 @@ def records_to_jsonl(records: Sequence[RequestRecord]) -> str:
             continue
         if None in values:
             return _jsonl_with_gaps(records)
-        if kind is float or kind is int:  # repr, as json writes numbers
+        constant = _constant_json(kind, values)
+        if constant is not None:  # the same in every line: part of the template
+            template.append(f'"{name}": ' + constant.replace("%", "%%"))
+        elif kind is float or kind is int:  # repr, as json writes numbers
             template.append(f'"{name}": %r')
             cells.append(values)
         elif kind is str and _plain_ascii("".join(values)):  # json adds only the quotes
@@ -453,6 +456,18 @@ def _column_kind(values: Sequence[Any]) -> type | None:
     if kind is float and not all(math.isfinite(v) for v in values if v is not None):
         return None
     return kind
+
+
+def _constant_json(kind: type, values: Sequence[Any]) -> str | None:
+    """The JSON of a column of ints or strs that holds one value only, or of empty dicts."""
+    if kind is dict:
+        return None if any(values) else "{}"
+    if kind is not int and kind is not str:
+        return None
+    first = values[0]
+    if values.count(first) != len(values):
+        return None
+    return _ENCODERS[kind](first)
 
 
 def _plain_ascii(text: str) -> bool:
