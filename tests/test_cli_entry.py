@@ -182,3 +182,34 @@ def test_plain_path_imports_no_cli_framework_and_no_numpy(tmp_path: Path) -> Non
     assert res.returncode == 0, res.stderr
     assert res.stderr == ""
     assert json.loads(res.stdout)["num_requests"] == 30
+
+
+def test_program_exit_runs_atexit_handlers_and_flushes(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_text(TRACE)
+    code = (
+        "import atexit, sys; atexit.register(lambda: print('atexit ran'));"
+        "sys.argv = ['kvlab', 'simulate', 't.csv', '--out', 'r', '--json'];"
+        "from kvlab.cli.entry import main; main(); print('not reached')"
+    )
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert res.returncode == 0, res.stderr
+    summary, tail = res.stdout.split("\n", 1)
+    assert json.loads(summary)["num_requests"] == 30
+    assert tail == "atexit ran\n"
+
+
+def test_main_with_argv_returns_and_restores_the_collector(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gc
+
+    from kvlab.cli.entry import main
+
+    (tmp_path / "t.csv").write_text(TRACE)
+    assert gc.isenabled()
+    main(["simulate", str(tmp_path / "t.csv"), "--out", str(tmp_path / "r"), "--json"])
+    assert gc.isenabled()
+    assert json.loads(capsys.readouterr().out)["num_requests"] == 30
