@@ -554,7 +554,7 @@ def timeseries_to_csv(ts: Mapping[str, Sequence[float]]) -> str:
     w.writerow(cols)
     if all(_plain_numbers(v) for v in ts.values()):
         # numbers never need CSV quoting, and a row always has a cell of the longest column
-        cells = [[_fmt_number(x) for x in v] + [""] * (n - len(v)) for v in ts.values()]
+        cells = [_fmt_column(v) + [""] * (n - len(v)) for v in ts.values()]
         buf.write("".join(map("%s\n".__mod__, map(",".join, zip(*cells, strict=True)))))
         return buf.getvalue()
     for i in range(n):
@@ -564,6 +564,19 @@ def timeseries_to_csv(ts: Mapping[str, Sequence[float]]) -> str:
 
 def _plain_numbers(values: Sequence[Any]) -> bool:
     return set(map(type, values)) <= {float, int}
+
+
+def _fmt_column(values: Sequence[float]) -> list[str]:
+    """:func:`_fmt` of each value (exact floats or ints); whole-number float columns at once."""
+    if (
+        values
+        and set(map(type, values)) == {float}
+        and all(map(float.is_integer, values))
+        and -1e15 < min(values)
+        and max(values) < 1e15
+    ):
+        return list(map(str, map(int, values)))
+    return [_fmt_number(x) for x in values]
 
 
 def _fmt_number(v: float) -> str:
