@@ -572,7 +572,7 @@ def _fmt_column(values: Sequence[float]) -> list[str]:
         values
         and set(map(type, values)) == {float}
         and all(map(float.is_integer, values))
-        and -1e15 < min(values)
+        and min(values) > -1e15
         and max(values) < 1e15
     ):
         return list(map(str, map(int, values)))
