@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +43,7 @@ from kvlab.sim.policies.lru import LRU
 from kvlab.sim.resolve import Resolved, resolve
 from kvlab.sim.scheduler import Scheduler, StepPlan
 from kvlab.sim.sequence import FINISHED, NEVER, Seq
-from kvlab.sim.windows import steps_before, window_len
+from kvlab.sim.windows import window_len
 from kvlab.workload.records import Request, Workload
 
 Progress = Callable[[int, int], None]
@@ -383,12 +384,22 @@ class Engine:
             return False
         if sched.num_waiting() and sched.can_admit_head(now, budget - n):
             return self._lazy_step(budget - n)
+        # the window: up to the next finish, no step starting at or after the next
+        # arrival (steps only grow, so the first one bounds how many can start)
         k = co.steps_to_finish()
-        cost = self.r.cost
+        cost, s0 = self.r.cost, co.ctx
+        deadline = 0
         if self.arrivals:
-            until = self.arrivals[0][0] - now
-            if cost.window_ticks(n, co.ctx, k - 1) >= until:
-                k = steps_before(cost, until, n, co.ctx, k)
+            deadline = self.arrivals[0][0]
+            first = cost.window_ticks(n, s0, 1)
+            k = min(k, -(-(deadline - now) // first))
+        step_ends = getattr(cost, "step_ends", None)
+        if step_ends is not None:
+            ends = step_ends(n, s0, k, now)
+        else:
+            ends = [now + cost.window_ticks(n, s0, i) for i in range(1, k + 1)]
+        if deadline and ends[-1] > deadline:  # steps starting before the arrival
+            k = bisect_left(ends, deadline, 0, k - 1) + 1
         free = self.pool.num_free
         if co.allocations(k) > free:
             lo, hi = 0, k - 1
@@ -402,21 +413,16 @@ class Engine:
         if k <= 0:
             co.dissolve(running)
             return False
-        self._lazy_window(k)
+        self._lazy_window(ends[:k])
         return True
 
-    def _lazy_window(self, k: int) -> None:
+    def _lazy_window(self, ends: list[int]) -> None:
+        """Run the cohort through decode steps ending at the ticks ``ends``."""
         co = self.cohort
         pool = self.pool
         assert co is not None and isinstance(pool, ExtentPool)
-        n, s0, now0 = co.n, co.ctx, self.now
-        cost = self.r.cost
-        step_ends = getattr(cost, "step_ends", None)
-        if step_ends is not None:
-            ends = step_ends(n, s0, k, now0)
-        else:
-            ends = [now0 + cost.window_ticks(n, s0, i) for i in range(1, k + 1)]
-        pool.take_steps(co.counts(k), [now0, *ends[:-1]])
+        k = len(ends)
+        pool.take_steps(co.counts(k), [self.now, *ends[:-1]])
         co.advance(ends)
         self.now = ends[-1]
         self.c["num_steps"] += k
