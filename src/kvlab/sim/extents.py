@@ -232,23 +232,40 @@ class ExtentPool:
         self.queued -= n
         self.num_evicted += n
         head, life, idle = self.head, self.lifetime, self.idle
+        acc_l = acc_i = acc_n = 0  # pending count for the bins (acc_l, acc_i)
         while n:
             e = head.qnext
             m = e.n
-            born = e.born
-            if born.__class__ is list:  # evicted from the end: the last stamps
-                for b in born[m - n if m > n else 0 :]:
-                    life[(now - b).bit_length()] += 1
-                    if e.used is None:
-                        idle[(now - b).bit_length()] += 1
-                if m > n:
-                    del born[m - n :]
+            x = m if m <= n else n
+            born, used = e.born, e.used
+            if born.__class__ is list:  # evicted from the end: the last x stamps
+                stamps = born[m - x :]
+                bl = (now - stamps[0]).bit_length()
+                if bl != (now - stamps[-1]).bit_length():  # stamps ascend: bins descend
+                    for b in stamps:
+                        life[(now - b).bit_length()] += 1
+                        if used is None:
+                            idle[(now - b).bit_length()] += 1
+                    if used is not None:
+                        idle[(now - used).bit_length()] += x
+                    bl = -1
+                else:
+                    bi = bl if used is None else (now - used).bit_length()
+                if x < m:
+                    del born[m - x :]
             else:
-                life[(now - born).bit_length()] += m if m <= n else n
-            if e.used is not None:
-                idle[(now - e.used).bit_length()] += m if m <= n else n
-            if m > n:
-                e.n = m - n
+                bl = (now - born).bit_length()
+                bi = (now - used).bit_length()  # type: ignore[operator]  # int with int born
+            if bl >= 0:
+                if bl == acc_l and bi == acc_i:
+                    acc_n += x
+                else:
+                    if acc_n:
+                        life[acc_l] += acc_n
+                        idle[acc_i] += acc_n
+                    acc_l, acc_i, acc_n = bl, bi, x
+            if x < m:
+                e.n = m - x
                 break
             q = e.qnext
             head.qnext = q
@@ -256,6 +273,9 @@ class ExtentPool:
             self._drop(e)
             e.n = 0
             n -= m
+        if acc_n:
+            life[acc_l] += acc_n
+            idle[acc_i] += acc_n
 
     def take_steps(self, counts: list[int], starts: list[int]) -> None:
         """:meth:`take` ``counts[i]`` blocks at tick ``starts[i]``, for each i in order
