@@ -15,8 +15,9 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
+from itertools import accumulate
 from typing import Any
 
 from kvlab.errors import CapacityError, WorkloadError
@@ -400,33 +401,25 @@ class Engine:
             ends = [now + cost.window_ticks(n, s0, i) for i in range(1, k + 1)]
         if deadline and ends[-1] > deadline:  # steps starting before the arrival
             k = bisect_left(ends, deadline, 0, k - 1) + 1
-        free = self.pool.num_free
-        if co.allocations(k) > free:
-            lo, hi = 0, k - 1
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if co.allocations(mid) <= free:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            k = lo
-        if k <= 0:
-            co.dissolve(running)
-            return False
-        self._lazy_window(ends[:k])
-        return True
-
-    def _lazy_window(self, ends: list[int]) -> None:
-        """Run the cohort through decode steps ending at the ticks ``ends``."""
-        co = self.cohort
+        counts = co.counts(k)
         pool = self.pool
-        assert co is not None and isinstance(pool, ExtentPool)
-        k = len(ends)
-        pool.take_steps(co.counts(k), [self.now, *ends[:-1]])
+        assert isinstance(pool, ExtentPool)
+        free = pool.clean + pool.queued
+        if sum(counts) > free:  # up to the last step whose blocks fit
+            k = bisect_right(list(accumulate(counts)), free)
+            if k <= 0:
+                co.dissolve(running)
+                return False
+            del counts[k:]
+        if k < len(ends):
+            del ends[k:]
+        pool.take_steps(counts, now, ends)
         co.advance(ends)
         self.now = ends[-1]
         self.c["num_steps"] += k
-        self._finish_members()
+        if co.heap[0][0] < co.D:
+            self._finish_members()
+        return True
 
     def _lazy_step(self, budget: int) -> bool:
         """One exact step (see :meth:`_lazy_event`); ``budget``: tokens after the members'."""
@@ -596,8 +589,7 @@ class Engine:
     # -- observation and results ------------------------------------------------
     def _observe(self) -> None:
         pool = self.pool
-        if not self.series.due(self.now):
-            self.series.observe(self.now, pool.usage(), None)
+        if not self.series.tick(self.now, pool.usage()):
             return
         usable = pool.num_blocks - 1
         row = {
@@ -607,7 +599,7 @@ class Engine:
             "offload_usage_perc": self.offload.usage() if self.offload else 0.0,
             "prefix_cache_hit_tokens": float(self.c["prefix_cache_hits"]),
         }
-        self.series.observe(self.now, pool.usage(), row)
+        self.series.sample(self.now, row)
 
     def _result(self, wall_s: float) -> RunResult:
         recs = self.records

@@ -277,9 +277,10 @@ class ExtentPool:
             life[acc_l] += acc_n
             idle[acc_i] += acc_n
 
-    def take_steps(self, counts: list[int], starts: list[int]) -> None:
-        """:meth:`take` ``counts[i]`` blocks at tick ``starts[i]``, for each i in order
-        (a decode window); histogram counts are added once per run of equal bins."""
+    def take_steps(self, counts: list[int], now: int, ends: list[int]) -> None:
+        """:meth:`take` ``counts[i]`` blocks at the start of decode step i, for each i
+        in order (step 0 starts at ``now``, step i at ``ends[i - 1]``); histogram
+        counts are added once per run of equal bins."""
         total = sum(counts)
         c = self.clean
         if total <= c:
@@ -290,7 +291,12 @@ class ExtentPool:
         self.num_evicted += total - c
         head, life, idle = self.head, self.lifetime, self.idle
         acc_l = acc_i = acc_n = 0  # pending count for the bins (acc_l, acc_i)
-        for m, t in zip(counts, starts, strict=True):
+        t_next = now
+        for m, t_end in zip(counts, ends, strict=True):
+            t = t_next  # the step's start
+            t_next = t_end
+            if not m:
+                continue
             if c:
                 if m <= c:
                     c -= m
