@@ -445,8 +445,9 @@ class ExtentKV:
     Per request (see :class:`kvlab.sim.sequence.Seq`): ``table`` lists ``[extent,
     blocks]`` entries in block order (hit extents, then its own cached ones:
     ``nkeyed`` blocks), ``pending`` the ``[born, count]`` groups of its unkeyed
-    blocks after them, ``nblocks`` all of them, ``last_ext`` the extent it may
-    still grow.
+    blocks after them, then ``dstamps``: the hand-out ticks of the decode blocks
+    it took as a cohort member (:mod:`kvlab.sim.cohort`), one each; ``nblocks``
+    all of them, ``last_ext`` the extent it may still grow.
 
     Fresh output (no output content id: blocks ``lazy_from`` on) is a run no
     other request has, so only its owner could hit it, and only once it has
@@ -525,8 +526,17 @@ class ExtentKV:
         self._cache(seq, min(computed + num_new_tokens, seq.num_tokens), now)
         return []
 
+    @staticmethod
+    def flush_stamps(seq: Any) -> None:
+        """Move a request's decode stamps to its pending groups (before appending)."""
+        if seq.dstamps:
+            seq.pending += [[t, 1] for t in seq.dstamps]
+            seq.dstamps = []
+
     def extend(self, seq: Any, num_new_tokens: int, now: int = 0) -> bool:
         """Allocate slots for a running request's next ``num_new_tokens``; False if full."""
+        if seq.dstamps:
+            self.flush_stamps(seq)
         need_slot = min(seq.num_computed + num_new_tokens, self.max_model_len)
         need = cdiv(need_slot, self.block_size) - seq.nblocks
         if need > 0:
@@ -541,6 +551,8 @@ class ExtentKV:
 
     def grow_one(self, seq: Any, now: int) -> None:
         """Record one block handed out to ``seq`` at ``now`` (taken by the caller)."""
+        if seq.dstamps:
+            self.flush_stamps(seq)
         seq.pending.append([now, 1])
         seq.nblocks += 1
 
@@ -567,6 +579,8 @@ class ExtentKV:
                 return
         seq.ensure_keys(n_full)
         seq.nkeyed = n_full
+        if seq.dstamps:
+            self.flush_stamps(seq)
         ends, pending, table = seq.ends, seq.pending, seq.table
         cache, bs = self.pool.cache, self.block_size
         p = bisect_right(ends, i)
@@ -597,27 +611,33 @@ class ExtentKV:
     def free(self, seq: Any, now: int = 0, *, final: bool = False) -> None:
         """Release the request's blocks, tail first (vLLM ``free``)."""
         pool = self.pool
-        pending = seq.pending
+        pending, stamps = seq.pending, seq.dstamps
         lazy = seq.num_cached_blocks - seq.nkeyed
         if lazy > 0:
             borns: list[int] = []
             k = 0
-            while lazy:
+            while lazy and k < len(pending):
                 g = pending[k]
                 b, c = g
                 if c > lazy:
                     borns += [b] * lazy
                     g[1] = c - lazy
+                    lazy = 0
                     break
                 borns += [b] * c if c > 1 else (b,)
                 lazy -= c
                 k += 1
             del pending[:k]
+            if lazy:
+                borns += stamps[:lazy]
+                del stamps[:lazy]
             seq.ensure_keys(seq.num_cached_blocks)
             e = pool.cache_stamped(seq.key_at(seq.nkeyed), borns)
             seq.table.append([e, len(borns)])
         for _, c in pending:
             pool.clean += c
+        pool.clean += len(stamps)
+        seq.dstamps = []
         pool.release(seq.table)
         seq.table = []
         seq.pending = []
