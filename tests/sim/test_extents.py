@@ -179,6 +179,7 @@ class _Seq:
         self.keys, self.ends = keys, ends
         self.table: list[list[object]] = []
         self.pending: list[list[int]] = []
+        self.dstamps: list[int] = []
         self.last_ext = None
         self.nblocks = self.num_cached_blocks = self.nkeyed = self.num_computed = 0
         self.num_tokens = 4 * len(keys) + 1

@@ -27,7 +27,7 @@ class Cohort:
     """Decoding requests advanced lazily.
 
     Invariants, for a member ``s`` (``s.in_cohort``): its counters
-    (``num_computed``, ``num_out``, ``num_tokens``, ``nblocks``, ``pending``,
+    (``num_computed``, ``num_out``, ``num_tokens``, ``nblocks``, ``dstamps``,
     ``num_cached_blocks``) are as of step ``s.dz``; it computed one token in each
     step since; it takes one block at steps ``s.da, s.da + B, ...``; ``cnt[p]``
     members have ``da % B == p``; ``heap`` holds ``(last step, run_seq, s)`` per
@@ -81,11 +81,11 @@ class Cohort:
         s.num_tokens += d
         da = s.da
         if da < self.D:
-            bs, times = self.bs, self.times
-            steps = range(da, self.D, bs)
-            s.pending += [[times[x], 1] for x in steps]
-            s.nblocks += len(steps)
-            s.da = da + len(steps) * bs
+            bs = self.bs
+            m = (self.D - 1 - da) // bs + 1
+            s.dstamps += self.times[da : self.D : bs]
+            s.nblocks += m
+            s.da = da + m * bs
         if self.caching:
             s.num_cached_blocks = s.num_computed // self.bs
         s.dz = self.D
@@ -104,6 +104,9 @@ class Cohort:
             if s.in_cohort:
                 self.sync(s)
                 s.in_cohort = False
+                if s.dstamps:  # pending groups take the next blocks
+                    s.pending += [[t, 1] for t in s.dstamps]
+                    s.dstamps = []
         self.cnt = [0] * self.bs
         self.heap = []
         self.n = 0

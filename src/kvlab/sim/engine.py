@@ -15,7 +15,9 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
+from itertools import accumulate
 from typing import Any
 
 from kvlab.errors import CapacityError, WorkloadError
@@ -42,7 +44,7 @@ from kvlab.sim.policies.lru import LRU
 from kvlab.sim.resolve import Resolved, resolve
 from kvlab.sim.scheduler import Scheduler, StepPlan
 from kvlab.sim.sequence import FINISHED, NEVER, Seq
-from kvlab.sim.windows import steps_before, window_len
+from kvlab.sim.windows import window_len
 from kvlab.workload.records import Request, Workload
 
 Progress = Callable[[int, int], None]
@@ -383,44 +385,41 @@ class Engine:
             return False
         if sched.num_waiting() and sched.can_admit_head(now, budget - n):
             return self._lazy_step(budget - n)
+        # the window: up to the next finish, no step starting at or after the next
+        # arrival (steps only grow, so the first one bounds how many can start)
         k = co.steps_to_finish()
-        cost = self.r.cost
+        cost, s0 = self.r.cost, co.ctx
+        deadline = 0
         if self.arrivals:
-            until = self.arrivals[0][0] - now
-            if cost.window_ticks(n, co.ctx, k - 1) >= until:
-                k = steps_before(cost, until, n, co.ctx, k)
-        free = self.pool.num_free
-        if co.allocations(k) > free:
-            lo, hi = 0, k - 1
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if co.allocations(mid) <= free:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            k = lo
-        if k <= 0:
-            co.dissolve(running)
-            return False
-        self._lazy_window(k)
-        return True
-
-    def _lazy_window(self, k: int) -> None:
-        co = self.cohort
-        pool = self.pool
-        assert co is not None and isinstance(pool, ExtentPool)
-        n, s0, now0 = co.n, co.ctx, self.now
-        cost = self.r.cost
+            deadline = self.arrivals[0][0]
+            first = cost.window_ticks(n, s0, 1)
+            k = min(k, -(-(deadline - now) // first))
         step_ends = getattr(cost, "step_ends", None)
         if step_ends is not None:
-            ends = step_ends(n, s0, k, now0)
+            ends = step_ends(n, s0, k, now)
         else:
-            ends = [now0 + cost.window_ticks(n, s0, i) for i in range(1, k + 1)]
-        pool.take_steps(co.counts(k), [now0, *ends[:-1]])
+            ends = [now + cost.window_ticks(n, s0, i) for i in range(1, k + 1)]
+        if deadline and ends[-1] > deadline:  # steps starting before the arrival
+            k = bisect_left(ends, deadline, 0, k - 1) + 1
+        counts = co.counts(k)
+        pool = self.pool
+        assert isinstance(pool, ExtentPool)
+        free = pool.clean + pool.queued
+        if sum(counts) > free:  # up to the last step whose blocks fit
+            k = bisect_right(list(accumulate(counts)), free)
+            if k <= 0:
+                co.dissolve(running)
+                return False
+            del counts[k:]
+        if k < len(ends):
+            del ends[k:]
+        pool.take_steps(counts, now, ends)
         co.advance(ends)
         self.now = ends[-1]
         self.c["num_steps"] += k
-        self._finish_members()
+        if co.heap[0][0] < co.D:
+            self._finish_members()
+        return True
 
     def _lazy_step(self, budget: int) -> bool:
         """One exact step (see :meth:`_lazy_event`); ``budget``: tokens after the members'."""
@@ -590,8 +589,7 @@ class Engine:
     # -- observation and results ------------------------------------------------
     def _observe(self) -> None:
         pool = self.pool
-        if not self.series.due(self.now):
-            self.series.observe(self.now, pool.usage(), None)
+        if not self.series.tick(self.now, pool.usage()):
             return
         usable = pool.num_blocks - 1
         row = {
@@ -601,7 +599,7 @@ class Engine:
             "offload_usage_perc": self.offload.usage() if self.offload else 0.0,
             "prefix_cache_hit_tokens": float(self.c["prefix_cache_hits"]),
         }
-        self.series.observe(self.now, pool.usage(), row)
+        self.series.sample(self.now, row)
 
     def _result(self, wall_s: float) -> RunResult:
         recs = self.records

@@ -232,23 +232,40 @@ class ExtentPool:
         self.queued -= n
         self.num_evicted += n
         head, life, idle = self.head, self.lifetime, self.idle
+        acc_l = acc_i = acc_n = 0  # pending count for the bins (acc_l, acc_i)
         while n:
             e = head.qnext
             m = e.n
-            born = e.born
-            if born.__class__ is list:  # evicted from the end: the last stamps
-                for b in born[m - n if m > n else 0 :]:
-                    life[(now - b).bit_length()] += 1
-                    if e.used is None:
-                        idle[(now - b).bit_length()] += 1
-                if m > n:
-                    del born[m - n :]
+            x = m if m <= n else n
+            born, used = e.born, e.used
+            if born.__class__ is list:  # evicted from the end: the last x stamps
+                stamps = born[m - x :]
+                bl = (now - stamps[0]).bit_length()
+                if bl != (now - stamps[-1]).bit_length():  # stamps ascend: bins descend
+                    for b in stamps:
+                        life[(now - b).bit_length()] += 1
+                        if used is None:
+                            idle[(now - b).bit_length()] += 1
+                    if used is not None:
+                        idle[(now - used).bit_length()] += x
+                    bl = -1
+                else:
+                    bi = bl if used is None else (now - used).bit_length()
+                if x < m:
+                    del born[m - x :]
             else:
-                life[(now - born).bit_length()] += m if m <= n else n
-            if e.used is not None:
-                idle[(now - e.used).bit_length()] += m if m <= n else n
-            if m > n:
-                e.n = m - n
+                bl = (now - born).bit_length()
+                bi = (now - used).bit_length()  # type: ignore[operator]  # int with int born
+            if bl >= 0:
+                if bl == acc_l and bi == acc_i:
+                    acc_n += x
+                else:
+                    if acc_n:
+                        life[acc_l] += acc_n
+                        idle[acc_i] += acc_n
+                    acc_l, acc_i, acc_n = bl, bi, x
+            if x < m:
+                e.n = m - x
                 break
             q = e.qnext
             head.qnext = q
@@ -256,10 +273,14 @@ class ExtentPool:
             self._drop(e)
             e.n = 0
             n -= m
+        if acc_n:
+            life[acc_l] += acc_n
+            idle[acc_i] += acc_n
 
-    def take_steps(self, counts: list[int], starts: list[int]) -> None:
-        """:meth:`take` ``counts[i]`` blocks at tick ``starts[i]``, for each i in order
-        (a decode window); histogram counts are added once per run of equal bins."""
+    def take_steps(self, counts: list[int], now: int, ends: list[int]) -> None:
+        """:meth:`take` ``counts[i]`` blocks at the start of decode step i, for each i
+        in order (step 0 starts at ``now``, step i at ``ends[i - 1]``); histogram
+        counts are added once per run of equal bins."""
         total = sum(counts)
         c = self.clean
         if total <= c:
@@ -270,7 +291,12 @@ class ExtentPool:
         self.num_evicted += total - c
         head, life, idle = self.head, self.lifetime, self.idle
         acc_l = acc_i = acc_n = 0  # pending count for the bins (acc_l, acc_i)
-        for m, t in zip(counts, starts, strict=True):
+        t_next = now
+        for m, t_end in zip(counts, ends, strict=True):
+            t = t_next  # the step's start
+            t_next = t_end
+            if not m:
+                continue
             if c:
                 if m <= c:
                     c -= m
@@ -419,8 +445,9 @@ class ExtentKV:
     Per request (see :class:`kvlab.sim.sequence.Seq`): ``table`` lists ``[extent,
     blocks]`` entries in block order (hit extents, then its own cached ones:
     ``nkeyed`` blocks), ``pending`` the ``[born, count]`` groups of its unkeyed
-    blocks after them, ``nblocks`` all of them, ``last_ext`` the extent it may
-    still grow.
+    blocks after them, then ``dstamps``: the hand-out ticks of the decode blocks
+    it took as a cohort member (:mod:`kvlab.sim.cohort`), one each; ``nblocks``
+    all of them, ``last_ext`` the extent it may still grow.
 
     Fresh output (no output content id: blocks ``lazy_from`` on) is a run no
     other request has, so only its owner could hit it, and only once it has
@@ -499,8 +526,17 @@ class ExtentKV:
         self._cache(seq, min(computed + num_new_tokens, seq.num_tokens), now)
         return []
 
+    @staticmethod
+    def flush_stamps(seq: Any) -> None:
+        """Move a request's decode stamps to its pending groups (before appending)."""
+        if seq.dstamps:
+            seq.pending += [[t, 1] for t in seq.dstamps]
+            seq.dstamps = []
+
     def extend(self, seq: Any, num_new_tokens: int, now: int = 0) -> bool:
         """Allocate slots for a running request's next ``num_new_tokens``; False if full."""
+        if seq.dstamps:
+            self.flush_stamps(seq)
         need_slot = min(seq.num_computed + num_new_tokens, self.max_model_len)
         need = cdiv(need_slot, self.block_size) - seq.nblocks
         if need > 0:
@@ -515,6 +551,8 @@ class ExtentKV:
 
     def grow_one(self, seq: Any, now: int) -> None:
         """Record one block handed out to ``seq`` at ``now`` (taken by the caller)."""
+        if seq.dstamps:
+            self.flush_stamps(seq)
         seq.pending.append([now, 1])
         seq.nblocks += 1
 
@@ -541,6 +579,8 @@ class ExtentKV:
                 return
         seq.ensure_keys(n_full)
         seq.nkeyed = n_full
+        if seq.dstamps:
+            self.flush_stamps(seq)
         ends, pending, table = seq.ends, seq.pending, seq.table
         cache, bs = self.pool.cache, self.block_size
         p = bisect_right(ends, i)
@@ -571,27 +611,33 @@ class ExtentKV:
     def free(self, seq: Any, now: int = 0, *, final: bool = False) -> None:
         """Release the request's blocks, tail first (vLLM ``free``)."""
         pool = self.pool
-        pending = seq.pending
+        pending, stamps = seq.pending, seq.dstamps
         lazy = seq.num_cached_blocks - seq.nkeyed
         if lazy > 0:
             borns: list[int] = []
             k = 0
-            while lazy:
+            while lazy and k < len(pending):
                 g = pending[k]
                 b, c = g
                 if c > lazy:
                     borns += [b] * lazy
                     g[1] = c - lazy
+                    lazy = 0
                     break
                 borns += [b] * c if c > 1 else (b,)
                 lazy -= c
                 k += 1
             del pending[:k]
+            if lazy:
+                borns += stamps[:lazy]
+                del stamps[:lazy]
             seq.ensure_keys(seq.num_cached_blocks)
             e = pool.cache_stamped(seq.key_at(seq.nkeyed), borns)
             seq.table.append([e, len(borns)])
         for _, c in pending:
             pool.clean += c
+        pool.clean += len(stamps)
+        seq.dstamps = []
         pool.release(seq.table)
         seq.table = []
         seq.pending = []

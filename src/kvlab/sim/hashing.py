@@ -100,8 +100,7 @@ class ChainInterner:
             k = (node, seg.content_id, n)
             v = get(k)
             if v is None:
-                c = self.content(seg.content_id)
-                v = steps[k] = (self.node(node, c, n), self.key(node, c, n) - n)
+                v = steps[k] = self._step(node, seg.content_id, n)
             child, rbase = v
             end = start + n
             first = (start // block_size + 1) * block_size
@@ -113,6 +112,25 @@ class ChainInterner:
             node = child
             start = end
         return firsts, node
+
+    def _step(self, node: int, content_id: str, n: int) -> tuple[int, int]:
+        """(child node, run << OFFSET_BITS) of ``n`` tokens of ``content_id`` after ``node``."""
+        if n >= 1 << OFFSET_BITS:
+            raise ValueError(f"a segment of more than {1 << OFFSET_BITS} tokens")
+        c = self._content.get(content_id)
+        if c is None:
+            c = self._content[content_id] = self._next_content
+            self._next_content += 1
+        nodes, runs = self._nodes, self._runs
+        k = (node, c, n)
+        child = nodes.get(k)
+        if child is None:
+            child = nodes[k] = len(nodes) + 1
+        k2 = (node, c)
+        r = runs.get(k2)
+        if r is None:
+            r = runs[k2] = len(runs)
+        return child, r << OFFSET_BITS
 
     def prompt_keys(
         self, segments: list[tuple[int, int]], block_size: int, ends: list[int] | None = None

@@ -51,6 +51,27 @@ class TimeSeries:
             for k, v in row.items():
                 self.cols[k].append(v)
 
+    def tick(self, now: int, usage: float) -> bool:
+        """Account usage at ``now`` (an event boundary); True when a sample is due,
+        then pass the other columns to :meth:`sample`."""
+        last = self._last_t
+        if self._t0 is None:
+            self._t0 = last = now
+        self._area += self._last_usage * (now - last)
+        self._last_t, self._last_usage = now, usage
+        if usage > self.usage_max:
+            self.usage_max = usage
+        s = self._last_sample
+        return s is None or now - s >= self.interval
+
+    def sample(self, now: int, row: dict[str, float]) -> None:
+        """Take the sample :meth:`tick` said was due (usage as ticked)."""
+        self._last_sample = now
+        self.cols["t_s"].append(now / TICKS_PER_S)
+        self.cols["kv_cache_usage_perc"].append(self._last_usage)
+        for k, v in row.items():
+            self.cols[k].append(v)
+
     def usage_mean(self) -> float:
         span = self._last_t - (self._t0 or 0)
         return self._area / span if span > 0 else self._last_usage

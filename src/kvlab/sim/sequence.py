@@ -36,6 +36,7 @@ class Seq:
         "block_size",
         "blocks",
         "da",
+        "dstamps",
         "dz",
         "ends",
         "idx",
@@ -110,6 +111,7 @@ class Seq:
         self.dz = self.da = 0
         self.table: list[list[Any]] = []
         self.pending: list[list[int]] = []
+        self.dstamps: list[int] = []
         self.last_ext: Any = None
         self.num_cached_blocks = 0
         self.num_computed = 0
