@@ -225,56 +225,46 @@ def run_command(
 ) -> None:
     """The body of ``kvlab simulate`` (options already parsed).
 
-    The cyclic garbage collector stays paused for the whole command: the
-    workload, the engine and the result are acyclic (reference counting frees
-    them), and collections that would walk their hundreds of thousands of
-    objects each time the loader or the engine resumes it cost more than
-    parsing the trace.
+    The cyclic garbage collector stays paused for the whole command: a run
+    holds hundreds of thousands of long-lived objects, and the collections
+    that walked them each time the loader or the engine resumed the collector
+    cost more than parsing the trace. What a run leaves in reference cycles
+    (the engine's objects) is collected once, when the command ends (or not
+    at all: see :mod:`kvlab.cli.entry`).
     """
-    options = dict(locals())
     from kvlab._gc import paused_gc
 
     with paused_gc():
-        _run(**options)
+        _simulate_and_save(
+            workload=workload,
+            cfg=build_config(
+                model=model,
+                gpu=gpu,
+                mode=mode,
+                policy=policy,
+                block_size=block_size,
+                num_blocks=num_blocks,
+                kv_dtype=kv_dtype,
+                offload_gb=offload_gb,
+                no_prefix_caching=no_prefix_caching,
+                exact_steps=exact_steps,
+                seed=seed,
+                sets=sets,
+            ),
+            out=out,
+            fmt=fmt,
+            seed=seed,
+            as_json=as_json,
+            quiet=quiet,
+        )
 
 
-def _run(
-    *,
-    workload: str,
-    model: str,
-    gpu: str,
-    out: Path,
-    fmt: str | None,
-    policy: str,
-    block_size: int,
-    num_blocks: int | None,
-    kv_dtype: str | None,
-    offload_gb: float | None,
-    no_prefix_caching: bool,
-    mode: str,
-    exact_steps: bool,
-    sets: list[str],
-    seed: int,
-    as_json: bool,
-    quiet: bool,
+def _simulate_and_save(
+    *, workload: str, cfg: Any, out: Path, fmt: str | None, seed: int, as_json: bool, quiet: bool
 ) -> None:
     from kvlab.sim.engine import simulate
     from kvlab.workload.detect import load_workload
 
-    cfg = build_config(
-        model=model,
-        gpu=gpu,
-        mode=mode,
-        policy=policy,
-        block_size=block_size,
-        num_blocks=num_blocks,
-        kv_dtype=kv_dtype,
-        offload_gb=offload_gb,
-        no_prefix_caching=no_prefix_caching,
-        exact_steps=exact_steps,
-        seed=seed,
-        sets=sets,
-    )
     wl = load_workload(workload, fmt, seed=seed)
     show = not quiet and not as_json and sys.stderr.isatty()
     if show:
