@@ -186,6 +186,7 @@ class _Seq:
         self.lazy_from = 1 << 62
 
         self.nknown = len(keys)
+        self.pkey = [keys[e0] if e0 < len(keys) else None for e0 in [0, *ends[:-1]]]
 
     def ensure_keys(self, n: int) -> None:
         assert n <= len(self.keys)

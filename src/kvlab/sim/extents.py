@@ -231,7 +231,7 @@ class ExtentPool:
         n -= c
         self.queued -= n
         self.num_evicted += n
-        head, life, idle = self.head, self.lifetime, self.idle
+        head, life, idle, by_run = self.head, self.lifetime, self.idle, self.by_run
         acc_l = acc_i = acc_n = 0  # pending count for the bins (acc_l, acc_i)
         while n:
             e = head.qnext
@@ -270,7 +270,12 @@ class ExtentPool:
             q = e.qnext
             head.qnext = q
             q.qprev = head
-            self._drop(e)
+            run = e.key >> OFFSET_BITS  # forget it (ExtentPool._drop, inlined)
+            exts = by_run[run]
+            if len(exts) == 1:
+                del by_run[run]
+            else:
+                exts.remove(e)
             e.n = 0
             n -= m
         if acc_n:
@@ -289,7 +294,7 @@ class ExtentPool:
         self.clean = 0
         self.queued -= total - c
         self.num_evicted += total - c
-        head, life, idle = self.head, self.lifetime, self.idle
+        head, life, idle, by_run = self.head, self.lifetime, self.idle, self.by_run
         acc_l = acc_i = acc_n = 0  # pending count for the bins (acc_l, acc_i)
         t_next = now
         for m, t_end in zip(counts, ends, strict=True):
@@ -334,7 +339,12 @@ class ExtentPool:
                 q = e.qnext
                 head.qnext = q
                 q.qprev = head
-                self._drop(e)
+                run = e.key >> OFFSET_BITS  # forget it (ExtentPool._drop, inlined)
+                exts = by_run[run]
+                if len(exts) == 1:
+                    del by_run[run]
+                else:
+                    exts.remove(e)
                 e.n = 0
                 m -= x
         if acc_n:
@@ -581,10 +591,11 @@ class ExtentKV:
         seq.nkeyed = n_full
         if seq.dstamps:
             self.flush_stamps(seq)
-        ends, pending, table = seq.ends, seq.pending, seq.table
-        cache, bs = self.pool.cache, self.block_size
+        ends, pending, table, pkey = seq.ends, seq.pending, seq.table, seq.pkey
+        by_run, bs = self.pool.by_run, self.block_size
+        last = seq.last_ext
         p = bisect_right(ends, i)
-        while i < n_full:
+        while i < n_full:  # ExtentPool.cache, inlined
             group = pending[0]
             born, cnt = group
             t = ends[p] - i
@@ -592,14 +603,30 @@ class ExtentKV:
                 t = cnt
             if n_full - i < t:
                 t = n_full - i
-            e, new = cache(
-                seq.piece_key(p) + (i - (ends[p - 1] if p else 0)) * bs, t, born, seq.last_ext
-            )
-            if new:
-                table.append([e, t])
-                seq.last_ext = e
-            else:
+            k0 = pkey[p]
+            if k0 is None:
+                k0 = seq.piece_key(p)
+            key = k0 + (i - (ends[p - 1] if p else 0)) * bs
+            run = key >> OFFSET_BITS
+            exts = by_run.get(run)
+            if (
+                exts is not None
+                and exts[-1] is last
+                and last.ref == 1
+                and last.born == born
+                and last.used == born
+                and last.nxt is None
+                and last.key + last.n * bs == key
+            ):  # the request's newest extent continues: grow it
+                last.n += t
                 table[-1][1] += t
+            else:
+                last = Extent(key, t, 1, born, born)
+                if exts is None:
+                    by_run[run] = [last]
+                else:
+                    exts.append(last)
+                table.append([last, t])
             if t == cnt:
                 del pending[0]
             else:
@@ -607,6 +634,7 @@ class ExtentKV:
             i += t
             if i >= ends[p]:
                 p += 1
+        seq.last_ext = last
 
     def free(self, seq: Any, now: int = 0, *, final: bool = False) -> None:
         """Release the request's blocks, tail first (vLLM ``free``)."""
