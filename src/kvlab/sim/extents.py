@@ -527,12 +527,19 @@ class ExtentKV:
             raise ValueError("the extent pool has no lower tier")
         if not self.fits(seq, num_new_tokens, hit, 0, has_running):
             return None
-        seq.table = self.pool.touch(hit, now)
+        pool = self.pool
+        seq.table = pool.touch(hit, now) if hit.pieces else []
         seq.pending = []
         seq.last_ext = None
-        seq.nblocks = seq.num_cached_blocks = seq.nkeyed = hit.n
-        computed = hit.n * self.block_size
-        self._grow(seq, min(computed + num_new_tokens, self.max_model_len), now)
+        nh = hit.n
+        seq.nblocks = seq.num_cached_blocks = seq.nkeyed = nh
+        bs = self.block_size
+        computed = nh * bs
+        need = cdiv(min(computed + num_new_tokens, self.max_model_len), bs) - nh
+        if need > 0:
+            pool.take(need, now)
+            seq.pending.append([now, need])
+            seq.nblocks += need
         self._cache(seq, min(computed + num_new_tokens, seq.num_tokens), now)
         return []
 
@@ -565,13 +572,6 @@ class ExtentKV:
             self.flush_stamps(seq)
         seq.pending.append([now, 1])
         seq.nblocks += 1
-
-    def _grow(self, seq: Any, need_slot: int, now: int) -> None:
-        need = cdiv(need_slot, self.block_size) - seq.nblocks
-        if need > 0:
-            self.pool.take(need, now)
-            seq.pending.append([now, need])
-            seq.nblocks += need
 
     def cache_upto(self, seq: Any, num_tokens: int, now: int) -> None:
         """Cache the request's blocks filled by its first ``num_tokens`` tokens."""
