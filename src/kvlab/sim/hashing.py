@@ -28,13 +28,16 @@ class ChainInterner:
 
     Invariants: node 0 is the empty prefix; node and content ids are dense ints
     given in first-seen order, so the same workload always gets the same keys.
+    Two namings: :meth:`walk` (the engine: runs keyed by content id strings) and
+    :meth:`prompt_keys` (interned content ints); use one of them per interner.
     """
 
     def __init__(self) -> None:
         self._content: dict[str, int] = {}
         self._nodes: dict[tuple[int, int, int], int] = {}
-        self._runs: dict[tuple[int, int], int] = {}
+        self._runs: dict[tuple[int, int | str], int] = {}
         self._next_content = 0
+        self._next_node = 0
         #: (node, content id, tokens) -> (child node, run << OFFSET_BITS): the walk cache
         self._steps: dict[tuple[int, str, int], tuple[int, int]] = {}
 
@@ -55,10 +58,11 @@ class ChainInterner:
         k = (parent, content, tokens)
         n = self._nodes.get(k)
         if n is None:
-            n = self._nodes[k] = len(self._nodes) + 1
+            self._next_node += 1
+            n = self._nodes[k] = self._next_node
         return n
 
-    def run(self, node: int, content: int) -> int:
+    def run(self, node: int, content: int | str) -> int:
         """The id of content ``content`` following the prefix ``node``."""
         k = (node, content)
         r = self._runs.get(k)
@@ -66,7 +70,7 @@ class ChainInterner:
             r = self._runs[k] = len(self._runs)
         return r
 
-    def key(self, node: int, content: int, offset: int) -> int:
+    def key(self, node: int, content: int | str, offset: int) -> int:
         if offset >= 1 << OFFSET_BITS:
             raise ValueError(f"a segment of more than {1 << OFFSET_BITS} tokens")
         return (self.run(node, content) << OFFSET_BITS) | offset
@@ -114,23 +118,17 @@ class ChainInterner:
         return firsts, node
 
     def _step(self, node: int, content_id: str, n: int) -> tuple[int, int]:
-        """(child node, run << OFFSET_BITS) of ``n`` tokens of ``content_id`` after ``node``."""
+        """(child node, run << OFFSET_BITS) of ``n`` tokens of ``content_id`` after ``node``
+        (the walk's naming: runs by content id string, a new node per new step)."""
         if n >= 1 << OFFSET_BITS:
             raise ValueError(f"a segment of more than {1 << OFFSET_BITS} tokens")
-        c = self._content.get(content_id)
-        if c is None:
-            c = self._content[content_id] = self._next_content
-            self._next_content += 1
-        nodes, runs = self._nodes, self._runs
-        k = (node, c, n)
-        child = nodes.get(k)
-        if child is None:
-            child = nodes[k] = len(nodes) + 1
-        k2 = (node, c)
-        r = runs.get(k2)
+        runs = self._runs
+        k = (node, content_id)
+        r = runs.get(k)
         if r is None:
-            r = runs[k2] = len(runs)
-        return child, r << OFFSET_BITS
+            r = runs[k] = len(runs)
+        self._next_node += 1
+        return self._next_node, r << OFFSET_BITS
 
     def prompt_keys(
         self, segments: list[tuple[int, int]], block_size: int, ends: list[int] | None = None

@@ -97,10 +97,9 @@ class Seq:
         self.nknown = self.nprompt  # blocks whose keys are known (ensure_keys)
         #: first block of fresh output (keyed lazily over the extent pool), if any
         self.lazy_from = self.nprompt if req.output_content_id is None else NEVER
-        self.out_content = (
-            interner.content(req.output_content_id)
-            if req.output_content_id is not None
-            else interner.fresh_content()
+        # named output: its content id string, as the walk names prompt runs
+        self.out_content: int | str = (
+            req.output_content_id if req.output_content_id is not None else interner.fresh_content()
         )
         self.seg_ends: list[int] | None = None  # segment ends and ranks, on first use
         self.seg_ranks: list[int] = []
