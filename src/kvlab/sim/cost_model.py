@@ -89,8 +89,11 @@ class RooflineCost:
         memory = self.weights + self.per_kv_token * kv_tokens
         return self.overhead + (compute if compute > memory else memory)
 
-    def step_ends(self, num_seqs: int, context_sum: int, num_steps: int, t0: int) -> list[int]:
-        """``t0 + window_ticks(num_seqs, context_sum, i)`` for i = 1 .. num_steps."""
+    def step_ends(
+        self, num_seqs: int, context_sum: int, num_steps: int, t0: int, deadline: int = 0
+    ) -> list[int]:
+        """``t0 + window_ticks(num_seqs, context_sum, i)`` for i = 1 .. num_steps, stopping
+        before a step that would start at or after ``deadline`` (if > t0)."""
         n, s0 = num_seqs, context_sum
         c = self.per_token * n + self.per_attn * s0
         dc = self.per_attn * n
@@ -99,7 +102,11 @@ class RooflineCost:
         ov = self.overhead
         out = []
         t = t0
+        if deadline <= t0:
+            deadline = 1 << 126
         for _ in range(num_steps):
+            if t >= deadline:
+                break
             t += ov + (c if c > m else m)
             out.append(t)
             c += dc

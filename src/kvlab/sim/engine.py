@@ -102,6 +102,8 @@ class Engine:
         self.sched.on_free = self._note_cached
         #: lazily advanced decoding requests (extent pool, FCFS, windows on)
         self.cohort: Cohort | None = None
+        #: the clock's step ends up to a deadline, when it has them (RooflineCost)
+        self.step_ends = getattr(self.r.cost, "step_ends", None)
         if self.extents and not cfg.exact_steps and cfg.scheduling == "fcfs":
             self.cohort = Cohort(self.B, cfg.enable_prefix_caching)
         self.interner = ChainInterner()
@@ -166,8 +168,10 @@ class Engine:
     def run(self) -> RunResult:
         wall0 = time.perf_counter()
         sched = self.sched
+        arrivals = self.arrivals
         while True:
-            self._arrive()
+            if arrivals and arrivals[0][0] <= self.now:
+                self._arrive()
             if not sched.running and not sched.num_waiting():
                 if not self.arrivals:
                     break
@@ -389,18 +393,16 @@ class Engine:
         # arrival (steps only grow, so the first one bounds how many can start)
         k = co.steps_to_finish()
         cost, s0 = self.r.cost, co.ctx
-        deadline = 0
-        if self.arrivals:
-            deadline = self.arrivals[0][0]
-            first = cost.window_ticks(n, s0, 1)
-            k = min(k, -(-(deadline - now) // first))
-        step_ends = getattr(cost, "step_ends", None)
-        if step_ends is not None:
-            ends = step_ends(n, s0, k, now)
+        deadline = self.arrivals[0][0] if self.arrivals else 0
+        if self.step_ends is not None:
+            ends = self.step_ends(n, s0, k, now, deadline)
+            k = len(ends)
         else:
+            if deadline:
+                k = min(k, -(-(deadline - now) // cost.window_ticks(n, s0, 1)))
             ends = [now + cost.window_ticks(n, s0, i) for i in range(1, k + 1)]
-        if deadline and ends[-1] > deadline:  # steps starting before the arrival
-            k = bisect_left(ends, deadline, 0, k - 1) + 1
+            if deadline and ends[-1] > deadline:  # steps starting before the arrival
+                k = bisect_left(ends, deadline, 0, k - 1) + 1
         counts = co.counts(k)
         pool = self.pool
         assert isinstance(pool, ExtentPool)
