@@ -432,7 +432,7 @@ class Engine:
         free = pool.num_free - allocs
         mml, bs = self.r.max_model_len, self.B
         rest: list[tuple[Seq, int]] = []  # the scheduler's loop after the members
-        for s in running[co.n :]:
+        for s in running[co.n :] if co.n < len(running) else ():
             if budget <= 0:
                 break
             c = s.num_computed
@@ -469,12 +469,14 @@ class Engine:
         self.now = now + self.r.cost.step_ticks(tokens, attn, kv_read) + self._admitted(plan)
         self.c["num_steps"] += 1
         co.advance([self.now])
-        self._finish_members()
+        if co.heap and co.heap[0][0] < co.D:
+            self._finish_members()
         self._advance(plan.scheduled)
-        for s in running[co.n :]:
-            if not co.eligible(s):
-                break
-            co.enter(s)
+        if co.n < len(running):
+            for s in running[co.n :]:
+                if not co.eligible(s):
+                    break
+                co.enter(s)
         return True
 
     def _finish_members(self) -> None:

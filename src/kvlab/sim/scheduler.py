@@ -14,7 +14,6 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from kvlab.sim.extents import ExtentKV
@@ -25,13 +24,15 @@ from kvlab.sim.sequence import RUNNING, WAITING, Seq
 LowerTierLookup = Callable[[Seq, int, int, bool], int]
 
 
-@dataclass
 class StepPlan:
-    """What one schedule() call decided."""
+    """What one schedule() call decided (a plain class: one per engine step)."""
 
-    scheduled: list[tuple[Seq, int]] = field(default_factory=list)
-    admitted: list[tuple[Seq, int, int]] = field(default_factory=list)  # seq, gpu hit, ext
-    preempted: list[Seq] = field(default_factory=list)
+    __slots__ = ("admitted", "preempted", "scheduled")
+
+    def __init__(self, scheduled: list[tuple[Seq, int]] | None = None) -> None:
+        self.scheduled: list[tuple[Seq, int]] = [] if scheduled is None else scheduled
+        self.admitted: list[tuple[Seq, int, int]] = []  # seq, gpu hit blocks, lower-tier blocks
+        self.preempted: list[Seq] = []
 
 
 class Scheduler:
