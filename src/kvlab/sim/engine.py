@@ -590,6 +590,13 @@ class Engine:
                     s = running[e - i * n]
                     cache_upto(s, s.num_computed + i + 1, now0)
 
+    def close(self) -> None:
+        """Break the engine's reference cycles (the free-queue ring, the scheduler's
+        callback) once its result is out; the engine is unusable afterwards."""
+        self.sched.on_free = None
+        if isinstance(self.pool, ExtentPool):
+            self.pool.close()
+
     # -- observation and results ------------------------------------------------
     def _observe(self) -> None:
         pool = self.pool
@@ -674,5 +681,9 @@ def simulate(workload: Workload, config: SimConfig, progress: Progress | None = 
     """Run ``workload`` through the simulated engine and return its RunResult."""
     from kvlab._gc import paused_gc
 
-    with paused_gc():  # the engine's objects are acyclic; reference counting frees them
-        return Engine(workload, config, progress).run()
+    with paused_gc():  # closed, the engine's objects are acyclic: reference counting frees them
+        engine = Engine(workload, config, progress)
+        try:
+            return engine.run()
+        finally:
+            engine.close()

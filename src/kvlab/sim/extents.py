@@ -59,8 +59,8 @@ class Extent:
         self.born = born
         self.used = used
         self.nxt: Extent | None = None
-        self.qprev: Extent = self
-        self.qnext: Extent = self
+        self.qprev: Any = None  # free-queue links, None off the queue (no cycles left behind)
+        self.qnext: Any = None
 
 
 class Hit:
@@ -93,6 +93,7 @@ class ExtentPool:
         self.clean = num_blocks - 1
         self.queued = 0
         self.head = Extent(-1, 0, 0, 0, 0)
+        self.head.qprev = self.head.qnext = self.head
         self.by_run: dict[int, list[Extent]] = {}
         self.num_evicted = 0
         self.lifetime: Counter[int] = Counter()
@@ -187,6 +188,7 @@ class ExtentPool:
     def _dequeue(self, e: Extent) -> None:
         e.qprev.qnext = e.qnext
         e.qnext.qprev = e.qprev
+        e.qprev = e.qnext = None
         self.queued -= e.n
 
     def _drop(self, e: Extent) -> None:
@@ -255,7 +257,7 @@ class ExtentPool:
                     del born[m - x :]
             else:
                 bl = (now - born).bit_length()
-                bi = (now - used).bit_length()  # type: ignore[operator]  # int with int born
+                bi = (now - used).bit_length()
             if bl >= 0:
                 if bl == acc_l and bi == acc_i:
                     acc_n += x
@@ -270,6 +272,7 @@ class ExtentPool:
             q = e.qnext
             head.qnext = q
             q.qprev = head
+            e.qprev = e.qnext = None
             run = e.key >> OFFSET_BITS  # forget it (ExtentPool._drop, inlined)
             exts = by_run[run]
             if len(exts) == 1:
@@ -325,7 +328,7 @@ class ExtentPool:
                         del born[en - x :]
                 else:
                     bl = (t - born).bit_length()
-                    bi = (t - e.used).bit_length()  # type: ignore[operator]  # int with int born
+                    bi = (t - e.used).bit_length()
                     if bl == acc_l and bi == acc_i:
                         acc_n += x
                     else:
@@ -339,6 +342,7 @@ class ExtentPool:
                 q = e.qnext
                 head.qnext = q
                 q.qprev = head
+                e.qprev = e.qnext = None
                 run = e.key >> OFFSET_BITS  # forget it (ExtentPool._drop, inlined)
                 exts = by_run[run]
                 if len(exts) == 1:
@@ -434,6 +438,17 @@ class ExtentPool:
         else:
             exts.append(e)
         return e
+
+    def close(self) -> None:
+        """Unlink the free queue (its ring is the pool's only reference cycle), so that
+        reference counting frees the extents once the pool is dropped."""
+        e = self.head.qnext
+        while e is not self.head:
+            q = e.qnext
+            e.qprev = e.qnext = None
+            e = q
+        self.head.qprev = self.head.qnext = None
+        self.by_run = {}
 
     def histograms(self, ticks_per_s: int) -> dict[str, dict[str, object]]:
         """The residency histograms; bin i spans [2**(i-1), 2**i) ticks (bin 0: zero)."""
