@@ -167,6 +167,8 @@ class Engine:
     # -- main loop ---------------------------------------------------------
     def run(self) -> RunResult:
         wall0 = time.perf_counter()
+        if self.cohort is not None and self.step_ends is not None:
+            self._run_fast()
         sched = self.sched
         arrivals = self.arrivals
         while True:
@@ -353,6 +355,62 @@ class Engine:
         return self.offload.lookup(seq.keys, n_hit, cap, now, reserve)
 
     # -- the lazy fast path -------------------------------------------------------
+    def _run_fast(self) -> None:
+        """The main loop with the cohort: :meth:`_lazy_event` with its decode windows
+        inlined (the most frequent event), the general path when it declines."""
+        sched, co, pool = self.sched, self.cohort, self.pool
+        assert co is not None and isinstance(pool, ExtentPool) and self.step_ends is not None
+        running, fifo, arrivals = sched.running, sched._fifo, self.arrivals
+        budget = self.r.max_num_batched_tokens
+        step_ends, series, counters = self.step_ends, self.series, self.c
+        usable = pool.num_blocks - 1
+        while True:
+            now = self.now
+            if arrivals and arrivals[0][0] <= now:
+                self._arrive()
+            n = len(running)
+            if not n and not fifo:
+                if not arrivals:
+                    return
+                self.now = arrivals[0][0]
+                continue
+            general = False
+            if n and co.n == n and n <= budget:
+                if fifo and sched.can_admit_head(now, budget - n):
+                    if self._lazy_step(budget - n):
+                        self._observe()
+                        continue
+                    general = True  # the cohort dissolved: the general path
+                else:  # a window (as in _lazy_event)
+                    deadline = arrivals[0][0] if arrivals else 0
+                    ends = step_ends(n, co.ctx, co.heap[0][0] - co.D + 1, now, deadline)
+                    k = len(ends)
+                    counts = co.counts(k)
+                    free = pool.clean + pool.queued
+                    if sum(counts) > free:  # up to the last step whose blocks fit
+                        k = bisect_right(list(accumulate(counts)), free)
+                        del counts[k:]
+                        del ends[k:]
+                    if k:
+                        pool.take_steps(counts, now, ends)
+                        co.advance(ends)
+                        self.now = now = ends[-1]
+                        counters["num_steps"] += k
+                        if co.heap[0][0] < co.D:
+                            self._finish_members()
+                        if series.tick(now, 1.0 - (pool.clean + pool.queued) / usable):
+                            self._sample()
+                        continue
+            if not general and self._lazy_event():
+                self._observe()
+                continue
+            k = self._window_len() if running else 0
+            if k > 0:
+                self._macro_step(k)
+            else:
+                self._step()
+            self._observe()
+
     def _lazy_event(self) -> bool:
         """One event of the fast path: a decode window of the cohort, or one step in
         which the members decode, the requests after them (in prefill) get their
@@ -599,9 +657,12 @@ class Engine:
 
     # -- observation and results ------------------------------------------------
     def _observe(self) -> None:
+        if self.series.tick(self.now, self.pool.usage()):
+            self._sample()
+
+    def _sample(self) -> None:
+        """The time-series row :meth:`_observe` found due."""
         pool = self.pool
-        if not self.series.tick(self.now, pool.usage()):
-            return
         usable = pool.num_blocks - 1
         row = {
             "kv_cache_usage_with_cached_perc": 1.0 - pool.num_clean / usable,
