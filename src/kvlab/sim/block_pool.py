@@ -329,12 +329,20 @@ class BlockPool:
 
     def histograms(self, ticks_per_s: int) -> dict[str, dict[str, object]]:
         """The residency histograms; bin i spans [2**(i-1), 2**i) ticks (bin 0: zero)."""
-        edges = [0.0] + [2 ** (i - 1) / ticks_per_s for i in range(1, NUM_BINS + 1)]
-        return {
-            name: {"unit": "s", "edges": edges, "counts": [c.get(i, 0) for i in range(NUM_BINS)]}
-            for name, c in (
-                ("block_lifetime_s", self.lifetime),
-                ("block_idle_before_evict_s", self.idle),
-                ("block_reuse_gap_s", self.reuse_gap),
-            )
-        }
+        return residency_histograms(self.lifetime, self.idle, self.reuse_gap, ticks_per_s)
+
+
+def residency_histograms(
+    lifetime: Counter[int], idle: Counter[int], reuse_gap: Counter[int], ticks_per_s: int
+) -> dict[str, dict[str, object]]:
+    """Block lifetime, idle time before eviction and reuse gap as histograms in seconds;
+    bin i spans [2**(i-1), 2**i) ticks (bin 0: zero)."""
+    edges = [0.0] + [2 ** (i - 1) / ticks_per_s for i in range(1, NUM_BINS + 1)]
+    return {
+        name: {"unit": "s", "edges": edges, "counts": [c.get(i, 0) for i in range(NUM_BINS)]}
+        for name, c in (
+            ("block_lifetime_s", lifetime),
+            ("block_idle_before_evict_s", idle),
+            ("block_reuse_gap_s", reuse_gap),
+        )
+    }

@@ -31,7 +31,7 @@ from bisect import bisect_right
 from collections import Counter
 from typing import Any
 
-from kvlab.sim.block_pool import NUM_BINS
+from kvlab.sim.block_pool import residency_histograms
 from kvlab.sim.hashing import OFFSET_BITS
 
 
@@ -191,14 +191,6 @@ class ExtentPool:
         e.qprev = e.qnext = None
         self.queued -= e.n
 
-    def _drop(self, e: Extent) -> None:
-        """Forget an extent whose blocks were all evicted."""
-        exts = self.by_run[e.key >> OFFSET_BITS]
-        if len(exts) == 1:
-            del self.by_run[e.key >> OFFSET_BITS]
-        else:
-            exts.remove(e)
-
     def _split(self, e: Extent, j: int) -> Extent:
         """Cut ``e`` after its first ``j`` blocks (0 < j < n); return the later part."""
         bs = self.bs
@@ -228,62 +220,8 @@ class ExtentPool:
         c = self.clean
         if n <= c:
             self.clean = c - n
-            return
-        self.clean = 0
-        n -= c
-        self.queued -= n
-        self.num_evicted += n
-        head, life, idle, by_run = self.head, self.lifetime, self.idle, self.by_run
-        acc_l = acc_i = acc_n = 0  # pending count for the bins (acc_l, acc_i)
-        while n:
-            e = head.qnext
-            m = e.n
-            x = m if m <= n else n
-            born, used = e.born, e.used
-            if born.__class__ is list:  # evicted from the end: the last x stamps
-                stamps = born[m - x :]
-                bl = (now - stamps[0]).bit_length()
-                if bl != (now - stamps[-1]).bit_length():  # stamps ascend: bins descend
-                    for b in stamps:
-                        life[(now - b).bit_length()] += 1
-                        if used is None:
-                            idle[(now - b).bit_length()] += 1
-                    if used is not None:
-                        idle[(now - used).bit_length()] += x
-                    bl = -1
-                else:
-                    bi = bl if used is None else (now - used).bit_length()
-                if x < m:
-                    del born[m - x :]
-            else:
-                bl = (now - born).bit_length()
-                bi = (now - used).bit_length()
-            if bl >= 0:
-                if bl == acc_l and bi == acc_i:
-                    acc_n += x
-                else:
-                    if acc_n:
-                        life[acc_l] += acc_n
-                        idle[acc_i] += acc_n
-                    acc_l, acc_i, acc_n = bl, bi, x
-            if x < m:
-                e.n = m - x
-                break
-            q = e.qnext
-            head.qnext = q
-            q.qprev = head
-            e.qprev = e.qnext = None
-            run = e.key >> OFFSET_BITS  # forget it (ExtentPool._drop, inlined)
-            exts = by_run[run]
-            if len(exts) == 1:
-                del by_run[run]
-            else:
-                exts.remove(e)
-            e.n = 0
-            n -= m
-        if acc_n:
-            life[acc_l] += acc_n
-            idle[acc_i] += acc_n
+        else:
+            self.take_steps([n], now, [now])
 
     def take_steps(self, counts: list[int], now: int, ends: list[int]) -> None:
         """:meth:`take` ``counts[i]`` blocks at the start of decode step i, for each i
@@ -311,24 +249,30 @@ class ExtentPool:
                     continue
                 m -= c
                 c = 0
-            while m:
+            while m:  # evict m blocks at tick t
                 e = head.qnext
                 en = e.n
                 x = en if en <= m else m
-                born = e.born
-                if born.__class__ is list:
-                    used = e.used
-                    for b in born[en - x :]:
-                        life[(t - b).bit_length()] += 1
-                        if used is None:
-                            idle[(t - b).bit_length()] += 1
-                    if used is not None:
-                        idle[(t - used).bit_length()] += x
+                born, used = e.born, e.used
+                if born.__class__ is list:  # evicted from the end: the last x stamps
+                    stamps = born[en - x :]
+                    bl = (t - stamps[0]).bit_length()
+                    if bl != (t - stamps[-1]).bit_length():  # stamps ascend: bins descend
+                        for b in stamps:
+                            life[(t - b).bit_length()] += 1
+                            if used is None:
+                                idle[(t - b).bit_length()] += 1
+                        if used is not None:
+                            idle[(t - used).bit_length()] += x
+                        bl = -1
+                    else:
+                        bi = bl if used is None else (t - used).bit_length()
                     if x < en:
                         del born[en - x :]
                 else:
                     bl = (t - born).bit_length()
-                    bi = (t - e.used).bit_length()
+                    bi = (t - used).bit_length()
+                if bl >= 0:
                     if bl == acc_l and bi == acc_i:
                         acc_n += x
                     else:
@@ -343,7 +287,7 @@ class ExtentPool:
                 head.qnext = q
                 q.qprev = head
                 e.qprev = e.qnext = None
-                run = e.key >> OFFSET_BITS  # forget it (ExtentPool._drop, inlined)
+                run = e.key >> OFFSET_BITS  # forget the extent
                 exts = by_run[run]
                 if len(exts) == 1:
                     del by_run[run]
@@ -451,16 +395,8 @@ class ExtentPool:
         self.by_run = {}
 
     def histograms(self, ticks_per_s: int) -> dict[str, dict[str, object]]:
-        """The residency histograms; bin i spans [2**(i-1), 2**i) ticks (bin 0: zero)."""
-        edges = [0.0] + [2 ** (i - 1) / ticks_per_s for i in range(1, NUM_BINS + 1)]
-        return {
-            name: {"unit": "s", "edges": edges, "counts": [c.get(i, 0) for i in range(NUM_BINS)]}
-            for name, c in (
-                ("block_lifetime_s", self.lifetime),
-                ("block_idle_before_evict_s", self.idle),
-                ("block_reuse_gap_s", self.reuse_gap),
-            )
-        }
+        """The residency histograms (as :meth:`BlockPool.histograms`)."""
+        return residency_histograms(self.lifetime, self.idle, self.reuse_gap, ticks_per_s)
 
 
 class ExtentKV:
