@@ -342,7 +342,8 @@ class Engine:
             if seen.get(nc, 0) < off:
                 seen[nc] = off
             start += n
-        if covered > seq.prompt_len and start >= seq.prompt_len:
+        if covered > seq.prompt_len and seq.req.output_content_id is not None:
+            # (a fresh output is looked up by nobody: its runs need no record)
             nc = it.run(seq.prompt_node, seq.out_content)
             off = covered - seq.prompt_len
             if seen.get(nc, 0) < off:

@@ -38,6 +38,7 @@ class ChainInterner:
         self._runs: dict[tuple[int, int | str], int] = {}
         self._next_content = 0
         self._next_node = 0
+        self._next_run = 0
         #: (node, content id, tokens) -> (child node, run << OFFSET_BITS): the walk cache
         self._steps: dict[tuple[int, str, int], tuple[int, int]] = {}
 
@@ -67,8 +68,14 @@ class ChainInterner:
         k = (node, content)
         r = self._runs.get(k)
         if r is None:
-            r = self._runs[k] = len(self._runs)
+            r = self._runs[k] = self._next_run
+            self._next_run += 1
         return r
+
+    def fresh_run(self) -> int:
+        """A run id no segment has (a request's fresh output: nobody else looks it up)."""
+        self._next_run += 1
+        return self._next_run - 1
 
     def key(self, node: int, content: int | str, offset: int) -> int:
         if offset >= 1 << OFFSET_BITS:
@@ -126,7 +133,8 @@ class ChainInterner:
         k = (node, content_id)
         r = runs.get(k)
         if r is None:
-            r = runs[k] = len(runs)
+            r = runs[k] = self._next_run
+            self._next_run += 1
         self._next_node += 1
         return self._next_node, r << OFFSET_BITS
 

@@ -6,7 +6,7 @@ import bisect
 from typing import Any
 
 from kvlab.results import RequestRecord
-from kvlab.sim.hashing import ChainInterner
+from kvlab.sim.hashing import OFFSET_BITS, ChainInterner
 from kvlab.workload.records import RETENTION_CLASSES, Request
 
 RANK = {name: i for i, name in enumerate(RETENTION_CLASSES)}
@@ -122,9 +122,13 @@ class Seq:
     def _out_base(self) -> int:
         base = self.out_base
         if base is None:  # interned on first use, as run ids are given in first-use order
-            base = self.out_base = (
-                self.interner.key(self.prompt_node, self.out_content, 0) - self.prompt_len
-            )
+            if self.req.output_content_id is None:  # fresh output: a run of its own
+                run = self.interner.fresh_run()
+                base = self.out_base = (run << OFFSET_BITS) - self.prompt_len
+            else:
+                base = self.out_base = (
+                    self.interner.key(self.prompt_node, self.out_content, 0) - self.prompt_len
+                )
         return base
 
     def piece_key(self, p: int) -> int:
