@@ -124,6 +124,9 @@ def test_random_mixed_workloads_match_reference(seed: int, tmp_path: Path) -> No
         scheduling="priority" if seed % 2 else "fcfs",
         exact_steps=seed % 3 == 2,
         enable_prefix_caching=seed % 7 != 3,
+        max_model_len=96 if seed % 4 == 1 else None,  # rejections and clamped outputs
+        reserve_full_prompt=seed % 5 != 4,
+        watermark=0.02 if seed % 6 == 5 else 0.0,
     )
     fast, ref = both(wl, c, tmp_path)
     assert fast == ref
