@@ -123,13 +123,6 @@ class Cohort:
         reps = k // self.bs + 1
         return (rot * reps)[:k]
 
-    def allocations(self, k: int) -> int:
-        """Blocks the members take in the next ``k`` steps."""
-        bs = self.bs
-        p = self.D % bs
-        rot = self.cnt[p:] + self.cnt[:p]
-        return (k // bs) * self.n + sum(rot[: k % bs])
-
     def advance(self, end_times: list[int]) -> None:
         """Record ``len(end_times)`` decode steps ending at those ticks."""
         k = len(end_times)

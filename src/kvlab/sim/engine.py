@@ -583,8 +583,10 @@ class Engine:
             running[:] = [s for s in running if s.status != FINISHED]
 
     def _window_events(self, k: int, n: int, s0: int) -> None:
-        """Allocations and cachings of a window, one by one in per-step order."""
+        """Allocations and cachings of a window, one by one in per-step order
+        (the per-block pool)."""
         running, bs, kv = self.sched.running, self.B, self.kv
+        assert isinstance(kv, KVManager)
         cost, now0 = self.r.cost, self.now
         events: list[tuple[int, int, int]] = []
         caching = self.cfg.enable_prefix_caching

@@ -345,32 +345,6 @@ class ExtentPool:
                 if r == 0:
                     self._enqueue(e)
 
-    def cache(self, key: int, n: int, born: int, last: Extent | None) -> tuple[Extent, bool]:
-        """Register ``n`` just-filled blocks of one run held by one request (keys
-        ``key, key + B, ...``, handed out at ``born``): grow ``last`` (the request's
-        newest extent) when it continues it, else a new extent. Returns the extent
-        and whether it is new."""
-        run = key >> OFFSET_BITS
-        exts = self.by_run.get(run)
-        if (
-            last is not None
-            and last.ref == 1
-            and last.born == born
-            and last.used == born
-            and last.nxt is None
-            and last.key + last.n * self.bs == key
-            and exts is not None
-            and exts[-1] is last
-        ):
-            last.n += n
-            return last, False
-        e = Extent(key, n, 1, born, born)
-        if exts is None:
-            self.by_run[run] = [e]
-        else:
-            exts.append(e)
-        return e, True
-
     def cache_stamped(self, key: int, borns: list[int]) -> Extent:
         """Register blocks handed out at the ticks ``borns`` (one each) as one new
         extent held by one request (its output, keyed when it is released)."""
@@ -517,13 +491,6 @@ class ExtentKV:
         self._cache(seq, min(seq.num_computed + num_new_tokens, seq.num_tokens), now)
         return True
 
-    def grow_one(self, seq: Any, now: int) -> None:
-        """Record one block handed out to ``seq`` at ``now`` (taken by the caller)."""
-        if seq.dstamps:
-            self.flush_stamps(seq)
-        seq.pending.append([now, 1])
-        seq.nblocks += 1
-
     def cache_upto(self, seq: Any, num_tokens: int, now: int) -> None:
         """Cache the request's blocks filled by its first ``num_tokens`` tokens."""
         self._cache(seq, num_tokens, now)
@@ -546,7 +513,7 @@ class ExtentKV:
         by_run, bs = self.pool.by_run, self.block_size
         last = seq.last_ext
         p = bisect_right(ends, i)
-        while i < n_full:  # ExtentPool.cache, inlined
+        while i < n_full:  # key the pending blocks: grow the newest extent or add one
             group = pending[0]
             born, cnt = group
             t = ends[p] - i
