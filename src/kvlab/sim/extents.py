@@ -33,10 +33,7 @@ from typing import Any
 
 from kvlab.sim.block_pool import residency_histograms
 from kvlab.sim.hashing import OFFSET_BITS
-
-
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
+from kvlab.sim.kv_manager import AdmissionRules, cdiv
 
 
 class Extent:
@@ -373,7 +370,7 @@ class ExtentPool:
         return residency_histograms(self.lifetime, self.idle, self.reuse_gap, ticks_per_s)
 
 
-class ExtentKV:
+class ExtentKV(AdmissionRules):
     """:class:`kvlab.sim.kv_manager.KVManager` over an :class:`ExtentPool`: the same
     allocation rules, with a request's block table as extents.
 
@@ -391,20 +388,7 @@ class ExtentKV:
     and histograms as keying each block when it fills.
     """
 
-    def __init__(
-        self,
-        pool: ExtentPool,
-        block_size: int,
-        max_model_len: int,
-        *,
-        reserve_full_prompt: bool = True,
-        watermark_blocks: int = 0,
-    ) -> None:
-        self.pool = pool
-        self.block_size = block_size
-        self.max_model_len = max_model_len
-        self.reserve_full_prompt = reserve_full_prompt
-        self.watermark_blocks = watermark_blocks
+    pool: ExtentPool
 
     def lookup_seq(self, seq: Any) -> Hit:
         """Cached blocks of the longest prefix hit, over at most num_tokens - 1 tokens."""
@@ -422,20 +406,13 @@ class ExtentKV:
         has_running: bool = True,
     ) -> bool:
         """Whether :meth:`admit` would succeed (no side effects)."""
-        bs = self.block_size
         evictable = 0
         for e, _, t in hit.pieces:
             if e.ref == 0:
                 evictable += t
-        n_hit = hit.n
-        watermark = self.watermark_blocks if has_running else 0
-        free = self.pool.clean + self.pool.queued
-        if self.reserve_full_prompt:
-            full = min(seq.num_tokens, self.max_model_len)
-            if max(cdiv(full, bs) - n_hit, 0) + evictable + watermark > free:
-                return False
-        need_slot = min(n_hit * bs + num_external_tokens + num_new_tokens, self.max_model_len)
-        return max(cdiv(need_slot, bs) - n_hit, 0) + evictable + watermark <= free
+        return self.fits_counts(
+            seq.num_tokens, num_new_tokens, hit.n, evictable, num_external_tokens, has_running
+        )
 
     def admit(
         self,

@@ -5,7 +5,7 @@ one full-attention group: ``get_computed_blocks``, ``allocate_slots``, ``free``)
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from kvlab.sim.block_pool import BlockPool
 
@@ -31,7 +31,48 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-class KVManager:
+class AdmissionRules:
+    """vLLM v1's admission arithmetic (``kv_cache_manager.py`` ``allocate_slots``),
+    shared by the per-block manager and the extent one (``pool``: either pool)."""
+
+    def __init__(
+        self,
+        pool: Any,
+        block_size: int,
+        max_model_len: int,
+        *,
+        reserve_full_prompt: bool = True,
+        watermark_blocks: int = 0,
+    ) -> None:
+        self.pool = pool
+        self.block_size = block_size
+        self.max_model_len = max_model_len
+        self.reserve_full_prompt = reserve_full_prompt
+        self.watermark_blocks = watermark_blocks
+
+    def fits_counts(
+        self,
+        num_tokens: int,
+        num_new_tokens: int,
+        n_hit: int,
+        evictable: int,
+        num_external_tokens: int,
+        has_running: bool,
+    ) -> bool:
+        """Whether a request of ``num_tokens`` with ``n_hit`` hit blocks (``evictable``
+        of them free) can take its next ``num_new_tokens`` now."""
+        bs = self.block_size
+        watermark = self.watermark_blocks if has_running else 0
+        free = self.pool.num_free
+        if self.reserve_full_prompt:
+            full = min(num_tokens, self.max_model_len)
+            if max(cdiv(full, bs) - n_hit, 0) + evictable + watermark > free:
+                return False
+        need_slot = min(n_hit * bs + num_external_tokens + num_new_tokens, self.max_model_len)
+        return max(cdiv(need_slot, bs) - n_hit, 0) + evictable + watermark <= free
+
+
+class KVManager(AdmissionRules):
     """Allocation rules of vLLM v1 for full attention (``kv_cache_manager.py``).
 
     * a lookup covers at most ``num_tokens - 1`` tokens, block aligned (the last
@@ -44,20 +85,7 @@ class KVManager:
     * freeing releases a request's blocks tail first.
     """
 
-    def __init__(
-        self,
-        pool: BlockPool,
-        block_size: int,
-        max_model_len: int,
-        *,
-        reserve_full_prompt: bool = True,
-        watermark_blocks: int = 0,
-    ) -> None:
-        self.pool = pool
-        self.block_size = block_size
-        self.max_model_len = max_model_len
-        self.reserve_full_prompt = reserve_full_prompt
-        self.watermark_blocks = watermark_blocks
+    pool: BlockPool
 
     def lookup(self, keys: Sequence[Hashable], num_tokens: int) -> list[int]:
         """Cached blocks of the longest prefix hit, over at most num_tokens - 1 tokens."""
@@ -109,19 +137,14 @@ class KVManager:
         has_running: bool = True,
     ) -> bool:
         """Whether :meth:`admit` would succeed (no side effects)."""
-        pool, bs = self.pool, self.block_size
-        evictable = pool.num_evictable(hit)
-        n_hit = len(hit)
-        computed = n_hit * bs + num_external_tokens
-        watermark = self.watermark_blocks if has_running else 0
-        free = pool.num_free
-        if self.reserve_full_prompt:
-            full = min(seq.num_tokens, self.max_model_len)
-            if max(cdiv(full, bs) - n_hit, 0) + evictable + watermark > free:
-                return False
-        need_slot = min(computed + num_new_tokens, self.max_model_len)
-        need = max(cdiv(need_slot, bs) - n_hit, 0) + evictable
-        return need + watermark <= free
+        return self.fits_counts(
+            seq.num_tokens,
+            num_new_tokens,
+            len(hit),
+            self.pool.num_evictable(hit),
+            num_external_tokens,
+            has_running,
+        )
 
     def extend(self, seq: SeqState, num_new_tokens: int, now: int = 0) -> bool:
         """Allocate slots for a running request's next ``num_new_tokens``; False if full."""
