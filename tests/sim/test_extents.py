@@ -299,3 +299,15 @@ def test_duplicates_hit_the_block_cached_first() -> None:
         (False, 1, 1),
     ]
     assert hit.pieces[2][0] is a_blocks
+
+
+def test_the_cohort_drops_old_step_ticks_without_changing_results(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import kvlab.sim.cohort
+
+    monkeypatch.setattr(kvlab.sim.cohort, "TRIM_STEPS", 64)
+    wl = mixed_workload(5, 200)
+    c = cfg(num_blocks=150, max_num_seqs=8, max_num_batched_tokens=128)
+    fast, ref = both(wl, c, tmp_path)
+    assert fast == ref

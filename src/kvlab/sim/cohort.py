@@ -22,6 +22,9 @@ from typing import Any
 
 from kvlab.sim.sequence import NEVER, Seq
 
+#: Step ticks kept before the ones older than every member are dropped.
+TRIM_STEPS = 1 << 16
+
 
 class Cohort:
     """Decoding requests advanced lazily.
@@ -32,8 +35,9 @@ class Cohort:
     step since; it takes one block at steps ``s.da, s.da + B, ...``; ``cnt[p]``
     members have ``da % B == p``; ``heap`` holds ``(last step, run_seq, s)`` per
     member (the step that emits its last token); ``ctx`` = sum over members of
-    ``num_computed + 1`` as of step ``D``; ``times[d]`` is the start tick of step
-    ``d`` for ``d <= D`` (``times[D]`` is now).
+    ``num_computed + 1`` as of step ``D``; ``times[d - base]`` is the start tick of
+    step ``d`` for ``base <= d <= D`` (the last one is now), ``base`` at most the
+    oldest member's ``dz`` (older ticks are dropped now and then).
     """
 
     def __init__(self, block_size: int, caching: bool) -> None:
@@ -45,6 +49,7 @@ class Cohort:
         self.ctx = 0
         self.D = 0
         self.times: list[int] = [0]
+        self.base = 0
 
     def eligible(self, s: Seq) -> bool:
         """Whether a running request can join: it decodes and its output blocks are
@@ -59,6 +64,7 @@ class Cohort:
         """Begin an empty cohort at tick ``now`` (step 0)."""
         self.D = 0
         self.times = [now]
+        self.base = 0
 
     def enter(self, s: Seq) -> None:
         d = self.D
@@ -83,7 +89,8 @@ class Cohort:
         if da < self.D:
             bs = self.bs
             m = (self.D - 1 - da) // bs + 1
-            s.dstamps += self.times[da : self.D : bs]
+            b = self.base
+            s.dstamps += self.times[da - b : self.D - b : bs]
             s.nblocks += m
             s.da = da + m * bs
         if self.caching:
@@ -126,7 +133,13 @@ class Cohort:
     def advance(self, end_times: list[int]) -> None:
         """Record ``len(end_times)`` decode steps ending at those ticks."""
         k = len(end_times)
-        self.times += end_times
+        times = self.times
+        times += end_times
+        if len(times) > TRIM_STEPS:  # drop the ticks no member can need
+            keep = min(e[2].dz for e in self.heap) if self.heap else self.D + k
+            if keep - self.base > TRIM_STEPS // 2:
+                del times[: keep - self.base]
+                self.base = keep
         self.D += k
         self.ctx += self.n * k
 
