@@ -311,3 +311,22 @@ def test_the_cohort_drops_old_step_ticks_without_changing_results(
     c = cfg(num_blocks=150, max_num_seqs=8, max_num_batched_tokens=128)
     fast, ref = both(wl, c, tmp_path)
     assert fast == ref
+
+
+def test_a_clock_without_step_ends_gives_the_same_results(tmp_path: Path) -> None:
+    from kvlab.sim.resolve import resolve
+
+    base = cfg(num_blocks=120, max_num_seqs=6)
+    roofline = resolve(base).cost
+
+    class Table:  # only the StepCost protocol: windows fall back to window_ticks
+        label = "table"
+
+        def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int) -> int:
+            return roofline.step_ticks(num_tokens, attn_pairs, kv_tokens)
+
+        def window_ticks(self, num_seqs: int, context_sum: int, num_steps: int) -> int:
+            return roofline.window_ticks(num_seqs, context_sum, num_steps)
+
+    fast, ref = both(mixed_workload(3, 120), base.replace(cost_model=Table()), tmp_path)
+    assert fast == ref

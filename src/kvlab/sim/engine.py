@@ -167,8 +167,9 @@ class Engine:
     # -- main loop ---------------------------------------------------------
     def run(self) -> RunResult:
         wall0 = time.perf_counter()
-        if self.cohort is not None and self.step_ends is not None:
+        if self.cohort is not None:
             self._run_fast()
+            return self._result(time.perf_counter() - wall0)
         sched = self.sched
         arrivals = self.arrivals
         while True:
@@ -179,19 +180,20 @@ class Engine:
                     break
                 self.now = self.arrivals[0][0]
                 continue
-            if self.cohort is not None and self._lazy_event():
-                self._observe()
-                continue
-            k = self._window_len() if sched.running else 0
-            if k > 0 and not self.cfg.exact_steps:
-                self._macro_step(k)
-            elif k > 0:
-                for _ in range(k):
-                    self._step(expect_decode_only=True)
-            else:
-                self._step()
-            self._observe()
+            self._general_event()
         return self._result(time.perf_counter() - wall0)
+
+    def _general_event(self) -> None:
+        """A decode window, or one exact step, through the scheduler (every request)."""
+        k = self._window_len() if self.sched.running else 0
+        if k > 0 and not self.cfg.exact_steps:
+            self._macro_step(k)
+        elif k > 0:
+            for _ in range(k):
+                self._step(expect_decode_only=True)
+        else:
+            self._step()
+        self._observe()
 
     def _arrive(self) -> None:
         arrivals, now, m = self.arrivals, self.now, self.r.max_model_len
@@ -357,14 +359,13 @@ class Engine:
 
     # -- the lazy fast path -------------------------------------------------------
     def _run_fast(self) -> None:
-        """The main loop with the cohort: :meth:`_lazy_event` with its decode windows
-        inlined (the most frequent event), the general path when it declines."""
-        sched, co, pool = self.sched, self.cohort, self.pool
-        assert co is not None and isinstance(pool, ExtentPool) and self.step_ends is not None
+        """The main loop with the cohort: :meth:`_lazy_event` with its most frequent
+        cases taken first (a window, a decode + admission step), the general path
+        when it declines."""
+        sched, co = self.sched, self.cohort
+        assert co is not None
         running, fifo, arrivals = sched.running, sched._fifo, self.arrivals
         budget = self.r.max_num_batched_tokens
-        step_ends, series, counters = self.step_ends, self.series, self.c
-        usable = pool.num_blocks - 1
         while True:
             now = self.now
             if arrivals and arrivals[0][0] <= now:
@@ -382,35 +383,13 @@ class Engine:
                         self._observe()
                         continue
                     general = True  # the cohort dissolved: the general path
-                else:  # a window (as in _lazy_event)
-                    deadline = arrivals[0][0] if arrivals else 0
-                    ends = step_ends(n, co.ctx, co.heap[0][0] - co.D + 1, now, deadline)
-                    k = len(ends)
-                    counts = co.counts(k)
-                    free = pool.clean + pool.queued
-                    if sum(counts) > free:  # up to the last step whose blocks fit
-                        k = bisect_right(list(accumulate(counts)), free)
-                        del counts[k:]
-                        del ends[k:]
-                    if k:
-                        pool.take_steps(counts, now, ends)
-                        co.advance(ends)
-                        self.now = now = ends[-1]
-                        counters["num_steps"] += k
-                        if co.heap[0][0] < co.D:
-                            self._finish_members()
-                        if series.tick(now, 1.0 - (pool.clean + pool.queued) / usable):
-                            self._sample()
-                        continue
+                elif self._cohort_window(n):
+                    self._observe()
+                    continue
             if not general and self._lazy_event():
                 self._observe()
                 continue
-            k = self._window_len() if running else 0
-            if k > 0:
-                self._macro_step(k)
-            else:
-                self._step()
-            self._observe()
+            self._general_event()
 
     def _lazy_event(self) -> bool:
         """One event of the fast path: a decode window of the cohort, or one step in
@@ -448,28 +427,33 @@ class Engine:
             return False
         if sched.num_waiting() and sched.can_admit_head(now, budget - n):
             return self._lazy_step(budget - n)
-        # the window: up to the next finish, no step starting at or after the next
-        # arrival (steps only grow, so the first one bounds how many can start)
+        if self._cohort_window(n):
+            return True
+        co.dissolve(running)  # not even one step's blocks are free: it preempts
+        return False
+
+    def _cohort_window(self, n: int) -> bool:
+        """Run the ``n`` members (all running) through a decode window: up to the
+        next finish, no step starting at or after the next arrival, no more blocks
+        than are free. False (nothing done) when not even one step fits."""
+        co, pool, now = self.cohort, self.pool, self.now
+        assert co is not None and isinstance(pool, ExtentPool)
         k = co.steps_to_finish()
         cost, s0 = self.r.cost, co.ctx
         deadline = self.arrivals[0][0] if self.arrivals else 0
         if self.step_ends is not None:
             ends = self.step_ends(n, s0, k, now, deadline)
             k = len(ends)
-        else:
+        else:  # steps only grow, so the first one bounds how many start before it
             if deadline:
                 k = min(k, -(-(deadline - now) // cost.window_ticks(n, s0, 1)))
             ends = [now + cost.window_ticks(n, s0, i) for i in range(1, k + 1)]
             if deadline and ends[-1] > deadline:  # steps starting before the arrival
                 k = bisect_left(ends, deadline, 0, k - 1) + 1
         counts = co.counts(k)
-        pool = self.pool
-        assert isinstance(pool, ExtentPool)
-        free = pool.clean + pool.queued
-        if sum(counts) > free:  # up to the last step whose blocks fit
-            k = bisect_right(list(accumulate(counts)), free)
+        if sum(counts) > pool.clean + pool.queued:  # up to the last step whose blocks fit
+            k = bisect_right(list(accumulate(counts)), pool.clean + pool.queued)
             if k <= 0:
-                co.dissolve(running)
                 return False
             del counts[k:]
         if k < len(ends):
