@@ -37,3 +37,38 @@ def test_keys_equal_iff_token_prefixes_equal(x: list, y: list, bs: int) -> None:
     for i in range(min(len(kx), len(ky))):
         end = (i + 1) * bs
         assert (kx[i] == ky[i]) == (tx[:end] == ty[:end])
+
+
+def test_walk_names_prefixes_like_prompt_keys() -> None:
+    from types import SimpleNamespace
+
+    def seg(content: str, n: int) -> SimpleNamespace:
+        return SimpleNamespace(content_id=content, tokens=n)
+
+    prompts = [
+        [seg("a", 8), seg("b", 8)],
+        [seg("a", 8), seg("c", 8)],
+        [seg("a", 12)],
+        [seg("a", 8), seg("b", 5)],
+        [seg("a", 7), seg("b", 9)],
+    ]
+    it = ChainInterner()
+    walked = []
+    for p in prompts:
+        ends: list[int] = []
+        firsts, _ = it.walk(p, 4, ends, [])
+        keys, start = [], 0
+        for k0, end in zip(firsts, ends, strict=True):
+            keys += [k0 + 4 * j for j in range(end - start)]
+            start = end
+        walked.append(keys)
+    ref = ChainInterner()
+    ids = {"a": 0, "b": 1, "c": 2}
+    listed = [ref.prompt_keys([(ids[s.content_id], s.tokens) for s in p], 4)[0] for p in prompts]
+    assert [len(k) for k in walked] == [len(k) for k in listed] == [4, 4, 3, 3, 4]
+    # the same key in two prompts exactly where prompt_keys shares it
+    for i, wi in enumerate(walked):
+        for j, wj in enumerate(walked):
+            for x in range(len(wi)):
+                for y in range(len(wj)):
+                    assert (wi[x] == wj[y]) == (listed[i][x] == listed[j][y])

@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 from typing import Any
 
+from kvlab.sim.extents import ExtentKV
 from kvlab.sim.sequence import NEVER, Seq
 
 #: Step ticks kept before the ones older than every member are dropped.
@@ -111,9 +112,7 @@ class Cohort:
             if s.in_cohort:
                 self.sync(s)
                 s.in_cohort = False
-                if s.dstamps:  # pending groups take the next blocks
-                    s.pending += [[t, 1] for t in s.dstamps]
-                    s.dstamps = []
+                ExtentKV.flush_stamps(s)  # pending groups take its next blocks
         self.cnt = [0] * self.bs
         self.heap = []
         self.n = 0

@@ -344,7 +344,7 @@ class Engine:
             if seen.get(nc, 0) < off:
                 seen[nc] = off
             start += n
-        if covered > seq.prompt_len and seq.req.output_content_id is not None:
+        if covered > seq.prompt_len and seq.out_content is not None:
             # (a fresh output is looked up by nobody: its runs need no record)
             nc = it.run(seq.prompt_node, seq.out_content)
             off = covered - seq.prompt_len

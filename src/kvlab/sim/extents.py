@@ -115,9 +115,6 @@ class ExtentPool:
         return self.clean
 
     def get(self, key: int) -> Extent | None:
-        return self.find(key)
-
-    def find(self, key: int) -> Extent | None:
         """The extent a hit on ``key`` would take (the first cached), if any."""
         exts = self.by_run.get(key >> OFFSET_BITS)
         if exts:

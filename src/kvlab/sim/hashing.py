@@ -49,12 +49,6 @@ class ChainInterner:
             self._next_content += 1
         return c
 
-    def fresh_content(self) -> int:
-        """A content id no other segment has (a request's own generated tokens)."""
-        c = self._next_content
-        self._next_content += 1
-        return c
-
     def node(self, parent: int, content: int, tokens: int) -> int:
         k = (parent, content, tokens)
         n = self._nodes.get(k)
@@ -139,13 +133,9 @@ class ChainInterner:
         return self._next_node, r << OFFSET_BITS
 
     def prompt_keys(
-        self, segments: list[tuple[int, int]], block_size: int, ends: list[int] | None = None
+        self, segments: list[tuple[int, int]], block_size: int
     ) -> tuple[list[int], int]:
-        """Keys of the full blocks of a prompt, and the trie node after all its segments.
-
-        ``ends``, if given, gets the block index where each run of keys ends (the
-        blocks ending in one segment share a run; keys step by ``block_size``).
-        """
+        """Keys of the full blocks of a prompt, and the trie node after all its segments."""
         keys: list[int] = []
         node = 0
         start = 0
@@ -157,8 +147,6 @@ class ChainInterner:
             if first <= end:
                 base = self.key(node, content, n) - n - start
                 keys.extend(range(base + first, base + end + 1, block_size))
-                if ends is not None:
-                    ends.append(len(keys))
             node = self.node(node, content, n)
             start = end
         return keys, node

@@ -23,11 +23,12 @@ class Seq:
 
     ``num_tokens`` = prompt + generated tokens; ``num_computed`` tokens have KV.
     A running request decodes when ``num_computed == num_tokens - 1``.
-    ``keys[i]`` is the key of full block i (prompt blocks at creation, output
-    blocks as they fill); ``blocks`` is the block table of the per-block pool
+    Block keys come in runs: ``pkey[p]`` is the first key of run p (keys step by
+    the block size), ``ends[p]`` the block index where it ends (the output's run,
+    last, never does); ``key_at(i)`` is block i's key, ``keys`` all known keys as
+    one list (built on first use); ``blocks`` is the block table of the per-block pool
     (the KVManager owns it), ``nblocks`` its length; over the extent pool the
     table is ``table`` + ``pending`` (see :class:`kvlab.sim.extents.ExtentKV`).
-    ``ends``: block indices where the runs of ``keys`` end (the output's never does).
     """
 
     __slots__ = (
@@ -98,9 +99,7 @@ class Seq:
         #: first block of fresh output (keyed lazily over the extent pool), if any
         self.lazy_from = self.nprompt if req.output_content_id is None else NEVER
         # named output: its content id string, as the walk names prompt runs
-        self.out_content: int | str = (
-            req.output_content_id if req.output_content_id is not None else interner.fresh_content()
-        )
+        self.out_content = req.output_content_id  # None: fresh output, a run of its own
         self.seg_ends: list[int] | None = None  # segment ends and ranks, on first use
         self.seg_ranks: list[int] = []
         self.out_base: int | None = None  # key of output token 0 minus prompt_len, once known
@@ -122,13 +121,13 @@ class Seq:
     def _out_base(self) -> int:
         base = self.out_base
         if base is None:  # interned on first use, as run ids are given in first-use order
-            if self.req.output_content_id is None:  # fresh output: a run of its own
-                run = self.interner.fresh_run()
-                base = self.out_base = (run << OFFSET_BITS) - self.prompt_len
-            else:
-                base = self.out_base = (
-                    self.interner.key(self.prompt_node, self.out_content, 0) - self.prompt_len
-                )
+            out = self.out_content
+            run = (
+                self.interner.fresh_run()  # fresh output: a run of its own
+                if out is None
+                else self.interner.run(self.prompt_node, out)
+            )
+            base = self.out_base = (run << OFFSET_BITS) - self.prompt_len
         return base
 
     def piece_key(self, p: int) -> int:
