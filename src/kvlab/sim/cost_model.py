@@ -16,7 +16,9 @@ with the same methods (e.g. a table fitted to measurements) can replace it.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
+from itertools import accumulate, chain, repeat
 from typing import Protocol
 
 #: Simulation clock resolution: femtoseconds.
@@ -40,6 +42,114 @@ def _line_sum(a: int, b: int, i0: int, i1: int) -> int:
     if n <= 0:
         return 0
     return a * n + b * ((i0 + i1 - 1) * n // 2)
+
+
+def _started_before(ends: list[int], t0: int, deadline: int) -> list[int]:
+    """``ends`` cut after the last step that starts before ``deadline`` (if > t0); step
+    i starts at ``ends[i - 1]`` (step 0 at t0)."""
+    if deadline > t0 and len(ends) > 1 and ends[-2] >= deadline:
+        del ends[bisect_left(ends, deadline, 0, len(ends) - 1) + 1 :]
+    return ends
+
+
+@dataclass(frozen=True, slots=True)
+class RooflineCost:
+    """Integer-tick roofline. Coefficients are ticks per unit (see module docstring).
+
+    ``per_token`` compute ticks per scheduled token, ``per_attn`` per attention
+    pair, ``weights`` memory ticks per step, ``per_kv_token`` per context token
+    read, ``overhead`` fixed ticks per step.
+    """
+
+    per_token: int
+    per_attn: int
+    weights: int
+    per_kv_token: int
+    overhead: int
+    label: str = "roofline, uncalibrated"
+
+    @classmethod
+    def from_specs(
+        cls,
+        *,
+        active_params: int,
+        attn_layers: int,
+        q_heads: int,
+        head_dim: int,
+        weight_bytes: float,
+        kv_bytes_per_token: float,
+        peak_flops: float,
+        mem_bw_bytes_per_s: float,
+        mfu: float = 0.5,
+        mbu: float = 0.8,
+        overhead_s: float = 0.0003,
+    ) -> RooflineCost:
+        flops = mfu * peak_flops
+        bw = mbu * mem_bw_bytes_per_s
+        return cls(
+            per_token=round(2 * active_params / flops * TICKS_PER_S),
+            per_attn=round(4 * attn_layers * q_heads * head_dim / flops * TICKS_PER_S),
+            weights=round(weight_bytes / bw * TICKS_PER_S),
+            per_kv_token=round(kv_bytes_per_token / bw * TICKS_PER_S),
+            overhead=round(overhead_s * TICKS_PER_S),
+        )
+
+    def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int) -> int:
+        compute = self.per_token * num_tokens + self.per_attn * attn_pairs
+        memory = self.weights + self.per_kv_token * kv_tokens
+        return self.overhead + (compute if compute > memory else memory)
+
+    def step_ends(
+        self, num_seqs: int, context_sum: int, num_steps: int, t0: int, deadline: int = 0
+    ) -> list[int]:
+        """``t0 + window_ticks(num_seqs, context_sum, i)`` for i = 1 .. num_steps, stopping
+        before a step that would start at or after ``deadline`` (if > t0)."""
+        n, s0 = num_seqs, context_sum
+        c = self.per_token * n + self.per_attn * s0
+        dc = self.per_attn * n
+        m = self.weights + self.per_kv_token * s0
+        dm = self.per_kv_token * n
+        ov = self.overhead
+        k = num_steps
+        if deadline > t0:  # steps only grow: the first bounds how many start before it
+            k = min(k, -(-(deadline - t0) // (ov + (c if c > m else m))))
+        if k <= 0:
+            return []
+        last_c, last_m = c + dc * (k - 1), m + dm * (k - 1)
+        if c <= m and last_c <= last_m:  # memory-bound throughout (ties go to memory)
+            a, d = ov + m, dm
+        elif c > m and last_c > last_m:  # compute-bound throughout
+            a, d = ov + c, dc
+        else:  # the bound changes inside the window: step by step
+            out = []
+            t = t0
+            for _ in range(k):
+                t += ov + (c if c > m else m)
+                out.append(t)
+                c += dc
+                m += dm
+            return _started_before(out, t0, deadline)
+        # step i lasts a + d*i ticks: the ends are C-level running sums
+        rest = range(a + d, a + d * k, d) if d else repeat(a, k - 1)
+        return _started_before(list(accumulate(chain((t0 + a,), rest))), t0, deadline)
+
+    def window_ticks(self, num_seqs: int, context_sum: int, num_steps: int) -> int: ...
+
+
+def _line_sum(a: int, b: int, i0: int, i1: int) -> int:
+    """sum of a + b*i for i in [i0, i1)."""
+    n = i1 - i0
+    if n <= 0:
+        return 0
+    return a * n + b * ((i0 + i1 - 1) * n // 2)
+
+
+def _started_before(ends: list[int], t0: int, deadline: int) -> list[int]:
+    """``ends`` cut after the last step that starts before ``deadline`` (if > t0); step
+    i starts at ``ends[i - 1]`` (step 0 at t0)."""
+    if deadline > t0 and len(ends) > 1 and ends[-2] >= deadline:
+        del ends[bisect_left(ends, deadline, 0, len(ends) - 1) + 1 :]
+    return ends
 
 
 @dataclass(frozen=True, slots=True)

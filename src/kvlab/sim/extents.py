@@ -27,8 +27,9 @@ differential test runs both on randomized workloads and on the shipped traces):
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import Counter
+from itertools import accumulate
 from typing import Any
 
 from kvlab.sim.block_pool import residency_histograms
@@ -215,80 +216,99 @@ class ExtentPool:
         if n <= c:
             self.clean = c - n
         else:
-            self.take_steps([n], now, [now])
+            self.clean = 0
+            self._evict(n - c, None, c, now, now, ())
 
     def take_steps(self, counts: list[int], now: int, ends: list[int]) -> None:
         """:meth:`take` ``counts[i]`` blocks at the start of decode step i, for each i
-        in order (step 0 starts at ``now``, step i at ``ends[i - 1]``); histogram
-        counts are added once per run of equal bins."""
+        in order (step 0 starts at ``now``, step i at ``ends[i - 1]``)."""
         total = sum(counts)
         c = self.clean
         if total <= c:
             self.clean = c - total
             return
         self.clean = 0
-        self.queued -= total - c
-        self.num_evicted += total - c
+        if len(counts) == 1:
+            self._evict(total - c, None, c, now, now, ends)
+            return
+        cum = list(accumulate(counts))
+        first = bisect_right(cum, c)  # the steps that evict: first .. last
+        last = bisect_left(cum, total)
+        self._evict(
+            total - c,
+            cum,
+            c,
+            ends[first - 1] if first else now,
+            ends[last - 1] if last else now,
+            ends,
+        )
+
+    def _evict(
+        self, num: int, cum: list[int] | None, c: int, t_lo: int, t_hi: int, ends: Any
+    ) -> None:
+        """Evict ``num`` blocks from the queue head, between ticks ``t_lo`` and ``t_hi``.
+
+        Eviction ``q`` (0-based) happens at the start of the step that takes block
+        ``c + q`` of the window (``cum``: running totals of its steps' blocks; step
+        i starts at ``ends[i - 1]``, step 0 at ``t_lo`` then). Histogram counts are
+        added per extent when its blocks fall in one bin at both ends of the range
+        (nearly always), block by block otherwise.
+        """
+        self.queued -= num
+        self.num_evicted += num
         head, life, idle, by_run = self.head, self.lifetime, self.idle, self.by_run
         acc_l = acc_i = acc_n = 0  # pending count for the bins (acc_l, acc_i)
-        t_next = now
-        for m, t_end in zip(counts, ends, strict=True):
-            t = t_next  # the step's start
-            t_next = t_end
-            if not m:
-                continue
-            if c:
-                if m <= c:
-                    c -= m
-                    continue
-                m -= c
-                c = 0
-            while m:  # evict m blocks at tick t
-                e = head.qnext
-                en = e.n
-                x = en if en <= m else m
-                born, used = e.born, e.used
-                if born.__class__ is list:  # evicted from the end: the last x stamps
-                    stamps = born[en - x :]
-                    bl = (t - stamps[0]).bit_length()
-                    if bl != (t - stamps[-1]).bit_length():  # stamps ascend: bins descend
-                        for b in stamps:
-                            life[(t - b).bit_length()] += 1
-                            if used is None:
-                                idle[(t - b).bit_length()] += 1
-                        if used is not None:
-                            idle[(t - used).bit_length()] += x
-                        bl = -1
-                    else:
-                        bi = bl if used is None else (t - used).bit_length()
-                    if x < en:
-                        del born[en - x :]
+        q = 0
+        while q < num:
+            e = head.qnext
+            en = e.n
+            x = en if en <= num - q else num - q
+            born, used = e.born, e.used
+            if born.__class__ is list:  # evicted from the end: the last x stamps
+                bl = (t_lo - born[-1]).bit_length()
+                uniform = bl == (t_hi - born[en - x]).bit_length()
+            else:
+                bl = (t_lo - born).bit_length()
+                uniform = bl == (t_hi - born).bit_length()
+            if used is None:
+                bi = bl
+            else:
+                bi = (t_lo - used).bit_length()
+                uniform = uniform and bi == (t_hi - used).bit_length()
+            if uniform:
+                if bl == acc_l and bi == acc_i:
+                    acc_n += x
                 else:
-                    bl = (t - born).bit_length()
-                    bi = (t - used).bit_length()
-                if bl >= 0:
-                    if bl == acc_l and bi == acc_i:
-                        acc_n += x
-                    else:
-                        if acc_n:
-                            life[acc_l] += acc_n
-                            idle[acc_i] += acc_n
-                        acc_l, acc_i, acc_n = bl, bi, x
-                if x < en:
-                    e.n = en - x
-                    break
-                q = e.qnext
-                head.qnext = q
-                q.qprev = head
-                e.qprev = e.qnext = None
-                run = e.key >> OFFSET_BITS  # forget the extent
-                exts = by_run[run]
-                if len(exts) == 1:
-                    del by_run[run]
-                else:
-                    exts.remove(e)
-                e.n = 0
-                m -= x
+                    if acc_n:
+                        life[acc_l] += acc_n
+                        idle[acc_i] += acc_n
+                    acc_l, acc_i, acc_n = bl, bi, x
+            else:  # block by block, at the tick of the step that evicts it
+                t = t_lo
+                for j in range(x):
+                    if cum is not None:
+                        step = bisect_right(cum, c + q + j)
+                        t = ends[step - 1] if step else t_lo
+                    b = born[en - 1 - j] if born.__class__ is list else born
+                    life[(t - b).bit_length()] += 1
+                    idle[(t - (b if used is None else used)).bit_length()] += 1
+            if born.__class__ is list and x < en:
+                del born[en - x :]
+            q += x
+            if x < en:
+                e.n = en - x
+                break
+            nxt = e.qnext
+            head.qnext = nxt
+            nxt.qprev = head
+            e.qprev = e.qnext = None
+            run = e.key >> OFFSET_BITS  # forget the extent
+            exts = by_run[run]
+            if len(exts) == 1:
+                del by_run[run]
+            else:
+                exts.remove(e)
+            e.n = 0
         if acc_n:
             life[acc_l] += acc_n
             idle[acc_i] += acc_n
