@@ -15,6 +15,7 @@ from kvlab.results import (
     dist,
     group_summaries,
     summarize,
+    summary_with_groups,
 )
 
 
@@ -68,6 +69,29 @@ def test_counters_from_a_backend_take_precedence() -> None:
         counters={"prefix_cache_queries": 1000, "prefix_cache_hits": 250},
     )
     assert s["prefix_cache_hit_rate"] == 0.25
+
+
+@pytest.mark.parametrize("classes", [(None, None, None), ("x", "x", "x"), (None, "x", "y")])
+def test_summary_with_groups_is_summarize_plus_group_summaries(classes: tuple) -> None:
+    records = [
+        rec(
+            str(i),
+            cls=c,
+            arrival_s=float(i),
+            admitted_s=i + 0.1,
+            first_token_s=i + 0.5,
+            finish_s=i + 1.5 + i * 0.25,
+            cached_tokens=16 * i,
+            status="ok",
+        )
+        for i, c in enumerate(classes)
+    ]
+    counters = {"prefix_cache_queries": 900, "prefix_cache_hits": 300, "num_steps": 7}
+    expected = summarize(records, duration_s=4.0, counters=counters)
+    expected["by_class"] = group_summaries(records, duration_s=4.0)
+    got = summary_with_groups(records, duration_s=4.0, counters=counters)
+    assert got == expected
+    assert list(got) == list(expected)
 
 
 def test_dist_of_nothing_is_none_and_percentiles_are_exact() -> None:

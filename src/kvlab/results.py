@@ -290,6 +290,14 @@ def summarize(
     s["prefix_cache_hits"] = sum(map(sub, map(_CACHED, admitted), offloaded))
     s["external_prefix_cache_hits"] = sum(offloaded)
     s["num_preemptions"] = sum(map(_PREEMPTIONS, records))
+    return with_counters(s, counters)
+
+
+def with_counters(summary: dict[str, Any], counters: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``summary`` with backend ``counters`` merged in (as :func:`summarize` does), its
+    prefix-cache hit rate recomputed; the input's own keys are not changed."""
+    s = dict(summary)
+    s.pop("prefix_cache_hit_rate", None)  # recomputed last, as summarize orders it
     if counters:
         s.update(counters)
     qq, hh = s.get("prefix_cache_queries"), s.get("prefix_cache_hits")
@@ -305,6 +313,27 @@ def group_summaries(
     for r in records:
         groups.setdefault(str(getattr(r, key)), []).append(r)
     return {k: summarize(v, duration_s=duration_s) for k, v in sorted(groups.items())}
+
+
+def summary_with_groups(
+    records: Sequence[RequestRecord],
+    *,
+    duration_s: float,
+    counters: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``summarize(records, duration_s=..., counters=...)`` plus ``by_class``:
+    :func:`group_summaries` by ``cls`` (computed once when all records share one)."""
+    groups: dict[str, list[RequestRecord]] = {}
+    for r in records:
+        groups.setdefault(str(r.cls), []).append(r)
+    if len(groups) == 1:
+        whole = summarize(records, duration_s=duration_s)
+        s = with_counters(whole, counters)
+        s["by_class"] = {k: whole for k in groups}
+        return s
+    s = summarize(records, duration_s=duration_s, counters=counters)
+    s["by_class"] = {k: summarize(v, duration_s=duration_s) for k, v in sorted(groups.items())}
+    return s
 
 
 @dataclass
@@ -638,4 +667,6 @@ __all__ = [
     "group_summaries",
     "records_to_jsonl",
     "summarize",
+    "summary_with_groups",
+    "with_counters",
 ]

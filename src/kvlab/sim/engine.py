@@ -18,6 +18,7 @@ import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from itertools import accumulate
+from operator import attrgetter
 from typing import Any
 
 from kvlab.errors import CapacityError, WorkloadError
@@ -27,8 +28,7 @@ from kvlab.results import (
     STATUS_UNFINISHED,
     RequestRecord,
     RunResult,
-    group_summaries,
-    summarize,
+    summary_with_groups,
 )
 from kvlab.sim.block_pool import BlockPool
 from kvlab.sim.cohort import Cohort
@@ -48,6 +48,10 @@ from kvlab.sim.windows import window_len
 from kvlab.workload.records import Request, Workload
 
 Progress = Callable[[int, int], None]
+
+
+#: ``Engine.next_arrival`` when no arrival is left (later than any tick).
+NO_ARRIVAL = 1 << 256
 
 
 def _ticks(x: float) -> int:
@@ -123,7 +127,12 @@ class Engine:
         )
         self.now = 0
         self.records: list[RequestRecord] = []
+        #: arrivals known up front, latest first (popped from the end), and the
+        #: session follow-ups scheduled as requests finish (a heap); both (tick, index)
         self.arrivals: list[tuple[int, int]] = []
+        self.followups: list[tuple[int, int]] = []
+        #: tick of the next arrival of either kind (NO_ARRIVAL when none is left)
+        self.next_arrival = NO_ARRIVAL
         self.next_in_session: dict[int, int] = {}
         self.num_done = 0
         self._prepare()
@@ -162,7 +171,15 @@ class Engine:
                     f"cache holds {usable * self.B} ({usable} blocks of {self.B}); "
                     "give more --num-blocks or GPU memory, or shorten the request"
                 )
-        heapq.heapify(self.arrivals)
+        self.arrivals.sort(reverse=True)
+        self._next_arrival()
+
+    def _next_arrival(self) -> None:
+        a, f = self.arrivals, self.followups
+        if a:
+            self.next_arrival = f[0][0] if f and f[0] < a[-1] else a[-1][0]
+        else:
+            self.next_arrival = f[0][0] if f else NO_ARRIVAL
 
     # -- main loop ---------------------------------------------------------
     def run(self) -> RunResult:
@@ -171,14 +188,13 @@ class Engine:
             self._run_fast()
             return self._result(time.perf_counter() - wall0)
         sched = self.sched
-        arrivals = self.arrivals
         while True:
-            if arrivals and arrivals[0][0] <= self.now:
+            if self.next_arrival <= self.now:
                 self._arrive()
             if not sched.running and not sched.num_waiting():
-                if not self.arrivals:
+                if self.next_arrival == NO_ARRIVAL:
                     break
-                self.now = self.arrivals[0][0]
+                self.now = self.next_arrival
                 continue
             self._general_event()
         return self._result(time.perf_counter() - wall0)
@@ -196,9 +212,16 @@ class Engine:
         self._observe()
 
     def _arrive(self) -> None:
-        arrivals, now, m = self.arrivals, self.now, self.r.max_model_len
-        while arrivals and arrivals[0][0] <= now:
-            t, i = heapq.heappop(arrivals)
+        arrivals, followups, now, m = self.arrivals, self.followups, self.now, self.r.max_model_len
+        while True:
+            if followups and (not arrivals or followups[0] < arrivals[-1]):
+                if followups[0][0] > now:
+                    break
+                t, i = heapq.heappop(followups)
+            elif arrivals and arrivals[-1][0] <= now:
+                t, i = arrivals.pop()
+            else:
+                break
             q = self.workload.requests[i]
             rec = self.records[i]
             rec.arrival_s = t / TICKS_PER_S
@@ -208,12 +231,14 @@ class Engine:
                 self._session_next(i, t)
                 continue
             self.sched.add(Seq(i, q, t, self.interner, self.B, m, rec))
+        self._next_arrival()
 
     def _session_next(self, i: int, t_end: int) -> None:
         j = self.next_in_session.pop(i, None)
         if j is not None:
             think = self.workload.requests[j].think_time_s or 0.0
-            heapq.heappush(self.arrivals, (t_end + _ticks(think), j))
+            heapq.heappush(self.followups, (t_end + _ticks(think), j))
+            self._next_arrival()
 
     # -- one exact step -------------------------------------------------------
     def _step(self, expect_decode_only: bool = False) -> None:
@@ -364,17 +389,17 @@ class Engine:
         when it declines."""
         sched, co = self.sched, self.cohort
         assert co is not None
-        running, fifo, arrivals = sched.running, sched._fifo, self.arrivals
+        running, fifo = sched.running, sched._fifo
         budget = self.r.max_num_batched_tokens
         while True:
             now = self.now
-            if arrivals and arrivals[0][0] <= now:
+            if self.next_arrival <= now:
                 self._arrive()
             n = len(running)
             if not n and not fifo:
-                if not arrivals:
+                if self.next_arrival == NO_ARRIVAL:
                     return
-                self.now = arrivals[0][0]
+                self.now = self.next_arrival
                 continue
             general = False
             if n and co.n == n and n <= budget:
@@ -440,7 +465,7 @@ class Engine:
         assert co is not None and isinstance(pool, ExtentPool)
         k = co.steps_to_finish()
         cost, s0 = self.r.cost, co.ctx
-        deadline = self.arrivals[0][0] if self.arrivals else 0
+        deadline = self.next_arrival if self.next_arrival != NO_ARRIVAL else 0
         if self.step_ends is not None:
             ends = self.step_ends(n, s0, k, now, deadline)
             k = len(ends)
@@ -540,7 +565,9 @@ class Engine:
             token_budget=self.r.max_num_batched_tokens,
             free_blocks=self.pool.num_free,
             cost=self.r.cost,
-            until_arrival=self.arrivals[0][0] - self.now if self.arrivals else None,
+            until_arrival=(
+                self.next_arrival - self.now if self.next_arrival != NO_ARRIVAL else None
+            ),
             waiting=sched.num_waiting() > 0,
             head_admissible=lambda: sched.can_admit_head(self.now),
             caching=self.cfg.enable_prefix_caching,
@@ -662,9 +689,10 @@ class Engine:
 
     def _result(self, wall_s: float) -> RunResult:
         recs = self.records
-        for rec in recs:
-            if math.isnan(rec.arrival_s):
-                rec.arrival_s = 0.0
+        if any(map(math.isnan, map(attrgetter("arrival_s"), recs))):
+            for rec in recs:
+                if math.isnan(rec.arrival_s):
+                    rec.arrival_s = 0.0
         counters: dict[str, Any] = dict(self.c)
         counters.update(
             num_preemptions=sum(r.num_preemptions for r in recs),
@@ -684,8 +712,7 @@ class Engine:
                 offload_evicted_blocks=o.num_evicted,
                 offload_load_s=o.load_ticks / TICKS_PER_S,
             )
-        summary = summarize(recs, duration_s=self.now / TICKS_PER_S, counters=counters)
-        summary["by_class"] = group_summaries(recs, duration_s=self.now / TICKS_PER_S)
+        summary = summary_with_groups(recs, duration_s=self.now / TICKS_PER_S, counters=counters)
         summary["wall_s"] = wall_s
         return RunResult(
             records=recs,
