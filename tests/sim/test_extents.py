@@ -15,6 +15,7 @@ from kvlab.results import RunResult
 from kvlab.sim.config import SimConfig
 from kvlab.sim.engine import Engine, simulate
 from kvlab.sim.extents import ExtentPool
+from kvlab.sim.hashing import ChainInterner
 from kvlab.workload.records import Request, Segment, Workload
 
 
@@ -330,3 +331,25 @@ def test_a_clock_without_step_ends_gives_the_same_results(tmp_path: Path) -> Non
 
     fast, ref = both(mixed_workload(3, 120), base.replace(cost_model=Table()), tmp_path)
     assert fast == ref
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_merged_key_runs_change_no_result(
+    seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parts continuing each other's runs (ChainInterner.reserve) rename keys but keep
+    which blocks are equal: every output, miss causes included, is the same as with a
+    run per (prefix, content) part."""
+    rng = np.random.default_rng(2000 + seed)
+    wl = mixed_workload(seed, 120) if seed % 2 else random_workload(seed, 80, rate=40.0)
+    bs = int(rng.choice([4, 16]))
+    c = cfg(
+        block_size=bs,
+        num_blocks=int(rng.integers(90, 200)) * (16 // bs),
+        max_num_seqs=int(rng.integers(2, 12)),
+        max_num_batched_tokens=int(rng.choice([64, 128, 512])),
+        extents=seed % 3 != 2,
+    )
+    merged = saved(simulate(wl, c), tmp_path / "merged")
+    monkeypatch.setattr(ChainInterner, "reserve", lambda self, lengths: None)
+    assert saved(simulate(wl, c), tmp_path / "apart") == merged

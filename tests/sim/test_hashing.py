@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -72,3 +74,72 @@ def test_walk_names_prefixes_like_prompt_keys() -> None:
             for x in range(len(wi)):
                 for y in range(len(wj)):
                     assert (wi[x] == wj[y]) == (listed[i][x] == listed[j][y])
+
+
+def _seg(content: str, n: int) -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(content_id=content, tokens=n)
+
+
+requests_st = st.lists(
+    st.tuples(
+        st.lists(st.tuples(st.sampled_from("abcd"), st.integers(0, 9)), min_size=1, max_size=5),
+        st.sampled_from(["a", "b", "o", "p", None]),  # named output content, or fresh
+        st.integers(0, 12),  # output tokens
+        st.booleans(),  # whether its output keys are asked for right after its walk
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@given(requests_st, st.integers(1, 6))
+def test_merged_runs_keep_keys_equal_iff_token_prefixes_equal(reqs: list, bs: int) -> None:
+    """With :meth:`reserve`, parts continue each other's runs; keys (prompt and named
+    output blocks, asked for in any order) still name token prefixes exactly."""
+    lengths: dict[str, int] = {}
+    for segs, out, n_out, _ in reqs:
+        for c, n in segs:
+            lengths[c] = max(lengths.get(c, 0), n)
+        if out is not None:
+            lengths[out] = max(lengths.get(out, 0), n_out)
+    it = ChainInterner()
+    it.reserve(lengths)
+    walked: list[list[int]] = []
+    streams: list[list[tuple[str, int]]] = []
+    late: list[tuple[int, int, str, int, int]] = []
+    for r, (segs, out, n_out, eager) in enumerate(reqs):
+        ends: list[int] = []
+        firsts, node = it.walk([_seg(c, n) for c, n in segs], bs, ends, [])
+        keys, start = [], 0
+        for k0, end in zip(firsts, ends, strict=True):
+            keys += [k0 + bs * j for j in range(end - start)]
+            start = end
+        plen = sum(n for _, n in segs)
+        stream = [(c, j) for c, n in segs for j in range(n)]
+        assert len(keys) == plen // bs
+        walked.append(keys)
+        if out is None:
+            streams.append(stream)
+            continue
+        stream += [(out, j) for j in range(n_out)]
+        streams.append(stream)
+        if eager:
+            keys += _output_keys(it, node, out, plen, n_out, bs)
+        else:
+            late.append((r, node, out, plen, n_out))
+    for r, node, out, plen, n_out in late:
+        walked[r] += _output_keys(it, node, out, plen, n_out, bs)
+    for i, wi in enumerate(walked):
+        for j, wj in enumerate(walked):
+            for x in range(len(wi)):
+                for y in range(len(wj)):
+                    same = x == y and streams[i][: (x + 1) * bs] == streams[j][: (x + 1) * bs]
+                    assert (wi[x] == wj[y]) == same
+
+
+def _output_keys(it: ChainInterner, node: int, out: str, plen: int, n: int, bs: int) -> list[int]:
+    """Keys of the full blocks that end inside the output (as Seq.key_at names them)."""
+    base = it.part(node, out) - plen
+    return [base + e for e in range((plen // bs + 1) * bs, plen + n + 1, bs)]

@@ -16,7 +16,7 @@ import heapq
 import math
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from itertools import accumulate
 from operator import attrgetter
 from typing import Any
@@ -35,7 +35,7 @@ from kvlab.sim.cohort import Cohort
 from kvlab.sim.config import SimConfig
 from kvlab.sim.cost_model import TICKS_PER_S
 from kvlab.sim.extents import ExtentKV, ExtentPool
-from kvlab.sim.hashing import ChainInterner
+from kvlab.sim.hashing import OFFSET_BITS, ChainInterner
 from kvlab.sim.kv_manager import KVManager, cdiv
 from kvlab.sim.metrics import TimeSeries
 from kvlab.sim.offload import OffloadTier
@@ -173,6 +173,7 @@ class Engine:
                 )
         self.arrivals.sort(reverse=True)
         self._next_arrival()
+        self.interner.reserve(_content_lengths(self.workload.requests))
 
     def _next_arrival(self) -> None:
         a, f = self.arrivals, self.followups
@@ -352,29 +353,32 @@ class Engine:
             if cap < seq.nknown and self.pool.get(seq.key_at(cap)) is not None:
                 return "last_token"
             return "none"
-        nc, off = self.interner.split(seq.key_at(got))
-        return "evicted" if self.seen.get(nc, 0) >= off else "cold"
+        key = seq.key_at(got)
+        return "evicted" if self.seen.get(key >> OFFSET_BITS, -1) >= key else "cold"
 
     def _note_cached(self, seq: Seq) -> None:
-        """Remember how far each (prefix node, content) run was ever cached (miss causes)."""
+        """Remember how far each key run was ever cached (miss causes): ``seen[run]``
+        is the largest key of it cached so far (a run's keys lie on one trie path,
+        so every smaller key of it was cached too)."""
         covered = seq.num_cached_blocks * self.B
         if covered <= 0 or not self.cfg.enable_prefix_caching:
             return
-        seen, it = self.seen, self.interner
+        seen = self.seen
         start = 0
-        for nc, n in seq.seg_runs:
+        for base, n in seq.seg_runs:
             if start >= covered:
                 break
-            off = n if n < covered - start else covered - start
-            if seen.get(nc, 0) < off:
-                seen[nc] = off
+            key = base + (n if n < covered - start else covered - start)
+            run = key >> OFFSET_BITS
+            if seen.get(run, -1) < key:
+                seen[run] = key
             start += n
         if covered > seq.prompt_len and seq.out_content is not None:
             # (a fresh output is looked up by nobody: its runs need no record)
-            nc = it.run(seq.prompt_node, seq.out_content)
-            off = covered - seq.prompt_len
-            if seen.get(nc, 0) < off:
-                seen[nc] = off
+            key = self.interner.part(seq.prompt_node, seq.out_content) + covered - seq.prompt_len
+            run = key >> OFFSET_BITS
+            if seen.get(run, -1) < key:
+                seen[run] = key
 
     def _lower_tier(self, seq: Seq, n_hit: int, now: int, reserve: bool) -> int:
         assert self.offload is not None
@@ -741,6 +745,20 @@ def _version() -> str:
     from kvlab import __version__
 
     return __version__
+
+
+def _content_lengths(requests: Iterable[Request]) -> dict[str, int]:
+    """The most tokens of each content id over every segment and named output."""
+    most: dict[str, int] = {}
+    get = most.get
+    for q in requests:
+        for seg in q.segments:
+            if seg.tokens > get(seg.content_id, 0):
+                most[seg.content_id] = seg.tokens
+        out = q.output_content_id
+        if out is not None and q.output_tokens > get(out, 0):
+            most[out] = q.output_tokens
+    return most
 
 
 def _check_times(q: Request, i: int) -> None:

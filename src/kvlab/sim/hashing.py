@@ -19,8 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-#: Offsets (tokens into one segment) take the low bits of a key.
+#: Offsets (tokens into one run) take the low bits of a key.
 OFFSET_BITS = 24
+_LIMIT = 1 << OFFSET_BITS
+_MASK = _LIMIT - 1
 
 
 class ChainInterner:
@@ -39,8 +41,17 @@ class ChainInterner:
         self._next_content = 0
         self._next_node = 0
         self._next_run = 0
-        #: (node, content id, tokens) -> (child node, run << OFFSET_BITS): the walk cache
+        #: the walk's naming (see :meth:`walk`): (node, content id, tokens) -> (child
+        #: node, key of the segment's token 0), cached; (node, content id) -> that key
         self._steps: dict[tuple[int, str, int], tuple[int, int]] = {}
+        self._parts: dict[tuple[int, str], int] = {}
+        #: per content id, the most tokens any segment or named output of it has
+        #: (:meth:`reserve`); None: every part gets a run of its own
+        self._reserve: dict[str, int] | None = None
+        #: run -> end of its last part's region; node -> key where a part after it
+        #: would start, for the one node per run that may continue it
+        self._hwm: dict[int, int] = {}
+        self._open: dict[int, int] = {}
 
     def content(self, content_id: str) -> int:
         c = self._content.get(content_id)
@@ -71,6 +82,22 @@ class ChainInterner:
         self._next_run += 1
         return self._next_run - 1
 
+    def reserve(self, lengths: dict[str, int]) -> None:
+        """Give :meth:`walk` the most tokens each content id ever has (every segment and
+        named output the walk will see); with it, parts continue each other's runs."""
+        self._reserve = lengths
+
+    def part(self, node: int, content_id: str) -> int:
+        """The key of token 0 of content ``content_id`` after prefix ``node`` (the walk's
+        naming; for a named output: ``part(prompt node, output content id)``)."""
+        base = self._parts.get((node, content_id))
+        if base is None:
+            base = self._parts[(node, content_id)] = self.fresh_run() << OFFSET_BITS
+            room = self._reserve.get(content_id) if self._reserve is not None else None
+            if room is not None:  # a prompt segment of the whole content may continue it
+                self._hwm[base >> OFFSET_BITS] = base + room
+        return base
+
     def key(self, node: int, content: int | str, offset: int) -> int:
         if offset >= 1 << OFFSET_BITS:
             raise ValueError(f"a segment of more than {1 << OFFSET_BITS} tokens")
@@ -88,14 +115,26 @@ class ChainInterner:
         ends: list[int],
         runs: list[tuple[int, int]],
     ) -> tuple[list[int], int]:
-        """:meth:`prompt_keys` of a request's segments (objects with ``content_id`` and
-        ``tokens``) as runs of keys: the first key of each run (the keys of one run
-        step by ``block_size``), with ``ends`` the block index where each run ends;
-        each segment's step through the trie is cached. ``runs`` gets ``(run,
-        tokens)`` per non-empty segment. Returns the first keys and the end node."""
+        """A request's prompt keys from its segments (objects with ``content_id`` and
+        ``tokens``), as runs of keys: the first key of each run (the keys of one run
+        step by ``block_size``), with ``ends`` the block index where each ends; each
+        segment's step through the trie is cached. ``runs`` gets ``(key of token 0,
+        tokens)`` per stretch of segments on one key line. Returns the first keys
+        and the end node.
+
+        Naming: content ``c`` after prefix node ``X`` is a *part*: the keys ``base +
+        o`` for token offsets ``o``, in a region as long as the longest ``c`` (see
+        :meth:`reserve`). A new part takes a run of its own, except right after the
+        whole of the last part of a run: then it continues that run, so a chain of
+        segments first seen together (a conversation's turns, a trace's 512-token
+        hash blocks) is one run of consecutive keys. Equal keys still mean equal
+        prefixes: a run's keys lie on one path of the trie.
+        """
         firsts: list[int] = []
         num_keys = 0
         node = start = 0
+        line = None  # key - token position on the current line of keys
+        keyed = False  # whether the line has its run in firsts yet
         steps = self._steps
         get = steps.get
         for seg in segments:
@@ -106,31 +145,56 @@ class ChainInterner:
             v = get(k)
             if v is None:
                 v = steps[k] = self._step(node, seg.content_id, n)
-            child, rbase = v
+            child, base = v
             end = start + n
             first = (start // block_size + 1) * block_size
-            if first <= end:
-                firsts.append(rbase - start + first)
-                num_keys += (end - first) // block_size + 1
-                ends.append(num_keys)
-            runs.append((rbase >> OFFSET_BITS, n))
+            if base - start == line:  # the same key line goes on
+                if first <= end:
+                    num_keys += (end - first) // block_size + 1
+                    if keyed:
+                        ends[-1] = num_keys
+                    else:
+                        firsts.append(base - start + first)
+                        ends.append(num_keys)
+                        keyed = True
+                b0, n0 = runs[-1]
+                runs[-1] = (b0, n0 + n)
+            else:
+                line = base - start
+                keyed = first <= end
+                if keyed:
+                    firsts.append(line + first)
+                    num_keys += (end - first) // block_size + 1
+                    ends.append(num_keys)
+                runs.append((base, n))
             node = child
             start = end
         return firsts, node
 
     def _step(self, node: int, content_id: str, n: int) -> tuple[int, int]:
-        """(child node, run << OFFSET_BITS) of ``n`` tokens of ``content_id`` after ``node``
-        (the walk's naming: runs by content id string, a new node per new step)."""
+        """(child node, key of token 0) of ``n`` tokens of ``content_id`` after ``node``:
+        a new node per new step, the part of ``(node, content_id)`` (see :meth:`walk`)."""
         if n >= 1 << OFFSET_BITS:
             raise ValueError(f"a segment of more than {1 << OFFSET_BITS} tokens")
-        runs = self._runs
+        room = self._reserve.get(content_id) if self._reserve is not None else None
+        if room is not None and room < n:
+            raise ValueError(f"content {content_id!r} has {n} tokens, more than reserved")
         k = (node, content_id)
-        r = runs.get(k)
-        if r is None:
-            r = runs[k] = self._next_run
-            self._next_run += 1
+        base = self._parts.get(k)
+        if base is None:
+            after = self._open.pop(node, None)
+            if after is not None and room is not None and (after & _MASK) + room < _LIMIT:
+                base = after  # right after the whole last part of a run: continue it
+            else:
+                base = self.fresh_run() << OFFSET_BITS
+            self._parts[k] = base
+            if room is not None:
+                self._hwm[base >> OFFSET_BITS] = base + room
         self._next_node += 1
-        return self._next_node, r << OFFSET_BITS
+        child = self._next_node
+        if n == room and self._hwm.get(base >> OFFSET_BITS) == base + n:
+            self._open[child] = base + n  # the whole last part of its run
+        return child, base
 
     def prompt_keys(
         self, segments: list[tuple[int, int]], block_size: int

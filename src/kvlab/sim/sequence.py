@@ -122,12 +122,12 @@ class Seq:
         base = self.out_base
         if base is None:  # interned on first use, as run ids are given in first-use order
             out = self.out_content
-            run = (
-                self.interner.fresh_run()  # fresh output: a run of its own
+            zero = (
+                self.interner.fresh_run() << OFFSET_BITS  # fresh output: a run of its own
                 if out is None
-                else self.interner.run(self.prompt_node, out)
+                else self.interner.part(self.prompt_node, out)
             )
-            base = self.out_base = (run << OFFSET_BITS) - self.prompt_len
+            base = self.out_base = zero - self.prompt_len
         return base
 
     def piece_key(self, p: int) -> int:
