@@ -25,6 +25,17 @@ _LIMIT = 1 << OFFSET_BITS
 _MASK = _LIMIT - 1
 
 
+def _stretch(
+    line: int, start: int, end: int, bs: int, firsts: list[int], ends: list[int]
+) -> None:
+    """Append the key run of the full blocks ending in (start, end] (key = line + end
+    position) to ``firsts`` / ``ends``, if there is one."""
+    first = (start // bs + 1) * bs
+    if first <= end:
+        firsts.append(line + first)
+        ends.append((ends[-1] if ends else 0) + (end - first) // bs + 1)
+
+
 class ChainInterner:
     """Interns content ids and segment-trie nodes; owns no global state.
 
@@ -48,9 +59,8 @@ class ChainInterner:
         #: per content id, the most tokens any segment or named output of it has
         #: (:meth:`reserve`); None: every part gets a run of its own
         self._reserve: dict[str, int] | None = None
-        #: run -> end of its last part's region; node -> key where a part after it
-        #: would start, for the one node per run that may continue it
-        self._hwm: dict[int, int] = {}
+        #: node -> key where a part after it would start, for the one node per run
+        #: that may continue it (the end of the whole last part of the run)
         self._open: dict[int, int] = {}
 
     def content(self, content_id: str) -> int:
@@ -93,9 +103,6 @@ class ChainInterner:
         base = self._parts.get((node, content_id))
         if base is None:
             base = self._parts[(node, content_id)] = self.fresh_run() << OFFSET_BITS
-            room = self._reserve.get(content_id) if self._reserve is not None else None
-            if room is not None:  # a prompt segment of the whole content may continue it
-                self._hwm[base >> OFFSET_BITS] = base + room
         return base
 
     def key(self, node: int, content: int | str, offset: int) -> int:
@@ -131,10 +138,9 @@ class ChainInterner:
         prefixes: a run's keys lie on one path of the trie.
         """
         firsts: list[int] = []
-        num_keys = 0
         node = start = 0
-        line = None  # key - token position on the current line of keys
-        keyed = False  # whether the line has its run in firsts yet
+        line = None  # key - token position along the current stretch of segments
+        lstart = lbase = 0  # where the stretch starts (token position, key)
         steps = self._steps
         get = steps.get
         for seg in segments:
@@ -145,37 +151,23 @@ class ChainInterner:
             v = get(k)
             if v is None:
                 v = steps[k] = self._step(node, seg.content_id, n)
-            child, base = v
-            end = start + n
-            first = (start // block_size + 1) * block_size
-            if base - start == line:  # the same key line goes on
-                if first <= end:
-                    num_keys += (end - first) // block_size + 1
-                    if keyed:
-                        ends[-1] = num_keys
-                    else:
-                        firsts.append(base - start + first)
-                        ends.append(num_keys)
-                        keyed = True
-                b0, n0 = runs[-1]
-                runs[-1] = (b0, n0 + n)
-            else:
-                line = base - start
-                keyed = first <= end
-                if keyed:
-                    firsts.append(line + first)
-                    num_keys += (end - first) // block_size + 1
-                    ends.append(num_keys)
-                runs.append((base, n))
-            node = child
-            start = end
+            node, base = v
+            if base - start != line:
+                if line is not None:
+                    _stretch(line, lstart, start, block_size, firsts, ends)
+                    runs.append((lbase, start - lstart))
+                line, lstart, lbase = base - start, start, base
+            start += n
+        if line is not None:
+            _stretch(line, lstart, start, block_size, firsts, ends)
+            runs.append((lbase, start - lstart))
         return firsts, node
 
     def _step(self, node: int, content_id: str, n: int) -> tuple[int, int]:
         """(child node, key of token 0) of ``n`` tokens of ``content_id`` after ``node``:
         a new node per new step, the part of ``(node, content_id)`` (see :meth:`walk`)."""
-        if n >= 1 << OFFSET_BITS:
-            raise ValueError(f"a segment of more than {1 << OFFSET_BITS} tokens")
+        if n >= _LIMIT:
+            raise ValueError(f"a segment of more than {_LIMIT} tokens")
         room = self._reserve.get(content_id) if self._reserve is not None else None
         if room is not None and room < n:
             raise ValueError(f"content {content_id!r} has {n} tokens, more than reserved")
@@ -186,15 +178,15 @@ class ChainInterner:
             if after is not None and room is not None and (after & _MASK) + room < _LIMIT:
                 base = after  # right after the whole last part of a run: continue it
             else:
-                base = self.fresh_run() << OFFSET_BITS
+                self._next_run += 1
+                base = (self._next_run - 1) << OFFSET_BITS
             self._parts[k] = base
-            if room is not None:
-                self._hwm[base >> OFFSET_BITS] = base + room
         self._next_node += 1
-        child = self._next_node
-        if n == room and self._hwm.get(base >> OFFSET_BITS) == base + n:
-            self._open[child] = base + n  # the whole last part of its run
-        return child, base
+        if n == room:
+            # The whole part. It is the last of its run: parts are placed last, and
+            # only after a node opened here (never one of a part of fewer tokens).
+            self._open[self._next_node] = base + n
+        return self._next_node, base
 
     def prompt_keys(
         self, segments: list[tuple[int, int]], block_size: int
