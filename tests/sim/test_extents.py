@@ -5,16 +5,19 @@ tests of the pool itself."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sim_helpers import Gpu, llama8b, random_workload, req
 
 from kvlab.results import RunResult
 from kvlab.sim.config import SimConfig
 from kvlab.sim.engine import Engine, simulate
-from kvlab.sim.extents import ExtentPool
+from kvlab.sim.extents import ExtentPool, _add_ages
 from kvlab.sim.hashing import ChainInterner
 from kvlab.workload.records import Request, Segment, Workload
 
@@ -353,3 +356,18 @@ def test_merged_key_runs_change_no_result(
     merged = saved(simulate(wl, c), tmp_path / "merged")
     monkeypatch.setattr(ChainInterner, "reserve", lambda self, lengths: None)
     assert saved(simulate(wl, c), tmp_path / "apart") == merged
+
+
+@given(
+    st.lists(st.integers(0, 10**6), max_size=40),
+    st.integers(0, 10**6),
+    st.integers(0, 40),
+    st.integers(0, 40),
+)
+def test_ages_by_bisection_equal_block_by_block(stamps: list, extra: int, a: int, b: int) -> None:
+    stamps.sort()
+    t = (stamps[-1] if stamps else 0) + extra
+    lo, hi = min(a, b, len(stamps)), min(max(a, b), len(stamps))
+    got: Counter[int] = Counter()
+    _add_ages(got, stamps, lo, hi, t)
+    assert got == Counter((t - x).bit_length() for x in stamps[lo:hi])

@@ -37,6 +37,19 @@ from kvlab.sim.hashing import OFFSET_BITS
 from kvlab.sim.kv_manager import AdmissionRules, cdiv
 
 
+def _add_ages(hist: Counter[int], stamps: list[int], lo: int, hi: int, t: int) -> None:
+    """``hist[(t - b).bit_length()] += 1`` for each ``b`` in ``stamps[lo:hi]`` (ascending,
+    none after ``t``): one bisection per bin."""
+    while lo < hi:
+        bl = (t - stamps[lo]).bit_length()  # the oldest left: the highest bin
+        if bl == 0:
+            hist[0] += hi - lo
+            return
+        j = bisect_right(stamps, t - (1 << (bl - 1)), lo, hi)
+        hist[bl] += j - lo
+        lo = j
+
+
 class Extent:
     """Consecutive full blocks of one chain run with the same state.
 
@@ -283,15 +296,26 @@ class ExtentPool:
                         life[acc_l] += acc_n
                         idle[acc_i] += acc_n
                     acc_l, acc_i, acc_n = bl, bi, x
-            else:  # block by block, at the tick of the step that evicts it
-                t = t_lo
-                for j in range(x):
+            else:  # step by step: the blocks each step evicts (from the extent's end)
+                j = 0
+                while j < x:
+                    m = x - j
+                    t = t_lo
                     if cum is not None:
                         step = bisect_right(cum, c + q + j)
-                        t = ends[step - 1] if step else t_lo
-                    b = born[en - 1 - j] if born.__class__ is list else born
-                    life[(t - b).bit_length()] += 1
-                    idle[(t - (b if used is None else used)).bit_length()] += 1
+                        if step:
+                            t = ends[step - 1]
+                        if cum[step] - (c + q + j) < m:
+                            m = cum[step] - (c + q + j)
+                    if born.__class__ is list:
+                        _add_ages(life, born, en - j - m, en - j, t)
+                        if used is None:
+                            _add_ages(idle, born, en - j - m, en - j, t)
+                    else:
+                        life[(t - born).bit_length()] += m
+                    if used is not None or born.__class__ is not list:
+                        idle[(t - (born if used is None else used)).bit_length()] += m
+                    j += m
             if born.__class__ is list and x < en:
                 del born[en - x :]
             q += x
