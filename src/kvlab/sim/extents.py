@@ -179,7 +179,10 @@ class ExtentPool:
                 t = ends[p] - i
             if cap - i < t:
                 t = cap - i
-            pieces.append((found, j, t))
+            if pieces and pieces[-1][0] is found and pieces[-1][1] + pieces[-1][2] == j:
+                pieces[-1] = (found, pieces[-1][1], pieces[-1][2] + t)  # key runs that meet
+            else:
+                pieces.append((found, j, t))
             i += t
         return Hit(pieces, i)
 
@@ -596,8 +599,28 @@ class ExtentKV(AdmissionRules):
                 borns += stamps[:lazy]
                 del stamps[:lazy]
             seq.ensure_keys(seq.num_cached_blocks)
-            e = pool.cache_stamped(seq.key_at(seq.nkeyed), borns)
-            seq.table.append([e, len(borns)])
+            key = seq.key_at(seq.nkeyed)
+            table = seq.table
+            e = seq.last_ext
+            if (
+                e is not None
+                and table[-1][0] is e
+                and table[-1][1] == e.n
+                and e.ref == 1
+                and e.nxt is None
+                and e.key + e.n * self.block_size == key
+                and pool.by_run[key >> OFFSET_BITS][-1] is e
+                and (e.used is None if e.born.__class__ is list else e.used == e.born)
+            ):  # its newest extent (never hit since) ends where the output starts: grow it
+                if e.born.__class__ is list:
+                    e.born += borns
+                else:
+                    e.born = [e.born] * e.n + borns
+                    e.used = None
+                e.n += len(borns)
+                table[-1][1] += len(borns)
+            else:
+                table.append([pool.cache_stamped(key, borns), len(borns)])
         for _, c in pending:
             pool.clean += c
         pool.clean += len(stamps)

@@ -123,7 +123,7 @@ class Seq:
         if base is None:  # interned on first use, as run ids are given in first-use order
             out = self.out_content
             zero = (
-                self.interner.fresh_run() << OFFSET_BITS  # fresh output: a run of its own
+                self.interner.fresh_after(self.prompt_node, self.max_out)  # fresh output
                 if out is None
                 else self.interner.part(self.prompt_node, out)
             )
