@@ -36,9 +36,7 @@ def naive_ends(cost: RooflineCost, n: int, s0: int, k: int, t0: int, deadline: i
     st.integers(min_value=0, max_value=10**6),
     st.integers(min_value=0, max_value=300),
 )
-def test_window_ticks_is_the_sum_of_its_steps(
-    cost: RooflineCost, n: int, s0: int, k: int
-) -> None:
+def test_window_ticks_is_the_sum_of_its_steps(cost: RooflineCost, n: int, s0: int, k: int) -> None:
     s0 += n  # every sequence reads at least its new token
     total = sum(cost.step_ticks(n, s0 + n * i, s0 + n * i) for i in range(k))
     assert cost.window_ticks(n, s0, k) == total

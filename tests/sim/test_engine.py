@@ -109,7 +109,7 @@ def test_cache_smaller_than_one_request_is_a_capacity_error() -> None:
         simulate(w, cfg(num_blocks=8))
 
 
-@pytest.mark.parametrize("bad", [math.nan, -1.0, math.inf])
+@pytest.mark.parametrize("bad", [math.nan, -1.0, math.inf, 1e31])
 def test_bad_times_are_rejected(bad: float) -> None:
     w = Workload((Request("a", (Segment("user", 4, "x"),), 2, arrival_s=bad),))
     with pytest.raises(WorkloadError):

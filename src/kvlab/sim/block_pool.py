@@ -333,13 +333,23 @@ class BlockPool:
 
 
 def residency_histograms(
-    lifetime: Counter[int], idle: Counter[int], reuse_gap: Counter[int], ticks_per_s: int
+    lifetime: Counter[int] | list[int],
+    idle: Counter[int] | list[int],
+    reuse_gap: Counter[int] | list[int],
+    ticks_per_s: int,
 ) -> dict[str, dict[str, object]]:
     """Block lifetime, idle time before eviction and reuse gap as histograms in seconds;
-    bin i spans [2**(i-1), 2**i) ticks (bin 0: zero)."""
+    bin i spans [2**(i-1), 2**i) ticks (bin 0: zero). Each count is by bin, as a
+    Counter or a list."""
     edges = [0.0] + [2 ** (i - 1) / ticks_per_s for i in range(1, NUM_BINS + 1)]
     return {
-        name: {"unit": "s", "edges": edges, "counts": [c.get(i, 0) for i in range(NUM_BINS)]}
+        name: {
+            "unit": "s",
+            "edges": edges,
+            "counts": c[:NUM_BINS]
+            if isinstance(c, list)
+            else [c.get(i, 0) for i in range(NUM_BINS)],
+        }
         for name, c in (
             ("block_lifetime_s", lifetime),
             ("block_idle_before_evict_s", idle),

@@ -761,12 +761,17 @@ def _content_lengths(requests: Iterable[Request]) -> dict[str, int]:
     return most
 
 
+#: Latest arrival or longest think time accepted (ages stay far below 2**255 ticks).
+MAX_TIME_S = 1e30
+
+
 def _check_times(q: Request, i: int) -> None:
     for name in ("arrival_s", "think_time_s"):
         v = getattr(q, name)
-        if v is not None and (not math.isfinite(v) or v < 0):
+        if v is not None and (not math.isfinite(v) or v < 0 or v > MAX_TIME_S):
             raise WorkloadError(
-                f"must be finite and >= 0, got {v!r}", field=f"requests[{i}].{name}"
+                f"must be finite, >= 0 and <= {MAX_TIME_S:g} s, got {v!r}",
+                field=f"requests[{i}].{name}",
             )
 
 

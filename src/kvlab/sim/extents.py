@@ -28,7 +28,6 @@ differential test runs both on randomized workloads and on the shipped traces):
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections import Counter
 from itertools import accumulate
 from typing import Any
 
@@ -36,8 +35,12 @@ from kvlab.sim.block_pool import residency_histograms
 from kvlab.sim.hashing import OFFSET_BITS
 from kvlab.sim.kv_manager import AdmissionRules, cdiv
 
+#: Histogram slots of the extent pool: bins of ages below 2**255 ticks (the engine
+#: rejects times that could reach them).
+HIST_SLOTS = 256
 
-def _add_ages(hist: Counter[int], stamps: list[int], lo: int, hi: int, t: int) -> None:
+
+def _add_ages(hist: list[int], stamps: list[int], lo: int, hi: int, t: int) -> None:
     """``hist[(t - b).bit_length()] += 1`` for each ``b`` in ``stamps[lo:hi]`` (ascending,
     none after ``t``): one bisection per bin."""
     while lo < hi:
@@ -107,9 +110,10 @@ class ExtentPool:
         self.head.qprev = self.head.qnext = self.head
         self.by_run: dict[int, list[Extent]] = {}
         self.num_evicted = 0
-        self.lifetime: Counter[int] = Counter()
-        self.idle: Counter[int] = Counter()
-        self.reuse_gap: Counter[int] = Counter()
+        #: residency histograms, ``hist[bin]`` (bin: bit length of an age in ticks)
+        self.lifetime = [0] * HIST_SLOTS
+        self.idle = [0] * HIST_SLOTS
+        self.reuse_gap = [0] * HIST_SLOTS
 
     # -- queries ---------------------------------------------------------
     @property

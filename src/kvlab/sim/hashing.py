@@ -25,9 +25,7 @@ _LIMIT = 1 << OFFSET_BITS
 _MASK = _LIMIT - 1
 
 
-def _stretch(
-    line: int, start: int, end: int, bs: int, firsts: list[int], ends: list[int]
-) -> None:
+def _stretch(line: int, start: int, end: int, bs: int, firsts: list[int], ends: list[int]) -> None:
     """Append the key run of the full blocks ending in (start, end] (key = line + end
     position) to ``firsts`` / ``ends``, if there is one."""
     first = (start // bs + 1) * bs

@@ -6,7 +6,7 @@ import bisect
 from typing import Any
 
 from kvlab.results import RequestRecord
-from kvlab.sim.hashing import OFFSET_BITS, ChainInterner
+from kvlab.sim.hashing import ChainInterner
 from kvlab.workload.records import RETENTION_CLASSES, Request
 
 RANK = {name: i for i, name in enumerate(RETENTION_CLASSES)}
