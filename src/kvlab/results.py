@@ -347,12 +347,14 @@ class RunResult:
     histograms: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
 
-    def save(self, out_dir: str | Path) -> Path:
-        """Write the run directory (atomically, file by file) and return it."""
+    def save(self, out_dir: str | Path, *, records: bool = True) -> Path:
+        """Write the run directory (atomically, file by file) and return it;
+        ``records=False`` leaves ``requests.jsonl`` to the caller."""
         d = Path(out_dir)
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_text(d / "summary.json", _dumps(self.summary))
-        atomic_write_text(d / "requests.jsonl", records_to_jsonl(self.records))
+        if records:
+            atomic_write_text(d / "requests.jsonl", records_to_jsonl(self.records))
         atomic_write_text(d / "timeseries.csv", timeseries_to_csv(self.timeseries))
         atomic_write_text(d / "histograms.json", _dumps(self.histograms))
         atomic_write_text(
@@ -424,6 +426,46 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+class ForkedWrite:
+    """``atomic_write_text(path, make_text())`` in a forked child process, so the
+    caller goes on meanwhile (where ``os.fork`` exists; otherwise at once).
+
+    :meth:`wait` returns once the file is written. If the child failed for any
+    reason, the text is made and written again in this process, so any error
+    is raised here, as a plain write would raise it. Fork only from a process
+    without other threads (the child runs Python code).
+    """
+
+    def __init__(self, path: str | Path, make_text: Callable[[], str]) -> None:
+        self.path = Path(path)
+        self.make_text = make_text
+        self.pid: int | None = None
+        fork = getattr(os, "fork", None)
+        if fork is not None:
+            try:
+                pid = fork()
+            except OSError:
+                pid = None
+            if pid == 0:  # the child: write, then leave without any interpreter teardown
+                code = 1
+                try:
+                    atomic_write_text(self.path, make_text())
+                    code = 0
+                finally:
+                    os._exit(code)
+            self.pid = pid
+        if self.pid is None:
+            atomic_write_text(self.path, make_text())
+
+    def wait(self) -> None:
+        if self.pid is None:
+            return
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = None
+        if status != 0:
+            atomic_write_text(self.path, self.make_text())
 
 
 def records_to_jsonl(records: Sequence[RequestRecord]) -> str:
@@ -659,6 +701,7 @@ __all__ = [
     "STATUS_OK",
     "STATUS_REJECTED",
     "STATUS_UNFINISHED",
+    "ForkedWrite",
     "RecordWriter",
     "RequestRecord",
     "RunResult",

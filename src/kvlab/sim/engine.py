@@ -68,6 +68,8 @@ class Engine:
         self.r: Resolved = resolve(cfg)
         self.workload = workload
         self.progress = progress
+        #: called with the records once they are final (see :func:`simulate`)
+        self.on_records: Callable[[list[RequestRecord]], None] | None = None
         r = self.r
         self.B = r.block_size
         self.offload: OffloadTier | None = None
@@ -697,6 +699,8 @@ class Engine:
             for rec in recs:
                 if math.isnan(rec.arrival_s):
                     rec.arrival_s = 0.0
+        if self.on_records is not None:
+            self.on_records(recs)
         counters: dict[str, Any] = dict(self.c)
         counters.update(
             num_preemptions=sum(r.num_preemptions for r in recs),
@@ -775,12 +779,23 @@ def _check_times(q: Request, i: int) -> None:
             )
 
 
-def simulate(workload: Workload, config: SimConfig, progress: Progress | None = None) -> RunResult:
-    """Run ``workload`` through the simulated engine and return its RunResult."""
+def simulate(
+    workload: Workload,
+    config: SimConfig,
+    progress: Progress | None = None,
+    *,
+    on_records: Callable[[list[RequestRecord]], None] | None = None,
+) -> RunResult:
+    """Run ``workload`` through the simulated engine and return its RunResult.
+
+    ``on_records`` gets the per-request records as soon as they are final (the
+    run is over), before the summary is computed: a caller can start writing
+    them meanwhile (``kvlab simulate`` does, in a child process)."""
     from kvlab._gc import paused_gc
 
     with paused_gc():  # closed, the engine's objects are acyclic: reference counting frees them
         engine = Engine(workload, config, progress)
+        engine.on_records = on_records
         try:
             return engine.run()
         finally:
