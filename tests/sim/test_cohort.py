@@ -36,7 +36,7 @@ def test_phases_completions_and_sync() -> None:
         co.enter(s)
     assert (a.da, b.da) == (2, 0) and co.cnt == [1, 0, 1, 0]
     assert co.ctx == 7 + 9 and co.steps_to_finish() == 2  # b emits its 2 last tokens
-    assert co.counts(6) == [1, 0, 1, 0, 1, 0]
+    assert co.taken(6) == [1, 1, 2, 2, 3, 3]  # blocks taken in the next 1..6 steps
     co.advance([110, 121])  # two steps, ending at ticks 110 and 121
     assert co.ctx == 16 + 2 * 2 and co.D == 2
     done = co.finishing()

@@ -18,6 +18,7 @@ Only for the extent pool, FCFS, and requests whose output nobody else can hit
 from __future__ import annotations
 
 import heapq
+from itertools import accumulate, cycle, islice
 from typing import Any
 
 from kvlab.sim.extents import ExtentKV
@@ -122,12 +123,11 @@ class Cohort:
         """Steps until (and including) the one that finishes the next member."""
         return self.heap[0][0] - self.D + 1
 
-    def counts(self, k: int) -> list[int]:
-        """Blocks the members take at each of the next ``k`` steps."""
+    def taken(self, k: int) -> list[int]:
+        """Blocks the members take in the next 1, 2, ..., ``k`` steps (running totals)."""
         p = self.D % self.bs
         rot = self.cnt[p:] + self.cnt[:p]
-        reps = k // self.bs + 1
-        return (rot * reps)[:k]
+        return list(accumulate(islice(cycle(rot), k)))
 
     def advance(self, end_times: list[int]) -> None:
         """Record ``len(end_times)`` decode steps ending at those ticks."""

@@ -17,7 +17,6 @@ import math
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
-from itertools import accumulate
 from operator import attrgetter
 from typing import Any
 
@@ -481,15 +480,15 @@ class Engine:
             ends = [now + cost.window_ticks(n, s0, i) for i in range(1, k + 1)]
             if deadline and ends[-1] > deadline:  # steps starting before the arrival
                 k = bisect_left(ends, deadline, 0, k - 1) + 1
-        counts = co.counts(k)
-        if sum(counts) > pool.clean + pool.queued:  # up to the last step whose blocks fit
-            k = bisect_right(list(accumulate(counts)), pool.clean + pool.queued)
+        taken = co.taken(k)
+        if taken[-1] > pool.clean + pool.queued:  # up to the last step whose blocks fit
+            k = bisect_right(taken, pool.clean + pool.queued)
             if k <= 0:
                 return False
-            del counts[k:]
+            del taken[k:]
         if k < len(ends):
             del ends[k:]
-        pool.take_steps(counts, now, ends)
+        pool.take_steps(taken, now, ends)
         co.advance(ends)
         self.now = ends[-1]
         self.c["num_steps"] += k
@@ -557,10 +556,10 @@ class Engine:
         assert self.cohort is not None
         done = self.cohort.finishing()
         if done:
+            running = self.sched.running
             for s in done:
                 self._finish(s)
-            running = self.sched.running
-            running[:] = [s for s in running if s.status != FINISHED]
+                running.remove(s)  # (identity comes first in list.remove)
 
     # -- decode windows ------------------------------------------------------
     def _window_len(self) -> int:

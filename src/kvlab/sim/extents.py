@@ -28,7 +28,6 @@ differential test runs both on randomized workloads and on the shipped traces):
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from itertools import accumulate
 from typing import Any
 
 from kvlab.sim.block_pool import residency_histograms
@@ -239,24 +238,23 @@ class ExtentPool:
             self.clean = 0
             self._evict(n - c, None, c, now, now, ())
 
-    def take_steps(self, counts: list[int], now: int, ends: list[int]) -> None:
-        """:meth:`take` ``counts[i]`` blocks at the start of decode step i, for each i
-        in order (step 0 starts at ``now``, step i at ``ends[i - 1]``)."""
-        total = sum(counts)
+    def take_steps(self, taken: list[int], now: int, ends: list[int]) -> None:
+        """:meth:`take` blocks at the start of decode steps: ``taken[i]`` in steps 0..i
+        together (running totals), step 0 starting at ``now``, step i at ``ends[i - 1]``."""
+        total = taken[-1]
         c = self.clean
         if total <= c:
             self.clean = c - total
             return
         self.clean = 0
-        if len(counts) == 1:
+        if len(taken) == 1:
             self._evict(total - c, None, c, now, now, ends)
             return
-        cum = list(accumulate(counts))
-        first = bisect_right(cum, c)  # the steps that evict: first .. last
-        last = bisect_left(cum, total)
+        first = bisect_right(taken, c)  # the steps that evict: first .. last
+        last = bisect_left(taken, total)
         self._evict(
             total - c,
-            cum,
+            taken,
             c,
             ends[first - 1] if first else now,
             ends[last - 1] if last else now,

@@ -61,15 +61,16 @@ class AdmissionRules:
     ) -> bool:
         """Whether a request of ``num_tokens`` with ``n_hit`` hit blocks (``evictable``
         of them free) can take its next ``num_new_tokens`` now."""
-        bs = self.block_size
-        watermark = self.watermark_blocks if has_running else 0
+        bs, mml = self.block_size, self.max_model_len
+        extra = evictable + (self.watermark_blocks if has_running else 0)
         free = self.pool.num_free
         if self.reserve_full_prompt:
-            full = min(num_tokens, self.max_model_len)
-            if max(cdiv(full, bs) - n_hit, 0) + evictable + watermark > free:
+            need = -(-(num_tokens if num_tokens < mml else mml) // bs) - n_hit  # cdiv
+            if (need if need > 0 else 0) + extra > free:
                 return False
-        need_slot = min(n_hit * bs + num_external_tokens + num_new_tokens, self.max_model_len)
-        return max(cdiv(need_slot, bs) - n_hit, 0) + evictable + watermark <= free
+        slot = n_hit * bs + num_external_tokens + num_new_tokens
+        need = -(-(slot if slot < mml else mml) // bs) - n_hit
+        return (need if need > 0 else 0) + extra <= free
 
 
 class KVManager(AdmissionRules):
