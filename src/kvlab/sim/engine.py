@@ -17,7 +17,6 @@ import math
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
-from operator import attrgetter
 from typing import Any
 
 from kvlab.errors import CapacityError, WorkloadError
@@ -136,6 +135,7 @@ class Engine:
         self.next_arrival = NO_ARRIVAL
         self.next_in_session: dict[int, int] = {}
         self.num_done = 0
+        self.num_arrived = 0
         self._prepare()
 
     # -- setup --------------------------------------------------------------
@@ -227,6 +227,7 @@ class Engine:
             q = self.workload.requests[i]
             rec = self.records[i]
             rec.arrival_s = t / TICKS_PER_S
+            self.num_arrived += 1
             if q.prompt_tokens >= m:  # vLLM rejects prompts that leave no room to generate
                 rec.status = STATUS_REJECTED
                 rec.error = f"prompt of {q.prompt_tokens} tokens >= max_model_len {m}"
@@ -694,7 +695,7 @@ class Engine:
 
     def _result(self, wall_s: float) -> RunResult:
         recs = self.records
-        if any(map(math.isnan, map(attrgetter("arrival_s"), recs))):
+        if self.num_arrived < len(recs):  # some never arrived: a session stopped early
             for rec in recs:
                 if math.isnan(rec.arrival_s):
                     rec.arrival_s = 0.0
