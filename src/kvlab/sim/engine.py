@@ -32,7 +32,7 @@ from kvlab.sim.block_pool import BlockPool
 from kvlab.sim.cohort import Cohort
 from kvlab.sim.config import SimConfig
 from kvlab.sim.cost_model import TICKS_PER_S
-from kvlab.sim.extents import ExtentKV, ExtentPool
+from kvlab.sim.extents import ExtentKV, ExtentPool, Hit
 from kvlab.sim.hashing import OFFSET_BITS, ChainInterner
 from kvlab.sim.kv_manager import KVManager, cdiv
 from kvlab.sim.metrics import TimeSeries
@@ -409,8 +409,9 @@ class Engine:
                 continue
             general = False
             if n and co.n == n and n <= budget:
-                if fifo and sched.can_admit_head(now, budget - n):
-                    if self._lazy_step(budget - n):
+                hit = sched.probe_head(now, budget - n) if fifo else None
+                if hit is not None:
+                    if self._lazy_step(budget - n, hit):
                         self._observe()
                         continue
                     general = True  # the cohort dissolved: the general path
@@ -497,8 +498,9 @@ class Engine:
             self._finish_members()
         return True
 
-    def _lazy_step(self, budget: int) -> bool:
-        """One exact step (see :meth:`_lazy_event`); ``budget``: tokens after the members'."""
+    def _lazy_step(self, budget: int, head_hit: Hit | None = None) -> bool:
+        """One exact step (see :meth:`_lazy_event`); ``budget``: tokens after the members';
+        ``head_hit``: the waiting head's lookup at the start of the step, if made."""
         co, sched, pool, kv = self.cohort, self.sched, self.pool, self.kv
         assert co is not None and isinstance(pool, ExtentPool) and isinstance(kv, ExtentKV)
         running = sched.running
@@ -525,12 +527,15 @@ class Engine:
             co.dissolve(running)
             return False
         now = self.now
+        evicted = pool.num_evicted
         if allocs:
             pool.take(allocs, now)
         plan = StepPlan(scheduled=rest)
         for s, m in rest:
             kv.extend(s, m, now)
-        sched._admit_waiting(plan, budget, now)
+        if head_hit is not None and (rest or (head_hit.n and pool.num_evicted != evicted)):
+            head_hit = None  # blocks were cached or evicted since: look it up again
+        sched._admit_waiting(plan, budget, now, head_hit)
         if not co.n and not plan.scheduled:
             return False  # nothing changed: the general path says why
         tokens = co.n

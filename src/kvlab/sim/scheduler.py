@@ -155,12 +155,19 @@ class Scheduler:
         seq.rec.num_preemptions += 1
         self._requeue_preempted(seq)
 
-    def _admit_waiting(self, plan: StepPlan, budget: int, now: int) -> None:
+    def _admit_waiting(
+        self, plan: StepPlan, budget: int, now: int, head_hit: Any = None
+    ) -> None:
+        """Admit waiting requests in order while the budget, the slots and the blocks
+        allow. ``head_hit``: the head's lookup, known to be still valid (no lower tier)."""
         while budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.peek_waiting()
             if seq is None:
                 return
-            hit, ext = self.lookup(seq, now, reserve=True)
+            if head_hit is not None:
+                hit, ext, head_hit = head_hit, 0, None
+            else:
+                hit, ext = self.lookup(seq, now, reserve=True)
             bs = self.kv.block_size
             computed = (len(hit) + ext) * bs
             n = min(seq.num_tokens - computed, budget)
@@ -192,17 +199,24 @@ class Scheduler:
     def can_admit_head(self, now: int, budget: int | None = None) -> bool:
         """Whether the next step would admit the head of the waiting queue
         (``budget``: the tokens the running requests leave, if known)."""
+        return self.probe_head(now, budget) is not None
+
+    def probe_head(self, now: int, budget: int | None = None) -> Any:
+        """:meth:`can_admit_head`, returning the head's GPU hit when it would be
+        admitted (None otherwise)."""
         seq = self.peek_waiting()
         if seq is None or len(self.running) >= self.max_num_seqs:
-            return False
+            return None
         if budget is None:
             budget = self.max_num_batched_tokens - sum(
                 min(s.num_tokens - s.num_computed, self.max_model_len - s.num_computed - 1)
                 for s in self.running
             )
         if budget <= 0:
-            return False
+            return None
         hit, ext = self.lookup(seq, now)
         computed = (len(hit) + ext) * self.kv.block_size
         n = min(seq.num_tokens - computed, budget)
-        return self.kv.fits(seq, n, hit, ext * self.kv.block_size, bool(self.running))
+        if self.kv.fits(seq, n, hit, ext * self.kv.block_size, bool(self.running)):
+            return hit
+        return None
