@@ -111,6 +111,7 @@ def test_requests_written_by_a_forked_child_are_the_same(
 
     monkeypatch.setattr(kvlab.results, "ForkedWrite", Spy)
     monkeypatch.setattr(cli_simulate, "FORKED_WRITE_MIN_RECORDS", 1)
+    monkeypatch.setattr(cli_simulate, "_single_threaded", lambda: True)  # (tqdm's monitor)
     res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "forked")])
     assert res.exit_code == 0, res.output
     assert started == [tmp_path / "forked" / "requests.jsonl"]

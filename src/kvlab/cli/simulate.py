@@ -297,6 +297,12 @@ def _simulate_and_save(
 FORKED_WRITE_MIN_RECORDS = 5000
 
 
+def _single_threaded() -> bool:
+    import threading
+
+    return threading.active_count() == 1
+
+
 def _records_writer(out: Path, writer: list[Any]) -> Any:
     """An ``on_records`` hook for :func:`kvlab.sim.engine.simulate` that writes
     ``requests.jsonl`` in a forked child while the summary and the other files
@@ -304,9 +310,7 @@ def _records_writer(out: Path, writer: list[Any]) -> Any:
     runs in a process without other threads; appends the ForkedWrite to ``writer``."""
 
     def start(records: list[Any]) -> None:
-        import threading
-
-        if len(records) < FORKED_WRITE_MIN_RECORDS or threading.active_count() > 1:
+        if len(records) < FORKED_WRITE_MIN_RECORDS or not _single_threaded():
             return
         from kvlab.results import ForkedWrite, records_to_jsonl
 

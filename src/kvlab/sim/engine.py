@@ -16,7 +16,7 @@ import heapq
 import math
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from kvlab.errors import CapacityError, WorkloadError
@@ -33,9 +33,10 @@ from kvlab.sim.cohort import Cohort
 from kvlab.sim.config import SimConfig
 from kvlab.sim.cost_model import TICKS_PER_S
 from kvlab.sim.extents import ExtentKV, ExtentPool, Hit
-from kvlab.sim.hashing import OFFSET_BITS, ChainInterner
+from kvlab.sim.hashing import OFFSET_BITS
 from kvlab.sim.kv_manager import KVManager, cdiv
 from kvlab.sim.metrics import TimeSeries
+from kvlab.sim.names import open_names
 from kvlab.sim.offload import OffloadTier
 from kvlab.sim.policies import make_policy
 from kvlab.sim.policies.lru import LRU
@@ -110,7 +111,6 @@ class Engine:
         self.step_ends = getattr(self.r.cost, "step_ends", None)
         if self.extents and not cfg.exact_steps and cfg.scheduling == "fcfs":
             self.cohort = Cohort(self.B, cfg.enable_prefix_caching)
-        self.interner = ChainInterner()
         self.series = TimeSeries(_ticks(cfg.sample_interval_s))
         self.seen: dict[int, int] = {}
         self.c: dict[str, int] = dict.fromkeys(
@@ -174,7 +174,8 @@ class Engine:
                 )
         self.arrivals.sort(reverse=True)
         self._next_arrival()
-        self.interner.reserve(_content_lengths(self.workload.requests))
+        #: every request's block keys, named ahead (kvlab.sim.names)
+        self.names = open_names(self.workload.requests, self.B)
 
     def _next_arrival(self) -> None:
         a, f = self.arrivals, self.followups
@@ -188,6 +189,7 @@ class Engine:
         wall0 = time.perf_counter()
         if self.cohort is not None:
             self._run_fast()
+            self.names.close()
             return self._result(time.perf_counter() - wall0)
         sched = self.sched
         while True:
@@ -199,6 +201,7 @@ class Engine:
                 self.now = self.next_arrival
                 continue
             self._general_event()
+        self.names.close()
         return self._result(time.perf_counter() - wall0)
 
     def _general_event(self) -> None:
@@ -233,7 +236,7 @@ class Engine:
                 rec.error = f"prompt of {q.prompt_tokens} tokens >= max_model_len {m}"
                 self._session_next(i, t)
                 continue
-            self.sched.add(Seq(i, q, t, self.interner, self.B, m, rec))
+            self.sched.add(Seq(i, q, t, self.names.get(i), self.B, m, rec))
         self._next_arrival()
 
     def _session_next(self, i: int, t_end: int) -> None:
@@ -377,7 +380,7 @@ class Engine:
             start += n
         if covered > seq.prompt_len and seq.out_content is not None:
             # (a fresh output is looked up by nobody: its runs need no record)
-            key = self.interner.part(seq.prompt_node, seq.out_content) + covered - seq.prompt_len
+            key = seq.out_base + covered
             run = key >> OFFSET_BITS
             if seen.get(run, -1) < key:
                 seen[run] = key
@@ -677,6 +680,7 @@ class Engine:
         """Break the engine's reference cycles (the free-queue ring, the scheduler's
         callback) once its result is out; the engine is unusable afterwards."""
         self.sched.on_free = None
+        self.names.close()
         if isinstance(self.pool, ExtentPool):
             self.pool.close()
 
@@ -754,20 +758,6 @@ def _version() -> str:
     from kvlab import __version__
 
     return __version__
-
-
-def _content_lengths(requests: Iterable[Request]) -> dict[str, int]:
-    """The most tokens of each content id over every segment and named output."""
-    most: dict[str, int] = {}
-    get = most.get
-    for q in requests:
-        for seg in q.segments:
-            if seg.tokens > get(seg.content_id, 0):
-                most[seg.content_id] = seg.tokens
-        out = q.output_content_id
-        if out is not None and q.output_tokens > get(out, 0):
-            most[out] = q.output_tokens
-    return most
 
 
 #: Latest arrival or longest think time accepted (ages stay far below 2**255 ticks).

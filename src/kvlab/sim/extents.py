@@ -601,28 +601,8 @@ class ExtentKV(AdmissionRules):
                 borns += stamps[:lazy]
                 del stamps[:lazy]
             seq.ensure_keys(seq.num_cached_blocks)
-            key = seq.key_at(seq.nkeyed)
-            table = seq.table
-            e = seq.last_ext
-            if (
-                e is not None
-                and table[-1][0] is e
-                and table[-1][1] == e.n
-                and e.ref == 1
-                and e.nxt is None
-                and e.key + e.n * self.block_size == key
-                and pool.by_run[key >> OFFSET_BITS][-1] is e
-                and (e.used is None if e.born.__class__ is list else e.used == e.born)
-            ):  # its newest extent (never hit since) ends where the output starts: grow it
-                if e.born.__class__ is list:
-                    e.born += borns
-                else:
-                    e.born = [e.born] * e.n + borns
-                    e.used = None
-                e.n += len(borns)
-                table[-1][1] += len(borns)
-            else:
-                table.append([pool.cache_stamped(key, borns), len(borns)])
+            e = pool.cache_stamped(seq.key_at(seq.nkeyed), borns)
+            seq.table.append([e, len(borns)])
         for _, c in pending:
             pool.clean += c
         pool.clean += len(stamps)

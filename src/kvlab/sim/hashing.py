@@ -90,15 +90,6 @@ class ChainInterner:
         self._next_run += 1
         return self._next_run - 1
 
-    def fresh_after(self, node: int, tokens: int) -> int:
-        """The key of token 0 of a fresh output of at most ``tokens`` tokens after prefix
-        ``node``: right after it on its run when ``node`` may continue the run (nobody
-        may afterwards: those keys are the output's alone), else a run of its own."""
-        after = self._open.pop(node, None)
-        if after is not None and (after & _MASK) + tokens < _LIMIT:
-            return after
-        return self.fresh_run() << OFFSET_BITS
-
     def reserve(self, lengths: dict[str, int]) -> None:
         """Give :meth:`walk` the most tokens each content id ever has (every segment and
         named output the walk will see); with it, parts continue each other's runs."""

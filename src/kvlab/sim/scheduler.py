@@ -155,9 +155,7 @@ class Scheduler:
         seq.rec.num_preemptions += 1
         self._requeue_preempted(seq)
 
-    def _admit_waiting(
-        self, plan: StepPlan, budget: int, now: int, head_hit: Any = None
-    ) -> None:
+    def _admit_waiting(self, plan: StepPlan, budget: int, now: int, head_hit: Any = None) -> None:
         """Admit waiting requests in order while the budget, the slots and the blocks
         allow. ``head_hit``: the head's lookup, known to be still valid (no lower tier)."""
         while budget > 0 and len(self.running) < self.max_num_seqs:

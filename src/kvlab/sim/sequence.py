@@ -6,7 +6,7 @@ import bisect
 from typing import Any
 
 from kvlab.results import RequestRecord
-from kvlab.sim.hashing import ChainInterner
+from kvlab.sim.names import KeyNames
 from kvlab.workload.records import RETENTION_CLASSES, Request
 
 RANK = {name: i for i, name in enumerate(RETENTION_CLASSES)}
@@ -42,7 +42,6 @@ class Seq:
         "ends",
         "idx",
         "in_cohort",
-        "interner",
         "last_ext",
         "lazy_from",
         "max_out",
@@ -75,7 +74,7 @@ class Seq:
         idx: int,
         req: Request,
         arrival: int,
-        interner: ChainInterner,
+        names: KeyNames,
         block_size: int,
         max_model_len: int,
         rec: RequestRecord,
@@ -83,17 +82,17 @@ class Seq:
         self.idx = idx
         self.req = req
         self.arrival = arrival
-        self.interner = interner
         self.block_size = block_size
         self.rec = rec
         self.prompt_len = req.prompt_tokens
         self.max_out = min(req.output_tokens, max_model_len - self.prompt_len)
-        self.ends: list[int] = []
-        self.seg_runs: list[tuple[int, int]] = []
-        firsts, self.prompt_node = interner.walk(req.segments, block_size, self.ends, self.seg_runs)
-        self.nprompt = self.ends[-1] if self.ends else 0  # full prompt blocks
-        self.pkey: list[int | None] = [*firsts, None]  # the output run's: on first use
-        self.ends.append(NEVER)
+        firsts, ends, self.seg_runs, self.prompt_node, zero = names
+        self.nprompt = nprompt = ends[-1] if ends else 0  # full prompt blocks
+        self.ends = [*ends, NEVER]
+        #: key of output token 0 minus prompt_len: output block i's key is
+        #: out_base + (i + 1) * block_size
+        self.out_base = base = zero - self.prompt_len
+        self.pkey = [*firsts, base + (nprompt + 1) * block_size]
         self._keys: list[int] | None = None
         self.nknown = self.nprompt  # blocks whose keys are known (ensure_keys)
         #: first block of fresh output (keyed lazily over the extent pool), if any
@@ -102,7 +101,6 @@ class Seq:
         self.out_content = req.output_content_id  # None: fresh output, a run of its own
         self.seg_ends: list[int] | None = None  # segment ends and ranks, on first use
         self.seg_ranks: list[int] = []
-        self.out_base: int | None = None  # key of output token 0 minus prompt_len, once known
         self.blocks: list[int] = []
         self.nblocks = self.nkeyed = 0
         self.in_cohort = False  # see kvlab.sim.cohort: counters as of step dz
@@ -118,31 +116,16 @@ class Seq:
         self.run_seq = 0
         self.status = WAITING
 
-    def _out_base(self) -> int:
-        base = self.out_base
-        if base is None:  # interned on first use, as run ids are given in first-use order
-            out = self.out_content
-            zero = (
-                self.interner.fresh_after(self.prompt_node, self.max_out)  # fresh output
-                if out is None
-                else self.interner.part(self.prompt_node, out)
-            )
-            base = self.out_base = zero - self.prompt_len
-        return base
-
     def piece_key(self, p: int) -> int:
         """The first key of key run ``p`` (block ``ends[p - 1]``, or 0)."""
-        k = self.pkey[p]
-        if k is None:
-            k = self.pkey[p] = self._out_base() + (self.nprompt + 1) * self.block_size
-        return k
+        return self.pkey[p]
 
     def key_at(self, i: int) -> int:
         """The key of full block ``i``."""
         if i >= self.nprompt:
-            return self._out_base() + (i + 1) * self.block_size
+            return self.out_base + (i + 1) * self.block_size
         p = bisect.bisect_right(self.ends, i)
-        return self.pkey[p] + (i - (self.ends[p - 1] if p else 0)) * self.block_size  # type: ignore[operator]
+        return self.pkey[p] + (i - (self.ends[p - 1] if p else 0)) * self.block_size
 
     @property
     def keys(self) -> list[int]:
@@ -157,7 +140,7 @@ class Seq:
                 keys.extend(range(k0, k0 + (end - start) * bs, bs))
                 start = end
             if self.nknown > len(keys):
-                base = self._out_base()
+                base = self.out_base
                 keys.extend(range(base + (len(keys) + 1) * bs, base + self.nknown * bs + 1, bs))
         return keys
 
@@ -171,7 +154,7 @@ class Seq:
         self.nknown = num_full_blocks
         keys = self._keys
         if keys is not None and len(keys) < num_full_blocks:
-            bs, base = self.block_size, self._out_base()
+            bs, base = self.block_size, self.out_base
             first = (len(keys) + 1) * bs
             keys.extend(range(base + first, base + num_full_blocks * bs + 1, bs))
 
