@@ -126,8 +126,10 @@ class Cohort:
     def taken(self, k: int) -> list[int]:
         """Blocks the members take in the next 1, 2, ..., ``k`` steps (running totals)."""
         p = self.D % self.bs
-        rot = self.cnt[p:] + self.cnt[:p]
-        return list(accumulate(islice(cycle(rot), k)))
+        cnt = self.cnt
+        if p + k <= self.bs:  # within one turn of the phases
+            return list(accumulate(cnt[p : p + k]))
+        return list(accumulate(islice(cycle(cnt[p:] + cnt[:p]), k)))
 
     def advance(self, end_times: list[int]) -> None:
         """Record ``len(end_times)`` decode steps ending at those ticks."""

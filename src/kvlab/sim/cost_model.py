@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass
-from itertools import accumulate, chain, repeat
+from itertools import accumulate, repeat
 from typing import Protocol
 
 #: Simulation clock resolution: femtoseconds.
@@ -112,7 +112,9 @@ class RooflineCost:
         ov = self.overhead
         k = num_steps
         if deadline > t0:  # steps only grow: the first bounds how many start before it
-            k = min(k, -(-(deadline - t0) // (ov + (c if c > m else m))))
+            bound = -(-(deadline - t0) // (ov + (c if c > m else m)))
+            if bound < k:
+                k = bound
         if k <= 0:
             return []
         last_c, last_m = c + dc * (k - 1), m + dm * (k - 1)
@@ -131,7 +133,10 @@ class RooflineCost:
             return _started_before(out, t0, deadline)
         # step i lasts a + d*i ticks: the ends are C-level running sums
         rest = range(a + d, a + d * k, d) if d else repeat(a, k - 1)
-        return _started_before(list(accumulate(chain((t0 + a,), rest))), t0, deadline)
+        ends = list(accumulate(rest, initial=t0 + a))
+        if deadline > t0 and k > 1 and ends[-2] >= deadline:
+            return _started_before(ends, t0, deadline)
+        return ends
 
     def window_ticks(self, num_seqs: int, context_sum: int, num_steps: int) -> int:
         """Ticks of ``num_steps`` decode steps of ``num_seqs`` sequences whose
