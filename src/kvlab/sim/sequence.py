@@ -173,6 +173,8 @@ class Seq:
 
     def hit_tokens_by_retention(self, hit_tokens: int) -> dict[str, int]:
         out: dict[str, int] = {}
+        if hit_tokens <= 0:
+            return out
         start = 0
         for s in self.req.segments:
             if start >= hit_tokens:
