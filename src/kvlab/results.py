@@ -524,8 +524,11 @@ def _column_kind(values: Sequence[Any]) -> type | None:
     kind = types.pop()
     if kind not in _ENCODERS and kind is not type(None):
         return None
-    if kind is float and not all(math.isfinite(v) for v in values if v is not None):
-        return None
+    if kind is float:
+        present = values if None not in values else [v for v in values if v is not None]
+        # a finite sum means every value is finite (inf and nan never cancel out)
+        if not math.isfinite(sum(present)) and not all(map(math.isfinite, present)):
+            return None
     return kind
 
 
