@@ -198,9 +198,6 @@ class _Seq:
     def ensure_keys(self, n: int) -> None:
         assert n <= len(self.keys)
 
-    def piece_key(self, p: int) -> int:
-        return self.keys[self.ends[p - 1] if p else 0]
-
     def key_at(self, i: int) -> int:
         return self.keys[i]
 

@@ -145,10 +145,10 @@ class ExtentPool:
     def longest_hit(self, seq: Any, cap: int) -> Hit:
         """The longest cached run of a request's first ``cap`` block keys (vLLM phase
         1), as extent pieces. The request's keys come in runs (``seq.ends``: the
-        block index where each ends; ``seq.piece_key(p)``: the first key of run p),
+        block index where each ends; ``seq.pkey[p]``: the first key of run p),
         so a piece never leaves one of its runs.
         """
-        ends = seq.ends
+        ends, pkey = seq.ends, seq.pkey
         pieces: list[tuple[Extent, int, int]] = []
         i = 0
         if not self.enable_caching:
@@ -158,7 +158,7 @@ class ExtentPool:
         while i < cap:
             while ends[p] <= i:
                 p += 1
-            key = seq.piece_key(p) + (i - (ends[p - 1] if p else 0)) * bs
+            key = pkey[p] + (i - (ends[p - 1] if p else 0)) * bs
             exts = by_run.get(key >> OFFSET_BITS)
             if not exts:
                 break
@@ -544,10 +544,7 @@ class ExtentKV(AdmissionRules):
                 t = cnt
             if n_full - i < t:
                 t = n_full - i
-            k0 = pkey[p]
-            if k0 is None:
-                k0 = seq.piece_key(p)
-            key = k0 + (i - (ends[p - 1] if p else 0)) * bs
+            key = pkey[p] + (i - (ends[p - 1] if p else 0)) * bs
             run = key >> OFFSET_BITS
             exts = by_run.get(run)
             if (

@@ -5,10 +5,12 @@ is the first n tokens of its content's deterministic stream. So the tokens
 ``[0, x)`` of a request are described canonically by the segments wholly
 before the one holding token ``x - 1`` plus a piece ``(content, offset)`` of
 that one. The simulator names the wholly covered segments by a node of a trie
-(``(parent_node, content, tokens) -> node``, sequential ints), interns each
-``(node, content)`` run to a sequential int ``run`` and packs ``(run, offset)``
-into one int: equal keys mean equal prefixes, and nothing depends on Python's
-salted ``hash()``.
+(``(parent_node, content, tokens) -> node``, sequential ints), places each
+``(node, content)`` part at an offset of a sequential int ``run`` and packs
+``(run, offset)`` into one int: equal keys mean equal prefixes, and nothing
+depends on Python's salted ``hash()``. :meth:`ChainInterner.prompt_keys` gives
+every part a run of its own; :meth:`ChainInterner.walk` (the engine's naming) lets
+a part continue the run of the part before it (see there).
 
 This plays the role of vLLM's chained block hash (``hash_block_tokens``:
 hash(parent hash, block tokens, extra keys)) at a fraction of the cost.
@@ -39,8 +41,9 @@ class ChainInterner:
 
     Invariants: node 0 is the empty prefix; node and content ids are dense ints
     given in first-seen order, so the same workload always gets the same keys.
-    Two namings: :meth:`walk` (the engine: runs keyed by content id strings) and
-    :meth:`prompt_keys` (interned content ints); use one of them per interner.
+    Two namings: :meth:`walk` with :meth:`part` (the engine: parts by content id
+    strings, continuing runs) and :meth:`prompt_keys` (interned content ints, a run
+    per part); use one of them per interner.
     """
 
     def __init__(self) -> None:

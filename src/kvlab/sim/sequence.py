@@ -116,10 +116,6 @@ class Seq:
         self.run_seq = 0
         self.status = WAITING
 
-    def piece_key(self, p: int) -> int:
-        """The first key of key run ``p`` (block ``ends[p - 1]``, or 0)."""
-        return self.pkey[p]
-
     def key_at(self, i: int) -> int:
         """The key of full block ``i``."""
         if i >= self.nprompt:
