@@ -127,9 +127,12 @@ class Engine:
         )
         self.now = 0
         self.records: list[RequestRecord] = []
-        #: arrivals known up front, latest first (popped from the end), and the
-        #: session follow-ups scheduled as requests finish (a heap); both (tick, index)
-        self.arrivals: list[tuple[int, int]] = []
+        #: arrivals known up front as (tick, index) in order (``arrival_ticks`` and
+        #: ``arrival_index`` from ``arrived`` on), and the session follow-ups scheduled
+        #: as requests finish (a heap of (tick, index))
+        self.arrival_ticks: list[int] = []
+        self.arrival_index: list[int] = []
+        self.arrived = 0
         self.followups: list[tuple[int, int]] = []
         #: tick of the next arrival of either kind (NO_ARRIVAL when none is left)
         self.next_arrival = NO_ARRIVAL
@@ -141,6 +144,7 @@ class Engine:
     # -- setup --------------------------------------------------------------
     def _prepare(self) -> None:
         last_of_session: dict[str, int] = {}
+        arrivals: list[tuple[int, int]] = []
         usable = self.r.num_blocks - 1
         for i, q in enumerate(self.workload.requests):
             self.records.append(
@@ -156,7 +160,7 @@ class Engine:
             )
             _check_times(q, i)
             if q.arrival_s is not None:
-                self.arrivals.append((_ticks(q.arrival_s), i))
+                arrivals.append((_ticks(q.arrival_s), i))
             elif q.session_id in last_of_session:
                 self.next_in_session[last_of_session[q.session_id]] = i
             else:
@@ -172,15 +176,18 @@ class Engine:
                     f"cache holds {usable * self.B} ({usable} blocks of {self.B}); "
                     "give more --num-blocks or GPU memory, or shorten the request"
                 )
-        self.arrivals.sort(reverse=True)
+        if arrivals:
+            arrivals.sort()
+            self.arrival_ticks, self.arrival_index = map(list, zip(*arrivals, strict=True))
         self._next_arrival()
         #: every request's block keys, named ahead (kvlab.sim.names)
         self.names = open_names(self.workload.requests, self.B)
 
     def _next_arrival(self) -> None:
-        a, f = self.arrivals, self.followups
-        if a:
-            self.next_arrival = f[0][0] if f and f[0] < a[-1] else a[-1][0]
+        j, f = self.arrived, self.followups
+        if j < len(self.arrival_ticks):
+            t = self.arrival_ticks[j]
+            self.next_arrival = f[0][0] if f and f[0] < (t, self.arrival_index[j]) else t
         else:
             self.next_arrival = f[0][0] if f else NO_ARRIVAL
 
@@ -217,14 +224,17 @@ class Engine:
         self._observe()
 
     def _arrive(self) -> None:
-        arrivals, followups, now, m = self.arrivals, self.followups, self.now, self.r.max_model_len
+        ticks, index, followups = self.arrival_ticks, self.arrival_index, self.followups
+        now, m, n = self.now, self.r.max_model_len, len(ticks)
         while True:
-            if followups and (not arrivals or followups[0] < arrivals[-1]):
+            j = self.arrived
+            if followups and (j == n or followups[0] < (ticks[j], index[j])):
                 if followups[0][0] > now:
                     break
                 t, i = heapq.heappop(followups)
-            elif arrivals and arrivals[-1][0] <= now:
-                t, i = arrivals.pop()
+            elif j < n and ticks[j] <= now:
+                t, i = ticks[j], index[j]
+                self.arrived = j + 1
             else:
                 break
             q = self.workload.requests[i]
