@@ -267,10 +267,10 @@ class ExtentPool:
         """Evict ``num`` blocks from the queue head, between ticks ``t_lo`` and ``t_hi``.
 
         Eviction ``q`` (0-based) happens at the start of the step that takes block
-        ``c + q`` of the window (``cum``: running totals of its steps' blocks; step
-        i starts at ``ends[i - 1]``, step 0 at ``t_lo`` then). Histogram counts are
-        added per extent when its blocks fall in one bin at both ends of the range
-        (nearly always), block by block otherwise.
+        ``c + q`` of the window (``cum``: running totals of its steps' blocks, None
+        for a single tick; step i starts at ``ends[i - 1]``, step 0 at ``t_lo``).
+        Histogram counts are added per extent when its blocks fall in one bin at
+        both ends of the range (nearly always), step by step otherwise.
         """
         self.queued -= num
         self.num_evicted += num

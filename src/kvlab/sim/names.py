@@ -9,7 +9,7 @@ interner (:func:`name_requests`), and the engine only reads them (:class:`Names`
 For a large workload, a forked child process names them and streams them
 through a pipe while the engine runs (:class:`ForkedNames`): the walk through
 the prefix trie is a good part of the work per request (Mooncake: some 24
-hash-id segments each), and the engine no longer waits for it. The child names
+hash-id segments each), and the engine no longer does it itself. The child names
 exactly what :class:`LocalNames` would (same interner, same order); if it fails
 for any reason, the engine names the requests itself from the start, so any
 error is raised as it would have been.
