@@ -309,10 +309,15 @@ def group_summaries(
     records: Sequence[RequestRecord], key: str = "cls", *, duration_s: float | None = None
 ) -> dict[str, dict[str, Any]]:
     """:func:`summarize` per value of a record attribute (``cls`` or ``session_id``)."""
+    groups = _groups(records, key)
+    return {k: summarize(v, duration_s=duration_s) for k, v in sorted(groups.items())}
+
+
+def _groups(records: Sequence[RequestRecord], key: str) -> dict[str, list[RequestRecord]]:
     groups: dict[str, list[RequestRecord]] = {}
     for r in records:
         groups.setdefault(str(getattr(r, key)), []).append(r)
-    return {k: summarize(v, duration_s=duration_s) for k, v in sorted(groups.items())}
+    return groups
 
 
 def summary_with_groups(
@@ -323,16 +328,14 @@ def summary_with_groups(
 ) -> dict[str, Any]:
     """``summarize(records, duration_s=..., counters=...)`` plus ``by_class``:
     :func:`group_summaries` by ``cls`` (computed once when all records share one)."""
-    groups: dict[str, list[RequestRecord]] = {}
-    for r in records:
-        groups.setdefault(str(r.cls), []).append(r)
+    groups = _groups(records, "cls")
     if len(groups) == 1:
         whole = summarize(records, duration_s=duration_s)
         s = with_counters(whole, counters)
         s["by_class"] = {k: whole for k in groups}
         return s
     s = summarize(records, duration_s=duration_s, counters=counters)
-    s["by_class"] = {k: summarize(v, duration_s=duration_s) for k, v in sorted(groups.items())}
+    s["by_class"] = group_summaries(records, duration_s=duration_s)
     return s
 
 
