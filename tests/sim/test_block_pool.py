@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kvlab.sim.block_pool import BlockPool
-from kvlab.sim.kv_manager import KVManager
+from kvlab.sim.kv_manager import AdmissionRules, KVManager
 
 
 class Seq:
@@ -163,3 +167,36 @@ def test_random_ops_keep_duplicate_count_and_hits_exact() -> None:
         lists = sum(isinstance(e, list) for e in pool.cached.values())
         assert pool.num_multi == lists
         assert pool.num_free == sum(1 for b in range(1, 60) if pool.ref[b] == 0)
+
+
+@given(
+    st.integers(1, 5000),  # num_tokens
+    st.integers(1, 64),  # block size
+    st.integers(1, 8000),  # max_model_len
+    st.integers(0, 400),  # free blocks
+    st.integers(0, 10),  # watermark blocks
+    st.booleans(),  # reserve_full_prompt
+    st.booleans(),  # has_running
+    st.data(),
+)
+def test_surely_fits_implies_fits_whatever_the_hit(
+    num_tokens: int,
+    bs: int,
+    mml: int,
+    free: int,
+    watermark: int,
+    reserve: bool,
+    has_running: bool,
+    data: st.DataObject,
+) -> None:
+    """The admission probe's shortcut: when the free blocks cover the whole request,
+    every hit (its free blocks counted as evictable) and chunk size fits too."""
+    num_tokens = min(num_tokens, mml)  # longer prompts are rejected before admission
+    pool = SimpleNamespace(num_free=free)
+    kv = AdmissionRules(pool, bs, mml, reserve_full_prompt=reserve, watermark_blocks=watermark)
+    if not kv.surely_fits(num_tokens, has_running):
+        return
+    n_hit = data.draw(st.integers(0, (num_tokens - 1) // bs))
+    evictable = data.draw(st.integers(0, n_hit))
+    new_tokens = data.draw(st.integers(1, num_tokens - n_hit * bs))
+    assert kv.fits_counts(num_tokens, new_tokens, n_hit, evictable, 0, has_running)

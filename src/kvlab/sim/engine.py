@@ -424,7 +424,7 @@ class Engine:
             if n and co.n == n and n <= budget:
                 hit = sched.probe_head(now, budget - n) if fifo else None
                 if hit is not None:
-                    if self._lazy_step(budget - n, hit):
+                    if self._lazy_step(budget - n, None if hit is True else hit):
                         self._observe()
                         continue
                     general = True  # the cohort dissolved: the general path

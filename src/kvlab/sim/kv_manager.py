@@ -73,6 +73,15 @@ class AdmissionRules:
         return (need if need > 0 else 0) + extra <= free
 
 
+    def surely_fits(self, num_tokens: int, has_running: bool) -> bool:
+        """A sufficient condition for :meth:`fits_counts` whatever the request hits:
+        the free blocks cover all of it (a hit only lowers what it needs: the free
+        hit blocks it takes are among the blocks it would otherwise allocate)."""
+        mml, bs = self.max_model_len, self.block_size
+        need = -(-(num_tokens if num_tokens < mml else mml) // bs)
+        return need + (self.watermark_blocks if has_running else 0) <= self.pool.num_free
+
+
 class KVManager(AdmissionRules):
     """Allocation rules of vLLM v1 for full attention (``kv_cache_manager.py``).
 

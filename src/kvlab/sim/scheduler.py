@@ -200,8 +200,9 @@ class Scheduler:
         return self.probe_head(now, budget) is not None
 
     def probe_head(self, now: int, budget: int | None = None) -> Any:
-        """:meth:`can_admit_head`, returning the head's GPU hit when it would be
-        admitted (None otherwise)."""
+        """:meth:`can_admit_head`: None when the head would not be admitted, else its
+        GPU hit, or True when the free blocks cover all of it whatever it hits (no
+        lookup made)."""
         seq = self.peek_waiting()
         if seq is None or len(self.running) >= self.max_num_seqs:
             return None
@@ -212,6 +213,8 @@ class Scheduler:
             )
         if budget <= 0:
             return None
+        if self.lower_tier is None and self.kv.surely_fits(seq.num_tokens, bool(self.running)):
+            return True
         hit, ext = self.lookup(seq, now)
         computed = (len(hit) + ext) * self.kv.block_size
         n = min(seq.num_tokens - computed, budget)
