@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sim_helpers import random_workload
@@ -68,5 +67,5 @@ def test_errors_surface_in_the_engines_process(monkeypatch: pytest.MonkeyPatch) 
             names.close()
 
 
-def test_small_workloads_are_named_here(tmp_path: Path) -> None:
+def test_small_workloads_are_named_here() -> None:
     assert isinstance(open_names(workload_requests(), 16), LocalNames)
