@@ -444,21 +444,9 @@ class ForkedWrite:
     def __init__(self, path: str | Path, make_text: Callable[[], str]) -> None:
         self.path = Path(path)
         self.make_text = make_text
-        self.pid: int | None = None
-        fork = getattr(os, "fork", None)
-        if fork is not None:
-            try:
-                pid = fork()
-            except OSError:
-                pid = None
-            if pid == 0:  # the child: write, then leave without any interpreter teardown
-                code = 1
-                try:
-                    atomic_write_text(self.path, make_text())
-                    code = 0
-                finally:
-                    os._exit(code)
-            self.pid = pid
+        from kvlab._fork import fork_call
+
+        self.pid = fork_call(lambda: atomic_write_text(self.path, make_text()))
         if self.pid is None:
             atomic_write_text(self.path, make_text())
 

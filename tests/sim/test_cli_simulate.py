@@ -100,6 +100,7 @@ def test_requests_written_by_a_forked_child_are_the_same(
 
     args = ["simulate", str(wl_file(tmp_path)), "--model", "llama-3.1-8b", "--gpu", "h100"]
     args += ["--num-blocks", "400", "--json"]
+    import kvlab._fork
     import kvlab.results
 
     started: list[Path] = []
@@ -111,7 +112,7 @@ def test_requests_written_by_a_forked_child_are_the_same(
 
     monkeypatch.setattr(kvlab.results, "ForkedWrite", Spy)
     monkeypatch.setattr(cli_simulate, "FORKED_WRITE_MIN_RECORDS", 1)
-    monkeypatch.setattr(cli_simulate, "_single_threaded", lambda: True)  # (tqdm's monitor)
+    monkeypatch.setattr(kvlab._fork, "can_fork", lambda: True)  # (tqdm's monitor thread)
     res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "forked")])
     assert res.exit_code == 0, res.output
     assert started == [tmp_path / "forked" / "requests.jsonl"]

@@ -297,12 +297,6 @@ def _simulate_and_save(
 FORKED_WRITE_MIN_RECORDS = 5000
 
 
-def _single_threaded() -> bool:
-    import threading
-
-    return threading.active_count() == 1
-
-
 def _records_writer(out: Path, writer: list[Any]) -> Any:
     """An ``on_records`` hook for :func:`kvlab.sim.engine.simulate` that writes
     ``requests.jsonl`` in a forked child while the summary and the other files
@@ -310,7 +304,9 @@ def _records_writer(out: Path, writer: list[Any]) -> Any:
     runs in a process without other threads; appends the ForkedWrite to ``writer``."""
 
     def start(records: list[Any]) -> None:
-        if len(records) < FORKED_WRITE_MIN_RECORDS or not _single_threaded():
+        from kvlab import _fork
+
+        if len(records) < FORKED_WRITE_MIN_RECORDS or not _fork.can_fork():
             return
         from kvlab.results import ForkedWrite, records_to_jsonl
 

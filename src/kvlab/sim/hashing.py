@@ -179,8 +179,7 @@ class ChainInterner:
             if after is not None and room is not None and (after & _MASK) + room < _LIMIT:
                 base = after  # right after the whole last part of a run: continue it
             else:
-                self._next_run += 1
-                base = (self._next_run - 1) << OFFSET_BITS
+                base = self.fresh_run() << OFFSET_BITS
             self._parts[k] = base
         self._next_node += 1
         if n == room:

@@ -72,7 +72,6 @@ class AdmissionRules:
         need = -(-(slot if slot < mml else mml) // bs) - n_hit
         return (need if need > 0 else 0) + extra <= free
 
-
     def surely_fits(self, num_tokens: int, has_running: bool) -> bool:
         """A sufficient condition for :meth:`fits_counts` whatever the request hits:
         the free blocks cover all of it (a hit only lowers what it needs: the free

@@ -24,6 +24,7 @@ import signal
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from kvlab import _fork
 from kvlab.sim.hashing import OFFSET_BITS, ChainInterner
 from kvlab.workload.records import Request
 
@@ -99,23 +100,23 @@ class ForkedNames(Names):
         self._done: list[KeyNames] = []
         self._local: LocalNames | None = None
         r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: name everything, then leave without interpreter teardown
-            code = 1
-            try:
-                os.close(r)
-                with os.fdopen(w, "wb") as out:
-                    chunk: list[KeyNames] = []
-                    for names in name_requests(requests, block_size):
-                        chunk.append(names)
-                        if len(chunk) == CHUNK:
-                            pickle.dump(chunk, out, pickle.HIGHEST_PROTOCOL)
-                            chunk = []
-                    pickle.dump(chunk, out, pickle.HIGHEST_PROTOCOL)
-                code = 0
-            finally:
-                os._exit(code)
+
+        def name_all() -> None:  # in the child
+            os.close(r)
+            with os.fdopen(w, "wb") as out:
+                chunk: list[KeyNames] = []
+                for names in name_requests(requests, block_size):
+                    chunk.append(names)
+                    if len(chunk) == CHUNK:
+                        pickle.dump(chunk, out, pickle.HIGHEST_PROTOCOL)
+                        chunk = []
+                pickle.dump(chunk, out, pickle.HIGHEST_PROTOCOL)
+
+        pid = _fork.fork_call(name_all)
         os.close(w)
+        if pid is None:
+            os.close(r)
+            raise OSError("could not fork a process to name the requests")
         self._pid: int | None = pid
         self._pipe: Any = os.fdopen(r, "rb")
 
@@ -148,11 +149,9 @@ class ForkedNames(Names):
 
 
 def open_names(requests: Sequence[Request], block_size: int) -> Names:
-    """:class:`ForkedNames` for a large workload in a process without other threads
-    (where ``os.fork`` exists), else :class:`LocalNames`."""
-    import threading
-
-    if len(requests) >= FORK_MIN_REQUESTS and hasattr(os, "fork") and threading.active_count() == 1:
+    """:class:`ForkedNames` for a large workload where this process may fork
+    (:func:`kvlab._fork.can_fork`), else :class:`LocalNames`."""
+    if len(requests) >= FORK_MIN_REQUESTS and _fork.can_fork():
         try:
             return ForkedNames(requests, block_size)
         except OSError:
