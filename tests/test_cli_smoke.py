@@ -16,6 +16,31 @@ def test_help_lists_commands() -> None:
     assert "kvlab" in res.output
 
 
+def test_help_texts_wrap_at_any_width() -> None:
+    """Prose paragraphs of every command's help are one line each (Rich keeps hard
+    breaks, which would split sentences in the command list); examples keep theirs."""
+    from kvlab.cli.app import reflow
+
+    def commands(group):  # type: ignore[no-untyped-def]
+        for cmd in group.registered_commands:
+            yield cmd.name, cmd.help
+        for sub in group.registered_groups:
+            own = sub.help if isinstance(sub.help, str) else sub.typer_instance.info.help
+            yield sub.name, own
+            yield from commands(sub.typer_instance)
+
+    seen = 0
+    for name, text in commands(app):
+        assert text, f"{name}: no help"
+        for para in text.split("\n\n"):
+            assert para.startswith("  ") or "\n" not in para, (name, para)
+        seen += 1
+    assert seen >= 15
+    assert reflow("  a\n  b\n\n    x y\n    z\n\n  c") == "a b\n\n  x y\n  z\n\nc"
+    listing = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).output
+    assert "SGLang, llama.cpp, Ollama)" in listing
+
+
 def test_version() -> None:
     from kvlab import __version__
 

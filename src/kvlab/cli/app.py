@@ -8,6 +8,7 @@ inside the command functions so that ``kvlab --help`` stays fast.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 
 import typer
@@ -62,6 +63,35 @@ def _register_all() -> None:
                 continue
             raise
         mod.register(app)
+    _reflow_help(app)
+
+
+def reflow(text: str) -> str:
+    """``text`` dedented, with the lines of each prose paragraph joined.
+
+    Rich markup mode keeps a help text's hard line breaks, which then break the
+    text mid-sentence wherever the terminal (or the command list's help column)
+    is narrower than the source lines. Paragraphs that start indented (examples)
+    keep their lines.
+    """
+    paras = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(p if p.startswith(" ") else " ".join(p.split("\n")) for p in paras)
+
+
+def _reflow_help(group: typer.Typer) -> None:
+    """:func:`reflow` the help of every command and command group under ``group``."""
+    for cmd in group.registered_commands:
+        text = cmd.help or (inspect.getdoc(cmd.callback) if cmd.callback else None)
+        if text:
+            cmd.help = reflow(text)
+    for sub in group.registered_groups:
+        if isinstance(sub.help, str):
+            sub.help = reflow(sub.help)
+        if sub.typer_instance is not None:
+            info = sub.typer_instance.info
+            if isinstance(info.help, str):
+                info.help = reflow(info.help)
+            _reflow_help(sub.typer_instance)
 
 
 _register_all()

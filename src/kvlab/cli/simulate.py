@@ -39,12 +39,6 @@ Examples:
 MODES = ("baseline", "prefix", "offload", "fp8")
 
 
-def _reflow(text: str) -> str:
-    """Join the lines of each prose paragraph (Rich keeps hard line breaks)."""
-    paras = text.strip().split("\n\n")
-    return "\n\n".join(p if p.startswith("  ") else " ".join(p.split("\n")) for p in paras)
-
-
 def _parse_sets(items: list[str]) -> dict[str, str]:
     from kvlab.errors import ConfigError
 
@@ -149,7 +143,7 @@ def write_markdown(result: Any, out: Path, workload_name: str) -> None:
 def register(app: typer.Typer) -> None:
     import typer
 
-    @app.command("simulate", help=_reflow(HELP))
+    @app.command("simulate", help=HELP)
     def simulate_cmd(
         workload: str = typer.Argument(..., help="Workload file, trace file or built-in trace."),
         model: str = typer.Option("meta-llama/Llama-3.1-8B", "--model", "-m", help="Model."),
