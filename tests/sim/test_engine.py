@@ -160,6 +160,23 @@ def test_priority_scheduling_admits_lower_value_first() -> None:
     assert [x.request_id for x in order] == ["urgent", "busy", "late"]
 
 
+def test_priority_preemption_takes_the_latest_arrival_on_ties() -> None:
+    # Same priority, same arrival tick: the later request in the workload arrived
+    # later (vLLM's arrival_time tells them apart), so it is the one preempted
+    # when the decoding pair outgrows eight blocks.
+    w = Workload(
+        (
+            req("first", [("a", 8)], 20, t=0.0, priority=1),
+            req("second", [("b", 8)], 20, t=0.0, priority=1),
+        )
+    )
+    r = simulate(w, cfg(num_blocks=9, scheduling="priority"))
+    first, second = r.records
+    assert (first.num_preemptions, second.num_preemptions) == (0, 1)
+    assert first.finish_s is not None and second.finish_s is not None
+    assert first.finish_s < second.finish_s
+
+
 def test_prefix_caching_off_never_hits() -> None:
     w = Workload((req("a", [("s", 16)], 2, t=0.0), req("b", [("s", 16)], 2, t=1.0)))
     r = simulate(w, cfg(enable_prefix_caching=False))

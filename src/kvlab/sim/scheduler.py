@@ -136,7 +136,9 @@ class Scheduler:
 
     def _pick_victim(self) -> Seq:
         if self.priority:
-            return max(self.running, key=lambda s: (s.req.priority, s.arrival))
+            # the lowest priority, latest arrival (requests that arrive at the same tick
+            # arrive in workload order, as in the waiting heap)
+            return max(self.running, key=lambda s: (s.req.priority, s.arrival, s.idx))
         return self.running[-1]
 
     @staticmethod
