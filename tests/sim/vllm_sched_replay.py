@@ -1,0 +1,161 @@
+"""Run a step-indexed workload through vLLM's own v1 Scheduler and print what happened.
+
+Run with the python that has vLLM installed:  python vllm_sched_replay.py CASES.json
+Each trace of CASES.json (``{name: trace}``, see test_vllm_scheduler_differential.py)
+gives the engine limits and, per request, its prompt token ids, the tokens it will
+generate, and the step before which it arrives (or the request whose end it
+follows, and the steps it waits after it). No model runs: after each
+``schedule()`` the driver hands the scheduler the next output token of every
+request whose scheduled tokens reach the end of its sequence (a chunk that stops
+short of it samples nothing), as a model runner would. Prints one JSON object,
+per case name: per request the step it was first scheduled, the step that
+produced its first token and its last, its preemptions, its prefix-cache hit
+tokens at its first admission and the tokens it had to compute over all its
+admissions; the prefix-cache counters; the number of steps.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+
+def tiny_config_dir() -> str:
+    """A directory with a Llama config.json: all ModelConfig needs (no weights are loaded)."""
+    d = tempfile.mkdtemp(prefix="kvlab-sched-")
+    cfg = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "num_hidden_layers": 2,
+        "vocab_size": 512,
+        "max_position_embeddings": 8192,
+        "torch_dtype": "float32",
+    }
+    (Path(d) / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+def replay(trace: dict) -> dict:
+    """One trace through a fresh Scheduler: what :func:`main` prints for it."""
+    import torch
+    from vllm.config import CacheConfig, ModelConfig, SchedulerConfig, VllmConfig
+    from vllm.sampling_params import SamplingParams
+    from vllm.utils.hashing import get_hash_fn_by_name
+    from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
+    from vllm.v1.core.sched.scheduler import Scheduler
+    from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
+    from vllm.v1.outputs import ModelRunnerOutput
+    from vllm.v1.request import Request
+    from vllm.v1.structured_output import StructuredOutputManager
+
+    bs, max_len = trace["block_size"], trace["max_model_len"]
+    model = ModelConfig(
+        model=tiny_config_dir(), max_model_len=max_len, skip_tokenizer_init=True, dtype="float32"
+    )
+    sched_cfg = SchedulerConfig(
+        max_num_seqs=trace["max_num_seqs"],
+        max_num_batched_tokens=trace["max_num_batched_tokens"],
+        max_model_len=max_len,
+        enable_chunked_prefill=True,
+        policy=trace["policy"],
+        is_encoder_decoder=False,
+    )
+    cache = CacheConfig(block_size=bs, enable_prefix_caching=trace["prefix_caching"])
+    cache.num_gpu_blocks = trace["num_blocks"]  # as the engine sets it after profiling
+    vcfg = VllmConfig(model_config=model, scheduler_config=sched_cfg, cache_config=cache)
+    spec = FullAttentionSpec(block_size=bs, num_kv_heads=1, head_size=8, dtype=torch.float16)
+    kv_cfg = KVCacheConfig(
+        num_blocks=trace["num_blocks"],
+        kv_cache_tensors=[],
+        kv_cache_groups=[KVCacheGroupSpec(["layer0"], spec)],
+    )
+    sched = Scheduler(vcfg, kv_cfg, StructuredOutputManager(vcfg), block_size=bs, log_stats=True)
+    hash_fn = get_hash_fn_by_name("sha256")
+    init_none_hash(hash_fn)
+    hasher = get_request_block_hasher(bs, hash_fn)
+
+    reqs = trace["requests"]
+    arrivals = [(r["arrival_step"], i) for i, r in enumerate(reqs) if "arrival_step" in r]
+    heapq.heapify(arrivals)  # (step, index); a turn joins when the one before it ends
+    follow = {r["after"]: i for i, r in enumerate(reqs) if "after" in r}
+    outputs = {f"r{i}": r["output"] for i, r in enumerate(reqs)}
+    seen: dict[str, dict] = {}
+    counters = dict.fromkeys(("queries", "hits", "preempted_queries", "preempted_hits"), 0)
+    step = 0
+    while arrivals or sched.has_unfinished_requests():
+        if not sched.has_unfinished_requests() and arrivals[0][0] > step:
+            step = arrivals[0][0]  # idle until the next arrival
+        while arrivals and arrivals[0][0] <= step:
+            i = heapq.heappop(arrivals)[1]
+            rid = f"r{i}"
+            sp = SamplingParams(max_tokens=len(reqs[i]["output"]), ignore_eos=True)
+            sched.add_request(
+                Request(
+                    rid,
+                    list(reqs[i]["prompt"]),
+                    sp,
+                    None,
+                    arrival_time=step + i * 1e-7,  # ties arrive in workload order
+                    priority=reqs[i]["priority"],
+                    block_hasher=hasher,
+                )
+            )
+            seen[rid] = {"admitted": None, "first_token": None, "finish": None}
+        before = {r.request_id for r in sched.running}
+        so = sched.schedule()
+        ids = list(so.num_scheduled_tokens)
+        sampled = []
+        for rid in ids:
+            r = sched.requests[rid]
+            rec = seen[rid]
+            if rid not in before:  # admitted (or resumed) in this step
+                hit = r.num_computed_tokens - so.num_scheduled_tokens[rid]
+                rec["computed"] = rec.get("computed", 0) + r.num_tokens - hit
+                if rec["admitted"] is None:
+                    rec["admitted"] = step
+                    rec["cached"] = hit
+            if r.num_computed_tokens >= r.num_tokens:  # the chunk reaches the end: sample
+                sampled.append([outputs[rid][len(r.output_token_ids)]])
+                if rec["first_token"] is None:
+                    rec["first_token"] = step
+            else:
+                sampled.append([])
+        mro = ModelRunnerOutput(
+            req_ids=ids,
+            req_id_to_index={rid: k for k, rid in enumerate(ids)},
+            sampled_token_ids=sampled,
+        )
+        preempt = {rid: sched.requests[rid] for rid in ids}
+        for eco in sched.update_from_output(so, mro).values():
+            for o in eco.outputs:
+                if o.finish_reason is not None:
+                    seen[o.request_id]["finish"] = step
+                    seen[o.request_id]["preemptions"] = preempt[o.request_id].num_preemptions
+                    j = follow.get(int(o.request_id[1:]))
+                    if j is not None:
+                        heapq.heappush(arrivals, (step + 1 + reqs[j]["think_steps"], j))
+            st = eco.scheduler_stats
+            if st is not None and st.prefix_cache_stats is not None:
+                ps = st.prefix_cache_stats
+                counters["queries"] += ps.queries
+                counters["hits"] += ps.hits
+                counters["preempted_queries"] += ps.preempted_queries
+                counters["preempted_hits"] += ps.preempted_hits
+        step += 1
+    return {"requests": [seen[f"r{i}"] for i in range(len(reqs))], "steps": step, **counters}
+
+
+def main(path: str) -> None:
+    cases = json.loads(Path(path).read_text())
+    print(json.dumps({name: replay(trace) for name, trace in cases.items()}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
