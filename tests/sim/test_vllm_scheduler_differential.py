@@ -12,8 +12,10 @@ whose later turns re-send earlier answers, FCFS and priority scheduling, prefix
 caching on and off. Every request must agree exactly: the step it was first
 scheduled in, the step that produced its first token and its last, its
 preemptions, its prefix-cache hit tokens and the tokens it computed over all its
-admissions; so must the prefix-cache query and hit counters. kvlab runs each case
-four ways (per-block pool and extent pool, step by step and in decode windows).
+admissions; so must the prefix-cache query and hit counters, and every row of
+kvlab's time series (KV usage, running and waiting requests, hit tokens so far)
+must equal vLLM's scheduler stats after the same step. kvlab runs each case four
+ways (per-block pool and extent pool, step by step and in decode windows).
 """
 
 from __future__ import annotations
@@ -132,6 +134,7 @@ def run_kvlab(
         enable_prefix_caching=limits["prefix_caching"],
         scheduling=limits["policy"],
         cost_model=StepClock(),
+        sample_interval_s=0.0,  # a time-series row at every event boundary
         exact_steps=exact_steps,
         extents=extents,
     )
@@ -149,8 +152,25 @@ def run_kvlab(
                 "preemptions": r.num_preemptions,
             }
         )
+    ts = res.timeseries
+    gauges = {  # the step that ended at each boundary -> what vLLM's stats say after it
+        round(t) - 1: [u, int(run), int(wait), int(hits)]
+        for t, u, run, wait, hits in zip(
+            ts["t_s"],
+            ts["kv_cache_usage_perc"],
+            ts["num_requests_running"],
+            ts["num_requests_waiting"],
+            ts["prefix_cache_hit_tokens"],
+            strict=True,
+        )
+    }
     s = res.summary
-    return {"requests": out, "queries": s["prefix_cache_queries"], "hits": s["prefix_cache_hits"]}
+    return {
+        "requests": out,
+        "gauges": gauges,
+        "queries": s["prefix_cache_queries"],
+        "hits": s["prefix_cache_hits"],
+    }
 
 
 def run_vllm(cases: dict[str, dict[str, Any]], py: str, tmp_path: Path) -> dict[str, Any]:
@@ -240,6 +260,15 @@ def test_engine_matches_vllm_scheduler(case: str, vllm_results: dict[str, Any]) 
             f"vs vLLM {theirs['requests'][bad[0]]}"
         )
         assert (ours["queries"], ours["hits"]) == (theirs["queries"], theirs["hits"])
+        # the time series, at kvlab's event boundaries, against vLLM's stats after that step
+        rows = ours["gauges"]
+        assert len(rows) > len(wl.requests)
+        off = [
+            (step, row, theirs["gauges"][str(step)])
+            for step, row in rows.items()
+            if row != theirs["gauges"][str(step)]
+        ]
+        assert not off, f"{case} ({how}): {len(off)} of {len(rows)} rows differ, first {off[0]}"
     # the case exercises what it is named for
     preempted = sum(r["preemptions"] for r in theirs["requests"])
     hits = theirs["hits"]

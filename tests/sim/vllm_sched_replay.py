@@ -11,7 +11,8 @@ short of it samples nothing), as a model runner would. Prints one JSON object,
 per case name: per request the step it was first scheduled, the step that
 produced its first token and its last, its preemptions, its prefix-cache hit
 tokens at its first admission and the tokens it had to compute over all its
-admissions; the prefix-cache counters; the number of steps.
+admissions; the prefix-cache counters; the number of steps; after each step, the
+scheduler's gauges (KV usage, running and waiting requests) and the hit tokens so far.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def replay(trace: dict) -> dict:
     outputs = {f"r{i}": r["output"] for i, r in enumerate(reqs)}
     seen: dict[str, dict] = {}
     counters = dict.fromkeys(("queries", "hits", "preempted_queries", "preempted_hits"), 0)
+    gauges: dict[int, list] = {}  # step -> [usage, running, waiting, hits so far] after it
     step = 0
     while arrivals or sched.has_unfinished_requests():
         if not sched.has_unfinished_requests() and arrivals[0][0] > step:
@@ -148,8 +150,19 @@ def replay(trace: dict) -> dict:
                 counters["hits"] += ps.hits
                 counters["preempted_queries"] += ps.preempted_queries
                 counters["preempted_hits"] += ps.preempted_hits
+                gauges[step] = [
+                    st.kv_cache_usage,
+                    st.num_running_reqs,
+                    st.num_waiting_reqs,
+                    counters["hits"],
+                ]
         step += 1
-    return {"requests": [seen[f"r{i}"] for i in range(len(reqs))], "steps": step, **counters}
+    return {
+        "requests": [seen[f"r{i}"] for i in range(len(reqs))],
+        "steps": step,
+        "gauges": gauges,
+        **counters,
+    }
 
 
 def main(path: str) -> None:
