@@ -133,6 +133,8 @@ def run_kvlab(
         max_num_batched_tokens=limits["max_num_batched_tokens"],
         enable_prefix_caching=limits["prefix_caching"],
         scheduling=limits["policy"],
+        reserve_full_prompt=limits["reserve_full_prompt"],
+        watermark=limits["watermark"],
         cost_model=StepClock(),
         sample_interval_s=0.0,  # a time-series row at every event boundary
         exact_steps=exact_steps,
@@ -203,6 +205,9 @@ CASES: dict[str, tuple[int, int, bool, dict[str, Any]]] = {
     ),
     "no-caching": (5, 500, True, {"num_blocks": 80, "prefix_caching": False}),
     "priority": (7, 600, True, {"num_blocks": 70, "policy": "priority"}),
+    # admission checks the first chunk only (vLLM scheduler_reserve_full_isl=False)
+    "first-chunk": (8, 500, True, {"num_blocks": 70, "reserve_full_prompt": False}),
+    "watermark": (9, 500, True, {"num_blocks": 90, "watermark": 0.1}),
     # prompts up to the model length: outputs stop at max_model_len
     "capped": (
         6,
@@ -218,6 +223,8 @@ DEFAULTS = {
     "max_num_batched_tokens": 256,
     "prefix_caching": True,
     "policy": "fcfs",
+    "reserve_full_prompt": True,
+    "watermark": 0.0,
 }
 
 
@@ -274,7 +281,7 @@ def test_engine_matches_vllm_scheduler(case: str, vllm_results: dict[str, Any]) 
     hits = theirs["hits"]
     assert any(q.prompt_tokens > limits["max_num_batched_tokens"] for q in wl.requests)
     assert (hits > 0) == limits["prefix_caching"]
-    if "pressure" in case or case in ("no-caching", "priority"):
+    if "pressure" in case or case in ("no-caching", "priority", "first-chunk"):
         assert preempted > 0
     if case == "capped":
         assert any(q.prompt_tokens + q.output_tokens > limits["max_model_len"] for q in wl.requests)

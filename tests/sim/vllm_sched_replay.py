@@ -66,6 +66,8 @@ def replay(trace: dict) -> dict:
         max_model_len=max_len,
         enable_chunked_prefill=True,
         policy=trace["policy"],
+        scheduler_reserve_full_isl=trace["reserve_full_prompt"],
+        watermark=trace["watermark"],
         is_encoder_decoder=False,
     )
     cache = CacheConfig(block_size=bs, enable_prefix_caching=trace["prefix_caching"])
