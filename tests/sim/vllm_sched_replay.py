@@ -24,9 +24,8 @@ import tempfile
 from pathlib import Path
 
 
-def tiny_config_dir() -> str:
-    """A directory with a Llama config.json: all ModelConfig needs (no weights are loaded)."""
-    d = tempfile.mkdtemp(prefix="kvlab-sched-")
+def write_model_config(d: str) -> None:
+    """A Llama config.json in ``d``: all ModelConfig needs (no weights are loaded)."""
     cfg = {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -40,10 +39,9 @@ def tiny_config_dir() -> str:
         "torch_dtype": "float32",
     }
     (Path(d) / "config.json").write_text(json.dumps(cfg))
-    return d
 
 
-def replay(trace: dict) -> dict:
+def replay(trace: dict, model_dir: str) -> dict:
     """One trace through a fresh Scheduler: what :func:`main` prints for it."""
     import torch
     from vllm.config import CacheConfig, ModelConfig, SchedulerConfig, VllmConfig
@@ -58,7 +56,7 @@ def replay(trace: dict) -> dict:
 
     bs, max_len = trace["block_size"], trace["max_model_len"]
     model = ModelConfig(
-        model=tiny_config_dir(), max_model_len=max_len, skip_tokenizer_init=True, dtype="float32"
+        model=model_dir, max_model_len=max_len, skip_tokenizer_init=True, dtype="float32"
     )
     sched_cfg = SchedulerConfig(
         max_num_seqs=trace["max_num_seqs"],
@@ -169,7 +167,9 @@ def replay(trace: dict) -> dict:
 
 def main(path: str) -> None:
     cases = json.loads(Path(path).read_text())
-    print(json.dumps({name: replay(trace) for name, trace in cases.items()}))
+    with tempfile.TemporaryDirectory(prefix="kvlab-sched-") as d:
+        write_model_config(d)
+        print(json.dumps({name: replay(trace, d) for name, trace in cases.items()}))
 
 
 if __name__ == "__main__":
