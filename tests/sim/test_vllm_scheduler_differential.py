@@ -208,6 +208,7 @@ CASES: dict[str, tuple[int, int, bool, dict[str, Any]]] = {
     # admission checks the first chunk only (vLLM scheduler_reserve_full_isl=False)
     "first-chunk": (8, 500, True, {"num_blocks": 70, "reserve_full_prompt": False}),
     "watermark": (9, 500, True, {"num_blocks": 90, "watermark": 0.1}),
+    "small-blocks": (10, 500, True, {"block_size": 8, "num_blocks": 140}),
     # prompts up to the model length: outputs stop at max_model_len
     "capped": (
         6,
@@ -281,7 +282,7 @@ def test_engine_matches_vllm_scheduler(case: str, vllm_results: dict[str, Any]) 
     hits = theirs["hits"]
     assert any(q.prompt_tokens > limits["max_num_batched_tokens"] for q in wl.requests)
     assert (hits > 0) == limits["prefix_caching"]
-    if "pressure" in case or case in ("no-caching", "priority", "first-chunk"):
+    if "pressure" in case or case in ("no-caching", "priority", "first-chunk", "small-blocks"):
         assert preempted > 0
     if case == "capped":
         assert any(q.prompt_tokens + q.output_tokens > limits["max_model_len"] for q in wl.requests)
