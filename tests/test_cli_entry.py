@@ -40,7 +40,7 @@ VALUE_OPTS = [
     "--model", "-m", "--gpu", "-g", "--out", "-o", "--format", "--policy", "--block-size",
     "--num-blocks", "--num-gpu-blocks", "--kv-dtype", "--offload-gb", "--mode", "--set", "--seed",
 ]  # fmt: skip
-FLAGS = ["--no-prefix-caching", "--exact-steps", "--json", "--quiet", "-q"]
+FLAGS = ["--no-prefix-caching", "--exact-steps", "--json", "--quiet", "-q", "--plot"]
 PLAIN = {
     "int": ["16", "0", "32", "1000"],
     "float": ["2.5", "0.25", "3", "0"],

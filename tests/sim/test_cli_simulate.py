@@ -58,6 +58,29 @@ def test_simulate_writes_run_directory(tmp_path: Path) -> None:
     assert run.timeseries["kv_cache_usage_perc"]
 
 
+def test_plot_draws_the_timeline_and_residency_figures(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["simulate", str(wl_file(tmp_path)), "--num-blocks", "120", "--out", str(out)]
+    res = CliRunner().invoke(app, [*args, "--plot", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert RunResult.load(out).summary["num_evicted_blocks"] > 0  # every panel has data
+    for name in ("kv_timeline", "residency"):
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert b"<svg" in (out / f"{name}.svg").read_bytes()[:2000]
+
+
+def test_plot_without_matplotlib_keeps_the_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["simulate", str(wl_file(tmp_path)), "--out", str(out), "--plot"])
+    assert res.exit_code != 0
+    assert "matplotlib" in str(res.exception) + res.output
+    assert (out / "summary.json").exists() and (out / "requests.jsonl").exists()
+    assert not (out / "kv_timeline.png").exists()
+
+
 def test_modes_and_set_overrides(tmp_path: Path) -> None:
     f = str(wl_file(tmp_path))
     base = ["simulate", f, "--model", "llama-3.1-8b", "--gpu", "h100", "--json", "--out"]

@@ -175,6 +175,11 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed (for traces without timestamps)."),
         as_json: bool = typer.Option(False, "--json", help="Print summary.json to stdout."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+        plot: bool = typer.Option(
+            False,
+            "--plot",
+            help="Also draw kv_timeline and residency figures (PNG + SVG; the plot extra).",
+        ),
     ) -> None:
         run_command(
             workload=workload,
@@ -194,6 +199,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             as_json=as_json,
             quiet=quiet,
+            plot=plot,
         )
 
 
@@ -216,6 +222,7 @@ def run_command(
     seed: int,
     as_json: bool,
     quiet: bool,
+    plot: bool = False,
 ) -> None:
     """The body of ``kvlab simulate`` (options already parsed).
 
@@ -250,11 +257,20 @@ def run_command(
             seed=seed,
             as_json=as_json,
             quiet=quiet,
+            plot=plot,
         )
 
 
 def _simulate_and_save(
-    *, workload: str, cfg: Any, out: Path, fmt: str | None, seed: int, as_json: bool, quiet: bool
+    *,
+    workload: str,
+    cfg: Any,
+    out: Path,
+    fmt: str | None,
+    seed: int,
+    as_json: bool,
+    quiet: bool,
+    plot: bool,
 ) -> None:
     from kvlab.sim.engine import simulate
     from kvlab.workload.detect import load_workload
@@ -275,6 +291,10 @@ def _simulate_and_save(
     write_markdown(result, out, Path(str(workload)).name)
     if writer:
         writer[0].wait()
+    if plot:  # after the results are on disk: a missing extra loses nothing
+        from kvlab.report.plots import run_figures
+
+        run_figures(result, out, f"{Path(str(workload)).name}, {cfg.model} on {cfg.gpu}")
     if as_json:
         echo(json.dumps(result.summary, default=str))
     elif not quiet:
@@ -352,6 +372,7 @@ PLAIN_OPTIONS: dict[str, tuple[str, str]] = {
     "--json": ("as_json", "flag"),
     "--quiet": ("quiet", "flag"),
     "-q": ("quiet", "flag"),
+    "--plot": ("plot", "flag"),
 }
 
 PLAIN_DEFAULTS: dict[str, Any] = {
@@ -370,6 +391,7 @@ PLAIN_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "as_json": False,
     "quiet": False,
+    "plot": False,
 }
 
 _PLAIN_INT = re.compile(r"0|[1-9][0-9]{0,17}")

@@ -1,8 +1,9 @@
-"""Figures of the bench experiments (matplotlib, imported lazily; PNG + SVG).
+"""Figures of the bench experiments and of single runs (matplotlib, imported
+lazily; PNG + SVG).
 
-Every function takes plain experiment points (dicts from
-:mod:`kvlab.bench.points`), a title, and an output path without suffix; it
-writes ``<base>.png`` and ``<base>.svg`` and returns both paths.
+Every function takes plain data (experiment points from :mod:`kvlab.bench.points`,
+a run's time series or histograms), a title, and an output path without suffix;
+it writes ``<base>.png`` and ``<base>.svg`` and returns both paths.
 """
 
 from __future__ import annotations
@@ -172,44 +173,130 @@ def tail_latency(
 def kv_timeline(
     runs: Mapping[str, Mapping[str, Sequence[float]]], title: str, base: Path
 ) -> list[Path]:
-    """KV over time of one or more runs: the server's ``kv_cache_usage_perc`` or
-    the in-process cache bytes, with running requests on a second axis."""
+    """KV over time of one or more runs: the server's ``kv_cache_usage_perc`` (and,
+    for a simulation, the usage that counts cached free blocks as used) or the
+    in-process cache bytes, with running and waiting requests on a second axis;
+    one color per run, one line style per quantity."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.2, 4.2))
     ax2 = ax.twinx()
     ylabel = "KV"
-    for label, ts in runs.items():
+    for k, (label, ts) in enumerate(runs.items()):
         t = list(ts.get("t_s", []))
         if not t:
             continue
+        color = f"C{k % 10}"
         if ts.get("kv_cache_usage_perc"):
-            ax.step(t, [100 * v for v in ts["kv_cache_usage_perc"]], where="post", label=label)
+            lines = [("kv_cache_usage_perc", label, "-")]
+            lines.append(
+                ("kv_cache_usage_with_cached_perc", f"{label}: cached free counted as used", "--")
+            )
             ylabel = "kv_cache_usage_perc (%)"
-        elif ts.get("kv_cache_bytes"):
-            ax.step(t, _kib(list(ts["kv_cache_bytes"])), where="post", label=f"{label}: cache")
-            if ts.get("kv_token_bytes"):
-                ax.step(
-                    t,
-                    _kib(list(ts["kv_token_bytes"])),
-                    where="post",
-                    linestyle="--",
-                    label=f"{label}: real tokens",
-                )
+            scale = 100.0
+        else:
+            lines = [("kv_cache_bytes", f"{label}: cache", "-")]
+            lines.append(("kv_token_bytes", f"{label}: real tokens", "--"))
             ylabel = "KV (KiB)"
-        running = ts.get("num_requests_running")
-        if running:
-            ax2.plot(t[: len(running)], list(running), ":", alpha=0.6, label=f"{label}: running")
+            scale = 1 / 1024
+        for col, name, style in lines:
+            values = ts.get(col)
+            if values:
+                ax.step(
+                    t, [scale * v for v in values], style, where="post", color=color, label=name
+                )
+        for col, name, style in (
+            ("num_requests_running", "running", ":"),
+            ("num_requests_waiting", "waiting", "-."),
+        ):
+            counts = ts.get(col)
+            if counts and any(counts):
+                ax2.step(
+                    t[: len(counts)],
+                    list(counts),
+                    style,
+                    where="post",
+                    color=color,
+                    alpha=0.5,
+                    label=f"{label}: {name}",
+                )
     ax.set_xlabel("time (s)")
     ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=0)
     ax.set_xlim(left=0)
     ax2.set_ylim(bottom=0)
-    ax2.set_ylabel("requests running")
+    ax2.set_ylabel("requests")
     for axis, where in ((ax, "upper left"), (ax2, "upper right")):
         if axis.get_legend_handles_labels()[0]:
             axis.legend(loc=where, fontsize="small")
     ax.set_title(f"KV usage timeline\n{title}")
     return _save(fig, base)
+
+
+#: The residency histograms of a simulation (``histograms.json``) and their titles.
+RESIDENCY = (
+    ("block_lifetime_s", "lifetime: allocated to evicted", "no evictions"),
+    ("block_idle_before_evict_s", "idle: last use to evicted", "no evictions"),
+    ("block_reuse_gap_s", "reuse gap: last use to hit", "no hits"),
+)
+
+
+def _age(seconds: float) -> str:
+    """A bin edge for an axis label: ``17.6 s``, ``1.1 ms``, ``550 us``."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def residency(histograms: Mapping[str, Any], title: str, base: Path) -> list[Path]:
+    """The block residency histograms of a simulation side by side: blocks per
+    power-of-two bin of age on a log time axis; blocks of age 0 (the same tick)
+    are counted in the panel's corner, and an empty panel says so."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(RESIDENCY), figsize=(12, 3.6))
+    for ax, (key, name, empty) in zip(axes, RESIDENCY, strict=True):
+        h = histograms.get(key) or {}
+        edges, counts = h.get("edges") or [], h.get("counts") or []
+        bars = [  # bin i holds ages in [edges[i], edges[i + 1])
+            (edges[i], edges[i + 1], c)
+            for i, c in enumerate(counts)
+            if c and 0 < i < len(edges) - 1
+        ]
+        if bars:
+            ax.bar(
+                [lo for lo, _, _ in bars],
+                [c for _, _, c in bars],
+                width=[hi - lo for lo, hi, _ in bars],
+                align="edge",
+            )
+            ax.set_xscale("log")
+            ticks = [lo for lo, _, _ in bars] + [bars[-1][1]]
+            ticks = ticks[:: -(-len(ticks) // 6)]  # at most 6 labelled edges
+            ax.set_xticks(ticks, [_age(x) for x in ticks])
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        zero = counts[0] if counts and edges and edges[0] == 0 else 0
+        if zero:
+            ax.text(0.98, 0.95, f"{zero:,} at age 0", ha="right", va="top", transform=ax.transAxes)
+        if not bars and not zero:
+            ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        ax.set_title(name, fontsize="medium")
+        ax.set_xlabel("age (bins of powers of two)")
+    axes[0].set_ylabel("blocks")
+    fig.suptitle(f"KV block residency - {title}")
+    return _save(fig, base)
+
+
+def run_figures(run: Any, out: Path, title: str) -> list[Path]:
+    """The figures of one RunResult in its directory: ``kv_timeline`` and, for a
+    simulation (which has residency histograms), ``residency``."""
+    paths = kv_timeline(
+        {run.provenance.get("backend", "run"): run.timeseries}, title, out / "kv_timeline"
+    )
+    if any(key in run.histograms for key, _, _ in RESIDENCY):
+        paths += residency(run.histograms, title, out / "residency")
+    return paths
 
 
 def prefix_sharing(
@@ -239,6 +326,8 @@ __all__ = [
     "kv_vs_seqlen",
     "latency_vs_seqlen",
     "prefix_sharing",
+    "residency",
+    "run_figures",
     "tail_latency",
     "throughput_vs_concurrency",
 ]
