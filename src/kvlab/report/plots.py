@@ -201,9 +201,8 @@ def kv_timeline(
         for col, name, style in lines:
             values = ts.get(col)
             if values:
-                ax.step(
-                    t, [scale * v for v in values], style, where="post", color=color, label=name
-                )
+                ys = [None if v is None else scale * v for v in values]
+                ax.step(t, ys, style, where="post", color=color, label=name)
         for col, name, style in (
             ("num_requests_running", "running", ":"),
             ("num_requests_waiting", "waiting", "-."),
