@@ -124,9 +124,11 @@ def write_markdown(result: Any, out: Path, workload_name: str) -> None:
             f"| {name} | {f(d['mean'], 4)} | {f(d['p50'], 4)} | {f(d['p90'], 4)} "
             f"| {f(d['p99'], 4)} |"
         )
+    wall = s["wall_s"]
+    wall_text = f"{1000 * wall:.1f} ms" if wall < 1 else f"{wall:,.2f} s"
     lines += [
         "",
-        f"Simulated {f(s['simulated_duration_s'], 1)} s in {f(s['wall_s'], 2)} s wall; "
+        f"Simulated {f(s['simulated_duration_s'], 1)} s in {wall_text} of wall time; "
         f"{f(s['request_throughput_per_s'], 2)} req/s, "
         f"{f(s['output_throughput_tok_per_s'], 1)} output tok/s.",
     ]
