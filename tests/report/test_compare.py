@@ -137,3 +137,17 @@ def test_cli_compare(tmp_path: Path) -> None:
     assert res.exit_code == 0 and out.read_text().startswith("## Overall (baseline: x)")
     res = runner.invoke(app, ["compare", str(tmp_path)])
     assert isinstance(res.exception, ConfigError)
+
+
+def test_cli_compare_plots_the_timelines(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    runs = []
+    for name, usage in (("baseline", [0.2, 0.6, 0.0]), ("prefix", [0.1, 0.3, 0.0])):
+        run = make_run(1.0, 0)
+        run.timeseries = {"t_s": [0.0, 1.0, 2.0], "kv_cache_usage_perc": usage}
+        runs.append(str(_save(tmp_path, name, run)))
+    res = runner.invoke(app, ["compare", *runs, "--plot", str(tmp_path / "fig" / "kv")])
+    assert res.exit_code == 0, res.output
+    svg = (tmp_path / "fig" / "kv.svg").read_text()
+    assert "baseline" in svg and "prefix" in svg
+    assert (tmp_path / "fig" / "kv.png").read_bytes()[:4] == b"\x89PNG"

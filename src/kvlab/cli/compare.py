@@ -32,6 +32,12 @@ def compare_cmd(
         help="Exit 1 when a condition holds for any run: METRIC>X, METRIC<=X; delta:METRIC>X and "
         "rel:METRIC>X compare with the baseline (e.g. --fail-if rel:ttft_s.p99>0.1).",
     ),
+    plot: Path | None = typer.Option(
+        None,
+        "--plot",
+        help="Also draw the runs' KV usage timelines in one figure: PLOT.png and PLOT.svg "
+        "(the plot extra).",
+    ),
 ) -> None:
     """Compare runs side by side (overall and per class): deltas and the better run per metric."""
     from kvlab.errors import ConfigError
@@ -73,6 +79,10 @@ def compare_cmd(
         typer.echo(md, nl=False)
         for f in failures:
             typer.echo(f"FAIL {f}", err=True)
+    if plot is not None:  # after the comparison is out: a missing extra loses nothing
+        from kvlab.report.plots import kv_timeline
+
+        kv_timeline({k: r.timeseries for k, r in pairs}, ", ".join(labels), plot)
     if failures:
         raise typer.Exit(1)
 

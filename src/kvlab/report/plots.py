@@ -173,13 +173,14 @@ def tail_latency(
 def kv_timeline(
     runs: Mapping[str, Mapping[str, Sequence[float]]], title: str, base: Path
 ) -> list[Path]:
-    """KV over time of one or more runs: the server's ``kv_cache_usage_perc`` (and,
-    for a simulation, the usage that counts cached free blocks as used) or the
-    in-process cache bytes, with running and waiting requests on a second axis;
-    one color per run, one line style per quantity."""
+    """KV over time of one or more runs (top): the server's ``kv_cache_usage_perc``
+    (and, for a simulation, the usage that counts cached free blocks as used) or the
+    in-process cache bytes; running and waiting requests below. One color per run,
+    one line style per quantity."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.2, 4.2))
-    ax2 = ax.twinx()
+    fig, (ax, ax2) = plt.subplots(
+        2, 1, figsize=(7.2, 5.4), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
     ylabel = "KV"
     for k, (label, ts) in enumerate(runs.items()):
         t = list(ts.get("t_s", []))
@@ -204,8 +205,8 @@ def kv_timeline(
                 ys = [None if v is None else scale * v for v in values]
                 ax.step(t, ys, style, where="post", color=color, label=name)
         for col, name, style in (
-            ("num_requests_running", "running", ":"),
-            ("num_requests_waiting", "waiting", "-."),
+            ("num_requests_running", "running", "-"),
+            ("num_requests_waiting", "waiting", ":"),
         ):
             counts = ts.get(col)
             if counts and any(counts):
@@ -215,18 +216,18 @@ def kv_timeline(
                     style,
                     where="post",
                     color=color,
-                    alpha=0.5,
+                    alpha=0.7,
                     label=f"{label}: {name}",
                 )
-    ax.set_xlabel("time (s)")
     ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=0)
     ax.set_xlim(left=0)
+    ax2.set_xlabel("time (s)")
     ax2.set_ylim(bottom=0)
     ax2.set_ylabel("requests")
-    for axis, where in ((ax, "upper left"), (ax2, "upper right")):
+    for axis in (ax, ax2):
         if axis.get_legend_handles_labels()[0]:
-            axis.legend(loc=where, fontsize="small")
+            axis.legend(loc="upper right", fontsize="small")
     ax.set_title(f"KV usage timeline\n{title}")
     return _save(fig, base)
 
