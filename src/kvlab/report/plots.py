@@ -188,17 +188,17 @@ def kv_timeline(
             continue
         color = f"C{k % 10}"
         if ts.get("kv_cache_usage_perc"):
-            lines = [("kv_cache_usage_perc", label, "-")]
-            lines.append(
-                ("kv_cache_usage_with_cached_perc", f"{label}: cached free counted as used", "--")
-            )
-            ylabel = "kv_cache_usage_perc (%)"
-            scale = 100.0
+            lines = [
+                ("kv_cache_usage_perc", label, "-"),
+                ("kv_cache_usage_with_cached_perc", f"{label}: cached free counted as used", "--"),
+            ]
+            ylabel, scale = "kv_cache_usage_perc (%)", 100.0
         else:
-            lines = [("kv_cache_bytes", f"{label}: cache", "-")]
-            lines.append(("kv_token_bytes", f"{label}: real tokens", "--"))
-            ylabel = "KV (KiB)"
-            scale = 1 / 1024
+            lines = [
+                ("kv_cache_bytes", f"{label}: cache", "-"),
+                ("kv_token_bytes", f"{label}: real tokens", "--"),
+            ]
+            ylabel, scale = "KV (KiB)", 1 / 1024
         for col, name, style in lines:
             values = ts.get(col)
             if values:
