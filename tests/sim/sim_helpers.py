@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -99,3 +104,20 @@ def random_workload(seed: int, n: int, rate: float = 20.0, sessions: bool = True
                 )
             )
     return Workload(tuple(reqs))
+
+
+def run_in_vllm(py: str, script: str, payload: Any, tmp_path: Path) -> Any:
+    """Run ``tests/sim/<script> PAYLOAD.json`` with vLLM's python (CPU build, quiet
+    logs) and return the JSON object on its last line of output."""
+    path = tmp_path / "payload.json"
+    path.write_text(json.dumps(payload))
+    env = dict(os.environ, VLLM_LOGGING_LEVEL="ERROR", VLLM_TARGET_DEVICE="cpu")
+    proc = subprocess.run(
+        [py, str(Path(__file__).parent / script), str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
 import sys
 from collections import deque
 from collections.abc import Hashable
@@ -18,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sim_helpers import run_in_vllm
 
 from kvlab.sim.block_pool import BlockPool
 from kvlab.sim.kv_manager import KVManager
-
-HERE = Path(__file__).parent
 
 
 def make_trace(seed: int, n: int, block_size: int = 16, num_blocks: int = 400) -> dict:
@@ -132,20 +129,8 @@ def test_trace_driver_exercises_evictions() -> None:
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_block_pool_matches_vllm(tmp_path: Path, vllm_python: str) -> None:
-    py = vllm_python
     trace = make_trace(seed=20261126, n=10_000)
-    path = tmp_path / "trace.json"
-    path.write_text(json.dumps(trace))
-    env = dict(os.environ, VLLM_LOGGING_LEVEL="ERROR", VLLM_TARGET_DEVICE="cpu")
-    proc = subprocess.run(
-        [py, str(HERE / "vllm_replay.py"), str(path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    theirs = json.loads(proc.stdout.strip().splitlines()[-1])
+    theirs = run_in_vllm(vllm_python, "vllm_replay.py", trace, tmp_path)
     ours = drive(trace)
     assert len(theirs["requests"]) == len(ours["requests"]) == 10_000
     mismatches = [

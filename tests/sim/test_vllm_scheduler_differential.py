@@ -20,24 +20,18 @@ ways (per-block pool and extent pool, step by step and in decode windows).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from sim_helpers import Gpu, llama8b
+from sim_helpers import Gpu, llama8b, run_in_vllm
 
 from kvlab.sim.config import SimConfig
 from kvlab.sim.cost_model import TICKS_PER_S
 from kvlab.sim.engine import simulate
 from kvlab.workload.content import output_token_ids, prompt_token_ids, token_ids
 from kvlab.workload.records import Request, Segment, Workload
-
-HERE = Path(__file__).parent
 
 
 class StepClock:
@@ -175,22 +169,6 @@ def run_kvlab(
     }
 
 
-def run_vllm(cases: dict[str, dict[str, Any]], py: str, tmp_path: Path) -> dict[str, Any]:
-    """Every case's trace through vLLM's Scheduler, in one subprocess."""
-    path = tmp_path / "cases.json"
-    path.write_text(json.dumps(cases))
-    env = dict(os.environ, VLLM_LOGGING_LEVEL="ERROR", VLLM_TARGET_DEVICE="cpu")
-    proc = subprocess.run(
-        [py, str(HERE / "vllm_sched_replay.py"), str(path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 #: name: (seed, workload entries, sessions, engine limits besides the defaults);
 #: a session is one entry of 2-3 turns
 CASES: dict[str, tuple[int, int, bool, dict[str, Any]]] = {
@@ -245,7 +223,7 @@ def case_inputs(case: str) -> tuple[Workload, dict[str, Any]]:
 @pytest.fixture(scope="module")
 def vllm_results(tmp_path_factory: pytest.TempPathFactory, vllm_python: str) -> dict[str, Any]:
     traces = {case: vllm_trace(*case_inputs(case)) for case in CASES}
-    return run_vllm(traces, vllm_python, tmp_path_factory.mktemp("sched"))
+    return run_in_vllm(vllm_python, "vllm_sched_replay.py", traces, tmp_path_factory.mktemp("s"))
 
 
 @pytest.mark.vllm
