@@ -21,7 +21,9 @@ import heapq
 import json
 import sys
 import tempfile
+from collections import deque
 from pathlib import Path
+from typing import Any
 
 
 def write_model_config(d: str) -> None:
@@ -48,6 +50,7 @@ def replay(trace: dict, model_dir: str) -> dict:
     from vllm.sampling_params import SamplingParams
     from vllm.utils.hashing import get_hash_fn_by_name
     from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
+    from vllm.v1.core.sched.async_scheduler import AsyncScheduler
     from vllm.v1.core.sched.scheduler import Scheduler
     from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
     from vllm.v1.outputs import ModelRunnerOutput
@@ -77,7 +80,8 @@ def replay(trace: dict, model_dir: str) -> dict:
         kv_cache_tensors=[],
         kv_cache_groups=[KVCacheGroupSpec(["layer0"], spec)],
     )
-    sched = Scheduler(vcfg, kv_cfg, StructuredOutputManager(vcfg), block_size=bs, log_stats=True)
+    cls = AsyncScheduler if trace.get("async") else Scheduler
+    sched = cls(vcfg, kv_cfg, StructuredOutputManager(vcfg), block_size=bs, log_stats=True)
     hash_fn = get_hash_fn_by_name("sha256")
     init_none_hash(hash_fn)
     hasher = get_request_block_hasher(bs, hash_fn)
@@ -90,11 +94,9 @@ def replay(trace: dict, model_dir: str) -> dict:
     seen: dict[str, dict] = {}
     counters = dict.fromkeys(("queries", "hits", "preempted_queries", "preempted_hits"), 0)
     gauges: dict[int, list] = {}  # step -> [usage, running, waiting, hits so far] after it
-    step = 0
-    while arrivals or sched.has_unfinished_requests():
-        if not sched.has_unfinished_requests() and arrivals[0][0] > step:
-            step = arrivals[0][0]  # idle until the next arrival
-        while arrivals and arrivals[0][0] <= step:
+
+    def arrive(now: int) -> None:
+        while arrivals and arrivals[0][0] <= now:
             i = heapq.heappop(arrivals)[1]
             rid = f"r{i}"
             sp = SamplingParams(max_tokens=len(reqs[i]["output"]), ignore_eos=True)
@@ -104,17 +106,19 @@ def replay(trace: dict, model_dir: str) -> dict:
                     list(reqs[i]["prompt"]),
                     sp,
                     None,
-                    arrival_time=step + i * 1e-7,  # ties arrive in workload order
+                    arrival_time=now + i * 1e-7,  # ties arrive in workload order
                     priority=reqs[i]["priority"],
                     block_hasher=hasher,
                 )
             )
             seen[rid] = {"admitted": None, "first_token": None, "finish": None}
+
+    def schedule(step: int) -> tuple:
+        """One batch, starting at ``step``: its output and which requests sample."""
         before = {r.request_id for r in sched.running}
         so = sched.schedule()
-        ids = list(so.num_scheduled_tokens)
-        sampled = []
-        for rid in ids:
+        samples = []
+        for rid in so.num_scheduled_tokens:
             r = sched.requests[rid]
             rec = seen[rid]
             if rid not in before:  # admitted (or resumed) in this step
@@ -123,10 +127,20 @@ def replay(trace: dict, model_dir: str) -> dict:
                 if rec["admitted"] is None:
                     rec["admitted"] = step
                     rec["cached"] = hit
-            if r.num_computed_tokens >= r.num_tokens:  # the chunk reaches the end: sample
-                sampled.append([outputs[rid][len(r.output_token_ids)]])
-                if rec["first_token"] is None:
-                    rec["first_token"] = step
+            # the chunk reaches the end of the sequence: the model samples a token
+            samples.append(r.num_computed_tokens >= r.num_tokens and not r.is_prefill_chunk)
+        return so, samples, step
+
+    def update(so: Any, samples: list[bool], step: int) -> None:
+        """The model's output of the batch that ran at ``step``."""
+        ids = list(so.num_scheduled_tokens)
+        sampled = []
+        for rid, sample in zip(ids, samples, strict=True):
+            r = sched.requests.get(rid)
+            if sample and r is not None:
+                sampled.append([outputs[rid][min(len(r.output_token_ids), len(outputs[rid]) - 1)]])
+                if seen[rid]["first_token"] is None:
+                    seen[rid]["first_token"] = step
             else:
                 sampled.append([])
         mro = ModelRunnerOutput(
@@ -134,7 +148,7 @@ def replay(trace: dict, model_dir: str) -> dict:
             req_id_to_index={rid: k for k, rid in enumerate(ids)},
             sampled_token_ids=sampled,
         )
-        preempt = {rid: sched.requests[rid] for rid in ids}
+        preempt = {rid: sched.requests[rid] for rid in ids if rid in sched.requests}
         for eco in sched.update_from_output(so, mro).values():
             for o in eco.outputs:
                 if o.finish_reason is not None:
@@ -156,7 +170,37 @@ def replay(trace: dict, model_dir: str) -> dict:
                     st.num_waiting_reqs,
                     counters["hits"],
                 ]
-        step += 1
+
+    step = 0
+    if not trace.get("async"):  # EngineCore.step: schedule, run, update
+        while arrivals or sched.has_unfinished_requests():
+            if not sched.has_unfinished_requests() and arrivals[0][0] > step:
+                step = arrivals[0][0]  # idle until the next arrival
+            arrive(step)
+            update(*schedule(step))
+            step += 1
+    else:  # EngineCore.step_with_batch_queue with two batches in flight
+        inflight: deque = deque()
+        now = gpu_free = 0
+        while arrivals or sched.has_unfinished_requests() or inflight:
+            if not inflight and not sched.has_unfinished_requests() and arrivals[0][0] > now:
+                now = arrivals[0][0]
+            arrive(now)
+            if sched.has_unfinished_requests():
+                start = max(now, gpu_free)
+                batch = schedule(start)
+                ran = batch[0].total_num_scheduled_tokens > 0
+                if ran:
+                    gpu_free = start + 1
+                inflight.appendleft((batch, ran))
+                if len(inflight) < 2 and (ran or sched.has_unfinished_requests()):
+                    continue
+            if inflight:
+                batch, ran = inflight.pop()
+                if ran:
+                    now = max(now, batch[2] + 1)  # wait for it to finish
+                update(*batch)
+        step = now
     return {
         "requests": [seen[f"r{i}"] for i in range(len(reqs))],
         "steps": step,
