@@ -90,6 +90,18 @@ def test_replay_writes_a_run_directory(tmp_path: Path, stub_url: str) -> None:
         assert "k-SECRET" not in f.read_text()
 
 
+def test_replay_plot_draws_the_server_timeline(tmp_path: Path, stub_url: str) -> None:
+    pytest.importorskip("matplotlib")
+    wl = write_workload(tmp_path / "wl.jsonl")
+    out = tmp_path / "out"
+    args = ["replay", str(wl), "--endpoint", stub_url, "--model", "stub", "--out", str(out)]
+    r = CliRunner().invoke(app, [*args, "--json", "--plot"])
+    assert r.exit_code == 0, r.output
+    assert (out / "kv_timeline.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "kv_timeline.svg").exists()
+    assert not (out / "residency.png").exists()  # a live run has no residency histograms
+
+
 def test_replay_closed_loop_and_table_output(tmp_path: Path, stub_url: str) -> None:
     wl = write_workload(tmp_path / "wl.jsonl", 10)
     r = CliRunner().invoke(

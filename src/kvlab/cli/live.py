@@ -68,6 +68,12 @@ def replay(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    plot: bool = typer.Option(
+        False,
+        "--plot",
+        help="Also draw the kv_timeline figure of the server's metrics (PNG + SVG; the plot "
+        "extra).",
+    ),
 ) -> None:
     """Replay WORKLOAD against a live OpenAI-compatible server (vLLM, SGLang, llama.cpp,
     Ollama), sampling its /metrics, and write a RunResult directory comparable with
@@ -103,6 +109,10 @@ def replay(
     out.mkdir(parents=True, exist_ok=True)
     result = _run_with_progress(OpenAIBackend(cfg), wl, out, RecordWriter, quiet=as_json)
     result.save(out)
+    if plot:  # after the results are on disk: a missing extra loses nothing
+        from kvlab.report.plots import run_figures
+
+        run_figures(result, out, f"{Path(str(workload)).name}, {model} (live server)")
     s = result.summary
     if as_json:
         typer.echo(json.dumps(s, indent=2, default=str))
