@@ -76,8 +76,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sizes", default="25000,50000,100000")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="kvlab-speed-"))
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; medians of {args.repeats}")
+    with tempfile.TemporaryDirectory(prefix="kvlab-speed-") as d:  # runs and tiled traces
+        bench(args.repeats, [int(x) for x in args.sizes.split(",")], Path(d))
+
+
+def bench(repeats: int, sizes: list[int], tmp: Path) -> None:
+    """Print the figures, writing runs and generated traces under ``tmp``."""
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; medians of {repeats}")
     # byte-compile kvlab first, as installing a package does: with PYTHONDONTWRITEBYTECODE
     # set (or a read-only tree) every run would otherwise compile the modules it imports
     subprocess.run(
@@ -87,7 +92,7 @@ def main() -> None:
     )
     for name in ("azure2023_conv.csv", "mooncake_conversation.jsonl"):
         walls, sims = [], []
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             wall, _, s = run(TRACES / name, tmp / "run")
             walls.append(wall)
             sims.append(s["wall_s"])
@@ -100,9 +105,9 @@ def main() -> None:
         )
     one = tmp / "one.csv"
     one.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n")
-    cold = statistics.median(run(one, tmp / "run")[0] for _ in range(args.repeats))
+    cold = statistics.median(run(one, tmp / "run")[0] for _ in range(repeats))
     print(f"cold start (one-request workload, whole command): {cold:.2f} s")
-    for n in (int(x) for x in args.sizes.split(",")):
+    for n in sizes:
         path = tiled_azure(n, tmp / f"azure_{n}.csv")
         cmd = [
             sys.executable,
