@@ -1,71 +1,55 @@
-"""Key names made ahead: a forked child names exactly what the engine's process would."""
+"""Key names are made once per workload and block size, and read by every run on it."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
 import pytest
-from sim_helpers import random_workload
+from sim_helpers import Gpu, llama8b, random_workload
 
-from kvlab.sim import names as names_mod
-from kvlab.sim.names import ForkedNames, KeyNames, LocalNames, name_requests, open_names
-from kvlab.workload.records import Request, Segment
-
-fork_only = pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork here")
+from kvlab.errors import ConfigError
+from kvlab.sim.config import SimConfig
+from kvlab.sim.engine import simulate
+from kvlab.sim.names import KeyNameTable, name_requests
+from kvlab.sim.prepare import prepare
+from kvlab.workload.records import Request, Segment, Workload
 
 
 def workload_requests() -> tuple[Request, ...]:
     return random_workload(3, 300, rate=40.0).requests
 
 
-@fork_only
-def test_forked_names_equal_local_names() -> None:
-    reqs = workload_requests()
-    local = LocalNames(reqs, 16)
-    forked = ForkedNames(reqs, 16)
-    try:
-        for i in [5, 0, *range(len(reqs))]:  # any order: read as far as asked
-            assert forked.get(i) == local.get(i)
-    finally:
-        forked.close()
-    assert forked._pid is None
-
-
-@fork_only
-def test_a_failed_child_falls_back_to_naming_here(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_table_names_in_request_order_whatever_is_asked_first() -> None:
     reqs = workload_requests()
     expected = list(name_requests(reqs, 16))
-    real = names_mod.name_requests
-    parent = os.getpid()
-
-    def broken_in_child(requests: tuple[Request, ...], block_size: int) -> Iterator[KeyNames]:
-        if os.getpid() != parent:
-            raise RuntimeError("the child dies")
-        return real(requests, block_size)
-
-    monkeypatch.setattr(names_mod, "name_requests", broken_in_child)
-    forked = ForkedNames(reqs, 16)
-    try:
-        assert [forked.get(i) for i in range(len(reqs))] == expected
-    finally:
-        forked.close()
+    table = KeyNameTable(reqs, 16)
+    assert table.get(5) == expected[5]
+    assert len(table.done) == 6  # named as far as asked, in order
+    assert [table.get(i) for i in [0, *range(len(reqs))]] == [expected[0], *expected]
 
 
-def test_errors_surface_in_the_engines_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A request the walk rejects (a segment of 2**24 tokens) fails the same way
-    whether the names come from a child or not."""
+def test_errors_surface_when_a_run_reaches_the_request() -> None:
+    """A request the walk rejects (a segment of 2**24 tokens) fails when it is named,
+    not before: the requests ahead of it are named as usual."""
     reqs = (*workload_requests(), Request("huge", (Segment("user", 1 << 24, "h"),), 1))
-    for fork_min in (1, 10**9):
-        monkeypatch.setattr(names_mod, "FORK_MIN_REQUESTS", fork_min)
-        names = open_names(reqs, 16)
-        try:
-            assert names.get(0) == next(name_requests(reqs, 16))
-            with pytest.raises(ValueError, match="more than"):
-                names.get(len(reqs) - 1)
-        finally:
-            names.close()
+    table = KeyNameTable(reqs, 16)
+    assert table.get(0) == next(name_requests(reqs, 16))
+    with pytest.raises(ValueError, match="more than"):
+        table.get(len(reqs) - 1)
 
 
-def test_small_workloads_are_named_here() -> None:
-    assert isinstance(open_names(workload_requests(), 16), LocalNames)
+def test_a_prepared_workload_gives_the_same_runs_and_names_once() -> None:
+    wl: Workload = random_workload(7, 200, rate=30.0)
+    cfg = SimConfig(model=llama8b(), gpu=Gpu(), block_size=16, num_blocks=300)
+    fresh = [simulate(wl, cfg) for _ in range(2)]
+    prepared = prepare(wl, 16)
+    again = [simulate(prepared, cfg) for _ in range(2)]
+    for r in again:
+        assert [x.to_dict() for x in r.records] == [x.to_dict() for x in fresh[0].records]
+    names = prepared.key_names(0)
+    simulate(prepared, cfg)
+    assert prepared.key_names(0) is names  # not named again
+
+
+def test_a_workload_prepared_for_another_block_size_is_refused() -> None:
+    prepared = prepare(random_workload(1, 10, rate=5.0), 8)
+    with pytest.raises(ConfigError, match="prepared for blocks of 8"):
+        simulate(prepared, SimConfig(model=llama8b(), gpu=Gpu(), block_size=16, num_blocks=300))

@@ -21,11 +21,23 @@ import heapq
 from itertools import accumulate, cycle, islice
 from typing import Any
 
-from kvlab.sim.extents import ExtentKV
-from kvlab.sim.sequence import NEVER, Seq
+from kvlab.sim.extents import ExtentKV, ExtentSeq
+from kvlab.sim.sequence import NEVER
 
 #: Step ticks kept before the ones older than every member are dropped.
 TRIM_STEPS = 1 << 16
+
+
+class CohortSeq(ExtentSeq):
+    """A request of a cohort run: ``in_cohort`` whether it is a member now; ``dz``
+    the step its counters are valid at; ``da`` the step of its next decode block."""
+
+    __slots__ = ("da", "dz", "in_cohort")
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.in_cohort = False
+        self.dz = self.da = 0
 
 
 class Cohort:
@@ -46,14 +58,14 @@ class Cohort:
         self.bs = block_size
         self.caching = caching
         self.cnt = [0] * block_size
-        self.heap: list[tuple[int, int, Seq]] = []
+        self.heap: list[tuple[int, int, CohortSeq]] = []
         self.n = 0
         self.ctx = 0
         self.D = 0
         self.times: list[int] = [0]
         self.base = 0
 
-    def eligible(self, s: Seq) -> bool:
+    def eligible(self, s: CohortSeq) -> bool:
         """Whether a running request can join: it decodes and its output blocks are
         keyed lazily (nobody else can hit them)."""
         return (
@@ -68,7 +80,7 @@ class Cohort:
         self.times = [now]
         self.base = 0
 
-    def enter(self, s: Seq) -> None:
+    def enter(self, s: CohortSeq) -> None:
         d = self.D
         s.dz = d
         da = d + s.nblocks * self.bs - s.num_computed
@@ -79,7 +91,7 @@ class Cohort:
         self.ctx += s.num_computed + 1
         s.in_cohort = True
 
-    def sync(self, s: Seq) -> None:
+    def sync(self, s: CohortSeq) -> None:
         """Bring a member's counters and blocks up to step ``D``."""
         d = self.D - s.dz
         if not d:
@@ -99,7 +111,7 @@ class Cohort:
             s.num_cached_blocks = s.num_computed // self.bs
         s.dz = self.D
 
-    def leave(self, s: Seq) -> None:
+    def leave(self, s: CohortSeq) -> None:
         """Sync a member that leaves (its heap entry is popped by the caller)."""
         self.sync(s)
         self.cnt[s.da % self.bs] -= 1
@@ -144,7 +156,7 @@ class Cohort:
         self.D += k
         self.ctx += self.n * k
 
-    def finishing(self) -> list[Seq]:
+    def finishing(self) -> list[CohortSeq]:
         """Pop the members whose last step is done, synced, in running order."""
         heap, out = self.heap, []
         while heap and heap[0][0] < self.D:

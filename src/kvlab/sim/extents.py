@@ -28,11 +28,13 @@ differential test runs both on randomized workloads and on the shipped traces):
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kvlab.sim.block_pool import residency_histograms
 from kvlab.sim.hashing import OFFSET_BITS
 from kvlab.sim.kv_manager import AdmissionRules, cdiv
+from kvlab.sim.sequence import NEVER, Seq
 
 #: Histogram slots of the extent pool: bins of ages below 2**255 ticks (the engine
 #: rejects times that could reach them).
@@ -416,6 +418,29 @@ class ExtentPool:
         return residency_histograms(self.lifetime, self.idle, self.reuse_gap, ticks_per_s)
 
 
+class ExtentSeq(Seq):
+    """A request over the extent pool: its block table as :class:`ExtentKV` keeps it.
+
+    ``table``: ``[extent, blocks]`` entries in block order (hit extents, then its
+    own cached ones: ``nkeyed`` blocks); ``pending``: ``[born, count]`` groups of its
+    unkeyed blocks after them; ``dstamps``: hand-out ticks of the decode blocks it
+    took as a cohort member (one each, after ``pending``); ``last_ext``: the extent
+    it may still grow; ``lazy_from``: its first block of fresh output (keyed when
+    released), NEVER for named output.
+    """
+
+    __slots__ = ("dstamps", "last_ext", "lazy_from", "nkeyed", "pending", "table")
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.lazy_from = self.nprompt if self.out_content is None else NEVER
+        self.nkeyed = 0
+        self.table: list[list[Any]] = []
+        self.pending: list[list[int]] = []
+        self.dstamps: list[int] = []
+        self.last_ext: Any = None
+
+
 class ExtentKV(AdmissionRules):
     """:class:`kvlab.sim.kv_manager.KVManager` over an :class:`ExtentPool`: the same
     allocation rules, with a request's block table as extents.
@@ -435,6 +460,7 @@ class ExtentKV(AdmissionRules):
     """
 
     pool: ExtentPool
+    seq_class = ExtentSeq
 
     def lookup_seq(self, seq: Any) -> Hit:
         """Cached blocks of the longest prefix hit, over at most num_tokens - 1 tokens."""
@@ -517,6 +543,54 @@ class ExtentKV(AdmissionRules):
     def cache_upto(self, seq: Any, num_tokens: int, now: int) -> None:
         """Cache the request's blocks filled by its first ``num_tokens`` tokens."""
         self._cache(seq, num_tokens, now)
+
+    def decode_window(
+        self, running: Sequence[Any], k: int, now: int, step_start: Callable[[int], int]
+    ) -> None:
+        """Allocations and cachings of ``k`` decode steps, batched: the blocks one
+        step hands out go together (one tick); cachings key held blocks only, which
+        no allocation can evict, so they follow, in per-step order (it fixes which
+        duplicate a hit takes). (:meth:`kvlab.sim.kv.KVCache.decode_window`)"""
+        bs, pool, n = self.block_size, self.pool, len(running)
+        events: list[int] = []  # step * n + position: sorts like (step, position)
+        kn, bn = k * n, bs * n
+        for pos, s in enumerate(running):
+            first = s.nblocks * bs - s.num_computed
+            if first < k:
+                events.extend(range(first * n + pos, kn, bn))
+        if events:
+            events.sort()
+            take = pool.take
+            last_i = -1
+            t = 0
+            for e in events:
+                i = e // n
+                if i != last_i:
+                    t = step_start(i)
+                    last_i = i
+                take(1, t)
+                s = running[e - i * n]
+                s.pending.append([t, 1])
+                s.nblocks += 1
+        if pool.enable_caching:
+            fills: list[int] = []
+            for pos, s in enumerate(running):
+                first = (bs - 1 - s.num_computed) % bs
+                if first < k:
+                    if s.lazy_from < NEVER:  # fresh output: keyed when released
+                        s.num_cached_blocks = (s.num_computed + k) // bs
+                    else:
+                        fills.extend(range(first * n + pos, kn, bn))
+            if fills:
+                fills.sort()
+                cache = self._cache
+                for e in fills:
+                    i = e // n
+                    s = running[e - i * n]
+                    cache(s, s.num_computed + i + 1, now)
+
+    def close(self) -> None:
+        self.pool.close()
 
     def _cache(self, seq: Any, num_tokens: int, now: int) -> None:
         n_full = num_tokens // self.block_size

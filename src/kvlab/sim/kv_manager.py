@@ -4,10 +4,11 @@ one full-attention group: ``get_computed_blocks``, ``allocate_slots``, ``free``)
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol
 
 from kvlab.sim.block_pool import BlockPool
+from kvlab.sim.sequence import Seq
 
 
 class SeqState(Protocol):
@@ -27,13 +28,25 @@ class SeqState(Protocol):
     def block_rank(self, index: int) -> int: ...
 
 
+class BlockSeq(Seq):
+    """A request over the per-block pool: ``blocks`` is its block table (block ids in
+    block order; ``nblocks == len(blocks)``), kept by :class:`KVManager`."""
+
+    __slots__ = ("blocks",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.blocks: list[int] = []
+
+
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
 class AdmissionRules:
     """vLLM v1's admission arithmetic (``kv_cache_manager.py`` ``allocate_slots``),
-    shared by the per-block manager and the extent one (``pool``: either pool)."""
+    and the pool's state as :class:`kvlab.sim.kv.KVCache` reports it, shared by the
+    per-block manager and the extent one (``pool``: either pool)."""
 
     def __init__(
         self,
@@ -50,6 +63,33 @@ class AdmissionRules:
         self.reserve_full_prompt = reserve_full_prompt
         self.watermark_blocks = watermark_blocks
 
+    # -- the pool's state (kvlab.sim.kv.KVCache) -----------------------------
+    @property
+    def num_free(self) -> int:
+        return int(self.pool.num_free)
+
+    @property
+    def num_clean(self) -> int:
+        return int(self.pool.num_clean)
+
+    @property
+    def num_evicted(self) -> int:
+        return int(self.pool.num_evicted)
+
+    @property
+    def num_blocks(self) -> int:
+        return int(self.pool.num_blocks)
+
+    def usage(self) -> float:
+        return float(self.pool.usage())
+
+    def is_cached(self, key: Hashable) -> bool:
+        return self.pool.get(key) is not None
+
+    def histograms(self, ticks_per_s: int) -> dict[str, dict[str, object]]:
+        return self.pool.histograms(ticks_per_s)
+
+    # -- admission -------------------------------------------------------------
     def fits_counts(
         self,
         num_tokens: int,
@@ -95,6 +135,7 @@ class KVManager(AdmissionRules):
     """
 
     pool: BlockPool
+    seq_class = BlockSeq
 
     def lookup(self, keys: Sequence[Hashable], num_tokens: int) -> list[int]:
         """Cached blocks of the longest prefix hit, over at most num_tokens - 1 tokens."""
@@ -182,6 +223,31 @@ class KVManager(AdmissionRules):
         """Cache the request's blocks filled by its first ``num_tokens`` tokens."""
         self._cache(seq, num_tokens, now)
 
+    def decode_window(
+        self, running: Sequence[Any], k: int, now: int, step_start: Callable[[int], int]
+    ) -> None:
+        """Allocations and cachings of ``k`` decode steps, one by one in per-step
+        order (:meth:`kvlab.sim.kv.KVCache.decode_window`)."""
+        bs = self.block_size
+        events: list[tuple[int, int, int]] = []
+        caching = self.pool.enable_caching
+        for pos, s in enumerate(running):
+            c = s.num_computed
+            events.extend((i, pos, 0) for i in range(s.nblocks * bs - c, k, bs))
+            if caching:
+                events.extend((i, pos, 1) for i in range((bs - 1 - c) % bs, k, bs))
+        events.sort()
+        t_cache: dict[int, int] = {}
+        for i, pos, kind in events:
+            t = t_cache.get(i)
+            if t is None:
+                t = t_cache[i] = step_start(i)
+            s = running[pos]
+            if kind == 0:
+                self.grow_one(s, t)
+            else:
+                self._cache(s, s.num_computed + i + 1, t)
+
     def _cache(self, seq: SeqState, num_tokens: int, now: int) -> None:
         n_full = num_tokens // self.block_size
         start = seq.num_cached_blocks
@@ -206,3 +272,6 @@ class KVManager(AdmissionRules):
         seq.blocks = []
         seq.nblocks = 0
         seq.num_cached_blocks = 0
+
+    def close(self) -> None:
+        """Nothing to break: the per-block pool holds no reference cycles."""

@@ -16,8 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from kvlab.sim.extents import ExtentKV
-from kvlab.sim.kv_manager import KVManager
+from kvlab.sim.kv import KVCache
 from kvlab.sim.sequence import RUNNING, WAITING, Seq
 
 #: Admission hook: (seq, gpu hit blocks, now, reserve) -> lower-tier blocks to load.
@@ -37,13 +36,19 @@ class StepPlan:
 
 class Scheduler:
     """Invariants: ``running`` is in admission order (preempted requests rejoin
-    at the end when readmitted); ``waiting`` is FCFS order (a deque, preempted
-    requests at the front) or a heap of ``(priority, arrival, idx, seq)``.
+    at the end when readmitted); ``waiting`` holds the waiting requests, in FCFS
+    order (a deque, preempted requests at the front) or as a heap of
+    ``(priority, arrival, idx, seq)``; its length is the number waiting.
+
+    Public decisions a loop may ask for: :meth:`schedule` (one whole step),
+    :meth:`admit_waiting` (the admission part of a step, after the running
+    requests got their tokens), :meth:`probe_head` / :meth:`can_admit_head`
+    (whether the next step would admit the head of the queue).
     """
 
     def __init__(
         self,
-        kv: KVManager | ExtentKV,
+        kv: KVCache,
         *,
         max_num_seqs: int,
         max_num_batched_tokens: int,
@@ -62,6 +67,10 @@ class Scheduler:
         self.running: list[Seq] = []
         self._fifo: deque[Seq] = deque()
         self._heap: list[tuple[int, int, int, Seq]] = []
+        #: the waiting queue (read only outside this class)
+        self.waiting: deque[Seq] | list[tuple[int, int, int, Seq]] = (
+            self._heap if priority else self._fifo
+        )
         self._run_counter = 0
         self.on_free: Callable[[Seq], None] | None = None
 
@@ -81,7 +90,7 @@ class Scheduler:
             self._fifo.appendleft(seq)
 
     def num_waiting(self) -> int:
-        return len(self._heap) if self.priority else len(self._fifo)
+        return len(self.waiting)
 
     def peek_waiting(self) -> Seq | None:
         if self.priority:
@@ -131,7 +140,7 @@ class Scheduler:
             budget -= n
             i += 1
         if not plan.preempted:
-            self._admit_waiting(plan, budget, now)
+            self.admit_waiting(plan, budget, now)
         return plan
 
     def _pick_victim(self) -> Seq:
@@ -157,9 +166,11 @@ class Scheduler:
         seq.rec.num_preemptions += 1
         self._requeue_preempted(seq)
 
-    def _admit_waiting(self, plan: StepPlan, budget: int, now: int, head_hit: Any = None) -> None:
-        """Admit waiting requests in order while the budget, the slots and the blocks
-        allow. ``head_hit``: the head's lookup, known to be still valid (no lower tier)."""
+    def admit_waiting(self, plan: StepPlan, budget: int, now: int, head_hit: Any = None) -> None:
+        """Admit waiting requests in order while the budget (tokens the running
+        requests left this step), the slots and the blocks allow, adding them to
+        ``plan``. ``head_hit``: the head's lookup, known to be still valid (no lower
+        tier, nothing cached or evicted since :meth:`probe_head` made it)."""
         while budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.peek_waiting()
             if seq is None:

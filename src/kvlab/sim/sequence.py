@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-from typing import Any
 
 from kvlab.results import RequestRecord
 from kvlab.sim.names import KeyNames
@@ -26,27 +25,23 @@ class Seq:
     Block keys come in runs: ``pkey[p]`` is the first key of run p (keys step by
     the block size), ``ends[p]`` the block index where it ends (the output's run,
     last, never does); ``key_at(i)`` is block i's key, ``keys`` all known keys as
-    one list (built on first use); ``blocks`` is the block table of the per-block pool
-    (the KVManager owns it), ``nblocks`` its length; over the extent pool the
-    table is ``table`` + ``pending`` (see :class:`kvlab.sim.extents.ExtentKV`).
+    one list (built on first use). ``nblocks`` (blocks held) and
+    ``num_cached_blocks`` (leading blocks cached) are kept by the KV cache.
+
+    This class holds the request's own state only. What a KV cache keeps per
+    request (its block table) is in the KV cache's subclass
+    (:class:`kvlab.sim.kv_manager.BlockSeq`, :class:`kvlab.sim.extents.ExtentSeq`),
+    what the decode cohort keeps in :class:`kvlab.sim.cohort.CohortSeq`.
     """
 
     __slots__ = (
         "_keys",
         "arrival",
         "block_size",
-        "blocks",
-        "da",
-        "dstamps",
-        "dz",
         "ends",
         "idx",
-        "in_cohort",
-        "last_ext",
-        "lazy_from",
         "max_out",
         "nblocks",
-        "nkeyed",
         "nknown",
         "nprompt",
         "num_cached_blocks",
@@ -55,10 +50,8 @@ class Seq:
         "num_tokens",
         "out_base",
         "out_content",
-        "pending",
         "pkey",
         "prompt_len",
-        "prompt_node",
         "rec",
         "req",
         "run_seq",
@@ -66,7 +59,6 @@ class Seq:
         "seg_ranks",
         "seg_runs",
         "status",
-        "table",
     )
 
     def __init__(
@@ -86,7 +78,7 @@ class Seq:
         self.rec = rec
         self.prompt_len = req.prompt_tokens
         self.max_out = min(req.output_tokens, max_model_len - self.prompt_len)
-        firsts, ends, self.seg_runs, self.prompt_node, zero = names
+        firsts, ends, self.seg_runs, _, zero = names
         self.nprompt = nprompt = ends[-1] if ends else 0  # full prompt blocks
         self.ends = [*ends, NEVER]
         #: key of output token 0 minus prompt_len: output block i's key is
@@ -95,20 +87,11 @@ class Seq:
         self.pkey = [*firsts, base + (nprompt + 1) * block_size]
         self._keys: list[int] | None = None
         self.nknown = self.nprompt  # blocks whose keys are known (ensure_keys)
-        #: first block of fresh output (keyed lazily over the extent pool), if any
-        self.lazy_from = self.nprompt if req.output_content_id is None else NEVER
         # named output: its content id string, as the walk names prompt runs
         self.out_content = req.output_content_id  # None: fresh output, a run of its own
         self.seg_ends: list[int] | None = None  # segment ends and ranks, on first use
         self.seg_ranks: list[int] = []
-        self.blocks: list[int] = []
-        self.nblocks = self.nkeyed = 0
-        self.in_cohort = False  # see kvlab.sim.cohort: counters as of step dz
-        self.dz = self.da = 0
-        self.table: list[list[Any]] = []
-        self.pending: list[list[int]] = []
-        self.dstamps: list[int] = []
-        self.last_ext: Any = None
+        self.nblocks = 0
         self.num_cached_blocks = 0
         self.num_computed = 0
         self.num_out = 0

@@ -21,6 +21,8 @@ class LRU(PolicyBase):
     """
 
     name = "lru"
+    #: the extent pool implements this order (kvlab.sim.extents)
+    supports_extents = True
 
     def __init__(self) -> None:
         self._queue: OrderedDict[int, None] = OrderedDict()

@@ -1,0 +1,123 @@
+"""A workload made ready for the engine, once for every run on it.
+
+What the engine needs of a workload that depends on the workload and the block
+size only: its times checked, the arrivals known up front in order (ticks),
+each session's next turn, every request's block keys (:mod:`kvlab.sim.names`),
+and the blocks each request needs at most. A sweep, a stress search or
+reinforcement-learning episodes run one workload many times:
+:func:`prepare` it once and pass the result to :func:`kvlab.sim.engine.simulate`
+(a plain :class:`~kvlab.workload.records.Workload` is prepared by each call).
+Nothing here changes during a run; runs on one prepared workload are independent.
+"""
+
+from __future__ import annotations
+
+import math
+
+from kvlab.errors import CapacityError, WorkloadError
+from kvlab.sim.cost_model import TICKS_PER_S
+from kvlab.sim.names import KeyNames, KeyNameTable
+from kvlab.workload.records import Request, Workload
+
+#: Latest arrival or longest think time accepted (ages stay far below 2**255 ticks).
+MAX_TIME_S = 1e30
+
+
+def ticks(x: float) -> int:
+    """Seconds to simulation ticks."""
+    return round(x * TICKS_PER_S)
+
+
+class PreparedWorkload:
+    """``workload`` ready for runs with blocks of ``block_size`` tokens.
+
+    Invariants: ``arrival_ticks`` / ``arrival_index`` are the open-loop arrivals
+    (requests with ``arrival_s``) as (tick, request index), sorted; ``next_in_session[i]``
+    is the index of the turn that follows request i in its session (it arrives
+    its think time after request i ends); names are made on first use and kept.
+    """
+
+    def __init__(self, workload: Workload, block_size: int) -> None:
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}")
+        self.workload = workload
+        self.block_size = block_size
+        last_of_session: dict[str, int] = {}
+        arrivals: list[tuple[int, int]] = []
+        self.next_in_session: dict[int, int] = {}
+        for i, q in enumerate(workload.requests):
+            _check_times(q, i)
+            if q.arrival_s is not None:
+                arrivals.append((ticks(q.arrival_s), i))
+            elif q.session_id in last_of_session:
+                self.next_in_session[last_of_session[q.session_id]] = i
+            else:
+                raise WorkloadError(
+                    "the first request of a session needs arrival_s", field=f"requests[{i}]"
+                )
+            if q.session_id is not None:
+                last_of_session[q.session_id] = i
+        arrivals.sort()
+        self.arrival_ticks: list[int] = [t for t, _ in arrivals]
+        self.arrival_index: list[int] = [i for _, i in arrivals]
+        self._names = KeyNameTable(workload.requests, block_size)
+        self._need: dict[int, list[int]] = {}
+
+    def key_names(self, i: int) -> KeyNames:
+        """Request ``i``'s block key names (see :mod:`kvlab.sim.names`)."""
+        return self._names.get(i)
+
+    def check_capacity(self, max_model_len: int, num_blocks: int) -> None:
+        """CapacityError naming the first request that could never fit in a cache of
+        ``num_blocks`` (the null block included), even alone."""
+        need = self._need.get(max_model_len)
+        if need is None:
+            need = self._need[max_model_len] = _blocks_needed(
+                self.workload.requests, max_model_len, self.block_size
+            )
+        usable = num_blocks - 1
+        if not need or max(need) <= usable:
+            return
+        bs = self.block_size
+        i = next(i for i, n in enumerate(need) if n > usable)
+        q = self.workload.requests[i]
+        raise CapacityError(
+            f"request {q.request_id!r} needs {q.prompt_tokens + q.output_tokens} tokens of KV "
+            f"but the cache holds {usable * bs} ({usable} blocks of {bs}); "
+            "give more --num-blocks or GPU memory, or shorten the request"
+        )
+
+
+def prepare(workload: Workload | PreparedWorkload, block_size: int) -> PreparedWorkload:
+    """``workload`` prepared for ``block_size`` (a prepared one is checked and returned)."""
+    if isinstance(workload, PreparedWorkload):
+        if workload.block_size != block_size:
+            from kvlab.errors import ConfigError
+
+            raise ConfigError(
+                f"the workload was prepared for blocks of {workload.block_size} tokens, "
+                f"the run uses {block_size}: prepare it again"
+            )
+        return workload
+    return PreparedWorkload(workload, block_size)
+
+
+def _blocks_needed(requests: tuple[Request, ...], max_model_len: int, bs: int) -> list[int]:
+    """Blocks each request holds at its peak (0 for prompts vLLM rejects outright:
+    ``prompt_tokens >= max_model_len``); the last sampled token has no KV."""
+    m = max_model_len
+    out = []
+    for q in requests:
+        p = q.prompt_tokens
+        out.append(-(-(p + min(q.output_tokens, m - p) - 1) // bs) if p < m else 0)
+    return out
+
+
+def _check_times(q: Request, i: int) -> None:
+    for name in ("arrival_s", "think_time_s"):
+        v = getattr(q, name)
+        if v is not None and (not math.isfinite(v) or v < 0 or v > MAX_TIME_S):
+            raise WorkloadError(
+                f"must be finite, >= 0 and <= {MAX_TIME_S:g} s, got {v!r}",
+                field=f"requests[{i}].{name}",
+            )
