@@ -22,7 +22,7 @@ def test_the_table_names_in_request_order_whatever_is_asked_first() -> None:
     expected = list(name_requests(reqs, 16))
     table = KeyNameTable(reqs, 16)
     assert table.get(5) == expected[5]
-    assert len(table.done) == 6  # named as far as asked, in order
+    assert len(table) == 6  # named as far as asked, in order
     assert [table.get(i) for i in [0, *range(len(reqs))]] == [expected[0], *expected]
 
 
@@ -44,9 +44,9 @@ def test_a_prepared_workload_gives_the_same_runs_and_names_once() -> None:
     again = [simulate(prepared, cfg) for _ in range(2)]
     for r in again:
         assert [x.to_dict() for x in r.records] == [x.to_dict() for x in fresh[0].records]
-    names = prepared.key_names(0)
+    table = prepared.names
     simulate(prepared, cfg)
-    assert prepared.key_names(0) is names  # not named again
+    assert prepared.names is table and len(table) == len(wl.requests)  # not named again
 
 
 def test_a_workload_prepared_for_another_block_size_is_refused() -> None:

@@ -12,6 +12,7 @@ episodes name a workload once, not once per run.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterator, Sequence
 
 from kvlab.sim.hashing import OFFSET_BITS, ChainInterner
@@ -54,20 +55,61 @@ def name_requests(requests: Sequence[Request], block_size: int) -> Iterator[KeyN
 
 class KeyNameTable:
     """Key names of a workload's requests by index, named in request order as far
-    as asked and kept (a later run reads them without naming again).
+    as asked and kept for later runs, packed in flat integer arrays (some 50 bytes
+    a request instead of some 500 as Python lists).
 
-    Invariant: ``done[i]`` is request i's names for ``i < len(done)``; the rest are
-    named by one generator, in order, so any error of the walk (a request it
-    rejects) is raised when a run first reaches that request.
+    Invariants: requests ``0 .. len(self) - 1`` are named; request i's first keys
+    and run ends are ``firsts[fo[i]:fo[i + 1]]`` / ``ends[fo[i]:fo[i + 1]]``, its
+    ``(key, tokens)`` stretches ``runs[2 * ro[i]:2 * ro[i + 1]]`` flattened, its trie
+    node and output key ``node[i]`` / ``zero[i]``. The rest are named by one
+    generator, in order, so any error of the walk (a request it rejects) is raised
+    when a run first reaches that request.
     """
 
     def __init__(self, requests: Sequence[Request], block_size: int) -> None:
         self.block_size = block_size
-        self._gen = name_requests(requests, block_size)
-        self.done: list[KeyNames] = []
+        self._num_requests = len(requests)
+        #: the naming walk, dropped (with its interner) once every request is named
+        self._gen: Iterator[KeyNames] | None = name_requests(requests, block_size)
+        self.firsts = array("q")
+        self.ends = array("q")
+        self.fo = array("q", [0])
+        self.runs = array("q")
+        self.ro = array("q", [0])
+        self.node = array("q")
+        self.zero = array("q")
+
+    def __len__(self) -> int:
+        return len(self.node)
 
     def get(self, i: int) -> KeyNames:
-        done = self.done
-        while len(done) <= i:
-            done.append(next(self._gen))
-        return done[i]
+        if i >= len(self.node):
+            self._name_upto(i)
+        a, b = self.fo[i], self.fo[i + 1]
+        flat = self.runs[2 * self.ro[i] : 2 * self.ro[i + 1]].tolist()
+        return (
+            self.firsts[a:b].tolist(),
+            self.ends[a:b].tolist(),
+            list(zip(flat[::2], flat[1::2], strict=True)),
+            self.node[i],
+            self.zero[i],
+        )
+
+    def _name_upto(self, i: int) -> None:
+        if self._gen is None or i >= self._num_requests:
+            raise IndexError(f"request {i} of {self._num_requests}")
+        gen = self._gen
+        firsts, ends, fo, runs, ro = self.firsts, self.ends, self.fo, self.runs, self.ro
+        for _ in range(i + 1 - len(self.node)):
+            f, e, r, node, zero = next(gen)
+            firsts.extend(f)
+            ends.extend(e)
+            fo.append(len(firsts))
+            for key, n in r:
+                runs.append(key)
+                runs.append(n)
+            ro.append(len(runs) // 2)
+            self.node.append(node)
+            self.zero.append(zero)
+        if len(self.node) == self._num_requests:
+            self._gen = None

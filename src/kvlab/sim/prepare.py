@@ -60,12 +60,12 @@ class PreparedWorkload:
         arrivals.sort()
         self.arrival_ticks: list[int] = [t for t, _ in arrivals]
         self.arrival_index: list[int] = [i for _, i in arrivals]
-        self._names = KeyNameTable(workload.requests, block_size)
+        self.names = KeyNameTable(workload.requests, block_size)
         self._need: dict[int, list[int]] = {}
 
     def key_names(self, i: int) -> KeyNames:
         """Request ``i``'s block key names (see :mod:`kvlab.sim.names`)."""
-        return self._names.get(i)
+        return self.names.get(i)
 
     def check_capacity(self, max_model_len: int, num_blocks: int) -> None:
         """CapacityError naming the first request that could never fit in a cache of
