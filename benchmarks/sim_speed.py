@@ -1,12 +1,23 @@
-"""Speed of ``kvlab simulate``, end to end (start-up and trace parsing included).
+"""Speed and memory of the simulator, optionally side by side with another version.
 
-Prints, as medians over ``--repeats`` runs of the whole command in a fresh process:
-simulated requests per wall-second on the shipped Azure 2023 conversation and
-Mooncake conversation traces (Llama-3.1-8B on H100, prefix caching on), the
-cold start (a one-request workload), and wall time and peak RSS on tiled Azure
-traces of growing size (linearity).
+Prints medians over ``--repeats`` runs, each in a fresh process:
 
-    python benchmarks/sim_speed.py [--repeats 3] [--sizes 25000,50000,100000]
+* engine: ``simulate()`` on the shipped Azure 2023 conversation and Mooncake
+  conversation traces (Llama-3.1-8B on H100, prefix caching on), the trace
+  already loaded; preparation (naming every request's block keys) included;
+* prepared: the same workload prepared once, then run twice: the second run
+  is what a sweep, a stress search or an RL episode pays;
+* policies: the whole ``kvlab simulate`` command on Mooncake with
+  ``--policy lru|s3fifo|lfu``;
+* cold start: the whole command on a one-request workload;
+* scale: the whole command on the Azure trace tiled to ``--sizes`` requests,
+  with the peak RSS of the process.
+
+With ``--baseline DIR`` (the root of another checkout of kvlab, e.g. a
+``git worktree`` of main), every figure is measured for both versions,
+interleaved run by run, and printed with the ratio new / baseline.
+
+    python benchmarks/sim_speed.py [--repeats 3] [--sizes 1000000] [--baseline ../main-ref]
 """
 
 from __future__ import annotations
@@ -15,12 +26,12 @@ import argparse
 import csv
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -28,10 +39,47 @@ REPO = Path(__file__).resolve().parents[1]
 TRACES = REPO / "src" / "kvlab" / "data" / "traces"
 MODEL, GPU = "meta-llama/Llama-3.1-8B", "h100-sxm"
 
+#: Run in a child process with a version's ``src`` on PYTHONPATH: load a trace, time
+#: simulate() (and, where the version has it, a prepared workload run twice); JSON out.
+ENGINE_DRIVER = r"""
+import json, sys, time
+from kvlab.sim.config import SimConfig
+from kvlab.sim.engine import simulate
+from kvlab.workload.detect import load_workload
+wl = load_workload(sys.argv[1], None, seed=0)
+cfg = SimConfig(model=sys.argv[2], gpu=sys.argv[3])
+t0 = time.perf_counter()
+r = simulate(wl, cfg)
+out = {"simulate_s": time.perf_counter() - t0, "loop_s": r.summary["wall_s"],
+       "requests": r.summary["num_requests"]}
+try:
+    from kvlab.sim.prepare import prepare
+    from kvlab.sim.resolve import resolve
+except ImportError:
+    pass
+else:
+    t0 = time.perf_counter()
+    p = prepare(wl, resolve(cfg).block_size)
+    simulate(p, cfg)
+    t1 = time.perf_counter()
+    simulate(p, cfg)
+    out["first_s"], out["second_s"] = t1 - t0, time.perf_counter() - t1
+print(json.dumps(out))
+"""
 
-def run(workload: Path | str, out: Path, *extra: str) -> tuple[float, float, dict]:
-    """Wall seconds, peak RSS (MB) and summary of one ``kvlab simulate`` process."""
-    cmd = [
+#: Runs a command and prints the peak RSS (KB) of its children.
+RSS_WRAPPER = (
+    "import resource,subprocess,sys; subprocess.run(sys.argv[1:], check=True,"
+    " stdout=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
+def env_for(root: Path) -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(root / "src"))
+
+
+def simulate_cmd(workload: Path | str, out: Path, *extra: str) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "kvlab",
@@ -43,15 +91,33 @@ def run(workload: Path | str, out: Path, *extra: str) -> tuple[float, float, dic
         GPU,
         "--out",
         str(out),
-        "--json",
+        "--quiet",
         *extra,
     ]
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+
+
+def whole(root: Path, cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one command run with ``root``'s kvlab."""
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-    wall = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return wall, rss, json.loads(proc.stdout)
+    proc = subprocess.run(
+        [sys.executable, "-c", RSS_WRAPPER, *cmd],
+        capture_output=True,
+        text=True,
+        env=env_for(root),
+        check=True,
+    )
+    return time.perf_counter() - t0, int(proc.stdout.strip()) / 1024
+
+
+def engine(root: Path, trace: Path) -> dict[str, float]:
+    proc = subprocess.run(
+        [sys.executable, "-c", ENGINE_DRIVER, str(trace), MODEL, GPU],
+        capture_output=True,
+        text=True,
+        env=env_for(root),
+        check=True,
+    )
+    return json.loads(proc.stdout)  # type: ignore[no-any-return]
 
 
 def tiled_azure(n: int, path: Path) -> Path:
@@ -71,72 +137,99 @@ def tiled_azure(n: int, path: Path) -> Path:
     return path
 
 
+def interleaved(
+    versions: dict[str, Path], repeats: int, measure: Callable[[Path], dict[str, float]]
+) -> dict[str, dict[str, float]]:
+    """Median of each figure per version, the versions taking turns run by run."""
+    runs: dict[str, list[dict[str, float]]] = {v: [] for v in versions}
+    for _ in range(repeats):
+        for v, root in versions.items():
+            runs[v].append(measure(root))
+    return {
+        v: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for v, rs in runs.items()
+    }
+
+
+def show(label: str, med: dict[str, dict[str, float]], key: str, unit: str = "s") -> None:
+    parts = [f"{v} {m[key]:,.3f} {unit}" for v, m in med.items() if key in m]
+    ratio = ""
+    if "new" in med and "baseline" in med and key in med["baseline"] and key in med["new"]:
+        ratio = f"  (new / baseline {med['new'][key] / med['baseline'][key]:.3f})"
+    print(f"  {label}: {', '.join(parts)}{ratio}", flush=True)
+
+
+def bench(repeats: int, sizes: list[int], baseline: Path | None, tmp: Path) -> None:
+    versions = {"new": REPO}
+    if baseline is not None:
+        versions["baseline"] = baseline.resolve()
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; medians of {repeats}")
+    for root in versions.values():  # byte-compiled first, as an installed package is
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", str(root / "src" / "kvlab")],
+            check=True,
+            env=dict(os.environ, PYTHONDONTWRITEBYTECODE=""),
+        )
+    for name in ("azure2023_conv.csv", "mooncake_conversation.jsonl"):
+        med = interleaved(versions, repeats, lambda root, name=name: engine(root, TRACES / name))
+        n = med["new"]["requests"]
+        print(f"{name}, {n:,.0f} requests, loaded in the process:", flush=True)
+        show("simulate(), preparation included", med, "simulate_s")
+        show("of which the run loop (summary wall_s)", med, "loop_s")
+        new = med["new"]
+        if "second_s" in new:
+            print(
+                f"  prepared once: first run {new['first_s']:.3f} s, second "
+                f"{new['second_s']:.3f} s ({new['first_s'] / new['second_s']:.2f}x faster)",
+                flush=True,
+            )
+    moon = TRACES / "mooncake_conversation.jsonl"
+    print("mooncake conversation, whole command, by eviction policy:", flush=True)
+    lru = None
+    for policy in ("lru", "s3fifo", "lfu"):
+
+        def pol(root: Path, policy: str = policy) -> dict[str, float]:
+            return {"wall_s": whole(root, simulate_cmd(moon, tmp / "run", "--policy", policy))[0]}
+
+        med = interleaved(versions, repeats, pol)
+        show(policy, med, "wall_s")
+        if policy == "lru":
+            lru = med["new"]["wall_s"]
+        elif lru:
+            print(f"    new: {med['new']['wall_s'] / lru:.2f}x the LRU run", flush=True)
+    one = tmp / "one.csv"
+    one.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n")
+    med = interleaved(
+        versions, repeats, lambda root: {"wall_s": whole(root, simulate_cmd(one, tmp / "r"))[0]}
+    )
+    print("cold start (one-request workload, whole command):", flush=True)
+    show("wall", med, "wall_s")
+    for n in sizes:
+        path = tiled_azure(n, tmp / f"azure_{n}.csv")
+
+        def scale(root: Path, path: Path = path) -> dict[str, float]:
+            wall, rss = whole(root, simulate_cmd(path, tmp / "run"))
+            return {"wall_s": wall, "rss_mb": rss}
+
+        med = interleaved(versions, max(1, repeats // 3) if n >= 500_000 else repeats, scale)
+        print(f"tiled azure, {n:,} requests, whole command:", flush=True)
+        show("wall", med, "wall_s")
+        show("peak RSS", med, "rss_mb", "MB")
+        for v, m in med.items():
+            print(f"    {v}: {n / m['wall_s']:,.0f} req/s", flush=True)
+        path.unlink()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--sizes", default="25000,50000,100000")
+    ap.add_argument("--sizes", default="1000000", help="tiled Azure sizes, comma-separated")
+    ap.add_argument("--baseline", type=Path, help="root of another kvlab checkout to compare")
     args = ap.parse_args()
+    if args.baseline is not None and not (args.baseline / "src" / "kvlab").is_dir():
+        ap.error(f"--baseline {args.baseline}: no src/kvlab there")
+    sizes = [int(x) for x in args.sizes.split(",") if x]
     with tempfile.TemporaryDirectory(prefix="kvlab-speed-") as d:  # runs and tiled traces
-        bench(args.repeats, [int(x) for x in args.sizes.split(",")], Path(d))
-
-
-def bench(repeats: int, sizes: list[int], tmp: Path) -> None:
-    """Print the figures, writing runs and generated traces under ``tmp``."""
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; medians of {repeats}")
-    # byte-compile kvlab first, as installing a package does: with PYTHONDONTWRITEBYTECODE
-    # set (or a read-only tree) every run would otherwise compile the modules it imports
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", str(REPO / "src" / "kvlab")],
-        check=True,
-        env=dict(os.environ, PYTHONDONTWRITEBYTECODE=""),
-    )
-    for name in ("azure2023_conv.csv", "mooncake_conversation.jsonl"):
-        walls, sims = [], []
-        for _ in range(repeats):
-            wall, _, s = run(TRACES / name, tmp / "run")
-            walls.append(wall)
-            sims.append(s["wall_s"])
-        n = s["num_requests"]
-        w = statistics.median(walls)
-        print(
-            f"{name}: {n:,} requests, {w:.2f} s end to end -> {n / w:,.0f} req/s "
-            f"(engine alone {statistics.median(sims):.2f} s); hit rate "
-            f"{s['prefix_cache_hit_rate']:.3f}, {s['num_evicted_blocks']:,} evictions"
-        )
-    one = tmp / "one.csv"
-    one.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n")
-    cold = statistics.median(run(one, tmp / "run")[0] for _ in range(repeats))
-    print(f"cold start (one-request workload, whole command): {cold:.2f} s")
-    for n in sizes:
-        path = tiled_azure(n, tmp / f"azure_{n}.csv")
-        cmd = [
-            sys.executable,
-            "-c",
-            "import resource,subprocess,sys; subprocess.run(sys.argv[1:], check=True,"
-            " stdout=subprocess.DEVNULL);"
-            " print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)",
-            sys.executable,
-            "-m",
-            "kvlab",
-            "simulate",
-            str(path),
-            "--model",
-            MODEL,
-            "--gpu",
-            GPU,
-            "--out",
-            str(tmp / "run"),
-            "--quiet",
-        ]
-        env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-        t0 = time.perf_counter()
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-        wall = time.perf_counter() - t0
-        rss_mb = int(out.stdout.strip()) / 1024
-        print(
-            f"tiled azure {n:,} requests: {wall:.2f} s, {n / wall:,.0f} req/s, "
-            f"peak RSS {rss_mb:,.0f} MB"
-        )
+        bench(args.repeats, sizes, args.baseline, Path(d))
 
 
 if __name__ == "__main__":
