@@ -41,7 +41,7 @@ _LAZY: dict[str, str] = {
     "LayerSpec": "kvlab.models.spec",
     "get_model": "kvlab.models.catalog",
     "list_models": "kvlab.models.catalog",
-    "from_hf_config": "kvlab.models.hf_config",
+    "from_hf_config": "kvlab.models.hf",
     "kv_bytes_per_token": "kvlab.models.spec",
     "sequence_bytes": "kvlab.models.spec",
     "weights_bytes": "kvlab.models.spec",

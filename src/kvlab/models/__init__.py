@@ -1,7 +1,7 @@
 """Model memory: ModelSpec, formulas, config.json parsing and the catalog."""
 
 from kvlab.models.catalog import CATALOG, CatalogEntry, catalog_entry, get_model, list_models
-from kvlab.models.hf_config import SUPPORTED_MODEL_TYPES, from_hf_config, load_config
+from kvlab.models.hf import SUPPORTED_MODEL_TYPES, from_hf_config, load_config
 from kvlab.models.spec import (
     KV_DTYPES,
     LAYER_KINDS,
