@@ -41,66 +41,6 @@ from kvlab.plan.overhead import estimate_overhead
 from kvlab.plan.result import PlanResult
 
 
-def _resolve_model(model: ModelSpec | str) -> ModelSpec:
-    if isinstance(model, ModelSpec):
-        return model
-    try:
-        from kvlab.models.catalog import get_model
-    except ModuleNotFoundError as e:  # pragma: no cover - catalog lands separately
-        raise ConfigError(
-            f"cannot resolve model {model!r}: the model catalog is not available"
-        ) from e
-    return get_model(model)
-
-
-def _validate(
-    spec: ModelSpec,
-    *,
-    tp: int,
-    context_tokens: int | None,
-    concurrency: int,
-    block_size: int,
-    gpu_memory_utilization: float,
-    kv_cache_memory_bytes: int | None,
-    max_num_batched_tokens: int | None,
-    max_num_seqs: int | None,
-    offload_gb: float,
-    kv_dtype: str | None,
-) -> None:
-    check_tp(spec, tp)
-    if context_tokens is not None and context_tokens < 1:
-        raise ConfigError(f"context must be >= 1 token, got {context_tokens}")
-    if concurrency < 1:
-        raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
-    if block_size < 1:
-        raise ConfigError(f"block size must be >= 1, got {block_size}")
-    if not 0 < gpu_memory_utilization <= 1:
-        raise ConfigError(f"gpu memory utilization must be in (0, 1], got {gpu_memory_utilization}")
-    if kv_cache_memory_bytes is not None and kv_cache_memory_bytes < 1:
-        raise ConfigError(f"kv cache memory must be >= 1 byte, got {kv_cache_memory_bytes}")
-    if max_num_batched_tokens is not None and max_num_batched_tokens < 1:
-        raise ConfigError(f"max_num_batched_tokens must be >= 1, got {max_num_batched_tokens}")
-    if max_num_seqs is not None and max_num_seqs < 1:
-        raise ConfigError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
-    if offload_gb < 0:
-        raise ConfigError(f"offload size must be >= 0 GiB, got {offload_gb}")
-    if kv_dtype is not None:
-        dtype_bytes(kv_dtype)
-
-
-def _sequence_bytes(
-    spec: ModelSpec, seq_len: int, kv_dtype: str | None, tp: int
-) -> tuple[int, int]:
-    """(token-exact bytes of one sequence, of which recurrent state), per GPU."""
-    b = dtype_bytes(kv_dtype or spec.dtype)
-    conv_b, ssm_b = dtype_bytes(spec.dtype), dtype_bytes(spec.state_dtype)
-    attn = sum(x.elems_per_token(tp) * b * x.tokens_held(seq_len) for x in spec.layers)
-    state = sum(
-        layer_state_bytes(x, tp, conv_b, ssm_b) for x in spec.layers if x.kind in RECURRENT_KINDS
-    )
-    return math.ceil(attn) + state, state
-
-
 def plan(
     model: ModelSpec | str,
     gpu: GpuSpec | str,
@@ -183,34 +123,6 @@ def plan(
     return replace(result, whatifs=tuple(rows))
 
 
-def _rerun(
-    base: PlanResult, spec: ModelSpec, gpu: GpuSpec, kv_cache_memory_bytes: int | None
-) -> advice.Rerun:
-    """Plans ``base``'s inputs again with the keyword arguments given changed."""
-    kw: dict[str, Any] = {
-        "kv_dtype": None if base.kv_dtype == spec.dtype else base.kv_dtype,
-        "tp": base.tp,
-        "context": base.context_tokens,
-        "concurrency": base.concurrency,
-        "block_size": base.requested_block_size,
-        "util": base.gpu_memory_utilization,
-        "kv_cache_memory_bytes": kv_cache_memory_bytes,
-        "batched": base.max_num_batched_tokens,
-        "seqs": base.max_num_seqs,
-        "overhead_bytes": base.overhead_bytes
-        if base.kv_memory_source == "given overhead"
-        else None,
-        "async_scheduling": base.async_scheduling,
-        "prefix_caching": base.enable_prefix_caching,
-        "weight_dtype": base.weight_dtype,
-    }
-
-    def rerun(**changes: Any) -> PlanResult:
-        return _plan_one(spec, gpu, **{**kw, **changes})
-
-    return rerun
-
-
 def _plan_one(
     spec: ModelSpec,
     gpu: GpuSpec,
@@ -291,6 +203,92 @@ def _plan_one(
     return replace(
         base, fits=fits, reasons=tuple(reasons), notes=tuple(advice.notes(base, spec, kv_dtype))
     )
+
+
+def _rerun(
+    base: PlanResult, spec: ModelSpec, gpu: GpuSpec, kv_cache_memory_bytes: int | None
+) -> advice.Rerun:
+    """Plans ``base``'s inputs again with the keyword arguments given changed."""
+    kw: dict[str, Any] = {
+        "kv_dtype": None if base.kv_dtype == spec.dtype else base.kv_dtype,
+        "tp": base.tp,
+        "context": base.context_tokens,
+        "concurrency": base.concurrency,
+        "block_size": base.requested_block_size,
+        "util": base.gpu_memory_utilization,
+        "kv_cache_memory_bytes": kv_cache_memory_bytes,
+        "batched": base.max_num_batched_tokens,
+        "seqs": base.max_num_seqs,
+        "overhead_bytes": base.overhead_bytes
+        if base.kv_memory_source == "given overhead"
+        else None,
+        "async_scheduling": base.async_scheduling,
+        "prefix_caching": base.enable_prefix_caching,
+        "weight_dtype": base.weight_dtype,
+    }
+
+    def rerun(**changes: Any) -> PlanResult:
+        return _plan_one(spec, gpu, **{**kw, **changes})
+
+    return rerun
+
+
+def _resolve_model(model: ModelSpec | str) -> ModelSpec:
+    """``model`` itself, or the catalog's spec for a name or config.json path (the catalog
+    and its parsers are imported only then)."""
+    if isinstance(model, ModelSpec):
+        return model
+    from kvlab.models.catalog import get_model
+
+    return get_model(model)
+
+
+def _validate(
+    spec: ModelSpec,
+    *,
+    tp: int,
+    context_tokens: int | None,
+    concurrency: int,
+    block_size: int,
+    gpu_memory_utilization: float,
+    kv_cache_memory_bytes: int | None,
+    max_num_batched_tokens: int | None,
+    max_num_seqs: int | None,
+    offload_gb: float,
+    kv_dtype: str | None,
+) -> None:
+    check_tp(spec, tp)
+    if context_tokens is not None and context_tokens < 1:
+        raise ConfigError(f"context must be >= 1 token, got {context_tokens}")
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+    if block_size < 1:
+        raise ConfigError(f"block size must be >= 1, got {block_size}")
+    if not 0 < gpu_memory_utilization <= 1:
+        raise ConfigError(f"gpu memory utilization must be in (0, 1], got {gpu_memory_utilization}")
+    if kv_cache_memory_bytes is not None and kv_cache_memory_bytes < 1:
+        raise ConfigError(f"kv cache memory must be >= 1 byte, got {kv_cache_memory_bytes}")
+    if max_num_batched_tokens is not None and max_num_batched_tokens < 1:
+        raise ConfigError(f"max_num_batched_tokens must be >= 1, got {max_num_batched_tokens}")
+    if max_num_seqs is not None and max_num_seqs < 1:
+        raise ConfigError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
+    if offload_gb < 0:
+        raise ConfigError(f"offload size must be >= 0 GiB, got {offload_gb}")
+    if kv_dtype is not None:
+        dtype_bytes(kv_dtype)
+
+
+def _sequence_bytes(
+    spec: ModelSpec, seq_len: int, kv_dtype: str | None, tp: int
+) -> tuple[int, int]:
+    """(token-exact bytes of one sequence, of which recurrent state), per GPU."""
+    b = dtype_bytes(kv_dtype or spec.dtype)
+    conv_b, ssm_b = dtype_bytes(spec.dtype), dtype_bytes(spec.state_dtype)
+    attn = sum(x.elems_per_token(tp) * b * x.tokens_held(seq_len) for x in spec.layers)
+    state = sum(
+        layer_state_bytes(x, tp, conv_b, ssm_b) for x in spec.layers if x.kind in RECURRENT_KINDS
+    )
+    return math.ceil(attn) + state, state
 
 
 __all__ = ["plan"]

@@ -4,8 +4,8 @@ One module per model family, each registering its parser for the ``model_type`` 
 it reads (:mod:`~kvlab.models.hf.registry`, a dict as vLLM's model registry is); each
 returns the per-layer memory shape (which layers are full attention, sliding window,
 MLA, Mamba or linear attention) and the parameter counts, both derived from the config
-alone. The models package depends on nothing here: :mod:`kvlab.models.spec` does not
-import this package (``ModelSpec.from_hf_config`` imports it when called).
+alone. The parsers depend on :mod:`kvlab.models.spec`, never the other way round
+(``ModelSpec.from_hf_config`` imports this package when called); the catalog uses it.
 
 Layer-kind rules follow vLLM 0.32 (``vllm/config/model.py``, ``engine/arg_utils.py`` and
 the model files): a config's ``layer_types`` wins; without it a non-null, non-zero
