@@ -18,7 +18,7 @@ stays cheap. Live backends and plots are optional extras.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -33,15 +33,19 @@ from kvlab.errors import (
 
 # Eager, because the submodule kvlab.plan would otherwise shadow the function.
 from kvlab.plan import PlanResult, plan
-from kvlab.results import RequestRecord, RunResult
+
+if TYPE_CHECKING:
+    from kvlab.results import RequestRecord, RunResult
 
 #: Public names loaded lazily: name -> module.
 _LAZY: dict[str, str] = {
+    "RequestRecord": "kvlab.results",
+    "RunResult": "kvlab.results",
     "ModelSpec": "kvlab.models.spec",
     "LayerSpec": "kvlab.models.spec",
     "get_model": "kvlab.models.catalog",
     "list_models": "kvlab.models.catalog",
-    "from_hf_config": "kvlab.models.hf_config",
+    "from_hf_config": "kvlab.models.hf",
     "kv_bytes_per_token": "kvlab.models.spec",
     "sequence_bytes": "kvlab.models.spec",
     "weights_bytes": "kvlab.models.spec",

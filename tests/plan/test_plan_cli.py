@@ -29,9 +29,9 @@ def fake_catalog(monkeypatch: pytest.MonkeyPatch, llama: ModelSpec) -> None:
     """Resolve every model name to the hand-built Llama-3.1-8B."""
     import importlib
 
-    # the module, not the function kvlab.plan that the package re-exports
-    plan_module = importlib.import_module("kvlab.plan")
-    monkeypatch.setattr(plan_module, "_resolve_model", lambda name: llama)
+    # the module that resolves names (kvlab.plan is also the function kvlab re-exports)
+    planner = importlib.import_module("kvlab.plan.planner")
+    monkeypatch.setattr(planner, "_resolve_model", lambda name: llama)
 
 
 def _main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

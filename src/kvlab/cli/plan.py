@@ -41,6 +41,13 @@ Examples:
 """
 
 
+def _console() -> Console:
+    """A Rich console, imported only for the tables (``--json`` prints without Rich)."""
+    from rich.console import Console
+
+    return Console()
+
+
 def _size(n: float) -> str:
     from kvlab.hardware import GIB
 
@@ -275,18 +282,15 @@ def register(app: typer.Typer) -> None:
         list_gpus: bool = typer.Option(False, "--list-gpus", help="List the GPU catalog and exit."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     ) -> None:
-        from rich.console import Console
-
         from kvlab.plan import plan
 
-        console = Console()
         if list_gpus:
             if as_json:
                 from kvlab.hardware import list_gpus as gpus
 
                 typer.echo(json.dumps([g.to_dict() for g in gpus()]))
             else:
-                _print_gpus(console)
+                _print_gpus(_console())
             return
         gpu_spec = _resolve_gpu(gpu, gpu_memory_gb, gpu_bw_gbps, gpu_tflops)
         result = plan(
@@ -310,4 +314,4 @@ def register(app: typer.Typer) -> None:
             out: dict[str, Any] = result.to_dict()
             typer.echo(json.dumps(out))
         else:
-            _render(result, console)
+            _render(result, _console())

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kvlab.errors import ConfigError
-from kvlab.models.hf_config import from_hf_config, load_config
+from kvlab.models.hf import from_hf_config, load_config
 from kvlab.models.spec import ModelSpec
 
 

@@ -238,9 +238,10 @@ class ModelSpec:
     def from_hf_config(cls, config: Any, name: str | None = None) -> ModelSpec:
         """Parse a Hugging Face config (dict, config.json path or directory).
 
-        See :func:`kvlab.models.hf_config.from_hf_config`.
+        A thin entry point to :func:`kvlab.models.hf.from_hf_config`, imported when
+        called: the parsers depend on this module, never the other way round.
         """
-        from kvlab.models.hf_config import from_hf_config
+        from kvlab.models.hf import from_hf_config
 
         return from_hf_config(config, name=name)
 
