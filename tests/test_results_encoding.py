@@ -25,12 +25,12 @@ from kvlab.results import (
     STATUS_REJECTED,
     STATUS_UNFINISHED,
     RequestRecord,
-    _fmt,
     dist,
     records_to_jsonl,
     summarize,
     timeseries_to_csv,
 )
+from kvlab.results.run_dir import _fmt
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy on inf and nan
 
