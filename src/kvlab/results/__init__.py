@@ -15,6 +15,7 @@ Every name used from ``kvlab.results`` is re-exported here.
 from __future__ import annotations
 
 from kvlab.results.records import (
+    COUNT_FIELDS,
     MISS_CAUSES,
     STATUS_FAILED,
     STATUS_OK,
@@ -32,14 +33,17 @@ from kvlab.results.run_dir import (
     timeseries_to_csv,
 )
 from kvlab.results.summary import (
+    count_errors,
     dist,
     group_summaries,
+    prefix_queried,
     summarize,
     summary_with_groups,
     with_counters,
 )
 
 __all__ = [
+    "COUNT_FIELDS",
     "MISS_CAUSES",
     "STATUS_FAILED",
     "STATUS_OK",
@@ -50,8 +54,10 @@ __all__ = [
     "RequestRecord",
     "RunResult",
     "atomic_write_text",
+    "count_errors",
     "dist",
     "group_summaries",
+    "prefix_queried",
     "records_to_jsonl",
     "summarize",
     "summary_with_groups",

@@ -39,6 +39,14 @@ class RequestRecord:
     ``None`` when unknown (live servers).
     ``sent_s`` (live backends) is when the request actually left the client;
     ``arrival_s`` is when it was due, so ``sent_s - arrival_s`` is send lateness.
+
+    The four counts (``cached_tokens``, ``computed_tokens``,
+    ``offload_hit_tokens``, ``num_preemptions``) start at 0 for a backend
+    that counts them itself (the simulator, transformers in process); ``None``
+    means unknown, never 0: a live server reports cached tokens only in
+    ``usage.prompt_tokens_details`` when it reports them at all, and never its
+    preemptions or tiers per request. In ``requests.jsonl`` a field left out
+    is ``None``, the counts included (:meth:`from_dict`).
     """
 
     request_id: str
@@ -51,10 +59,10 @@ class RequestRecord:
     admitted_s: float | None = None
     first_token_s: float | None = None
     finish_s: float | None = None
-    cached_tokens: int = 0
-    computed_tokens: int = 0
-    offload_hit_tokens: int = 0
-    num_preemptions: int = 0
+    cached_tokens: int | None = 0
+    computed_tokens: int | None = 0
+    offload_hit_tokens: int | None = 0
+    num_preemptions: int | None = 0
     miss_cause: str | None = None
     error: str | None = None
     error_detail: str | None = None
@@ -90,8 +98,21 @@ class RequestRecord:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RequestRecord:
+        """The record of a ``requests.jsonl`` line: unknown keys are ignored, and a
+        count left out is ``None`` (unknown), as :meth:`to_dict` leaves it out."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        kwargs: dict[str, Any] = dict.fromkeys(COUNT_FIELDS)
+        kwargs.update((k, v) for k, v in d.items() if k in names)
+        return cls(**kwargs)
+
+
+#: The per-request counts that are ``None`` when unknown (see :class:`RequestRecord`).
+COUNT_FIELDS: tuple[str, ...] = (
+    "cached_tokens",
+    "computed_tokens",
+    "offload_hit_tokens",
+    "num_preemptions",
+)
 
 
 _RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RequestRecord))
@@ -248,6 +269,7 @@ _ENCODERS: dict[type, Callable[[Any], str]] = {
 
 
 __all__ = [
+    "COUNT_FIELDS",
     "MISS_CAUSES",
     "STATUS_FAILED",
     "STATUS_OK",

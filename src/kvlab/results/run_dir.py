@@ -41,7 +41,11 @@ from kvlab.results.records import RequestRecord, records_to_jsonl
 
 @dataclass
 class RunResult:
-    """Per-request records, time series, histograms and a summary of one run."""
+    """Per-request records, time series, histograms and a summary of one run.
+
+    Backends build it with :func:`kvlab.backends.base.build_result`, which
+    fixes the summary's keys and the provenance's first ones.
+    """
 
     records: list[RequestRecord]
     summary: dict[str, Any]
@@ -49,6 +53,14 @@ class RunResult:
     timeseries: dict[str, list[float]] = field(default_factory=dict)
     histograms: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def backend(self) -> str | None:
+        """The backend that made the run: ``provenance["backend"]``, or
+        ``config["backend"]`` in run directories of live runs written before
+        every backend recorded it in the provenance."""
+        name = self.provenance.get("backend") or self.config.get("backend")
+        return None if name is None else str(name)
 
     def save(self, out_dir: str | Path, *, records: bool = True) -> Path:
         """Write the run directory (atomically, file by file) and return it;

@@ -153,8 +153,12 @@ def summarize(
     ``duration_s`` defaults to last finish - first arrival. ``counters`` are
     backend counters (prefix cache queries/hits, preemptions, evictions, usage,
     offload...) merged in as given; when absent, prefix-cache keys are derived
-    from the records: queries = prompt tokens of admitted requests, hits =
-    GPU-tier cached tokens, ``external_prefix_cache_hits`` = lower-tier ones.
+    from the records that queried the cache (:func:`prefix_queried`): queries =
+    their prompt tokens, hits = GPU-tier cached tokens,
+    ``external_prefix_cache_hits`` = lower-tier ones, ``num_preemptions`` =
+    the records' preemptions. A figure is None (unknown) when a record it sums
+    does not know its count (``None``, see :class:`RequestRecord`); hits then
+    count every cached token when the tiers are unknown.
     """
     done = [r for r in records if r.status == STATUS_OK and r.finish_s is not None]
     if duration_s is None:
@@ -195,25 +199,53 @@ def summarize(
         "simulated_duration_s": duration_s,
     }
     # vLLM's split: prefix_cache_* counts the GPU tier, external_prefix_cache_* lower tiers.
-    admitted = [r for r in records if r.admitted_s is not None]
-    offloaded = list(map(_OFFLOAD_HIT, admitted))
-    s["prefix_cache_queries"] = sum(map(_PROMPT, admitted))
-    s["prefix_cache_hits"] = sum(map(sub, map(_CACHED, admitted), offloaded))
-    s["external_prefix_cache_hits"] = sum(offloaded)
-    s["num_preemptions"] = sum(map(_PREEMPTIONS, records))
+    queried = prefix_queried(records)
+    cached = list(map(_CACHED, queried))
+    offloaded = list(map(_OFFLOAD_HIT, queried))
+    preemptions = list(map(_PREEMPTIONS, records))
+    if None in cached:
+        s["prefix_cache_queries"] = s["prefix_cache_hits"] = None
+    else:
+        s["prefix_cache_queries"] = sum(map(_PROMPT, queried))
+        tiers = [0 if o is None else o for o in offloaded] if None in offloaded else offloaded
+        s["prefix_cache_hits"] = sum(map(sub, cached, tiers))
+    s["external_prefix_cache_hits"] = None if None in offloaded else sum(offloaded)
+    s["num_preemptions"] = None if None in preemptions else sum(preemptions)
     return with_counters(s, counters)
+
+
+def prefix_queried(records: Sequence[RequestRecord]) -> list[RequestRecord]:
+    """The records whose prompts queried the prefix cache: those admitted
+    (``admitted_s`` set) and those that completed (a live server admits every
+    request it answers, without telling when)."""
+    return [r for r in records if r.admitted_s is not None or r.status == STATUS_OK]
 
 
 def with_counters(summary: dict[str, Any], counters: Mapping[str, Any] | None) -> dict[str, Any]:
     """``summary`` with backend ``counters`` merged in (as :func:`summarize` does), its
-    prefix-cache hit rate recomputed; the input's own keys are not changed."""
+    prefix-cache hit rate recomputed; the input's own keys are not changed.
+
+    The hit rate is hits / queries; 0.0 when there were no queries; None when
+    either figure is unknown (None), never 0.0 then.
+    """
     s = dict(summary)
     s.pop("prefix_cache_hit_rate", None)  # recomputed last, as summarize orders it
     if counters:
         s.update(counters)
     qq, hh = s.get("prefix_cache_queries"), s.get("prefix_cache_hits")
-    s["prefix_cache_hit_rate"] = (hh / qq) if qq else 0.0
+    s["prefix_cache_hit_rate"] = None if qq is None or hh is None else (hh / qq) if qq else 0.0
     return s
+
+
+def count_errors(records: Sequence[RequestRecord]) -> dict[str, int]:
+    """Failed or unfinished records per ``error`` kind (:mod:`kvlab.backends.failures`),
+    sorted by kind. Rejected records are left out: ``num_rejected`` counts them, and
+    their ``error`` says why in words."""
+    out: dict[str, int] = {}
+    for r in records:
+        if r.error and r.status != STATUS_REJECTED:
+            out[r.error] = out.get(r.error, 0) + 1
+    return dict(sorted(out.items()))
 
 
 def group_summaries(
@@ -234,7 +266,7 @@ def _groups(records: Sequence[RequestRecord], key: str) -> dict[str, list[Reques
 def summary_with_groups(
     records: Sequence[RequestRecord],
     *,
-    duration_s: float,
+    duration_s: float | None,
     counters: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``summarize(records, duration_s=..., counters=...)`` plus ``by_class``:
@@ -250,4 +282,12 @@ def summary_with_groups(
     return s
 
 
-__all__ = ["dist", "group_summaries", "summarize", "summary_with_groups", "with_counters"]
+__all__ = [
+    "count_errors",
+    "dist",
+    "group_summaries",
+    "prefix_queried",
+    "summarize",
+    "summary_with_groups",
+    "with_counters",
+]
