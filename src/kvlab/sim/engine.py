@@ -764,12 +764,6 @@ class Engine:
         )
 
 
-def _version() -> str:
-    from kvlab import __version__
-
-    return __version__
-
-
 #: Latest arrival or longest think time accepted (ages stay far below 2**255 ticks).
 MAX_TIME_S = 1e30
 
