@@ -178,3 +178,14 @@ def test_offload_keys_only_with_an_offload_tier() -> None:
     )
     s = SimBackend(cfg).run(workload()).summary
     assert list(s) == list(SUMMARY_KEYS)
+
+
+def test_every_figure_a_live_run_can_report_is_a_summary_key() -> None:
+    from kvlab.backends.live_summary import client_figures
+    from kvlab.backends.metrics import PROFILES, server_summary
+
+    names = {n for p in PROFILES.values() for n in p.counters}
+    deltas = dict.fromkeys(names, 2.0)
+    figures = {**server_summary(deltas), **client_figures([], [0.0], 1.0, 0.1), "stopped": "x"}
+    assert len(figures) > 15
+    assert set(figures) <= set(SUMMARY_KEYS)

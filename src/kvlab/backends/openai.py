@@ -217,7 +217,7 @@ class OpenAIBackend:
     ) -> RunResult:
         cfg = self.config
         state = _Run(workload.requests, cfg, on_record)
-        transport = self.transport or self._http_transport()
+        transport = self._http_transport() if self.transport is None else self.transport
         remove = None
         if handle_sigint and threading.current_thread() is threading.main_thread():
             remove = _on_sigint(asyncio.get_running_loop(), lambda: self._interrupt(state))
@@ -608,7 +608,8 @@ class OpenAIBackend:
         )
 
 
-#: What a live client never knows of a request (see kvlab.results.RequestRecord).
+#: Counts a live client does not know when it makes a record (kvlab.results.RequestRecord);
+#: computed_tokens follows once usage reports the cached tokens.
 _UNKNOWN_COUNTS: dict[str, Any] = {
     "computed_tokens": None,
     "offload_hit_tokens": None,
