@@ -25,7 +25,6 @@ from kvlab.results.records import (
     records_to_jsonl,
 )
 from kvlab.results.run_dir import (
-    ForkedWrite,
     RecordWriter,
     RunResult,
     atomic_write_text,
@@ -49,7 +48,6 @@ __all__ = [
     "STATUS_OK",
     "STATUS_REJECTED",
     "STATUS_UNFINISHED",
-    "ForkedWrite",
     "RecordWriter",
     "RequestRecord",
     "RunResult",

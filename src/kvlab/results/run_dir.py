@@ -19,7 +19,8 @@ A run directory holds:
 
 Files are written atomically (temporary file + rename), and ``requests.jsonl``
 can be appended incrementally with :class:`RecordWriter`, so an interrupted
-run keeps the records it finished.
+run keeps the records it finished. Everything is written in the calling
+process: the library never forks (a host that wants a second process owns it).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,34 +144,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
-class ForkedWrite:
-    """``atomic_write_text(path, make_text())`` in a forked child process, so the
-    caller goes on meanwhile (where ``os.fork`` exists; otherwise at once).
-
-    :meth:`wait` returns once the file is written. If the child failed for any
-    reason, the text is made and written again in this process, so any error
-    is raised here, as a plain write would raise it. Fork only from a process
-    without other threads (the child runs Python code).
-    """
-
-    def __init__(self, path: str | Path, make_text: Callable[[], str]) -> None:
-        self.path = Path(path)
-        self.make_text = make_text
-        from kvlab._fork import fork_call
-
-        self.pid = fork_call(lambda: atomic_write_text(self.path, make_text()))
-        if self.pid is None:
-            atomic_write_text(self.path, make_text())
-
-    def wait(self) -> None:
-        if self.pid is None:
-            return
-        _, status = os.waitpid(self.pid, 0)
-        self.pid = None
-        if status != 0:
-            atomic_write_text(self.path, self.make_text())
-
-
 def timeseries_to_csv(ts: Mapping[str, Sequence[float]]) -> str:
     if not ts:
         return ""
@@ -252,7 +225,6 @@ def _dumps(o: Any) -> str:
 
 
 __all__ = [
-    "ForkedWrite",
     "RecordWriter",
     "RunResult",
     "atomic_write_text",
