@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,6 @@ import pytest
 from kvlab.results import (
     STATUS_OK,
     STATUS_REJECTED,
-    ForkedWrite,
     RecordWriter,
     RequestRecord,
     RunResult,
@@ -137,24 +135,3 @@ def test_record_writer_keeps_finished_records(tmp_path: Path) -> None:
         w.write(rec("a"))
         assert p.read_text().count("\n") == 1  # flushed per record
     assert RequestRecord.from_dict(__import__("json").loads(p.read_text())) == rec("a")
-
-
-def test_forked_write_writes_the_file(tmp_path: Path) -> None:
-    w = ForkedWrite(tmp_path / "a.txt", lambda: "x" * 100_000 + "\n")
-    w.wait()
-    assert (tmp_path / "a.txt").read_text() == "x" * 100_000 + "\n"
-    w.wait()  # a second wait is harmless
-
-
-def test_forked_write_failures_are_raised_by_the_caller(tmp_path: Path) -> None:
-    def boom() -> str:
-        raise ValueError("not JSON-compliant")
-
-    w = ForkedWrite(tmp_path / "b.txt", boom) if hasattr(os, "fork") else None
-    if w is None:  # no fork: the write happens at once, and so does the error
-        with pytest.raises(ValueError):
-            ForkedWrite(tmp_path / "b.txt", boom)
-        return
-    with pytest.raises(ValueError, match="not JSON-compliant"):
-        w.wait()
-    assert not (tmp_path / "b.txt").exists()

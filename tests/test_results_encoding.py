@@ -25,12 +25,12 @@ from kvlab.results import (
     STATUS_REJECTED,
     STATUS_UNFINISHED,
     RequestRecord,
-    _fmt,
     dist,
     records_to_jsonl,
     summarize,
     timeseries_to_csv,
 )
+from kvlab.results.run_dir import _fmt
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy on inf and nan
 
@@ -195,25 +195,36 @@ def reference_summary(records: list[RequestRecord], duration_s: float | None) ->
         ),
         "simulated_duration_s": duration_s,
     }
-    admitted = [r for r in records if r.admitted_s is not None]
-    s["prefix_cache_queries"] = sum(r.prompt_tokens for r in admitted)
-    s["prefix_cache_hits"] = sum(r.cached_tokens - r.offload_hit_tokens for r in admitted)
-    s["external_prefix_cache_hits"] = sum(r.offload_hit_tokens for r in admitted)
-    s["num_preemptions"] = sum(r.num_preemptions for r in records)
+    # every record that queried the prefix cache: admitted, or completed (live servers)
+    queried = [r for r in records if r.admitted_s is not None or r.status == STATUS_OK]
+    if any(r.cached_tokens is None for r in queried):  # unknown: None, never 0
+        s["prefix_cache_queries"] = s["prefix_cache_hits"] = None
+    else:
+        s["prefix_cache_queries"] = sum(r.prompt_tokens for r in queried)
+        s["prefix_cache_hits"] = sum(
+            (r.cached_tokens or 0) - (r.offload_hit_tokens or 0) for r in queried
+        )
+    offloaded = [r.offload_hit_tokens for r in queried]
+    s["external_prefix_cache_hits"] = None if None in offloaded else sum(offloaded)  # type: ignore[arg-type]
+    preemptions = [r.num_preemptions for r in records]
+    s["num_preemptions"] = None if None in preemptions else sum(preemptions)  # type: ignore[arg-type]
     qq, hh = s.get("prefix_cache_queries"), s.get("prefix_cache_hits")
-    s["prefix_cache_hit_rate"] = (hh / qq) if qq else 0.0
+    s["prefix_cache_hit_rate"] = None if qq is None or hh is None else (hh / qq) if qq else 0.0
     return s
 
 
 @st.composite
 def run_records(draw: st.DrawFn) -> list[RequestRecord]:
     out = []
+    # half the runs know every count (simulator); in the others some are None (live)
+    count = st.integers(0, 64) | st.none() if draw(st.booleans()) else st.integers(0, 64)
     for i in range(draw(st.integers(0, 30))):
         arrival = draw(st.floats(0, 100))
         status = draw(st.sampled_from([STATUS_OK] * 4 + [STATUS_REJECTED, STATUS_UNFINISHED]))
         first = arrival + draw(st.floats(0, 5)) if draw(st.integers(0, 5)) else None
         finish = (first or arrival) + draw(st.floats(0, 50)) if draw(st.integers(0, 5)) else None
-        cached = draw(st.integers(0, 64))
+        cached = draw(count)
+        offload = draw(count)
         out.append(
             RequestRecord(
                 str(i),
@@ -225,8 +236,8 @@ def run_records(draw: st.DrawFn) -> list[RequestRecord]:
                 first_token_s=first,
                 finish_s=finish,
                 cached_tokens=cached,
-                offload_hit_tokens=draw(st.integers(0, cached)),
-                num_preemptions=draw(st.integers(0, 2)),
+                offload_hit_tokens=None if offload is None else min(offload, cached or 0),
+                num_preemptions=draw(count),
             )
         )
     return out

@@ -174,3 +174,40 @@ def test_transformers_stores_a_shared_prefix_once_per_sequence(tiny_model_dir, t
         assert point["kv_bytes_measured_peak"] == 3 * 46 * BPT_BF16
         assert point["kv_bytes_formula_prefix_per_request"] == 3 * 46 * BPT_BF16
         assert point["kv_bytes_formula_prefix_once"] == (40 + 3 * 6) * BPT_BF16
+
+
+def test_run_directory_has_the_simulators_keys(backend, tmp_path) -> None:
+    """The same workload through transformers and through the simulator: the same
+    summary keys, by_class for both, the backend in the provenance."""
+    import json
+
+    from kvlab.backends.base import Backend
+    from kvlab.backends.sim import SimBackend
+    from kvlab.sim.config import SimConfig
+    from kvlab.workload.records import Request, Segment, Workload
+
+    wl = Workload(
+        tuple(
+            Request(
+                f"r{i}",
+                (Segment("system", 16, "sys"), Segment("user", 8, f"u{i}")),
+                3,
+                arrival_s=0.0,
+                cls="a" if i % 2 else "b",
+            )
+            for i in range(4)
+        ),
+        name="seam",
+    )
+    sim = SimBackend(SimConfig(model="llama-3.1-8b", gpu="h100", num_blocks=64, block_size=4))
+    assert isinstance(backend, Backend)
+    runs = {b.name: b.run(wl).save(tmp_path / b.name) for b in (backend, sim)}
+    hf, simulated = (json.loads((runs[k] / "summary.json").read_text()) for k in ("hf", "sim"))
+    assert list(hf) == list(simulated)
+    assert {k: list(v) for k, v in hf["by_class"].items()} == {
+        k: list(v) for k, v in simulated["by_class"].items()
+    }
+    assert hf["prefix_cache_source"] == "in_process" and hf["prefix_cache_hits"] == 0
+    assert hf["wall_s"] > 0 and hf["kv_cache_bytes_peak"] > 0
+    prov = json.loads((runs["hf"] / "run.json").read_text())["provenance"]
+    assert (prov["backend"], prov["workload"]) == ("hf", "seam")

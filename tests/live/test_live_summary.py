@@ -1,16 +1,12 @@
-"""Client-health figures and usage-based prefix figures, on hand-made records."""
+"""Client-health figures, and a live run's usage-based prefix figures, on hand-made records."""
 
 from __future__ import annotations
 
 import pytest
 
-from kvlab.backends.live_summary import (
-    by_class,
-    client_figures,
-    count_errors,
-    usage_prefix_counters,
-)
-from kvlab.results import RequestRecord
+from kvlab.backends.base import build_result
+from kvlab.backends.live_summary import client_figures
+from kvlab.results import RequestRecord, count_errors, summarize
 
 
 def rec(
@@ -19,7 +15,7 @@ def rec(
     finish: float | None,
     *,
     due: float | None = None,
-    cached: int = 0,
+    cached: int | None = None,
     cls: str | None = None,
     error: str | None = None,
 ) -> RequestRecord:
@@ -31,6 +27,9 @@ def rec(
         sent_s=sent,
         cls=cls,
         cached_tokens=cached,
+        computed_tokens=None,
+        offload_hit_tokens=None,
+        num_preemptions=None,
     )
     if finish is not None:
         r.first_token_s, r.finish_s = sent + 0.1, finish
@@ -66,13 +65,17 @@ def test_lateness_and_saturation() -> None:
 
 
 def test_usage_prefix_figures_are_null_when_nothing_was_reported() -> None:
-    assert usage_prefix_counters([rec("a", 0, 1)])["prefix_cache_queries"] is None
-    got = usage_prefix_counters([rec("a", 0, 1, cached=64), rec("b", 0, 1), rec("c", 0, None)])
-    assert got == {
-        "prefix_cache_queries": 200,
-        "prefix_cache_hits": 64,
-        "prefix_cache_source": "usage",
-    }
+    s = summarize([rec("a", 0, 1)])
+    assert s["prefix_cache_queries"] is None and s["prefix_cache_hit_rate"] is None
+    # one completed request that did not report its cached tokens makes the sum unknown
+    s = summarize([rec("a", 0, 1, cached=64), rec("b", 0, 1)])
+    assert (s["prefix_cache_queries"], s["prefix_cache_hits"]) == (None, None)
+    # failed requests do not count; reported zeros are zeros
+    s = summarize([rec("a", 0, 1, cached=64), rec("b", 0, 1, cached=0), rec("c", 0, None)])
+    assert (s["prefix_cache_queries"], s["prefix_cache_hits"]) == (200, 64)
+    assert s["prefix_cache_hit_rate"] == 0.32
+    # usage never says which tier hit, nor how often a request was preempted
+    assert s["external_prefix_cache_hits"] is None and s["num_preemptions"] is None
 
 
 def test_by_class_and_error_counts() -> None:
@@ -81,7 +84,12 @@ def test_by_class_and_error_counts() -> None:
         rec("b", 0, 2, cls="y"),
         rec("c", 0, None, cls="y", error="timeout"),
     ]
-    g = by_class(recs)
+    res = build_result("openai", recs, wall_s=2.0, record_source="usage.prompt_tokens_details")
+    g = res.summary["by_class"]
     assert g["x"]["prefix_cache_hit_rate"] == 0.5
+    assert g["x"]["prefix_cache_source"] == "usage.prompt_tokens_details"
     assert g["y"]["prefix_cache_hit_rate"] is None and g["y"]["num_failed"] == 1
+    assert g["y"]["prefix_cache_source"] is None and g["y"]["num_preemptions"] is None
+    assert res.summary["prefix_cache_source"] is None  # class y's hits are unknown
     assert count_errors(recs) == {"timeout": 1}
+    assert res.summary["errors_by_kind"] == {"timeout": 1}

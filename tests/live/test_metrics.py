@@ -22,6 +22,7 @@ from kvlab.backends.metrics import (
     sample_sum,
     server_summary,
 )
+from kvlab.backends.transport import HttpTransport
 
 FIX = Path(__file__).parent / "fixtures"
 
@@ -162,7 +163,7 @@ def test_parser_roundtrips_escaped_labels(samples: dict) -> None:
 
 
 def test_sampler_keeps_a_time_series_against_a_stub() -> None:
-    aiohttp = pytest.importorskip("aiohttp")
+    pytest.importorskip("aiohttp")
     from aiohttp import web
 
     state = {"n": 0}
@@ -186,11 +187,12 @@ def test_sampler_keeps_a_time_series_against_a_stub() -> None:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        async with aiohttp.ClientSession() as session:
-            smp = MetricsSampler(session, f"http://127.0.0.1:{port}", VLLM, interval_s=0.02)
-            smp.start(0)
-            await asyncio.sleep(0.15)
-            await smp.stop()
+        transport = HttpTransport(f"http://127.0.0.1:{port}")
+        smp = MetricsSampler(transport, VLLM, interval_s=0.02)
+        smp.start(0)
+        await asyncio.sleep(0.15)
+        await smp.stop()
+        await transport.aclose()
         await runner.cleanup()
         return smp.timeseries
 

@@ -116,7 +116,7 @@ def test_timing_fields_and_usage() -> None:
     assert r.output_tokens == 5 and r.cached_tokens == 16
     assert r.prompt_tokens == 24  # the stub counts the prompt's words
     s = res.summary
-    assert s["prefix_cache_source"] == "usage"
+    assert s["prefix_cache_source"] == "usage.prompt_tokens_details"
     assert (s["prefix_cache_queries"], s["prefix_cache_hits"]) == (24, 16)
     assert s["num_completed"] == 1 and s["errors_by_kind"] == {}
     assert res.config["server"] == {"kind": "openai", "metrics": False}
@@ -235,7 +235,7 @@ def test_timeout_is_bounded() -> None:
 
     res = run(main())
     assert res.records[0].error == "timeout"
-    assert res.summary["wall_duration_s"] < 2.0
+    assert res.summary["wall_s"] < 2.0
 
 
 def test_connection_refused() -> None:

@@ -151,3 +151,43 @@ def test_cli_compare_plots_the_timelines(tmp_path: Path) -> None:
     svg = (tmp_path / "fig" / "kv.svg").read_text()
     assert "baseline" in svg and "prefix" in svg
     assert (tmp_path / "fig" / "kv.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def live_run(ttft: float, *, cached: int | None) -> RunResult:
+    """make_run's requests as a live client records them: no admission time, no
+    breakdown by retention class, and cached tokens only when usage reported them."""
+    from kvlab.backends.base import build_result
+
+    recs = make_run(ttft, 0).records
+    for r in recs:
+        r.admitted_s = r.hit_tokens_by_retention = None
+        r.cached_tokens = cached
+        r.computed_tokens = None if cached is None else r.prompt_tokens - cached
+        r.offload_hit_tokens = r.num_preemptions = None
+    return build_result("openai", recs, wall_s=5.0, record_source="usage.prompt_tokens_details")
+
+
+def test_unknown_values_show_as_a_dash_never_as_zero(tmp_path: Path) -> None:
+    sim = make_run(1.0, 64)
+    live = live_run(1.5, cached=None)  # a server that reports no cached tokens
+    cmp = compare([("sim", sim), ("live", live)])
+    o = cmp["overall"]
+    assert o["prefix_cache_hits"]["values"] == [256.0, None]
+    assert o["prefix_cache_hits"]["deltas"] == [0.0, None]
+    assert o["prefix_cache_hit_rate"]["values"] == [0.64, None]
+    assert cmp["groups"]["planner"]["prefix_cache_hits"]["values"] == [128.0, None]
+    assert cmp["hit_tokens_by_retention"]["system"]["values"] == [128.0, None]
+    md = to_markdown(cmp)
+    assert "-100%" not in md
+    assert "| prefix_cache_hits | 256 | - | - | tie |" in md
+    assert "| system | 128 | - | - | tie |" in md
+    # reported zeros are zeros: a real -100%
+    zero = compare([("sim", sim), ("live", live_run(1.5, cached=0))])
+    assert zero["overall"]["prefix_cache_hits"]["values"] == [256.0, 0.0]
+    assert zero["hit_tokens_by_retention"]["system"]["values"] == [128.0, 0.0]
+    # the same through the run directories and the command
+    a, b = _save(tmp_path, "sim", sim), _save(tmp_path, "live", live)
+    res = runner.invoke(app, ["compare", str(a), str(b)])
+    assert res.exit_code == 0, res.output
+    assert "| prefix_cache_hits | 256 | - | - | tie |" in res.output
+    assert "-100%" not in res.output

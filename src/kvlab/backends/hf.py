@@ -31,8 +31,8 @@ arrival.
 from __future__ import annotations
 
 import importlib
+import math
 import os
-import resource
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -42,8 +42,9 @@ from typing import Any
 
 import numpy as np
 
+from kvlab.backends.base import build_result
 from kvlab.errors import ConfigError, DependencyMissing
-from kvlab.results import STATUS_OK, RequestRecord, RunResult, summarize
+from kvlab.results import STATUS_OK, RequestRecord, RunResult
 from kvlab.workload.records import Workload
 
 #: Ids below this are the tiny model's special tokens; synthetic and workload
@@ -186,13 +187,19 @@ def kv_bytes_per_token_formula(model_dir: str | Path, dtype: str) -> float:
     return float(kv_bytes_per_token(get_model(str(model_dir)), kv_dtype=dtype))
 
 
-def current_rss_bytes() -> int:
-    """Resident set size of this process now (Linux /proc), else the peak so far."""
+def current_rss_bytes() -> int | None:
+    """Resident set size of this process now (Linux /proc), else the peak so far
+    (``resource``, Unix), else None (Windows has neither)."""
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 @dataclass
@@ -213,7 +220,7 @@ class _Stats:
     kv_bytes_peak: int = 0
     kv_padding_bytes_peak: int = 0
     kv_token_bytes_peak: float = 0.0
-    rss_bytes_peak: int = 0
+    rss_bytes_peak: int | None = None
     formula_mismatch_steps: int = 0
     series: dict[str, list[float]] = field(default_factory=dict)
 
@@ -275,14 +282,16 @@ class HfBackend:
         if max_batch_size is not None and max_batch_size < 1:
             raise ConfigError(f"max_batch_size must be >= 1, got {max_batch_size}")
         cap = max_batch_size or self.config.max_batch_size
+        workload_name = None
         if isinstance(requests, Workload):
+            workload_name = requests.name
             requests = requests_from_workload(requests, self.vocab_size, self.tokenizer)
         torch = self._torch
         old_threads = torch.get_num_threads()
         torch.set_num_threads(self.config.num_threads)
         try:
             with torch.inference_mode():
-                return self._run(list(requests), cap, on_finish, on_tokens)
+                return self._run(list(requests), cap, on_finish, on_tokens, workload_name)
         finally:
             torch.set_num_threads(old_threads)
 
@@ -294,6 +303,7 @@ class HfBackend:
         cap: int,
         on_finish: Callable[[RequestRecord], None] | None,
         on_tokens: Callable[[str, list[int]], None] | None,
+        workload_name: str | None,
     ) -> RunResult:
         ids = [r.request_id for r in requests]
         if len(set(ids)) != len(ids):
@@ -351,7 +361,6 @@ class HfBackend:
         duration_s = now()
         recs = [records[r.request_id] for r in requests]
         counters = {
-            "backend": self.name,
             "prefill_time_s": stats.prefill_s,
             "decode_time_s": stats.decode_s,
             "num_prefill_steps": stats.num_prefill_steps,
@@ -364,14 +373,16 @@ class HfBackend:
             "peak_rss_bytes": stats.rss_bytes_peak,
             "weights_bytes": self.weights_bytes,
         }
-        summary = summarize(recs, duration_s=duration_s)
-        summary["wall_time_s"] = duration_s
-        summary.update(counters)
-        return RunResult(
-            records=recs,
-            summary=summary,
-            config={"backend": self.name, **asdict(self.config), "max_batch_size": cap},
+        return build_result(
+            self.name,
+            recs,
+            wall_s=duration_s,
+            duration_s=duration_s,
+            counters=counters,
+            record_source="in_process",
+            config={**asdict(self.config), "max_batch_size": cap},
             timeseries=stats.series,
+            workload=workload_name,
             provenance=_provenance(self._torch, self._tf),
         )
 
@@ -525,7 +536,8 @@ class HfBackend:
         stats.kv_bytes_peak = max(stats.kv_bytes_peak, measured)
         stats.kv_token_bytes_peak = max(stats.kv_token_bytes_peak, token_bytes)
         stats.kv_padding_bytes_peak = max(stats.kv_padding_bytes_peak, int(measured - token_bytes))
-        stats.rss_bytes_peak = max(stats.rss_bytes_peak, rss)
+        if rss is not None:
+            stats.rss_bytes_peak = max(stats.rss_bytes_peak or 0, rss)
         stats.add(
             t_s=t,
             phase_decode=phase,
@@ -536,7 +548,7 @@ class HfBackend:
             kv_padding_bytes=measured - token_bytes,
             kv_cache_tokens=real_tokens,
             batch_columns=num_cols,
-            rss_bytes=rss,
+            rss_bytes=math.nan if rss is None else rss,
         )
 
 
@@ -582,10 +594,7 @@ def _insert_by_arrival(q: deque[GenRequest], r: GenRequest) -> None:
 
 
 def _provenance(torch: Any, tf: Any) -> dict[str, Any]:
-    from kvlab import __version__
-
     return {
-        "kvlab_version": __version__,
         "torch_version": str(torch.__version__),
         "transformers_version": str(tf.__version__),
         "num_threads": torch.get_num_threads(),

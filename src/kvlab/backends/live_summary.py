@@ -1,8 +1,7 @@
-"""Summary figures of a live run beyond :func:`kvlab.results.summarize`.
+"""Client-health figures of a live run, for its summary.
 
-Client health (achieved concurrency, send lateness, CPU, saturation), prefix
-figures from ``usage`` when a server has no ``/metrics``, per-class
-summaries and error counts.
+Achieved concurrency, send lateness, client CPU and saturation; the rest of a
+live run's summary is what every backend's is (:func:`kvlab.backends.base.build_result`).
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from kvlab.results import STATUS_OK, RequestRecord, dist, summarize
+from kvlab.results import RequestRecord, dist
 
 #: Client CPU share of one core above which a run is flagged ``client_saturated``.
 SATURATED_CPU_FRACTION = 0.9
@@ -61,54 +60,7 @@ def client_figures(
         "client_cpu_per_request_ms": (1e3 * cpu_s / len(sent)) if sent else None,
         "client_cpu_fraction": cpu_frac,
         "client_saturated": bool(saturated),
-        "wall_duration_s": wall_s,
     }
 
 
-def usage_prefix_counters(records: Sequence[RequestRecord]) -> dict[str, Any]:
-    """Prefix-cache figures from ``usage`` cached tokens; None when no request reported any
-    (a server that does not report cached tokens is not a server with no hits)."""
-    ok = [r for r in records if r.status == STATUS_OK]
-    if not any(r.cached_tokens for r in ok):
-        return {
-            "prefix_cache_queries": None,
-            "prefix_cache_hits": None,
-            "prefix_cache_source": None,
-        }
-    return {
-        "prefix_cache_queries": sum(r.prompt_tokens for r in ok),
-        "prefix_cache_hits": sum(r.cached_tokens for r in ok),
-        "prefix_cache_source": "usage",
-    }
-
-
-def by_class(records: Sequence[RequestRecord]) -> dict[str, dict[str, Any]]:
-    """Per-class summaries (server counters cannot be split by class: usage only)."""
-    groups: dict[str, list[RequestRecord]] = {}
-    for r in records:
-        groups.setdefault(str(r.cls), []).append(r)
-    out = {}
-    for k, recs in sorted(groups.items()):
-        s = summarize(recs, counters={**usage_prefix_counters(recs), "num_preemptions": None})
-        if s.get("prefix_cache_queries") is None:
-            s["prefix_cache_hit_rate"] = None
-        out[k] = s
-    return out
-
-
-def count_errors(records: Sequence[RequestRecord]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for r in records:
-        if r.error:
-            out[r.error] = out.get(r.error, 0) + 1
-    return dict(sorted(out.items()))
-
-
-__all__ = [
-    "SATURATED_CPU_FRACTION",
-    "SATURATED_LATENESS_S",
-    "by_class",
-    "client_figures",
-    "count_errors",
-    "usage_prefix_counters",
-]
+__all__ = ["SATURATED_CPU_FRACTION", "SATURATED_LATENESS_S", "client_figures"]

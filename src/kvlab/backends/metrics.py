@@ -9,7 +9,8 @@ REFERENCE section 3 and the servers' metric definitions (vLLM
 ``v1/metrics/loggers.py``, SGLang ``metrics/collector.py``, llama.cpp
 ``tools/server/server.cpp``).
 
-:class:`MetricsSampler` polls ``/metrics`` in the client's event loop (parsing
+:class:`MetricsSampler` polls ``/metrics`` through the run's
+:class:`~kvlab.backends.transport.Transport`, in the client's event loop (parsing
 in a worker thread) and keeps a time series; :meth:`MetricsSampler.snapshot`
 reads the counters so that a run can report before/after deltas.
 """
@@ -24,7 +25,10 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kvlab.backends.transport import Transport
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
@@ -306,35 +310,28 @@ class ServerInfo:
         return d
 
 
-async def _get(session: Any, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
-    import aiohttp
-
+async def _get(transport: Transport, path: str) -> tuple[int, str] | None:
+    """(status, text) of ``GET path``, or None when the server did not answer."""
     try:
-        async with session.get(
-            url, headers=headers, timeout=aiohttp.ClientTimeout(total=5)
-        ) as resp:
-            return resp.status, await resp.text()
-    except (TimeoutError, aiohttp.ClientError, OSError):
+        resp = await transport.request("GET", path, timeout_s=5)
+    except (TimeoutError, OSError):
         return None
+    return resp.status, resp.text
 
 
-async def _post(session: Any, url: str, headers: Mapping[str, str]) -> int | None:
-    import aiohttp
-
+async def _post(transport: Transport, path: str) -> int | None:
+    """The status of an empty ``POST path``, or None when the server did not answer."""
     try:
-        async with session.post(
-            url, headers=headers, timeout=aiohttp.ClientTimeout(total=30)
-        ) as resp:
-            await resp.read()
-            return int(resp.status)
-    except (TimeoutError, aiohttp.ClientError, OSError):
+        resp = await transport.request("POST", path, timeout_s=30)
+    except (TimeoutError, OSError):
         return None
+    return resp.status
 
 
-async def probe_server(session: Any, base_url: str, headers: Mapping[str, str]) -> ServerInfo:
+async def probe_server(transport: Transport) -> ServerInfo:
     """Detect the server kind from ``/metrics``, ``/slots`` and ``/api/version``."""
-    got = await _get(session, base_url + "/metrics", headers)
-    slots_got = await _get(session, base_url + "/slots", headers)
+    got = await _get(transport, "/metrics")
+    slots_got = await _get(transport, "/slots")
     slots = parse_slots(slots_got[1]) if slots_got and slots_got[0] == 200 else {}
     if got and got[0] == 200:
         samples = await asyncio.to_thread(parse_prometheus, got[1])
@@ -343,13 +340,13 @@ async def probe_server(session: Any, base_url: str, headers: Mapping[str, str]) 
             return ServerInfo(prof.name, prof, cache_config_info(samples, prof), slots)
     if slots:
         return ServerInfo("llamacpp", None, {}, slots)
-    ol = await _get(session, base_url + "/api/version", headers)
+    ol = await _get(transport, "/api/version")
     if ol and ol[0] == 200 and '"version"' in ol[1]:
         return ServerInfo("ollama")
     return ServerInfo("openai")
 
 
-async def reset_prefix_cache(session: Any, base_url: str, info: ServerInfo) -> bool:
+async def reset_prefix_cache(transport: Transport, info: ServerInfo) -> bool:
     """Empty the server's prefix cache; False when it has no (enabled) reset endpoint.
 
     vLLM: ``POST /reset_prefix_cache`` (needs ``VLLM_SERVER_DEV_MODE=1``);
@@ -357,15 +354,12 @@ async def reset_prefix_cache(session: Any, base_url: str, info: ServerInfo) -> b
     for every slot.
     """
     if info.kind == "llamacpp" and info.slots.get("slot_ids"):
-        codes = [
-            await _post(session, f"{base_url}/slots/{i}?action=erase", {})
-            for i in info.slots["slot_ids"]
-        ]
+        codes = [await _post(transport, f"/slots/{i}?action=erase") for i in info.slots["slot_ids"]]
         return all(c == 200 for c in codes)
     path = info.profile.reset_path if info.profile else None
     if path is None:
         return False
-    return await _post(session, base_url + path, {}) == 200
+    return await _post(transport, path) == 200
 
 
 class MetricsSampler:
@@ -377,21 +371,11 @@ class MetricsSampler:
     ``num_failed_polls``.
     """
 
-    def __init__(
-        self,
-        session: Any,
-        base_url: str,
-        profile: ServerProfile,
-        *,
-        interval_s: float,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        self._session = session
-        self._url = base_url + "/metrics"
+    def __init__(self, transport: Transport, profile: ServerProfile, *, interval_s: float) -> None:
+        self._transport = transport
         self.profile = profile
         self.interval_s = interval_s
         self._t0_ns = 0
-        self._headers = dict(headers or {})
         self._task: asyncio.Task[None] | None = None
         self._first: dict[str, float] | None = None
         self.timeseries: dict[str, list[float]] = {"t_s": []}
@@ -399,7 +383,7 @@ class MetricsSampler:
 
     async def read(self) -> tuple[dict[str, float], dict[str, float]] | None:
         """(gauges, counters) now, or None when the endpoint did not answer."""
-        got = await _get(self._session, self._url, self._headers)
+        got = await _get(self._transport, "/metrics")
         if not got or got[0] != 200:
             self.num_failed_polls += 1
             return None

@@ -1,10 +1,13 @@
 """Live backend: replay a workload against an OpenAI-compatible streaming server.
 
-One asyncio event loop (uvloop when installed) drives every request; the
-streaming POSTs go through kvlab's own keep-alive HTTP/1.1 client
-(:mod:`kvlab.backends.http`, chosen by measurement; aiohttp's is an option),
-probes and ``/metrics`` through aiohttp. Nothing blocks inside the loop
-(``/metrics`` text is parsed in a worker thread). Each request streams ``/v1/completions`` (or
+One asyncio event loop (uvloop when installed) drives every request. All HTTP
+goes through a :class:`~kvlab.backends.transport.Transport`, given to the
+backend or made from the configuration (:class:`~kvlab.backends.transport.HttpTransport`:
+the streaming POSTs through kvlab's own keep-alive HTTP/1.1 client,
+:mod:`kvlab.backends.http`, chosen by measurement, aiohttp's as an option;
+probes and ``/metrics`` through aiohttp); unit tests give it a
+:class:`~kvlab.backends.transport.MockTransport`. Nothing blocks inside the
+loop (``/metrics`` text is parsed in a worker thread). Each request streams ``/v1/completions`` (or
 ``/v1/chat/completions``) with ``stream_options.include_usage`` and
 ``max_tokens = output_tokens`` plus ``ignore_eos`` (a vLLM and llama.cpp
 extension) so that output lengths match the workload.
@@ -13,9 +16,12 @@ Per request the record keeps: ``arrival_s`` (when it was due), ``sent_s``
 (when it left), the arrival of the first content chunk (``first_token_s``),
 of every content chunk (``chunk_times_s``) and of the last byte
 (``finish_s``), all in seconds from the start of the run; token counts from
-the server's ``usage`` (cached prompt tokens from
-``usage.prompt_tokens_details.cached_tokens`` when reported). Failures carry
-a kind from :mod:`kvlab.backends.failures`.
+the server's ``usage``: cached prompt tokens from
+``usage.prompt_tokens_details.cached_tokens`` when reported, else None
+(unknown, and so are the computed tokens); preemptions and offload-tier hits
+per request are never known (None). Failures carry a kind from
+:mod:`kvlab.backends.failures`. The RunResult is made by
+:func:`kvlab.backends.base.build_result`.
 
 The API key is sent as a bearer token and never stored: :meth:`OpenAIConfig.to_dict`
 leaves it out and error details are scrubbed of it.
@@ -34,25 +40,20 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from kvlab.backends.base import build_result
 from kvlab.backends.failures import Failure, classify_exception, classify_status
-from kvlab.backends.http import StreamingClient, Timeouts
-from kvlab.backends.live_summary import (
-    by_class,
-    client_figures,
-    count_errors,
-    usage_prefix_counters,
-)
+from kvlab.backends.live_summary import client_figures
 from kvlab.backends.loadgen import LOAD_MODES, Job, build_jobs
 from kvlab.backends.prompt import prompt_builder
 from kvlab.backends.stream import StreamReader, usage_tokens
-from kvlab.errors import BackendUnavailable, ConfigError, DependencyMissing
+from kvlab.backends.transport import HttpTransport, Sink, Transport
+from kvlab.errors import BackendUnavailable, ConfigError
 from kvlab.results import (
     STATUS_FAILED,
     STATUS_OK,
     STATUS_UNFINISHED,
     RequestRecord,
     RunResult,
-    summarize,
 )
 from kvlab.workload.records import Request, Workload
 
@@ -62,7 +63,6 @@ APIS: tuple[str, ...] = ("completions", "chat")
 HTTP_CLIENTS: tuple[str, ...] = ("kvlab", "aiohttp")
 
 OnRecord = Callable[[RequestRecord], None]
-Sink = Callable[[bytes, int], None]
 #: A streaming POST: (request body, sink for body bytes) -> (status, error body).
 Post = Callable[[bytes, Sink], Awaitable[tuple[int, bytes]]]
 
@@ -148,14 +148,6 @@ def _without_userinfo(url: str) -> str:
     return urlunsplit(u._replace(netloc=u.netloc.rsplit("@", 1)[1]))
 
 
-def _aiohttp() -> Any:
-    try:
-        import aiohttp
-    except ImportError as e:
-        raise DependencyMissing("aiohttp", "live") from e
-    return aiohttp
-
-
 class _Run:
     """State of one run: records by workload index, counters, stop flag."""
 
@@ -188,13 +180,19 @@ class _Run:
 
 
 class OpenAIBackend:
-    """Runs a :class:`Workload` against a live server and returns a :class:`RunResult`."""
+    """Runs a :class:`Workload` against a live server and returns a :class:`RunResult`.
+
+    ``transport`` carries every HTTP request (see :mod:`kvlab.backends.transport`);
+    by default an :class:`~kvlab.backends.transport.HttpTransport` to
+    ``config.endpoint`` is opened for each run and closed after it. A given
+    transport is the caller's: the backend never closes it.
+    """
 
     name = "openai"
 
-    def __init__(self, config: OpenAIConfig) -> None:
+    def __init__(self, config: OpenAIConfig, transport: Transport | None = None) -> None:
         self.config = config
-        self._clients: list[StreamingClient] = []
+        self.transport = transport
 
     # ---- public entry points -------------------------------------------------
 
@@ -217,29 +215,30 @@ class OpenAIBackend:
         on_record: OnRecord | None = None,
         handle_sigint: bool = False,
     ) -> RunResult:
-        aiohttp = _aiohttp()
         cfg = self.config
-        requests = workload.requests
-        state = _Run(requests, cfg, on_record)
-        connector = aiohttp.TCPConnector(limit=0, force_close=False, enable_cleanup_closed=True)
-        timeout = aiohttp.ClientTimeout(
-            total=cfg.timeout_s, sock_connect=cfg.connect_timeout_s, sock_read=cfg.read_timeout_s
-        )
-        headers = {"Content-Type": "application/json"}
-        if cfg.api_key:
-            headers["Authorization"] = f"Bearer {cfg.api_key}"
-        loop = asyncio.get_running_loop()
-        sigint = handle_sigint and threading.current_thread() is threading.main_thread()
-        if sigint:
-            loop.add_signal_handler(signal.SIGINT, self._interrupt, state)
+        state = _Run(workload.requests, cfg, on_record)
+        transport = self._http_transport() if self.transport is None else self.transport
+        remove = None
+        if handle_sigint and threading.current_thread() is threading.main_thread():
+            remove = _on_sigint(asyncio.get_running_loop(), lambda: self._interrupt(state))
         try:
-            async with aiohttp.ClientSession(
-                connector=connector, timeout=timeout, headers=headers, auto_decompress=False
-            ) as session:
-                return await self._run_session(session, workload, state)
+            return await self._run_session(transport, workload, state)
         finally:
-            if sigint:
-                loop.remove_signal_handler(signal.SIGINT)
+            if remove is not None:
+                remove()
+            if transport is not self.transport:
+                await transport.aclose()
+
+    def _http_transport(self) -> HttpTransport:
+        cfg = self.config
+        return HttpTransport(
+            cfg.base_url,
+            headers={"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {},
+            connect_timeout_s=cfg.connect_timeout_s,
+            read_timeout_s=cfg.read_timeout_s,
+            timeout_s=cfg.timeout_s,
+            stream_client=cfg.http_client,
+        )
 
     @staticmethod
     def _interrupt(state: _Run) -> None:
@@ -249,20 +248,22 @@ class OpenAIBackend:
 
     # ---- the run ---------------------------------------------------------------
 
-    async def _run_session(self, session: Any, workload: Workload, state: _Run) -> RunResult:
+    async def _run_session(
+        self, transport: Transport, workload: Workload, state: _Run
+    ) -> RunResult:
         from kvlab.backends import metrics as m
 
         cfg = self.config
         if cfg.preflight:
-            await self._preflight(session)
-        info = await m.probe_server(session, cfg.base_url, {})
-        salt, cache_note = await self._prepare_cache(session, workload, info)
+            await self._preflight(transport)
+        info = await m.probe_server(transport)
+        salt, cache_note = await self._prepare_cache(transport, workload, info)
         prompt = prompt_builder(salt)
         sampler = None
         before: dict[str, float] | None = None
         if info.profile is not None:
             sampler = m.MetricsSampler(
-                session, cfg.base_url, info.profile, interval_s=cfg.metrics_interval_s or 1.0
+                transport, info.profile, interval_s=cfg.metrics_interval_s or 1.0
             )
             before = await sampler.snapshot()
         jobs = build_jobs(
@@ -272,18 +273,20 @@ class OpenAIBackend:
             burstiness=cfg.burstiness,
             seed=cfg.seed,
         )
+        path = cfg.path
+
+        def post(data: bytes, sink: Sink) -> Awaitable[tuple[int, bytes]]:
+            return transport.stream(path, data, sink)
+
         cpu0 = time.process_time()
         state.t0_ns = time.perf_counter_ns()
         if sampler is not None and cfg.metrics_interval_s > 0:
             sampler.start(state.t0_ns)
         try:
-            await self._drive(self._poster(session), jobs, state, prompt)
+            await self._drive(post, jobs, state, prompt)
         finally:
             wall_s = state.now_s()
             cpu_s = time.process_time() - cpu0
-            for c in self._clients:
-                c.close()
-            self._clients.clear()
             if sampler is not None:
                 await sampler.stop()
         after = await sampler.snapshot() if sampler is not None else None
@@ -293,57 +296,22 @@ class OpenAIBackend:
             workload, records, state, info, deltas, sampler, wall_s, cpu_s, (cache_note, salt)
         )
 
-    def _poster(self, session: Any) -> Post:
-        """The streaming POST of the configured HTTP client."""
-        cfg = self.config
-        if cfg.http_client == "aiohttp":
-            url = cfg.url
-            perf = time.perf_counter_ns
-
-            async def aio_post(data: bytes, sink: Sink) -> tuple[int, bytes]:
-                async with session.post(url, data=data) as resp:
-                    if resp.status >= 400:
-                        return int(resp.status), await resp.read()
-                    content = resp.content
-                    while True:
-                        chunk = await content.readany()
-                        if not chunk:
-                            return int(resp.status), b""
-                        sink(chunk, perf())
-
-            return aio_post
-        headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
-        client = StreamingClient(
-            cfg.base_url,
-            headers=headers,
-            timeouts=Timeouts(cfg.connect_timeout_s, cfg.read_timeout_s, cfg.timeout_s),
-        )
-        self._clients.append(client)
-        path = cfg.path
-
-        def raw_post(data: bytes, sink: Sink) -> Awaitable[tuple[int, bytes]]:
-            return client.post(path, data, sink)
-
-        return raw_post
-
-    async def _preflight(self, session: Any) -> None:
-        aiohttp = _aiohttp()
+    async def _preflight(self, transport: Transport) -> None:
         url = self.config.base_url + "/v1/models"
         try:
-            async with session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
-                await resp.read()
-                if resp.status in (401, 403):
-                    raise BackendUnavailable(
-                        f"{url} answered HTTP {resp.status}: pass the API key with --api-key-env"
-                    )
-        except (TimeoutError, aiohttp.ClientConnectorError, OSError) as e:
+            resp = await transport.request("GET", "/v1/models", timeout_s=10)
+        except (TimeoutError, OSError) as e:
             raise BackendUnavailable(
                 f"cannot reach {self.config.base_url} ({type(e).__name__}): start the server "
                 "or fix --endpoint"
             ) from e
+        if resp.status in (401, 403):
+            raise BackendUnavailable(
+                f"{url} answered HTTP {resp.status}: pass the API key with --api-key-env"
+            )
 
     async def _prepare_cache(
-        self, session: Any, workload: Workload, info: Any
+        self, transport: Transport, workload: Workload, info: Any
     ) -> tuple[str | None, str]:
         """Apply --cache-mode; returns (prompt salt or None, what was done)."""
         from kvlab.backends import metrics as m
@@ -352,27 +320,28 @@ class OpenAIBackend:
         if mode == "warm":
             return None, "warm: server cache left as found"
         salt: str | None = None
-        if await m.reset_prefix_cache(session, self.config.base_url, info):
+        if await m.reset_prefix_cache(transport, info):
             note = f"{mode}: prefix cache reset via the server's endpoint"
         else:
             salt = f"kvlab-{os.getpid()}-{time.time_ns() % 10**12}"
             note = f"{mode}: no reset endpoint; prompts salted with a run-unique prefix"
         if mode == "primed":
-            await self._prime(session, workload, prompt_builder(salt))
+            await self._prime(transport, workload, prompt_builder(salt))
             note += "; each distinct prompt sent once (max_tokens=1) before the run"
         return salt, note
 
     async def _prime(
-        self, session: Any, workload: Workload, prompt: Callable[[Request], str]
+        self, transport: Transport, workload: Workload, prompt: Callable[[Request], str]
     ) -> None:
         seen: set[str] = set()
         sem = asyncio.Semaphore(8)
+        cfg = self.config
 
         async def one(text: str) -> None:
             async with sem:
                 try:
-                    async with session.post(self.config.url, data=self._body(text, 1)) as resp:
-                        await resp.read()
+                    body = self._body(text, 1)
+                    await transport.request("POST", cfg.path, body=body, timeout_s=cfg.timeout_s)
                 except Exception:  # priming is best effort; the run reports failures
                     pass
 
@@ -554,7 +523,8 @@ class OpenAIBackend:
             session_id=req.session_id,
             cls=req.cls,
             sent_s=(sent_ns - t0_ns) / 1e9,
-            cached_tokens=cached or 0,
+            cached_tokens=cached,
+            **_UNKNOWN_COUNTS,
         )
         if failure is None:
             rec.status = STATUS_OK
@@ -563,7 +533,8 @@ class OpenAIBackend:
             assert reader.first_token_ns is not None and reader.last_byte_ns is not None
             rec.first_token_s = (reader.first_token_ns - t0_ns) / 1e9
             rec.finish_s = (reader.last_byte_ns - t0_ns) / 1e9
-            rec.computed_tokens = rec.prompt_tokens - rec.cached_tokens
+            if cached is not None:
+                rec.computed_tokens = rec.prompt_tokens - cached
         else:
             rec.status = STATUS_FAILED
             rec.error = failure.kind
@@ -589,6 +560,8 @@ class OpenAIBackend:
                     status=STATUS_UNFINISHED,
                     error="cancelled",
                     error_detail=state.stop_reason or "not sent",
+                    cached_tokens=None,
+                    **_UNKNOWN_COUNTS,
                 )
             out.append(rec)
         return out
@@ -609,45 +582,59 @@ class OpenAIBackend:
 
         cfg = self.config
         counters: dict[str, Any] = m.server_summary(deltas)
-        if "prefix_cache_queries" in counters:
-            counters["prefix_cache_source"] = "server_metrics"
-        else:
-            counters.update(usage_prefix_counters(records))
-        counters.setdefault("num_preemptions", None)
-        summary = summarize(records, counters=counters)
-        if summary.get("prefix_cache_queries") is None:
-            summary["prefix_cache_hit_rate"] = None
-        summary.update(client_figures(records, state.timer_lateness_s, wall_s, cpu_s))
-        summary["errors_by_kind"] = count_errors(records)
-        if any(r.cls is not None for r in records):
-            summary["by_class"] = by_class(records)
+        counters.update(client_figures(records, state.timer_lateness_s, wall_s, cpu_s))
         if state.stop_reason:
-            summary["stopped"] = state.stop_reason
+            counters["stopped"] = state.stop_reason
         timeseries = sampler.timeseries if sampler is not None else {}
         if timeseries and not timeseries.get("t_s"):
             timeseries = {}
-        config = {
-            "backend": self.name,
-            "workload": workload.name,
-            **cfg.to_dict(),
-            "server": info.to_dict(),
-            "cache_mode_applied": cache[0],
-            "cache_salt": cache[1],
-        }
-        from kvlab import __version__
-
-        provenance = {
-            "kvlab_version": __version__,
-            "seed": cfg.seed,
-            "started_unix_s": time.time() - wall_s,
-        }
-        return RunResult(
-            records=records,
-            summary=summary,
-            config=config,
+        return build_result(
+            self.name,
+            records,
+            wall_s=wall_s,
+            counters=counters,
+            counter_source="server_metrics",
+            record_source="usage.prompt_tokens_details",
+            config={
+                **cfg.to_dict(),
+                "server": info.to_dict(),
+                "cache_mode_applied": cache[0],
+                "cache_salt": cache[1],
+            },
             timeseries=timeseries,
-            provenance=provenance,
+            seed=cfg.seed,
+            workload=workload.name,
+            provenance={"started_unix_s": time.time() - wall_s},
         )
+
+
+#: Counts a live client does not know when it makes a record (kvlab.results.RequestRecord);
+#: computed_tokens follows once usage reports the cached tokens.
+_UNKNOWN_COUNTS: dict[str, Any] = {
+    "computed_tokens": None,
+    "offload_hit_tokens": None,
+    "num_preemptions": None,
+}
+
+
+def _on_sigint(loop: asyncio.AbstractEventLoop, stop: Callable[[], None]) -> Callable[[], object]:
+    """Call ``stop`` in ``loop`` on Ctrl-C; returns the function that undoes it.
+
+    The loop's own signal handler where it has one; else (Windows' event loops
+    raise NotImplementedError) a plain ``signal.signal`` handler that hands the
+    call to the loop. Where neither can be set, Ctrl-C keeps its default.
+    """
+    try:
+        loop.add_signal_handler(signal.SIGINT, stop)
+    except (NotImplementedError, AttributeError, RuntimeError):
+        pass
+    else:
+        return lambda: loop.remove_signal_handler(signal.SIGINT)
+    try:
+        previous = signal.signal(signal.SIGINT, lambda *_: loop.call_soon_threadsafe(stop))
+    except (ValueError, OSError, AttributeError):
+        return lambda: None
+    return lambda: signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
 __all__ = ["APIS", "CACHE_MODES", "HTTP_CLIENTS", "OpenAIBackend", "OpenAIConfig"]

@@ -3,7 +3,8 @@
 It answers ``POST /v1/completions`` and ``/v1/chat/completions`` with a
 server-sent-event stream of ``num_chunks`` content chunks (default: one per
 requested token), a usage chunk and ``[DONE]``; ``GET /v1/models``; and
-``GET /metrics`` with a fixed text when one is given. It is a raw asyncio
+``GET /metrics`` with a fixed text when one is given (:func:`respond`;
+:func:`stub_transport` gives the same answers in memory). It is a raw asyncio
 protocol (HTTP/1.1 keep-alive, chunked transfer encoding), so that one core
 can serve thousands of streams per second and a client benchmark measures
 the client, not the server.
@@ -19,6 +20,8 @@ import json
 import os
 from dataclasses import dataclass
 from typing import cast
+
+from kvlab.backends.transport import MockRequest, MockResponse, MockTransport
 
 
 @dataclass(frozen=True)
@@ -96,51 +99,18 @@ class _StubProtocol(asyncio.Protocol):
         t = self.transport
         if t is None:
             return
-        if method == "GET" and path == "/v1/models":
-            t.write(
-                _plain(
-                    "200 OK", b'{"object":"list","data":[{"id":"%s"}]}' % self.cfg.model.encode()
-                )
-            )
-        elif method == "GET" and path == "/metrics" and self.cfg.metrics_text is not None:
-            t.write(_plain("200 OK", self.cfg.metrics_text.encode(), b"text/plain; version=0.0.4"))
-        elif method == "POST" and self.cfg.error_status is not None:
-            status = f"{self.cfg.error_status} Error"
-            t.write(_plain(status, self.cfg.error_body.encode()))
-        elif method == "POST" and path in ("/v1/completions", "/v1/chat/completions"):
-            self._stream(json.loads(body), chat=path.endswith("chat/completions"))
-        else:
-            t.write(_plain("404 Not Found", b'{"error":{"message":"not found","code":404}}'))
-
-    def _stream(self, req: dict[str, object], *, chat: bool) -> None:
-        cfg = self.cfg
-        self.counter[0] += 1
-        max_tokens = int(req.get("max_tokens") or 16)  # type: ignore[call-overload]
-        n = cfg.num_chunks or max_tokens
-        prompt = req.get("prompt") if not chat else json.dumps(req.get("messages"))
-        prompt_tokens = len(str(prompt).split())
-        if chat:
-            piece = b'data: {"object":"chat.completion.chunk","model":"stub","choices":[{"index":0,"delta":{"content":" tok"},"finish_reason":null}]}\n\n'  # noqa: E501
-        else:
-            piece = b'data: {"object":"text_completion","model":"stub","choices":[{"index":0,"text":" tok","finish_reason":null}]}\n\n'  # noqa: E501
-        usage: dict[str, object] = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": max_tokens,
-            "total_tokens": prompt_tokens + max_tokens,
-        }
-        if cfg.cached_tokens is not None:
-            usage["prompt_tokens_details"] = {"cached_tokens": cfg.cached_tokens}
-        tail = (
-            b'data: {"object":"text_completion","model":"stub","choices":[],"usage":'
-            + json.dumps(usage, separators=(",", ":")).encode()
-            + b"}\n\ndata: [DONE]\n\n"
-        )
-        parts = [_chunked(piece)] * n + [_chunked(tail) + b"0\r\n\r\n"]
-        assert self.transport is not None
-        if cfg.ttft_s <= 0 and cfg.itl_s <= 0:
-            self.transport.write(_HEAD_SSE + b"".join(parts))
+        reply = respond(self.cfg, method, path, body)
+        if reply.stream is None:
+            t.write(_plain(f"{reply.status} {reply.reason}", reply.body, reply.ctype))
             return
-        self.transport.write(_HEAD_SSE)
+        self.counter[0] += 1
+        piece, n, tail = reply.stream
+        parts = [_chunked(piece)] * n + [_chunked(tail) + b"0\r\n\r\n"]
+        cfg = self.cfg
+        if cfg.ttft_s <= 0 and cfg.itl_s <= 0:
+            t.write(_HEAD_SSE + b"".join(parts))
+            return
+        t.write(_HEAD_SSE)
         loop = asyncio.get_running_loop()
         self._schedule(loop, parts, 0, cfg.ttft_s)
 
@@ -158,6 +128,76 @@ class _StubProtocol(asyncio.Protocol):
             self._schedule(loop, parts, i + 1, self.cfg.itl_s)
 
         loop.call_later(delay, fire)
+
+
+@dataclass(frozen=True)
+class StubReply:
+    """The stub's answer to one request: a whole body, or a completion stream
+    (``stream`` = content event, number of content events, usage event + ``[DONE]``)."""
+
+    status: int
+    reason: str
+    body: bytes = b""
+    ctype: bytes = b"application/json"
+    stream: tuple[bytes, int, bytes] | None = None
+
+
+def respond(cfg: StubConfig, method: str, path: str, body: bytes) -> StubReply:
+    """What the stub answers to ``method path`` with ``body`` (see the module docstring)."""
+    if method == "GET" and path == "/v1/models":
+        return StubReply(200, "OK", b'{"object":"list","data":[{"id":"%s"}]}' % cfg.model.encode())
+    if method == "GET" and path == "/metrics" and cfg.metrics_text is not None:
+        return StubReply(200, "OK", cfg.metrics_text.encode(), b"text/plain; version=0.0.4")
+    if method == "POST" and cfg.error_status is not None:
+        return StubReply(cfg.error_status, "Error", cfg.error_body.encode())
+    if method == "POST" and path in ("/v1/completions", "/v1/chat/completions"):
+        return StubReply(
+            200,
+            "OK",
+            stream=_completion(cfg, json.loads(body), chat=path.endswith("chat/completions")),
+        )
+    return StubReply(404, "Not Found", b'{"error":{"message":"not found","code":404}}')
+
+
+def _completion(cfg: StubConfig, req: dict[str, object], *, chat: bool) -> tuple[bytes, int, bytes]:
+    """(content event, how many, usage event and ``[DONE]``) of one streamed completion."""
+    max_tokens = int(req.get("max_tokens") or 16)  # type: ignore[call-overload]
+    n = cfg.num_chunks or max_tokens
+    prompt = req.get("prompt") if not chat else json.dumps(req.get("messages"))
+    prompt_tokens = len(str(prompt).split())
+    if chat:
+        piece = b'data: {"object":"chat.completion.chunk","model":"stub","choices":[{"index":0,"delta":{"content":" tok"},"finish_reason":null}]}\n\n'  # noqa: E501
+    else:
+        piece = b'data: {"object":"text_completion","model":"stub","choices":[{"index":0,"text":" tok","finish_reason":null}]}\n\n'  # noqa: E501
+    usage: dict[str, object] = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": max_tokens,
+        "total_tokens": prompt_tokens + max_tokens,
+    }
+    if cfg.cached_tokens is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cfg.cached_tokens}
+    tail = (
+        b'data: {"object":"text_completion","model":"stub","choices":[],"usage":'
+        + json.dumps(usage, separators=(",", ":")).encode()
+        + b"}\n\ndata: [DONE]\n\n"
+    )
+    return piece, n, tail
+
+
+def stub_transport(cfg: StubConfig | None = None) -> MockTransport:
+    """A :class:`~kvlab.backends.transport.MockTransport` that answers as the stub
+    server does, in memory (without its delays: ``ttft_s`` and ``itl_s`` are ignored).
+    A streamed answer arrives one event per read."""
+    c = cfg or StubConfig()
+
+    def handle(req: MockRequest) -> MockResponse:
+        reply = respond(c, req.method, req.path, req.body)
+        if reply.stream is None:
+            return MockResponse(reply.status, reply.body)
+        piece, n, tail = reply.stream
+        return MockResponse(reply.status, chunks=[piece] * n + [tail])
+
+    return MockTransport(handle)
 
 
 class StubServer:
@@ -237,4 +277,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["StubConfig", "StubServer"]
+__all__ = ["StubConfig", "StubReply", "StubServer", "respond", "stub_transport"]

@@ -10,8 +10,9 @@ from kvlab.results import STATUS_OK, RunResult, dist
 
 
 def wall_time_s(result: RunResult) -> float:
-    """The run's wall time: the backend's own when reported, else first send to last finish."""
-    for key in ("wall_time_s", "wall_duration_s", "duration_s"):
+    """The run's wall time: the backend's own when reported (``wall_s``; the older
+    names in run directories written before), else first send to last finish."""
+    for key in ("wall_s", "wall_time_s", "wall_duration_s", "duration_s"):
         v = result.summary.get(key)
         if isinstance(v, int | float) and v > 0:
             return float(v)
@@ -48,7 +49,7 @@ def run_point(result: RunResult, target: Target, **labels: Any) -> dict[str, Any
     bpt = target.kv_bytes_per_token()
     p["kv_bytes_per_token_formula"] = bpt
     s = result.summary
-    if "kv_cache_bytes_peak" in s:  # measured in process (hf)
+    if s.get("kv_cache_bytes_peak") is not None:  # measured in process (hf)
         p["kv_bytes_measured_peak"] = s["kv_cache_bytes_peak"]
         p["kv_bytes_tokens_peak"] = s.get("kv_token_bytes_peak")
         p["kv_padding_bytes_peak"] = s.get("kv_padding_bytes_peak")

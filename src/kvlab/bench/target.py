@@ -71,7 +71,6 @@ class HfTarget:
 
     def run(self, workload: Workload, concurrency: int) -> RunResult:
         result: RunResult = self._hf.run(workload, max_batch_size=concurrency)
-        result.config["workload"] = workload.name
         return result
 
 
@@ -113,7 +112,6 @@ class OpenAITarget:
             metrics_interval_s=self.metrics_interval_s,
         )
         result: RunResult = openai.OpenAIBackend(cfg).run(workload)
-        result.config["workload"] = workload.name
         return result
 
 

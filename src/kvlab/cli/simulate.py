@@ -279,7 +279,6 @@ def _simulate_and_save(
 
     wl = load_workload(workload, fmt, seed=seed)
     show = not quiet and not as_json and sys.stderr.isatty()
-    writer: list[Any] = []  # requests.jsonl, written by a child process meanwhile
     if show:
         from rich.progress import Progress
 
@@ -287,12 +286,10 @@ def _simulate_and_save(
             task = bar.add_task("simulating", total=len(wl.requests))
             result = simulate(wl, cfg, lambda done, total: bar.update(task, completed=done))
     else:
-        result = simulate(wl, cfg, on_records=_records_writer(out, writer))
+        result = simulate(wl, cfg)
     result.config["workload"] = str(workload)
-    result.save(out, records=not writer)
+    result.save(out)
     write_markdown(result, out, Path(str(workload)).name)
-    if writer:
-        writer[0].wait()
     if plot:  # after the results are on disk: a missing extra loses nothing
         from kvlab.report.plots import run_figures
 
@@ -307,29 +304,6 @@ def _simulate_and_save(
             f"{s['num_preemptions']:,} preemptions, TTFT p50 "
             f"{(s['ttft_s']['p50'] or 0):.3f} s (clock: roofline, uncalibrated) -> {out}"
         )
-
-
-#: Runs with fewer requests write requests.jsonl in the process itself.
-FORKED_WRITE_MIN_RECORDS = 5000
-
-
-def _records_writer(out: Path, writer: list[Any]) -> Any:
-    """An ``on_records`` hook for :func:`kvlab.sim.engine.simulate` that writes
-    ``requests.jsonl`` in a forked child while the summary and the other files
-    are computed (two cores: the records are the largest file). Only for large
-    runs in a process without other threads; appends the ForkedWrite to ``writer``."""
-
-    def start(records: list[Any]) -> None:
-        from kvlab import _fork
-
-        if len(records) < FORKED_WRITE_MIN_RECORDS or not _fork.can_fork():
-            return
-        from kvlab.results import ForkedWrite, records_to_jsonl
-
-        out.mkdir(parents=True, exist_ok=True)
-        writer.append(ForkedWrite(out / "requests.jsonl", lambda: records_to_jsonl(records)))
-
-    return start
 
 
 def echo(text: str, *, err: bool = False) -> None:

@@ -8,6 +8,10 @@ better). The same is done per group (request class by default, or session),
 and prompt hit tokens are broken down by segment retention class from the
 records (``RequestRecord.hit_tokens_by_retention``).
 
+A value a run does not know (None: a live server that reported no cached
+tokens, a simulator figure a server has no counter for) stays None: it is
+shown as "-", has no delta and is never taken for 0.
+
 Metric names are dotted paths into a run's summary (``ttft_s.p99``,
 ``prefix_cache_hit_rate``); see :data:`DEFAULT_METRICS`. Group summaries come
 from the run's ``summary["by_class"]`` when present, else are recomputed from
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvlab.errors import ConfigError
-from kvlab.results import RunResult, group_summaries
+from kvlab.results import RunResult, group_summaries, prefix_queried
 from kvlab.workload.records import RETENTION_CLASSES
 
 
@@ -124,11 +128,17 @@ def group_table(run: RunResult, by: str) -> dict[str, dict[str, Any]]:
     return group_summaries(run.records, by)
 
 
-def hits_by_retention(run: RunResult) -> dict[str, int]:
-    """Prompt hit tokens per segment retention class, summed over the run's records."""
+def hits_by_retention(run: RunResult) -> dict[str, int] | None:
+    """Prompt hit tokens per segment retention class, summed over the records that
+    queried the prefix cache; None when one of them hit without saying which
+    classes it hit (live servers: usage has no breakdown)."""
     out: dict[str, int] = {}
-    for r in run.records:
-        for k, v in (r.hit_tokens_by_retention or {}).items():
+    for r in prefix_queried(run.records):
+        if r.hit_tokens_by_retention is None:
+            if r.cached_tokens == 0:
+                continue  # no hit, nothing to break down
+            return None
+        for k, v in r.hit_tokens_by_retention.items():
             out[k] = out.get(k, 0) + int(v)
     order = {k: i for i, k in enumerate(RETENTION_CLASSES)}
     return dict(sorted(out.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
@@ -160,9 +170,10 @@ def compare(
             for g in groups
         }
     ret = [hits_by_retention(r) for _, r in runs]
-    classes = list(dict.fromkeys(k for d in ret for k in d))
+    classes = list(dict.fromkeys(k for d in ret if d is not None for k in d))
     out["hit_tokens_by_retention"] = {
-        k: compare_values(Metric(k, True), [float(d.get(k, 0)) for d in ret]) for k in classes
+        k: compare_values(Metric(k, True), [None if d is None else float(d.get(k, 0)) for d in ret])
+        for k in classes
     }
     return out
 

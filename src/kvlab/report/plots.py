@@ -291,9 +291,7 @@ def residency(histograms: Mapping[str, Any], title: str, base: Path) -> list[Pat
 def run_figures(run: Any, out: Path, title: str) -> list[Path]:
     """The figures of one RunResult in its directory: ``kv_timeline`` and, for a
     simulation (which has residency histograms), ``residency``."""
-    paths = kv_timeline(
-        {run.provenance.get("backend", "run"): run.timeseries}, title, out / "kv_timeline"
-    )
+    paths = kv_timeline({run.backend or "run": run.timeseries}, title, out / "kv_timeline")
     if any(key in run.histograms for key, _, _ in RESIDENCY):
         paths += residency(run.histograms, title, out / "residency")
     return paths

@@ -21,7 +21,6 @@ from kvlab.results import (
     STATUS_UNFINISHED,
     RequestRecord,
     RunResult,
-    summary_with_groups,
 )
 from kvlab.sim.config import SimConfig
 from kvlab.sim.cost_model import TICKS_PER_S
@@ -218,6 +217,7 @@ class RunState:
         for seq, n_hit, ext in plan.admitted:
             rec = seq.rec
             hit_tok, ext_tok = n_hit * bs, ext * bs
+            assert rec.computed_tokens is not None  # the simulator counts every token
             rec.computed_tokens += seq.num_tokens - hit_tok - ext_tok
             if ext and self.offload is not None:
                 load += self.offload.load(seq.keys, n_hit, ext)
@@ -299,6 +299,8 @@ class RunState:
         self.series.sample(self.now, row)
 
     def _result(self, wall_s: float) -> RunResult:
+        from kvlab.backends.base import build_result
+
         recs = self.records
         if self.num_arrived < len(recs):  # some never arrived: a session stopped early
             for rec in recs:
@@ -308,7 +310,6 @@ class RunState:
             self.on_records(recs)
         counters: dict[str, Any] = dict(self.c)
         counters.update(
-            num_preemptions=sum(r.num_preemptions for r in recs),
             num_evicted_blocks=self.kv.num_evicted,
             kv_cache_usage_perc_max=self.series.usage_max,
             kv_cache_usage_perc_mean=self.series.usage_mean(),
@@ -325,11 +326,14 @@ class RunState:
                 offload_evicted_blocks=o.num_evicted,
                 offload_load_s=o.load_ticks / TICKS_PER_S,
             )
-        summary = summary_with_groups(recs, duration_s=self.now / TICKS_PER_S, counters=counters)
-        summary["wall_s"] = wall_s
-        return RunResult(
-            records=recs,
-            summary=summary,
+        return build_result(
+            "sim",
+            recs,
+            wall_s=wall_s,
+            duration_s=self.now / TICKS_PER_S,
+            counters=counters,
+            counter_source="simulated",
+            record_source="simulated",
             config={
                 **self.cfg.to_dict(),
                 "num_blocks": self.r.num_blocks,
@@ -340,20 +344,12 @@ class RunState:
             },
             timeseries=self.series.cols,
             histograms=self.kv.histograms(TICKS_PER_S),
+            seed=self.cfg.seed,
+            workload=self.workload.name,
             provenance={
-                "backend": "sim",
-                "kvlab_version": _version(),
-                "seed": self.cfg.seed,
-                "workload": self.workload.name,
                 "clock": self.r.cost.label,
                 "kv_pool": self.kv_choice.pool,
                 "kv_pool_reason": self.kv_choice.reason,
                 "sim_loop": self.loop_name,
             },
         )
-
-
-def _version() -> str:
-    from kvlab import __version__
-
-    return __version__

@@ -163,6 +163,7 @@ class Scheduler:
             self.on_free(seq)
         self.kv.free(seq, now)
         seq.num_computed = 0
+        assert seq.rec.num_preemptions is not None  # the simulator counts every preemption
         seq.rec.num_preemptions += 1
         self._requeue_preempted(seq)
 

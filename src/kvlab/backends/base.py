@@ -1,0 +1,240 @@
+"""The backend seam: what a backend is, and the one builder of its RunResult.
+
+A backend runs a :class:`~kvlab.workload.records.Workload` and returns a
+:class:`~kvlab.results.RunResult`: the simulator (:mod:`kvlab.backends.sim`),
+a live OpenAI-compatible server (:mod:`kvlab.backends.openai`) and
+transformers in process (:mod:`kvlab.backends.hf`). Each of them hands its
+records and figures to :func:`build_result`, the only place where a run's
+summary and provenance are put together, so that every run directory has the
+same keys in the same places:
+
+* ``summary.json`` holds exactly :data:`SUMMARY_KEYS`, in that order, with
+  None wherever the backend cannot know a figure (a live client knows no
+  evicted blocks; the simulator has no client CPU). The offload keys
+  (:data:`OFFLOAD_KEYS`) are the one exception: present only when the run had
+  an offload tier.
+* ``by_class`` is :func:`~kvlab.results.group_summaries` by request class
+  for every backend; each class holds :data:`GROUP_KEYS`.
+* ``wall_s`` is the run's wall-clock time in seconds, for every backend.
+* ``prefix_cache_source`` says where the prefix-cache figures come from, one
+  of :data:`PREFIX_SOURCES`, or None when they are unknown (then they are
+  None too, never 0).
+* ``run.json``'s provenance starts with ``backend``, ``kvlab_version``,
+  ``seed`` and ``workload``; the configuration is the backend's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from kvlab.results import RequestRecord, RunResult, summary_with_groups
+from kvlab.results.summary import count_errors
+
+if TYPE_CHECKING:
+    from kvlab.workload.records import Workload
+
+#: Where prefix-cache figures come from (``prefix_cache_source``; None: unknown).
+#: ``simulated``: the simulator's own counts; ``in_process``: counted by the
+#: in-process backend, which prefills every prompt in full (no prefix cache, so
+#: hits are 0); ``usage.prompt_tokens_details``: the cached tokens a live server
+#: reported per request; ``server_metrics``: the server's ``/metrics`` counters
+#: (whole run only: they cannot be split by class).
+PREFIX_SOURCES: tuple[str, ...] = (
+    "simulated",
+    "in_process",
+    "usage.prompt_tokens_details",
+    "server_metrics",
+)
+
+#: Keys of every group summary in ``by_class`` (:func:`kvlab.results.summarize`).
+GROUP_KEYS: tuple[str, ...] = (
+    "num_requests",
+    "num_completed",
+    "num_rejected",
+    "num_failed",
+    "num_unfinished",
+    "prompt_tokens",
+    "output_tokens",
+    "ttft_s",
+    "tpot_s",
+    "e2e_s",
+    "request_throughput_per_s",
+    "output_throughput_tok_per_s",
+    "total_throughput_tok_per_s",
+    "simulated_duration_s",
+    "prefix_cache_queries",
+    "prefix_cache_hits",
+    "external_prefix_cache_hits",
+    "num_preemptions",
+    "prefix_cache_hit_rate",
+    "prefix_cache_source",
+)
+
+#: The offload tier's figures (the simulator's ``--mode offload``).
+OFFLOAD_KEYS: tuple[str, ...] = (
+    "offload_capacity_blocks",
+    "offload_stored_blocks",
+    "offload_loaded_blocks",
+    "offload_evicted_blocks",
+    "offload_load_s",
+)
+
+#: Keys of ``summary.json``, in order. After the group keys (see GROUP_KEYS):
+#: engine figures (vLLM's names; the simulator's, or a server's where it
+#: reports them); the server's own request figures from ``/metrics``; the live
+#: client's health; the in-process backend's measurements; then
+#: ``errors_by_kind``, ``stopped`` (why a live run stopped early), ``by_class``
+#: and ``wall_s``.
+SUMMARY_KEYS: tuple[str, ...] = (
+    *GROUP_KEYS[: GROUP_KEYS.index("prefix_cache_hit_rate")],
+    # engine
+    "preempted_prefix_cache_queries",
+    "preempted_prefix_cache_hits",
+    "external_prefix_cache_queries",
+    "num_steps",
+    "num_evicted_blocks",
+    "kv_cache_usage_perc_max",
+    "kv_cache_usage_perc_mean",
+    "num_gpu_blocks",
+    "block_size",
+    "clock",
+    *OFFLOAD_KEYS,
+    "prefix_cache_hit_rate",
+    "prefix_cache_source",
+    # a live server's /metrics
+    "prompt_tokens_cached",
+    "server_prompt_tokens",
+    "server_generation_tokens",
+    "server_ttft_mean_s",
+    "server_ttft_count",
+    "server_e2e_mean_s",
+    "server_e2e_count",
+    "server_queue_mean_s",
+    "server_queue_count",
+    "server_itl_mean_s",
+    "server_itl_count",
+    # a live client
+    "achieved_concurrency_mean",
+    "achieved_concurrency_max",
+    "send_lateness_s",
+    "client_cpu_s",
+    "client_cpu_per_request_ms",
+    "client_cpu_fraction",
+    "client_saturated",
+    # transformers in process
+    "prefill_time_s",
+    "decode_time_s",
+    "num_prefill_steps",
+    "num_decode_steps",
+    "kv_bytes_per_token_formula",
+    "kv_cache_bytes_peak",
+    "kv_token_bytes_peak",
+    "kv_padding_bytes_peak",
+    "kv_formula_mismatch_steps",
+    "peak_rss_bytes",
+    "weights_bytes",
+    # every backend
+    "errors_by_kind",
+    "stopped",
+    "by_class",
+    "wall_s",
+)
+
+#: Summary keys :func:`build_result` computes itself (a backend never passes them).
+_BUILT = frozenset({"prefix_cache_source", "errors_by_kind", "by_class", "wall_s"})
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Runs a workload and returns its RunResult (built by :func:`build_result`).
+
+    ``name`` is the ``backend`` of the run's provenance. Backends take their
+    settings at construction; ``run`` may take backend-specific keyword options
+    (progress hooks, incremental record writers).
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def run(self, workload: Workload, /) -> RunResult: ...
+
+
+def build_result(
+    backend: str,
+    records: list[RequestRecord],
+    *,
+    wall_s: float,
+    record_source: str | None,
+    duration_s: float | None = None,
+    counters: Mapping[str, Any] | None = None,
+    counter_source: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    timeseries: Mapping[str, list[float]] | None = None,
+    histograms: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    workload: str | None = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> RunResult:
+    """The RunResult of one run of ``backend`` (see the module docstring).
+
+    ``records`` are the requests in workload order; ``wall_s`` the run's
+    wall-clock seconds; ``duration_s`` the span throughputs divide by (default:
+    first arrival to last finish). ``counters`` are the backend's figures, by
+    summary key (:data:`SUMMARY_KEYS`): they replace what the records say
+    (:func:`kvlab.results.summarize`). ``record_source`` is where the records'
+    ``cached_tokens`` come from and ``counter_source`` where the counters'
+    prefix-cache figures come from, when they have any (both among
+    :data:`PREFIX_SOURCES`). ``seed``, ``workload`` and ``provenance`` (further
+    backend pieces: versions, clock, start time) make the provenance.
+    """
+    figures = dict(counters or {})
+    bad = sorted(k for k in figures if k not in SUMMARY_KEYS or k in _BUILT)
+    if bad:
+        raise ValueError(f"{backend}: not backend figures of a summary: {', '.join(bad)}")
+    for source in (record_source, counter_source):
+        if source is not None and source not in PREFIX_SOURCES:
+            raise ValueError(f"{backend}: unknown prefix_cache_source {source!r}")
+    s = summary_with_groups(records, duration_s=duration_s, counters=figures)
+    groups = s.pop("by_class")
+    for g in groups.values():
+        g["prefix_cache_source"] = _source(g, record_source)
+    from_counters = "prefix_cache_queries" in figures
+    s["prefix_cache_source"] = _source(s, counter_source if from_counters else record_source)
+    s["errors_by_kind"] = count_errors(records)
+    s["by_class"] = groups
+    s["wall_s"] = wall_s
+    summary = {k: s.get(k) for k in SUMMARY_KEYS if k in s or k not in OFFLOAD_KEYS}
+    from kvlab import __version__
+
+    prov: dict[str, Any] = {
+        "backend": backend,
+        "kvlab_version": __version__,
+        "seed": seed,
+        "workload": workload,
+    }
+    prov.update(provenance or {})
+    return RunResult(
+        records=records,
+        summary=summary,
+        config=dict(config or {}),
+        timeseries=dict(timeseries or {}),
+        histograms=dict(histograms or {}),
+        provenance=prov,
+    )
+
+
+def _source(summary: Mapping[str, Any], source: str | None) -> str | None:
+    """``source`` when the summary's prefix-cache figures are known, else None."""
+    known = summary.get("prefix_cache_queries") is not None
+    return source if known else None
+
+
+__all__ = [
+    "GROUP_KEYS",
+    "OFFLOAD_KEYS",
+    "PREFIX_SOURCES",
+    "SUMMARY_KEYS",
+    "Backend",
+    "build_result",
+]

@@ -1,0 +1,233 @@
+"""RunResult and its run directory: save, load, atomic writes.
+
+A run directory holds:
+
+``summary.json``
+    the summary (vLLM-named metrics, see :func:`kvlab.results.summary.summarize`),
+    plus ``by_class``.
+``requests.jsonl``
+    one :class:`~kvlab.results.records.RequestRecord` per line, in request order.
+``timeseries.csv``
+    one row per sample; column ``t_s`` first, other columns per backend
+    (``kv_cache_usage_perc``, ``num_requests_running``, ...).
+``histograms.json``
+    unsampled histograms: name -> {"unit", "edges", "counts"} (or raw values).
+``run.json``
+    the run configuration and provenance (kvlab version, seed, git sha).
+``summary.md``
+    a short human-readable summary.
+
+Files are written atomically (temporary file + rename), and ``requests.jsonl``
+can be appended incrementally with :class:`RecordWriter`, so an interrupted
+run keeps the records it finished. Everything is written in the calling
+process: the library never forks (a host that wants a second process owns it).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kvlab.results.records import RequestRecord, records_to_jsonl
+
+
+@dataclass
+class RunResult:
+    """Per-request records, time series, histograms and a summary of one run.
+
+    Backends build it with :func:`kvlab.backends.base.build_result`, which
+    fixes the summary's keys and the provenance's first ones.
+    """
+
+    records: list[RequestRecord]
+    summary: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+    timeseries: dict[str, list[float]] = field(default_factory=dict)
+    histograms: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def backend(self) -> str | None:
+        """The backend that made the run: ``provenance["backend"]``, or
+        ``config["backend"]`` in run directories of live runs written before
+        every backend recorded it in the provenance."""
+        name = self.provenance.get("backend") or self.config.get("backend")
+        return None if name is None else str(name)
+
+    def save(self, out_dir: str | Path, *, records: bool = True) -> Path:
+        """Write the run directory (atomically, file by file) and return it;
+        ``records=False`` leaves ``requests.jsonl`` to the caller."""
+        d = Path(out_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(d / "summary.json", _dumps(self.summary))
+        if records:
+            atomic_write_text(d / "requests.jsonl", records_to_jsonl(self.records))
+        atomic_write_text(d / "timeseries.csv", timeseries_to_csv(self.timeseries))
+        atomic_write_text(d / "histograms.json", _dumps(self.histograms))
+        atomic_write_text(
+            d / "run.json", _dumps({"config": self.config, "provenance": self.provenance})
+        )
+        return d
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RunResult:
+        d = Path(run_dir)
+        summary = json.loads((d / "summary.json").read_text())
+        records = []
+        req = d / "requests.jsonl"
+        if req.exists():
+            for line in req.read_text().splitlines():
+                if line.strip():
+                    records.append(RequestRecord.from_dict(json.loads(line)))
+        ts: dict[str, list[float]] = {}
+        tsp = d / "timeseries.csv"
+        if tsp.exists():
+            ts = timeseries_from_csv(tsp.read_text())
+        hist = {}
+        if (d / "histograms.json").exists():
+            hist = json.loads((d / "histograms.json").read_text())
+        run: dict[str, Any] = {}
+        if (d / "run.json").exists():
+            run = json.loads((d / "run.json").read_text())
+        return cls(
+            records=records,
+            summary=summary,
+            config=run.get("config", {}),
+            timeseries=ts,
+            histograms=hist,
+            provenance=run.get("provenance", {}),
+        )
+
+
+class RecordWriter:
+    """Appends records to ``requests.jsonl`` as they finish (flushed per line)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = self.path.open("w", encoding="utf-8")
+
+    def write(self, rec: RequestRecord) -> None:
+        self._f.write(json.dumps(rec.to_dict()) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and an atomic rename."""
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def timeseries_to_csv(ts: Mapping[str, Sequence[float]]) -> str:
+    if not ts:
+        return ""
+    cols = list(ts)
+    n = max(len(v) for v in ts.values())
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    if all(_plain_numbers(v) for v in ts.values()):
+        # numbers never need CSV quoting, and a row always has a cell of the longest column
+        cells = [_fmt_column(v) + [""] * (n - len(v)) for v in ts.values()]
+        buf.write("".join(map("%s\n".__mod__, map(",".join, zip(*cells, strict=True)))))
+        return buf.getvalue()
+    for i in range(n):
+        w.writerow([_fmt(ts[c][i]) if i < len(ts[c]) else "" for c in cols])
+    return buf.getvalue()
+
+
+def _plain_numbers(values: Sequence[Any]) -> bool:
+    return set(map(type, values)) <= {float, int}
+
+
+def _fmt_column(values: Sequence[float]) -> list[str]:
+    """:func:`_fmt` of each value (exact floats or ints); whole-number float columns at once."""
+    if (
+        values
+        and set(map(type, values)) == {float}
+        and all(map(float.is_integer, values))
+        and min(values) > -1e15
+        and max(values) < 1e15
+    ):
+        return list(map(str, map(int, values)))
+    return [_fmt_number(x) for x in values]
+
+
+def _fmt_number(v: float) -> str:
+    """:func:`_fmt` of an exact float or int."""
+    if type(v) is int:
+        return int.__repr__(v)
+    if v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return float.__repr__(v)
+
+
+def timeseries_from_csv(text: str) -> dict[str, list[float]]:
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        return {}
+    cols = rows[0]
+    out: dict[str, list[float]] = {c: [] for c in cols}
+    for row in rows[1:]:
+        for c, v in zip(cols, row, strict=False):
+            if v != "":
+                out[c].append(float(v))
+    return out
+
+
+def _fmt(v: float) -> str:
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def _clean(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_clean(v) for v in o]
+    np = sys.modules.get("numpy")  # a numpy scalar exists only once numpy is imported
+    if np is not None and isinstance(o, np.generic):
+        return _clean(o.item())
+    return o
+
+
+def _dumps(o: Any) -> str:
+    return json.dumps(_clean(o), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
+__all__ = [
+    "RecordWriter",
+    "RunResult",
+    "atomic_write_text",
+    "timeseries_from_csv",
+    "timeseries_to_csv",
+]
