@@ -28,9 +28,7 @@ collector or reads the wall clock for simulated time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from kvlab.results import RequestRecord, RunResult
+from kvlab.results import RunResult
 from kvlab.sim.config import SimConfig
 from kvlab.sim.cost_model import TICKS_PER_S
 from kvlab.sim.kv import KVChoice, make_kv
@@ -112,17 +110,12 @@ def simulate(
     workload: Workload | PreparedWorkload,
     config: SimConfig,
     progress: Progress | None = None,
-    *,
-    on_records: Callable[[list[RequestRecord]], None] | None = None,
 ) -> RunResult:
     """Run ``workload`` through the simulated engine and return its RunResult.
 
     ``workload`` may be prepared (:func:`kvlab.sim.prepare.prepare`) for runs that
-    share it. ``progress(done, total)`` is called every 500 finished requests;
-    ``on_records`` gets the per-request records as soon as they are final (the
-    run is over), before the summary is computed."""
+    share it. ``progress(done, total)`` is called every 500 finished requests."""
     engine = Engine(workload, config, progress)
-    engine.loop.on_records = on_records
     try:
         return engine.run()
     finally:

@@ -70,8 +70,6 @@ class RunState:
         self.prepared = prepared
         self.workload = prepared.workload
         self.progress = progress
-        #: called with the records once they are final (see :func:`kvlab.sim.engine.simulate`)
-        self.on_records: Callable[[list[RequestRecord]], None] | None = None
         self.B = r.block_size
         self.offload = offload
         self.kv_choice = kv_choice
@@ -306,8 +304,6 @@ class RunState:
             for rec in recs:
                 if math.isnan(rec.arrival_s):
                     rec.arrival_s = 0.0
-        if self.on_records is not None:
-            self.on_records(recs)
         counters: dict[str, Any] = dict(self.c)
         counters.update(
             num_evicted_blocks=self.kv.num_evicted,
