@@ -30,9 +30,9 @@ import io
 import json
 import math
 import os
+import secrets
 import sys
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,14 @@ class RunResult:
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_text(d / "summary.json", _dumps(self.summary))
         if records:
-            atomic_write_text(d / "requests.jsonl", records_to_jsonl(self.records))
+            recs = self.records
+            atomic_write_chunks(
+                d / "requests.jsonl",
+                (
+                    records_to_jsonl(recs[i : i + RECORDS_PER_CHUNK])
+                    for i in range(0, len(recs), RECORDS_PER_CHUNK)
+                ),
+            )
         atomic_write_text(d / "timeseries.csv", timeseries_to_csv(self.timeseries))
         atomic_write_text(d / "histograms.json", _dumps(self.histograms))
         atomic_write_text(
@@ -130,13 +137,27 @@ class RecordWriter:
         self.close()
 
 
+#: Records encoded at a time for ``requests.jsonl``: memory for the text stays
+#: bounded (some 20 MB) whatever the run's size; the bytes are the same.
+RECORDS_PER_CHUNK = 50_000
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and an atomic rename."""
+    atomic_write_chunks(path, (text,))
+
+
+def atomic_write_chunks(path: str | Path, chunks: Iterable[str]) -> None:
+    """Write the concatenated ``chunks`` to ``path`` via a temporary file in the same
+    directory and an atomic rename. The file gets the permissions a plain ``open``
+    would (0666 less the umask), so teammates can read shared run directories."""
     p = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    tmp = p.parent / f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            for chunk in chunks:
+                f.write(chunk)
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):
