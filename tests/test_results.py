@@ -135,3 +135,29 @@ def test_record_writer_keeps_finished_records(tmp_path: Path) -> None:
         w.write(rec("a"))
         assert p.read_text().count("\n") == 1  # flushed per record
     assert RequestRecord.from_dict(__import__("json").loads(p.read_text())) == rec("a")
+
+
+def test_requests_jsonl_in_chunks_has_the_bytes_of_one_piece(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks that differ in which columns are constant or null give the same bytes."""
+    from kvlab.results import records_to_jsonl, run_dir
+
+    records = [
+        rec(f"r{i}", status=STATUS_OK, first_token_s=0.5 * i if i % 3 else None) for i in range(10)
+    ]
+    run = RunResult(records=records, summary=summarize(records))
+    monkeypatch.setattr(run_dir, "RECORDS_PER_CHUNK", 3)
+    d = run.save(tmp_path / "run")
+    assert (d / "requests.jsonl").read_text() == records_to_jsonl(records)
+
+
+def test_run_files_follow_the_umask(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        d = RunResult(records=[], summary={}).save(tmp_path / "run")
+    finally:
+        os.umask(old)
+    assert {oct(p.stat().st_mode & 0o777) for p in d.iterdir()} == {"0o644"}
