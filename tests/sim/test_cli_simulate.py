@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sim_helpers import random_workload
@@ -113,36 +112,3 @@ def test_unknown_setting_exits_2(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "unknown setting 'no_such_knob'" in proc.stderr
-
-
-def test_requests_written_by_a_forked_child_are_the_same(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from kvlab.cli import simulate as cli_simulate
-    from kvlab.results import records_to_jsonl
-
-    args = ["simulate", str(wl_file(tmp_path)), "--model", "llama-3.1-8b", "--gpu", "h100"]
-    args += ["--num-blocks", "400", "--json"]
-    import kvlab._fork
-    import kvlab.results
-
-    started: list[Path] = []
-
-    class Spy(kvlab.results.ForkedWrite):
-        def __init__(self, path: Path, make_text: Any) -> None:
-            started.append(path)
-            super().__init__(path, make_text)
-
-    monkeypatch.setattr(kvlab.results, "ForkedWrite", Spy)
-    monkeypatch.setattr(cli_simulate, "FORKED_WRITE_MIN_RECORDS", 1)
-    monkeypatch.setattr(kvlab._fork, "can_fork", lambda: True)  # (tqdm's monitor thread)
-    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "forked")])
-    assert res.exit_code == 0, res.output
-    assert started == [tmp_path / "forked" / "requests.jsonl"]
-    run = RunResult.load(tmp_path / "forked")
-    text = (tmp_path / "forked" / "requests.jsonl").read_text()
-    assert text and text == records_to_jsonl(run.records)
-    monkeypatch.setattr(cli_simulate, "FORKED_WRITE_MIN_RECORDS", 10**9)
-    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "plain")])
-    assert res.exit_code == 0, res.output
-    assert (tmp_path / "plain" / "requests.jsonl").read_text() == text
