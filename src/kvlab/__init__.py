@@ -33,7 +33,6 @@ from kvlab.errors import (
 
 # Eager, because the submodule kvlab.plan would otherwise shadow the function.
 from kvlab.plan import PlanResult, plan
-from kvlab.results import RequestRecord, RunResult
 
 #: Public names loaded lazily: name -> module.
 _LAZY: dict[str, str] = {
@@ -58,6 +57,8 @@ _LAZY: dict[str, str] = {
     "SimConfig": "kvlab.sim.config",
     "simulate": "kvlab.sim.engine",
     "cache_curve": "kvlab.sim.cache_curve",
+    "RequestRecord": "kvlab.results",
+    "RunResult": "kvlab.results",
 }
 
 

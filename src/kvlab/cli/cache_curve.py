@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,8 +79,10 @@ def run_command(
     kv_dtype: str | None,
     plot: Path | None,
     as_json: bool,
+    on_loaded: Callable[[], object] | None = None,
 ) -> None:
-    """The body of ``kvlab cache-curve`` (options already parsed)."""
+    """The body of ``kvlab cache-curve`` (options already parsed); ``on_loaded`` is
+    called once the trace is loaded (see :mod:`kvlab.cli.entry`)."""
     from kvlab.sim.cache_curve import CURVE_POLICIES, cache_curve
     from kvlab.workload.detect import load_workload, resolve_trace
 
@@ -88,6 +91,8 @@ def run_command(
     block_bytes = _block_bytes(model, kv_dtype, block_size) if model else None
     caps = _parse_capacities(capacities, block_bytes) if capacities else None
     wl = load_workload(resolve_trace(trace), fmt)
+    if on_loaded is not None:
+        on_loaded()
     curve = cache_curve(wl.requests, block_size, caps, policy=policy)
     if plot is not None:
         from kvlab.report.cache_curve_plot import plot_cache_curve

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -222,15 +223,11 @@ def run_command(
     as_json: bool,
     quiet: bool,
     plot: bool = False,
-    on_loaded: Any = None,
+    on_loaded: Callable[[], object] | None = None,
 ) -> None:
-    """The body of ``kvlab simulate`` (options already parsed).
-
-    ``on_loaded``, when given, is called once the workload is loaded and the
-    configuration validated, before the simulation starts (the program's entry
-    point freezes the collector's view of the objects then: see
-    :mod:`kvlab.cli.entry`).
-    """
+    """The body of ``kvlab simulate`` (options already parsed); ``on_loaded`` is
+    called once the workload is loaded, before the simulation starts (see
+    :mod:`kvlab.cli.entry`)."""
     cfg = build_config(
         model=model,
         gpu=gpu,
@@ -268,7 +265,7 @@ def _simulate_and_save(
     as_json: bool,
     quiet: bool,
     plot: bool,
-    on_loaded: Any,
+    on_loaded: Callable[[], object] | None,
 ) -> None:
     from kvlab.sim.engine import simulate
     from kvlab.workload.detect import load_workload
