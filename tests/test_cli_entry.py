@@ -253,6 +253,17 @@ def test_quick_commands_import_no_cli_framework(
     assert res.stdout
 
 
+def test_loading_a_builtin_trace_by_name_imports_no_numpy() -> None:
+    code = (
+        "import sys; from kvlab.workload.detect import load_workload;"
+        "n = len(load_workload('azure-code').requests);"
+        "print(n, 'numpy' in sys.modules)"
+    )
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert res.stdout.split() == ["8819", "False"], res.stderr
+
+
 def test_main_with_argv_leaves_the_collector_alone(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
