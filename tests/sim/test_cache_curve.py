@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from kvlab.errors import ConfigError
 from kvlab.sim.block_keys import BlockKeyTable, block_keys, block_pieces
-from kvlab.sim.cache_curve import cache_curve, reference_cache_curve, replay_order
+from kvlab.sim.cache_curve import PrefixTrie, cache_curve, reference_cache_curve, replay_order
 from kvlab.workload.detect import load_workload
 from kvlab.workload.importers import read_mooncake
 from kvlab.workload.records import Request, Segment
@@ -48,6 +48,26 @@ def test_block_pieces_and_keys_share_only_equal_prefixes() -> None:
 
 
 # --------------------------------------------------------------------------- narrative
+
+
+def test_prefix_trie_nodes_splits_and_units() -> None:
+    a = req("a", ("s", 8), ("a", 4))
+    b = req("b", ("s", 8), ("b", 5))  # parts from a after s: node 1 gets a second child
+    c = req("c", ("s", 4))  # ends inside the edge s[0:8]: split at depth 4 (node 4)
+    d = req("d", ("s", 8), ("a", 4), ("x", 2))  # a's prompt and two more tokens
+    trie = PrefixTrie([a, b, c, d])
+    assert trie.depth == [0, 8, 12, 13, 4, 14]
+    assert trie.parent == [0, 4, 1, 1, 0, 2]
+    assert trie.ends == [2, 3, 4, 5]
+    assert trie.num_children == [1, 2, 1, 0, 1, 0]
+    # B = 4: units end at the prompt ends (2, 3, 4, 5) and the branch (1); node 5
+    # holds no full block (depths 13..14 are inside block 3, already ended at node 2)
+    up, blocks = trie.units(4)
+    assert up == [0, 4, 1, 1, 0, 2]
+    assert blocks == [0, 1, 1, 1, 1, 0]
+    # hits: b finds s0 s1 at depths 1, 2; c hits nothing (3 tokens hittable: no
+    # block); d finds s0 s1 a0 at depths 1, 2, 4 (b0 is above a0 in the stack)
+    assert hits([a, b, c, d], 4, [0, 1, 2, 3, 4]) == [0, 1 + 1, 2 + 2, 2 + 2, 2 + 3]
 
 
 def test_shared_system_prompt_hits_by_capacity() -> None:
@@ -140,6 +160,19 @@ def test_mooncake_partial_last_block_is_a_prefix_of_the_full_one(tmp_path: Path)
     # B = 64: first request caches 10 blocks (8 of id 5, 2 of id 6 = 128 tokens);
     # second can hit floor(1023/64) = 15, finds those 10.
     assert hits(reqs, 64, [100]) == [10]
+
+
+def test_library_calls_leave_the_collector_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    def refuse() -> None:
+        raise AssertionError("a library call switched the collector")
+
+    for name in ("disable", "freeze", "set_threshold"):
+        monkeypatch.setattr(gc, name, refuse)
+    wl = load_workload("mooncake-conversation")
+    assert cache_curve(wl.requests[:2000], 512, [100]).points[0].hit_blocks > 0
+    assert gc.isenabled()
 
 
 # --------------------------------------------------------------------------- errors

@@ -2,7 +2,10 @@
 
 Each module in :data:`COMMAND_MODULES` defines ``register(app: typer.Typer)``.
 Modules are thin: parse options, call the library, print. Heavy imports happen
-inside the command functions so that ``kvlab --help`` stays fast.
+inside the command functions so that ``kvlab --help`` stays fast, and
+:func:`main` builds the app with only the group a command line names
+(:func:`build_app`); ``app`` (this module's attribute, built on first use) has
+every group.
 """
 
 from __future__ import annotations
@@ -10,39 +13,32 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+from typing import Any
 
 import typer
 
 from kvlab.errors import KvlabError
 
-#: Command-group modules under ``kvlab.cli``, in help order.
-COMMAND_MODULES: tuple[str, ...] = (
-    "plan",
-    "models",
-    "simulate",
-    "cache_curve",
-    "workload",
-    "compare",
-    "live",
-    "bench",
-    "env",
-)
+#: Command-group modules under ``kvlab.cli``, in help order, with the commands each
+#: registers (tests/test_cli_smoke.py checks them).
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "plan": ("plan",),
+    "models": ("models",),
+    "simulate": ("simulate",),
+    "cache_curve": ("cache-curve",),
+    "workload": ("workload",),
+    "compare": ("compare", "sweep"),
+    "live": ("replay",),
+    "bench": ("bench", "tiny-model"),
+    "env": ("env",),
+}
 
-app = typer.Typer(
-    name="kvlab",
-    help=(
-        "kvlab: plan, simulate and measure the KV cache of LLM inference.\n\n"
-        "plan: will it fit? simulate: what will my workload do to the cache? "
-        "replay/bench: what does the server actually do?"
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
-)
+#: The module of each command.
+COMMAND_MODULE: dict[str, str] = {
+    command: module for module, commands in COMMAND_MODULES.items() for command in commands
+}
 
 
-@app.callback(invoke_without_command=True)
 def _root(
     version: bool = typer.Option(False, "--version", help="Print the kvlab version and exit."),
 ) -> None:
@@ -53,17 +49,25 @@ def _root(
         raise typer.Exit()
 
 
-def _register_all() -> None:
-    for name in COMMAND_MODULES:
-        mod_name = f"kvlab.cli.{name}"
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as e:  # a command group not built yet
-            if e.name == mod_name:
-                continue
-            raise
-        mod.register(app)
+def build_app(modules: tuple[str, ...] | None = None) -> typer.Typer:
+    """The kvlab Typer app with the command groups of ``modules`` (default: all)."""
+    app = typer.Typer(
+        name="kvlab",
+        help=(
+            "kvlab: plan, simulate and measure the KV cache of LLM inference.\n\n"
+            "plan: will it fit? simulate: what will my workload do to the cache? "
+            "replay/bench: what does the server actually do?"
+        ),
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode="rich",
+    )
+    app.callback(invoke_without_command=True)(_root)
+    for name in COMMAND_MODULES if modules is None else modules:
+        importlib.import_module(f"kvlab.cli.{name}").register(app)
     _reflow_help(app)
+    return app
 
 
 def reflow(text: str) -> str:
@@ -94,11 +98,23 @@ def _reflow_help(group: typer.Typer) -> None:
             _reflow_help(sub.typer_instance)
 
 
-_register_all()
+def __getattr__(name: str) -> Any:
+    if name == "app":  # every command group, built once on first use
+        app = build_app()
+        globals()["app"] = app
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, turning KvlabError into one line and its exit code."""
+    """Entry point: run the app, turning KvlabError into one line and its exit code.
+
+    A command line that starts with a command gets an app with only that
+    command's group; any other (``--help``, ``--version``, a typo) the whole app.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    module = COMMAND_MODULE.get(args[0]) if args else None
+    app = build_app(None if module is None else (module,))
     try:
         rc = app(args=argv, standalone_mode=False)
         # with standalone_mode=False click returns (not raises) a typer.Exit's code

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import typer
-
+from kvlab.cli.options import REQUIRED, Param, echo, typer_command
 from kvlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    import typer
 
 _HELP = """Prefix-cache hit rate against cache capacity, with infinitely fast compute.
 
@@ -26,34 +29,60 @@ mooncake-synthetic, azure-conv, azure-code, vidur-arxiv.
 """
 
 
-def register(app: typer.Typer) -> None:
-    app.command("cache-curve", help=_HELP)(cache_curve_command)
-
-
-def cache_curve_command(
-    trace: str = typer.Argument(..., help="Trace file or built-in trace name."),
-    block_size: int = typer.Option(16, "--block-size", "-b", help="Tokens per KV block."),
-    capacities: str | None = typer.Option(
+#: The parameters of ``kvlab cache-curve``, in help order (read by Typer and by the
+#: plain parser of :mod:`kvlab.cli.entry`).
+PARAMS: tuple[Param, ...] = (
+    Param("trace", "str", REQUIRED, "Trace file or built-in trace name."),
+    Param("block_size", "int", 16, "Tokens per KV block.", ("--block-size", "-b")),
+    Param(
+        "capacities",
+        "str",
         None,
-        "--capacities",
-        "-c",
-        help=(
-            "Comma-separated cache capacities in blocks (k/M suffixes allowed, e.g. 10k,1M; "
-            "with --model also sizes such as 80GB or 64GiB). Default: 12 log-spaced points "
-            "up to the trace's distinct blocks."
-        ),
+        "Comma-separated cache capacities in blocks (k/M suffixes allowed, e.g. 10k,1M; "
+        "with --model also sizes such as 80GB or 64GiB). Default: 12 log-spaced points "
+        "up to the trace's distinct blocks.",
+        ("--capacities", "-c"),
     ),
-    policy: str = typer.Option("lru", "--policy", help="Eviction policy (only lru)."),
-    fmt: str | None = typer.Option(
-        None, "--format", help="Trace format: kvlab, mooncake, azure, vidur (default: detect)."
+    Param("policy", "str", "lru", "Eviction policy (only lru).", ("--policy",)),
+    Param(
+        "fmt",
+        "str",
+        None,
+        "Trace format: kvlab, mooncake, azure, vidur (default: detect).",
+        ("--format",),
     ),
-    model: str | None = typer.Option(
-        None, "--model", "-m", help="Model (catalog name or config.json) to show sizes in GB."
+    Param(
+        "model",
+        "str",
+        None,
+        "Model (catalog name or config.json) to show sizes in GB.",
+        ("--model", "-m"),
     ),
-    kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV dtype for --model sizes."),
-    plot: Path | None = typer.Option(None, "--plot", help="Write a plot (PNG) to this file."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    Param("kv_dtype", "str", None, "KV dtype for --model sizes.", ("--kv-dtype",)),
+    Param("plot", "path", None, "Write a plot (PNG) to this file.", ("--plot",)),
+    Param("as_json", "flag", False, "Print JSON instead of a table.", ("--json",)),
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("cache-curve", help=_HELP)(typer_command(PARAMS, run_command))
+
+
+def run_command(
+    *,
+    trace: str,
+    block_size: int,
+    capacities: str | None,
+    policy: str,
+    fmt: str | None,
+    model: str | None,
+    kv_dtype: str | None,
+    plot: Path | None,
+    as_json: bool,
+    on_loaded: Callable[[], object] | None = None,
 ) -> None:
+    """The body of ``kvlab cache-curve`` (options already parsed); ``on_loaded`` is
+    called once the trace is loaded (see :mod:`kvlab.cli.entry`)."""
     from kvlab.sim.cache_curve import CURVE_POLICIES, cache_curve
     from kvlab.workload.detect import load_workload, resolve_trace
 
@@ -62,6 +91,8 @@ def cache_curve_command(
     block_bytes = _block_bytes(model, kv_dtype, block_size) if model else None
     caps = _parse_capacities(capacities, block_bytes) if capacities else None
     wl = load_workload(resolve_trace(trace), fmt)
+    if on_loaded is not None:
+        on_loaded()
     curve = cache_curve(wl.requests, block_size, caps, policy=policy)
     if plot is not None:
         from kvlab.report.cache_curve_plot import plot_cache_curve
@@ -69,7 +100,7 @@ def cache_curve_command(
         title = f"{wl.name}, block size {block_size}"
         plot_cache_curve(curve, plot, title=title, block_bytes=block_bytes)
     if as_json:
-        typer.echo(json.dumps(_json(curve, wl.name, model, block_bytes), indent=2))
+        echo(json.dumps(_json(curve, wl.name, model, block_bytes), indent=2))
         return
     _table(curve, wl.name, model, block_bytes)
 
@@ -155,4 +186,4 @@ def _block_bytes(model: str, kv_dtype: str | None, block_size: int) -> float:
     return float(kv_bytes_per_token(spec, kv_dtype) * block_size)
 
 
-__all__ = ["cache_curve_command", "register"]
+__all__ = ["PARAMS", "register", "run_command"]

@@ -1,78 +1,72 @@
-"""The ``kvlab`` entry point: ``kvlab simulate`` without Typer when its arguments are plain.
+"""The ``kvlab`` entry point: plain command lines of the quick commands without Typer.
 
-Building the Typer app imports Typer, pydantic and every command group, which
-costs more than parsing a trace. For ``kvlab simulate`` with plain arguments
-(:func:`kvlab.cli.simulate.parse_plain_args`) the command runs directly, with
-the same error handling as :func:`kvlab.cli.app.main`; every other command
-line (help, other commands, anything unusual) goes to the Typer app.
+Building the Typer app imports Typer, click, pydantic and rich (about 0.15 s,
+more than parsing a trace). The commands in :data:`PLAIN_COMMANDS` declare
+their parameters once (:mod:`kvlab.cli.options`); a plain command line of one
+of them (:func:`kvlab.cli.options.parse_plain`) runs its command function
+directly, with the errors reported as :func:`kvlab.cli.app.main` reports them.
+Every other command line (help, other commands, anything unusual) goes to the
+Typer app, which loads only the command group it names.
 
-When kvlab runs as a program (``main()`` without ``argv``), a successful plain
-``simulate`` ends the process as soon as its output is flushed and the atexit
-handlers have run: the simulation leaves several hundred thousand objects
-(some in reference cycles) that a normal interpreter exit would collect and
-free one by one, for nothing.
+When kvlab runs as a program (``main()`` without ``argv``), a quick command
+that loads a workload tunes the cyclic garbage collector of its own process, which holds little but
+the workload: young collections every :data:`YOUNG_COLLECTION_THRESHOLD`
+container allocations instead of CPython's 700 (loading a large trace creates
+a few hundred thousand records that all stay alive, and each third full
+collection walked all of them), and once the workload is loaded it is frozen
+(:func:`gc.freeze`): later collections skip it and the modules. The collector
+stays on; library calls never touch it, and ``main(argv)`` (in a host process)
+leaves it alone.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+
+#: The quick commands that load a workload (their ``run_command`` takes ``on_loaded``).
+WORKLOAD_COMMANDS: tuple[str, ...] = ("simulate", "cache_curve")
+
+#: Allocations between young collections when kvlab runs a workload command as a program.
+YOUNG_COLLECTION_THRESHOLD = 10_000
+
+#: Commands parsed without Typer when their command line is plain: name -> module
+#: under ``kvlab.cli`` with ``PARAMS`` (a tuple of Param) and ``run_command(**kwargs)``.
+PLAIN_COMMANDS: dict[str, str] = {
+    "simulate": "simulate",
+    "cache-curve": "cache_curve",
+    "plan": "plan",
+}
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run ``kvlab`` with ``argv`` (default ``sys.argv[1:]``)."""
     args = sys.argv[1:] if argv is None else list(argv)
+    module_name = PLAIN_COMMANDS.get(args[0]) if args else None
     kwargs = None
-    if args and args[0] == "simulate":
-        from kvlab.cli.simulate import parse_plain_args
+    if module_name is not None:
+        from kvlab.cli.options import parse_plain
 
-        kwargs = parse_plain_args(args[1:])
+        module = importlib.import_module(f"kvlab.cli.{module_name}")
+        kwargs = parse_plain(module.PARAMS, args[1:])
     if kwargs is None:
         from kvlab.cli.app import main as app_main
 
         app_main(argv)
         return
-    import gc
-
-    from kvlab.cli.simulate import echo, run_command
+    from kvlab.cli.options import echo
     from kvlab.errors import KvlabError
 
-    was_enabled = gc.isenabled()
-    gc.disable()  # run_command pauses it anyway; not resuming it spares the final collection
+    if argv is None and module_name in WORKLOAD_COMMANDS:
+        import gc
+
+        gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
+        kwargs["on_loaded"] = gc.freeze
     try:
-        run_command(**kwargs)
+        module.run_command(**kwargs)
     except KvlabError as e:  # as kvlab.cli.app.main reports it
         echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         echo("interrupted", err=True)
         sys.exit(130)
-    finally:
-        if was_enabled and argv is not None:
-            gc.enable()
-    if argv is None:
-        _end_process()
-    elif was_enabled:
-        gc.enable()
-
-
-def _end_process() -> None:
-    """Exit with status 0 now: flush the standard streams, run atexit handlers, skip teardown.
-
-    If a stream cannot be flushed (say a closed pipe), return instead and let
-    the interpreter's own exit report it as it always has.
-    """
-    import atexit
-    import os
-
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        return
-    atexit._run_exitfuncs()
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        return
-    os._exit(0)

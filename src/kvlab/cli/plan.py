@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-import typer
+from kvlab.cli.options import Param, echo, typer_command
 
 if TYPE_CHECKING:
+    import typer
     from rich.console import Console
 
     from kvlab.hardware import GpuSpec
@@ -39,13 +40,6 @@ Examples:
 
   kvlab plan --model meta-llama/Llama-3.1-8B --gpu h100-sxm --context 131072 --json
 """
-
-
-def _console() -> Console:
-    """A Rich console, imported only for the tables (``--json`` prints without Rich)."""
-    from rich.console import Console
-
-    return Console()
 
 
 def _size(n: float) -> str:
@@ -205,113 +199,175 @@ def _render(r: PlanResult, console: Console) -> None:
             console.print(line, highlight=False)
 
 
+#: The parameters of ``kvlab plan``, in help order (read by Typer and by the plain
+#: parser of :mod:`kvlab.cli.entry`).
+PARAMS: tuple[Param, ...] = (
+    Param(
+        "model",
+        "str",
+        DEFAULT_MODEL,
+        "Hugging Face id, alias, or a config.json path.",
+        ("--model", "-m"),
+    ),
+    Param("gpu", "str", DEFAULT_GPU, "GPU name or alias (see --list-gpus).", ("--gpu", "-g")),
+    Param(
+        "kv_dtype",
+        "str",
+        None,
+        "KV cache dtype: bf16, fp16, fp8, int8, int4 (default: model dtype).",
+        ("--kv-dtype",),
+    ),
+    Param("tp", "int", 1, "Tensor parallel size.", ("--tp",)),
+    Param(
+        "context",
+        "int",
+        None,
+        "Tokens per sequence (vLLM --max-model-len); default: the model's maximum.",
+        ("--context",),
+    ),
+    Param("concurrency", "int", 1, "Sequences that must fit at once.", ("--concurrency",)),
+    Param(
+        "block_size",
+        "int",
+        None,
+        "Tokens per KV block (default: vLLM's for the GPU, 16; CPU build 128).",
+        ("--block-size",),
+    ),
+    Param(
+        "weight_dtype",
+        "str",
+        None,
+        "Price every weight in this dtype (e.g. bf16, fp8, int4) instead of the "
+        "checkpoint's own format (MXFP4 experts of gpt-oss, FP8 of DeepSeek-V3).",
+        ("--weight-dtype",),
+    ),
+    Param(
+        "gpu_memory_utilization",
+        "float",
+        0.92,
+        "Fraction of GPU memory vLLM may use (0, 1].",
+        ("--gpu-memory-utilization",),
+    ),
+    Param(
+        "kv_cache_memory_bytes",
+        "int",
+        None,
+        "KV cache bytes per GPU, as vLLM's flag: skips the estimate.",
+        ("--kv-cache-memory-bytes",),
+    ),
+    Param(
+        "max_num_batched_tokens",
+        "int",
+        None,
+        "vLLM's token budget per step (default: vLLM's for the GPU).",
+        ("--max-num-batched-tokens",),
+    ),
+    Param(
+        "max_num_seqs",
+        "int",
+        None,
+        "vLLM's running-sequence cap (default: vLLM's for the GPU).",
+        ("--max-num-seqs",),
+    ),
+    Param(
+        "async_scheduling",
+        "flag",
+        True,
+        "vLLM async scheduling (GPU default on; the CPU backend turns it off).",
+        ("--async-scheduling/--no-async-scheduling",),
+    ),
+    Param(
+        "prefix_caching",
+        "flag",
+        True,
+        "vLLM prefix caching (Mamba state pages).",
+        ("--prefix-caching/--no-prefix-caching",),
+    ),
+    Param(
+        "offload_gb",
+        "float",
+        0.0,
+        "A CPU offload tier of this many GiB for the what-if table.",
+        ("--offload-gb",),
+    ),
+    Param(
+        "gpu_memory_gb",
+        "float",
+        None,
+        "Custom GPU: memory in GiB (overrides --gpu's memory).",
+        ("--gpu-memory-gb",),
+    ),
+    Param("gpu_bw_gbps", "float", None, "Custom GPU: memory GB/s.", ("--gpu-bw-gbps",)),
+    Param("gpu_tflops", "float", None, "Custom GPU: dense bf16 TFLOPS.", ("--gpu-tflops",)),
+    Param("list_gpus", "flag", False, "List the GPU catalog and exit.", ("--list-gpus",)),
+    Param("as_json", "flag", False, "Print one JSON object.", ("--json",)),
+)
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("plan", help=HELP)
-    def plan_cmd(
-        model: str = typer.Option(
-            DEFAULT_MODEL, "--model", "-m", help="Hugging Face id, alias, or a config.json path."
-        ),
-        gpu: str = typer.Option(
-            DEFAULT_GPU, "--gpu", "-g", help="GPU name or alias (see --list-gpus)."
-        ),
-        kv_dtype: str | None = typer.Option(
-            None,
-            "--kv-dtype",
-            help="KV cache dtype: bf16, fp16, fp8, int8, int4 (default: model dtype).",
-        ),
-        tp: int = typer.Option(1, "--tp", help="Tensor parallel size."),
-        context: int | None = typer.Option(
-            None,
-            "--context",
-            help="Tokens per sequence (vLLM --max-model-len); default: the model's maximum.",
-        ),
-        concurrency: int = typer.Option(
-            1, "--concurrency", help="Sequences that must fit at once."
-        ),
-        block_size: int | None = typer.Option(
-            None,
-            "--block-size",
-            help="Tokens per KV block (default: vLLM's for the GPU, 16; CPU build 128).",
-        ),
-        weight_dtype: str | None = typer.Option(
-            None,
-            "--weight-dtype",
-            help="Price every weight in this dtype (e.g. bf16, fp8, int4) instead of the "
-            "checkpoint's own format (MXFP4 experts of gpt-oss, FP8 of DeepSeek-V3).",
-        ),
-        gpu_memory_utilization: float = typer.Option(
-            0.92, "--gpu-memory-utilization", help="Fraction of GPU memory vLLM may use (0, 1]."
-        ),
-        kv_cache_memory_bytes: int | None = typer.Option(
-            None,
-            "--kv-cache-memory-bytes",
-            help="KV cache bytes per GPU, as vLLM's flag: skips the estimate.",
-        ),
-        max_num_batched_tokens: int | None = typer.Option(
-            None,
-            "--max-num-batched-tokens",
-            help="vLLM's token budget per step (default: vLLM's for the GPU).",
-        ),
-        max_num_seqs: int | None = typer.Option(
-            None,
-            "--max-num-seqs",
-            help="vLLM's running-sequence cap (default: vLLM's for the GPU).",
-        ),
-        async_scheduling: bool = typer.Option(
-            True,
-            "--async-scheduling/--no-async-scheduling",
-            help="vLLM async scheduling (GPU default on; the CPU backend turns it off).",
-        ),
-        prefix_caching: bool = typer.Option(
-            True,
-            "--prefix-caching/--no-prefix-caching",
-            help="vLLM prefix caching (Mamba state pages).",
-        ),
-        offload_gb: float = typer.Option(
-            0.0, "--offload-gb", help="A CPU offload tier of this many GiB for the what-if table."
-        ),
-        gpu_memory_gb: float | None = typer.Option(
-            None, "--gpu-memory-gb", help="Custom GPU: memory in GiB (overrides --gpu's memory)."
-        ),
-        gpu_bw_gbps: float | None = typer.Option(
-            None, "--gpu-bw-gbps", help="Custom GPU: memory GB/s."
-        ),
-        gpu_tflops: float | None = typer.Option(
-            None, "--gpu-tflops", help="Custom GPU: dense bf16 TFLOPS."
-        ),
-        list_gpus: bool = typer.Option(False, "--list-gpus", help="List the GPU catalog and exit."),
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    ) -> None:
-        from kvlab.plan import plan
+    app.command("plan", help=HELP)(typer_command(PARAMS, run_command))
 
-        if list_gpus:
-            if as_json:
-                from kvlab.hardware import list_gpus as gpus
 
-                typer.echo(json.dumps([g.to_dict() for g in gpus()]))
-            else:
-                _print_gpus(_console())
-            return
-        gpu_spec = _resolve_gpu(gpu, gpu_memory_gb, gpu_bw_gbps, gpu_tflops)
-        result = plan(
-            model,
-            gpu_spec,
-            kv_dtype=kv_dtype,
-            tp=tp,
-            context_tokens=context,
-            concurrency=concurrency,
-            block_size=block_size,
-            weight_dtype=weight_dtype,
-            gpu_memory_utilization=gpu_memory_utilization,
-            kv_cache_memory_bytes=kv_cache_memory_bytes,
-            max_num_batched_tokens=max_num_batched_tokens,
-            max_num_seqs=max_num_seqs,
-            offload_gb=offload_gb,
-            async_scheduling=async_scheduling,
-            enable_prefix_caching=prefix_caching,
-        )
+def run_command(
+    *,
+    model: str,
+    gpu: str,
+    kv_dtype: str | None,
+    tp: int,
+    context: int | None,
+    concurrency: int,
+    block_size: int | None,
+    weight_dtype: str | None,
+    gpu_memory_utilization: float,
+    kv_cache_memory_bytes: int | None,
+    max_num_batched_tokens: int | None,
+    max_num_seqs: int | None,
+    async_scheduling: bool,
+    prefix_caching: bool,
+    offload_gb: float,
+    gpu_memory_gb: float | None,
+    gpu_bw_gbps: float | None,
+    gpu_tflops: float | None,
+    list_gpus: bool,
+    as_json: bool,
+) -> None:
+    """The body of ``kvlab plan`` (options already parsed)."""
+    from kvlab.plan import plan
+
+    if list_gpus:
         if as_json:
-            out: dict[str, Any] = result.to_dict()
-            typer.echo(json.dumps(out))
+            from kvlab.hardware import list_gpus as gpus
+
+            echo(json.dumps([g.to_dict() for g in gpus()]))
         else:
-            _render(result, _console())
+            _print_gpus(_console())
+        return
+    gpu_spec = _resolve_gpu(gpu, gpu_memory_gb, gpu_bw_gbps, gpu_tflops)
+    result = plan(
+        model,
+        gpu_spec,
+        kv_dtype=kv_dtype,
+        tp=tp,
+        context_tokens=context,
+        concurrency=concurrency,
+        block_size=block_size,
+        weight_dtype=weight_dtype,
+        gpu_memory_utilization=gpu_memory_utilization,
+        kv_cache_memory_bytes=kv_cache_memory_bytes,
+        max_num_batched_tokens=max_num_batched_tokens,
+        max_num_seqs=max_num_seqs,
+        offload_gb=offload_gb,
+        async_scheduling=async_scheduling,
+        enable_prefix_caching=prefix_caching,
+    )
+    if as_json:
+        out: dict[str, Any] = result.to_dict()
+        echo(json.dumps(out))
+    else:
+        _render(result, _console())
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console()

@@ -1,17 +1,20 @@
 """``kvlab simulate``: replay a workload or trace through the simulated vLLM engine.
 
-Typer is imported only by :func:`register`: ``python -m kvlab simulate`` with
-plain arguments is parsed by :func:`parse_plain_args` and run without building
-the Typer app (see :mod:`kvlab.cli.entry`).
+Its parameters are declared once, in :data:`PARAMS`: :func:`register` builds
+the Typer command from them, and ``python -m kvlab simulate`` with a plain
+command line is parsed from them without importing Typer (see
+:mod:`kvlab.cli.entry`).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from kvlab.cli.options import REQUIRED, Param, echo, typer_command
 
 if TYPE_CHECKING:
     import typer
@@ -142,67 +145,62 @@ def write_markdown(result: Any, out: Path, workload_name: str) -> None:
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
 
 
-def register(app: typer.Typer) -> None:
-    import typer
+#: The parameters of ``kvlab simulate``, in help order (the Typer command and the plain
+#: parser of :mod:`kvlab.cli.entry` both read this table).
+PARAMS: tuple[Param, ...] = (
+    Param("workload", "str", REQUIRED, "Workload file, trace file or built-in trace."),
+    Param("model", "str", "meta-llama/Llama-3.1-8B", "Model.", ("--model", "-m")),
+    Param("gpu", "str", "h100-sxm", "GPU name or alias.", ("--gpu", "-g")),
+    Param("out", "path", REQUIRED, "Run directory to write.", ("--out", "-o")),
+    Param(
+        "fmt",
+        "str",
+        None,
+        "Input format: kvlab, mooncake, azure, vidur (default: detect).",
+        ("--format",),
+    ),
+    Param("policy", "str", "lru", "Eviction policy.", ("--policy",)),
+    Param("block_size", "int", 16, "Tokens per KV block.", ("--block-size",)),
+    Param(
+        "num_blocks",
+        "int",
+        None,
+        "GPU KV blocks incl. the null block (default: kvlab plan).",
+        ("--num-blocks", "--num-gpu-blocks"),
+    ),
+    Param("kv_dtype", "str", None, "KV dtype (bf16, fp8, ...).", ("--kv-dtype",)),
+    Param("offload_gb", "float", None, "CPU tier size (GiB).", ("--offload-gb",)),
+    Param("no_prefix_caching", "flag", False, "Disable prefix caching.", ("--no-prefix-caching",)),
+    Param("mode", "str", "prefix", "baseline, prefix, offload or fp8.", ("--mode",)),
+    Param(
+        "exact_steps",
+        "flag",
+        False,
+        "Simulate every decode step (reference mode, slower).",
+        ("--exact-steps",),
+    ),
+    Param(
+        "sets",
+        "strs",
+        (),
+        "Engine setting KEY=VALUE (repeatable), e.g. max_num_seqs=256.",
+        ("--set",),
+    ),
+    Param("seed", "int", 0, "Seed (for traces without timestamps).", ("--seed",)),
+    Param("as_json", "flag", False, "Print summary.json to stdout.", ("--json",)),
+    Param("quiet", "flag", False, "No progress bar.", ("--quiet", "-q")),
+    Param(
+        "plot",
+        "flag",
+        False,
+        "Also draw kv_timeline and residency figures (PNG + SVG; the plot extra).",
+        ("--plot",),
+    ),
+)
 
-    @app.command("simulate", help=HELP)
-    def simulate_cmd(
-        workload: str = typer.Argument(..., help="Workload file, trace file or built-in trace."),
-        model: str = typer.Option("meta-llama/Llama-3.1-8B", "--model", "-m", help="Model."),
-        gpu: str = typer.Option("h100-sxm", "--gpu", "-g", help="GPU name or alias."),
-        out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
-        fmt: str | None = typer.Option(
-            None, "--format", help="Input format: kvlab, mooncake, azure, vidur (default: detect)."
-        ),
-        policy: str = typer.Option("lru", "--policy", help="Eviction policy."),
-        block_size: int = typer.Option(16, "--block-size", help="Tokens per KV block."),
-        num_blocks: int | None = typer.Option(
-            None,
-            "--num-blocks",
-            "--num-gpu-blocks",
-            help="GPU KV blocks incl. the null block (default: kvlab plan).",
-        ),
-        kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV dtype (bf16, fp8, ...)."),
-        offload_gb: float | None = typer.Option(None, "--offload-gb", help="CPU tier size (GiB)."),
-        no_prefix_caching: bool = typer.Option(
-            False, "--no-prefix-caching", help="Disable prefix caching."
-        ),
-        mode: str = typer.Option("prefix", "--mode", help="baseline, prefix, offload or fp8."),
-        exact_steps: bool = typer.Option(
-            False, "--exact-steps", help="Simulate every decode step (reference mode, slower)."
-        ),
-        sets: list[str] = typer.Option(
-            [], "--set", help="Engine setting KEY=VALUE (repeatable), e.g. max_num_seqs=256."
-        ),
-        seed: int = typer.Option(0, "--seed", help="Seed (for traces without timestamps)."),
-        as_json: bool = typer.Option(False, "--json", help="Print summary.json to stdout."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-        plot: bool = typer.Option(
-            False,
-            "--plot",
-            help="Also draw kv_timeline and residency figures (PNG + SVG; the plot extra).",
-        ),
-    ) -> None:
-        run_command(
-            workload=workload,
-            model=model,
-            gpu=gpu,
-            out=out,
-            fmt=fmt,
-            policy=policy,
-            block_size=block_size,
-            num_blocks=num_blocks,
-            kv_dtype=kv_dtype,
-            offload_gb=offload_gb,
-            no_prefix_caching=no_prefix_caching,
-            mode=mode,
-            exact_steps=exact_steps,
-            sets=sets,
-            seed=seed,
-            as_json=as_json,
-            quiet=quiet,
-            plot=plot,
-        )
+
+def register(app: typer.Typer) -> None:
+    app.command("simulate", help=HELP)(typer_command(PARAMS, run_command))
 
 
 def run_command(
@@ -225,42 +223,36 @@ def run_command(
     as_json: bool,
     quiet: bool,
     plot: bool = False,
+    on_loaded: Callable[[], object] | None = None,
 ) -> None:
-    """The body of ``kvlab simulate`` (options already parsed).
-
-    The cyclic garbage collector stays paused for the whole command: a run
-    holds hundreds of thousands of long-lived objects, and the collections
-    that walked them each time the loader or the engine resumed the collector
-    cost more than parsing the trace. What a run leaves in reference cycles
-    (the engine's objects) is collected once, when the command ends (or not
-    at all: see :mod:`kvlab.cli.entry`).
-    """
-    from kvlab._gc import paused_gc
-
-    with paused_gc():
-        _simulate_and_save(
-            workload=workload,
-            cfg=build_config(
-                model=model,
-                gpu=gpu,
-                mode=mode,
-                policy=policy,
-                block_size=block_size,
-                num_blocks=num_blocks,
-                kv_dtype=kv_dtype,
-                offload_gb=offload_gb,
-                no_prefix_caching=no_prefix_caching,
-                exact_steps=exact_steps,
-                seed=seed,
-                sets=sets,
-            ),
-            out=out,
-            fmt=fmt,
-            seed=seed,
-            as_json=as_json,
-            quiet=quiet,
-            plot=plot,
-        )
+    """The body of ``kvlab simulate`` (options already parsed); ``on_loaded`` is
+    called once the workload is loaded, before the simulation starts (see
+    :mod:`kvlab.cli.entry`)."""
+    cfg = build_config(
+        model=model,
+        gpu=gpu,
+        mode=mode,
+        policy=policy,
+        block_size=block_size,
+        num_blocks=num_blocks,
+        kv_dtype=kv_dtype,
+        offload_gb=offload_gb,
+        no_prefix_caching=no_prefix_caching,
+        exact_steps=exact_steps,
+        seed=seed,
+        sets=sets,
+    )
+    _simulate_and_save(
+        workload=workload,
+        cfg=cfg,
+        out=out,
+        fmt=fmt,
+        seed=seed,
+        as_json=as_json,
+        quiet=quiet,
+        plot=plot,
+        on_loaded=on_loaded,
+    )
 
 
 def _simulate_and_save(
@@ -273,11 +265,14 @@ def _simulate_and_save(
     as_json: bool,
     quiet: bool,
     plot: bool,
+    on_loaded: Callable[[], object] | None,
 ) -> None:
     from kvlab.sim.engine import simulate
     from kvlab.workload.detect import load_workload
 
     wl = load_workload(workload, fmt, seed=seed)
+    if on_loaded is not None:
+        on_loaded()
     show = not quiet and not as_json and sys.stderr.isatty()
     if show:
         from rich.progress import Progress
@@ -304,136 +299,3 @@ def _simulate_and_save(
             f"{s['num_preemptions']:,} preemptions, TTFT p50 "
             f"{(s['ttft_s']['p50'] or 0):.3f} s (clock: roofline, uncalibrated) -> {out}"
         )
-
-
-def echo(text: str, *, err: bool = False) -> None:
-    """``typer.echo(text, err=err)``, without importing Typer for plain ASCII text.
-
-    Typer (click) writes the text and a newline and flushes; it would also
-    strip ANSI escapes on a non-terminal and adapt the stream's encoding,
-    which only non-ASCII or escape-carrying text can notice: that goes
-    through Typer itself.
-    """
-    if not text.isascii() or "\x1b" in text:
-        import typer
-
-        typer.echo(text, err=err)
-        return
-    stream = sys.stderr if err else sys.stdout
-    stream.write(text + "\n")
-    stream.flush()
-
-
-#: Options of ``kvlab simulate`` for :func:`parse_plain_args`: name -> (parameter, kind),
-#: kind "str", "int", "float", "path" (take a value) or "flag". Defaults in PLAIN_DEFAULTS.
-PLAIN_OPTIONS: dict[str, tuple[str, str]] = {
-    "--model": ("model", "str"),
-    "-m": ("model", "str"),
-    "--gpu": ("gpu", "str"),
-    "-g": ("gpu", "str"),
-    "--out": ("out", "path"),
-    "-o": ("out", "path"),
-    "--format": ("fmt", "str"),
-    "--policy": ("policy", "str"),
-    "--block-size": ("block_size", "int"),
-    "--num-blocks": ("num_blocks", "int"),
-    "--num-gpu-blocks": ("num_blocks", "int"),
-    "--kv-dtype": ("kv_dtype", "str"),
-    "--offload-gb": ("offload_gb", "float"),
-    "--no-prefix-caching": ("no_prefix_caching", "flag"),
-    "--mode": ("mode", "str"),
-    "--exact-steps": ("exact_steps", "flag"),
-    "--set": ("sets", "str"),
-    "--seed": ("seed", "int"),
-    "--json": ("as_json", "flag"),
-    "--quiet": ("quiet", "flag"),
-    "-q": ("quiet", "flag"),
-    "--plot": ("plot", "flag"),
-}
-
-PLAIN_DEFAULTS: dict[str, Any] = {
-    "model": "meta-llama/Llama-3.1-8B",
-    "gpu": "h100-sxm",
-    "fmt": None,
-    "policy": "lru",
-    "block_size": 16,
-    "num_blocks": None,
-    "kv_dtype": None,
-    "offload_gb": None,
-    "no_prefix_caching": False,
-    "mode": "prefix",
-    "exact_steps": False,
-    "sets": [],
-    "seed": 0,
-    "as_json": False,
-    "quiet": False,
-    "plot": False,
-}
-
-_PLAIN_INT = re.compile(r"0|[1-9][0-9]{0,17}")
-_PLAIN_FLOAT = re.compile(r"(0|[1-9][0-9]{0,8})(\.[0-9]{1,6})?")
-
-
-def parse_plain_args(args: list[str]) -> dict[str, Any] | None:
-    """The keyword arguments of :func:`run_command` for ``kvlab simulate ARGS``, or None.
-
-    Only plain command lines are parsed: one WORKLOAD that does not start with
-    ``-``, ``--out``, and options from :data:`PLAIN_OPTIONS` written as
-    ``--name VALUE``, ``--name=VALUE`` or ``-x VALUE``, with non-empty values
-    that do not start with ``-`` or carry surrounding spaces, integers in
-    plain decimal, numbers as ``12`` or ``12.5``. Anything else (help, a typo,
-    an odd value) returns None and goes to Typer, which parses it (or reports
-    it) as it always has. For the lines accepted, the result equals what Typer
-    passes (tests/test_cli_entry.py checks both on generated lines).
-    """
-    kw: dict[str, Any] = {}
-    sets: list[str] = []
-    positional: list[str] = []
-    i = 0
-    while i < len(args):
-        tok = args[i]
-        i += 1
-        if not tok.startswith("-"):
-            positional.append(tok)
-            continue
-        name, eq, value = tok.partition("=")
-        spec = PLAIN_OPTIONS.get(name)
-        if spec is None or (eq and not name.startswith("--")):
-            return None
-        param, kind = spec
-        if kind == "flag":
-            if eq:
-                return None
-            kw[param] = True
-            continue
-        if not eq:
-            if i == len(args):
-                return None
-            value = args[i]
-            i += 1
-        parsed = _plain_value(value, kind)
-        if parsed is None:
-            return None
-        if param == "sets":
-            sets.append(parsed)
-        else:
-            kw[param] = parsed
-    if len(positional) != 1 or "out" not in kw or not _plain_text(positional[0]):
-        return None
-    return {**PLAIN_DEFAULTS, **kw, "workload": positional[0], "sets": sets}
-
-
-def _plain_text(value: str) -> bool:
-    return bool(value) and not value.startswith("-") and value == value.strip()
-
-
-def _plain_value(value: str, kind: str) -> Any:
-    if not _plain_text(value):
-        return None
-    if kind == "int":
-        return int(value) if _PLAIN_INT.fullmatch(value) else None
-    if kind == "float":
-        return float(value) if _PLAIN_FLOAT.fullmatch(value) else None
-    if kind == "path":
-        return Path(value)
-    return value

@@ -21,30 +21,40 @@ LRU is a stack algorithm (Mattson et al., "Evaluation techniques for storage
 hierarchies", IBM Systems Journal 1970): a cache of C blocks holds exactly the
 C most recently used blocks, so one pass that records each block's stack
 depth answers every capacity. :func:`lru_profile` computes the depths at the
-granularity of *runs* (consecutive blocks of one segment that are always
-touched together) rather than blocks, which keeps a 12k-request Mooncake
-trace at ``B = 16`` (9 million block touches) to about a second.
-:func:`reference_cache_curve` replays block by block with an ``OrderedDict``;
-tests check that both agree exactly.
+granularity of *units* rather than blocks: a unit is a stretch of blocks that
+every request touching one of them touches all of (a chain of the prefix trie
+of the whole trace, :class:`PrefixTrie`, without branches or request ends).
+The shipped 12k-request Mooncake trace has about three units per request at
+any block size, against 24 blocks per request at ``B = 512`` and 750 at
+``B = 16``. :func:`reference_cache_curve` replays block by block with an
+``OrderedDict``; tests check that both agree exactly.
+
+Pure Python: numpy is imported only to pick default capacities.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate, compress, repeat
+from math import isqrt
 from numbers import Integral
+from operator import attrgetter, ne
 from typing import Any
 
-import numpy as np
-
-from kvlab._gc import paused_gc
 from kvlab.errors import ConfigError
-from kvlab.sim.block_keys import BlockKeyTable, block_keys
-from kvlab.workload.records import Request, Segment
+from kvlab.workload.records import Request
 
 #: Eviction policies cache-curve can compute (a stack algorithm is required).
 CURVE_POLICIES: tuple[str, ...] = ("lru",)
+
+_ARRIVAL = attrgetter("arrival_s")
+_PROMPT_TOKENS = attrgetter("prompt_tokens")
+_SEGMENTS = attrgetter("segments")
+_TOKENS = attrgetter("tokens")
+_CONTENT = attrgetter("content_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +120,7 @@ def cache_curve(
     """
     _check_args(block_size, capacities or (), policy)
     ordered = replay_order(requests)
-    with paused_gc():
-        profile = lru_profile(ordered, block_size)
+    profile = lru_profile(ordered, block_size)
     if capacities is None:
         capacities = auto_capacities(profile.num_distinct_blocks)
     return _curve(ordered, block_size, capacities, policy, profile.hit_blocks, profile)
@@ -119,6 +128,8 @@ def cache_curve(
 
 def auto_capacities(num_distinct_blocks: int, num_points: int = 12) -> list[int]:
     """Log-spaced capacities from ~1/2048 of the distinct blocks up to all of them."""
+    import numpy as np
+
     top = max(1, num_distinct_blocks)
     low = max(1, top // 2048)
     grid = np.unique(np.geomspace(low, top, num_points).round().astype(np.int64))
@@ -129,6 +140,8 @@ def reference_cache_curve(
     requests: Iterable[Request], block_size: int, capacities: Sequence[int]
 ) -> CacheCurve:
     """The same curve by direct replay, one block at a time (slow; for tests)."""
+    from kvlab.sim.block_keys import BlockKeyTable, block_keys
+
     _check_args(block_size, capacities, "lru")
     ordered = replay_order(requests)
     table = BlockKeyTable()
@@ -148,6 +161,8 @@ def replay_order(requests: Iterable[Request]) -> list[Request]:
     infinitely fast compute that request finished the moment it arrived.
     """
     reqs = list(requests)
+    if None not in map(_ARRIVAL, reqs):  # open loop: by arrival (a stable sort)
+        return sorted(reqs, key=_ARRIVAL)
     session_time: dict[str, float] = {}
     keyed: list[tuple[float, Request]] = []
     for r in reqs:
@@ -176,35 +191,151 @@ class LruProfile:
 
     def __init__(
         self,
-        point_depths: np.ndarray,
-        point_counts: np.ndarray,
-        range_lo: np.ndarray,
-        range_hi: np.ndarray,
+        point_depths: Sequence[int],
+        point_counts: Sequence[int],
+        range_lo: Sequence[int],
+        range_hi: Sequence[int],
         num_distinct_blocks: int,
     ) -> None:
-        order = np.argsort(point_depths, kind="stable")
-        self._pv = point_depths[order]
-        self._pc = np.concatenate([[0], np.cumsum(point_counts[order])])
-        self._lo = np.sort(range_lo)
-        self._hi = np.sort(range_hi)
-        self._lo_sum = np.concatenate([[0], np.cumsum(self._lo)])
-        self._hi_sum = np.concatenate([[0], np.cumsum(self._hi)])
+        order = sorted(range(len(point_depths)), key=point_depths.__getitem__)
+        self._pv = [int(point_depths[i]) for i in order]
+        self._pc = [0, *accumulate(int(point_counts[i]) for i in order)]
+        self._lo = sorted(map(int, range_lo))
+        self._hi = sorted(map(int, range_hi))
+        self._lo_sum = [0, *accumulate(self._lo)]
+        self._hi_sum = [0, *accumulate(self._hi)]
         self.num_distinct_blocks = num_distinct_blocks
-        self.hit_blocks_infinite = int(self._pc[-1]) + int(np.sum(range_hi - range_lo))
+        self.hit_blocks_infinite = self._pc[-1] + self._hi_sum[-1] - self._lo_sum[-1]
 
     def hit_blocks(self, capacity_blocks: int | None) -> int:
         """Hit blocks over the trace with ``capacity_blocks`` (None: infinite)."""
         if capacity_blocks is None:
             return self.hit_blocks_infinite
         c = capacity_blocks
-        n_pts = int(np.searchsorted(self._pv, c, side="right"))
-        total = int(self._pc[n_pts])
+        total = self._pc[bisect_right(self._pv, c)]
         # a range [lo, hi) holds min(c + 1 - lo, hi - lo) depths <= c, when lo <= c
-        n_lo = int(np.searchsorted(self._lo, c, side="right"))
-        total += n_lo * (c + 1) - int(self._lo_sum[n_lo])
-        n_hi = int(np.searchsorted(self._hi, c + 1, side="right"))
-        total -= n_hi * (c + 1) - int(self._hi_sum[n_hi])
+        n_lo = bisect_right(self._lo, c)
+        total += n_lo * (c + 1) - self._lo_sum[n_lo]
+        n_hi = bisect_right(self._hi, c + 1)
+        total -= n_hi * (c + 1) - self._hi_sum[n_hi]
         return total
+
+
+class PrefixTrie:
+    """The prefix trie of a sequence of prompts, in tokens.
+
+    Token i of a prompt is the pair (content id, offset in that stream), as in
+    :mod:`kvlab.sim.block_keys`: two prompts share their first D tokens iff
+    their paths pass through the same point at depth D, and then they share
+    every full block in those tokens. Nodes are ints, 0 is the root.
+    Invariants: ``depth[v]`` counts the tokens from the root to node v
+    (``depth[parent[v]] < depth[v]``); the edge into v holds consecutive tokens
+    of one content stream; prompt r ends at node ``ends[r]`` (its depth is the
+    prompt's tokens); a node is where a prompt's segment ends or where two
+    prompts part; ``num_children[v]`` counts the edges out of v.
+    """
+
+    __slots__ = ("depth", "ends", "num_children", "parent")
+
+    def __init__(self, requests: Iterable[Request]) -> None:
+        depth, parent, n_children = [0], [0], [0]
+        ends: list[int] = []
+        # The edge into node v holds the stream edge_content[v] from offset edge_offset[v]
+        # on. The children of v: v + 1 when parent[v + 1] == v (the nodes of a new
+        # prompt's tail form such a chain), and the others by edge in `child`: (parent,
+        # content id, offset) -> node.
+        edge_content, edge_offset = [""], [0]
+        child: dict[tuple[int, str, int], int] = {}
+        get = child.get
+        for segs in map(_SEGMENTS, requests):
+            tokens = list(map(_TOKENS, segs))
+            contents = list(map(_CONTENT, segs))
+            if 0 in tokens:  # an empty segment holds no tokens
+                kept = [i for i, t in enumerate(tokens) if t]
+                tokens, contents = [tokens[i] for i in kept], [contents[i] for i in kept]
+            v = d = off = j = 0  # at node v (depth d), segment j's tokens from offset off on
+            k = len(tokens)
+            while j < k:
+                t, cid = tokens[j], contents[j]
+                c = v + 1
+                if not (
+                    c < len(depth)
+                    and parent[c] == v
+                    and edge_content[c] == cid
+                    and edge_offset[c] == off
+                ):
+                    found = get((v, cid, off))
+                    if found is None:
+                        break
+                    c = found
+                d_c = depth[c]
+                if d_c - d > t - off:  # the segment ends inside the edge into c: split it
+                    w = len(depth)
+                    d += t - off
+                    depth.append(d)
+                    parent.append(v)
+                    n_children.append(1)
+                    edge_content.append(cid)
+                    edge_offset.append(off)
+                    child[(v, cid, off)] = w
+                    child[(w, cid, t)] = c
+                    parent[c] = w
+                    edge_offset[c] = t
+                    v, off, j = w, 0, j + 1
+                    continue
+                v, off, d = c, off + d_c - d, d_c
+                if off == t:
+                    off, j = 0, j + 1
+            if j < k:  # new tokens from v on: a chain of one node per segment left
+                first = len(depth)
+                m = k - j
+                if first != v + 1:
+                    child[(v, contents[j], off)] = first
+                lengths = tokens[j:]
+                lengths[0] -= off
+                depths = accumulate(lengths, initial=d)
+                next(depths)
+                depth += depths
+                parent.append(v)
+                parent += range(first, first + m - 1)
+                n_children[v] += 1
+                n_children += repeat(1, m - 1)
+                n_children.append(0)
+                edge_content += contents[j:]
+                edge_offset.append(off)
+                edge_offset += repeat(0, m - 1)
+                v = first + m - 1
+            ends.append(v)
+        self.depth = depth
+        self.parent = parent
+        self.num_children = n_children
+        self.ends = ends
+
+    def units(self, block_size: int) -> tuple[list[int], list[int]]:
+        """The trie's units of blocks: ``(up, num_blocks)`` indexed by node.
+
+        A unit ends at a node where a prompt ends or the trie branches; it holds
+        the full blocks (block boundaries, at depths that are multiples of
+        ``block_size``) below the nearest such node above it, ``up[v]`` (or the
+        root), down to v: ``num_blocks[v]`` of them. Every prompt through one
+        block of a unit goes through all of it. Nodes inside units get 0 blocks.
+        """
+        depth, parent = self.depth, self.parent
+        is_end = list(map(ne, self.num_children, repeat(1)))
+        for v in self.ends:
+            is_end[v] = True
+        is_end[0] = False
+        up = [0] * len(depth)
+        num_blocks = [0] * len(depth)
+        is_end_or_root = is_end.copy()
+        is_end_or_root[0] = True
+        for v in compress(range(len(depth)), is_end):
+            p = parent[v]
+            while not is_end_or_root[p]:
+                p = parent[p]
+            up[v] = p
+            num_blocks[v] = depth[v] // block_size - depth[p] // block_size
+        return up, num_blocks
 
 
 def lru_profile(ordered: Sequence[Request], block_size: int) -> LruProfile:
@@ -213,201 +344,94 @@ def lru_profile(ordered: Sequence[Request], block_size: int) -> LruProfile:
     Notation: request r's cacheable blocks k_0..k_{n-1} form a path from the
     root of the prefix trie. ``last(k)`` is the latest request that touched
     block k; along a path it never increases (whoever touched k_i touched
-    k_0..k_{i-1}). Blocks whose last toucher is request q are q's blocks at
-    depths ``[lam[q], n_q)``, where ``lam[q]`` is the longest prefix q shares
-    with any later request; in the stack they sit in path order below every
-    block touched after q. So block k_i with ``last = q`` has stack depth
-    ``S(> q) + (i - lam[q]) + 1``, where ``S(> q)`` counts blocks whose last
-    toucher came after q (a Fenwick tree over request index holds
-    ``n_q - lam[q]`` per request).
+    k_0..k_{i-1}), and it is the same for all blocks of a unit
+    (:meth:`PrefixTrie.units`). Blocks whose last toucher is request q are
+    q's blocks at depths ``[lam[q], n_q)``, where ``lam[q]`` is the longest
+    prefix q shares with any later request; in the stack they sit in path
+    order below every block touched after q. So block k_i with ``last = q``
+    has stack depth ``S(> q) + (i - lam[q]) + 1``, where ``S(> q)`` counts
+    blocks whose last toucher came after q (:class:`_SuffixSums` over request
+    index holds ``n_q - lam[q]`` per request).
     """
-    runs_of = _Runs(block_size)
+    trie = PrefixTrie(ordered)
+    up, unit_blocks = trie.units(block_size)
+    depth = trie.depth
     n_req = len(ordered)
-    fen = _Fenwick(n_req)
+    last = [-1] * len(depth)  # per unit (by its end node): the request that touched it last
     lam = [0] * n_req
-    state: dict[int, list[tuple[int, int]]] = {}
+    alive = _SuffixSums(n_req)
     pv: list[int] = []
     pc: list[int] = []
     lo: list[int] = []
     hi: list[int] = []
-    for r, req in enumerate(ordered):
-        path = _last_touch_pieces(runs_of.runs(req.segments), state, r)
-        n_blocks = path[-1][1] if path else 0
-        nh = (req.prompt_tokens - 1) // block_size
-        _record_hits(path, nh, fen, lam, pv, pc, lo, hi)
-        for _a, b, q in path:
+    for r, (v, n_tokens) in enumerate(zip(trie.ends, map(_PROMPT_TOKENS, ordered), strict=True)):
+        # the path's units from its end up, merged into pieces [start, end) of one toucher
+        n_blocks = pos = depth[v] // block_size
+        starts: list[int] = []
+        stops: list[int] = []
+        touchers: list[int] = []
+        while v:
+            n = unit_blocks[v]
+            if n:
+                q = last[v]
+                last[v] = r
+                if touchers and touchers[-1] == q:
+                    starts[-1] -= n
+                else:
+                    starts.append(pos - n)
+                    stops.append(pos)
+                    touchers.append(q)
+                pos -= n
+            v = up[v]
+        # running stack depth of the first nh blocks, from the root down
+        nh = (n_tokens - 1) // block_size
+        running = 0
+        for a, b, q in zip(reversed(starts), reversed(stops), reversed(touchers), strict=True):
+            if a >= nh or q < 0:
+                break
+            b2 = b if b < nh else nh
+            base = alive.after(q, r) + 1 - lam[q]  # depth of block i is base + i
+            i_star = max(a, running - base + 1)  # first block deeper than the running max
+            if i_star > a:
+                pv.append(running)
+                pc.append(min(i_star, b2) - a)
+            if i_star < b2:
+                lo.append(base + i_star)
+                hi.append(base + b2)
+            running = max(running, base + b2 - 1)
+        for b, q in zip(stops, touchers, strict=True):
             if q >= 0:
-                fen.add(q, lam[q] - b)
+                alive.add(q, lam[q] - b)
                 lam[q] = b
-        fen.add(r, n_blocks)
-    distinct = sum(st[-1][0] for st in state.values())
-    i64 = np.int64
-    return LruProfile(
-        np.array(pv, dtype=i64),
-        np.array(pc, dtype=i64),
-        np.array(lo, dtype=i64),
-        np.array(hi, dtype=i64),
-        distinct,
-    )
+        alive.add(r, n_blocks)
+    return LruProfile(pv, pc, lo, hi, sum(unit_blocks))
 
 
-# --------------------------------------------------------------------------- internals
+class _SuffixSums:
+    """Int counts over slots 0..n-1, with sums over the slots after a given one.
 
-
-def _last_touch_pieces(
-    runs: list[tuple[int, int]], state: dict[int, list[tuple[int, int]]], r: int
-) -> list[list[int]]:
-    """Split request r's path into pieces ``[a, b, q]``: blocks a..b-1 last touched by q.
-
-    ``q == -1`` marks blocks never seen. ``state[run]`` lists ``(end, q)``:
-    blocks ``[previous end, end)`` of the run were last touched by q (ends
-    increasing, q decreasing). It is updated to say request r touched them.
-    """
-    pieces: list[list[int]] = []
-    pos = 0
-    for key, length in runs:
-        st = state.get(key)
-        if st is None:
-            _append(pieces, pos, pos + length, -1)
-            state[key] = [(length, r)]
-        else:
-            j = 0
-            for end, q in st:
-                e = end if end < length else length
-                _append(pieces, pos + j, pos + e, q)
-                j = e
-                if j >= length:
-                    break
-            if j < length:
-                _append(pieces, pos + j, pos + length, -1)
-            if st[-1][0] <= length:
-                state[key] = [(length, r)]
-            else:
-                state[key] = [(length, r), *(t for t in st if t[0] > length)]
-        pos += length
-    return pieces
-
-
-def _append(pieces: list[list[int]], a: int, b: int, q: int) -> None:
-    if pieces:
-        last = pieces[-1]
-        if last[2] == q and last[1] == a:
-            last[1] = b
-            return
-    pieces.append([a, b, q])
-
-
-def _record_hits(
-    path: list[list[int]],
-    nh: int,
-    fen: _Fenwick,
-    lam: list[int],
-    pv: list[int],
-    pc: list[int],
-    lo: list[int],
-    hi: list[int],
-) -> None:
-    """Record the running stack depth of the request's first ``nh`` blocks."""
-    running = 0
-    for a, b, q in path:
-        if a >= nh or q < 0:
-            return
-        b2 = b if b < nh else nh
-        base = fen.total - fen.prefix(q) + 1 - lam[q]  # depth of block i is base + i
-        i_star = max(a, running - base + 1)  # first block deeper than the running max
-        if i_star > a:
-            pv.append(running)
-            pc.append(min(i_star, b2) - a)
-        if i_star < b2:
-            lo.append(base + i_star)
-            hi.append(base + b2)
-        running = max(running, base + b2 - 1)
-
-
-class _Runs:
-    """Splits a prompt's full blocks into runs with canonical keys.
-
-    A run is a maximal stretch of blocks lying inside one segment, or one
-    block straddling segments. Its key names the key of the block before it
-    plus its first piece (straddling: all pieces), so block j of run K is the
-    same block wherever ``(K, j)`` occurs, and two different ``(K, j)`` are
-    different blocks (same equivalence as :func:`kvlab.sim.block_keys.block_keys`).
+    Slots are grouped in chunks of about sqrt(n) with a running sum each, so an
+    update is O(1) and :meth:`after` adds two short lists.
     """
 
-    def __init__(self, block_size: int) -> None:
-        self.block_size = block_size
-        self._keys: dict[tuple[object, ...], int] = {}
-
-    def runs(self, segments: Sequence[Segment]) -> list[tuple[int, int]]:
-        """``(run key, number of blocks)`` for the prompt's full blocks, in order."""
-        bs = self.block_size
-        keys = self._keys
-        out: list[tuple[int, int]] = []
-        pk, pj = -1, 0  # the block before: block pj of run pk (-1: none yet)
-        carry: list[tuple[str, int, int]] = []
-        fill = 0
-        for seg in segments:
-            cid, t = seg.content_id, seg.tokens
-            if t == 0:
-                continue
-            off = 0
-            if fill:
-                take = min(bs - fill, t)
-                carry.append((cid, 0, take))
-                fill += take
-                off = take
-                if fill < bs:
-                    continue
-                k: tuple[object, ...] = (pk, pj, tuple(carry))
-                key = keys.get(k)
-                if key is None:
-                    key = keys[k] = len(keys)
-                out.append((key, 1))
-                pk, pj = key, 0
-                carry = []
-                fill = 0
-            m = (t - off) // bs
-            if m:
-                k = (pk, pj, cid, off)
-                key = keys.get(k)
-                if key is None:
-                    key = keys[k] = len(keys)
-                out.append((key, m))
-                pk, pj = key, m - 1
-                off += m * bs
-            if off < t:
-                carry = [(cid, off, t)]
-                fill = t - off
-        return out
-
-
-class _Fenwick:
-    """Binary indexed tree of int counts over slots 0..n-1, with a running total."""
-
-    __slots__ = ("_tree", "total")
+    __slots__ = ("_chunk", "_chunk_sums", "_values")
 
     def __init__(self, n: int) -> None:
-        self._tree = [0] * (n + 1)
-        self.total = 0
+        self._chunk = max(16, isqrt(n))
+        self._values = [0] * n
+        self._chunk_sums = [0] * (n // self._chunk + 1)
 
     def add(self, i: int, delta: int) -> None:
-        self.total += delta
-        tree = self._tree
-        i += 1
-        n = len(tree)
-        while i < n:
-            tree[i] += delta
-            i += i & -i
+        self._values[i] += delta
+        self._chunk_sums[i // self._chunk] += delta
 
-    def prefix(self, i: int) -> int:
-        """Sum of slots 0..i."""
-        tree = self._tree
-        s = 0
-        i += 1
-        while i > 0:
-            s += tree[i]
-            i -= i & -i
-        return s
+    def after(self, i: int, top: int) -> int:
+        """Sum of slots ``i + 1 .. top`` (the slots after ``top`` are all 0)."""
+        k = self._chunk
+        c = i // k
+        if c == top // k:
+            return sum(self._values[i + 1 : top + 1])
+        return sum(self._values[i + 1 : (c + 1) * k]) + sum(self._chunk_sums[c + 1 : top // k + 1])
 
 
 class _FixedProfile:
@@ -469,8 +493,9 @@ def _curve(
     hit_blocks: Any,
     profile: LruProfile | _FixedProfile,
 ) -> CacheCurve:
-    tokens = sum(r.prompt_tokens for r in ordered)
-    hittable = sum((r.prompt_tokens - 1) // block_size for r in ordered)
+    prompt_tokens = list(map(_PROMPT_TOKENS, ordered))
+    tokens = sum(prompt_tokens)
+    hittable = sum([(n - 1) // block_size for n in prompt_tokens])
 
     def point(capacity: int | None) -> CurvePoint:
         h = hit_blocks(capacity)
@@ -498,6 +523,7 @@ __all__ = [
     "CacheCurve",
     "CurvePoint",
     "LruProfile",
+    "PrefixTrie",
     "auto_capacities",
     "cache_curve",
     "lru_profile",

@@ -104,8 +104,8 @@ def load_workload(
     """
     if fmt is not None and fmt not in FORMATS:
         raise ConfigError(f"unknown workload format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if fmt is None and not Path(path).exists():
-        from kvlab.workload.generators import SHAPES, generate
+    if fmt is None and not Path(path).exists() and str(path) not in BUILTIN_TRACES:
+        from kvlab.workload.generators import SHAPES, generate  # imports numpy
 
         if str(path) in SHAPES:  # a built-in shape, generated with its defaults
             return generate(str(path), seed=seed)

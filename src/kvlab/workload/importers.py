@@ -34,15 +34,13 @@ from __future__ import annotations
 import gzip
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from itertools import chain
-from operator import itemgetter
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kvlab._gc import paused_gc
 from kvlab.errors import ConfigError, WorkloadError
 from kvlab.workload import bulk
 from kvlab.workload.records import Request, Segment, Workload
@@ -81,40 +79,69 @@ class _Counts:
 
 def read_mooncake(path: str | Path, *, name: str | None = None) -> Workload:
     """Read a Mooncake JSONL trace (one request per line)."""
-    with paused_gc():
-        return _read_mooncake(Path(path), name)
-
-
-def _read_mooncake(p: Path, name: str | None) -> Workload:
-    rows = _json_rows(p, _read_lines(p))
+    p = Path(path)
+    line_nos, values = _json_rows(p, _read_lines(p))
+    ts_ms, n_in, n_out, ids = _mooncake_columns(p, line_nos, values)
+    del values  # the rows' dicts: only the hash id lists are kept
+    segments = _mooncake_segments(p, line_nos, n_in, ids)
     counts = _Counts()
-    parsed = [_mooncake_row(p, line_no, d) for line_no, d in rows]
-    segments = _mooncake_segments(p, parsed)
-    full = MOONCAKE_BLOCK_TOKENS
-    rids: list[str] = []
-    prompts: list[tuple[Segment, ...]] = []
-    outputs: list[int] = []
-    arrivals: list[float] = []
-    prompt_tokens: list[int] = []
-    for index, (_line_no, ts_ms, n_in, n_out, ids) in enumerate(parsed):
-        if n_in == 0:
-            counts.skipped_empty_prompt += 1
-            continue
-        segs = list(map(segments.__getitem__, ids))
-        last = n_in - full * (len(ids) - 1)
-        if last != full:
-            segs[-1] = segments[(ids[-1], last)]
-        rids.append(str(index))
-        prompts.append(tuple(segs))
-        outputs.append(counts.output_tokens(n_out))
-        arrivals.append(ts_ms / 1000.0)
-        prompt_tokens.append(n_in)  # the segments' tokens: 512 per id, the rest in the last
-    reqs = bulk.open_loop_requests(rids, prompts, outputs, arrivals, prompt_tokens)
-    out = list(zip(arrivals, reqs, strict=True))
-    meta: dict[str, Any] = {"source_format": "mooncake", "source": p.name, "num_rows": len(rows)}
+    kept: Sequence[int] = range(len(n_in))
+    if 0 in n_in:  # rows without a prompt (and so without ids) are skipped
+        kept = [i for i, n in enumerate(n_in) if n]
+        ts_ms = [ts_ms[i] for i in kept]
+        n_in, n_out, ids = [n_in[i] for i in kept], [n_out[i] for i in kept], [ids[i] for i in kept]
+    counts.skipped_empty_prompt = len(line_nos) - len(kept)
+    prompts = list(map(tuple, map(map, repeat(segments.__getitem__), ids)))
+    counts.output_clamped = n_out.count(0)
+    outputs = [o or 1 for o in n_out] if counts.output_clamped else n_out
+    arrivals = list(map((1000.0).__rtruediv__, ts_ms))  # each ts_ms / 1000.0
+    rids = list(map(str, kept))
+    # prompt tokens: the segments' tokens, 512 per id and the rest in the last
+    reqs = bulk.open_loop_requests(rids, prompts, outputs, arrivals, n_in)
+    meta: dict[str, Any] = {"source_format": "mooncake", "source": p.name}
+    meta["num_rows"] = len(line_nos)
     meta["block_tokens"] = MOONCAKE_BLOCK_TOKENS
     meta.update(counts.meta())
-    return Workload(requests=_sorted(out), name=name or p.stem, meta=meta)
+    return Workload(requests=_sorted(arrivals, reqs), name=name or p.stem, meta=meta)
+
+
+def _mooncake_columns(
+    p: Path, line_nos: Sequence[int], values: list[Any]
+) -> tuple[list[float], list[int], list[int], list[list[Any]]]:
+    """The validated columns of a Mooncake trace: timestamps (ms), input and output
+    lengths, hash id lists (each as long as its input length needs).
+
+    Checked column by column; if any check fails, the rows are checked one by one
+    (:func:`_mooncake_row`), which names the first bad line and field, or, for values
+    that are valid but unusual (a count written ``12.0``), normalizes them.
+    """
+    try:
+        columns: list[list[Any]] = [
+            list(map(dict.get, values, repeat(key)))
+            for key in ("timestamp", "input_length", "output_length", "hash_ids")
+        ]
+        ts, n_in, n_out, ids = columns
+        ts_ms = list(map(float, ts)) if set(map(type, ts)) <= {int, float} else None
+    except (TypeError, OverflowError):  # a row that is not an object, a huge timestamp
+        ts_ms = None
+    if (
+        ts_ms is not None
+        and all(map(math.isfinite, ts_ms))
+        and min(ts_ms, default=0.0) >= 0
+        and set(map(type, n_in)) | set(map(type, n_out)) <= {int}
+        and min(n_in, default=0) >= 0
+        and min(n_out, default=0) >= 0
+        and set(map(type, ids)) <= {list}
+        and list(map(len, ids)) == [-(-n // MOONCAKE_BLOCK_TOKENS) for n in n_in]
+    ):
+        return ts_ms, n_in, n_out, ids
+    rows = [_mooncake_row(p, n, d) for n, d in zip(line_nos, values, strict=True)]
+    return (
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+        [r[4] for r in rows],
+    )
 
 
 def _mooncake_row(p: Path, line_no: int, d: Any) -> tuple[int, float, int, int, list[Any]]:
@@ -139,17 +166,22 @@ def _mooncake_row(p: Path, line_no: int, d: Any) -> tuple[int, float, int, int, 
 
 
 def _mooncake_segments(
-    p: Path, parsed: list[tuple[int, float, int, int, list[Any]]]
+    p: Path, line_nos: Sequence[int], n_in: list[int], ids: list[list[Any]]
 ) -> dict[Any, Segment]:
-    """One shared Segment per hash id (512 tokens), plus (id, n) for partial last blocks."""
+    """The Segment of each key in ``ids``: one shared Segment per hash id (512 tokens).
+
+    A request whose last id covers fewer than 512 tokens gets that id replaced
+    in ``ids`` by the key ``(id, tokens)``, whose Segment holds those tokens.
+    Raises WorkloadError for an id that is not an integer.
+    """
     full = MOONCAKE_BLOCK_TOKENS
     try:
-        unique = set(chain.from_iterable(row[4] for row in parsed))
+        unique = set(chain.from_iterable(ids))
     except TypeError:  # an unhashable id (a list or object); find its line below
         unique = set()
-    if not unique or any(type(h) is not int for h in unique):
-        for line_no, _ts, _in, _out, ids in parsed:
-            for h in ids:
+    if not unique or set(map(type, unique)) != {int}:
+        for line_no, row in zip(line_nos, ids, strict=True):
+            for h in row:
                 if type(h) is not int:
                     raise WorkloadError(
                         f"ids must be integers, got {h!r}", path=p, line=line_no, field="hash_ids"
@@ -159,31 +191,39 @@ def _mooncake_segments(
     table: dict[Any, Segment] = dict(
         zip(ordered, bulk.segments("context", [full] * len(ordered), contents), strict=True)
     )
-    for _line_no, _ts, n_in, _out, ids in parsed:
-        last = n_in - full * (len(ids) - 1)
-        if ids and last != full and (ids[-1], last) not in table:
-            table[(ids[-1], last)] = Segment(
-                kind="context", tokens=last, content_id=f"mooncake:{ids[-1]}"
-            )
+    partial: dict[tuple[Any, int], None] = {}
+    for n, row in zip(n_in, ids, strict=True):
+        last = n - full * (len(row) - 1)
+        if last != full:
+            row[-1] = key = (row[-1], last)
+            partial[key] = None
+    keys = list(partial)
+    tokens = [last for _, last in keys]
+    contents = [f"mooncake:{h}" for h, _ in keys]
+    table.update(zip(keys, bulk.segments("context", tokens, contents), strict=True))
     return table
 
 
-def _json_rows(p: Path, lines: list[str]) -> list[tuple[int, Any]]:
-    """Parse every non-empty line as JSON; returns (1-based line number, value) pairs."""
-    numbered = [(i + 1, s) for i, s in enumerate(lines) if s.strip()]
+def _json_rows(p: Path, lines: list[str]) -> tuple[Sequence[int], list[Any]]:
+    """Every non-empty line parsed as JSON: (their 1-based line numbers, their values)."""
+    texts = list(filter(str.strip, lines))
+    if len(texts) == len(lines):
+        line_nos: Sequence[int] = range(1, len(lines) + 1)
+    else:
+        line_nos = [i + 1 for i, s in enumerate(lines) if s.strip()]
     try:  # one json.loads call over the whole file is much faster than one per line
-        values = json.loads("[" + ",".join(s for _, s in numbered) + "]")
-        if len(values) == len(numbered):
-            return [(n, v) for (n, _), v in zip(numbered, values, strict=True)]
+        values = json.loads("[" + ",".join(texts) + "]")
+        if len(values) == len(texts):
+            return line_nos, values
     except ValueError:
         pass
-    rows = []
-    for n, s in numbered:
+    values = []
+    for n, s in zip(line_nos, texts, strict=True):
         try:
-            rows.append((n, json.loads(s)))
+            values.append(json.loads(s))
         except ValueError as e:
             raise WorkloadError(f"invalid JSON: {e}", path=p, line=n) from None
-    return rows
+    return line_nos, values
 
 
 # --------------------------------------------------------------------------- Azure
@@ -195,24 +235,23 @@ def read_azure(path: str | Path, *, name: str | None = None) -> Workload:
     Arrivals are seconds after the earliest ``TIMESTAMP`` (ISO date-time,
     resolution 1 microsecond; a 7th fractional digit is dropped).
     """
-    with paused_gc():
-        return _read_azure(Path(path), name)
+    return _read_azure(Path(path), name)
 
 
 def _read_azure(p: Path, name: str | None) -> Workload:
-    header, body = _csv_header(p, _read_lines(p), _AZURE_COLUMNS)
+    header, line_nos, body = _csv_header(p, _read_lines(p), _AZURE_COLUMNS)
     i_ts, i_in, i_out = (header.index(c) for c in _AZURE_COLUMNS)
-    rows = _csv_cells(p, body, len(header))
-    stamps = _column(p, body, rows, i_ts, "TIMESTAMP", datetime.fromisoformat)
-    n_in = _token_column(p, body, rows, i_in, "ContextTokens")
-    n_out = _token_column(p, body, rows, i_out, "GeneratedTokens")
+    cells = _csv_cells(p, line_nos, body, len(header))
+    stamps = _column(p, line_nos, cells[i_ts], "TIMESTAMP", datetime.fromisoformat)
+    n_in = _token_column(p, line_nos, cells[i_in], "ContextTokens")
+    n_out = _token_column(p, line_nos, cells[i_out], "GeneratedTokens")
     t0 = min(stamps, default=None)
     arrivals = [(t - t0).total_seconds() for t in stamps] if t0 is not None else []
     counts = _Counts()
-    reqs = _single_segment_requests(f"azure:{p.stem}:", n_in, n_out, arrivals, counts)
+    arrivals, reqs = _single_segment_requests(f"azure:{p.stem}:", n_in, n_out, arrivals, counts)
     meta: dict[str, Any] = {"source_format": "azure", "source": p.name, "num_rows": len(body)}
     meta.update(counts.meta())
-    return Workload(requests=_sorted(reqs), name=name or p.stem, meta=meta)
+    return Workload(requests=_sorted(arrivals, reqs), name=name or p.stem, meta=meta)
 
 
 def _single_segment_requests(
@@ -221,8 +260,9 @@ def _single_segment_requests(
     n_out: list[int],
     arrivals: list[float],
     counts: _Counts,
-) -> list[tuple[float, Request]]:
-    """One request per row, its prompt one segment of unique content."""
+) -> tuple[list[float], list[Request]]:
+    """One request per row with a prompt, its prompt one segment of unique content;
+    returns the requests and their arrivals."""
     if len(n_out) != len(n_in) or len(arrivals) != len(n_in):
         raise ValueError("columns of different lengths")
     kept = [i for i, tokens in enumerate(n_in) if tokens != 0]
@@ -235,8 +275,8 @@ def _single_segment_requests(
     outputs = [o or 1 for o in n_out] if 0 in n_out else n_out
     ids = list(map(str, kept))
     segs = bulk.segments("user", n_in, list(map(content_prefix.__add__, ids)))
-    reqs = bulk.open_loop_requests(ids, [(s,) for s in segs], outputs, arrivals, n_in)
-    return list(zip(arrivals, reqs, strict=True))
+    prompts = list(zip(segs))  # one-segment tuples
+    return arrivals, bulk.open_loop_requests(ids, prompts, outputs, arrivals, n_in)
 
 
 # --------------------------------------------------------------------------- Vidur
@@ -257,16 +297,15 @@ def read_vidur(
     """
     if rate_per_s is not None and not (math.isfinite(rate_per_s) and rate_per_s > 0):
         raise ConfigError(f"rate_per_s must be a positive number, got {rate_per_s!r}")
-    with paused_gc():
-        return _read_vidur(Path(path), rate_per_s, seed, name)
+    return _read_vidur(Path(path), rate_per_s, seed, name)
 
 
 def _read_vidur(p: Path, rate_per_s: float | None, seed: int, name: str | None) -> Workload:
-    header, body = _csv_header(p, _read_lines(p), _VIDUR_COLUMNS)
+    header, line_nos, body = _csv_header(p, _read_lines(p), _VIDUR_COLUMNS)
     i_in, i_out = (header.index(c) for c in _VIDUR_COLUMNS)
-    rows = _csv_cells(p, body, len(header))
-    n_in = _token_column(p, body, rows, i_in, "num_prefill_tokens")
-    n_out = _token_column(p, body, rows, i_out, "num_decode_tokens")
+    cells = _csv_cells(p, line_nos, body, len(header))
+    n_in = _token_column(p, line_nos, cells[i_in], "num_prefill_tokens")
+    n_out = _token_column(p, line_nos, cells[i_out], "num_decode_tokens")
     if rate_per_s is None:
         arrivals = [0.0] * len(body)
     else:
@@ -275,12 +314,12 @@ def _read_vidur(p: Path, rate_per_s: float | None, seed: int, name: str | None) 
         gaps = np.random.default_rng(seed).exponential(1.0 / rate_per_s, size=len(body))
         arrivals = np.cumsum(gaps).tolist()
     counts = _Counts()
-    reqs = _single_segment_requests(f"vidur:{p.stem}:", n_in, n_out, arrivals, counts)
+    arrivals, reqs = _single_segment_requests(f"vidur:{p.stem}:", n_in, n_out, arrivals, counts)
     meta: dict[str, Any] = {"source_format": "vidur", "source": p.name, "num_rows": len(body)}
     meta["rate_per_s"] = rate_per_s
     meta["seed"] = seed if rate_per_s is not None else None
     meta.update(counts.meta())
-    return Workload(requests=_sorted(reqs), name=name or p.stem, meta=meta)
+    return Workload(requests=_sorted(arrivals, reqs), name=name or p.stem, meta=meta)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -311,48 +350,51 @@ def _read_lines(p: Path) -> list[str]:
 
 def _csv_header(
     p: Path, lines: list[str], required: tuple[str, ...]
-) -> tuple[list[str], list[tuple[int, str]]]:
-    """The header's column names and the non-empty data lines with their line numbers."""
-    numbered = [(i + 1, s) for i, s in enumerate(lines) if s.strip()]
-    if not numbered:
+) -> tuple[list[str], Sequence[int], list[str]]:
+    """The header's column names, and the non-empty data lines with their line numbers."""
+    texts = list(filter(str.strip, lines))
+    if not texts:
         raise WorkloadError("empty file: expected a CSV header", path=p, line=1)
-    head_line, head = numbered[0]
-    header = [c.strip().strip('"').lstrip("\ufeff") for c in head.split(",")]
+    if len(texts) == len(lines):
+        line_nos: Sequence[int] = range(1, len(lines) + 1)
+    else:
+        line_nos = [i + 1 for i, s in enumerate(lines) if s.strip()]
+    header = [c.strip().strip('"').lstrip("\ufeff") for c in texts[0].split(",")]
     missing = [c for c in required if c not in header]
     if missing:
         raise WorkloadError(
             f"CSV header lacks column(s) {', '.join(missing)}; it has {', '.join(header)}",
             path=p,
-            line=head_line,
+            line=line_nos[0],
         )
-    return header, numbered[1:]
+    return header, line_nos[1:], texts[1:]
 
 
-def _csv_cells(p: Path, body: list[tuple[int, str]], width: int) -> list[list[str]]:
-    rows = [line.split(",") for _, line in body]
-    for (line_no, _), cells in zip(body, rows, strict=True):
-        if len(cells) != width:
+def _csv_cells(p: Path, line_nos: Sequence[int], body: list[str], width: int) -> list[list[str]]:
+    """The cells of ``body`` (lines of ``width`` comma-separated fields), column by column."""
+    if not body:
+        return [[] for _ in range(width)]
+    if set(map(str.count, body, repeat(","))) == {width - 1}:
+        cells = ",".join(body).split(",")
+        return [cells[i::width] for i in range(width)]
+    for line_no, line in zip(line_nos, body, strict=True):
+        n = line.count(",") + 1
+        if n != width:
             raise WorkloadError(
-                f"expected {width} comma-separated fields, got {len(cells)}", path=p, line=line_no
+                f"expected {width} comma-separated fields, got {n}", path=p, line=line_no
             )
-    return rows
+    raise AssertionError("unreachable: some line has a different width")
 
 
 def _column(
-    p: Path,
-    body: list[tuple[int, str]],
-    rows: list[list[str]],
-    i: int,
-    name: str,
-    parse: Callable[[str], T],
+    p: Path, line_nos: Sequence[int], cells: list[str], name: str, parse: Callable[[str], T]
 ) -> list[T]:
-    """Column ``i`` parsed by ``parse``; a failure names its line and field."""
-    cells = [r[i] for r in rows]
+    """``cells`` parsed by ``parse``; a failure names its line and field."""
     try:
         return list(map(parse, cells))
     except ValueError:
         pass
-    for (line_no, _), cell in zip(body, cells, strict=True):
+    for line_no, cell in zip(line_nos, cells, strict=True):
         try:
             parse(cell)
         except ValueError:
@@ -362,18 +404,15 @@ def _column(
     raise AssertionError("unreachable: some cell failed to parse")
 
 
-def _token_column(
-    p: Path, body: list[tuple[int, str]], rows: list[list[str]], i: int, name: str
-) -> list[int]:
-    """Column ``i`` as token counts >= 0 (whole numbers such as ``12.0`` are accepted)."""
-    cells = [r[i] for r in rows]
+def _token_column(p: Path, line_nos: Sequence[int], cells: list[str], name: str) -> list[int]:
+    """``cells`` as token counts >= 0 (whole numbers such as ``12.0`` are accepted)."""
     try:
         values = list(map(int, cells))
         if min(values, default=0) >= 0:
             return values
     except ValueError:
         pass
-    return [_int_cell(c, p, n, name) for (n, _), c in zip(body, cells, strict=True)]
+    return [_int_cell(c, p, n, name) for n, c in zip(line_nos, cells, strict=True)]
 
 
 def _int_cell(cell: str, p: Path, line_no: int, name: str) -> int:
@@ -418,10 +457,11 @@ def _time(v: Any, p: Path, line_no: int, name: str) -> float:
     return x
 
 
-def _sorted(items: list[tuple[float, Request]]) -> tuple[Request, ...]:
-    """Requests in stable arrival order (Python's sort is stable and linear when sorted)."""
-    items.sort(key=itemgetter(0))
-    return tuple(map(itemgetter(1), items))
+def _sorted(arrivals: list[float], reqs: list[Request]) -> tuple[Request, ...]:
+    """``reqs`` in stable order of ``arrivals`` (Python's sort is stable, and linear when
+    the arrivals are already sorted)."""
+    order = sorted(range(len(reqs)), key=arrivals.__getitem__)
+    return tuple(map(reqs.__getitem__, order))
 
 
 __all__ = ["MOONCAKE_BLOCK_TOKENS", "read_azure", "read_mooncake", "read_vidur"]
