@@ -39,3 +39,11 @@ def vllm_python() -> str:
     if not Path(py).exists():
         _require_live(f"KVLAB_VLLM_PYTHON={py} does not exist")
     return py
+
+
+@pytest.fixture(scope="session")
+def cli() -> Callable[[list[str]], object]:
+    """``cli(argv)``: run ``kvlab ARGV`` in-process (see tests/cli_run.py)."""
+    from cli_run import run_cli
+
+    return run_cli

@@ -26,7 +26,6 @@ file without requests is an error unless ``allow_empty=True``.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import tempfile
@@ -34,10 +33,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from kvlab.errors import WorkloadError
 from kvlab.workload.records import WORKLOAD_FORMAT_VERSION, Request, Workload
+from kvlab.workload.textfile import open_text, read_errors
 
 HEADER_KEY = "kvlab_workload"
 HEADER_FIELDS: frozenset[str] = frozenset(
@@ -124,7 +124,7 @@ def read_workload(path: str | Path, *, sort: bool = False, allow_empty: bool = F
         raise WorkloadError("no such file; generate one with `kvlab workload gen`", path=p)
     header: dict[str, Any] = {}
     entries: list[tuple[int, Request]] = []
-    with _open_text(p, "r") as f:
+    with read_errors(p), open_text(p, "r") as f:
         for lineno, raw in enumerate(f, start=1):
             line = raw.strip()
             if not line or line.startswith("#"):
@@ -228,7 +228,7 @@ def write_workload(w: Workload, path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        with _open_text(Path(tmp), "w", gz=p.suffix == ".gz") as f:
+        with open_text(Path(tmp), "w", gz=p.suffix == ".gz") as f:
             for line in workload_lines(w):
                 f.write(line + "\n")
         os.replace(tmp, p)
@@ -237,12 +237,6 @@ def write_workload(w: Workload, path: str | Path) -> Path:
             os.unlink(tmp)
         raise
     return p
-
-
-def _open_text(p: Path, mode: str, gz: bool | None = None) -> IO[str]:
-    if gz if gz is not None else p.suffix == ".gz":
-        return gzip.open(p, mode + "t", encoding="utf-8")  # type: ignore[return-value]
-    return p.open(mode, encoding="utf-8")
 
 
 def _no_extra_fields(obj: Mapping[str, Any], allowed: frozenset[str], prefix: str) -> None:

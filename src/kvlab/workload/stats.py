@@ -30,6 +30,11 @@ from typing import Any
 from kvlab.results import dist
 from kvlab.workload.records import RETENTION_CLASSES, Request, Workload
 
+#: Trace formats whose prompts are unique content (lengths only: no prefix information), as
+#: ``Workload.meta["source_format"]`` names them; :func:`workload_stats` then adds
+#: ``"prefix_information": False`` so a reader knows why the bound is 0.
+TRACES_WITHOUT_PREFIXES: frozenset[str] = frozenset({"azure", "vidur"})
+
 #: A run of tokens of one content id: (content id, start offset, end offset, retention).
 Piece = tuple[str, int, int, str]
 
@@ -160,7 +165,7 @@ def workload_stats(w: Workload, block_size: int = 16) -> dict[str, Any]:
             by_ret[s.retention] += s.tokens
             by_kind[s.kind] += s.tokens
     turns = Counter(r.session_id for r in reqs if r.session_id is not None)
-    return {
+    out: dict[str, Any] = {
         "name": w.name,
         "generator": w.meta.get("generator"),
         "seed": w.meta.get("seed"),
@@ -179,6 +184,9 @@ def workload_stats(w: Workload, block_size: int = 16) -> dict[str, Any]:
         "tokens_by_kind": dict(sorted(by_kind.items())),
         "prefix_reuse": prefix_reuse_bound(w, block_size).to_dict(),
     }
+    if w.meta.get("source_format") in TRACES_WITHOUT_PREFIXES:
+        out["prefix_information"] = False
+    return out
 
 
 __all__ = ["PrefixReuse", "blocks", "prefix_reuse_bound", "prompt_pieces", "workload_stats"]
