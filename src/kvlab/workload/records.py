@@ -47,6 +47,13 @@ SEGMENT_KINDS: tuple[str, ...] = (
 
 WORKLOAD_FORMAT_VERSION = 1
 
+#: The most tokens one segment, one prompt or one output may have: 2**31 - 1, far above
+#: any model's context window. A count above it is refused where it enters, so every
+#: count and sum of counts stays exact in the integer and float types kvlab computes with.
+MAX_TOKENS = 2**31 - 1
+#: The bound on ``turn`` and the magnitude of ``priority`` (a signed 64-bit integer).
+MAX_INDEX = 2**63 - 1
+
 
 @dataclass(frozen=True, slots=True)
 class Segment:
@@ -141,8 +148,14 @@ class Request:
         if not isinstance(segs_raw, list) or not segs_raw:
             raise WorkloadError("must be a non-empty list", field="segments")
         segments = tuple(Segment.from_dict(s, f"segments[{i}]") for i, s in enumerate(segs_raw))
-        if sum(s.tokens for s in segments) < 1:
+        prompt = sum(s.tokens for s in segments)
+        if prompt < 1:
             raise WorkloadError("the prompt must have at least one token", field="segments")
+        if prompt > MAX_TOKENS:
+            raise WorkloadError(
+                f"the prompt has {prompt:,} tokens, above the limit {MAX_TOKENS:,}",
+                field="segments",
+            )
         output_tokens = _nonneg_int(d.get("output_tokens"), "output_tokens")
         if output_tokens < 1:
             raise WorkloadError("must be >= 1", field="output_tokens")
@@ -157,10 +170,12 @@ class Request:
             raise WorkloadError("must be a string", field="session")
         if think is not None and session is None:
             raise WorkloadError("think_time_s needs a session", field="think_time_s")
-        turn = _nonneg_int(d.get("turn", 0), "turn")
+        turn = _nonneg_int(d.get("turn", 0), "turn", MAX_INDEX)
         priority = d.get("priority", 0)
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise WorkloadError("must be an integer", field="priority")
+        if abs(priority) > MAX_INDEX:
+            raise WorkloadError(f"must be within +-{MAX_INDEX}, got {priority}", field="priority")
         klass = d.get("class")
         if klass is not None and not isinstance(klass, str):
             raise WorkloadError("must be a string", field="class")
@@ -197,7 +212,8 @@ class Workload:
         return len(self.requests)
 
 
-def _nonneg_int(v: Any, name: str) -> int:
+def _nonneg_int(v: Any, name: str, limit: int = MAX_TOKENS) -> int:
+    """``v`` as an int in [0, limit] (a whole float such as ``12.0`` is accepted)."""
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise WorkloadError("must be an integer", field=name)
     if isinstance(v, float):
@@ -206,6 +222,8 @@ def _nonneg_int(v: Any, name: str) -> int:
         v = int(v)
     if v < 0:
         raise WorkloadError(f"must be >= 0, got {v}", field=name)
+    if v > limit:
+        raise WorkloadError(f"{v:.3g} is above the limit {limit:,}", field=name)
     return int(v)
 
 
@@ -223,6 +241,8 @@ def _opt_time(v: Any, name: str) -> float | None:
 
 
 __all__ = [
+    "MAX_INDEX",
+    "MAX_TOKENS",
     "RETENTION_CLASSES",
     "SEGMENT_KINDS",
     "WORKLOAD_FORMAT_VERSION",
