@@ -100,3 +100,27 @@ def test_gen_rejects_bad_numbers_quickly(
     assert param in res.one_line_error()
     assert res.wall_s < 5
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "field"),
+    [
+        (
+            "a.csv",
+            "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,1e30,5\n",
+            "Context",
+        ),
+        ("b.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,5,3e9\n", "Gener"),
+        ("v.csv", "num_prefill_tokens,num_decode_tokens\n100000000000,5\n", "num_prefill_tokens"),
+    ],
+)
+def test_trace_token_counts_above_the_bound(
+    cli: Cli, tmp_path: Path, name: str, text: str, field: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    for argv in (["workload", "stats", str(path)], ["workload", "show", str(path)]):
+        res = cli(argv)
+        assert res.code == 2, res.err
+        line = res.one_line_error()
+        assert str(path) in line and field in line and "data row 1" in line

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kvlab.errors import ConfigError, WorkloadError
-from kvlab.workload.records import Workload
+from kvlab.workload.records import MAX_TOKENS, Workload
 from kvlab.workload.textfile import open_text, read_errors
 
 #: Formats :func:`load_workload` understands.
@@ -130,10 +130,41 @@ def load_workload(
     from kvlab.workload import importers
 
     if fmt == "mooncake":
-        return importers.read_mooncake(p)
-    if fmt == "azure":
-        return importers.read_azure(p)
-    return importers.read_vidur(p, rate_per_s=rate_per_s, seed=seed)
+        wl = importers.read_mooncake(p)
+    elif fmt == "azure":
+        wl = importers.read_azure(p)
+    else:
+        wl = importers.read_vidur(p, rate_per_s=rate_per_s, seed=seed)
+    check_token_bounds(wl, p, fmt)
+    return wl
+
+
+#: The token-count columns of each trace format: (prompt, output).
+TOKEN_FIELDS: dict[str, tuple[str, str]] = {
+    "mooncake": ("input_length", "output_length"),
+    "azure": ("ContextTokens", "GeneratedTokens"),
+    "vidur": ("num_prefill_tokens", "num_decode_tokens"),
+}
+
+
+def check_token_bounds(wl: Workload, path: Path, fmt: str) -> None:
+    """WorkloadError naming the file, the data row and the column when an imported request
+    has more than :data:`~kvlab.workload.records.MAX_TOKENS` prompt or output tokens (a
+    kvlab file is checked line by line as it is read)."""
+    if not wl.requests:
+        return
+    worst = max(wl.requests, key=lambda r: max(r.prompt_tokens, r.output_tokens))
+    if max(worst.prompt_tokens, worst.output_tokens) <= MAX_TOKENS:
+        return
+    prompt_field, output_field = TOKEN_FIELDS[fmt]
+    big_prompt = worst.prompt_tokens > MAX_TOKENS
+    value = worst.prompt_tokens if big_prompt else worst.output_tokens
+    raise WorkloadError(
+        f"data row {int(worst.request_id) + 1}: {value:.3g} tokens is above the limit "
+        f"{MAX_TOKENS:,}",
+        path=path,
+        field=prompt_field if big_prompt else output_field,
+    )
 
 
 def _json_format(obj: Any) -> str | None:
