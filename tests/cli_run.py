@@ -10,9 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import io
+import signal
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+
+class Hang(BaseException):
+    """Raised in a run that passed its time limit (a BaseException, so no handler in
+    kvlab that catches Exception can swallow it)."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +30,7 @@ class CliRun:
     out: str
     err: str
     wall_s: float
+    hung: bool = False
 
     @property
     def traceback(self) -> bool:
@@ -36,19 +44,43 @@ class CliRun:
         return lines[0]
 
 
-def run_cli(argv: list[str]) -> CliRun:
-    """Run ``kvlab ARGV`` in this process; see the module docstring."""
+@contextlib.contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`Hang` in the main thread after ``seconds`` (None: no limit)."""
+    if seconds is None:
+        yield
+        return
+
+    def fire(signum: int, frame: object) -> None:
+        raise Hang(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run_cli(argv: list[str], limit_s: float | None = None) -> CliRun:
+    """Run ``kvlab ARGV`` in this process; see the module docstring. With ``limit_s`` a run
+    still going after that many seconds is stopped and marked ``hung``."""
     from kvlab.cli.app import main
 
     out, err = io.StringIO(), io.StringIO()
     code = 0
+    hung = False
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            main(argv)
+            with _time_limit(limit_s):
+                main(argv)
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except Hang:
+            hung, code = True, -1
         except BaseException:  # what a shell would show as a traceback
             err.write(traceback.format_exc())
             code = 1
-    return CliRun(code, out.getvalue(), err.getvalue(), time.perf_counter() - t0)
+    return CliRun(code, out.getvalue(), err.getvalue(), time.perf_counter() - t0, hung)

@@ -73,7 +73,8 @@ class CommonParams:
                 raise ConfigError(f"parameter {f.name} must be >= {lo}, got {v}")
             hi = _upper_bound(f.name, v)
             if not v <= hi:
-                raise ConfigError(f"parameter {f.name} must be <= {hi:g}, got {v:g}")
+                limit = f"{hi:,}" if isinstance(hi, int) else f"{hi:g}"
+                raise ConfigError(f"parameter {f.name} must be <= {limit}, got {v:g}")
         for name in ("rate_per_s", "burstiness"):
             v = getattr(self, name)
             if 0 < v < MIN_RATE:
@@ -112,7 +113,7 @@ class CommonParams:
         return draw_lengths(rng, mean, n, cv=self.length_cv, minimum=minimum)
 
 
-def _upper_bound(name: str, value: float) -> float:
+def _upper_bound(name: str, value: float) -> int | float:
     """The largest value parameter ``name`` may take (see :meth:`CommonParams.check`)."""
     if name.endswith("_tokens"):
         return MAX_TOKENS
