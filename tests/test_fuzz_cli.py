@@ -3,8 +3,9 @@
 A seeded mutator (:class:`Mutator`) damages the files kvlab ships (the traces and model
 configs in ``kvlab/data``) and generated workload files: flipped bytes, cut lines, numbers
 replaced by NaN, infinity, 1e30 or a string, dropped or mistyped fields, gzip that is not
-gzip or ends early. Each mutant goes through the commands that read it (``workload stats``
-and ``show`` for workloads and traces; ``plan --model`` and ``models show`` for configs),
+gzip or ends early. Each mutant goes through the commands that read it (``workload stats``,
+``show`` and, fewer, ``simulate`` for workloads and traces; ``plan --model`` and
+``models show`` for configs),
 and the float and integer options of ``plan`` and ``workload gen`` get the same bad
 numbers. Every run must end with exit code 0, 1 or 2, print no traceback, and finish within
 :data:`RUN_LIMIT_S`. The counts (runs, tracebacks, hangs) are recorded as the user property
@@ -248,6 +249,15 @@ def test_fuzz_workload_readers(
         tally.run([*argv, "--json"] if command == "stats" else argv)
     for special in ("azure-conv", "chat", str(tmp_path), str(tmp_path / "missing.jsonl")):
         tally.run(["workload", command, special, "--json"])
+    tally.check(record_property, tmp_path)
+
+
+def test_fuzz_simulate_reads_the_same(
+    tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    tally = Tally()
+    for i, path in enumerate(_mutants(tmp_path, SEED + 5, _n(24))):
+        tally.run(["simulate", str(path), "--out", str(tmp_path / f"run{i}")])
     tally.check(record_property, tmp_path)
 
 
