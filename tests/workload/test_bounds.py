@@ -124,3 +124,12 @@ def test_trace_token_counts_above_the_bound(
         assert res.code == 2, res.err
         line = res.one_line_error()
         assert str(path) in line and field in line and "data row 1" in line
+
+
+@pytest.mark.parametrize("words", ["-5", "100000000"])
+def test_show_words_out_of_range(cli: Cli, tmp_path: Path, words: str) -> None:
+    path = tmp_path / "w.jsonl"
+    path.write_text(json.dumps(_request(tokens=MAX_TOKENS, session="s")) + "\n")
+    res = cli(["workload", "show", str(path), "--words", words])
+    assert res.code == 2, res.err
+    assert "--words" in res.one_line_error()

@@ -18,6 +18,10 @@ workload_app = typer.Typer(
 )
 
 
+#: The most words ``workload show --words`` prints per segment.
+MAX_SHOW_WORDS = 10_000
+
+
 @workload_app.command("gen")
 def gen(
     shape: str = typer.Argument(..., help="Workload shape; `kvlab workload shapes` lists them."),
@@ -184,7 +188,9 @@ def show(
         None, "--session", help="Session id, or its 0-based index in file order (default: 0)."
     ),
     request: str | None = typer.Option(None, "--request", help="Show one request by id."),
-    words: int = typer.Option(0, "--words", help="Also print the first N words of each segment."),
+    words: int = typer.Option(
+        0, "--words", help="Also print the first N words of each segment (at most 10,000)."
+    ),
     sort: bool = typer.Option(False, "--sort", help="Accept an unsorted file (sort it)."),
     as_json: bool = typer.Option(False, "--json", help="Print the requests as JSON lines."),
 ) -> None:
@@ -196,6 +202,8 @@ def show(
     from kvlab.errors import ConfigError
     from kvlab.workload.detect import load_workload
 
+    if not 0 <= words <= MAX_SHOW_WORDS:
+        raise ConfigError(f"--words must be in [0, {MAX_SHOW_WORDS:,}], got {words}")
     w = load_workload(path, sort=sort)
     if request is not None:
         reqs = [r for r in w.requests if r.request_id == request]
