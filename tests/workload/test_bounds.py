@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from kvlab.errors import WorkloadError
+from kvlab.workload.generators import generate
 from kvlab.workload.io import parse_request
 from kvlab.workload.records import MAX_TOKENS
 
@@ -133,3 +134,18 @@ def test_show_words_out_of_range(cli: Cli, tmp_path: Path, words: str) -> None:
     res = cli(["workload", "show", str(path), "--words", words])
     assert res.code == 2, res.err
     assert "--words" in res.one_line_error()
+
+
+def test_segment_cache_gives_equal_requests_and_keeps_types_apart() -> None:
+    from kvlab.workload.records import Request, Segment
+
+    cache: dict[tuple[str, int, str, str], Segment] = {}
+    for shape in ("sessions", "agentic"):
+        for r in generate(shape, seed=2, sessions=2).requests:
+            d = r.to_dict()
+            assert Request.from_dict(d, cache) == Request.from_dict(d)
+    first = parse_request(_request(tokens=1), cache)
+    with pytest.raises(WorkloadError, match=r"segments\[0\]\.tokens"):
+        parse_request(_request(tokens=True), cache)
+    again = parse_request(_request(tokens=1.0), cache)
+    assert again.segments == first.segments

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from kvlab.errors import WorkloadError
-from kvlab.workload.records import WORKLOAD_FORMAT_VERSION, Request, Workload
+from kvlab.workload.records import WORKLOAD_FORMAT_VERSION, Request, Segment, Workload
 from kvlab.workload.textfile import open_text, read_errors
 
 HEADER_KEY = "kvlab_workload"
@@ -92,8 +92,11 @@ def validate_header(obj: Mapping[str, Any]) -> None:
         raise WorkloadError("must be an integer or null", field="seed")
 
 
-def parse_request(obj: Any) -> Request:
-    """Validate one request object (schema rules) and build the Request."""
+def parse_request(
+    obj: Any, segment_cache: dict[tuple[str, int, str, str], Segment] | None = None
+) -> Request:
+    """Validate one request object (schema rules) and build the Request; ``segment_cache``
+    as in :meth:`Request.from_dict`."""
     if not isinstance(obj, dict):
         raise WorkloadError("a request must be a JSON object")
     _no_extra_fields(obj, REQUEST_FIELDS, "")
@@ -114,7 +117,7 @@ def parse_request(obj: Any) -> Request:
                 for key, value in s.items():
                     if value is None:
                         raise WorkloadError("must not be null", field=f"segments[{i}].{key}")
-    return Request.from_dict(obj)
+    return Request.from_dict(obj, segment_cache)
 
 
 def read_workload(path: str | Path, *, sort: bool = False, allow_empty: bool = False) -> Workload:
@@ -124,6 +127,7 @@ def read_workload(path: str | Path, *, sort: bool = False, allow_empty: bool = F
         raise WorkloadError("no such file; generate one with `kvlab workload gen`", path=p)
     header: dict[str, Any] = {}
     entries: list[tuple[int, Request]] = []
+    segment_cache: dict[tuple[str, int, str, str], Segment] = {}
     with read_errors(p), open_text(p, "r") as f:
         for lineno, raw in enumerate(f, start=1):
             line = raw.strip()
@@ -142,7 +146,7 @@ def read_workload(path: str | Path, *, sort: bool = False, allow_empty: bool = F
                     validate_header(obj)
                     header = obj
                     continue
-                entries.append((lineno, parse_request(obj)))
+                entries.append((lineno, parse_request(obj, segment_cache)))
             except WorkloadError as e:
                 raise WorkloadError(_bare(e), path=p, line=lineno, field=e.field) from None
     if not entries and not allow_empty:

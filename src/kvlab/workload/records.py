@@ -137,8 +137,17 @@ class Request:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Request:
-        """Build and validate a request; errors are WorkloadError naming the field."""
+    def from_dict(
+        cls,
+        d: Mapping[str, Any],
+        segment_cache: dict[tuple[str, int, str, str], Segment] | None = None,
+    ) -> Request:
+        """Build and validate a request; errors are WorkloadError naming the field.
+
+        ``segment_cache`` (a dict the caller keeps across requests) shares one Segment among
+        equal segments whose fields are plain strings and ints: a file re-sends the same
+        system prompt or history segment in many requests, and validating and storing it
+        once saves time and memory. The result equals the uncached one."""
         if not isinstance(d, Mapping):
             raise WorkloadError("a request must be a JSON object")
         rid = d.get("id")
@@ -147,7 +156,12 @@ class Request:
         segs_raw = d.get("segments")
         if not isinstance(segs_raw, list) or not segs_raw:
             raise WorkloadError("must be a non-empty list", field="segments")
-        segments = tuple(Segment.from_dict(s, f"segments[{i}]") for i, s in enumerate(segs_raw))
+        if segment_cache is None:
+            segments = tuple(Segment.from_dict(s, f"segments[{i}]") for i, s in enumerate(segs_raw))
+        else:
+            segments = tuple(
+                _cached_segment(s, f"segments[{i}]", segment_cache) for i, s in enumerate(segs_raw)
+            )
         prompt = sum(s.tokens for s in segments)
         if prompt < 1:
             raise WorkloadError("the prompt must have at least one token", field="segments")
@@ -210,6 +224,29 @@ class Workload:
 
     def __len__(self) -> int:
         return len(self.requests)
+
+
+def _cached_segment(d: Any, where: str, cache: dict[tuple[str, int, str, str], Segment]) -> Segment:
+    """``Segment.from_dict(d, where)``, shared through ``cache`` when ``d`` holds only exact
+    ``str`` and ``int`` values (so ``True`` or ``1.0`` never match a cached ``1``)."""
+    if type(d) is not dict:
+        return Segment.from_dict(d, where)
+    kind = d.get("kind", "context")
+    tokens = d.get("tokens")
+    content = d.get("content")
+    retention = d.get("retention", "context")
+    if (
+        type(kind) is str
+        and type(tokens) is int
+        and type(content) is str
+        and type(retention) is str
+    ):
+        key = (kind, tokens, content, retention)
+        seg = cache.get(key)
+        if seg is None:
+            seg = cache[key] = Segment.from_dict(d, where)
+        return seg
+    return Segment.from_dict(d, where)
 
 
 def _nonneg_int(v: Any, name: str, limit: int = MAX_TOKENS) -> int:
