@@ -107,3 +107,20 @@ def test_kvlab_file_reads_the_same_in_stats_and_simulate(cli: Cli, tmp_path: Pat
     path = write_workload(generate("chat", seed=1, sessions=5), tmp_path / "c.jsonl")
     s = json.loads(cli(["workload", "stats", str(path), "--json"]).out)
     assert s["num_requests"] == 5 and "prefix_information" not in s
+
+
+def test_corrupt_deflate_late_in_a_trace(cli: Cli, tmp_path: Path, monkeypatch: Any) -> None:
+    import zlib
+
+    from kvlab.workload import importers
+
+    path = tmp_path / "mc.jsonl"
+    path.write_text('{"timestamp": 0, "input_length": 5, "output_length": 1, "hash_ids": [1]}\n')
+
+    def corrupt(p: Path, name: str | None = None) -> Any:
+        raise zlib.error("Error -3 while decompressing data: invalid distance too far back")
+
+    monkeypatch.setattr(importers, "read_mooncake", corrupt)
+    res = cli(["workload", "stats", str(path)])
+    assert res.code == 2, res.err
+    assert "corrupt gzip data" in res.one_line_error()

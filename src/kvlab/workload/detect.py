@@ -129,12 +129,13 @@ def load_workload(
         return wl
     from kvlab.workload import importers
 
-    if fmt == "mooncake":
-        wl = importers.read_mooncake(p)
-    elif fmt == "azure":
-        wl = importers.read_azure(p)
-    else:
-        wl = importers.read_vidur(p, rate_per_s=rate_per_s, seed=seed)
+    with read_errors(p):  # what the importers' own error handling lets through
+        if fmt == "mooncake":
+            wl = importers.read_mooncake(p)
+        elif fmt == "azure":
+            wl = importers.read_azure(p)
+        else:
+            wl = importers.read_vidur(p, rate_per_s=rate_per_s, seed=seed)
     check_token_bounds(wl, p, fmt)
     return wl
 
