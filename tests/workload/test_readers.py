@@ -124,3 +124,36 @@ def test_corrupt_deflate_late_in_a_trace(cli: Cli, tmp_path: Path, monkeypatch: 
     res = cli(["workload", "stats", str(path)])
     assert res.code == 2, res.err
     assert "corrupt gzip data" in res.one_line_error()
+
+
+@pytest.mark.parametrize("kind", ["directory", "parent-is-file", "unwritable-parent"])
+def test_gen_output_path_errors_are_one_line(cli: Cli, tmp_path: Path, kind: str) -> None:
+    import os
+
+    if kind == "directory":
+        out = tmp_path / "d"
+        out.mkdir()
+    elif kind == "parent-is-file":
+        (tmp_path / "f").write_text("x")
+        out = tmp_path / "f" / "w.jsonl"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root can write anywhere")
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        out = locked / "w.jsonl"
+    res = cli(["workload", "gen", "chat", "--sessions", "2", "-o", str(out)])
+    assert res.code == 2, res.err
+    assert str(out) in res.one_line_error() or str(out.parent) in res.one_line_error()
+
+
+def test_written_workload_follows_the_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = write_workload(generate("chat", seed=0, sessions=2), tmp_path / "w.jsonl")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -35,7 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from kvlab.errors import WorkloadError
+from kvlab.errors import ConfigError, WorkloadError
 from kvlab.workload.records import WORKLOAD_FORMAT_VERSION, Request, Segment, Workload
 from kvlab.workload.textfile import open_text, read_errors
 
@@ -226,21 +226,41 @@ def workload_lines(w: Workload) -> Iterator[str]:
 
 
 def write_workload(w: Workload, path: str | Path) -> Path:
-    """Write ``w`` atomically (temporary file + rename); ``.gz`` paths are compressed."""
+    """Write ``w`` atomically (temporary file + rename); ``.gz`` paths are compressed.
+
+    The file gets the permissions of a newly created file under the process umask (as
+    ``open`` would give it). A path that cannot be written (a directory, a parent that is a
+    file, no permission) is a ConfigError naming it.
+    """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    if p.is_dir():
+        raise ConfigError(f"{p} is a directory; give a file name for the workload")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    except OSError as e:
+        raise ConfigError(f"cannot create {p}: {e.strerror or e}") from None
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with open_text(Path(tmp), "w", gz=p.suffix == ".gz") as f:
             for line in workload_lines(w):
                 f.write(line + "\n")
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise ConfigError(f"cannot write {p}: {e.strerror or e}") from None
         raise
     return p
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _no_extra_fields(obj: Mapping[str, Any], allowed: frozenset[str], prefix: str) -> None:
