@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,3 +40,30 @@ def vllm_python() -> str:
     if not Path(py).exists():
         _require_live(f"KVLAB_VLLM_PYTHON={py} does not exist")
     return py
+
+
+@pytest.fixture(scope="session")
+def cli() -> Callable[[list[str]], object]:
+    """``cli(argv)``: run ``kvlab ARGV`` in-process (see tests/cli_run.py)."""
+    from cli_run import run_cli
+
+    return run_cli
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the fuzz tests' counts (tests/test_fuzz_cli.py records them as the user
+    property ``kvlab_fuzz``; with pytest-xdist the property travels in the report)."""
+    totals: dict[str, int] = {}
+    for key in ("passed", "failed"):
+        for report in terminalreporter.stats.get(key, []):
+            if getattr(report, "when", None) != "call":
+                continue
+            for name, value in getattr(report, "user_properties", []):
+                if name == "kvlab_fuzz":
+                    for k, v in value.items():
+                        totals[k] = totals.get(k, 0) + v
+    if totals:
+        terminalreporter.write_sep("-", "kvlab fuzz")
+        terminalreporter.write_line(
+            ", ".join(f"{k} {v}" for k, v in totals.items()) + " (over every fuzz test run)"
+        )

@@ -21,6 +21,7 @@ machines. Host-link latency (10 us) is the AIConfigurator files'
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field
 
 from kvlab.errors import ConfigError
@@ -358,6 +359,18 @@ def get_gpu(name: str | GpuSpec) -> GpuSpec:
     )
 
 
+#: The largest memory a custom GPU or an offload tier may have (1 PiB, in GiB).
+MAX_CUSTOM_MEMORY_GB = float(2**20)
+#: The largest bandwidth (GB/s) or throughput (TFLOPS) a custom GPU may have.
+MAX_CUSTOM_RATE = 1e7
+
+
+def check_figure(what: str, value: float, limit: float) -> None:
+    """ConfigError unless ``0 < value <= limit`` (NaN and infinity are neither)."""
+    if not (math.isfinite(value) and 0 < value <= limit):
+        raise ConfigError(f"{what} must be a finite number in (0, {limit:g}], got {value!r}")
+
+
 def custom_gpu(
     *,
     memory_gb: float,
@@ -382,6 +395,13 @@ def custom_gpu(
         raise ConfigError("GPU bandwidth and TFLOPS must be > 0")
     if host_link_gbps is not None and host_link_gbps <= 0:
         raise ConfigError(f"host link bandwidth must be > 0 GB/s, got {host_link_gbps}")
+    check_figure("GPU memory (GiB)", memory_gb, MAX_CUSTOM_MEMORY_GB)
+    check_figure("GPU memory bandwidth (GB/s)", mem_bw_gbps, MAX_CUSTOM_RATE)
+    check_figure("bf16 TFLOPS", bf16_tflops, MAX_CUSTOM_RATE)
+    if fp8_tflops is not None:
+        check_figure("fp8 TFLOPS", fp8_tflops, MAX_CUSTOM_RATE)
+    if host_link_gbps is not None:
+        check_figure("host link bandwidth (GB/s)", host_link_gbps, MAX_CUSTOM_RATE)
     link = None if (unified_memory or host_link_gbps is None) else host_link_gbps * GB
     return GpuSpec(
         name=name,
@@ -399,4 +419,13 @@ def custom_gpu(
     )
 
 
-__all__ = ["GIB", "GpuSpec", "custom_gpu", "get_gpu", "list_gpus"]
+__all__ = [
+    "GIB",
+    "MAX_CUSTOM_MEMORY_GB",
+    "MAX_CUSTOM_RATE",
+    "GpuSpec",
+    "check_figure",
+    "custom_gpu",
+    "get_gpu",
+    "list_gpus",
+]

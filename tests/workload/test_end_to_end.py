@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import kvlab.sim.engine  # noqa: F401  (a broken engine must fail, not skip)
 from kvlab.cli.app import app
-
-pytest.importorskip("kvlab.sim.engine")
 
 runner = CliRunner()
 DOC = Path(__file__).resolve().parents[2] / "docs" / "workloads.md"

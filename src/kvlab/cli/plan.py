@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import TYPE_CHECKING, Any
 
 from kvlab.cli.options import Param, echo, typer_command
@@ -59,8 +60,15 @@ def _resolve_gpu(
     --gpu-bw-gbps / --gpu-tflops say otherwise.
     """
     from kvlab.errors import ConfigError
-    from kvlab.hardware import custom_gpu, get_gpu
+    from kvlab.hardware import MAX_CUSTOM_MEMORY_GB, MAX_CUSTOM_RATE, custom_gpu, get_gpu
 
+    for option, value, limit in (
+        ("--gpu-memory-gb", memory_gb, MAX_CUSTOM_MEMORY_GB),
+        ("--gpu-bw-gbps", bw_gbps, MAX_CUSTOM_RATE),
+        ("--gpu-tflops", tflops, MAX_CUSTOM_RATE),
+    ):
+        if value is not None:
+            _check_option(option, value, 0.0, limit)
     base = get_gpu(gpu)
     if memory_gb is None:
         if bw_gbps is not None or tflops is not None:
@@ -77,6 +85,18 @@ def _resolve_gpu(
         unified_memory=base.unified_memory,
         sm_version=base.sm_version,
     )
+
+
+def _check_option(option: str, value: float, low: float, limit: float) -> None:
+    """ConfigError naming ``option`` unless ``low < value <= limit`` (``low`` itself is
+    allowed when it is 0 and the option is --offload-gb); NaN and infinity never pass."""
+    from kvlab.errors import ConfigError
+
+    ok = math.isfinite(value) and value <= limit
+    ok = ok and (value > low or (option == "--offload-gb" and value == low))
+    if not ok:
+        kind = "[0" if option == "--offload-gb" else f"({low:g}"
+        raise ConfigError(f"{option} must be a finite number in {kind}, {limit:g}], got {value!r}")
 
 
 def _print_gpus(console: Console) -> None:
@@ -342,6 +362,9 @@ def run_command(
         else:
             _print_gpus(_console())
         return
+    from kvlab.hardware import MAX_CUSTOM_MEMORY_GB
+
+    _check_option("--offload-gb", offload_gb, 0.0, MAX_CUSTOM_MEMORY_GB)
     gpu_spec = _resolve_gpu(gpu, gpu_memory_gb, gpu_bw_gbps, gpu_tflops)
     result = plan(
         model,

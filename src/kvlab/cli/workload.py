@@ -18,6 +18,10 @@ workload_app = typer.Typer(
 )
 
 
+#: The most words ``workload show --words`` prints per segment.
+MAX_SHOW_WORDS = 10_000
+
+
 @workload_app.command("gen")
 def gen(
     shape: str = typer.Argument(..., help="Workload shape; `kvlab workload shapes` lists them."),
@@ -95,19 +99,21 @@ def shapes(as_json: bool = typer.Option(False, "--json", help="Print as JSON."))
 
 @workload_app.command("stats")
 def stats(
-    path: Path = typer.Argument(..., help="Workload file."),
+    path: Path = typer.Argument(
+        ..., help="Workload file, trace file (Mooncake, Azure, Vidur) or built-in trace name."
+    ),
     block_size: int = typer.Option(16, "--block-size", help="KV block size in tokens."),
     sort: bool = typer.Option(False, "--sort", help="Accept an unsorted file (sort it)."),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Requests, sessions, token distributions, reuse and the prefix-reuse upper bound."""
     from kvlab.errors import ConfigError
-    from kvlab.workload.io import read_workload
+    from kvlab.workload.detect import load_workload
     from kvlab.workload.stats import workload_stats
 
     if block_size < 1:
         raise ConfigError(f"--block-size must be >= 1, got {block_size}")
-    s = workload_stats(read_workload(path, sort=sort, allow_empty=True), block_size)
+    s = workload_stats(load_workload(path, sort=sort, allow_empty=True), block_size)
     if as_json:
         typer.echo(json.dumps(s, indent=2))
         return
@@ -153,6 +159,12 @@ def _print_stats(s: dict[str, Any]) -> None:
         f"[bold]{p['hit_rate']:.1%}[/bold] of prompt tokens",
         highlight=False,
     )
+    if s.get("prefix_information") is False:
+        con.print(
+            "  the trace has no prefix information (every prompt is unique content), "
+            "so no prompt can hit",
+            highlight=False,
+        )
     if p["hit_tokens_by_retention"]:
         con.print(
             "  bound by retention: "
@@ -169,12 +181,16 @@ def _print_stats(s: dict[str, Any]) -> None:
 
 @workload_app.command("show")
 def show(
-    path: Path = typer.Argument(..., help="Workload file."),
+    path: Path = typer.Argument(
+        ..., help="Workload file, trace file (Mooncake, Azure, Vidur) or built-in trace name."
+    ),
     session: str | None = typer.Option(
         None, "--session", help="Session id, or its 0-based index in file order (default: 0)."
     ),
     request: str | None = typer.Option(None, "--request", help="Show one request by id."),
-    words: int = typer.Option(0, "--words", help="Also print the first N words of each segment."),
+    words: int = typer.Option(
+        0, "--words", help="Also print the first N words of each segment (at most 10,000)."
+    ),
     sort: bool = typer.Option(False, "--sort", help="Accept an unsorted file (sort it)."),
     as_json: bool = typer.Option(False, "--json", help="Print the requests as JSON lines."),
 ) -> None:
@@ -184,9 +200,11 @@ def show(
     session at the same position (a prefix hit candidate).
     """
     from kvlab.errors import ConfigError
-    from kvlab.workload.io import read_workload
+    from kvlab.workload.detect import load_workload
 
-    w = read_workload(path, sort=sort)
+    if not 0 <= words <= MAX_SHOW_WORDS:
+        raise ConfigError(f"--words must be in [0, {MAX_SHOW_WORDS:,}], got {words}")
+    w = load_workload(path, sort=sort)
     if request is not None:
         reqs = [r for r in w.requests if r.request_id == request]
         if not reqs:

@@ -20,6 +20,7 @@ from typing import Any
 
 from kvlab.errors import ConfigError
 from kvlab.models.hf import from_hf_config, load_config
+from kvlab.models.hf.config import naming_file
 from kvlab.models.spec import ModelSpec
 
 
@@ -359,14 +360,16 @@ def _catalog_spec(hf_id: str) -> ModelSpec:
 @functools.lru_cache(maxsize=64)
 def _path_spec(path: str) -> ModelSpec:
     p = Path(path)
-    cfg = load_config(p)
+    with naming_file(p / "config.json" if p.is_dir() else p):
+        cfg = load_config(p)
     if cfg.get("_name_or_path"):
         name = str(cfg["_name_or_path"])
     elif p.is_dir():
         name = p.name
     else:  # "org--model.json", as the shipped configs are named
         name = p.stem.replace("--", "/") if p.stem != "config" else p.parent.name
-    return from_hf_config(cfg, name=name)
+    with naming_file(p / "config.json" if p.is_dir() else p):
+        return from_hf_config(cfg, name=name)
 
 
 def get_model(name: str) -> ModelSpec:

@@ -16,14 +16,14 @@ transparently.
 
 from __future__ import annotations
 
-import gzip
 import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from kvlab.errors import ConfigError, WorkloadError
-from kvlab.workload.records import Workload
+from kvlab.workload.records import MAX_TOKENS, Workload
+from kvlab.workload.textfile import open_text, read_errors
 
 #: Formats :func:`load_workload` understands.
 FORMATS: tuple[str, ...] = ("kvlab", "mooncake", "azure", "vidur")
@@ -59,7 +59,10 @@ def resolve_trace(name_or_path: str | Path) -> Path:
 def detect_format(path: str | Path) -> str:
     """The format of a workload or trace file, judged from its first non-empty line."""
     p = Path(path)
-    line_no, first = _first_line(p)
+    found = _first_line(p)
+    if found is None:
+        raise WorkloadError("the file is empty", path=p)
+    line_no, first = found
     if first.startswith("{"):
         try:
             obj = json.loads(first)
@@ -93,6 +96,8 @@ def load_workload(
     *,
     rate_per_s: float | None = None,
     seed: int = 0,
+    sort: bool = False,
+    allow_empty: bool = False,
 ) -> Workload:
     """Load ``path`` as a :class:`Workload`; ``fmt`` is detected when None.
 
@@ -100,7 +105,12 @@ def load_workload(
     workload shape (``agentic``, ``chat``, ...: see
     :mod:`kvlab.workload.generators`), generated with its default parameters
     and ``seed``. ``rate_per_s`` and ``seed`` apply to formats without
-    timestamps (vidur).
+    timestamps (vidur). ``sort`` and ``allow_empty`` apply to kvlab files (see
+    :func:`kvlab.workload.io.read_workload`; traces are always sorted); with
+    ``allow_empty`` a file without any line is an empty kvlab workload.
+
+    Every command that takes a workload loads it here, so a name or a file
+    reads the same everywhere.
     """
     if fmt is not None and fmt not in FORMATS:
         raise ConfigError(f"unknown workload format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -111,19 +121,51 @@ def load_workload(
             return generate(str(path), seed=seed)
     p = resolve_trace(path)
     if fmt is None:
-        fmt = detect_format(p)
+        fmt = "kvlab" if allow_empty and _first_line(p) is None else detect_format(p)
     if fmt == "kvlab":
         from kvlab.workload.io import read_workload
 
-        wl: Workload = read_workload(p)
+        wl: Workload = read_workload(p, sort=sort, allow_empty=allow_empty)
         return wl
     from kvlab.workload import importers
 
-    if fmt == "mooncake":
-        return importers.read_mooncake(p)
-    if fmt == "azure":
-        return importers.read_azure(p)
-    return importers.read_vidur(p, rate_per_s=rate_per_s, seed=seed)
+    with read_errors(p):  # what the importers' own error handling lets through
+        if fmt == "mooncake":
+            wl = importers.read_mooncake(p)
+        elif fmt == "azure":
+            wl = importers.read_azure(p)
+        else:
+            wl = importers.read_vidur(p, rate_per_s=rate_per_s, seed=seed)
+    check_token_bounds(wl, p, fmt)
+    return wl
+
+
+#: The token-count columns of each trace format: (prompt, output).
+TOKEN_FIELDS: dict[str, tuple[str, str]] = {
+    "mooncake": ("input_length", "output_length"),
+    "azure": ("ContextTokens", "GeneratedTokens"),
+    "vidur": ("num_prefill_tokens", "num_decode_tokens"),
+}
+
+
+def check_token_bounds(wl: Workload, path: Path, fmt: str) -> None:
+    """WorkloadError naming the file, the data row and the column when an imported request
+    has more than :data:`~kvlab.workload.records.MAX_TOKENS` prompt or output tokens (a
+    kvlab file is checked line by line as it is read)."""
+    if not wl.requests:
+        return
+    worst = max(wl.requests, key=lambda r: max(r.prompt_tokens, r.output_tokens))
+    if max(worst.prompt_tokens, worst.output_tokens) <= MAX_TOKENS:
+        return
+    prompt_field, output_field = TOKEN_FIELDS[fmt]
+    big_prompt = worst.prompt_tokens > MAX_TOKENS
+    value = worst.prompt_tokens if big_prompt else worst.output_tokens
+    raise WorkloadError(
+        f"data row {int(worst.request_id) + 1}: {value:.3g} tokens is above the limit "
+        f"{MAX_TOKENS:,}",
+        path=path,
+        field=prompt_field if big_prompt else output_field,
+    )
 
 
 def _json_format(obj: Any) -> str | None:
@@ -140,18 +182,15 @@ def _json_format(obj: Any) -> str | None:
     return None
 
 
-def _first_line(p: Path) -> tuple[int, str]:
-    """The first line that is neither blank nor a ``#`` comment (``.gz`` read transparently)."""
-    from kvlab.workload.importers import read_errors
-
-    with read_errors(p):
-        opener = gzip.open if p.suffix == ".gz" else open
-        with opener(p, "rt", encoding="utf-8") as f:
-            for i, line in enumerate(f, start=1):
-                s = line.strip()
-                if s and not s.startswith("#"):
-                    return i, s
-    raise WorkloadError("the file is empty", path=p)
+def _first_line(p: Path) -> tuple[int, str] | None:
+    """The first line that is neither blank nor a ``#`` comment, with its number; None when
+    there is none (``.gz`` read transparently)."""
+    with read_errors(p), open_text(p) as f:
+        for i, line in enumerate(f, start=1):
+            s = line.strip()
+            if s and not s.startswith("#"):
+                return i, s
+    return None
 
 
 __all__ = [

@@ -26,7 +26,6 @@ file without requests is an error unless ``allow_empty=True``.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import tempfile
@@ -34,10 +33,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from kvlab.errors import WorkloadError
-from kvlab.workload.records import WORKLOAD_FORMAT_VERSION, Request, Workload
+from kvlab.errors import ConfigError, WorkloadError
+from kvlab.workload.records import WORKLOAD_FORMAT_VERSION, Request, Segment, Workload
+from kvlab.workload.textfile import open_text, read_errors
 
 HEADER_KEY = "kvlab_workload"
 HEADER_FIELDS: frozenset[str] = frozenset(
@@ -92,8 +92,11 @@ def validate_header(obj: Mapping[str, Any]) -> None:
         raise WorkloadError("must be an integer or null", field="seed")
 
 
-def parse_request(obj: Any) -> Request:
-    """Validate one request object (schema rules) and build the Request."""
+def parse_request(
+    obj: Any, segment_cache: dict[tuple[str, int, str, str], Segment] | None = None
+) -> Request:
+    """Validate one request object (schema rules) and build the Request; ``segment_cache``
+    as in :meth:`Request.from_dict`."""
     if not isinstance(obj, dict):
         raise WorkloadError("a request must be a JSON object")
     _no_extra_fields(obj, REQUEST_FIELDS, "")
@@ -114,7 +117,7 @@ def parse_request(obj: Any) -> Request:
                 for key, value in s.items():
                     if value is None:
                         raise WorkloadError("must not be null", field=f"segments[{i}].{key}")
-    return Request.from_dict(obj)
+    return Request.from_dict(obj, segment_cache)
 
 
 def read_workload(path: str | Path, *, sort: bool = False, allow_empty: bool = False) -> Workload:
@@ -124,7 +127,8 @@ def read_workload(path: str | Path, *, sort: bool = False, allow_empty: bool = F
         raise WorkloadError("no such file; generate one with `kvlab workload gen`", path=p)
     header: dict[str, Any] = {}
     entries: list[tuple[int, Request]] = []
-    with _open_text(p, "r") as f:
+    segment_cache: dict[tuple[str, int, str, str], Segment] = {}
+    with read_errors(p), open_text(p, "r") as f:
         for lineno, raw in enumerate(f, start=1):
             line = raw.strip()
             if not line or line.startswith("#"):
@@ -142,7 +146,7 @@ def read_workload(path: str | Path, *, sort: bool = False, allow_empty: bool = F
                     validate_header(obj)
                     header = obj
                     continue
-                entries.append((lineno, parse_request(obj)))
+                entries.append((lineno, parse_request(obj, segment_cache)))
             except WorkloadError as e:
                 raise WorkloadError(_bare(e), path=p, line=lineno, field=e.field) from None
     if not entries and not allow_empty:
@@ -222,27 +226,41 @@ def workload_lines(w: Workload) -> Iterator[str]:
 
 
 def write_workload(w: Workload, path: str | Path) -> Path:
-    """Write ``w`` atomically (temporary file + rename); ``.gz`` paths are compressed."""
+    """Write ``w`` atomically (temporary file + rename); ``.gz`` paths are compressed.
+
+    The file gets the permissions of a newly created file under the process umask (as
+    ``open`` would give it). A path that cannot be written (a directory, a parent that is a
+    file, no permission) is a ConfigError naming it.
+    """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    if p.is_dir():
+        raise ConfigError(f"{p} is a directory; give a file name for the workload")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    except OSError as e:
+        raise ConfigError(f"cannot create {p}: {e.strerror or e}") from None
     os.close(fd)
     try:
-        with _open_text(Path(tmp), "w", gz=p.suffix == ".gz") as f:
+        os.chmod(tmp, 0o666 & ~_umask())
+        with open_text(Path(tmp), "w", gz=p.suffix == ".gz") as f:
             for line in workload_lines(w):
                 f.write(line + "\n")
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise ConfigError(f"cannot write {p}: {e.strerror or e}") from None
         raise
     return p
 
 
-def _open_text(p: Path, mode: str, gz: bool | None = None) -> IO[str]:
-    if gz if gz is not None else p.suffix == ".gz":
-        return gzip.open(p, mode + "t", encoding="utf-8")  # type: ignore[return-value]
-    return p.open(mode, encoding="utf-8")
+def _umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _no_extra_fields(obj: Mapping[str, Any], allowed: frozenset[str], prefix: str) -> None:

@@ -47,6 +47,13 @@ SEGMENT_KINDS: tuple[str, ...] = (
 
 WORKLOAD_FORMAT_VERSION = 1
 
+#: The most tokens one segment, one prompt or one output may have: 2**31 - 1, far above
+#: any model's context window. A count above it is refused where it enters, so every
+#: count and sum of counts stays exact in the integer and float types kvlab computes with.
+MAX_TOKENS = 2**31 - 1
+#: The bound on ``turn`` and the magnitude of ``priority`` (a signed 64-bit integer).
+MAX_INDEX = 2**63 - 1
+
 
 @dataclass(frozen=True, slots=True)
 class Segment:
@@ -130,8 +137,17 @@ class Request:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Request:
-        """Build and validate a request; errors are WorkloadError naming the field."""
+    def from_dict(
+        cls,
+        d: Mapping[str, Any],
+        segment_cache: dict[tuple[str, int, str, str], Segment] | None = None,
+    ) -> Request:
+        """Build and validate a request; errors are WorkloadError naming the field.
+
+        ``segment_cache`` (a dict the caller keeps across requests) shares one Segment among
+        equal segments whose fields are plain strings and ints: a file re-sends the same
+        system prompt or history segment in many requests, and validating and storing it
+        once saves time and memory. The result equals the uncached one."""
         if not isinstance(d, Mapping):
             raise WorkloadError("a request must be a JSON object")
         rid = d.get("id")
@@ -140,9 +156,20 @@ class Request:
         segs_raw = d.get("segments")
         if not isinstance(segs_raw, list) or not segs_raw:
             raise WorkloadError("must be a non-empty list", field="segments")
-        segments = tuple(Segment.from_dict(s, f"segments[{i}]") for i, s in enumerate(segs_raw))
-        if sum(s.tokens for s in segments) < 1:
+        if segment_cache is None:
+            segments = tuple(Segment.from_dict(s, f"segments[{i}]") for i, s in enumerate(segs_raw))
+        else:
+            segments = tuple(
+                _cached_segment(s, f"segments[{i}]", segment_cache) for i, s in enumerate(segs_raw)
+            )
+        prompt = sum(s.tokens for s in segments)
+        if prompt < 1:
             raise WorkloadError("the prompt must have at least one token", field="segments")
+        if prompt > MAX_TOKENS:
+            raise WorkloadError(
+                f"the prompt has {prompt:,} tokens, above the limit {MAX_TOKENS:,}",
+                field="segments",
+            )
         output_tokens = _nonneg_int(d.get("output_tokens"), "output_tokens")
         if output_tokens < 1:
             raise WorkloadError("must be >= 1", field="output_tokens")
@@ -157,10 +184,12 @@ class Request:
             raise WorkloadError("must be a string", field="session")
         if think is not None and session is None:
             raise WorkloadError("think_time_s needs a session", field="think_time_s")
-        turn = _nonneg_int(d.get("turn", 0), "turn")
+        turn = _nonneg_int(d.get("turn", 0), "turn", MAX_INDEX)
         priority = d.get("priority", 0)
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise WorkloadError("must be an integer", field="priority")
+        if abs(priority) > MAX_INDEX:
+            raise WorkloadError(f"must be within +-{MAX_INDEX}, got {priority}", field="priority")
         klass = d.get("class")
         if klass is not None and not isinstance(klass, str):
             raise WorkloadError("must be a string", field="class")
@@ -197,7 +226,31 @@ class Workload:
         return len(self.requests)
 
 
-def _nonneg_int(v: Any, name: str) -> int:
+def _cached_segment(d: Any, where: str, cache: dict[tuple[str, int, str, str], Segment]) -> Segment:
+    """``Segment.from_dict(d, where)``, shared through ``cache`` when ``d`` holds only exact
+    ``str`` and ``int`` values (so ``True`` or ``1.0`` never match a cached ``1``)."""
+    if type(d) is not dict:
+        return Segment.from_dict(d, where)
+    kind = d.get("kind", "context")
+    tokens = d.get("tokens")
+    content = d.get("content")
+    retention = d.get("retention", "context")
+    if (
+        type(kind) is str
+        and type(tokens) is int
+        and type(content) is str
+        and type(retention) is str
+    ):
+        key = (kind, tokens, content, retention)
+        seg = cache.get(key)
+        if seg is None:
+            seg = cache[key] = Segment.from_dict(d, where)
+        return seg
+    return Segment.from_dict(d, where)
+
+
+def _nonneg_int(v: Any, name: str, limit: int = MAX_TOKENS) -> int:
+    """``v`` as an int in [0, limit] (a whole float such as ``12.0`` is accepted)."""
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise WorkloadError("must be an integer", field=name)
     if isinstance(v, float):
@@ -206,6 +259,8 @@ def _nonneg_int(v: Any, name: str) -> int:
         v = int(v)
     if v < 0:
         raise WorkloadError(f"must be >= 0, got {v}", field=name)
+    if v > limit:
+        raise WorkloadError(f"{v:.3g} is above the limit {limit:,}", field=name)
     return int(v)
 
 
@@ -223,6 +278,8 @@ def _opt_time(v: Any, name: str) -> float | None:
 
 
 __all__ = [
+    "MAX_INDEX",
+    "MAX_TOKENS",
     "RETENTION_CLASSES",
     "SEGMENT_KINDS",
     "WORKLOAD_FORMAT_VERSION",

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kvlab.errors import ConfigError
-from kvlab.models.hf.config import Config, head_dim, integer, positive
+from kvlab.models.hf.config import Config, head_dim, integer, integer_list, kv_heads, positive
 from kvlab.models.hf.layers import attention_layer, sliding_layers, sliding_window
 from kvlab.models.hf.params import (
     Params,
@@ -62,9 +62,9 @@ def parse_decoder(cfg: Config, style: DecoderStyle) -> Parsed:
     hidden = positive(cfg, "hidden_size")
     n = positive(cfg, "num_hidden_layers")
     heads = positive(cfg, "num_attention_heads")
-    kv = positive(cfg, "num_key_value_heads", heads)
     vocab = positive(cfg, "vocab_size")
     hd = head_dim(cfg, hidden, heads)
+    kv = kv_heads(cfg, heads)
 
     # --- layer kinds ---
     default = style.sliding_default(cfg, n) if style.sliding_default else None
@@ -98,7 +98,7 @@ def parse_decoder(cfg: Config, style: DecoderStyle) -> Parsed:
     inter = positive(cfg, "intermediate_size")
     mlp_bias = bool(cfg.get("mlp_bias"))
     sparse_step = positive(cfg, "decoder_sparse_step", 1)
-    mlp_only = set(cfg.get("mlp_only_layers") or [])
+    mlp_only = set(integer_list(cfg, "mlp_only_layers"))
     for i in range(n):
         p.add_parts(attn)
         p.add("norms", norms)

@@ -26,7 +26,7 @@ def parse_deepseek(cfg: Config) -> Parsed:
     rope = positive(cfg, "qk_rope_head_dim")
     nope = positive(cfg, "qk_nope_head_dim")
     v_dim = positive(cfg, "v_head_dim")
-    q_lora = cfg.get("q_lora_rank")
+    q_lora = integer(cfg, "q_lora_rank", 0)
     qk = nope + rope
     p = Params()
     embedding_params(cfg, hidden, vocab, p, tied_default=False)
@@ -36,7 +36,6 @@ def parse_deepseek(cfg: Config) -> Parsed:
     attn += heads * v_dim * hidden  # o_proj
     attn_norms = lora  # kv_a_layernorm
     if q_lora:
-        q_lora = int(q_lora)
         attn += hidden * q_lora + q_lora * heads * qk  # q_a_proj, q_b_proj
         attn_norms += q_lora  # q_a_layernorm
     else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kvlab.errors import ConfigError
 from kvlab.models.hf.config import Config, positive
 from kvlab.models.hf.decoder import DecoderStyle, alternating, parse_decoder
 from kvlab.models.hf.registry import Parsed, register, register_wrapper
@@ -66,7 +67,10 @@ def gemma3_text_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The language-model part of a Gemma-3 multimodal config: its ``text_config``
     (``model_type`` gemma3_text unless it says otherwise) with the wrapper's dtype,
     embedding tie and quantization config where the text config has none."""
-    text = dict(cfg.get("text_config") or {})
+    raw = cfg.get("text_config") or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config field 'text_config' must be an object, got {raw!r}")
+    text = dict(raw)
     text.setdefault("model_type", "gemma3_text")
     for key in ("torch_dtype", "dtype", "tie_word_embeddings", "quantization_config"):
         if key in cfg and key not in text:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from kvlab.models.hf.config import Config, head_dim, integer, positive
+from kvlab.models.hf.config import Config, head_dim, integer, kv_heads, positive
 from kvlab.models.hf.layers import attention_layer
 from kvlab.models.hf.params import Params, attention_params, embedding_params, mlp_params
 from kvlab.models.hf.registry import Parsed, register
@@ -22,7 +22,7 @@ def parse_jamba(cfg: Config) -> Parsed:
     hidden = positive(cfg, "hidden_size")
     n = positive(cfg, "num_hidden_layers")
     heads = positive(cfg, "num_attention_heads")
-    kv = positive(cfg, "num_key_value_heads", heads)
+    kv = kv_heads(cfg, heads)
     vocab = positive(cfg, "vocab_size")
     hd = head_dim(cfg, hidden, heads)
     attn_period = positive(cfg, "attn_layer_period", 8)
@@ -36,7 +36,7 @@ def parse_jamba(cfg: Config) -> Parsed:
     d_conv = positive(cfg, "mamba_d_conv", 4)
     d_inner = positive(cfg, "mamba_expand", 2) * hidden
     dt_rank_raw = cfg.get("mamba_dt_rank", "auto")
-    dt_rank = math.ceil(hidden / 16) if dt_rank_raw == "auto" else int(dt_rank_raw)
+    dt_rank = math.ceil(hidden / 16) if dt_rank_raw == "auto" else positive(cfg, "mamba_dt_rank")
     mamba = hidden * 2 * d_inner + d_inner * hidden  # in_proj, out_proj
     if cfg.get("mamba_proj_bias"):
         mamba += 2 * d_inner + hidden

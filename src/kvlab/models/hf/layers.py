@@ -31,6 +31,8 @@ def sliding_layers(cfg: Config, num_layers: int, default: list[bool] | None = No
     """Per layer: True if sliding. ``layer_types`` wins, then ``default``, then all-or-none."""
     types = cfg.get("layer_types")
     if types is not None:
+        if not isinstance(types, list):
+            raise ConfigError(f"config field 'layer_types' must be a list, got {types!r}")
         if len(types) != num_layers:
             raise ConfigError(
                 f"config field 'layer_types' has {len(types)} entries for {num_layers} layers"

@@ -9,7 +9,7 @@ otherwise (vLLM's NemotronH default).
 from __future__ import annotations
 
 from kvlab.errors import ConfigError
-from kvlab.models.hf.config import Config, head_dim, integer, positive, required
+from kvlab.models.hf.config import Config, head_dim, integer, kv_heads, positive, required
 from kvlab.models.hf.layers import attention_layer
 from kvlab.models.hf.params import Params, attention_params, embedding_params, mlp_params
 from kvlab.models.hf.registry import Parsed, register
@@ -52,11 +52,11 @@ def parse_nemotron_h(cfg: Config) -> Parsed:
             f"hybrid_override_pattern has {len(pattern)} layers, num_hidden_layers says {n}"
         )
     heads = positive(cfg, "num_attention_heads")
-    kv = positive(cfg, "num_key_value_heads", heads)
+    kv = kv_heads(cfg, heads)
     vocab = positive(cfg, "vocab_size")
-    if cfg.get("head_dim"):
+    if cfg.get("head_dim") is not None:
         hd = positive(cfg, "head_dim")
-    elif cfg.get("attention_head_dim"):
+    elif cfg.get("attention_head_dim") is not None:
         hd = positive(cfg, "attention_head_dim")
     else:
         hd = head_dim(cfg, hidden, heads)

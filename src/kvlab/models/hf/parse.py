@@ -8,7 +8,9 @@ format. Importing this module imports every family module, which registers its p
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from kvlab.errors import ConfigError
 
@@ -25,7 +27,7 @@ from kvlab.models.hf import (  # noqa: F401
     qwen,
     qwen3_next,
 )
-from kvlab.models.hf.config import Config, load_config, serving_dtype
+from kvlab.models.hf.config import Config, load_config, naming_file, serving_dtype
 from kvlab.models.hf.registry import PARSERS, WRAPPERS
 from kvlab.models.hf.weight_format import weight_format
 from kvlab.models.spec import ModelSpec
@@ -41,7 +43,12 @@ def from_hf_config(config: Config | str | Path, name: str | None = None) -> Mode
     Raises ConfigError for an unsupported ``model_type``, a missing or invalid field, or an
     unknown layer kind, naming the field.
     """
-    cfg = load_config(config)
+    path = None if isinstance(config, Mapping) else config
+    with naming_file(path):
+        return _from_config(load_config(config), name)
+
+
+def _from_config(cfg: dict[str, Any], name: str | None) -> ModelSpec:
     unwrap = WRAPPERS.get(str(cfg.get("model_type")))
     if unwrap is not None:
         cfg = unwrap(cfg)

@@ -6,7 +6,7 @@ Parallel attention + MLP with one LayerNorm per layer and biased linears (the un
 
 from __future__ import annotations
 
-from kvlab.models.hf.config import Config, head_dim, positive
+from kvlab.models.hf.config import Config, head_dim, kv_heads, positive
 from kvlab.models.hf.layers import attention_layer, sliding_layers, sliding_window
 from kvlab.models.hf.params import Params, attention_params, embedding_params, mlp_params, sum_parts
 from kvlab.models.hf.registry import Parsed, register
@@ -18,7 +18,7 @@ def parse_phi(cfg: Config) -> Parsed:
     hidden = positive(cfg, "hidden_size")
     n = positive(cfg, "num_hidden_layers")
     heads = positive(cfg, "num_attention_heads")
-    kv = positive(cfg, "num_key_value_heads", heads)
+    kv = kv_heads(cfg, heads)
     vocab = positive(cfg, "vocab_size")
     inter = positive(cfg, "intermediate_size")
     hd = head_dim(cfg, hidden, heads)

@@ -8,7 +8,7 @@ expert.
 from __future__ import annotations
 
 from kvlab.errors import ConfigError
-from kvlab.models.hf.config import Config, head_dim, integer, positive
+from kvlab.models.hf.config import Config, head_dim, integer, integer_list, kv_heads, positive
 from kvlab.models.hf.layers import attention_layer
 from kvlab.models.hf.params import Params, attention_params, embedding_params, mlp_params
 from kvlab.models.hf.registry import Parsed, register
@@ -22,7 +22,7 @@ def parse_qwen3_next(cfg: Config) -> Parsed:
     hidden = positive(cfg, "hidden_size")
     n = positive(cfg, "num_hidden_layers")
     heads = positive(cfg, "num_attention_heads")
-    kv = positive(cfg, "num_key_value_heads", heads)
+    kv = kv_heads(cfg, heads)
     vocab = positive(cfg, "vocab_size")
     hd = head_dim(cfg, hidden, heads)
     types = cfg.get("layer_types")
@@ -31,6 +31,8 @@ def parse_qwen3_next(cfg: Config) -> Parsed:
         types = [
             "full_attention" if (i + 1) % interval == 0 else "linear_attention" for i in range(n)
         ]
+    if not isinstance(types, list):
+        raise ConfigError(f"config field 'layer_types' must be a list, got {types!r}")
     if len(types) != n:
         raise ConfigError(f"config field 'layer_types' has {len(types)} entries for {n} layers")
     k_heads = positive(cfg, "linear_num_key_heads")
@@ -48,7 +50,7 @@ def parse_qwen3_next(cfg: Config) -> Parsed:
     experts = integer(cfg, "num_experts", 0)
     top_k = integer(cfg, "num_experts_per_tok", 0)
     sparse_step = positive(cfg, "decoder_sparse_step", 1)
-    mlp_only = set(cfg.get("mlp_only_layers") or [])
+    mlp_only = set(integer_list(cfg, "mlp_only_layers"))
     p = Params()
     embedding_params(cfg, hidden, vocab, p, tied_default=False)
     p.add("norms", hidden)

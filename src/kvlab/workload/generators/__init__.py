@@ -11,6 +11,7 @@ dataclass (:func:`shape_params`); ``docs/workloads.md`` describes them.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -22,7 +23,7 @@ import numpy as np
 from kvlab.errors import ConfigError
 from kvlab.workload.generators import agentic, chat, mixed, planner, rag, sessions, subagents
 from kvlab.workload.generators._common import CommonParams
-from kvlab.workload.records import Request, Workload
+from kvlab.workload.records import MAX_TOKENS, Request, Workload
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ def generate(shape: str, seed: int = 0, **params: Any) -> Workload:
     p = make_params(shape, **params)
     rng = np.random.default_rng(seed)
     requests = get_shape(shape).build(p, rng)
+    _check_generated(shape, requests)
     meta = {
         "generator": shape,
         "params": dataclasses.asdict(p),
@@ -115,6 +117,25 @@ def generate(shape: str, seed: int = 0, **params: Any) -> Workload:
         "description": get_shape(shape).summary,
     }
     return Workload(requests=requests, name=shape, meta=meta)
+
+
+def _check_generated(shape: str, requests: tuple[Request, ...]) -> None:
+    """What parameters in range can still give: a prompt or output above MAX_TOKENS (long
+    histories) or a time that overflowed; ConfigError, as a workload file could not hold it."""
+    if not requests:
+        return
+    longest = max(requests, key=lambda r: max(r.prompt_tokens, r.output_tokens))
+    tokens = max(longest.prompt_tokens, longest.output_tokens)
+    if tokens > MAX_TOKENS:
+        raise ConfigError(
+            f"shape {shape}: request {longest.request_id} would have {tokens:,} tokens, above "
+            f"the limit {MAX_TOKENS:,}; lower the *_tokens parameters or the turns"
+        )
+    times = [t for r in requests for t in (r.arrival_s, r.think_time_s) if t is not None]
+    if not all(map(math.isfinite, times)):
+        raise ConfigError(
+            f"shape {shape}: the times overflow; lower the think and stage times or raise the rate"
+        )
 
 
 def _coerce(key: str, value: Any, typ: Any) -> Any:

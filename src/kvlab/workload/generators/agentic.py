@@ -45,6 +45,7 @@ class AgenticParams(CommonParams):
     synthesis_tokens: int = 1200
 
     POSITIVE = ("sessions", "call_tokens", "synthesis_tokens")
+    PER_SESSION = ("companies",)
 
 
 def build(p: AgenticParams, rng: np.random.Generator) -> tuple[Request, ...]:

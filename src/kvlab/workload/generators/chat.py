@@ -34,6 +34,7 @@ class ChatParams(CommonParams):
     history: bool = False
 
     POSITIVE = ("sessions", "turns", "output_tokens")
+    PER_SESSION = ("turns",)
 
 
 def build(p: ChatParams, rng: np.random.Generator) -> tuple[Request, ...]:

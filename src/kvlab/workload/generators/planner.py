@@ -35,6 +35,7 @@ class PlannerParams(CommonParams):
     observation_tokens: int = 600
 
     POSITIVE = ("sessions", "steps", "plan_tokens")
+    PER_SESSION = ("steps",)
 
 
 def planner_prefix(name: str, p: PlannerParams) -> tuple[Segment, ...]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kvlab.errors import ConfigError
 from kvlab.workload.generators._common import CommonParams, in_run_order, nonzero, seg
 from kvlab.workload.records import Request
 
@@ -36,6 +37,14 @@ class RagParams(CommonParams):
     sort_documents: bool = False
 
     POSITIVE = ("sessions", "documents", "output_tokens")
+
+    def check(self) -> None:
+        """:meth:`CommonParams.check`, and ``top_k <= documents``."""
+        super().check()
+        if self.top_k > self.documents:
+            raise ConfigError(
+                f"parameter top_k ({self.top_k}) must be <= documents ({self.documents})"
+            )
 
 
 def build(p: RagParams, rng: np.random.Generator) -> tuple[Request, ...]:

@@ -31,6 +31,7 @@ class SessionsParams(CommonParams):
     output_tokens: int = 300
 
     POSITIVE = ("sessions", "turns", "output_tokens")
+    PER_SESSION = ("turns",)
 
 
 def conversation(

@@ -49,6 +49,7 @@ class SubagentsParams(CommonParams):
     report_tokens: int = 300
 
     POSITIVE = ("sessions", "planner_steps", "roles", "subagent_steps", "plan_tokens")
+    PER_SESSION = ("planner_steps", "fanout", "subagent_steps")
 
 
 def _subagent(
