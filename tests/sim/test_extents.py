@@ -263,11 +263,7 @@ def test_a_partial_hit_splits_an_extent_and_keeps_its_queue_place() -> None:
     assert [(e.n, e.ref) for e in pool.by_run[1]] == [(2, 1), (1, 0)]
     assert pool.by_run[7][0].n == 2
     kv.free(b, 10)  # b's hit extent joins the queue tail again, after c's
-    order = []
-    e = pool.head.qnext
-    while e is not pool.head:
-        order.append((e.key >> 24, e.n))
-        e = e.qnext
+    order = [(e.key >> 24, e.n) for e in pool.queue.items()]  # type: ignore[attr-defined]
     assert order == [(1, 1), (7, 2), (5, 1), (1, 2)]
 
 

@@ -39,7 +39,6 @@ from kvlab.sim.metrics import TimeSeries
 from kvlab.sim.names import open_names
 from kvlab.sim.offload import OffloadTier
 from kvlab.sim.policies import make_policy
-from kvlab.sim.policies.lru import LRU
 from kvlab.sim.resolve import Resolved, resolve
 from kvlab.sim.scheduler import Scheduler, StepPlan
 from kvlab.sim.sequence import FINISHED, NEVER, Seq
@@ -83,9 +82,11 @@ class Engine:
         )
         self.pool: BlockPool | ExtentPool
         self.kv: KVManager | ExtentKV
-        self.extents = cfg.extents and type(policy) is LRU and self.offload is None
+        self.extents = cfg.extents and policy.supports_extents and self.offload is None
         if self.extents:
-            self.pool = ExtentPool(r.num_blocks, self.B, enable_caching=cfg.enable_prefix_caching)
+            self.pool = ExtentPool(
+                r.num_blocks, self.B, enable_caching=cfg.enable_prefix_caching, policy=policy
+            )
             self.kv = ExtentKV(self.pool, self.B, r.max_model_len, **kv_args)
         else:
             self.pool = BlockPool(
