@@ -272,12 +272,7 @@ class GhostKeys:
 
     def keys(self) -> list[int]:
         """Every key, oldest first (tests)."""
-        return [
-            k
-            for seg in self.segs
-            for lo, hi in seg.ivs
-            for k in range(hi, lo - 1, -self.bs)
-        ]
+        return [k for seg in self.segs for lo, hi in seg.ivs for k in range(hi, lo - 1, -self.bs)]
 
     def take(self, lo: int, hi: int) -> list[tuple[int, int]]:
         """Remove the keys in ``[lo, hi]`` (one run); return the intervals removed."""
