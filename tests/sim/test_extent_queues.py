@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from sim_helpers import ExtentSeq, admit, chain
 
 from kvlab.sim.extents import ExtentKV, ExtentPool, _Sweep
+from kvlab.sim.policies.fifo import FIFO
 from kvlab.sim.policies.lfu import LFU
 from kvlab.sim.policies.retention import Retention
 from kvlab.sim.policies.s3fifo import S3FIFO, GhostKeys, S3FIFOQueue
@@ -88,6 +89,44 @@ def test_s3fifo_one_hit_blocks_leave_through_the_small_queue_and_ghosts_return_t
     pool.take(pool.clean + 3, 12)  # 2 < 6 / 2: main until 2 >= (6 - j) / 2, then small
     assert blocks(q.main.items()) == [(1, 0, 2)] and blocks(q.small.items()) == [(1, 4, 1)]
     assert keys(q.ghost.keys())[-1] == (1, 5)
+
+
+def test_fifo_evicts_extents_from_their_first_block_and_a_hit_can_take_one_twice() -> None:
+    pool = ExtentPool(21, 4, policy=FIFO())
+    kv = ExtentKV(pool, 4, 1000)
+    a = ExtentSeq(chain(1, 4), [4, NEVER])
+    admit(kv, a, 0)
+    kv.free(a, 1)
+    b = ExtentSeq(chain(2, 3), [3, NEVER])
+    admit(kv, b, 2)
+    kv.free(b, 3)
+    pool.take(pool.clean + 2, 4)  # the two blocks cached first: a's first two
+    assert blocks(pool.by_run[1]) == [(1, 2, 2)] and pool.by_run[1][0].cached == 3
+    pool.clean += 10  # (blocks handed back unkeyed)
+    c = ExtentSeq(chain(1, 6), [6, NEVER])
+    assert admit(kv, c, 5) == 0  # block 0 is gone: c caches all six again
+    kv.free(c, 6)
+    assert blocks(pool.by_run[1]) == [(1, 2, 2), (1, 0, 6)]
+    d = ExtentSeq(chain(1, 6), [6, NEVER])
+    hit = kv.lookup_seq(d)
+    # blocks 2 and 3 from a's copy (cached first), the others from c's
+    assert [(blocks([e])[0], j, t) for e, j, t in hit.pieces] == [
+        ((1, 0, 6), 0, 2),
+        ((1, 2, 2), 0, 2),
+        ((1, 0, 6), 4, 2),
+    ]
+    assert admit(kv, d, 7) == 6
+    assert [(blocks([e])[0], m, e.ref) for e, m in d.table] == [
+        ((1, 0, 2), 2, 1),
+        ((1, 2, 2), 2, 1),
+        ((1, 4, 2), 2, 1),
+    ]
+    assert blocks(pool.by_run[1]) == [(1, 2, 2), (1, 0, 2), (1, 2, 2), (1, 4, 2)]
+    assert pool.queued == 5  # b's 3 and c's unhit middle
+    kv.free(d, 8)
+    pool.take(pool.clean + 3, 9)  # a's copy (cached first), then b's first block
+    assert blocks(pool.by_run[1]) == [(1, 0, 2), (1, 2, 2), (1, 4, 2)]
+    assert blocks(pool.by_run[2]) == [(2, 1, 2)]
 
 
 def test_ttl_pins_expire_inside_a_decode_window() -> None:

@@ -19,7 +19,8 @@ from kvlab.sim.config import SimConfig
 from kvlab.sim.engine import Engine, simulate
 from kvlab.sim.extents import ExtentPool, _add_ages
 from kvlab.sim.hashing import ChainInterner
-from kvlab.sim.policies import POLICIES, make_policy
+from kvlab.sim.policies import POLICIES
+from kvlab.sim.policies.base import PolicyBase
 from kvlab.workload.records import Request, Segment, Workload
 
 
@@ -27,6 +28,9 @@ def cfg(**kw: object) -> SimConfig:
     base: dict[str, object] = dict(model=llama8b(), gpu=Gpu(), block_size=4, num_blocks=64)
     base.update(kw)
     return SimConfig(**base)  # type: ignore[arg-type]
+
+
+PARAMS: dict[str, dict[str, float]] = {"ttl": {"ttl_s": 1.0}}
 
 
 def saved(result: RunResult, d: Path) -> dict[str, object]:
@@ -109,16 +113,19 @@ def test_extents_are_used_and_evicted(tmp_path: Path) -> None:
     assert fast == ref
 
 
-def test_every_policy_but_fifo_runs_on_extents_and_offload_uses_the_block_pool() -> None:
+def test_every_policy_runs_on_extents_and_offload_uses_the_block_pool() -> None:
     wl = Workload((req("a", [("u", 30)], 10),))
     for name in POLICIES:
         pool = Engine(wl, cfg(policy=name, policy_params=PARAMS.get(name, {}))).pool
-        assert isinstance(pool, ExtentPool) == (name != "fifo"), name
+        assert isinstance(pool, ExtentPool), name
     assert not isinstance(Engine(wl, cfg(offload_blocks=100)).pool, ExtentPool)
     assert not isinstance(Engine(wl, cfg(extents=False)).pool, ExtentPool)
-    assert "cached" in make_policy("fifo").no_extents_reason
-    with pytest.raises(ValueError, match="cannot run on extents"):
-        ExtentPool(10, 4, policy=make_policy("fifo"))
+
+    class BlocksOnly(PolicyBase):
+        no_extents_reason = "it needs block ids"
+
+    with pytest.raises(ValueError, match="cannot run on extents: it needs block ids"):
+        ExtentPool(10, 4, policy=BlocksOnly())  # type: ignore[arg-type]
 
 
 # odd seeds schedule by priority; seeds 11, 15 and 37 preempt the request that needed the
@@ -153,9 +160,8 @@ def test_sessions_workload_matches_reference(seed: int, tmp_path: Path) -> None:
     assert fast == ref
 
 
-#: the policies that run on extents, with parameters drawn per seed
-EXTENT_POLICIES = ["lfu", "retention", "s3fifo", "ttl"]
-PARAMS: dict[str, dict[str, float]] = {"ttl": {"ttl_s": 1.0}}
+#: the policies besides LRU (all run on extents), with parameters drawn per seed
+EXTENT_POLICIES = ["fifo", "lfu", "retention", "s3fifo", "ttl"]
 
 
 def policy_params(name: str, rng: np.random.Generator) -> dict[str, float]:

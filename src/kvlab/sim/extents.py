@@ -70,11 +70,26 @@ class Extent:
     were handed out / last handed out or hit, either one int for all, or ``born`` a
     list (one tick per block) and ``used`` None (= ``born``, never hit since);
     ``hits``: hits on each of them since they were cached (as the policy counts
-    them: :meth:`ExtentQueue.hit`); ``rank``: their retention rank; ``nxt``: the
-    extent that took over this one's later blocks when it was split (holders walk it).
+    them: :meth:`ExtentQueue.hit`); ``rank``: their retention rank; ``cached``: the
+    caching order of the first (the others follow it: ``cached + i``; kept for a
+    queue ``by_caching_order``); ``nxt``: the extent that took over this one's later
+    blocks when it was split (holders walk it).
     """
 
-    __slots__ = ("born", "hits", "key", "n", "nxt", "qnext", "qprev", "qtag", "rank", "ref", "used")
+    __slots__ = (
+        "born",
+        "cached",
+        "hits",
+        "key",
+        "n",
+        "nxt",
+        "qnext",
+        "qprev",
+        "qtag",
+        "rank",
+        "ref",
+        "used",
+    )
 
     def __init__(
         self, key: int, n: int, ref: int, born: Any, used: int | None, rank: int = DEFAULT_RANK
@@ -86,6 +101,7 @@ class Extent:
         self.used = used
         self.hits = 0
         self.rank = rank
+        self.cached = 0
         self.nxt: Extent | None = None
         self.qprev: Any = None  # free-queue links, None off the queue (no cycles left behind)
         self.qnext: Any = None
@@ -127,7 +143,11 @@ class _Sweep:
 
 
 class Hit:
-    """A lookup's result: ``pieces`` (extent, first block in it, blocks), ``n`` blocks."""
+    """A lookup's result: ``pieces`` (extent, first block in it, blocks), ``n`` blocks.
+
+    An extent can give two pieces, apart: when a duplicate cached earlier lies inside
+    it (the hit takes the blocks cached first), so the pieces in between are the
+    duplicate's."""
 
     __slots__ = ("n", "pieces")
 
@@ -173,6 +193,11 @@ class ExtentPool:
         #: whether extents need retention ranks / hit counts (the policy reads them)
         self.uses_rank = self.policy.uses_retention
         self.counts_hits = self.policy.uses_access
+        #: whether the queue orders blocks by when they were cached (then victims are the
+        #: first blocks of extents, and requests key their output as it fills)
+        self.by_caching = self.queue.by_caching_order
+        #: blocks cached so far (the caching order of the next one is this + 1)
+        self.num_cached = 0
         self.clean = num_blocks - 1
         self.queued = 0
         self.by_run: dict[int, list[Extent]] = {}
@@ -269,6 +294,7 @@ class ExtentPool:
         else:
             h = Extent(e.key + j * bs, e.n - j, e.ref, born, e.used, e.rank)
         h.hits = e.hits
+        h.cached = e.cached + j
         e.n = j
         h.nxt = e.nxt
         e.nxt = h
@@ -333,7 +359,7 @@ class ExtentPool:
         self.queued -= num
         self.num_evicted += num
         life, idle, by_run = self.lifetime, self.idle, self.by_run
-        ring = self.ring
+        ring, front = self.ring, self.by_caching
         if ring is not None:
             head = ring.head
         else:
@@ -350,9 +376,10 @@ class ExtentPool:
                 e, x = next_victims(num - q, q, sweep)
                 en = e.n
             born, used = e.born, e.used
-            if born.__class__ is list:  # evicted from the end: the last x stamps
-                bl = (t_lo - born[-1]).bit_length()
-                uniform = bl == (t_hi - born[en - x]).bit_length()
+            if born.__class__ is list:  # the stamps of the x victims: the last x (or first)
+                lo, hi = (0, x) if front else (en - x, en)
+                bl = (t_lo - born[hi - 1]).bit_length()
+                uniform = bl == (t_hi - born[lo]).bit_length()
             else:
                 bl = (t_lo - born).bit_length()
                 uniform = bl == (t_hi - born).bit_length()
@@ -381,18 +408,24 @@ class ExtentPool:
                         if cum[step] - (c + q + j) < m:
                             m = cum[step] - (c + q + j)
                     if born.__class__ is list:
-                        _add_ages(life, born, en - j - m, en - j, t)
+                        lo, hi = (j, j + m) if front else (en - j - m, en - j)
+                        _add_ages(life, born, lo, hi, t)
                         if used is None:
-                            _add_ages(idle, born, en - j - m, en - j, t)
+                            _add_ages(idle, born, lo, hi, t)
                     else:
                         life[(t - born).bit_length()] += m
                     if used is not None or born.__class__ is not list:
                         idle[(t - (born if used is None else used)).bit_length()] += m
                     j += m
-            if born.__class__ is list and x < en:
-                del born[en - x :]
             q += x
             if x < en:
+                if front:  # (by caching order: the first blocks go)
+                    if born.__class__ is list:
+                        del born[:x]
+                    e.key += x * self.bs
+                    e.cached += x
+                elif born.__class__ is list:
+                    del born[en - x :]
                 e.n = en - x
                 continue
             if ring is not None:
@@ -417,6 +450,11 @@ class ExtentPool:
         out: list[list[Any]] = []
         gap, queue, counts_hits = self.reuse_gap, self.queue, self.counts_hits
         for e, j, t in hit.pieces:
+            while j >= e.n:  # an earlier piece of this hit split e: the blocks are in a part
+                j -= e.n
+                nxt = e.nxt
+                assert nxt is not None
+                e = nxt
             if j:
                 e = self._split_queued(e, j)
             if t < e.n:
@@ -468,6 +506,8 @@ class ExtentPool:
         extent of retention rank ``rank`` held by one request (its output, keyed when
         it is released)."""
         e = Extent(key, len(borns), 1, borns, None, rank)
+        e.cached = self.num_cached + 1
+        self.num_cached += len(borns)
         run = key >> OFFSET_BITS
         exts = self.by_run.get(run)
         if exts is None:
@@ -559,6 +599,8 @@ class ExtentKV(AdmissionRules):
         if not self.fits(seq, num_new_tokens, hit, 0, has_running):
             return None
         pool = self.pool
+        if pool.by_caching:  # the queue needs each block's caching order: no lazy keying
+            seq.lazy_from = NEVER
         seq.table = pool.touch(hit, now) if hit.pieces else []
         seq.pending = []
         seq.last_ext = None
@@ -616,10 +658,11 @@ class ExtentKV(AdmissionRules):
         if seq.dstamps:
             self.flush_stamps(seq)
         ends, pending, table, pkey = seq.ends, seq.pending, seq.table, seq.pkey
-        by_run, bs = self.pool.by_run, self.block_size
+        pool = self.pool
+        by_run, bs, by_caching = pool.by_run, self.block_size, pool.by_caching
         last = seq.last_ext
         p = bisect_right(ends, i)
-        uses_rank = self.pool.uses_rank
+        uses_rank = pool.uses_rank
         rank, rank_end = DEFAULT_RANK, (-1 if uses_rank else NEVER)
         while i < n_full:  # key the pending blocks: grow the newest extent or add one
             group = pending[0]
@@ -646,16 +689,19 @@ class ExtentKV(AdmissionRules):
                 and last.key + last.n * bs == key
                 and last.rank == rank
                 and not last.hits
+                and (not by_caching or last.cached + last.n > pool.num_cached)
             ):  # the request's newest extent continues: grow it
                 last.n += t
                 table[-1][1] += t
             else:
                 last = Extent(key, t, 1, born, born, rank)
+                last.cached = pool.num_cached + 1
                 if exts is None:
                     by_run[run] = [last]
                 else:
                     exts.append(last)
                 table.append([last, t])
+            pool.num_cached += t
             if t == cnt:
                 del pending[0]
             else:

@@ -63,7 +63,13 @@ class ExtentQueue(Protocol):
     its blocks tail first), so blocks leave an extent from its end; every block of
     an extent has the same policy state (its hits since caching ``hits``, retention
     rank ``rank``); ``qtag`` and the links ``qprev`` / ``qnext`` are the queue's.
+
+    A queue ``by_caching_order`` instead orders blocks by when they got their
+    content (``e.cached + i`` for block i of ``e``): blocks leave an extent from its
+    first, and the pool keys every request's output as it fills (not lazily).
     """
+
+    by_caching_order: bool
 
     def push(self, e: Any, now: int) -> None:
         """Extent ``e`` became free (reference count 0): a release, tail first."""

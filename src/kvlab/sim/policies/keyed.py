@@ -5,9 +5,11 @@ recently freed first among equal keys (SGLang's eviction strategies are one
 A subclass only writes :meth:`KeyPolicy.key` over a block's :class:`BlockStats`;
 :class:`KeyPolicy` keeps the state and the order, per block (a heap) and over
 extents (:class:`LevelQueue`: a ring per key value). A key that reads only
-``hits`` and ``rank`` runs on extents: both are the same for every block of an
-extent (the pool splits extents where they would differ), and a key never
+``hits`` and ``rank`` runs on extents as it is: both are the same for every block
+of an extent (the pool splits extents where they would differ), and a key never
 changes while a block is free, so an extent's blocks stay together, in free order.
+A key that reads ``cached`` (FIFO) differs along an extent; FIFO gives its own
+queue (:class:`kvlab.sim.policies.fifo.FIFOQueue`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import heapq
 from collections.abc import Hashable
 from typing import Any
 
-from kvlab.sim.policies.base import PolicyBase, Splitter, Sweep
+from kvlab.sim.policies.base import ExtentQueue, PolicyBase, Splitter, Sweep
 from kvlab.sim.policies.ring import Ring
 
 #: Rank of blocks whose retention class was never set.
@@ -109,7 +111,9 @@ class KeyPolicy(PolicyBase):
     def order(self) -> list[int]:
         return [e[2] for e in sorted(self._entry.values())]
 
-    def extent_queue(self, block_size: int, split: Splitter) -> LevelQueue:
+    def extent_queue(self, block_size: int, split: Splitter) -> ExtentQueue:
+        """A ring per key value (:class:`LevelQueue`): right for keys of ``hits`` and
+        ``rank``; a key that reads ``cached`` needs its own queue (FIFO's)."""
         if not self.supports_extents:
             raise NotImplementedError(f"policy {self.name!r}: {self.no_extents_reason}")
         return LevelQueue(self)
@@ -122,6 +126,8 @@ class LevelQueue:
     (``e.qtag``), an extent's blocks from its last to its first; ``levels`` is a heap
     of exactly the keys of ``rings`` (a ring emptied stays until it reaches the top).
     """
+
+    by_caching_order = False
 
     def __init__(self, policy: KeyPolicy) -> None:
         self.key = policy.key

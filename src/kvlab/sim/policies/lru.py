@@ -75,6 +75,8 @@ class LRUQueue(Ring):
     """LRU over extents: one ring in free order (the extent pool evicts from its
     head without calling :meth:`next_victims`)."""
 
+    by_caching_order = False
+
     __slots__ = ()
 
     def push(self, e: Any, now: int) -> None:

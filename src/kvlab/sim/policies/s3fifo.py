@@ -111,6 +111,8 @@ class S3FIFOQueue:
     its blocks would one by one.
     """
 
+    by_caching_order = False
+
     def __init__(self, small_fraction: float, ghost: GhostKeys, split: Splitter) -> None:
         self.frac = small_fraction
         self.ghost = ghost

@@ -76,6 +76,8 @@ class TTLQueue:
     end together, so a batch of evictions takes LRU blocks up to the victim whose
     tick reaches the first pin's end, then that pin's blocks."""
 
+    by_caching_order = False
+
     def __init__(self, ttl: int, pin_rank: int) -> None:
         self.ttl = ttl
         self.pin_rank = pin_rank
