@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import subprocess
@@ -104,6 +105,61 @@ def random_workload(seed: int, n: int, rate: float = 20.0, sessions: bool = True
                 )
             )
     return Workload(tuple(reqs))
+
+
+class ExtentSeq:
+    """The request state ExtentKV keeps (see kvlab.sim.sequence.Seq), for 4-token blocks:
+    full blocks with ``keys`` (runs ending at block indices ``ends``, the last one
+    ``1 << 62``) and one more token; ``segments``: ``(end token, retention rank)`` of
+    its prompt segments (default: one of rank 1)."""
+
+    block_size = 4
+
+    def __init__(
+        self, keys: list[int], ends: list[int], segments: list[tuple[int, int]] | None = None
+    ) -> None:
+        self.keys, self.ends = keys, ends
+        self.table: list[list[object]] = []
+        self.pending: list[list[int]] = []
+        self.dstamps: list[int] = []
+        self.last_ext = None
+        self.nblocks = self.num_cached_blocks = self.nkeyed = self.num_computed = 0
+        self.num_tokens = self.prompt_len = 4 * len(keys) + 1
+        self.lazy_from = 1 << 62
+        self.nknown = len(keys)
+        self.pkey = [keys[e0] if e0 < len(keys) else None for e0 in [0, *ends[:-1]]]
+        segs = segments or [(self.prompt_len, 1)]
+        self.seg_ends = [end for end, _ in segs]
+        self.seg_ranks = [rank for _, rank in segs]
+
+    def ensure_keys(self, n: int) -> None:
+        assert n <= len(self.keys)
+
+    def key_at(self, i: int) -> int:
+        return self.keys[i]
+
+    def block_rank(self, i: int) -> int:
+        last = (i + 1) * 4 - 1
+        if last >= self.prompt_len:
+            return 2  # generation
+        return self.seg_ranks[bisect.bisect_right(self.seg_ends, last)]
+
+
+def bins(hist: list[int]) -> dict[int, int]:
+    return {i: c for i, c in enumerate(hist) if c}
+
+
+def chain(run: int, n: int, first: int = 4) -> list[int]:
+    """Keys of n blocks of one run (block size 4)."""
+    return [(run << 24) + first + 4 * i for i in range(n)]
+
+
+def admit(kv: Any, seq: ExtentSeq, now: int) -> int:
+    """Admit ``seq`` whole (its hit and the rest) at ``now``; the number of hit blocks."""
+    hit = kv.lookup_seq(seq)
+    assert kv.admit(seq, seq.num_tokens - 4 * len(hit), hit, now) == []
+    seq.num_computed = seq.num_tokens - 1
+    return len(hit)
 
 
 def run_in_vllm(py: str, script: str, payload: Any, tmp_path: Path) -> Any:

@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sim_helpers import Gpu, llama8b, random_workload, req
+from sim_helpers import ExtentSeq, Gpu, admit, bins, chain, llama8b, random_workload, req
 
 from kvlab.results import RunResult
 from kvlab.sim.config import SimConfig
 from kvlab.sim.engine import Engine, simulate
 from kvlab.sim.extents import ExtentPool, _add_ages
 from kvlab.sim.hashing import ChainInterner
+from kvlab.sim.policies import POLICIES
+from kvlab.sim.policies.base import PolicyBase
 from kvlab.workload.records import Request, Segment, Workload
 
 
@@ -26,6 +28,9 @@ def cfg(**kw: object) -> SimConfig:
     base: dict[str, object] = dict(model=llama8b(), gpu=Gpu(), block_size=4, num_blocks=64)
     base.update(kw)
     return SimConfig(**base)  # type: ignore[arg-type]
+
+
+PARAMS: dict[str, dict[str, float]] = {"ttl": {"ttl_s": 1.0}}
 
 
 def saved(result: RunResult, d: Path) -> dict[str, object]:
@@ -108,11 +113,19 @@ def test_extents_are_used_and_evicted(tmp_path: Path) -> None:
     assert fast == ref
 
 
-def test_other_policies_and_offload_use_the_block_pool() -> None:
+def test_every_policy_runs_on_extents_and_offload_uses_the_block_pool() -> None:
     wl = Workload((req("a", [("u", 30)], 10),))
-    assert not isinstance(Engine(wl, cfg(policy="fifo")).pool, ExtentPool)
+    for name in POLICIES:
+        pool = Engine(wl, cfg(policy=name, policy_params=PARAMS.get(name, {}))).pool
+        assert isinstance(pool, ExtentPool), name
     assert not isinstance(Engine(wl, cfg(offload_blocks=100)).pool, ExtentPool)
     assert not isinstance(Engine(wl, cfg(extents=False)).pool, ExtentPool)
+
+    class BlocksOnly(PolicyBase):
+        no_extents_reason = "it needs block ids"
+
+    with pytest.raises(ValueError, match="cannot run on extents: it needs block ids"):
+        ExtentPool(10, 4, policy=BlocksOnly())  # type: ignore[arg-type]
 
 
 # odd seeds schedule by priority; seeds 11, 15 and 37 preempt the request that needed the
@@ -147,6 +160,50 @@ def test_sessions_workload_matches_reference(seed: int, tmp_path: Path) -> None:
     assert fast == ref
 
 
+#: the policies besides LRU (all run on extents), with parameters drawn per seed
+EXTENT_POLICIES = ["fifo", "lfu", "retention", "s3fifo", "ttl"]
+
+
+def policy_params(name: str, rng: np.random.Generator) -> dict[str, float]:
+    if name == "ttl":  # pins that expire within a window, or never; system or more pinned
+        return {"ttl_s": float(rng.choice([0.0, 0.02, 0.3, 1e6])), "pin_rank": int(rng.integers(3))}
+    if name == "s3fifo":  # the small queue's share, at its edges too; ghost lists that overflow
+        return {
+            "small_fraction": float(rng.choice([0.1, 0.3, 0.0, 1.0, 0.55])),
+            "ghost_size": int(rng.choice([0, 3, 40, 4096])),
+        }
+    if name == "retention":
+        return {"num_ranks": int(rng.choice([5, 2]))}
+    return {}
+
+
+# every policy with an extent queue, against its own per-block reference; odd seeds run
+# the sessions workload (retention classes, 16-token blocks), seeds 2 mod 3 by priority
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("policy", EXTENT_POLICIES)
+def test_policies_on_extents_match_reference(policy: str, seed: int, tmp_path: Path) -> None:
+    rng = np.random.default_rng(3000 + seed)
+    if seed % 2:
+        wl = random_workload(seed, 80, rate=40.0)
+        size = dict(block_size=16, num_blocks=int(rng.integers(90, 200)))
+    else:
+        wl = mixed_workload(seed, 120)
+        size = dict(num_blocks=int(rng.integers(70, 160)))
+    c = cfg(
+        **size,
+        max_num_seqs=int(rng.integers(2, 12)),
+        max_num_batched_tokens=int(rng.choice([64, 128, 512])),
+        scheduling="priority" if seed % 3 == 2 else "fcfs",
+        exact_steps=seed % 4 == 3,
+        policy=policy,
+        policy_params=policy_params(policy, rng),
+    )
+    fast, ref = both(wl, c, tmp_path)
+    assert fast == ref
+    s = fast["summary"]
+    assert isinstance(s, dict) and s["num_evicted_blocks"] > 0
+
+
 def test_preemptions_happen_in_the_random_workloads() -> None:
     wl = mixed_workload(0, 120)
     res = simulate(wl, cfg(num_blocks=70, max_num_seqs=10))
@@ -154,8 +211,9 @@ def test_preemptions_happen_in_the_random_workloads() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("policy", ["lru", *EXTENT_POLICIES])
 @pytest.mark.parametrize("trace", ["azure-conv", "mooncake-conversation"])
-def test_real_traces_match_reference(trace: str, tmp_path: Path) -> None:
+def test_real_traces_match_reference(trace: str, policy: str, tmp_path: Path) -> None:
     from kvlab.cli.simulate import build_config
     from kvlab.workload.detect import load_workload
 
@@ -163,7 +221,7 @@ def test_real_traces_match_reference(trace: str, tmp_path: Path) -> None:
         model="llama-3.1-8b",
         gpu="h100",
         mode="prefix",
-        policy="lru",
+        policy=policy,
         block_size=16,
         num_blocks=None,
         kv_dtype=None,
@@ -171,7 +229,7 @@ def test_real_traces_match_reference(trace: str, tmp_path: Path) -> None:
         no_prefix_caching=False,
         exact_steps=False,
         seed=0,
-        sets=[],
+        sets=["policy.ttl_s=5", "policy.pin_rank=1"] if policy == "ttl" else [],  # (context)
     )
     wl = load_workload(trace, None, seed=0)
     wl = Workload(wl.requests[:3000])
@@ -179,64 +237,25 @@ def test_real_traces_match_reference(trace: str, tmp_path: Path) -> None:
     assert fast == ref
 
 
-class _Seq:
-    """The request state ExtentKV keeps (see kvlab.sim.sequence.Seq)."""
-
-    def __init__(self, keys: list[int], ends: list[int]) -> None:
-        self.keys, self.ends = keys, ends
-        self.table: list[list[object]] = []
-        self.pending: list[list[int]] = []
-        self.dstamps: list[int] = []
-        self.last_ext = None
-        self.nblocks = self.num_cached_blocks = self.nkeyed = self.num_computed = 0
-        self.num_tokens = 4 * len(keys) + 1
-        self.lazy_from = 1 << 62
-
-        self.nknown = len(keys)
-        self.pkey = [keys[e0] if e0 < len(keys) else None for e0 in [0, *ends[:-1]]]
-
-    def ensure_keys(self, n: int) -> None:
-        assert n <= len(self.keys)
-
-    def key_at(self, i: int) -> int:
-        return self.keys[i]
-
-
-def bins(hist: list[int]) -> dict[int, int]:
-    return {i: c for i, c in enumerate(hist) if c}
-
-
-def chain(run: int, n: int, first: int = 4) -> list[int]:
-    """Keys of n blocks of one run (block size 4)."""
-    return [(run << 24) + first + 4 * i for i in range(n)]
-
-
-def admit(kv: object, seq: _Seq, now: int) -> int:
-    hit = kv.lookup_seq(seq)  # type: ignore[attr-defined]
-    assert kv.admit(seq, seq.num_tokens - 4 * len(hit), hit, now) == []  # type: ignore[attr-defined]
-    seq.num_computed = seq.num_tokens - 1
-    return len(hit)
-
-
 def test_extent_pool_queue_order_eviction_and_histograms() -> None:
     from kvlab.sim.extents import ExtentKV
 
     pool = ExtentPool(21, 4)  # 20 usable blocks
     kv = ExtentKV(pool, 4, 1000)
-    a = _Seq(chain(1, 3) + chain(2, 2), [3, 5, 1 << 62])  # two runs: 3 + 2 blocks
+    a = ExtentSeq(chain(1, 3) + chain(2, 2), [3, 5, 1 << 62])  # two runs: 3 + 2 blocks
     assert admit(kv, a, now=0) == 0
     assert pool.clean == 14 and a.nblocks == 6 and a.num_cached_blocks == 5
     assert [(e.key, e.n) for e, _ in a.table] == [(chain(1, 1)[0], 3), (chain(2, 1)[0], 2)]
     kv.free(a, 5)
     assert pool.clean == 15 and pool.queued == 5  # the partial block is clean again
     # the queue holds run 2 (freed first) then run 1; each is evicted from its end
-    x = _Seq(chain(9, 16), [16, 1 << 62])  # 17 blocks: 15 clean, then all of run 2
+    x = ExtentSeq(chain(9, 16), [16, 1 << 62])  # 17 blocks: 15 clean, then all of run 2
     assert admit(kv, x, now=16) == 0
     assert pool.num_evicted == 2 and bins(pool.lifetime) == {(16).bit_length(): 2}
     assert bins(pool.idle) == {(16).bit_length(): 2}
     assert list(pool.by_run) == [1, 9] and pool.clean == 0 and pool.queued == 3
     kv.free(x, 18)
-    b = _Seq(chain(1, 3) + chain(3, 1), [3, 4, 1 << 62])
+    b = ExtentSeq(chain(1, 3) + chain(3, 1), [3, 4, 1 << 62])
     assert admit(kv, b, now=20) == 3  # all of run 1 hits: a's blocks are still cached
     assert bins(pool.reuse_gap) == {(20).bit_length(): 3}
     assert b.nblocks == 5 and pool.clean == 0 and pool.num_evicted == 3  # one of x's
@@ -248,13 +267,13 @@ def test_a_partial_hit_splits_an_extent_and_keeps_its_queue_place() -> None:
 
     pool = ExtentPool(40, 4)
     kv = ExtentKV(pool, 4, 1000)
-    a = _Seq(chain(1, 6), [6, 1 << 62])
+    a = ExtentSeq(chain(1, 6), [6, 1 << 62])
     admit(kv, a, 0)
     kv.free(a, 1)
-    c = _Seq(chain(7, 2), [2, 1 << 62])
+    c = ExtentSeq(chain(7, 2), [2, 1 << 62])
     admit(kv, c, 2)
     kv.free(c, 3)  # queue: a's 6 blocks, then c's 2
-    b = _Seq(chain(1, 2) + chain(5, 1), [2, 3, 1 << 62])
+    b = ExtentSeq(chain(1, 2) + chain(5, 1), [2, 3, 1 << 62])
     assert admit(kv, b, 4) == 2  # the first two blocks of a's extent
     exts = pool.by_run[1]
     assert [(e.n, e.ref) for e in exts] == [(2, 1), (4, 0)]
@@ -263,11 +282,7 @@ def test_a_partial_hit_splits_an_extent_and_keeps_its_queue_place() -> None:
     assert [(e.n, e.ref) for e in pool.by_run[1]] == [(2, 1), (1, 0)]
     assert pool.by_run[7][0].n == 2
     kv.free(b, 10)  # b's hit extent joins the queue tail again, after c's
-    order = []
-    e = pool.head.qnext
-    while e is not pool.head:
-        order.append((e.key >> 24, e.n))
-        e = e.qnext
+    order = [(e.key >> 24, e.n) for e in pool.queue.items()]  # type: ignore[attr-defined]
     assert order == [(1, 1), (7, 2), (5, 1), (1, 2)]
 
 
@@ -276,8 +291,8 @@ def test_duplicates_hit_the_block_cached_first() -> None:
 
     pool = ExtentPool(40, 4)
     kv = ExtentKV(pool, 4, 1000)
-    a = _Seq(chain(1, 4), [4, 1 << 62])
-    b = _Seq(chain(1, 4), [4, 1 << 62])
+    a = ExtentSeq(chain(1, 4), [4, 1 << 62])
+    b = ExtentSeq(chain(1, 4), [4, 1 << 62])
     assert kv.admit(a, 8, kv.lookup_seq(a), 0) == []  # a chunk: blocks 0, 1 cached
     a.num_computed = 8
     assert admit(kv, b, 1) == 2  # b hits them and computes blocks 2, 3 itself
@@ -288,14 +303,14 @@ def test_duplicates_hit_the_block_cached_first() -> None:
         (12, 2, 1),  # a's
     ]
     bs_blocks, a_blocks = pool.by_run[1][1], pool.by_run[1][2]
-    c = _Seq(chain(1, 4), [4, 1 << 62])
+    c = ExtentSeq(chain(1, 4), [4, 1 << 62])
     assert admit(kv, c, 3) == 4
     assert bs_blocks.ref == 2 and a_blocks.ref == 1
     kv.free(b, 4)
     kv.free(c, 5)
     assert bs_blocks.ref == 0 and pool.queued == 2
     pool.take(pool.clean + 1, now=6)  # evicts the last block of b's copy
-    d = _Seq(chain(1, 4), [4, 1 << 62])
+    d = ExtentSeq(chain(1, 4), [4, 1 << 62])
     hit = kv.lookup_seq(d)
     # block 2 from b's copy (still first), block 3 from a's (the only one left)
     assert [(e is bs_blocks, j, t) for e, j, t in hit.pieces] == [

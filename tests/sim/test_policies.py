@@ -7,10 +7,14 @@ import pytest
 from sim_helpers import Gpu, llama8b, random_workload
 
 from kvlab.errors import ConfigError
+from kvlab.results import RunResult
 from kvlab.sim.block_pool import BlockPool
 from kvlab.sim.config import SimConfig
-from kvlab.sim.engine import simulate
+from kvlab.sim.engine import Engine, simulate
+from kvlab.sim.extents import ExtentPool
 from kvlab.sim.policies import POLICIES, make_policy
+from kvlab.sim.policies.keyed import BlockStats, KeyPolicy
+from kvlab.sim.policies.lfu import LFU
 from kvlab.sim.policies.retention import Retention
 from kvlab.sim.policies.s3fifo import S3FIFO
 from kvlab.sim.policies.ttl import TTL
@@ -65,11 +69,77 @@ def test_policy_is_deterministic_in_the_engine(name: str) -> None:
     assert 0 <= a.summary["kv_cache_usage_perc_max"] <= 1
 
 
+def comparable(r: RunResult) -> dict[str, object]:
+    return {
+        "records": [x.to_dict() for x in r.records],
+        "summary": {k: v for k, v in r.summary.items() if k != "wall_s"},
+        "timeseries": r.timeseries,
+        "histograms": r.histograms,
+    }
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_policy_runs_on_extents_with_the_block_pools_results_or_says_why(name: str) -> None:
+    w = random_workload(5, 80)
+    c = SimConfig(
+        model=llama8b(), gpu=Gpu(), num_blocks=150, policy=name, policy_params=PARAMS.get(name, {})
+    )
+    policy = make_policy(name, 1, **PARAMS.get(name, {}))
+    if not policy.supports_extents:
+        assert policy.no_extents_reason
+        assert isinstance(Engine(w, c).pool, BlockPool)
+        return
+    assert isinstance(Engine(w, c).pool, ExtentPool)
+    fast, ref = simulate(w, c), simulate(w, c.replace(extents=False))
+    assert comparable(fast) == comparable(ref)
+    assert ref.summary["num_evicted_blocks"] > 0
+
+
 def test_unknown_policy_and_parameter() -> None:
     with pytest.raises(ConfigError):
         make_policy("nope")
     with pytest.raises(ConfigError):
         make_policy("lru", 1, bogus=1)
+    with pytest.raises(ConfigError, match="ttl must be"):
+        make_policy("ttl", 1, ttl_s=-1)
+
+
+class FewHitsLongLived(KeyPolicy):
+    """A policy as docs/policies.md adds one: fewest hits first, the shortest-lived
+    retention class first among equal hits."""
+
+    name = "fewhits"
+    uses_retention = True
+
+    def key(self, s: BlockStats) -> tuple[int, int]:
+        return (s.hits, -s.rank)
+
+
+def test_a_new_key_policy_runs_on_both_pools(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(POLICIES, "fewhits", lambda ticks_per_s, **kw: FewHitsLongLived(**kw))
+    w = random_workload(6, 80)
+    c = SimConfig(model=llama8b(), gpu=Gpu(), num_blocks=150, policy="fewhits")
+    assert isinstance(Engine(w, c).pool, ExtentPool)
+    fast, ref = simulate(w, c), simulate(w, c.replace(extents=False))
+    assert comparable(fast) == comparable(ref)
+    assert comparable(fast) != comparable(simulate(w, c.replace(policy="lru")))
+
+
+def test_lfu_evicts_fewest_hits_then_least_recently_freed() -> None:
+    pol = LFU()
+    pool = BlockPool(7, policy=pol)
+    a = pool.allocate(3)  # blocks 1, 2, 3
+    for b in a:
+        pool.cache(b, f"k{b}")
+    pool.free(reversed(a))
+    assert pol.order() == [3, 2, 1]  # no hits: in free order, a request's tail first
+    pool.touch([1, 2])  # a second request hits the first two
+    pool.free([2, 1])
+    assert pol.order() == [3, 2, 1]  # 3 (no hits), then 2 and 1 (one hit each)
+    pool.touch([2])
+    pool.free([2])
+    assert pol.order() == [3, 1, 2]
+    assert pool.allocate(5) == [4, 5, 6, 3, 1]  # clean blocks first
 
 
 def test_retention_evicts_shortest_lived_class_first() -> None:

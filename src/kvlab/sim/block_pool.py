@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
-from itertools import islice, repeat
+from itertools import repeat
 from typing import Protocol
 
 from kvlab.sim.policies.base import EvictionPolicy
@@ -69,8 +69,9 @@ class BlockPool:
         self.num_blocks = num_blocks
         self.enable_caching = enable_caching
         self.policy: EvictionPolicy = policy if policy is not None else LRU()
-        self.policy_uses_retention = getattr(self.policy, "uses_retention", False)
-        self.lru_queue = self.policy._queue if type(self.policy) is LRU else None
+        self.policy_uses_retention = self.policy.uses_retention
+        #: whether the policy wants :meth:`EvictionPolicy.on_access` calls
+        self.policy_uses_access = self.policy.uses_access
         self.tier = tier
         self.ref = [0] * num_blocks
         self.key: list[Hashable | None] = [None] * num_blocks
@@ -141,14 +142,16 @@ class BlockPool:
     def touch(self, blocks: Iterable[int], now: int = 0) -> None:
         """A request hit ``blocks``: take them off the free list, ref += 1."""
         ref, policy, key, used, gap = self.ref, self.policy, self.key, self.used, self.reuse_gap
-        lru = self.lru_queue
-        if lru is not None:  # LRU ignores accesses (no on_access call)
+        if not self.policy_uses_access:  # (LRU) the free ones leave the policy in one batch
+            freed: list[int] = []
             for b in blocks:
                 if ref[b] == 0:
-                    del lru[b]
+                    freed.append(b)
                 ref[b] += 1
                 gap[(now - used[b]).bit_length()] += 1
                 used[b] = now
+            if freed:
+                policy.remove_many(freed)
             return
         for b in blocks:
             if ref[b] == 0:
@@ -179,54 +182,29 @@ class BlockPool:
             used[b] = now
         return out
 
-    def _take_unique_head(self, n: int) -> list[int] | None:
-        """LRU without tier: pop the ``n`` head blocks and drop their keys, unless one of
-        those keys is held by several blocks (then change nothing and return None)."""
-        lru, key, cached = self.lru_queue, self.key, self.cached
-        assert lru is not None
-        victims = list(islice(lru, n))  # the queue head, in order
-        keys = [key[b] for b in victims]
-        if self.num_multi:
-            for k in keys:
-                if cached[k].__class__ is not int:
-                    return None
-        for b in victims:
-            del lru[b]
-            key[b] = None
-        for k in keys:
-            del cached[k]
-        return victims
-
     def _evict_n(self, n: int, now: int) -> list[int]:
-        """Pop ``n`` victims from the policy and drop their keys."""
+        """Take the policy's next ``n`` victims and drop their keys."""
         key, cached, born, used = self.key, self.cached, self.born, self.used
-        life, idle, tier, lru = self.lifetime, self.idle, self.tier, self.lru_queue
-        out: list[int] = []
-        append = out.append
-        if lru is not None and tier is None:  # vLLM's LRU, no lower tier
-            victims = self._take_unique_head(n)
-            if victims is not None:
-                _add_ages(life, now, Counter([born[b] for b in victims]))
-                _add_ages(idle, now, Counter([used[b] for b in victims]))
-                self.num_evicted += n
-                return victims
-        policy = self.policy
-        for _ in range(n):
-            b = lru.popitem(False)[0] if lru is not None else policy.pop_victim(now)
-            k = key[b]
-            key[b] = None
-            e = cached.pop(k)
-            if e.__class__ is not int:
-                self._put_back(k, e, b)
-            if lru is None:
-                policy.on_evict(k)
-            life[(now - born[b]).bit_length()] += 1
-            idle[(now - used[b]).bit_length()] += 1
-            if tier is not None:
-                tier.on_gpu_evict(k, now)
-            append(b)
+        victims = self.policy.pop_victims(n, now)
+        _add_ages(self.lifetime, now, Counter([born[b] for b in victims]))
+        _add_ages(self.idle, now, Counter([used[b] for b in victims]))
         self.num_evicted += n
-        return out
+        keys = [key[b] for b in victims]
+        for b in victims:
+            key[b] = None
+        if not self.num_multi:  # every key is held by one block
+            for k in keys:
+                del cached[k]
+        else:
+            for b, k in zip(victims, keys, strict=True):
+                e = cached.pop(k)
+                if e.__class__ is not int:
+                    self._put_back(k, e, b)
+        tier = self.tier
+        if tier is not None:
+            for k in keys:
+                tier.on_gpu_evict(k, now)
+        return victims
 
     def _put_back(self, k: Hashable, entry: int | list[int], b: int) -> None:
         """Keep the other blocks that hold the same content as evicted block b."""
@@ -258,14 +236,15 @@ class BlockPool:
             self.num_multi += 1
         else:
             entry.append(block_id)
-        if self.lru_queue is None:
+        if self.policy_uses_access:
             self.policy.on_access(block_id, key, now)
         if self.tier is not None:
             self.tier.on_gpu_cache(key, now)
 
     def cache_run(self, blocks: Sequence[int], keys: Sequence[Hashable], now: int) -> None:
-        """:meth:`cache` for consecutive blocks of one request (LRU, no tier: fast path)."""
-        if self.lru_queue is None or self.tier is not None:
+        """:meth:`cache` for consecutive blocks of one request (fast when neither the
+        policy nor a tier needs to hear of each block)."""
+        if self.policy_uses_access or self.tier is not None:
             for b, k in zip(blocks, keys, strict=True):
                 self.cache(b, k, now)
             return
@@ -293,14 +272,12 @@ class BlockPool:
         """Drop one reference to each block, given in eviction order (tail first).
 
         Blocks reaching 0 without a key go to the head of the free list (in the
-        given order), keyed ones to the policy (vLLM ``free_blocks``).
+        given order), keyed ones to the policy, in one batch (vLLM ``free_blocks``).
         """
         ref, key = self.ref, self.key
         unkeyed: list[int] = []
-        caching = self.enable_caching
-        lru = self.lru_queue
-        insert = self.policy.insert
-        if lru is not None and caching:  # the common case, without per-block branching on it
+        keyed: list[int] = []
+        if self.enable_caching:
             for b in blocks_tail_first:
                 r = ref[b] - 1
                 ref[b] = r
@@ -308,21 +285,15 @@ class BlockPool:
                     if key[b] is None:
                         unkeyed.append(b)
                     else:
-                        lru[b] = None
-            if unkeyed:
-                unkeyed.reverse()
-                self.clean.extend(unkeyed)
-            return
-        for b in blocks_tail_first:
-            r = ref[b] - 1
-            ref[b] = r
-            if r == 0:
-                if key[b] is None or not caching:
+                        keyed.append(b)
+        else:
+            for b in blocks_tail_first:
+                r = ref[b] - 1
+                ref[b] = r
+                if r == 0:
                     unkeyed.append(b)
-                elif lru is not None:
-                    lru[b] = None
-                else:
-                    insert(b, now)
+        if keyed:
+            self.policy.insert_many(keyed, now)
         if unkeyed:
             unkeyed.reverse()
             self.clean.extend(unkeyed)

@@ -2,25 +2,30 @@
 
 The simulator's outputs never name a physical block: what vLLM's block pool
 decides (which keys stay cached, which get evicted and when, usage, hits) depends
-only on the order of the free queue and on reference counts. So for vLLM's LRU
-without a lower tier, the simulator keeps consecutive full blocks of one chain
-run (:mod:`kvlab.sim.hashing`: keys ``key, key + B, key + 2B, ...``) that share
-their state as one :class:`Extent`, and unkeyed free blocks as a count. A prompt
-of 12,000 tokens is then a few dozen extents, not 750 blocks, and evicting or
-freeing it costs as much.
+only on the order of the free queue and on reference counts. So the simulator
+keeps consecutive full blocks of one chain run (:mod:`kvlab.sim.hashing`: keys
+``key, key + B, key + 2B, ...``) that share their state as one :class:`Extent`,
+and unkeyed free blocks as a count. A prompt of 12,000 tokens is then a few dozen
+extents, not 750 blocks, and evicting or freeing it costs as much.
 
-Same results as :class:`kvlab.sim.block_pool.BlockPool` block by block (a
-differential test runs both on randomized workloads and on the shipped traces):
+Same results as :class:`kvlab.sim.block_pool.BlockPool` block by block, for every
+eviction policy that gives an extent queue (a differential test runs both on
+randomized workloads and on the shipped traces):
 
 * the free queue is unkeyed blocks (a count, handed out first: vLLM prepends
-  them) followed by keyed blocks in LRU order; an extent in the queue stands for
-  its blocks from the last to the first (a request frees its blocks tail first),
-  so eviction shortens the queue's head extent from its end;
+  them) followed by keyed blocks in the policy's order: the policy's
+  :class:`~kvlab.sim.policies.base.ExtentQueue` (for vLLM's LRU, the default, one
+  ring that the pool walks itself); an extent in the queue stands for its blocks
+  from the last to the first (a request frees its blocks tail first), so
+  eviction shortens an extent from its end;
+* the blocks of an extent share the state a policy reads (hits since caching,
+  retention rank): a hit on part of an extent splits it (its parts keep its queue
+  place and order), extents are cut where the retention rank changes, and an
+  extent grows only with blocks in its state; every holder reaches the parts of a
+  split extent through ``nxt`` links;
 * vLLM keeps duplicate blocks of one key (it does not deduplicate) and a hit
   takes the one cached first: ``by_run[run]`` lists a run's extents in caching
   order, and an extent only grows while it is the run's last one;
-* a hit on part of an extent splits it (its parts keep its queue place and
-  order); every holder reaches the parts through ``nxt`` links;
 * residency histograms: an extent's blocks share their hand-out and last-use
   ticks, so an eviction or a hit adds one count per extent, not per block.
 """
@@ -34,6 +39,9 @@ from typing import Any
 from kvlab.sim.block_pool import residency_histograms
 from kvlab.sim.hashing import OFFSET_BITS
 from kvlab.sim.kv_manager import AdmissionRules, cdiv
+from kvlab.sim.policies.base import EvictionPolicy, ExtentQueue
+from kvlab.sim.policies.keyed import DEFAULT_RANK
+from kvlab.sim.policies.lru import LRU, LRUQueue
 from kvlab.sim.sequence import NEVER, Seq
 
 #: Histogram slots of the extent pool: bins of ages below 2**255 ticks (the engine
@@ -59,27 +67,88 @@ class Extent:
 
     Invariants: keys ``key + i * B`` for ``i < n`` (one run); ``ref`` requests hold
     all of them; ``ref == 0`` iff the extent is in the free queue (``qprev`` /
-    ``qnext`` links); ``born`` / ``used``: tick they were handed out / last handed
-    out or hit, either one int for all, or ``born`` a list (one tick per block)
-    and ``used`` None (= ``born``, never hit since); ``nxt``: the extent that
-    took over this one's later blocks when it was split (holders walk it).
+    ``qnext`` links, ``qtag``: the queue's mark); ``born`` / ``used``: tick they
+    were handed out / last handed out or hit, either one int for all, or ``born`` a
+    list (one tick per block) and ``used`` None (= ``born``, never hit since);
+    ``hits``: hits on each of them since they were cached (as the policy counts
+    them: :meth:`ExtentQueue.hit`); ``rank``: their retention rank; ``cached``: the
+    caching order of the first (the others follow it: ``cached + i``; kept for a
+    queue ``by_caching_order``); ``nxt``: the extent that took over this one's later
+    blocks when it was split (holders walk it).
     """
 
-    __slots__ = ("born", "key", "n", "nxt", "qnext", "qprev", "ref", "used")
+    __slots__ = (
+        "born",
+        "cached",
+        "hits",
+        "key",
+        "n",
+        "nxt",
+        "qnext",
+        "qprev",
+        "qtag",
+        "rank",
+        "ref",
+        "used",
+    )
 
-    def __init__(self, key: int, n: int, ref: int, born: Any, used: int | None) -> None:
+    def __init__(
+        self, key: int, n: int, ref: int, born: Any, used: int | None, rank: int = DEFAULT_RANK
+    ) -> None:
         self.key = key
         self.n = n
         self.ref = ref
         self.born = born
         self.used = used
+        self.hits = 0
+        self.rank = rank
+        self.cached = 0
         self.nxt: Extent | None = None
         self.qprev: Any = None  # free-queue links, None off the queue (no cycles left behind)
         self.qnext: Any = None
+        self.qtag: Any = None
+
+
+class _Sweep:
+    """The ticks of one batch of evictions (see :meth:`ExtentPool._evict`): victim
+    ``q`` is block ``c + q`` of the window, taken at the start of its step."""
+
+    __slots__ = ("c", "cum", "ends", "num", "t_lo")
+
+    def __init__(self, num: int, cum: list[int] | None, c: int, t_lo: int, ends: Any) -> None:
+        self.num = num
+        self.cum = cum
+        self.c = c
+        self.t_lo = t_lo
+        self.ends = ends
+
+    def tick(self, q: int) -> int:
+        cum = self.cum
+        if cum is None:
+            return self.t_lo
+        step = bisect_right(cum, self.c + q)
+        return self.ends[step - 1] if step else self.t_lo
+
+    def first_at(self, t: int, q: int) -> int:
+        """The first victim index ``>= q`` taken at a tick ``>= t`` (``num`` if none)."""
+        if self.t_lo >= t:
+            return q
+        cum = self.cum
+        if cum is None:
+            return self.num
+        step = bisect_left(self.ends, t) + 1  # the first step starting at or after t
+        if step >= len(cum):
+            return self.num
+        first = cum[step - 1] - self.c
+        return first if first > q else q
 
 
 class Hit:
-    """A lookup's result: ``pieces`` (extent, first block in it, blocks), ``n`` blocks."""
+    """A lookup's result: ``pieces`` (extent, first block in it, blocks), ``n`` blocks.
+
+    An extent can give two pieces, apart: when a duplicate cached earlier lies inside
+    it (the hit takes the blocks cached first), so the pieces in between are the
+    duplicate's."""
 
     __slots__ = ("n", "pieces")
 
@@ -92,23 +161,46 @@ class Hit:
 
 
 class ExtentPool:
-    """Free blocks (``clean`` unkeyed + ``queued`` in the LRU queue) and cached extents.
+    """Free blocks (``clean`` unkeyed + ``queued`` in the policy's queue) and cached extents.
 
-    Invariants: ``clean + queued + held == num_blocks - 1``; the queue is a ring
-    through the sentinel ``head`` (``head.qnext`` is evicted first);
-    ``by_run[run]`` holds every extent of ``run`` with ``n > 0``, in caching order.
+    Invariants: ``clean + queued + held == num_blocks - 1``; ``queue`` holds the
+    free keyed extents (``queued`` blocks) in the eviction order of ``policy``
+    (vLLM's LRU by default); ``ring`` is that queue when it is LRU's ring (the pool
+    walks it inline: the common case, kept fast), else None; ``by_run[run]`` holds
+    every extent of ``run`` with ``n > 0``, in caching order.
     """
 
-    def __init__(self, num_blocks: int, block_size: int, *, enable_caching: bool = True) -> None:
+    def __init__(
+        self,
+        num_blocks: int,
+        block_size: int,
+        *,
+        enable_caching: bool = True,
+        policy: EvictionPolicy | None = None,
+    ) -> None:
         if num_blocks < 2:
             raise ValueError("a block pool needs at least 2 blocks (one is the null block)")
         self.num_blocks = num_blocks
         self.bs = block_size
         self.enable_caching = enable_caching
+        self.policy: EvictionPolicy = policy if policy is not None else LRU()
+        if not self.policy.supports_extents:
+            raise ValueError(
+                f"policy {self.policy.name!r} cannot run on extents: "
+                f"{self.policy.no_extents_reason}"
+            )
+        self.queue: ExtentQueue = self.policy.extent_queue(block_size, self.split)
+        self.ring = self.queue if type(self.queue) is LRUQueue else None
+        #: whether extents need retention ranks / hit counts (the policy reads them)
+        self.uses_rank = self.policy.uses_retention
+        self.counts_hits = self.policy.uses_access
+        #: whether the queue orders blocks by when they were cached (then victims are the
+        #: first blocks of extents, and requests key their output as it fills)
+        self.by_caching = self.queue.by_caching_order
+        #: blocks cached so far (the caching order of the next one is this + 1)
+        self.num_cached = 0
         self.clean = num_blocks - 1
         self.queued = 0
-        self.head = Extent(-1, 0, 0, 0, 0)
-        self.head.qprev = self.head.qnext = self.head
         self.by_run: dict[int, list[Extent]] = {}
         self.num_evicted = 0
         #: residency histograms, ``hist[bin]`` (bin: bit length of an age in ticks)
@@ -192,41 +284,30 @@ class ExtentPool:
         return Hit(pieces, i)
 
     # -- queue -------------------------------------------------------------
-    def _enqueue(self, e: Extent) -> None:
-        head = self.head
-        last = head.qprev
-        e.qprev = last
-        e.qnext = head
-        last.qnext = e
-        head.qprev = e
-        self.queued += e.n
-
-    def _dequeue(self, e: Extent) -> None:
-        e.qprev.qnext = e.qnext
-        e.qnext.qprev = e.qprev
-        e.qprev = e.qnext = None
-        self.queued -= e.n
-
-    def _split(self, e: Extent, j: int) -> Extent:
-        """Cut ``e`` after its first ``j`` blocks (0 < j < n); return the later part."""
+    def split(self, e: Extent, j: int) -> Extent:
+        """Cut ``e`` after its first ``j`` blocks (0 < j < n); return the later part (in
+        ``e``'s state; the caller links it in the free queue if ``e`` is there)."""
         bs = self.bs
         born = e.born
         if born.__class__ is list:
-            h = Extent(e.key + j * bs, e.n - j, e.ref, born[j:], e.used)
+            h = Extent(e.key + j * bs, e.n - j, e.ref, born[j:], e.used, e.rank)
             del born[j:]
         else:
-            h = Extent(e.key + j * bs, e.n - j, e.ref, born, e.used)
+            h = Extent(e.key + j * bs, e.n - j, e.ref, born, e.used, e.rank)
+        h.hits = e.hits
+        h.cached = e.cached + j
         e.n = j
         h.nxt = e.nxt
         e.nxt = h
         exts = self.by_run[e.key >> OFFSET_BITS]
         exts.insert(exts.index(e) + 1, h)
-        if e.ref == 0:  # queued: the later blocks leave first, so h goes before e
-            p = e.qprev
-            h.qprev = p
-            h.qnext = e
-            p.qnext = h
-            e.qprev = h
+        return h
+
+    def _split_queued(self, e: Extent, j: int) -> Extent:
+        """:meth:`split`, keeping a queued extent's place: the later blocks leave first."""
+        h = self.split(e, j)
+        if e.ref == 0:
+            self.queue.split(e, h)
         return h
 
     # -- mutations -------------------------------------------------------
@@ -266,27 +347,40 @@ class ExtentPool:
     def _evict(
         self, num: int, cum: list[int] | None, c: int, t_lo: int, t_hi: int, ends: Any
     ) -> None:
-        """Evict ``num`` blocks from the queue head, between ticks ``t_lo`` and ``t_hi``.
+        """Evict ``num`` blocks in the queue's order, between ticks ``t_lo`` and ``t_hi``.
 
         Eviction ``q`` (0-based) happens at the start of the step that takes block
         ``c + q`` of the window (``cum``: running totals of its steps' blocks, None
         for a single tick; step i starts at ``ends[i - 1]``, step 0 at ``t_lo``).
+        The victims come as the last blocks of extents: the head of LRU's ring, or
+        what the policy's queue names (:meth:`ExtentQueue.next_victims`).
         Histogram counts are added per extent when its blocks fall in one bin at
         both ends of the range (nearly always), step by step otherwise.
         """
         self.queued -= num
         self.num_evicted += num
-        head, life, idle, by_run = self.head, self.lifetime, self.idle, self.by_run
+        life, idle, by_run = self.lifetime, self.idle, self.by_run
+        ring, front = self.ring, self.by_caching
+        if ring is not None:
+            head = ring.head
+        else:
+            next_victims = self.queue.next_victims
+            sweep = _Sweep(num, cum, c, t_lo, ends)
         acc_l = acc_i = acc_n = 0  # pending count for the bins (acc_l, acc_i)
         q = 0
         while q < num:
-            e = head.qnext
-            en = e.n
-            x = en if en <= num - q else num - q
+            if ring is not None:
+                e = head.qnext
+                en = e.n
+                x = en if en <= num - q else num - q
+            else:  # (the queue unlinks e when all of it goes)
+                e, x = next_victims(num - q, q, sweep)
+                en = e.n
             born, used = e.born, e.used
-            if born.__class__ is list:  # evicted from the end: the last x stamps
-                bl = (t_lo - born[-1]).bit_length()
-                uniform = bl == (t_hi - born[en - x]).bit_length()
+            if born.__class__ is list:  # the stamps of the x victims: the last x (or first)
+                lo, hi = (0, x) if front else (en - x, en)
+                bl = (t_lo - born[hi - 1]).bit_length()
+                uniform = bl == (t_hi - born[lo]).bit_length()
             else:
                 bl = (t_lo - born).bit_length()
                 uniform = bl == (t_hi - born).bit_length()
@@ -315,24 +409,31 @@ class ExtentPool:
                         if cum[step] - (c + q + j) < m:
                             m = cum[step] - (c + q + j)
                     if born.__class__ is list:
-                        _add_ages(life, born, en - j - m, en - j, t)
+                        lo, hi = (j, j + m) if front else (en - j - m, en - j)
+                        _add_ages(life, born, lo, hi, t)
                         if used is None:
-                            _add_ages(idle, born, en - j - m, en - j, t)
+                            _add_ages(idle, born, lo, hi, t)
                     else:
                         life[(t - born).bit_length()] += m
                     if used is not None or born.__class__ is not list:
                         idle[(t - (born if used is None else used)).bit_length()] += m
                     j += m
-            if born.__class__ is list and x < en:
-                del born[en - x :]
             q += x
             if x < en:
+                if front:  # (by caching order: the first blocks go)
+                    if born.__class__ is list:
+                        del born[:x]
+                    e.key += x * self.bs
+                    e.cached += x
+                elif born.__class__ is list:
+                    del born[en - x :]
                 e.n = en - x
-                break
-            nxt = e.qnext
-            head.qnext = nxt
-            nxt.qprev = head
-            e.qprev = e.qnext = None
+                continue
+            if ring is not None:
+                nxt = e.qnext
+                head.qnext = nxt
+                nxt.qprev = head
+                e.qprev = e.qnext = None
             run = e.key >> OFFSET_BITS  # forget the extent
             exts = by_run[run]
             if len(exts) == 1:
@@ -348,15 +449,23 @@ class ExtentPool:
         """A request takes the hit blocks: ref += 1 (off the queue when free).
         Returns its block-table entries ``[extent, blocks]``."""
         out: list[list[Any]] = []
-        gap = self.reuse_gap
+        gap, queue, counts_hits = self.reuse_gap, self.queue, self.counts_hits
         for e, j, t in hit.pieces:
+            while j >= e.n:  # an earlier piece of this hit split e: the blocks are in a part
+                j -= e.n
+                nxt = e.nxt
+                assert nxt is not None
+                e = nxt
             if j:
-                e = self._split(e, j)
+                e = self._split_queued(e, j)
             if t < e.n:
-                self._split(e, t)
+                self._split_queued(e, t)
             if e.ref == 0:
-                self._dequeue(e)
+                queue.remove(e)
+                self.queued -= e.n
             e.ref += 1
+            if counts_hits:
+                queue.hit(e)
             if e.used is None:
                 for b in e.born:
                     gap[(now - b).bit_length()] += 1
@@ -366,16 +475,18 @@ class ExtentPool:
             out.append([e, t])
         return out
 
-    def release(self, table: list[list[Any]]) -> None:
+    def release(self, table: list[list[Any]], now: int = 0) -> None:
         """Drop one reference to every block of a block table, tail first (vLLM
-        ``free_blocks``): extents reaching 0 join the queue tail in that order."""
+        ``free_blocks``): extents reaching 0 join the free queue in that order."""
+        push = self.queue.push
         for entry in reversed(table):
             e, m = entry
             if e.n == m:
                 r = e.ref - 1
                 e.ref = r
                 if r == 0:
-                    self._enqueue(e)
+                    self.queued += m
+                    push(e, now)
                 continue
             chain = []
             x: Extent | None = e
@@ -388,12 +499,16 @@ class ExtentPool:
                 r = e.ref - 1
                 e.ref = r
                 if r == 0:
-                    self._enqueue(e)
+                    self.queued += e.n
+                    push(e, now)
 
-    def cache_stamped(self, key: int, borns: list[int]) -> Extent:
+    def cache_stamped(self, key: int, borns: list[int], rank: int = DEFAULT_RANK) -> Extent:
         """Register blocks handed out at the ticks ``borns`` (one each) as one new
-        extent held by one request (its output, keyed when it is released)."""
-        e = Extent(key, len(borns), 1, borns, None)
+        extent of retention rank ``rank`` held by one request (its output, keyed when
+        it is released)."""
+        e = Extent(key, len(borns), 1, borns, None, rank)
+        e.cached = self.num_cached + 1
+        self.num_cached += len(borns)
         run = key >> OFFSET_BITS
         exts = self.by_run.get(run)
         if exts is None:
@@ -403,14 +518,9 @@ class ExtentPool:
         return e
 
     def close(self) -> None:
-        """Unlink the free queue (its ring is the pool's only reference cycle), so that
-        reference counting frees the extents once the pool is dropped."""
-        e = self.head.qnext
-        while e is not self.head:
-            q = e.qnext
-            e.qprev = e.qnext = None
-            e = q
-        self.head.qprev = self.head.qnext = None
+        """Unlink the free queue (its rings are the pool's only reference cycles), so
+        that reference counting frees the extents once the pool is dropped."""
+        self.queue.close()
         self.by_run = {}
 
     def histograms(self, ticks_per_s: int) -> dict[str, dict[str, object]]:
@@ -439,6 +549,18 @@ class ExtentSeq(Seq):
         self.pending: list[list[int]] = []
         self.dstamps: list[int] = []
         self.last_ext: Any = None
+
+
+def rank_run(seq: Any, i: int) -> tuple[int, int]:
+    """The retention rank of a request's block ``i`` (:meth:`Seq.block_rank`) and the
+    block where the run of blocks from ``i`` that surely share it ends: the first
+    block whose last token lies in a later segment (output blocks: never)."""
+    rank = seq.block_rank(i)
+    last = (i + 1) * seq.block_size - 1
+    if last >= seq.prompt_len:
+        return rank, NEVER
+    seg_ends = seq.seg_ends  # (made by block_rank)
+    return rank, seg_ends[bisect_right(seg_ends, last)] // seq.block_size
 
 
 class ExtentKV(AdmissionRules):
@@ -502,6 +624,8 @@ class ExtentKV(AdmissionRules):
         if not self.fits(seq, num_new_tokens, hit, 0, has_running):
             return None
         pool = self.pool
+        if pool.by_caching:  # the queue needs each block's caching order: no lazy keying
+            seq.lazy_from = NEVER
         seq.table = pool.touch(hit, now) if hit.pieces else []
         seq.pending = []
         seq.last_ext = None
@@ -607,9 +731,12 @@ class ExtentKV(AdmissionRules):
         if seq.dstamps:
             self.flush_stamps(seq)
         ends, pending, table, pkey = seq.ends, seq.pending, seq.table, seq.pkey
-        by_run, bs = self.pool.by_run, self.block_size
+        pool = self.pool
+        by_run, bs, by_caching = pool.by_run, self.block_size, pool.by_caching
         last = seq.last_ext
         p = bisect_right(ends, i)
+        uses_rank = pool.uses_rank
+        rank, rank_end = DEFAULT_RANK, (-1 if uses_rank else NEVER)
         while i < n_full:  # key the pending blocks: grow the newest extent or add one
             group = pending[0]
             born, cnt = group
@@ -618,6 +745,10 @@ class ExtentKV(AdmissionRules):
                 t = cnt
             if n_full - i < t:
                 t = n_full - i
+            if i >= rank_end:
+                rank, rank_end = rank_run(seq, i)
+            if rank_end - i < t:
+                t = rank_end - i
             key = pkey[p] + (i - (ends[p - 1] if p else 0)) * bs
             run = key >> OFFSET_BITS
             exts = by_run.get(run)
@@ -629,16 +760,21 @@ class ExtentKV(AdmissionRules):
                 and last.used == born
                 and last.nxt is None
                 and last.key + last.n * bs == key
+                and last.rank == rank
+                and not last.hits
+                and (not by_caching or last.cached + last.n > pool.num_cached)
             ):  # the request's newest extent continues: grow it
                 last.n += t
                 table[-1][1] += t
             else:
-                last = Extent(key, t, 1, born, born)
+                last = Extent(key, t, 1, born, born, rank)
+                last.cached = pool.num_cached + 1
                 if exts is None:
                     by_run[run] = [last]
                 else:
                     exts.append(last)
                 table.append([last, t])
+            pool.num_cached += t
             if t == cnt:
                 del pending[0]
             else:
@@ -672,13 +808,14 @@ class ExtentKV(AdmissionRules):
                 borns += stamps[:lazy]
                 del stamps[:lazy]
             seq.ensure_keys(seq.num_cached_blocks)
-            e = pool.cache_stamped(seq.key_at(seq.nkeyed), borns)
+            rank = seq.block_rank(seq.nkeyed) if pool.uses_rank else DEFAULT_RANK
+            e = pool.cache_stamped(seq.key_at(seq.nkeyed), borns, rank)  # (output: one rank)
             seq.table.append([e, len(borns)])
         for _, c in pending:
             pool.clean += c
         pool.clean += len(stamps)
         seq.dstamps = []
-        pool.release(seq.table)
+        pool.release(seq.table, now)
         seq.table = []
         seq.pending = []
         seq.last_ext = None

@@ -146,7 +146,8 @@ def extent_blocker(policy: Any, offload: bool, extents: bool) -> str | None:
     if offload:
         return "the CPU offload tier needs block identities (per-block pool)"
     if not getattr(policy, "supports_extents", False):
-        return f"eviction policy {policy.name!r} has no extent implementation"
+        why = getattr(policy, "no_extents_reason", "") or "it has no extent implementation"
+        return f"eviction policy {policy.name!r}: {why}"
     return None
 
 
@@ -172,7 +173,7 @@ def make_kv(
     )
     reason = extent_blocker(policy, offload is not None, extents)
     if reason is None:
-        pool = ExtentPool(num_blocks, block_size, enable_caching=enable_caching)
+        pool = ExtentPool(num_blocks, block_size, enable_caching=enable_caching, policy=policy)
         return KVChoice(ExtentKV(pool, block_size, max_model_len, **rules), "extent", None)
     bpool = BlockPool(num_blocks, enable_caching=enable_caching, policy=policy, tier=offload)
     return KVChoice(KVManager(bpool, block_size, max_model_len, **rules), "block", reason)

@@ -1,7 +1,9 @@
 """Eviction policies for the simulator's block pool, one small class per file.
 
 ``POLICIES`` maps a name to a factory ``(ticks_per_s, **params) -> policy``;
-adding a policy never edits the engine. ``lru`` is vLLM v1's order (default).
+adding a policy never edits the engine (docs/policies.md). ``lru`` is vLLM v1's
+order (default). Every policy here but ``fifo`` also runs on the extent pool
+(``supports_extents``), with the same results.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def make_policy(name: str, ticks_per_s: int = 1, **params: Any) -> EvictionPolic
         ) from None
     try:
         return factory(ticks_per_s, **params)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ConfigError(f"bad parameters for policy {name!r}: {e}") from None
 
 

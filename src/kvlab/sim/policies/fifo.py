@@ -3,51 +3,67 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Hashable
+from typing import Any
 
-from kvlab.sim.policies.base import PolicyBase
+from kvlab.sim.policies.base import Splitter, Sweep
+from kvlab.sim.policies.keyed import BlockStats, KeyPolicy
 
 
-class FIFO(PolicyBase):
-    """Evict in order of caching time.
-
-    Invariants: ``_seq[b]`` is the order in which block b got its current key;
-    ``_heap`` holds ``(seq, b)`` for at least every evictable block (stale
-    entries are skipped lazily); ``_free`` is the evictable set.
-    """
+class FIFO(KeyPolicy):
+    """Key: the order in which blocks got their content (SGLang's FIFO by creation time)."""
 
     name = "fifo"
 
+    def key(self, s: BlockStats) -> int:
+        return s.cached
+
+    def extent_queue(self, block_size: int, split: Splitter) -> FIFOQueue:
+        return FIFOQueue()
+
+
+class FIFOQueue:
+    """FIFO over extents: a heap of the free extents by caching order.
+
+    An extent's blocks were cached one after the other (the pool grows an extent
+    only with the next blocks cached), so block i of ``e`` is ``e.cached + i`` and
+    no other block comes between: an extent leaves from its first block, and stays
+    first while it does. Invariant: ``heap`` holds ``(cached, token, e)`` for every
+    queued ``e`` with ``e.qtag == token``, its caching order as of its push (only
+    raised since, by evictions: still the smallest); other entries are stale.
+    """
+
+    by_caching_order = True
+
     def __init__(self) -> None:
-        self._seq: dict[int, int] = {}
-        self._key: dict[int, Hashable] = {}
-        self._heap: list[tuple[int, int]] = []
-        self._free: set[int] = set()
-        self._n = 0
+        self.heap: list[tuple[int, int, Any]] = []
+        self.num_pushed = 0
 
-    def __len__(self) -> int:
-        return len(self._free)
+    def push(self, e: Any, now: int) -> None:
+        self.num_pushed += 1
+        e.qtag = self.num_pushed
+        heapq.heappush(self.heap, (e.cached, self.num_pushed, e))
 
-    def on_access(self, block_id: int, key: Hashable, now: int) -> None:
-        if self._key.get(block_id) != key:
-            self._key[block_id] = key
-            self._n += 1
-            self._seq[block_id] = self._n
+    def remove(self, e: Any) -> None:
+        e.qtag = None
 
-    def insert(self, block_id: int, now: int) -> None:
-        self._free.add(block_id)
-        heapq.heappush(self._heap, (self._seq[block_id], block_id))
+    def split(self, e: Any, h: Any) -> None:
+        self.push(h, 0)
 
-    def remove(self, block_id: int) -> None:
-        self._free.discard(block_id)
+    def hit(self, e: Any) -> None:
+        return None
 
-    def pop_victim(self, now: int) -> int:
+    def next_victims(self, limit: int, q: int, sweep: Sweep) -> tuple[Any, int]:
+        heap = self.heap
         while True:
-            seq, b = heapq.heappop(self._heap)
-            if b in self._free and self._seq[b] == seq:
-                self._free.discard(b)
-                del self._key[b]
-                return b
+            _, token, e = heap[0]
+            if e.qtag == token:
+                break
+            heapq.heappop(heap)
+        x = e.n if e.n <= limit else limit
+        if x == e.n:
+            heapq.heappop(heap)
+            e.qtag = None
+        return e, x
 
-    def order(self) -> list[int]:
-        return sorted(self._free, key=lambda b: self._seq[b])
+    def close(self) -> None:
+        self.heap = []

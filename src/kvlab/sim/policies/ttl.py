@@ -9,8 +9,11 @@ goes, so the cache never deadlocks.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
-from kvlab.sim.policies.base import PolicyBase
+from kvlab.sim.policies.base import PolicyBase, Splitter, Sweep
+from kvlab.sim.policies.keyed import DEFAULT_RANK
+from kvlab.sim.policies.ring import Ring
 
 
 class TTL(PolicyBase):
@@ -21,6 +24,8 @@ class TTL(PolicyBase):
 
     name = "ttl"
     uses_retention = True
+    supports_extents = True
+    no_extents_reason = ""
 
     def __init__(self, ttl: int, pin_rank: int = 0) -> None:
         if ttl < 0:
@@ -38,7 +43,7 @@ class TTL(PolicyBase):
         self._rank[block_id] = rank
 
     def insert(self, block_id: int, now: int) -> None:
-        if self._rank.get(block_id, 1) <= self.pin_rank:
+        if self._rank.get(block_id, DEFAULT_RANK) <= self.pin_rank:
             self._pinned[block_id] = now + self.ttl
         else:
             self._lru[block_id] = None
@@ -60,3 +65,59 @@ class TTL(PolicyBase):
 
     def order(self) -> list[int]:
         return list(self._lru) + list(self._pinned)
+
+    def extent_queue(self, block_size: int, split: Splitter) -> TTLQueue:
+        return TTLQueue(self.ttl, self.pin_rank)
+
+
+class TTLQueue:
+    """TTL over extents: a ring of pinned extents (``qtag``: the tick their pin ends,
+    nondecreasing along the ring) and an LRU ring of the others. A pin's blocks all
+    end together, so a batch of evictions takes LRU blocks up to the victim whose
+    tick reaches the first pin's end, then that pin's blocks."""
+
+    by_caching_order = False
+
+    def __init__(self, ttl: int, pin_rank: int) -> None:
+        self.ttl = ttl
+        self.pin_rank = pin_rank
+        self.pinned = Ring()
+        self.lru = Ring()
+
+    def push(self, e: Any, now: int) -> None:
+        if e.rank <= self.pin_rank:
+            e.qtag = now + self.ttl
+            self.pinned.append(e)
+        else:
+            self.lru.append(e)
+
+    def remove(self, e: Any) -> None:
+        Ring.unlink(e)
+
+    def split(self, e: Any, h: Any) -> None:
+        h.qtag = e.qtag
+        Ring.insert_before(e, h)
+
+    def hit(self, e: Any) -> None:
+        return None
+
+    def next_victims(self, limit: int, q: int, sweep: Sweep) -> tuple[Any, int]:
+        lru = self.lru.head
+        e = lru.qnext
+        pinned = self.pinned.head
+        p = pinned.qnext
+        if p is not pinned:
+            if e is lru or p.qtag <= sweep.tick(q):
+                e = p
+            else:  # LRU blocks until the victim whose tick reaches the pin's end
+                until = sweep.first_at(p.qtag, q) - q
+                if until < limit:
+                    limit = until
+        x = e.n if e.n <= limit else limit
+        if x == e.n:
+            Ring.unlink(e)
+        return e, x
+
+    def close(self) -> None:
+        self.pinned.close()
+        self.lru.close()
