@@ -86,11 +86,19 @@ class KeyNameTable:
         if i >= len(self.node):
             self._name_upto(i)
         a, b = self.fo[i], self.fo[i + 1]
-        flat = self.runs[2 * self.ro[i] : 2 * self.ro[i + 1]].tolist()
+        c, d = 2 * self.ro[i], 2 * self.ro[i + 1]
+        runs = self.runs
+        if d - c == 2:  # one stretch of segments (most requests)
+            stretches = [(runs[c], runs[c + 1])]
+        else:
+            flat = runs[c:d].tolist()
+            stretches = list(zip(flat[::2], flat[1::2], strict=True))
+        if b - a == 1:
+            return [self.firsts[a]], [self.ends[a]], stretches, self.node[i], self.zero[i]
         return (
             self.firsts[a:b].tolist(),
             self.ends[a:b].tolist(),
-            list(zip(flat[::2], flat[1::2], strict=True)),
+            stretches,
             self.node[i],
             self.zero[i],
         )
