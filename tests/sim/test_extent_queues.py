@@ -160,12 +160,15 @@ def test_retention_cuts_extents_where_the_class_changes_and_evicts_short_lived_f
     assert blocks(pool.by_run[1]) == [(1, 0, 2)] and blocks(pool.by_run[2]) == [(2, 0, 1)]
 
 
-def _ghost_ref(ops: list[tuple[str, int, int]], size: int) -> tuple[list[int], list[list[int]]]:
+Op = tuple[str, int, int, int]  # add / take, key run, first block, blocks
+
+
+def _ghost_ref(ops: list[Op], size: int) -> tuple[list[int], list[list[int]]]:
     """The per-block ghost list (an OrderedDict of keys) under the same operations."""
     d: OrderedDict[int, None] = OrderedDict()
     taken = []
-    for op, first, n in ops:
-        ks = [(7 << 24) + 4 * (first + i) for i in range(n)]
+    for op, run, first, n in ops:
+        ks = [(run << 24) + 4 * (first + i) for i in range(n)]
         if op == "add":
             for k in reversed(ks):  # evicted from the end: the highest key first
                 if k not in d:
@@ -179,18 +182,21 @@ def _ghost_ref(ops: list[tuple[str, int, int]], size: int) -> tuple[list[int], l
 
 @given(
     st.lists(
-        st.tuples(st.sampled_from(["add", "add", "take"]), st.integers(0, 30), st.integers(1, 12)),
+        st.tuples(
+            st.sampled_from(["add", "add", "take"]),
+            st.integers(0, 1),  # the key run
+            st.integers(0, 24),  # first block
+            st.integers(1, 10),  # blocks
+        ),
         max_size=40,
     ),
     st.integers(0, 20),
 )
-def test_ghost_key_ranges_equal_an_ordered_dict_of_keys(
-    ops: list[tuple[str, int, int]], size: int
-) -> None:
+def test_ghost_key_ranges_equal_an_ordered_dict_of_keys(ops: list[Op], size: int) -> None:
     g = GhostKeys(size, 4)
     taken = []
-    for op, first, n in ops:
-        lo, hi = (7 << 24) + 4 * first, (7 << 24) + 4 * (first + n - 1)
+    for op, run, first, n in ops:
+        lo, hi = (run << 24) + 4 * first, (run << 24) + 4 * (first + n - 1)
         if op == "add":
             g.add(hi, lo)
         else:

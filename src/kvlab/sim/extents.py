@@ -17,7 +17,8 @@ randomized workloads and on the shipped traces):
   :class:`~kvlab.sim.policies.base.ExtentQueue` (for vLLM's LRU, the default, one
   ring that the pool walks itself); an extent in the queue stands for its blocks
   from the last to the first (a request frees its blocks tail first), so
-  eviction shortens an extent from its end;
+  eviction shortens an extent from its end (from its start under FIFO, whose
+  order is by caching: :class:`~kvlab.sim.policies.fifo.FIFOQueue`);
 * the blocks of an extent share the state a policy reads (hits since caching,
   retention rank): a hit on part of an extent splits it (its parts keep its queue
   place and order), extents are cut where the retention rank changes, and an
@@ -197,8 +198,10 @@ class ExtentPool:
         #: whether the queue orders blocks by when they were cached (then victims are the
         #: first blocks of extents, and requests key their output as it fills)
         self.by_caching = self.queue.by_caching_order
-        #: blocks cached so far (the caching order of the next one is this + 1)
+        #: blocks cached so far, counted by_caching (the next one's caching order: + 1)
         self.num_cached = 0
+        #: whether the policy reads none of the state above (LRU): any run grows
+        self.plain = not (self.uses_rank or self.counts_hits or self.by_caching)
         self.clean = num_blocks - 1
         self.queued = 0
         self.by_run: dict[int, list[Extent]] = {}
@@ -284,6 +287,16 @@ class ExtentPool:
         return Hit(pieces, i)
 
     # -- queue -------------------------------------------------------------
+    def same_state(self, e: Extent, rank: int) -> bool:
+        """Whether blocks just cached with retention rank ``rank`` can join held extent
+        ``e`` (the request's newest) as the policy sees them: the same rank, no hits,
+        and by caching order nothing cached since ``e``'s last block."""
+        return (
+            e.rank == rank
+            and not e.hits
+            and (not self.by_caching or e.cached + e.n > self.num_cached)
+        )
+
     def split(self, e: Extent, j: int) -> Extent:
         """Cut ``e`` after its first ``j`` blocks (0 < j < n); return the later part (in
         ``e``'s state; the caller links it in the free queue if ``e`` is there)."""
@@ -352,43 +365,37 @@ class ExtentPool:
         Eviction ``q`` (0-based) happens at the start of the step that takes block
         ``c + q`` of the window (``cum``: running totals of its steps' blocks, None
         for a single tick; step i starts at ``ends[i - 1]``, step 0 at ``t_lo``).
-        The victims come as the last blocks of extents: the head of LRU's ring, or
-        what the policy's queue names (:meth:`ExtentQueue.next_victims`).
         Histogram counts are added per extent when its blocks fall in one bin at
-        both ends of the range (nearly always), step by step otherwise.
+        both ends of the range (nearly always), step by step otherwise. LRU's ring
+        is walked here (the default: its loop kept lean), other queues name their
+        victims (:meth:`_evict_by_queue`).
         """
         self.queued -= num
         self.num_evicted += num
-        life, idle, by_run = self.lifetime, self.idle, self.by_run
-        ring, front = self.ring, self.by_caching
-        if ring is not None:
-            head = ring.head
-        else:
-            next_victims = self.queue.next_victims
-            sweep = _Sweep(num, cum, c, t_lo, ends)
+        if self.ring is None:
+            self._evict_by_queue(num, cum, c, t_lo, t_hi, ends)
+            return
+        head, life, idle, by_run = self.ring.head, self.lifetime, self.idle, self.by_run
+        one_tick = t_lo == t_hi  # (then a stamp's age is one bin for all its blocks)
         acc_l = acc_i = acc_n = 0  # pending count for the bins (acc_l, acc_i)
         q = 0
         while q < num:
-            if ring is not None:
-                e = head.qnext
-                en = e.n
-                x = en if en <= num - q else num - q
-            else:  # (the queue unlinks e when all of it goes)
-                e, x = next_victims(num - q, q, sweep)
-                en = e.n
+            e = head.qnext
+            en = e.n
+            x = en if en <= num - q else num - q
             born, used = e.born, e.used
-            if born.__class__ is list:  # the stamps of the x victims: the last x (or first)
-                lo, hi = (0, x) if front else (en - x, en)
-                bl = (t_lo - born[hi - 1]).bit_length()
-                uniform = bl == (t_hi - born[lo]).bit_length()
+            if born.__class__ is list:  # evicted from the end: the last x stamps
+                bl = (t_lo - born[-1]).bit_length()
+                uniform = bl == (t_hi - born[en - x]).bit_length()
             else:
                 bl = (t_lo - born).bit_length()
-                uniform = bl == (t_hi - born).bit_length()
+                uniform = one_tick or bl == (t_hi - born).bit_length()
             if used is None:
                 bi = bl
             else:
                 bi = (t_lo - used).bit_length()
-                uniform = uniform and bi == (t_hi - used).bit_length()
+                if not one_tick:
+                    uniform = uniform and bi == (t_hi - used).bit_length()
             if uniform:
                 if bl == acc_l and bi == acc_i:
                     acc_n += x
@@ -397,7 +404,7 @@ class ExtentPool:
                         life[acc_l] += acc_n
                         idle[acc_i] += acc_n
                     acc_l, acc_i, acc_n = bl, bi, x
-            else:  # step by step: the blocks each step evicts (from the extent's end)
+            else:  # step by step (as _ages_by_step: inline, the loop is LRU's hot path)
                 j = 0
                 while j < x:
                     m = x - j
@@ -409,10 +416,9 @@ class ExtentPool:
                         if cum[step] - (c + q + j) < m:
                             m = cum[step] - (c + q + j)
                     if born.__class__ is list:
-                        lo, hi = (j, j + m) if front else (en - j - m, en - j)
-                        _add_ages(life, born, lo, hi, t)
+                        _add_ages(life, born, en - j - m, en - j, t)
                         if used is None:
-                            _add_ages(idle, born, lo, hi, t)
+                            _add_ages(idle, born, en - j - m, en - j, t)
                     else:
                         life[(t - born).bit_length()] += m
                     if used is not None or born.__class__ is not list:
@@ -420,20 +426,14 @@ class ExtentPool:
                     j += m
             q += x
             if x < en:
-                if front:  # (by caching order: the first blocks go)
-                    if born.__class__ is list:
-                        del born[:x]
-                    e.key += x * self.bs
-                    e.cached += x
-                elif born.__class__ is list:
+                if born.__class__ is list:
                     del born[en - x :]
                 e.n = en - x
-                continue
-            if ring is not None:
-                nxt = e.qnext
-                head.qnext = nxt
-                nxt.qprev = head
-                e.qprev = e.qnext = None
+                break
+            nxt = e.qnext
+            head.qnext = nxt
+            nxt.qprev = head
+            e.qprev = e.qnext = None
             run = e.key >> OFFSET_BITS  # forget the extent
             exts = by_run[run]
             if len(exts) == 1:
@@ -445,11 +445,109 @@ class ExtentPool:
             life[acc_l] += acc_n
             idle[acc_i] += acc_n
 
+    def _evict_by_queue(
+        self, num: int, cum: list[int] | None, c: int, t_lo: int, t_hi: int, ends: Any
+    ) -> None:
+        """:meth:`_evict` with the victims the policy's queue names
+        (:meth:`ExtentQueue.next_victims`): the last blocks of an extent, or the first
+        for a queue by caching order (FIFO)."""
+        life, idle, by_run, bs = self.lifetime, self.idle, self.by_run, self.bs
+        front, next_victims = self.by_caching, self.queue.next_victims
+        sweep = _Sweep(num, cum, c, t_lo, ends)
+        one_tick = t_lo == t_hi
+        acc_l = acc_i = acc_n = 0
+        q = 0
+        while q < num:
+            e, x = next_victims(num - q, q, sweep)  # (unlinked when all of it goes)
+            en = e.n
+            born, used = e.born, e.used
+            if born.__class__ is list:  # the stamps of the victims: the last x or first x
+                newest, oldest = (born[x - 1], born[0]) if front else (born[-1], born[en - x])
+                bl = (t_lo - newest).bit_length()
+                uniform = bl == (t_hi - oldest).bit_length()
+            else:
+                bl = (t_lo - born).bit_length()
+                uniform = one_tick or bl == (t_hi - born).bit_length()
+            if used is None:
+                bi = bl
+            else:
+                bi = (t_lo - used).bit_length()
+                if not one_tick:
+                    uniform = uniform and bi == (t_hi - used).bit_length()
+            if uniform:
+                if bl == acc_l and bi == acc_i:
+                    acc_n += x
+                else:
+                    if acc_n:
+                        life[acc_l] += acc_n
+                        idle[acc_i] += acc_n
+                    acc_l, acc_i, acc_n = bl, bi, x
+            else:
+                self._ages_by_step(e, x, q, front, cum, c, t_lo, ends)
+            q += x
+            if x < en:
+                if not front:
+                    if born.__class__ is list:
+                        del born[en - x :]
+                else:
+                    if born.__class__ is list:
+                        del born[:x]
+                    e.key += x * bs
+                    e.cached += x
+                e.n = en - x
+                continue
+            run = e.key >> OFFSET_BITS  # forget the extent
+            exts = by_run[run]
+            if len(exts) == 1:
+                del by_run[run]
+            else:
+                exts.remove(e)
+            e.n = 0
+        if acc_n:
+            life[acc_l] += acc_n
+            idle[acc_i] += acc_n
+
+    def _ages_by_step(
+        self,
+        e: Extent,
+        x: int,
+        q: int,
+        front: bool,
+        cum: list[int] | None,
+        c: int,
+        t_lo: int,
+        ends: Any,
+    ) -> None:
+        """Histogram counts of victims ``q .. q + x - 1`` (the last x blocks of ``e``, or
+        the first x when ``front``), step by step: the blocks each step evicts."""
+        life, idle = self.lifetime, self.idle
+        born, used, en = e.born, e.used, e.n
+        j = 0
+        while j < x:
+            m = x - j
+            t = t_lo
+            if cum is not None:
+                step = bisect_right(cum, c + q + j)
+                if step:
+                    t = ends[step - 1]
+                if cum[step] - (c + q + j) < m:
+                    m = cum[step] - (c + q + j)
+            if born.__class__ is list:
+                lo, hi = (j, j + m) if front else (en - j - m, en - j)
+                _add_ages(life, born, lo, hi, t)
+                if used is None:
+                    _add_ages(idle, born, lo, hi, t)
+            else:
+                life[(t - born).bit_length()] += m
+            if used is not None or born.__class__ is not list:
+                idle[(t - (born if used is None else used)).bit_length()] += m
+            j += m
+
     def touch(self, hit: Hit, now: int) -> list[list[Any]]:
         """A request takes the hit blocks: ref += 1 (off the queue when free).
         Returns its block-table entries ``[extent, blocks]``."""
         out: list[list[Any]] = []
-        gap, queue, counts_hits = self.reuse_gap, self.queue, self.counts_hits
+        gap, queue, ring, counts_hits = self.reuse_gap, self.queue, self.ring, self.counts_hits
         for e, j, t in hit.pieces:
             while j >= e.n:  # an earlier piece of this hit split e: the blocks are in a part
                 j -= e.n
@@ -461,7 +559,13 @@ class ExtentPool:
             if t < e.n:
                 self._split_queued(e, t)
             if e.ref == 0:
-                queue.remove(e)
+                if ring:  # (LRU: unlinked inline)
+                    prev, nxt = e.qprev, e.qnext
+                    prev.qnext = nxt
+                    nxt.qprev = prev
+                    e.qprev = e.qnext = None
+                else:
+                    queue.remove(e)
                 self.queued -= e.n
             e.ref += 1
             if counts_hits:
@@ -478,15 +582,14 @@ class ExtentPool:
     def release(self, table: list[list[Any]], now: int = 0) -> None:
         """Drop one reference to every block of a block table, tail first (vLLM
         ``free_blocks``): extents reaching 0 join the free queue in that order."""
-        push = self.queue.push
+        freed: list[Extent] = []
         for entry in reversed(table):
             e, m = entry
             if e.n == m:
                 r = e.ref - 1
                 e.ref = r
                 if r == 0:
-                    self.queued += m
-                    push(e, now)
+                    freed.append(e)
                 continue
             chain = []
             x: Extent | None = e
@@ -499,16 +602,33 @@ class ExtentPool:
                 r = e.ref - 1
                 e.ref = r
                 if r == 0:
-                    self.queued += e.n
-                    push(e, now)
+                    freed.append(e)
+        if not freed:
+            return
+        ring = self.ring
+        if ring is None:
+            push = self.queue.push
+            for e in freed:
+                self.queued += e.n
+                push(e, now)
+            return
+        head = ring.head  # LRU: linked at the ring's tail in one pass
+        last = head.qprev
+        queued = self.queued
+        for e in freed:
+            e.qprev = last
+            last.qnext = e
+            last = e
+            queued += e.n
+        last.qnext = head
+        head.qprev = last
+        self.queued = queued
 
     def cache_stamped(self, key: int, borns: list[int], rank: int = DEFAULT_RANK) -> Extent:
         """Register blocks handed out at the ticks ``borns`` (one each) as one new
         extent of retention rank ``rank`` held by one request (its output, keyed when
         it is released)."""
-        e = Extent(key, len(borns), 1, borns, None, rank)
-        e.cached = self.num_cached + 1
-        self.num_cached += len(borns)
+        e = Extent(key, len(borns), 1, borns, None, rank)  # (never by caching order)
         run = key >> OFFSET_BITS
         exts = self.by_run.get(run)
         if exts is None:
@@ -732,11 +852,12 @@ class ExtentKV(AdmissionRules):
             self.flush_stamps(seq)
         ends, pending, table, pkey = seq.ends, seq.pending, seq.table, seq.pkey
         pool = self.pool
-        by_run, bs, by_caching = pool.by_run, self.block_size, pool.by_caching
+        by_run, bs, plain = pool.by_run, self.block_size, pool.plain
+        uses_rank, by_caching = pool.uses_rank, pool.by_caching
         last = seq.last_ext
         p = bisect_right(ends, i)
-        uses_rank = pool.uses_rank
-        rank, rank_end = DEFAULT_RANK, (-1 if uses_rank else NEVER)
+        rank = DEFAULT_RANK
+        rank_end = -1  # (blocks up to here share ``rank``)
         while i < n_full:  # key the pending blocks: grow the newest extent or add one
             group = pending[0]
             born, cnt = group
@@ -745,10 +866,11 @@ class ExtentKV(AdmissionRules):
                 t = cnt
             if n_full - i < t:
                 t = n_full - i
-            if i >= rank_end:
-                rank, rank_end = rank_run(seq, i)
-            if rank_end - i < t:
-                t = rank_end - i
+            if not plain and uses_rank:  # an extent's blocks share their retention rank
+                if i >= rank_end:
+                    rank, rank_end = rank_run(seq, i)
+                if rank_end - i < t:
+                    t = rank_end - i
             key = pkey[p] + (i - (ends[p - 1] if p else 0)) * bs
             run = key >> OFFSET_BITS
             exts = by_run.get(run)
@@ -760,21 +882,22 @@ class ExtentKV(AdmissionRules):
                 and last.used == born
                 and last.nxt is None
                 and last.key + last.n * bs == key
-                and last.rank == rank
-                and not last.hits
-                and (not by_caching or last.cached + last.n > pool.num_cached)
+                and (plain or pool.same_state(last, rank))
             ):  # the request's newest extent continues: grow it
                 last.n += t
                 table[-1][1] += t
+                if by_caching:
+                    pool.num_cached += t
             else:
                 last = Extent(key, t, 1, born, born, rank)
-                last.cached = pool.num_cached + 1
                 if exts is None:
                     by_run[run] = [last]
                 else:
                     exts.append(last)
                 table.append([last, t])
-            pool.num_cached += t
+                if by_caching:
+                    last.cached = pool.num_cached + 1
+                    pool.num_cached += t
             if t == cnt:
                 del pending[0]
             else:

@@ -325,9 +325,18 @@ class GhostKeys:
             if top == pos:  # present: stays where it is
                 pos = bottom - bs
                 continue
-            seg = _Seg(run, top + bs, pos)
-            self.segs.append(seg)
-            self.by_run.setdefault(run, []).append(seg)
+            newest = self.segs[-1] if self.segs else None
+            if (
+                newest is not None
+                and newest.run == run
+                and newest.ivs
+                and newest.ivs[-1][0] == pos + bs
+            ):
+                newest.ivs[-1][0] = top + bs  # the keys right below the newest: one interval
+            else:
+                seg = _Seg(run, top + bs, pos)
+                self.segs.append(seg)
+                self.by_run.setdefault(run, []).append(seg)
             self.n += (pos - top) // bs
             if self.n > self.size:
                 self._trim()
