@@ -30,9 +30,10 @@ class SimConfig:
     Offload: ``offload_blocks`` (or ``offload_gb``) of host memory behind a
     link of ``offload_bw_bytes_per_s`` per direction (None: the GPU's host link)
     with ``offload_latency_s`` per transfer.
-    ``extents``: with vLLM's LRU and no offload tier, keep blocks as extents
-    (:mod:`kvlab.sim.extents`, same results, much faster); False runs the
-    per-block reference pool.
+    ``extents``: without an offload tier, keep blocks as extents
+    (:mod:`kvlab.sim.extents`, same results for every eviction policy that
+    supports them, much faster); False runs the per-block reference pool. The
+    run's provenance says which was used (``kv_pool``, ``kv_pool_reason``).
     """
 
     model: Any = None
