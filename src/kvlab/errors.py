@@ -9,6 +9,7 @@ or ``RuntimeError`` instead, never a ``KvlabError``.
     KvlabError
     ├── ConfigError          a bad option or value (CLI exit code 2)
     ├── WorkloadError        bad workload or trace input, with file and line
+    │   └── RunDirError          an unreadable, corrupt or partial run directory
     ├── CapacityError        the KV cache cannot hold what was asked
     ├── BackendError         a backend failed
     │   ├── ServerError          the server answered an error (4xx/5xx)
@@ -61,6 +62,12 @@ class WorkloadError(KvlabError, ValueError):
         if field is not None:
             prefix += f"field {field!r}: "
         super().__init__(prefix + message)
+
+
+class RunDirError(WorkloadError):
+    """A run directory (``summary.json``, ``requests.jsonl`` ...) cannot be read as one:
+    a file is missing, not text, not JSON, or not of the expected shape. Located
+    like :class:`WorkloadError` (file, line, field); kvlab's input either way."""
 
 
 class CapacityError(KvlabError):

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kvlab.errors import RunDirError
 from kvlab.results.records import RequestRecord, records_to_jsonl
 
 
@@ -87,24 +88,34 @@ class RunResult:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> RunResult:
+        """The run written to ``run_dir``; :class:`~kvlab.errors.RunDirError` naming the
+        file (and line) when it is missing ``summary.json`` or a file is corrupt."""
         d = Path(run_dir)
-        summary = json.loads((d / "summary.json").read_text())
+        if not (d / "summary.json").is_file():
+            raise RunDirError(
+                "not a run directory (no summary.json); run kvlab simulate or replay first",
+                path=d,
+            )
+        summary = _json_object(d / "summary.json")
         records = []
         req = d / "requests.jsonl"
         if req.exists():
-            for line in req.read_text().splitlines():
+            for i, line in enumerate(_text(req).splitlines(), 1):
                 if line.strip():
-                    records.append(RequestRecord.from_dict(json.loads(line)))
+                    records.append(_record(req, i, line))
         ts: dict[str, list[float]] = {}
         tsp = d / "timeseries.csv"
         if tsp.exists():
-            ts = timeseries_from_csv(tsp.read_text())
-        hist = {}
-        if (d / "histograms.json").exists():
-            hist = json.loads((d / "histograms.json").read_text())
-        run: dict[str, Any] = {}
-        if (d / "run.json").exists():
-            run = json.loads((d / "run.json").read_text())
+            text = _text(tsp)
+            try:
+                ts = timeseries_from_csv(text)
+            except (ValueError, IndexError) as e:
+                raise RunDirError(f"not a kvlab time series: {e}", path=tsp) from None
+        hist = _json_object(d / "histograms.json") if (d / "histograms.json").exists() else {}
+        run = _json_object(d / "run.json") if (d / "run.json").exists() else {}
+        for key in ("config", "provenance"):
+            if not isinstance(run.get(key, {}), dict):
+                raise RunDirError("must be a JSON object", path=d / "run.json", field=key)
         return cls(
             records=records,
             summary=summary,
@@ -113,6 +124,43 @@ class RunResult:
             histograms=hist,
             provenance=run.get("provenance", {}),
         )
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise RunDirError(f"not UTF-8 text (byte {e.start})", path=path) from None
+    except OSError as e:
+        raise RunDirError(f"cannot be read: {e.strerror or e}", path=path) from None
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; RunDirError when it is not one."""
+    try:
+        value = json.loads(_text(path))
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"not JSON: {e.msg}", path=path, line=e.lineno) from None
+    except RecursionError:
+        raise RunDirError("not JSON: nested too deeply", path=path) from None
+    if not isinstance(value, dict):
+        raise RunDirError("must be a JSON object", path=path)
+    return value
+
+
+def _record(path: Path, line_no: int, line: str) -> RequestRecord:
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"not JSON: {e.msg}", path=path, line=line_no) from None
+    except RecursionError:
+        raise RunDirError("not JSON: nested too deeply", path=path, line=line_no) from None
+    if not isinstance(value, dict):
+        raise RunDirError("a record must be a JSON object", path=path, line=line_no)
+    try:
+        return RequestRecord.from_dict(value)
+    except (TypeError, ValueError) as e:
+        raise RunDirError(f"not a request record: {e}", path=path, line=line_no) from None
 
 
 class RecordWriter:
