@@ -8,8 +8,9 @@ The names below load on first use, so that importing one module of the package
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from kvlab._lazy import load_lazy
 
 #: Public names loaded lazily: name -> module.
 _LAZY: dict[str, str] = {
@@ -20,12 +21,7 @@ _LAZY: dict[str, str] = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kvlab.sim' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return load_lazy(__name__, _LAZY, globals(), name)
 
 
 __all__ = ["POLICIES", "SimConfig", "simulate"]

@@ -6,8 +6,9 @@ does not import the generators and numpy.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from kvlab._lazy import load_lazy
 
 #: Public names loaded lazily: name -> module.
 _LAZY: dict[str, str] = {
@@ -25,12 +26,7 @@ _LAZY: dict[str, str] = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kvlab.workload' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return load_lazy(__name__, _LAZY, globals(), name)
 
 
 def __dir__() -> list[str]:
