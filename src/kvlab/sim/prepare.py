@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from kvlab.errors import CapacityError, WorkloadError
+from kvlab.errors import CapacityError, ConfigError, WorkloadError
 from kvlab.sim.cost_model import TICKS_PER_S
 from kvlab.sim.names import KeyNames, KeyNameTable
 from kvlab.workload.records import Request, Workload
@@ -92,8 +92,6 @@ def prepare(workload: Workload | PreparedWorkload, block_size: int) -> PreparedW
     """``workload`` prepared for ``block_size`` (a prepared one is checked and returned)."""
     if isinstance(workload, PreparedWorkload):
         if workload.block_size != block_size:
-            from kvlab.errors import ConfigError
-
             raise ConfigError(
                 f"the workload was prepared for blocks of {workload.block_size} tokens, "
                 f"the run uses {block_size}: prepare it again"
