@@ -82,7 +82,7 @@ def test_start_wait_and_stop_the_whole_group(fake_vllm: Path, tmp_path: Path) ->
     assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
     assert cmd[-2:] == ["--max-num-seqs", "8"]
     assert "--enforce-eager" in cmd and cmd[cmd.index("--port") + 1] == str(server.port)
-    with server:
+    with server.running():
         assert server.is_healthy()
         assert server.url == f"http://127.0.0.1:{server.port}"
         assert "fake vllm starting with KV 3" in server.log_text()

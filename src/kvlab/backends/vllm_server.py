@@ -21,7 +21,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,11 +200,15 @@ class VllmServer:
         if proc.poll() is None:
             proc.wait(timeout=5)
 
-    def __enter__(self) -> VllmServer:
-        return self.start().wait_ready()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    @contextlib.contextmanager
+    def running(self, timeout_s: float = 240.0) -> Iterator[VllmServer]:
+        """Start the server, wait until it is ready, and stop it when the block ends
+        (also when it never became ready)."""
+        self.start()
+        try:
+            yield self.wait_ready(timeout_s=timeout_s)
+        finally:
+            self.stop()
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -25,6 +25,7 @@ process: the library never forks (a host that wants a second process owns it).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -163,26 +164,22 @@ def _record(path: Path, line_no: int, line: str) -> RequestRecord:
         raise RunDirError(f"not a request record: {e}", path=path, line=line_no) from None
 
 
-class RecordWriter:
-    """Appends records to ``requests.jsonl`` as they finish (flushed per line)."""
+class RecordWriter(contextlib.ExitStack):
+    """Appends records to ``requests.jsonl`` as they finish (flushed per line).
+
+    A context manager (an :class:`contextlib.ExitStack` holding the file): ``close()``
+    or leaving the ``with`` block closes the file.
+    """
 
     def __init__(self, path: str | Path) -> None:
+        super().__init__()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = self.path.open("w", encoding="utf-8")
+        self._f = self.enter_context(self.path.open("w", encoding="utf-8"))
 
     def write(self, rec: RequestRecord) -> None:
         self._f.write(json.dumps(rec.to_dict()) + "\n")
         self._f.flush()
-
-    def close(self) -> None:
-        self._f.close()
-
-    def __enter__(self) -> RecordWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 #: Records encoded at a time for ``requests.jsonl``: memory for the text stays
