@@ -53,3 +53,97 @@ def test_a_workload_prepared_for_another_block_size_is_refused() -> None:
     prepared = prepare(random_workload(1, 10, rate=5.0), 8)
     with pytest.raises(ConfigError, match="prepared for blocks of 8"):
         simulate(prepared, SimConfig(model=llama8b(), gpu=Gpu(), block_size=16, num_blocks=300))
+
+
+# --- a second process naming the keys (SimConfig(workers=2)) ---
+
+FIELDS = ("firsts", "ends", "fo", "runs", "ro", "node", "zero")
+
+
+def _tables_equal(a: KeyNameTable, b: KeyNameTable) -> bool:
+    return all(getattr(a, f) == getattr(b, f) for f in FIELDS)
+
+
+@pytest.fixture
+def small_worker_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kvlab.sim.names as names
+
+    monkeypatch.setattr(names, "MIN_WORKER_REQUESTS", 1)
+    monkeypatch.setattr(names, "FIRST_CHUNK", 7)
+    monkeypatch.setattr(names, "CHUNK", 50)
+
+
+def test_a_worker_names_exactly_as_this_process(small_worker_threshold: None) -> None:
+    """Content ids cross to the child as integers in another numbering; the names
+    (run ids, offsets, nodes, output keys) come back identical, chunk by chunk."""
+    import kvlab.sim.names as names
+
+    wl = random_workload(5, 400, rate=40.0)
+    # Named outputs continue the prompt's part: give some requests one.
+    reqs = tuple(
+        Request(
+            q.request_id,
+            q.segments,
+            q.output_tokens,
+            arrival_s=q.arrival_s,
+            output_content_id=f"ans{i % 7}" if i % 3 == 0 else None,
+        )
+        for i, q in enumerate(wl.requests)
+    )
+    local = KeyNameTable(reqs, 16)
+    local.get(len(reqs) - 1)
+    remote = KeyNameTable(reqs, 16)
+    assert remote.start_worker()
+    assert remote.get(3) == local.get(3)
+    remote.get(len(reqs) - 1)
+    assert _tables_equal(local, remote)
+    assert remote.named_by == "a second process" and remote._worker is None  # stopped
+    assert names.naming_input(reqs).seg_end[-1] == sum(len(q.segments) for q in reqs)
+
+
+def test_a_worker_that_stops_short_is_finished_here(
+    small_worker_threshold: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After two chunks the worker 'dies': the table names the rest in this process
+    (from the interner's start), keeping what it received; same names."""
+    import kvlab.sim.names as names
+
+    reqs = workload_requests()
+    local = KeyNameTable(reqs, 16)
+    local.get(len(reqs) - 1)
+    real = names.NamingWorker.receive
+    calls = {"n": 0}
+
+    def two_then_nothing(self: names.NamingWorker, timeout_s: float = 60.0) -> object:
+        calls["n"] += 1
+        return real(self, timeout_s) if calls["n"] <= 2 else None
+
+    monkeypatch.setattr(names.NamingWorker, "receive", two_then_nothing)
+    remote = KeyNameTable(reqs, 16)
+    remote.start_worker()
+    remote.get(len(reqs) - 1)
+    assert _tables_equal(local, remote)
+    assert remote.named_by == "a second process, then this process"
+
+
+def test_a_request_the_worker_rejects_raises_here_with_the_walks_error(
+    small_worker_threshold: None,
+) -> None:
+    reqs = (*workload_requests(), Request("huge", (Segment("user", 1 << 24, "h"),), 1))
+    table = KeyNameTable(reqs, 16)
+    table.start_worker()
+    assert table.get(0) == next(name_requests(reqs, 16))
+    with pytest.raises(ValueError, match="more than"):
+        table.get(len(reqs) - 1)
+
+
+def test_workers_2_gives_the_same_run(small_worker_threshold: None) -> None:
+    wl = random_workload(9, 300, rate=50.0)
+    cfg = SimConfig(model=llama8b(), gpu=Gpu(), block_size=16, num_blocks=200)
+    one = simulate(wl, cfg)
+    two = simulate(wl, cfg.replace(workers=2))
+    assert [x.to_dict() for x in two.records] == [x.to_dict() for x in one.records]
+    assert two.provenance["key_naming"] == "a second process"
+    assert one.provenance["key_naming"] == "this process"
+    with pytest.raises(ConfigError, match="workers must be 1"):
+        cfg.replace(workers=3)

@@ -34,6 +34,11 @@ class SimConfig:
     (:mod:`kvlab.sim.extents`, same results for every eviction policy that
     supports them, much faster); False runs the per-block reference pool. The
     run's provenance says which was used (``kv_pool``, ``kv_pool_reason``).
+    ``workers``: 1 runs everything in the calling process; 2 lets a second process
+    name the workload's block keys while the run starts
+    (:class:`kvlab.sim.names.NamingWorker`; only for workloads of at least
+    :data:`kvlab.sim.names.MIN_WORKER_REQUESTS` requests not yet named). Results are
+    the same either way.
     """
 
     model: Any = None
@@ -65,8 +70,14 @@ class SimConfig:
     cost_model: Any = None
     sample_interval_s: float = 0.5
     seed: int = 0
+    workers: int = 1
 
     def __post_init__(self) -> None:
+        if self.workers not in (1, 2) or isinstance(self.workers, bool):
+            raise ConfigError(
+                f"workers must be 1 (all in this process) or 2 (block keys named by a "
+                f"second process while the run starts), got {self.workers!r}"
+            )
         pos_int = ("block_size", "max_num_seqs", "max_num_batched_tokens", "tp")
         for name in pos_int:
             v = getattr(self, name)

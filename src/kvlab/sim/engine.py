@@ -23,7 +23,9 @@ Where things are:
 
 The pool and loop a run used are in its provenance (``kv_pool``,
 ``kv_pool_reason``, ``sim_loop``). Nothing here forks, switches the garbage
-collector or reads the wall clock for simulated time.
+collector or reads the wall clock for simulated time; ``SimConfig(workers=2)``
+starts one child interpreter to name block keys (:mod:`kvlab.sim.names`),
+stopped by :meth:`Engine.close`.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class Engine:
         self.r = r = resolve(cfg)
         prepared = prepare(workload, r.block_size)
         prepared.check_capacity(r.max_model_len, r.num_blocks)
+        self._names = prepared.names
         offload = None
         if r.offload_blocks > 0:
             offload = OffloadTier(
@@ -94,6 +97,8 @@ class Engine:
         )
         loop_class = choose_loop(cfg, self.kv_choice)
         self.loop = loop_class(prepared, cfg, r, self.kv_choice, self.sched, offload, progress)
+        if cfg.workers > 1:
+            self._names.start_worker()
 
     def run(self) -> RunResult:
         return self.loop.run()
@@ -101,6 +106,7 @@ class Engine:
     def close(self) -> None:
         """Break the run's reference cycles (the extent pool's free-queue ring, the
         scheduler's callbacks) once its result is out; the engine is unusable afterwards."""
+        self._names.stop_worker()
         self.sched.on_free = None
         self.sched.lower_tier = None
         self.kv.close()

@@ -347,5 +347,6 @@ class RunState:
                 "kv_pool": self.kv_choice.pool,
                 "kv_pool_reason": self.kv_choice.reason,
                 "sim_loop": self.loop_name,
+                "key_naming": self.prepared.names.named_by,
             },
         )
