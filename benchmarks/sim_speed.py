@@ -5,12 +5,14 @@ Prints medians over ``--repeats`` runs, each in a fresh process:
 * engine: ``simulate()`` on the shipped Azure 2023 conversation and Mooncake
   conversation traces (Llama-3.1-8B on H100, prefix caching on), the trace
   already loaded; preparation (naming every request's block keys) included;
+  also with ``workers=2`` (a second process names the keys);
 * prepared: the same workload prepared once, then run twice: the second run
   is what a sweep, a stress search or an RL episode pays;
 * policies: the whole ``kvlab simulate`` command on Mooncake with
   ``--policy lru|s3fifo|lfu``;
 * cold start: the whole command on a one-request workload;
-* scale: the whole command on the Azure trace tiled to ``--sizes`` requests,
+* scale: the whole command on the Azure trace tiled to ``--sizes`` requests
+  (the new version also with ``--workers 2``),
   with the peak RSS of the process.
 
 With ``--baseline DIR`` (the root of another checkout of kvlab, e.g. a
@@ -42,7 +44,7 @@ MODEL, GPU = "meta-llama/Llama-3.1-8B", "h100-sxm"
 #: Run in a child process with a version's ``src`` on PYTHONPATH: load a trace, time
 #: simulate() (and, where the version has it, a prepared workload run twice); JSON out.
 ENGINE_DRIVER = r"""
-import json, sys, time
+import dataclasses, json, sys, time
 from kvlab.sim.config import SimConfig
 from kvlab.sim.engine import simulate
 from kvlab.workload.detect import load_workload
@@ -64,6 +66,10 @@ else:
     t1 = time.perf_counter()
     simulate(p, cfg)
     out["first_s"], out["second_s"] = t1 - t0, time.perf_counter() - t1
+if "workers" in {f.name for f in dataclasses.fields(SimConfig)}:
+    t0 = time.perf_counter()
+    simulate(wl, cfg.replace(workers=2))
+    out["workers2_s"] = time.perf_counter() - t0
 print(json.dumps(out))
 """
 
@@ -145,9 +151,7 @@ def interleaved(
     for _ in range(repeats):
         for v, root in versions.items():
             runs[v].append(measure(root))
-    return {
-        v: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for v, rs in runs.items()
-    }
+    return {v: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for v, rs in runs.items()}
 
 
 def show(label: str, med: dict[str, dict[str, float]], key: str, unit: str = "s") -> None:
@@ -156,6 +160,14 @@ def show(label: str, med: dict[str, dict[str, float]], key: str, unit: str = "s"
     if "new" in med and "baseline" in med and key in med["baseline"] and key in med["new"]:
         ratio = f"  (new / baseline {med['new'][key] / med['baseline'][key]:.3f})"
     print(f"  {label}: {', '.join(parts)}{ratio}", flush=True)
+
+
+def _as(med: dict[str, dict[str, float]], new_key: str) -> dict[str, dict[str, float]]:
+    """The new version's ``new_key`` beside the baseline's plain ``simulate_s``, as "s"."""
+    out = {"new": {"s": med["new"][new_key]}}
+    if "baseline" in med:
+        out["baseline"] = {"s": med["baseline"]["simulate_s"]}
+    return out
 
 
 def bench(repeats: int, sizes: list[int], baseline: Path | None, tmp: Path) -> None:
@@ -176,6 +188,10 @@ def bench(repeats: int, sizes: list[int], baseline: Path | None, tmp: Path) -> N
         show("simulate(), preparation included", med, "simulate_s")
         show("of which the run loop (summary wall_s)", med, "loop_s")
         new = med["new"]
+        if "workers2_s" in new:
+            show("simulate() with workers=2, preparation included", _as(med, "workers2_s"), "s")
+        if "second_s" in new:
+            show("engine on a prepared workload (new: second run)", _as(med, "second_s"), "s")
         if "second_s" in new:
             print(
                 f"  prepared once: first run {new['first_s']:.3f} s, second "
@@ -208,7 +224,11 @@ def bench(repeats: int, sizes: list[int], baseline: Path | None, tmp: Path) -> N
 
         def scale(root: Path, path: Path = path) -> dict[str, float]:
             wall, rss = whole(root, simulate_cmd(path, tmp / "run"))
-            return {"wall_s": wall, "rss_mb": rss}
+            out = {"wall_s": wall, "rss_mb": rss}
+            if root == REPO:
+                wall, rss = whole(root, simulate_cmd(path, tmp / "run", "--workers", "2"))
+                out |= {"w2_wall_s": wall, "w2_rss_mb": rss}
+            return out
 
         med = interleaved(versions, max(1, repeats // 3) if n >= 500_000 else repeats, scale)
         print(f"tiled azure, {n:,} requests, whole command:", flush=True)
@@ -216,6 +236,12 @@ def bench(repeats: int, sizes: list[int], baseline: Path | None, tmp: Path) -> N
         show("peak RSS", med, "rss_mb", "MB")
         for v, m in med.items():
             print(f"    {v}: {n / m['wall_s']:,.0f} req/s", flush=True)
+        w2 = med["new"]
+        print(
+            f"  new with --workers 2: {w2['w2_wall_s']:,.3f} s, {n / w2['w2_wall_s']:,.0f} req/s,"
+            f" peak RSS of the largest process {w2['w2_rss_mb']:,.0f} MB",
+            flush=True,
+        )
         path.unlink()
 
 
