@@ -24,7 +24,7 @@ windows are on (not ``exact_steps``); :func:`kvlab.sim.engine.choose_loop`.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kvlab.sim.cohort import Cohort, CohortSeq
 from kvlab.sim.extents import ExtentPool, Hit
@@ -34,14 +34,32 @@ from kvlab.sim.scheduler import StepPlan
 from kvlab.sim.sequence import Seq
 from kvlab.sim.step_loop import StepLoop
 
+if TYPE_CHECKING:
+    from kvlab.sim.config import SimConfig
+    from kvlab.sim.kv import KVChoice
+    from kvlab.sim.offload import OffloadTier
+    from kvlab.sim.prepare import PreparedWorkload
+    from kvlab.sim.resolve import Resolved
+    from kvlab.sim.run_state import Progress
+    from kvlab.sim.scheduler import Scheduler
+
 
 class CohortLoop(StepLoop):
     """:class:`StepLoop` with the decoding requests kept as a cohort (see the module)."""
 
     loop_name = "cohort"
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        prepared: PreparedWorkload,
+        cfg: SimConfig,
+        r: Resolved,
+        kv_choice: KVChoice,
+        sched: Scheduler,
+        offload: OffloadTier | None,
+        progress: Progress | None = None,
+    ) -> None:
+        super().__init__(prepared, cfg, r, kv_choice, sched, offload, progress)
         self.seq_class = CohortSeq
         self.cohort = Cohort(self.B, self.cfg.enable_prefix_caching)
         pool = self.kv.pool  # type: ignore[attr-defined]
