@@ -473,9 +473,12 @@ def run(
     from concurrent.futures import ThreadPoolExecutor
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     steps_path = out / "steps.jsonl"
-    steps_path.write_text("", encoding="utf-8")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        steps_path.write_text("", encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot write there: {e.strerror or e}") from None
     recorder = Recorder(steps_path, progress)
     probe = ServerProbe(cfg.endpoint)
     probe.read()
@@ -491,10 +494,13 @@ def run(
             outcomes = [f.result() for f in futures]
     except KeyboardInterrupt:
         interrupted = True
-    wall_s = time.perf_counter() - t0
-    report = summarize_run(cfg, recorder.rows, outcomes, wall_s, interrupted)
-    report["prefix_cache_reset"] = reset
-    write_run_dir(out, cfg, recorder.rows, report, wall_s)
+    finally:
+        # Whatever happened, the calls made so far are kept in the run directory.
+        wall_s = time.perf_counter() - t0
+        report = summarize_run(cfg, recorder.rows, outcomes, wall_s, interrupted)
+        report["prefix_cache_reset"] = reset
+        if recorder.rows:
+            write_run_dir(out, cfg, recorder.rows, report, wall_s)
     return report
 
 
