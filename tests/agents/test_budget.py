@@ -15,6 +15,7 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
+from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.message import add_messages
 
 from kvlab.agents.budget import NOTES_HEADING, ContextBudget, key_lines
@@ -152,3 +153,41 @@ def test_updates_need_ids_and_config_is_checked() -> None:
 
 def test_default_counter_is_langchains_approximation() -> None:
     assert ContextBudget(10, "none").tokens([HumanMessage("x" * 400)]) > 90
+
+
+def test_drop_in_node_in_a_users_graph() -> None:
+    """The docs' example shape: MessagesState, a model node, a tool node, the budget."""
+
+    turns = {"n": 0}
+
+    def model(state: MessagesState) -> dict:
+        turns["n"] += 1
+        if turns["n"] > 6:
+            return {"messages": [AIMessage("done")]}
+        call = {"name": "fetch", "args": {"n": turns["n"]}, "id": f"c{turns['n']}"}
+        return {"messages": [AIMessage("", tool_calls=[call])]}
+
+    def tools(state: MessagesState) -> dict:
+        call = state["messages"][-1].tool_calls[0]
+        out = f"report {call['args']['n']}\n| Revenue | {call['args']['n']}.5 |\n" + "words " * 80
+        return {"messages": [ToolMessage(out, tool_call_id=call["id"]), HumanMessage("next")]}
+
+    def route(state: MessagesState) -> str:
+        return "tools" if state["messages"][-1].tool_calls else END
+
+    budget = ContextBudget(max_tokens=1200, strategy="cache_aware", count_tokens=chars)
+    g = StateGraph(MessagesState)
+    g.add_node("model", model)
+    g.add_node("tools", tools)
+    g.add_node("budget", budget)
+    g.add_edge(START, "model")
+    g.add_conditional_edges("model", route, ["tools", END])
+    g.add_edge("tools", "budget")
+    g.add_edge("budget", "model")
+    final = g.compile().invoke({"messages": [SystemMessage("sys"), HumanMessage("go")]})
+    msgs = final["messages"]
+    assert chars(msgs) <= 1200 + len("done")
+    assert pairs_valid(msgs)
+    notes = [m for m in msgs if isinstance(m, AIMessage) and "[compacted]" in str(m.content)]
+    assert notes and all("| Revenue |" in str(n.content) for n in notes)
+    assert msgs[0].content == "sys" and msgs[1].content == "go"

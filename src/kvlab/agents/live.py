@@ -572,10 +572,15 @@ def write_run_dir(
                 status=STATUS_OK if ok else STATUS_FAILED,
                 admitted_s=r.t_s,
                 finish_s=r.t_s + r.latency_s if ok else None,
-                cached_tokens=r.cached_tokens,
-                computed_tokens=None
-                if r.cached_tokens is None or r.prompt_tokens is None
-                else r.prompt_tokens - r.cached_tokens,
+                # A refused call was never prefilled: 0 tokens, 0 hits, 0 computed.
+                cached_tokens=r.cached_tokens if ok else 0,
+                computed_tokens=(
+                    None
+                    if r.cached_tokens is None or r.prompt_tokens is None
+                    else r.prompt_tokens - r.cached_tokens
+                )
+                if ok
+                else 0,
                 offload_hit_tokens=None,
                 num_preemptions=None,
                 error=None if ok else f"overflow_{r.overflow_kind}",

@@ -289,7 +289,7 @@ def emit_cmd(
 def _offline_table(rows: list[Any]) -> str:
     head = (
         "| model | GPU | strategy | overflow at call | agents that fit | prefix hit rate "
-        "| TTFT mean | max prompt | KV at peak |\n|---|---|---|---|---|---|---|---|---|"
+        "| TTFT mean | largest prompt needed | KV at peak |\n|---|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
     for r in rows:
