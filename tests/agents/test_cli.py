@@ -99,3 +99,13 @@ def test_compare_table_from_written_runs(tmp_path: Path) -> None:
     assert "| naive | 0/1 | 100 | 100 | 0% |" in res.stdout
     assert "call 2 (A, context_length)" in res.stdout
     assert "| cache_aware | 1/1 | 500 | 244 | 51% |" in res.stdout
+    pytest.importorskip("matplotlib")
+    base = tmp_path / "fig" / "prompts"
+    res = runner.invoke(
+        APP,
+        ["agents", "compare", str(tmp_path / "naive"), str(tmp_path / "cache_aware"),
+         "--plot", str(base)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert base.with_suffix(".png").stat().st_size > 1000
+    assert base.with_suffix(".svg").is_file()

@@ -40,7 +40,13 @@ from kvlab.agents.graph import (
     initial_messages,
 )
 from kvlab.agents.workflow import Workflow, WorkflowConfig, fact_retention
-from kvlab.errors import BackendUnavailable, ConfigError, ContextOverflow, ServerError
+from kvlab.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    ContextOverflow,
+    ServerError,
+)
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -76,6 +82,10 @@ class AgentOverflow(ContextOverflow):
         self.kind = kind
         self.step = step
         self.company = company
+
+
+class AgentStopped(BackendError):
+    """The run was interrupted: the agent makes no further model call."""
 
 
 @dataclass
@@ -222,6 +232,7 @@ class Recorder:
     path: Path | None
     progress: TextIO | None = None
     rows: list[StepRow] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, row: StepRow, total_steps: int) -> None:
@@ -285,6 +296,8 @@ class LiveSender:
     ) -> Reply:
         import openai
 
+        if self.recorder.stop.is_set():
+            raise AgentStopped(f"agent {self.agent} stopped before model call {step}")
         text_chars = len(context_text(messages))
         t_send = time.perf_counter()
         err: AgentOverflow | None = None
@@ -486,15 +499,25 @@ def run(
     t0 = time.perf_counter()
     outcomes: list[AgentOutcome] = []
     interrupted = False
+    pool = ThreadPoolExecutor(max_workers=cfg.num_agents)
+    futures: list[Any] = []
     try:
-        with ThreadPoolExecutor(max_workers=cfg.num_agents) as pool:
-            futures = [
-                pool.submit(run_agent, cfg, i, recorder, probe, t0) for i in range(cfg.num_agents)
-            ]
-            outcomes = [f.result() for f in futures]
+        futures = [
+            pool.submit(run_agent, cfg, i, recorder, probe, t0) for i in range(cfg.num_agents)
+        ]
+        outcomes = [f.result() for f in futures]
     except KeyboardInterrupt:
+        # Ctrl-C: agents stop before their next call; the calls made so far are kept.
         interrupted = True
+        recorder.stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        outcomes = [  # the agents that had finished
+            f.result() for f in futures if f.done() and not f.cancelled() and not f.exception()
+        ]
     finally:
+        # On any error too, the other agents stop before their next call.
+        recorder.stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
         # Whatever happened, the calls made so far are kept in the run directory.
         wall_s = time.perf_counter() - t0
         report = summarize_run(cfg, recorder.rows, outcomes, wall_s, interrupted)

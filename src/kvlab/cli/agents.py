@@ -190,6 +190,12 @@ def compare_cmd(
     runs: list[Path] = typer.Argument(..., help="Run directories of kvlab agents run."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Also write the Markdown."),
+    plot: Path | None = typer.Option(
+        None,
+        "--plot",
+        help="Also draw prompt and cached tokens per model call: PLOT.png and PLOT.svg "
+        "(the plot extra).",
+    ),
 ) -> None:
     """The trade-off table of agents runs: tokens sent, tokens recomputed (prompt minus
     prefix hits), prefix-hit share, largest prompt, facts kept, completion, overflow."""
@@ -202,6 +208,11 @@ def compare_cmd(
         from kvlab.results import atomic_write_text
 
         atomic_write_text(output, md)
+    if plot is not None:
+        from kvlab.agents.plot import plot_prompts
+
+        for p in plot_prompts(runs, [r["strategy"] for r in reports], plot):
+            typer.echo(f"wrote {p}", err=True)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
