@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,9 @@ def test_compare_table_from_written_runs(tmp_path: Path) -> None:
         rep["completed"] = int(ok)
         rep["num_agents"] = 1
         write_run_dir(tmp_path / strategy, cfg, rows, rep, 1.0)
+        (tmp_path / strategy / "steps.jsonl").write_text(
+            "".join(json.dumps(asdict(r)) + "\n" for r in rows)
+        )
     res = runner.invoke(
         APP, ["agents", "compare", str(tmp_path / "naive"), str(tmp_path / "cache_aware")]
     )
