@@ -235,7 +235,7 @@ class Recorder:
     stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, row: StepRow, total_steps: int) -> None:
+    def add(self, row: StepRow, total_steps: int, companies: Sequence[str] = ()) -> None:
         with self._lock:
             self.rows.append(row)
             if self.path is not None:
@@ -243,6 +243,10 @@ class Recorder:
                     f.write(json.dumps(asdict(row), sort_keys=True) + "\n")
             if self.progress is not None:
                 what = row.company or "masterplan"
+                if row.company is not None and row.company in companies:
+                    what = (
+                        f"company {list(companies).index(row.company) + 1}/{len(companies)} {what}"
+                    )
                 tok = "?" if row.prompt_tokens is None else f"{row.prompt_tokens:,}"
                 hit = "" if row.cached_tokens is None else f", cached {row.cached_tokens:,}"
                 status = "" if row.status == "ok" else f"  OVERFLOW ({row.overflow_kind})"
@@ -271,6 +275,7 @@ class LiveSender:
         targets: Sequence[str],
         target_gpu: str,
         total_steps: int,
+        companies: Sequence[str],
         max_output_tokens: int,
         t0: float,
         timeout_s: float,
@@ -290,6 +295,7 @@ class LiveSender:
         self.probe, self.estimate = probe, estimate
         self.targets, self.target_gpu = tuple(targets), target_gpu
         self.total_steps, self.t0 = total_steps, t0
+        self.companies = tuple(companies)
 
     def __call__(
         self, messages: Sequence[BaseMessage], step: int, company: str | None, kind: str
@@ -347,7 +353,7 @@ class LiveSender:
             overflow_kind=None if err is None else err.kind,
             error=None if err is None else str(err)[:500],
         )
-        self.recorder.add(row, self.total_steps)
+        self.recorder.add(row, self.total_steps, self.companies)
         if err is not None:
             raise err
         return Reply(content, row.prompt_tokens, row.cached_tokens, row.output_tokens)
@@ -404,6 +410,7 @@ def run_agent(
         targets=cfg.targets,
         target_gpu=cfg.target_gpu,
         total_steps=wf.config.num_model_calls,
+        companies=[c.name for c in wf.companies],
         max_output_tokens=cfg.max_output_tokens,
         t0=t0,
         timeout_s=cfg.timeout_s,

@@ -25,7 +25,7 @@ from typing import Any
 
 from kvlab.agents.calc import calc
 from kvlab.agents.montecarlo import run_monte_carlo
-from kvlab.agents.report import YEARS, Company, companies, fmt, parse_tables, render_report
+from kvlab.agents.report import NAMES, YEARS, Company, companies, fmt, parse_tables, render_report
 from kvlab.errors import ConfigError
 
 #: Tool names, in the order one company uses them.
@@ -64,6 +64,8 @@ class WorkflowConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"workflow: {name} must be an integer >= 1, got {v!r}")
+        if self.num_companies > len(NAMES):
+            raise ConfigError(f"workflow: at most {len(NAMES)} companies, got {self.num_companies}")
 
     @property
     def num_model_calls(self) -> int:
