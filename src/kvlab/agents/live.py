@@ -296,12 +296,17 @@ class LiveSender:
         self.targets, self.target_gpu = tuple(targets), target_gpu
         self.total_steps, self.t0 = total_steps, t0
         self.companies = tuple(companies)
+        self.last_step = 0
 
     def __call__(
         self, messages: Sequence[BaseMessage], step: int, company: str | None, kind: str
     ) -> Reply:
         import openai
 
+        if step < 0:  # a call the strategy makes on its own (a summary): the current step
+            step = self.last_step
+        elif kind == "agent":
+            self.last_step = step
         if self.recorder.stop.is_set():
             raise AgentStopped(f"agent {self.agent} stopped before model call {step}")
         text_chars = len(context_text(messages))
