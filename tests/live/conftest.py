@@ -129,3 +129,36 @@ def vllm_pressure_server(_vllm_servers: dict[str, VllmServer]) -> VllmServer:
 def vllm_odd_server(_vllm_servers: dict[str, VllmServer]) -> VllmServer:
     """A 3-layer, 3-KV-head tiny model with 2 GiB of KV and a 1000-token context."""
     return _vllm_servers["odd"]
+
+
+#: ``--max-model-len`` of the agents server: small, so that the naive agent overflows.
+AGENTS_MAX_MODEL_LEN = 2048
+
+
+@pytest.fixture(scope="session")
+def vllm_agents_server(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, vllm_python: str
+) -> Iterator[VllmServer]:
+    """A vLLM server for the agent workflow: a 2048-token context, cached tokens in
+    ``usage.prompt_tokens_details``, and a chat template that renders tool calls."""
+    from kvlab.agents.chat_template import write_chat_template
+
+    ports_env = os.environ.get("KVLAB_LIVE_PORTS")
+    port_range = parse_port_range(ports_env) if ports_env else None
+    d = tmp_path_factory.mktemp("vllm-agents")
+    template = write_chat_template(d / "tool_chat_template.jinja")
+    server = VllmServer(
+        python=vllm_python,
+        model_dir=tiny_model_dir,
+        port=free_port(port_range),
+        log_path=d / "vllm-agents.log",
+        max_model_len=AGENTS_MAX_MODEL_LEN,
+        extra_args=("--enable-prompt-tokens-details", "--chat-template", str(template)),
+    )
+    try:
+        server.start()
+        server.wait_ready(READY_TIMEOUT_S)
+        _warm_up(server)
+        yield server
+    finally:
+        server.stop()
