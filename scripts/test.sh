@@ -18,6 +18,10 @@ pipq --upgrade pip
 # torch's CPU build first, so the [hf] extra's range is already satisfied.
 .venv/bin/python -c "import torch" >/dev/null 2>&1 || pipq "torch==2.13.0"
 pipq -e '.[all,dev]'
+# promtool and prometheus for the monitor's alert-rule tests (Debian/Ubuntu, as root).
+if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y -q prometheus >/dev/null || echo "apt-get install prometheus failed"
+fi
 .venv/bin/python -c "import kvlab, typer, pytest" >/dev/null
 
 echo "== ruff"; .venv/bin/ruff check src tests benchmarks
