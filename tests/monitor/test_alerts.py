@@ -116,14 +116,20 @@ def test_bad_rules_file_is_one_line_with_file_and_line(
 
 def test_promql_uses_vllm_names_and_fractions() -> None:
     usage = promql(DEFAULT_RULES[0])
-    assert usage == "(vllm:kv_cache_usage_perc or vllm:gpu_cache_usage_perc) > 0.9"
-    assert promql(DEFAULT_RULES[1]) == "(rate(vllm:num_preemptions_total[60s])) > 0"
+    assert usage == (
+        "(vllm:kv_cache_usage_perc or vllm_kv_cache_usage_perc or vllm:gpu_cache_usage_perc"
+        " or vllm_gpu_cache_usage_perc) > 0.9"
+    )
+    assert promql(DEFAULT_RULES[1]) == (
+        "(rate(vllm:num_preemptions_total[60s]) or rate(vllm_num_preemptions_total[60s])) > 0"
+    )
     drop = promql(DEFAULT_RULES[3])
     assert "rate(vllm:prefix_cache_hits_total[600s])" in drop
     assert "rate(vllm:gpu_prefix_cache_queries_total[60s])" in drop
     text = prometheus_rules(DEFAULT_RULES)
     assert "alert: KvCacheNearlyFull" in text and "for: 60s" in text
-    assert promql(Rule("T", "ttft_p99_s", ">", 2.5, window_s=0.5)).startswith(
+    assert promql(Rule("T", "ttft_p99_s", ">", 2.5, window_s=0.5)) == (
         "histogram_quantile(0.99, sum by (le, instance, job) "
-        "(rate(vllm:time_to_first_token_seconds_bucket[500ms])))"
+        "(rate(vllm:time_to_first_token_seconds_bucket[500ms]) or "
+        "rate(vllm_time_to_first_token_seconds_bucket[500ms]))) > 2.5"
     )

@@ -129,4 +129,4 @@ def test_export_rules(cli: Cli, tmp_path: Path) -> None:
     out = tmp_path / "kv.yml"
     r = cli(["monitor", "--export-rules", str(out)], 20)
     assert r.code == 0
-    assert "vllm:kv_cache_usage_perc or vllm:gpu_cache_usage_perc) > 0.9" in out.read_text()
+    assert "or vllm_gpu_cache_usage_perc) > 0.9" in out.read_text()

@@ -83,7 +83,7 @@ def monitor_cmd(
         raise ConfigError("--interval and --timeout must be > 0")
     from kvlab.monitor.watch import Monitor
 
-    mon = Monitor(urls, the_rules, timeout_s=min(timeout, max(interval, 0.1)), record=record)
+    mon = Monitor(urls, the_rules, timeout_s=timeout, record=record)
     try:
         if once:
             raise typer.Exit(_once(mon, interval, as_json))

@@ -196,6 +196,16 @@ PARAMS: tuple[Param, ...] = (
         "Also draw kv_timeline and residency figures (PNG + SVG; the plot extra).",
         ("--plot",),
     ),
+    Param(
+        "serve_metrics",
+        "int",
+        None,
+        "After the run, replay it on a wall clock as vLLM /metrics on this port (0: any).",
+        ("--serve-metrics",),
+    ),
+    Param(
+        "speed", "float", 1.0, "Simulated seconds per wall second (--serve-metrics).", ("--speed",)
+    ),
 )
 
 
@@ -224,10 +234,17 @@ def run_command(
     quiet: bool,
     plot: bool = False,
     on_loaded: Callable[[], object] | None = None,
+    serve_metrics: int | None = None,
+    speed: float = 1.0,
 ) -> None:
     """The body of ``kvlab simulate`` (options already parsed); ``on_loaded`` is
     called once the workload is loaded, before the simulation starts (see
     :mod:`kvlab.cli.entry`)."""
+    serve = None
+    if serve_metrics is not None:
+        from kvlab.monitor.serve import ServeOptions
+
+        serve = ServeOptions(serve_metrics, speed)
     cfg = build_config(
         model=model,
         gpu=gpu,
@@ -252,6 +269,7 @@ def run_command(
         quiet=quiet,
         plot=plot,
         on_loaded=on_loaded,
+        serve=serve,
     )
 
 
@@ -266,6 +284,7 @@ def _simulate_and_save(
     quiet: bool,
     plot: bool,
     on_loaded: Callable[[], object] | None,
+    serve: Any = None,
 ) -> None:
     from kvlab.sim.engine import simulate
     from kvlab.workload.detect import load_workload
@@ -274,6 +293,8 @@ def _simulate_and_save(
     if on_loaded is not None:
         on_loaded()
     show = not quiet and not as_json and sys.stderr.isatty()
+    if serve is not None:  # the same run, its state kept after every event
+        simulate = serve.recorder()
     if show:
         from rich.progress import Progress
 
@@ -299,3 +320,5 @@ def _simulate_and_save(
             f"{s['num_preemptions']:,} preemptions, TTFT p50 "
             f"{(s['ttft_s']['p50'] or 0):.3f} s (clock: roofline, uncalibrated) -> {out}"
         )
+    if serve is not None:
+        serve.run(quiet=quiet)

@@ -299,9 +299,20 @@ def _dur(s: float) -> str:
     return f"{round(s)}s" if float(s).is_integer() else f"{round(s * 1000)}ms"
 
 
+def _spellings(names: Sequence[str]) -> tuple[str, ...]:
+    """Each vLLM name as exposed (``vllm:x``) and as stored when the scrape negotiated
+    OpenMetrics with underscore escaping (``vllm_x``: prometheus_client 0.2x, which
+    vLLM serves its metrics with, escapes the colon for Prometheus 2.x scrapers)."""
+    return tuple(n for name in names for n in (name, name.replace(":", "_", 1)))
+
+
+def _gauge(names: Sequence[str]) -> str:
+    return "(" + " or ".join(_spellings(names)) + ")"
+
+
 def _counter_rate(names: Sequence[str], window_s: float) -> str:
-    """The per-second rate of a counter under either vLLM name generation."""
-    return " or ".join(f"rate({n}[{_dur(window_s)}])" for n in names)
+    """The per-second rate of a counter under any of its names."""
+    return " or ".join(f"rate({n}[{_dur(window_s)}])" for n in _spellings(names))
 
 
 def _hit_rate(window_s: float) -> str:
@@ -315,18 +326,20 @@ def _hit_rate(window_s: float) -> str:
 
 
 def _quantile(names: Sequence[str], window_s: float) -> str:
-    inner = " or ".join(f"rate({n}_bucket[{_dur(window_s)}])" for n in names)
+    inner = " or ".join(f"rate({n}_bucket[{_dur(window_s)}])" for n in _spellings(names))
     return f"histogram_quantile(0.99, sum by (le, instance, job) ({inner}))"
 
 
 def promql(rule: Rule) -> str:
-    """The PromQL condition of ``rule`` over vLLM's metric names (both generations)."""
+    """The PromQL condition of ``rule`` over vLLM's metric names: both generations
+    (``kv_cache_usage_perc``, legacy ``gpu_cache_usage_perc``) and both spellings
+    (``vllm:``, and ``vllm_`` as an OpenMetrics scrape stores them)."""
     w = rule.window_s
     m = rule.metric
     expr = {
-        "kv_cache_usage_perc": "(vllm:kv_cache_usage_perc or vllm:gpu_cache_usage_perc)",
-        "num_requests_running": "vllm:num_requests_running",
-        "num_requests_waiting": "vllm:num_requests_waiting",
+        "kv_cache_usage_perc": _gauge(("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")),
+        "num_requests_running": _gauge(("vllm:num_requests_running",)),
+        "num_requests_waiting": _gauge(("vllm:num_requests_waiting",)),
         "preemptions_per_s": f"({_counter_rate(('vllm:num_preemptions_total',), w)})",
         "prefix_hit_rate": f"({_hit_rate(w)})",
         "prefix_hit_rate_drop": f"(({_hit_rate(rule.baseline_s)}) - ({_hit_rate(w)}))",
