@@ -35,7 +35,7 @@ def test_once_plain_text(cli: Cli) -> None:
     try:
         r = cli(["monitor", a.url, "--once", "--interval", "0.1"], 20)
         assert r.code == 0, r.err
-        assert "KV usage" in r.out and "up, vllm" in r.out and "block_size 128" in r.out
+        assert "KV usage" in r.out and "up, vllm" in r.out and "128-token blocks" in r.out
     finally:
         a.stop()
 

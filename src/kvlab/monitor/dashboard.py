@@ -52,6 +52,21 @@ def _clock(t: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t))
 
 
+def cache_text(cc: dict[str, str]) -> str:
+    """The cache config in a few words: ``16-token blocks, 8,192 blocks, dtype auto``."""
+    parts = []
+    if "block_size" in cc:
+        parts.append(f"{cc['block_size']}-token blocks")
+    if cc.get("num_gpu_blocks", "").isdigit():
+        parts.append(f"{int(cc['num_gpu_blocks']):,} blocks")
+    if "cache_dtype" in cc:
+        parts.append(f"dtype {cc['cache_dtype']}")
+    for k in ("max_total_num_tokens", "n_tokens_max"):
+        if cc.get(k, "").isdigit():
+            parts.append(f"{int(cc[k]):,} tokens")
+    return ", ".join(parts)
+
+
 def server_lines(view: ServerView) -> list[tuple[str, str]]:
     """The rows of one server's panel as (label, value) text."""
     s: Sample | None = view.last
@@ -88,11 +103,16 @@ def server_lines(view: ServerView) -> list[tuple[str, str]]:
         )
     )
     rows.append(("TTFT p50/p99", f"{_ms(good.ttft_p50_s)} / {_ms(good.ttft_p99_s)}"))
-    rows.append(("ITL p50/p99", f"{_ms(good.itl_p50_s)} / {_ms(good.itl_p99_s)}"))
+    per_request = (good.itl_metric or "").endswith("request_time_per_output_token_seconds")
+    rows.append(
+        (
+            "TPOT p50/p99" if per_request else "ITL p50/p99",
+            f"{_ms(good.itl_p50_s)} / {_ms(good.itl_p99_s)}",
+        )
+    )
     rows.append(("gen tok/s", _f(good.generation_tokens_per_s, ",.1f")))
-    cc = good.cache_config
-    if cc:
-        rows.append(("cache", ", ".join(f"{k} {v}" for k, v in cc.items())))
+    if good.cache_config:
+        rows.append(("cache", cache_text(good.cache_config)))
     return rows + view.alert_rows()
 
 
@@ -110,7 +130,7 @@ def render(views: Sequence[ServerView], interval_s: float) -> RenderableType:
         t.add_column(style="bold", no_wrap=True)
         t.add_column(overflow="fold")
         for label, value in server_lines(v):
-            style = "red" if label.startswith("FIRING") or value.startswith("UNREACH") else ""
+            style = "bold red" if value.startswith(("FIRING", "UNREACH", "NO METRICS")) else ""
             t.add_row(label, Text(value, style=style))
         panels.append(Panel(t, title=v.url, title_align="left", width=60))
     head = Text(

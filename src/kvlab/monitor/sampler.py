@@ -106,6 +106,9 @@ class Sample:
     ttft_p99_s: float | None = None
     itl_p50_s: float | None = None
     itl_p99_s: float | None = None
+    #: the histogram the ``itl_*`` quantiles come from (per-request TPOT when the
+    #: server has no per-token one, as the simulator's endpoint)
+    itl_metric: str | None = None
     totals: dict[str, float] = field(default_factory=dict)
     cache_config: dict[str, str] = field(default_factory=dict)
 
@@ -205,6 +208,8 @@ class ServerWatch:
             for kind, names in hist.HISTOGRAMS.get(profile.name, {}).items()
             if (got := hist.first_present(samples, names)) is not None
         }
+        if "itl" in hists:
+            s.itl_metric = hists["itl"][0]
         prev_t = self._prev_t
         if prev_t is not None and now > prev_t:
             s.interval_s = dt = now - prev_t

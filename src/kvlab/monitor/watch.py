@@ -50,7 +50,7 @@ class ServerView:
 
     def alert_rows(self) -> list[tuple[str, str]]:
         rows = [
-            (f"FIRING {name}", f"since {time.strftime('%H:%M:%S', time.localtime(t))}")
+            ("alert", f"FIRING {name} since {time.strftime('%H:%M:%S', time.localtime(t))}")
             for name, t in self.alerts.firing.items()
         ]
         for e in self.last_events:
