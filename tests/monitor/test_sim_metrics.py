@@ -3,16 +3,25 @@ replay exposes it under vLLM's names at each simulated instant, and the monitor 
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from tests.monitor.simload import overload, overload_config
+from tests.monitor.simload import SIM_ARGS, overload, overload_config, overload_file
 
 from kvlab.backends.metrics import parse_prometheus, sample_sum
 from kvlab.monitor import histogram as hist
 from kvlab.monitor.sampler import Scrape, ServerWatch
 from kvlab.monitor.sim_metrics import TTFT_BUCKETS, MetricsReplay, record_run
 from kvlab.sim.engine import simulate
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +96,37 @@ def test_replay_on_a_scaled_clock(recorded: tuple) -> None:
     # simulated time runs 4x the wall clock: 0.5 s ticks are 2 simulated seconds apart
     assert seen[:3] == [0.0, 2.0, 4.0]
     assert seen[-1] >= tl.duration_s and seen[-2] < tl.duration_s
+
+
+def test_simulate_serve_metrics_cli(tmp_path: Path) -> None:
+    """``kvlab simulate --serve-metrics 0``: the run directory first, then the endpoint on
+    the port it prints, read by ``kvlab monitor --once --json``; Ctrl-C stops it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    wl = overload_file(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kvlab", "simulate", str(wl), *SIM_ARGS, "--out",
+         str(tmp_path / "run"), "--quiet", "--serve-metrics", "0", "--speed", "0.5"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/metrics", line)
+        assert m, line
+        assert (tmp_path / "run" / "summary.json").is_file()  # written before serving
+        r = subprocess.run(
+            [sys.executable, "-m", "kvlab", "monitor", f"127.0.0.1:{m.group(1)}", "--once",
+             "--json", "--interval", "1"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        s = json.loads(r.stdout)["samples"][0]
+        assert s["dialect"] == "vllm" and s["cache_config"]["num_gpu_blocks"] == "200"
+        assert s["kv_cache_usage_perc"] > 0.5  # simulated 0.5-1 s: the cache fills
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+        assert "stopped" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
