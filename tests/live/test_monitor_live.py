@@ -38,10 +38,11 @@ def pressure_workload(server: Any, n: int) -> Workload:
     return Workload(reqs, name="pressure")
 
 
-def replay(server: Any, wl: Workload) -> RunResult:
+def replay(server: Any, wl: Workload, mode: str = "closed") -> RunResult:
+    """Closed loop of 6, or ``trace``: every request sent at its arrival time (t=0)."""
     cfg = OpenAIConfig(
-        endpoint=server.url, model=server.model, mode="closed", concurrency=6,
-        metrics_interval_s=0.1,
+        endpoint=server.url, model=server.model, mode=mode,
+        concurrency=6 if mode == "closed" else None, metrics_interval_s=0.1,
     )  # fmt: skip
     return OpenAIBackend(cfg).run(wl)
 
@@ -93,8 +94,8 @@ def test_simulator_and_real_server_side_by_side(
     server = vllm_pressure_server
     wl = pressure_workload(server, 12)
     wl_file = write_workload(wl, tmp_path / "pressure.jsonl")
-    warm = replay(server, wl)  # the real run's length, to pace the simulator's replay
-    real_s = warm.summary["duration_s"]
+    warm = replay(server, wl, "trace")  # the real run's length, to pace the simulator's replay
+    real_s = warm.summary["simulated_duration_s"]  # (the run's span, for every backend)
     cache = warm.config["server"]["cache_config"]
     sim_port = free_port()
     sim_args = [
@@ -145,7 +146,7 @@ def test_simulator_and_real_server_side_by_side(
         w = threading.Thread(target=watch)
         w.start()
         # the simulator's replay started when its endpoint came up; so does the real run
-        real = replay(server, wl)
+        real = replay(server, wl, "trace")  # all at t=0, as the simulator has them
         time.sleep(1.5)
         stop.set()
         w.join()
@@ -172,7 +173,10 @@ def test_simulator_and_real_server_side_by_side(
     (tmp_path / "frame.txt").write_text(best)
     print(f"\nspeed {speed:.3g} (simulated {sim_s:.4f} s over a real {real_s:.2f} s)")
     print(json.dumps(summary, indent=1))
-    print(f"real run: {real.summary['num_preemptions']} preemptions")
+    print(
+        f"real run: {real.summary['num_preemptions']} preemptions; simulated run: "
+        f"{json.loads(dry.stdout)['num_preemptions']} preemptions"
+    )
     print(best)
     assert summary["simulator"]["cache"]["block_size"] == summary["vLLM CPU"]["cache"]["block_size"]
     assert summary["simulator"]["preemptions"] > 0 and summary["vLLM CPU"]["preemptions"] > 0
