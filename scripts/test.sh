@@ -18,6 +18,15 @@ pipq --upgrade pip
 # torch's CPU build first, so the [hf] extra's range is already satisfied.
 .venv/bin/python -c "import torch" >/dev/null 2>&1 || pipq "torch==2.13.0"
 pipq -e '.[all,dev]'
+# promtool, prometheus and tmux for the monitor's tests (Debian/Ubuntu, as root; the tests
+# say how to install them and skip only outside CI when they are missing).
+for pkg in prometheus:promtool tmux:tmux; do
+  if ! command -v "${pkg#*:}" >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y -q "${pkg%%:*}" >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "${pkg%%:*}" >/dev/null; } \
+      || echo "apt-get install ${pkg%%:*} failed"
+  fi
+done
 .venv/bin/python -c "import kvlab, typer, pytest" >/dev/null
 
 echo "== ruff"; .venv/bin/ruff check src tests benchmarks

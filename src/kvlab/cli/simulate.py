@@ -204,6 +204,16 @@ PARAMS: tuple[Param, ...] = (
         "Also draw kv_timeline and residency figures (PNG + SVG; the plot extra).",
         ("--plot",),
     ),
+    Param(
+        "serve_metrics",
+        "int",
+        None,
+        "After the run, replay it on a wall clock as vLLM /metrics on this port (0: any).",
+        ("--serve-metrics",),
+    ),
+    Param(
+        "speed", "float", 1.0, "Simulated seconds per wall second (--serve-metrics).", ("--speed",)
+    ),
 )
 
 
@@ -233,10 +243,17 @@ def run_command(
     plot: bool = False,
     workers: int = 1,
     on_loaded: Callable[[], object] | None = None,
+    serve_metrics: int | None = None,
+    speed: float = 1.0,
 ) -> None:
     """The body of ``kvlab simulate`` (options already parsed); ``on_loaded`` is
     called once the workload is loaded, before the simulation starts (see
     :mod:`kvlab.cli.entry`)."""
+    serve = None
+    if serve_metrics is not None:
+        from kvlab.monitor.serve import ServeOptions
+
+        serve = ServeOptions(serve_metrics, speed)
     cfg = build_config(
         model=model,
         gpu=gpu,
@@ -263,6 +280,7 @@ def run_command(
         quiet=quiet,
         plot=plot,
         on_loaded=on_loaded,
+        serve=serve,
     )
 
 
@@ -277,6 +295,7 @@ def _simulate_and_save(
     quiet: bool,
     plot: bool,
     on_loaded: Callable[[], object] | None,
+    serve: Any = None,
 ) -> None:
     from kvlab.sim.engine import simulate
     from kvlab.workload.detect import load_workload
@@ -285,6 +304,8 @@ def _simulate_and_save(
     if on_loaded is not None:
         on_loaded()
     show = not quiet and not as_json and sys.stderr.isatty()
+    if serve is not None:  # the same run, its state kept after every event
+        simulate = serve.recorder()
     if show:
         from rich.progress import Progress
 
@@ -310,3 +331,5 @@ def _simulate_and_save(
             f"{s['num_preemptions']:,} preemptions, TTFT p50 "
             f"{(s['ttft_s']['p50'] or 0):.3f} s (clock: roofline, uncalibrated) -> {out}"
         )
+    if serve is not None:
+        serve.run(quiet=quiet)

@@ -279,6 +279,31 @@ class RunState:
         return self.offload.lookup(seq.keys, n_hit, cap, now, reserve)
 
     # -- observation and results ------------------------------------------------
+    def observe_with(self, observer: Callable[[RunState], None]) -> None:
+        """Call ``observer(self)`` after every engine event (a step or a decode window),
+        once the run's own time series has seen it, and count the scheduler's
+        preemptions as they happen in ``num_preemptions_seen``.
+
+        For watching a run event by event (``kvlab simulate --serve-metrics``).
+        Optional and additive: it replaces this instance's ``_observe`` and wraps its
+        scheduler's ``schedule``, so a run without an observer executes exactly the
+        code it did before, at no cost. Call before :meth:`run`.
+        """
+        observe, schedule = self._observe, self.sched.schedule
+        self.num_preemptions_seen = 0
+
+        def observed() -> None:
+            observe()
+            observer(self)
+
+        def counted(now: int) -> StepPlan:
+            plan = schedule(now)
+            self.num_preemptions_seen += len(plan.preempted)
+            return plan
+
+        self._observe = observed  # type: ignore[method-assign]
+        self.sched.schedule = counted  # type: ignore[method-assign]
+
     def _observe(self) -> None:
         if self.series.tick(self.now, self.kv.usage()):
             self._sample()
