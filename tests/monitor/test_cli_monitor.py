@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.monitor.stubs import MetricsStub, bump, fixture, set_value
+from monitor.stubs import MetricsStub, bump, fixture, set_value
 
 Cli = Callable[..., Any]
 

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.monitor.stubs import MetricsStub, bump, fixture, set_value
 
 from kvlab.backends.vllm_server import free_port
+from monitor.stubs import MetricsStub, bump, fixture, set_value
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -18,10 +18,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from tests.monitor.simload import SIM_ARGS, overload_file
 
 from kvlab.backends.vllm_server import free_port
 from kvlab.monitor.alerts import Rule, prometheus_rules
+from monitor.simload import SIM_ARGS, overload_file
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = (

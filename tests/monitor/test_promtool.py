@@ -9,8 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.conftest import DATA
 
+from conftest import DATA
 from kvlab.monitor.alerts import DEFAULT_RULES, Rule, prometheus_rules
 
 

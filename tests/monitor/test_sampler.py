@@ -8,7 +8,6 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.monitor.stubs import MetricsStub, bump, fixture, observe, set_value
 
 from kvlab.monitor import histogram as hist
 from kvlab.monitor.sampler import (
@@ -20,6 +19,7 @@ from kvlab.monitor.sampler import (
     ServerWatch,
     metrics_url,
 )
+from monitor.stubs import MetricsStub, bump, fixture, observe, set_value
 
 V1 = "vllm:"
 

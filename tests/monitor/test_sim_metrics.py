@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.monitor.simload import SIM_ARGS, overload, overload_config, overload_file
 
 from kvlab.backends.metrics import parse_prometheus, sample_sum
 from kvlab.monitor import histogram as hist
 from kvlab.monitor.sampler import Scrape, ServerWatch
 from kvlab.monitor.sim_metrics import TTFT_BUCKETS, MetricsReplay, record_run
 from kvlab.sim.engine import simulate
+from monitor.simload import SIM_ARGS, overload, overload_config, overload_file
 
 REPO = Path(__file__).resolve().parents[2]
 
