@@ -19,6 +19,10 @@ pipq --upgrade pip
 .venv/bin/python -c "import torch" >/dev/null 2>&1 || pipq "torch==2.13.0"
 pipq -e '.[all,dev]'
 .venv/bin/python -c "import kvlab, typer, pytest" >/dev/null
+# Headless Chromium for the report's offline-rendering test (Debian's package).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null) || echo "chromium not installed"
+fi
 
 echo "== ruff"; .venv/bin/ruff check src tests benchmarks
 echo "== mypy"; .venv/bin/mypy

@@ -32,6 +32,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "bench": ("bench", "tiny-model"),
     "env": ("env",),
     "stress": ("stress",),
+    "report": ("report",),
 }
 
 #: The module of each command.
