@@ -86,3 +86,34 @@ def test_ctrl_c_keeps_finished_scenarios(
     assert d["ranges"] == [] and d["presets"] == []
     assert "Interrupted" in (out / "stress.md").read_text()
     assert calls["n"] == 2  # nothing launched after the interrupt
+
+
+ONE = """\
+search: {seq_lens: [1024, 4096], gen_len: 32, max_value: 64, concurrency_rounds: 2}
+scenarios:
+  - {name: one, model: qwen2.5-0.5b, batch: 4, seq_len: 1024, gen_len: 32}
+"""
+
+
+def _ranges(tmp_path: Path, name: str, *extra: str) -> dict[tuple[str, int], int]:
+    out = tmp_path / name
+    m = tmp_path / "one.yaml"
+    m.write_text(ONE)
+    r = run_cli(["stress", "-m", str(m), "--out", str(out), "--parts", "ranges", *extra])
+    assert r.code == 0, r.err
+    d = json.loads((out / "stress.json").read_text())
+    return {(x["kind"], x["seq_len"]): x["best"] for x in d["ranges"]}
+
+
+def test_gpu_model_and_slo_options_change_the_safe_ranges(tmp_path: Path) -> None:
+    base = _ranges(tmp_path, "base")
+    assert all(v >= 1 for v in base.values())
+    for name, extra, sign in (
+        ("gpu", ("--gpu", "l4"), -1),  # less bandwidth and compute than an RTX 4090
+        ("model", ("--model", "qwen2.5-7b"), -1),
+        ("slo", ("--slo-ttft-p99", "0.5"), -1),
+    ):
+        other = _ranges(tmp_path, name, *extra)
+        assert other.keys() == base.keys()
+        assert all(sign * (other[k] - base[k]) >= 0 for k in base), (name, base, other)
+        assert other != base, name
