@@ -2,12 +2,13 @@
 
 Runs the whole analysis (11 scenarios, safe max batch and concurrency for 6 prompt
 lengths on both models, degradation curves, what-ifs, presets) ``--repeats`` times in
-this process (each repeat with a fresh workload cache) and prints, as medians: the wall
+this process (each repeat with a fresh workload cache; with ``--executor dask`` on a
+local 2-worker Dask cluster started for the repeat) and prints, as medians: the wall
 time of each part and of the whole, the simulator runs and prepared workloads, and the
 simulator runs per second. Also the size of ``kvlab report`` on the result, and on a
 10,000-request simulated run.
 
-    python benchmarks/stress_speed.py [--repeats 3] [--gpu rtx-4090]
+    python benchmarks/stress_speed.py [--repeats 3] [--gpu rtx-4090] [--executor local,dask]
 """
 
 from __future__ import annotations
@@ -19,32 +20,26 @@ import time
 from pathlib import Path
 
 
-def one(gpu: str) -> dict[str, float]:
+def one(gpu: str, executor: str) -> dict[str, float]:
+    from kvlab.stress.executor import make_executor
     from kvlab.stress.matrix import load_matrix
     from kvlab.stress.run import PARTS, run_stress
 
     m = load_matrix().with_gpu(gpu)
-    marks: dict[str, float] = {}
     t0 = time.perf_counter()
-
-    def progress(msg: str) -> None:
-        word = msg.split(" ", 1)[0]
-        marks[word] = time.perf_counter() - t0
-
-    with tempfile.TemporaryDirectory() as d:
-        res = run_stress(m, out=d, parts=PARTS, progress=progress)
-        wall = time.perf_counter() - t0
-    order = ["scenario", "safe", "curve", "what-if", "preset"]
-    out: dict[str, float] = {
-        "total_s": wall,
-        "sim_runs": res.num_sim_runs,
-        "prepared": res.num_prepared,
-    }
-    prev = 0.0
-    for part, word in zip(PARTS, order, strict=True):
-        end = marks.get(word, prev)
-        out[f"{part}_s"] = end - prev
-        prev = end
+    ex = make_executor(executor)
+    started = time.perf_counter() - t0
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            res = run_stress(m, out=d, parts=PARTS, executor=ex)
+    finally:
+        ex.close()
+    wall = time.perf_counter() - t0
+    out: dict[str, float] = {"total_s": wall, "executor_start_s": started}
+    for part in PARTS:
+        out[f"{part}_s"] = res.part_wall_s.get(part, 0.0)
+    out["sim_runs"] = res.num_sim_runs
+    out["prepared"] = res.num_prepared or 0
     out["runs_per_s"] = res.num_sim_runs / wall
     return out
 
@@ -89,17 +84,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--gpu", default="rtx-4090")
+    ap.add_argument("--executor", default="local", help="local, dask or local,dask.")
     ap.add_argument("--no-report", action="store_true", help="Skip the report sizes.")
     args = ap.parse_args()
-    runs = [one(args.gpu) for _ in range(args.repeats)]
-    print(f"kvlab stress, default matrix on {args.gpu}, median of {args.repeats}:")
-    for k in runs[0]:
-        v = statistics.median(r[k] for r in runs)
-        print(f"  {k:>16}: {v:,.2f}")
+    for name in args.executor.split(","):
+        runs = [one(args.gpu, name) for _ in range(args.repeats)]
+        print(
+            f"kvlab stress, default matrix on {args.gpu}, executor {name}, "
+            f"median of {args.repeats}:"
+        )
+        for k in runs[0]:
+            v = statistics.median(r[k] for r in runs)
+            print(f"  {k:>16}: {v:,.2f}")
     if not args.no_report:
         for k, v in report_sizes().items():
             print(f"  {k:>24}: {v:,.1f}")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # the guard Dask's spawned workers need
     main()

@@ -36,6 +36,15 @@ def stress_cmd(
     save_runs: bool = typer.Option(
         True, "--save-runs/--no-save-runs", help="Write each scenario's run directory."
     ),
+    executor: str = typer.Option(
+        "local", "--executor", help="Where tasks run: local (this process) or dask."
+    ),
+    scheduler: str | None = typer.Option(
+        None,
+        "--scheduler",
+        help="Dask scheduler address (tcp://host:8786); default: a local cluster.",
+    ),
+    workers: int = typer.Option(2, "--workers", help="Worker processes of a local Dask cluster."),
     print_default: bool = typer.Option(
         False, "--print-default-matrix", help="Print the shipped default matrix and exit."
     ),
@@ -51,8 +60,11 @@ def stress_cmd(
     sweep with its knee and usage bands, what-ifs (fp8/int8/int4 KV, offload, prefix
     caching, TP 2, a bigger GPU) and four presets with `vllm serve` lines.
 
-    Writes stress.json, stress.md and scenarios/*/ (run directories) to --out.
-    Ctrl-C stops launching work, keeps and writes what finished, and exits 130.
+    Writes stress.json, stress.md, stress_timing.json and scenarios/*/ (run directories)
+    to --out. --executor dask runs the tasks on a Dask cluster (--scheduler, or a local
+    one of --workers processes) with the same stress.json byte for byte; a failed task
+    is retried once, then reported. Ctrl-C stops launching work, keeps and writes what
+    finished, and exits 130.
 
     Examples:
 
@@ -94,7 +106,15 @@ def stress_cmd(
     def progress(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    res = run_stress(m, out=out, parts=chosen, progress=progress, save_runs=save_runs)
+    from kvlab.stress.executor import make_executor
+
+    ex = make_executor(executor, scheduler, workers)
+    try:
+        res = run_stress(
+            m, out=out, parts=chosen, progress=progress, save_runs=save_runs, executor=ex
+        )
+    finally:
+        ex.close()
     if as_json:
         typer.echo(json.dumps(res.to_dict(), indent=1))
     else:

@@ -17,7 +17,6 @@ Figures (:class:`ScenarioResult.metrics`), all computed:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,15 +153,13 @@ def evaluate(
     cache = cache or WorkloadCache()
     try:
         prepared = cache.get(s, block_size)
-        t0 = time.perf_counter()
         from kvlab.sim.engine import simulate
 
         run = simulate(prepared, sim_config(s, block_size))
-        wall = time.perf_counter() - t0
     except CapacityError as e:
         return _failed(s, f"cannot run: {e}", plan_d, "high", {**base, "num_never_fit": n})
     summ = run.summary
-    metrics = {**base, **_metrics(run, slo, p.kv_bytes_per_token, block_size), "wall_s": wall}
+    metrics = {**base, **_metrics(run, slo, p.kv_bytes_per_token, block_size)}
     bad, warn = slo.check(summ)
     verdict = "fail" if bad else ("warn" if warn else "pass")
     reasons = bad + warn or [

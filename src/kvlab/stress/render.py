@@ -38,8 +38,7 @@ def markdown(d: dict[str, Any]) -> str:
         f"preemptions <= {slo['max_preemptions']}, peak KV usage <= {slo['max_kv_usage']:.0%}; "
         f"warning above {slo['warn_fraction']:.0%} of a limit.",
         "",
-        f"{d['num_sim_runs']:,} simulator runs on {d['num_prepared_workloads']:,} prepared "
-        f"workloads in {d['wall_s']:.1f} s. Verdicts: "
+        f"{d['num_sim_runs']:,} simulator runs. Verdicts: "
         + ", ".join(f"{v} {k}" for k, v in d["verdicts"].items()),
         "",
     ]

@@ -1,10 +1,16 @@
 """A whole stress run: scenarios, safe ranges, curves, what-ifs and presets, written out.
 
-:func:`run_stress` works through the parts in order, reports progress through a
-callback, and writes ``stress.json`` and ``stress.md`` (and each scenario's run
-directory under ``scenarios/``) into ``out``. Ctrl-C (KeyboardInterrupt) stops it
-launching more work: what finished is kept, summarized and written, with
-``interrupted: true``; the caller decides the exit code (the CLI's is 130).
+:func:`run_stress` works through the parts in order. Each part is a list of independent
+tasks (a scenario, one range search, one curve, the what-ifs of one model under one set
+of SLOs, the presets of one model) run by an executor (:mod:`kvlab.stress.executor`:
+this process, or a Dask cluster); results are kept in task order, so ``stress.json`` is
+the same byte for byte whichever executor ran it. Wall-clock figures go to
+``stress_timing.json`` instead. A task that fails twice is reported (a scenario as a
+FAIL with the error; any other task in ``errors``), never losing finished ones.
+
+Progress goes through a callback. Ctrl-C (KeyboardInterrupt) stops launching tasks:
+what finished is kept, summarized and written with ``interrupted: true``; the caller
+decides the exit code (the CLI's is 130).
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kvlab.stress.matrix import Matrix, Scenario
+from kvlab.stress.matrix import Matrix, Scenario, SearchSpec
+from kvlab.stress.slo import Slo
 
 PARTS = ("scenarios", "ranges", "curves", "whatifs", "presets")
 GB = 1e9
@@ -32,9 +39,12 @@ class StressResult:
     curves: list[Any] = field(default_factory=list)
     whatifs: list[Any] = field(default_factory=list)
     presets: list[Any] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
     interrupted: bool = False
     wall_s: float = 0.0
-    num_prepared: int = 0
+    part_wall_s: dict[str, float] = field(default_factory=dict)
+    num_prepared: int | None = 0
+    executor: str = "local"
 
     @property
     def num_sim_runs(self) -> int:
@@ -66,16 +76,25 @@ class StressResult:
                 "concurrency_rounds": self.matrix.search.concurrency_rounds,
             },
             "interrupted": self.interrupted,
-            "wall_s": self.wall_s,
             "num_sim_runs": self.num_sim_runs,
-            "num_prepared_workloads": self.num_prepared,
             "verdicts": self.counts(),
+            "errors": list(self.errors),
             "scenarios": [r.to_dict() for r in self.scenarios],
             "old_report": [old_vs_new(r) for r in self.scenarios if r.scenario.claimed],
             "ranges": [r.to_dict() for r in self.ranges],
             "curves": [c.to_dict() for c in self.curves],
             "whatifs": [w.to_dict() for w in self.whatifs],
             "presets": [p.to_dict() for p in self.presets],
+        }
+
+    def timing(self) -> dict[str, Any]:
+        """``stress_timing.json``: what depends on the machine, not on the matrix."""
+        return {
+            "executor": self.executor,
+            "wall_s": self.wall_s,
+            "part_wall_s": self.part_wall_s,
+            "num_sim_runs": self.num_sim_runs,
+            "num_prepared_workloads": self.num_prepared,
         }
 
 
@@ -113,6 +132,49 @@ def slug(i: int, name: str) -> str:
     return f"{i + 1:02d}-" + (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "scenario")
 
 
+# ------------------------------------------------------------------ tasks
+# Top-level functions of (item, cache): picklable for a cluster; cache None there.
+
+
+def scenario_task(item: tuple[Scenario, Slo, bool], cache: Any) -> Any:
+    from kvlab.stress.evaluate import evaluate
+
+    s, slo, keep = item
+    return evaluate(s, slo, cache, keep_run=keep)
+
+
+def range_task(item: tuple[Scenario, str, int, SearchSpec, Slo], cache: Any) -> Any:
+    from kvlab.stress.ranges import search_range
+    from kvlab.stress.scenario import WorkloadCache
+
+    base, kind, seq, spec, slo = item
+    return search_range(base, kind, seq, spec, slo, cache or WorkloadCache())
+
+
+def curve_task(item: tuple[Scenario, Slo, int], cache: Any) -> Any:
+    from kvlab.stress.curves import degradation_curve
+    from kvlab.stress.scenario import WorkloadCache
+
+    base, slo, gen = item
+    return degradation_curve(base, slo, cache or WorkloadCache(), gen_len=gen)
+
+
+def whatif_task(item: tuple[Scenario, SearchSpec, Slo, str], cache: Any) -> Any:
+    from kvlab.stress.scenario import WorkloadCache
+    from kvlab.stress.whatif import whatifs
+
+    base, spec, slo, kind = item
+    return whatifs(base, spec, slo, cache or WorkloadCache(), slo_kinds=(kind,))
+
+
+def preset_task(item: tuple[Scenario, SearchSpec, Slo], cache: Any) -> Any:
+    from kvlab.stress.presets import presets
+    from kvlab.stress.scenario import WorkloadCache
+
+    base, spec, slo = item
+    return presets(base, spec, slo, cache or WorkloadCache())
+
+
 def run_stress(
     matrix: Matrix,
     *,
@@ -120,71 +182,139 @@ def run_stress(
     parts: tuple[str, ...] = PARTS,
     progress: Callable[[str], None] | None = None,
     save_runs: bool = True,
+    executor: Any = None,
 ) -> StressResult:
-    """Run ``parts`` of the stress analysis for ``matrix``; write to ``out`` if given."""
-    from kvlab.stress.curves import degradation_curve
-    from kvlab.stress.evaluate import evaluate
-    from kvlab.stress.presets import presets
-    from kvlab.stress.ranges import safe_ranges
-    from kvlab.stress.scenario import WorkloadCache
-    from kvlab.stress.whatif import whatifs
+    """Run ``parts`` of the stress analysis for ``matrix``; write to ``out`` if given.
+
+    ``executor``: a :mod:`kvlab.stress.executor` executor (default: this process)."""
+    from kvlab.stress.executor import LocalExecutor, Outcome
 
     say = progress or (lambda _msg: None)
     out_dir = None if out is None else Path(out)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-    res = StressResult(matrix)
-    cache = WorkloadCache()
+    ex = executor or LocalExecutor()
+    res = StressResult(matrix, executor=ex.name)
     t0 = time.perf_counter()
     bases = [_base(matrix, model, gpu) for model, gpu in matrix.pairs()]
+    slo, spec = matrix.slo, matrix.search
+    keep = save_runs and out_dir is not None
+
+    def run_part(
+        name: str,
+        fn: Callable[[Any, Any], Any],
+        items: list[Any],
+        done: Callable[[int, Any], list[Any]],
+        failed: Callable[[int, str], list[Any]],
+    ) -> None:
+        """Map ``fn`` over ``items``; keep the results in item order in the part's list."""
+        got: dict[int, list[Any]] = {}
+        t = time.perf_counter()
+
+        def on_done(o: Outcome) -> None:
+            got[o.index] = done(o.index, o.value) if o.ok else failed(o.index, o.error or "")
+
+        try:
+            ex.map(fn, items, on_done)
+        finally:
+            getattr(res, name).extend(v for i in sorted(got) for v in got[i])
+            res.part_wall_s[name] = time.perf_counter() - t
+
+    def task_error(part: str) -> Callable[[int, str], list[Any]]:
+        def record(i: int, error: str) -> list[Any]:
+            msg = f"{part} task {i + 1} failed twice: {error}"
+            res.errors.append(msg)
+            say(msg)
+            return []
+
+        return record
+
     try:
         if "scenarios" in parts:
             n = len(matrix.scenarios)
-            for i, s in enumerate(matrix.scenarios):
-                r = evaluate(s, matrix.slo, cache, keep_run=save_runs and out_dir is not None)
-                res.scenarios.append(r)
+
+            def scen_done(i: int, r: Any) -> list[Any]:
                 if r.run is not None and out_dir is not None:
-                    r.run.save(out_dir / "scenarios" / slug(i, s.name))
+                    r.run.save(out_dir / "scenarios" / slug(i, r.scenario.name))
                     object.__setattr__(r, "run", None)
-                say(f"scenario {i + 1}/{n} {s.name}: {r.verdict.upper()} ({r.reasons[0]})")
+                say(f"scenario {i + 1}/{n} {r.scenario.name}: {r.verdict.upper()} ({r.reasons[0]})")
+                return [r]
+
+            def scen_failed(i: int, error: str) -> list[Any]:
+                from kvlab.stress.evaluate import _failed
+
+                s = matrix.scenarios[i]
+                say(f"scenario {i + 1}/{n} {s.name}: FAIL (task failed twice: {error})")
+                return [_failed(s, f"task failed twice: {error}", {}, "high")]
+
+            run_part(
+                "scenarios",
+                scenario_task,
+                [(s, slo, keep) for s in matrix.scenarios],
+                scen_done,
+                scen_failed,
+            )
         if "ranges" in parts:
 
-            def on_row(row: Any) -> None:
-                res.ranges.append(row)
+            def range_done(_i: int, row: Any) -> list[Any]:
                 cap = "+" if row.search.capped else ""
                 say(
                     f"safe {row.kind} {row.model} seq {row.seq_len:,}: {row.best}{cap} "
                     f"({row.search.num_runs} runs)"
                 )
+                return [row]
 
-            for b in bases:
-                safe_ranges(b, matrix.search, matrix.slo, cache, on_row=on_row)
+            items = [
+                (b, kind, seq, spec, slo)
+                for b in bases
+                for kind in ("batch", "concurrency")
+                for seq in spec.seq_lens
+            ]
+            run_part("ranges", range_task, items, range_done, task_error("range"))
         if "curves" in parts:
-            for b in bases:
-                c = degradation_curve(b, matrix.slo, cache, gen_len=matrix.search.gen_len)
-                res.curves.append(c)
+
+            def curve_done(_i: int, c: Any) -> list[Any]:
                 say(
-                    f"curve {b.model} on {b.gpu}: knee {c.knee_rate_per_s}, "
+                    f"curve {c.model} on {c.gpu}: knee {c.knee_rate_per_s}, "
                     f"saturation {c.saturation_rate_per_s} req/s ({c.num_runs} runs)"
                 )
+                return [c]
+
+            run_part(
+                "curves",
+                curve_task,
+                [(b, slo, spec.gen_len) for b in bases],
+                curve_done,
+                task_error("curve"),
+            )
         if "whatifs" in parts:
 
-            def on_item(w: Any) -> None:
-                res.whatifs.append(w)
-                say(f"what-if {w.line()}")
+            def whatif_done(_i: int, ws: list[Any]) -> list[Any]:
+                for w in ws:
+                    say(f"what-if {w.before.model}: {w.line()}")
+                return ws
 
-            for b in bases:
-                whatifs(b, matrix.search, matrix.slo, cache, on_item=on_item)
+            pairs = [(b, spec, slo, kind) for b in bases for kind in ("matrix", "KV-bound")]
+            run_part("whatifs", whatif_task, pairs, whatif_done, task_error("what-if"))
         if "presets" in parts:
-            for b in bases:
-                for p in presets(b, matrix.search, matrix.slo, cache):
-                    res.presets.append(p)
+
+            def preset_done(_i: int, ps: list[Any]) -> list[Any]:
+                for p in ps:
                     say(f"preset {p.name} {p.model}: concurrency {p.concurrency}")
+                return ps
+
+            run_part(
+                "presets",
+                preset_task,
+                [(b, spec, slo) for b in bases],
+                preset_done,
+                task_error("preset"),
+            )
     except KeyboardInterrupt:
         res.interrupted = True
         say("interrupted: no new work launched; keeping what finished")
     res.wall_s = time.perf_counter() - t0
-    res.num_prepared = cache.num_prepared
+    res.num_prepared = ex.num_prepared
     if out_dir is not None:
         write(res, out_dir)
     return res
@@ -203,4 +333,5 @@ def write(res: StressResult, out: Path) -> None:
     from kvlab.stress.render import markdown
 
     atomic_write_text(out / "stress.json", json.dumps(res.to_dict(), indent=1) + "\n")
+    atomic_write_text(out / "stress_timing.json", json.dumps(res.timing(), indent=1) + "\n")
     atomic_write_text(out / "stress.md", markdown(res.to_dict()))

@@ -114,6 +114,7 @@ def whatifs(
     *,
     seq_len: int = 8192,
     max_value: int = 256,
+    slo_kinds: tuple[str, ...] = ("matrix", "KV-bound"),
     on_item: Callable[[WhatIf], None] | None = None,
 ) -> list[WhatIf]:
     spec = replace(spec, max_value=min(spec.max_value, max_value))
@@ -127,6 +128,8 @@ def whatifs(
         return memo[key]
 
     for slo_kind, limits in (("matrix", slo), ("KV-bound", kv_bound(slo))):
+        if slo_kind not in slo_kinds:
+            continue
         for label, before, after in variants(base):
             item = WhatIf(label, slo_kind, seq_len, row(before, limits), row(after, limits))
             out.append(item)
