@@ -39,8 +39,9 @@ def flaky(item: tuple[str, int], cache: Any) -> int:
 def test_local_executor_retries_once_and_reports(tmp_path: Path) -> None:
     ex = LocalExecutor()
     seen: list[int] = []
-    out = ex.map(flaky, [(str(tmp_path / "a"), 1), (str(tmp_path / "b"), -1)],
-                 lambda o: seen.append(o.index))
+    out = ex.map(
+        flaky, [(str(tmp_path / "a"), 1), (str(tmp_path / "b"), -1)], lambda o: seen.append(o.index)
+    )
     assert [o.value for o in out] == [2, None]
     assert out[0].attempts == 2 and out[0].ok
     assert out[1].attempts == 2 and out[1].error == "ValueError: always fails"
@@ -67,9 +68,7 @@ def dask_executor() -> Any:
     ex.close()
 
 
-def test_dask_gives_the_same_stress_json_byte_for_byte(
-    dask_executor: Any, tmp_path: Path
-) -> None:
+def test_dask_gives_the_same_stress_json_byte_for_byte(dask_executor: Any, tmp_path: Path) -> None:
     m = parse_matrix(MATRIX, "m.yaml")
     local = run_stress(m, out=tmp_path / "local")
     dask = run_stress(m, out=tmp_path / "dask", executor=dask_executor)
@@ -94,3 +93,32 @@ def test_cli_executor_option(tmp_path: Path) -> None:
     m.write_text(MATRIX)
     r = run_cli(["stress", "-m", str(m), "--out", str(tmp_path / "o"), "--executor", "nope"])
     assert r.code == 2 and "unknown executor" in r.one_line_error()
+
+
+def test_sweep_on_dask_matches_local(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    import kvlab
+
+    wl = tmp_path / "w.jsonl"
+    kvlab.write_workload(kvlab.generate("chat", seed=3), wl)
+    tables = []
+    for name in ("local", "dask"):
+        out = tmp_path / name
+        r = run_cli(
+            [
+                "sweep",
+                str(wl),
+                "--modes",
+                "baseline,prefix",
+                "--sim-args",
+                "--num-blocks 300 --model qwen2.5-0.5b --gpu rtx-4090",
+                "--no-plots",
+                "--out",
+                str(out),
+                "--executor",
+                name,
+            ]
+        )
+        assert r.code == 0, r.err
+        tables.append((out / "sweep.json").read_bytes())
+    assert tables[0] == tables[1]

@@ -74,6 +74,7 @@ def test_json_matrix_reads_the_same(tmp_path: Path) -> None:
         ("    batch: 4", "    batch: [4", 10, "not valid YAML"),
         ("version: 1", "version: 2", 1, "unsupported version"),
         ("slo:", "slos:", 4, "unknown key"),
+        ("    batch: 4", "    batch: 4000\n    rounds: 1000", 7, "at most 1,000,000"),
     ],
 )
 def test_bad_matrix_names_file_and_line(old: str, new: str, line: int, needle: str) -> None:

@@ -12,6 +12,9 @@ finished task, so the caller keeps them.
 * ``local`` (default): every task in this process, one after another, sharing one
   :class:`~kvlab.stress.scenario.WorkloadCache` (a workload prepared once is reused
   across parts).
+``kvlab sweep --executor dask`` runs its points the same way
+(:meth:`DaskExecutor.point_runner`).
+
 * ``dask``: tasks are submitted to a ``distributed`` cluster: ``address`` (a
   scheduler's ``tcp://host:port``) or, without one, a local cluster of ``workers``
   single-threaded worker processes started for the run and closed after it. Each task
@@ -41,7 +44,20 @@ class Outcome:
         return self.error is None
 
 
-class LocalExecutor:
+class _Closing:
+    """``with executor:`` closes it on the way out."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _Closing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LocalExecutor(_Closing):
     """Every task in this process, in order; ``cache`` is passed to each task."""
 
     name = "local"
@@ -69,9 +85,6 @@ class LocalExecutor:
     def num_prepared(self) -> int:
         return self.cache.num_prepared
 
-    def close(self) -> None:
-        pass
-
 
 def _attempts(fn: Callable[[Any, Any], Any], item: Any, cache: Any, i: int) -> Outcome:
     error = ""
@@ -90,7 +103,7 @@ def _remote(fn: Callable[[Any, Any], Any], item: Any) -> Any:
     return fn(item, None)
 
 
-class DaskExecutor:
+class DaskExecutor(_Closing):
     """Tasks on a ``distributed`` cluster (see the module docstring)."""
 
     name = "dask"
@@ -158,6 +171,24 @@ class DaskExecutor:
                 f.cancel()
             raise
         return [results[i] for i in range(len(items))]
+
+    def point_runner(self, runner: Callable[..., None]) -> Callable[..., None]:
+        """A ``kvlab sweep`` point runner that runs ``runner`` on the cluster, retried once.
+
+        The point's run directory is written by the worker, so the workers must see the
+        sweep's output directory (a local cluster, or a shared file system)."""
+        client = self.client
+
+        def run(*args: Any) -> None:
+            for attempt in (1, 2):
+                try:
+                    client.submit(runner, *args, pure=False).result()
+                    return
+                except Exception:
+                    if attempt == 2:
+                        raise
+
+        return run
 
     def close(self) -> None:
         self.client.close()

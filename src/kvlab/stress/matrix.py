@@ -33,6 +33,8 @@ from kvlab.errors import ConfigError, KvlabError, WorkloadError
 from kvlab.stress.slo import Slo
 
 ARRIVALS = ("closed", "poisson", "uniform")
+#: The most requests one scenario may send (batch x concurrency x rounds).
+MAX_SCENARIO_REQUESTS = 1_000_000
 DEFAULT_GPU = "rtx-4090"
 MATRIX_VERSION = 1
 
@@ -360,6 +362,13 @@ def _scenario(doc: _Doc, d: dict[str, Any], where: tuple[Any, ...], own: set[str
     claimed = d.get("claimed", {})
     if not isinstance(claimed, dict):
         raise doc.error(at("claimed"), "must be a mapping (the old report's figures)")
+    n = d.get("batch", 1) * d.get("concurrency", 1) * d.get("rounds", 1)
+    if n > MAX_SCENARIO_REQUESTS:
+        raise doc.error(
+            where,
+            f"batch x concurrency x rounds = {n:,} requests; at most "
+            f"{MAX_SCENARIO_REQUESTS:,} per scenario",
+        )
     values = {k: v for k, v in d.items() if k != "claimed"}
     if values.get("rate_per_s") is not None:
         values["rate_per_s"] = float(values["rate_per_s"])
