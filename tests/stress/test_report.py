@@ -30,11 +30,7 @@ def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from kvlab.stress.run import run_stress
 
     root = tmp_path_factory.mktemp("report")
-    wl = (
-        kvlab.generate("chat", seed=1, num_sessions=6)
-        if _takes_sessions()
-        else kvlab.generate("chat", seed=1)
-    )
+    wl = kvlab.generate("chat", seed=1)
     cfg = kvlab.SimConfig(model="qwen2.5-0.5b", gpu="rtx-4090", num_blocks=400)
     kvlab.simulate(wl, cfg).save(root / "prefix")
     kvlab.simulate(wl, cfg.replace(enable_prefix_caching=False)).save(root / "baseline")
@@ -48,21 +44,18 @@ def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             {"axes": ["mode"], "rows": [{"mode": "prefix", "ttft_s.p99": 0.5, "error": None}]}
         )
     )
+    bench = root / "bench"
+    (bench / "runs").mkdir(parents=True)
+    (bench / "experiment.json").write_text(json.dumps({"experiment": "concurrency", "seed": 1}))
+    shutil.copytree(root / "prefix", bench / "runs" / "c1")
     return {
         "prefix": root / "prefix",
         "baseline": root / "baseline",
         "stress": root / "stress",
         "sweep": sweep,
+        "bench": bench,
         "root": root,
     }
-
-
-def _takes_sessions() -> bool:
-    import inspect
-
-    from kvlab.workload.generators import generate
-
-    return "num_sessions" in inspect.signature(generate).parameters
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +68,7 @@ def report(dirs: dict[str, Path]) -> Path:
             str(dirs["prefix"]),
             str(dirs["stress"]),
             str(dirs["sweep"]),
+            str(dirs["bench"]),
             "--out",
             str(out),
         ]
@@ -103,7 +97,8 @@ def test_report_files_and_content(report: Path) -> None:
     md = out.with_suffix(".md").read_text()
     assert "| prefix hit rate |" in md and "report_figures/" in md
     doc = json.loads(out.with_suffix(".json").read_text())
-    assert [s["kind"] for s in doc["sources"]] == ["run", "run", "stress", "sweep"]
+    assert [s["kind"] for s in doc["sources"]] == ["run", "run", "stress", "sweep", "bench"]
+    assert "Bench: bench" in text and "Run: bench/c1" in text
     assert doc["compare"][0]["figure"] == "requests"
     figs = list((out.parent / "report_figures").glob("*.png"))
     assert len(figs) >= 6 and all(f.with_suffix(".svg").exists() for f in figs)

@@ -121,7 +121,7 @@ class DaskExecutor(_Closing):
                 n_workers=workers,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",
                 silence_logs=40,
             )
             self.client = Client(self._cluster)
