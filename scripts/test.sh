@@ -28,6 +28,10 @@ for pkg in prometheus:promtool tmux:tmux; do
   fi
 done
 .venv/bin/python -c "import kvlab, typer, pytest" >/dev/null
+# Headless Chromium for the report's offline-rendering test (Debian's package).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null) || echo "chromium not installed"
+fi
 
 echo "== ruff"; .venv/bin/ruff check src tests benchmarks
 echo "== mypy"; .venv/bin/mypy

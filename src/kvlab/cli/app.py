@@ -33,6 +33,8 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "env": ("env",),
     "agents": ("agents",),
     "monitor": ("monitor",),
+    "stress": ("stress",),
+    "report": ("report",),
 }
 
 #: The module of each command.

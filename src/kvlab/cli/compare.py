@@ -124,6 +124,13 @@ def sweep_cmd(
     ),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write one plot per metric."),
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
+    executor: str = typer.Option(
+        "local", "--executor", help="Where points run: local processes, or dask."
+    ),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="Dask scheduler address; default: a local cluster."
+    ),
+    workers: int = typer.Option(2, "--workers", help="Worker processes of a local Dask cluster."),
 ) -> None:
     """Simulate WORKLOAD over a grid of modes, policies or capacities.
 
@@ -156,7 +163,12 @@ def sweep_cmd(
     points = grid(axis_map)
     ms = [metric(m) for m in metrics] if metrics else list(DEFAULT_METRICS)
     runner = subprocess_runner(shlex.split(sim_args))
-    with Progress(transient=True, disable=as_json) as progress:
+    from kvlab.stress.executor import make_executor
+
+    ex = make_executor(executor, scheduler, workers)
+    if executor == "dask":
+        runner = ex.point_runner(runner)
+    with ex, Progress(transient=True, disable=as_json) as progress:
         task = progress.add_task("simulating", total=len(points))
         result = run_sweep(
             workload,
