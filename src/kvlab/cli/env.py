@@ -33,9 +33,13 @@ LIBRARIES: tuple[str, ...] = (
     "uvloop",
     "prometheus-client",
     "matplotlib",
+    "pyyaml",
     "langgraph",
+    "langchain-openai",
     "gymnasium",
-    "ray",
+    "stable-baselines3",
+    "dask",
+    "distributed",
 )
 
 
