@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA
 from kvlab.monitor.alerts import DEFAULT_RULES, Rule, prometheus_rules
+
+DATA = Path(__file__).resolve().parents[2] / "src" / "kvlab" / "data"
 
 
 def promtool() -> str:
