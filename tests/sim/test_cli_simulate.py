@@ -45,7 +45,6 @@ def test_simulate_writes_run_directory(tmp_path: Path) -> None:
         "request_throughput_per_s",
         "output_throughput_tok_per_s",
         "simulated_duration_s",
-        "wall_s",
         "by_class",
     ):
         assert key in summary, key
@@ -74,8 +73,9 @@ def test_plot_without_matplotlib_keeps_the_results(
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails
     out = tmp_path / "run"
     res = CliRunner().invoke(app, ["simulate", str(wl_file(tmp_path)), "--out", str(out), "--plot"])
-    assert res.exit_code != 0
-    assert "matplotlib" in str(res.exception) + res.output
+    assert res.exit_code == 0, res.output  # a missing plot extra only skips the plots
+    warnings = [x for x in res.stderr.splitlines() if x.startswith("warning:")]
+    assert len(warnings) == 1 and "matplotlib" in warnings[0], res.stderr
     assert (out / "summary.json").exists() and (out / "requests.jsonl").exists()
     assert not (out / "kv_timeline.png").exists()
 

@@ -102,7 +102,11 @@ def _labels(runs: list[Path], names: str | None) -> list[str]:
 
 
 def sweep_cmd(
-    workload: Path = typer.Argument(..., help="Workload file to simulate at every point."),
+    workload: Path = typer.Argument(
+        ...,
+        help="Workload file, trace file (Mooncake, Azure, Vidur) or built-in trace to simulate "
+        "at every point.",
+    ),
     output: Path = typer.Option(..., "-o", "--out", "--output", help="Sweep directory to write."),
     axes: list[str] = typer.Option(
         [],
@@ -142,9 +146,9 @@ def sweep_cmd(
         write_plots,
         write_tables,
     )
-    from kvlab.workload.io import read_workload
+    from kvlab.workload.detect import load_workload
 
-    read_workload(workload)  # fail early on a bad file
+    load_workload(str(workload))  # fail early on a bad file, read as kvlab simulate reads it
     axis_map: dict[str, list[str]] = {}
     if modes is not None:
         axis_map["mode"] = parse_axis(f"mode={modes}")[1]
@@ -167,8 +171,13 @@ def sweep_cmd(
             on_done=lambda _o: progress.advance(task),
         )
     files = write_tables(result, output, ms)
-    if plots:
-        files += write_plots(result, output, ms)
+    if plots:  # after the tables: a missing extra loses nothing and fails nothing
+        from kvlab.errors import DependencyMissing
+
+        try:
+            files += write_plots(result, output, ms)
+        except DependencyMissing as e:
+            typer.echo(f"warning: plots skipped: {e}", err=True)
     if as_json:
         typer.echo(json.dumps({"axes": result.axes, "rows": rows(result, ms)}, indent=2))
     else:

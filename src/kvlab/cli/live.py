@@ -110,9 +110,10 @@ def replay(
     result = _run_with_progress(OpenAIBackend(cfg), wl, out, RecordWriter, quiet=as_json)
     result.save(out)
     if plot:  # after the results are on disk: a missing extra loses nothing
-        from kvlab.report.plots import run_figures
+        from kvlab.report.plots import or_warning, run_figures
 
-        run_figures(result, out, f"{Path(str(workload)).name}, {model} (live server)")
+        title = f"{Path(str(workload)).name}, {model} (live server)"
+        or_warning(lambda: run_figures(result, out, title))
     s = result.summary
     if as_json:
         typer.echo(json.dumps(s, indent=2, default=str))
