@@ -155,9 +155,7 @@ SUMMARY_KEYS: tuple[str, ...] = (
 )
 
 #: Summary keys :func:`build_result` computes itself (a backend never passes them).
-_BUILT = frozenset(
-    {"prefix_cache_source", "errors_by_kind", "by_class", "wall_s", *LATENCY_KEYS}
-)
+_BUILT = frozenset({"prefix_cache_source", "errors_by_kind", "by_class", "wall_s", *LATENCY_KEYS})
 
 
 @runtime_checkable
@@ -196,12 +194,13 @@ def build_result(
     ``records`` are the requests in workload order; ``wall_s`` the run's
     wall-clock seconds (the provenance's last key); ``duration_s`` the span
     throughputs divide by (default: first arrival to last finish). ``counters``
-    are the backend's figures, by summary key (:data:`SUMMARY_KEYS`): they replace what the records say
-    (:func:`kvlab.results.summarize`). ``record_source`` is where the records'
-    ``cached_tokens`` come from and ``counter_source`` where the counters'
-    prefix-cache figures come from, when they have any (both among
-    :data:`PREFIX_SOURCES`). ``seed``, ``workload`` and ``provenance`` (further
-    backend pieces: versions, clock, start time) make the provenance.
+    are the backend's figures, by summary key (:data:`SUMMARY_KEYS`): they
+    replace what the records say (:func:`kvlab.results.summarize`).
+    ``record_source`` is where the records' ``cached_tokens`` come from and
+    ``counter_source`` where the counters' prefix-cache figures come from, when
+    they have any (both among :data:`PREFIX_SOURCES`). ``seed``, ``workload``
+    and ``provenance`` (further backend pieces: versions, clock, start time)
+    make the provenance.
     """
     figures = dict(counters or {})
     bad = sorted(k for k in figures if k not in SUMMARY_KEYS or k in _BUILT)

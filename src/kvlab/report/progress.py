@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import TextIO
 
 #: Seconds between two lines at most (when something was done in between).
@@ -70,10 +71,23 @@ class LineProgress:
         return f"{self.label}: {self.done}/{self.total} ({100 * self.done / self.total:.0f}%)"
 
 
+def default_out(command: str) -> Path:
+    """``runs/COMMAND-YYYYmmdd-HHMMSS`` (local time) when ``--out`` is omitted, printed
+    on stderr so that the user knows where the results go."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path("runs") / f"{command}-{stamp}"
+    n = 1
+    while out.exists():
+        n += 1
+        out = Path("runs") / f"{command}-{stamp}-{n}"
+    print(f"writing to {out}", file=sys.stderr)
+    return out
+
+
 def piped() -> bool:
     """True when stdout or stderr is not a terminal (a log file, a pipe, CI): a
     progress bar would not show, or would garble the log."""
     return not (sys.stdout.isatty() and sys.stderr.isatty())
 
 
-__all__ = ["EVERY_FRACTION", "EVERY_S", "LineProgress", "piped"]
+__all__ = ["EVERY_FRACTION", "EVERY_S", "LineProgress", "default_out", "piped"]
