@@ -128,7 +128,13 @@ def test_every_summary_has_the_latency_keys_and_sim_miss_causes() -> None:
         RequestRecord("z", 0.0, 32, 2, first_token_s=0.1, finish_s=0.2, miss_cause="cold"),
     ]
     s = build_result("sim", recs, wall_s=1.0, record_source="simulated").summary
-    assert s["miss_causes"] == {"cold": 2, "evicted": 1}
+    assert s["miss_causes"] == {
+        "cold": 2,
+        "evicted": 1,
+        "below_block": 0,
+        "last_token": 0,
+        "none": 0,
+    }
     assert s["itl_s"]["mean"] is None and s["latency_std_s"]["itl_s"] is None
 
 

@@ -448,9 +448,7 @@ def latency_figures(
     else:
         out["goodput"] = None
     causes = [r.miss_cause for r in prefix_queried(records) if r.miss_cause is not None]
-    out["miss_causes"] = (
-        {c: causes.count(c) for c in MISS_CAUSES if c in causes} if causes else None
-    )
+    out["miss_causes"] = {c: causes.count(c) for c in MISS_CAUSES} if causes else None
     return out
 
 
