@@ -157,3 +157,15 @@ def test_percentiles_and_goodput_reach_summary_and_vllm_bench_export(tmp_path: P
     from kvlab.errors import ConfigError
 
     assert isinstance(bad.exception, ConfigError) and "--goodput" in str(bad.exception)
+
+
+def test_without_out_the_run_goes_to_a_timestamped_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wl = wl_file(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["simulate", str(wl), "-q"])
+    assert res.exit_code == 0, res.output
+    (out,) = (tmp_path / "runs").iterdir()
+    assert out.name.startswith("simulate-") and (out / "summary.json").is_file()
+    assert f"writing to runs/{out.name}" in res.stderr

@@ -74,7 +74,12 @@ def bench(
         ..., "--experiment", "-e", help="concurrency | seqlen | mixed | prefix"
     ),
     backend: str = typer.Option("hf", "--backend", help="hf (in process) or openai (a server)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory (runs, figures, JSON)."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Output directory (runs, figures, JSON; default: runs/bench-TIMESTAMP, printed).",
+    ),
     model_dir: Path | None = typer.Option(
         None, "--model-dir", help="hf: transformers model directory (see kvlab tiny-model)."
     ),
@@ -121,6 +126,10 @@ def bench(
     )
     mod = importlib.import_module(EXPERIMENTS[experiment])
     params = _params(experiment, levels, num_requests, prompt_tokens, output_tokens, lengths)
+    if out is None:
+        from kvlab.report.progress import default_out
+
+        out = default_out("bench")
     out_dir = out / experiment if out.name != experiment else out
 
     from rich.progress import Progress

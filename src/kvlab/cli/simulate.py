@@ -161,8 +161,7 @@ def write_markdown(result: Any, out: Path, workload_name: str) -> None:
         *head,
         f"- prefix cache hit rate: {f(s['prefix_cache_hit_rate'])} "
         f"({f(s['prefix_cache_hits'])} of {f(s['prefix_cache_queries'])} tokens)",
-        f"- preemptions: {f(s['num_preemptions'])}; "
-        f"evicted blocks: {f(s['num_evicted_blocks'])}",
+        f"- preemptions: {f(s['num_preemptions'])}; evicted blocks: {f(s['num_evicted_blocks'])}",
         f"- KV usage: max {f(s['kv_cache_usage_perc_max'])}, "
         f"mean {f(s['kv_cache_usage_perc_mean'])}",
         "",
@@ -216,7 +215,13 @@ PARAMS: tuple[Param, ...] = (
     Param("workload", "str", REQUIRED, "Workload file, trace file or built-in trace."),
     Param("model", "str", "meta-llama/Llama-3.1-8B", "Model.", ("--model", "-m")),
     Param("gpu", "str", "h100-sxm", "GPU name or alias.", ("--gpu", "-g")),
-    Param("out", "path", REQUIRED, "Run directory to write.", ("--out", "-o")),
+    Param(
+        "out",
+        "path",
+        None,
+        "Run directory to write (default: runs/simulate-TIMESTAMP, printed).",
+        ("--out", "-o"),
+    ),
     Param(
         "fmt",
         "str",
@@ -295,7 +300,7 @@ def run_command(
     workload: str,
     model: str,
     gpu: str,
-    out: Path,
+    out: Path | None,
     fmt: str | None,
     policy: str,
     block_size: int,
@@ -319,6 +324,10 @@ def run_command(
     :mod:`kvlab.cli.entry`)."""
     from kvlab.results.summary import parse_goodput, parse_percentiles
 
+    if out is None:
+        from kvlab.report.progress import default_out
+
+        out = default_out("simulate")
     latency = {
         "percentiles": parse_percentiles(percentiles),
         "goodput_slo_ms": parse_goodput(list(goodput) or None),
