@@ -70,6 +70,7 @@ def typer_kwargs(command: str, args: list[str]) -> dict[str, Any] | None:
 
 USUAL = [
     ("simulate", ["t.csv", "--out", "r"]),
+    ("simulate", ["t.csv"]),  # no --out: the default run directory
     ("simulate", ["t.csv", "-o", "r", "-m", "llama-3.1-8b", "-g", "h100", "-q"]),
     ("simulate", ["--json", "t.csv", "--out=r", "--set", "max_num_seqs=8", "--set=a=b"]),
     ("simulate", ["t.csv", "--out", "r", "--block-size", "32", "--num-gpu-blocks", "1000",
@@ -101,7 +102,7 @@ def test_usual_command_lines_parse_as_typer_parses_them(command: str, args: list
 @pytest.mark.parametrize(
     ("command", "args"),
     [
-        ("simulate", ["t.csv"]),  # no --out: Typer reports it
+        ("simulate", []),  # no workload: Typer reports it
         ("simulate", ["t.csv", "--out", "r", "--help"]),
         ("simulate", ["t.csv", "t2.csv", "--out", "r"]),
         ("simulate", ["t.csv", "--out", "r", "--seed", "-1"]),
