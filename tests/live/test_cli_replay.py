@@ -303,3 +303,22 @@ def test_replay_writes_summary_md_and_the_vllm_bench_export(
     assert bench["mean_itl_ms"] == pytest.approx(1e3 * s["itl_s"]["mean"])
     assert {"p50_itl_ms", "p90_itl_ms", "std_itl_ms", "median_e2el_ms"} <= set(bench)
     assert "p99_ttft_ms" not in bench
+
+
+def test_warmup_requests_are_recorded_apart_and_not_measured(tmp_path: Path, stub_url: str) -> None:
+    wl = write_workload(tmp_path / "wl.jsonl", 6)
+    out = tmp_path / "out"
+    args = ["replay", str(wl), "--endpoint", stub_url, "--model", "stub", "--out", str(out)]
+    r = CliRunner().invoke(app, [*args, "--warmup", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output)
+    assert s["num_requests"] == s["num_completed"] == 4  # the warm-up is not in the summary
+    res = RunResult.load(out)
+    assert [x.request_id for x in res.records] == ["r2", "r3", "r4", "r5"]
+    assert res.records[0].arrival_s == 0.0  # the measured run starts at its first request
+    assert res.config["warmup_requests"] == 2
+    warm = RunResult.load(out / "warmup")
+    assert [x.request_id for x in warm.records] == ["r0", "r1"]
+    assert warm.config["warmup"] is True  # marked
+    bad = CliRunner().invoke(app, [*args, "--warmup", "6"])
+    assert bad.exit_code != 0 and "--warmup 6 leaves none" in str(bad.exception)

@@ -79,6 +79,12 @@ def replay(
         help="Percentiles of TTFT, TPOT, ITL and E2E to report, e.g. 50,90,99 (as vLLM "
         "bench's --metric-percentiles; default 99; the median is always reported).",
     ),
+    warmup: int = typer.Option(
+        0,
+        "--warmup",
+        help="Send the first N requests first, as a warm-up run recorded in OUT/warmup/ "
+        "(marked in its run.json) and left out of the measured run and its summary.",
+    ),
     goodput: list[str] = typer.Option(
         [],
         "--goodput",
@@ -135,7 +141,16 @@ def replay(
         api_key=key,
     )
     out.mkdir(parents=True, exist_ok=True)
+    if warmup:
+        warm, wl = split_warmup(wl, warmup, cfg.mode)
+        wdir = out / "warmup"
+        wdir.mkdir(exist_ok=True)
+        wres = _run_with_progress(OpenAIBackend(cfg), warm, wdir, RecordWriter, quiet=as_json)
+        wres.config["warmup"] = True  # marked: these requests are not measured
+        save_with_exports(wres, wdir, percentiles=qs, goodput_slo_ms=slo_ms)
     result = _run_with_progress(OpenAIBackend(cfg), wl, out, RecordWriter, quiet=as_json)
+    if warmup:
+        result.config["warmup_requests"] = warmup
     save_with_exports(result, out, percentiles=qs, goodput_slo_ms=slo_ms)
     write_markdown(result, out, Path(str(workload)).name)
     if plot:  # after the results are on disk: a missing extra loses nothing
@@ -150,6 +165,27 @@ def replay(
         _print_summary(s, out)
     if any(r.status != STATUS_OK for r in result.records):
         raise typer.Exit(130 if s.get("stopped") == "interrupted" else 1)
+
+
+def split_warmup(wl: Any, n: int, mode: str) -> tuple[Any, Any]:
+    """The first ``n`` requests of ``wl`` (the warm-up) and the rest, whose arrival
+    times start again at 0; ConfigError when ``n`` leaves nothing to measure or the
+    mode replays sessions (a session cut in two would lose its earlier turns)."""
+    from dataclasses import replace
+
+    if n < 0:
+        raise ConfigError(f"--warmup must be >= 0, got {n}")
+    if n >= len(wl.requests):
+        raise ConfigError(f"--warmup {n} leaves none of the {len(wl.requests)} requests to measure")
+    if mode == "sessions":
+        raise ConfigError("--warmup cannot split sessions; use --mode trace, rate or closed")
+    warm, rest = wl.requests[:n], wl.requests[n:]
+    t0 = min((r.arrival_s for r in rest if r.arrival_s is not None), default=0.0)
+    rest = tuple(r if r.arrival_s is None else replace(r, arrival_s=r.arrival_s - t0) for r in rest)
+    return (
+        replace(wl, requests=warm, name=f"{wl.name} (warm-up)"),
+        replace(wl, requests=rest),
+    )
 
 
 def _run_with_progress(backend: Any, wl: Any, out: Path, writer_cls: Any, *, quiet: bool) -> Any:
