@@ -78,13 +78,13 @@ def run(url: str, n: int, concurrency: int, client: str = "kvlab") -> dict[str, 
     s = res.summary
     assert s["num_completed"] == n, s["errors_by_kind"]
     return {
-        "req_per_s": n / s["wall_s"],
+        "req_per_s": n / res.wall_s,
         "in_flight": s["achieved_concurrency_mean"],
         "ttft_p50_s": s["ttft_s"]["p50"],
         "cpu_ms_per_req": s["client_cpu_per_request_ms"],
         "cpu_fraction": s["client_cpu_fraction"],
         "saturated": s["client_saturated"],
-        "wall_s": s["wall_s"],
+        "wall_s": res.wall_s,
     }
 
 

@@ -52,7 +52,7 @@ wl = load_workload(sys.argv[1], None, seed=0)
 cfg = SimConfig(model=sys.argv[2], gpu=sys.argv[3])
 t0 = time.perf_counter()
 r = simulate(wl, cfg)
-out = {"simulate_s": time.perf_counter() - t0, "loop_s": r.summary["wall_s"],
+out = {"simulate_s": time.perf_counter() - t0, "loop_s": r.wall_s,
        "requests": r.summary["num_requests"]}
 try:
     from kvlab.sim.prepare import prepare
@@ -186,7 +186,7 @@ def bench(repeats: int, sizes: list[int], baseline: Path | None, tmp: Path) -> N
         n = med["new"]["requests"]
         print(f"{name}, {n:,.0f} requests, loaded in the process:", flush=True)
         show("simulate(), preparation included", med, "simulate_s")
-        show("of which the run loop (summary wall_s)", med, "loop_s")
+        show("of which the run loop (wall_s)", med, "loop_s")
         new = med["new"]
         if "workers2_s" in new:
             show("simulate() with workers=2, preparation included", _as(med, "workers2_s"), "s")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import kvlab
 
 PINNED = {
@@ -45,8 +47,21 @@ def test_all_is_pinned() -> None:
 
 
 def test_every_public_name_resolves() -> None:
-    for name in kvlab.__all__:
-        assert getattr(kvlab, name) is not None, name
+    """Each public name is the object its module defines (a lazy name is the module's own,
+    not a stand-in), callable, and kvlab's; a name outside the API is an AttributeError."""
+    import importlib
+    import re
+
+    lazy: dict[str, str] = kvlab._LAZY
+    for name in sorted(set(kvlab.__all__) - {"__version__"}):
+        obj = getattr(kvlab, name)
+        if name in lazy:
+            assert obj is getattr(importlib.import_module(lazy[name]), name), name
+        assert callable(obj), name
+        assert obj.__module__.startswith("kvlab."), (name, obj.__module__)
+    assert re.fullmatch(r"\d+\.\d+\.\d+", kvlab.__version__)
+    with pytest.raises(AttributeError):
+        kvlab.no_such_name  # noqa: B018
 
 
 def test_the_docstring_example_runs(tmp_path: object) -> None:

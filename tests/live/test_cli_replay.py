@@ -262,3 +262,63 @@ def test_ctrl_c_writes_what_was_finished(tmp_path: Path) -> None:
     finally:
         stub.kill()
         stub.wait()
+
+
+def test_replay_writes_summary_md_and_the_vllm_bench_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gen = _serve(StubConfig(ttft_s=0.005, itl_s=0.02))
+    url = next(gen)
+    try:
+        wl = write_workload(tmp_path / "wl.jsonl")
+        monkeypatch.chdir(tmp_path)  # --out omitted: runs/replay-TIMESTAMP under here
+        r = CliRunner().invoke(
+            app,
+            [
+                "replay",
+                str(wl),
+                "--base-url",
+                url,
+                "--model",
+                "stub",
+                "--percentiles",
+                "50,90",
+                "--goodput",
+                "ttft:10000,tpot:10000",
+            ],
+        )
+    finally:
+        next(gen, None)
+    assert r.exit_code == 0, r.output
+    (out,) = (tmp_path / "runs").iterdir()
+    assert out.name.startswith("replay-") and f"writing to runs/{out.name}" in r.stderr
+    md = (out / "summary.md").read_text()
+    assert md.startswith("# kvlab replay: wl.jsonl") and "| itl_s |" in md
+    s = json.loads((out / "summary.json").read_text())
+    assert s["goodput"]["good_requests"] == 6
+    # 4 chunks per request, 20 ms apart: 3 gaps each
+    assert s["itl_s"]["mean"] == pytest.approx(0.02, abs=0.015)
+    bench = json.loads((out / "vllm_bench.json").read_text())
+    assert bench["completed"] == 6 and bench["request_goodput"] > 0
+    assert bench["mean_itl_ms"] == pytest.approx(1e3 * s["itl_s"]["mean"])
+    assert {"p50_itl_ms", "p90_itl_ms", "std_itl_ms", "median_e2el_ms"} <= set(bench)
+    assert "p99_ttft_ms" not in bench
+
+
+def test_warmup_requests_are_recorded_apart_and_not_measured(tmp_path: Path, stub_url: str) -> None:
+    wl = write_workload(tmp_path / "wl.jsonl", 6)
+    out = tmp_path / "out"
+    args = ["replay", str(wl), "--endpoint", stub_url, "--model", "stub", "--out", str(out)]
+    r = CliRunner().invoke(app, [*args, "--warmup", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output)
+    assert s["num_requests"] == s["num_completed"] == 4  # the warm-up is not in the summary
+    res = RunResult.load(out)
+    assert [x.request_id for x in res.records] == ["r2", "r3", "r4", "r5"]
+    assert res.records[0].arrival_s == 0.0  # the measured run starts at its first request
+    assert res.config["warmup_requests"] == 2
+    warm = RunResult.load(out / "warmup")
+    assert [x.request_id for x in warm.records] == ["r0", "r1"]
+    assert warm.config["warmup"] is True  # marked
+    bad = CliRunner().invoke(app, [*args, "--warmup", "6"])
+    assert bad.exit_code != 0 and "--warmup 6 leaves none" in str(bad.exception)

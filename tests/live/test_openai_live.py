@@ -7,6 +7,7 @@ Fixtures (tests/live/conftest.py): ``vllm_server`` (ample KV cache),
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,13 @@ def test_ttft_latency_and_tokens_agree_with_vllm_metrics(vllm_server: Any) -> No
     assert "kv_cache_usage_perc" in res.timeseries
 
 
-def test_prefix_hits_are_counted_in_whole_blocks(vllm_server: Any, tiny_model_dir: Path) -> None:
-    transformers = pytest.importorskip("transformers")
+def test_prefix_hits_are_counted_in_whole_blocks(
+    vllm_server: Any, tiny_model_dir: Path, require_live: Callable[[str], None]
+) -> None:
+    try:
+        import transformers
+    except ImportError:
+        require_live("transformers (the hf extra) is not installed")
     tok = transformers.AutoTokenizer.from_pretrained(str(tiny_model_dir))
     shared = vllm_server.max_model_len - 64
     reqs = [
@@ -116,15 +122,10 @@ def test_context_overflow_is_classified(vllm_server: Any) -> None:
 
 
 def test_chat_api_against_vllm(vllm_server: Any) -> None:
+    # the tiny model ships a chat template (kvlab.backends.tiny_model): chat must work
     reqs = [request("c", [("chat", 16)], 6)]
-    try:
-        res = run(vllm_server, reqs, api="chat")
-    except Exception as e:  # pragma: no cover - a model without a chat template
-        pytest.skip(f"chat unavailable: {e}")
-    r = res.records[0]
-    if r.error == "http_4xx" and "template" in (r.error_detail or ""):
-        pytest.skip("the tiny model has no chat template")
-    assert r.status == STATUS_OK and r.output_tokens == 6
+    r = run(vllm_server, reqs, api="chat").records[0]
+    assert r.status == STATUS_OK and r.output_tokens == 6, (r.error, r.error_detail)
 
 
 def test_replay_cli_writes_server_metrics(vllm_server: Any, tmp_path: Path) -> None:

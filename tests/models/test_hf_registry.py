@@ -32,6 +32,7 @@ def test_every_family_module_registers_a_parser() -> None:
     assert families == [
         "deepseek",
         "gemma",
+        "glm",
         "gpt_oss",
         "jamba",
         "llama",
@@ -75,6 +76,6 @@ def test_unknown_model_type_error_is_unchanged() -> None:
         from_hf_config({"model_type": "bloom"})
     assert str(e.value) == (
         "unsupported model_type 'bloom'; supported: deepseek_v2, deepseek_v3, gemma2, gemma3, "
-        "gemma3_text, gpt_oss, jamba, llama, mistral, mixtral, nemotron_h, opt, phi, phi3, "
-        "qwen2, qwen3, qwen3_moe, qwen3_next"
+        "gemma3_text, glm4_moe, gpt_oss, jamba, llama, mistral, mixtral, nemotron_h, opt, phi, "
+        "phi3, qwen2, qwen2_moe, qwen3, qwen3_moe, qwen3_next"
     )

@@ -169,3 +169,15 @@ def test_unknown_model_is_one_line_exit_2() -> None:
     res = _kvlab("plan", "--model", "meta-llama/Llama-9-8B")
     assert res.returncode == 2
     assert res.stderr.startswith("error: unknown model") and res.stderr.count("\n") == 1
+
+
+def test_kv_figures_say_per_gpu_under_tp() -> None:
+    args = ["plan", "--model", "llama-3.1-70b", "--gpu", "h100", "--context", "8192"]
+    one = CliRunner().invoke(app, [*args, "--tp", "1"], env={"COLUMNS": "200"})
+    four = CliRunner().invoke(app, [*args, "--tp", "4"], env={"COLUMNS": "200"})
+    assert one.exit_code == 0 and four.exit_code == 0, one.output + four.output
+    assert "KV bytes per token per GPU (growing)" in four.output
+    assert "KV cache per GPU" in four.output and "bytes per block per GPU" in four.output
+    assert "per GPU (growing)" not in one.output and "KV cache per GPU" not in one.output
+    # the figures are one GPU's share: 80 layers x 8 KV heads x 128 x 2 x 2 B / 4
+    assert "81,920" in four.output and "327,680" in one.output

@@ -191,3 +191,22 @@ def test_unknown_values_show_as_a_dash_never_as_zero(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "| prefix_cache_hits | 256 | - | - | tie |" in res.output
     assert "-100%" not in res.output
+
+
+def test_a_simulation_is_not_ranked_against_a_measured_run(tmp_path: Path) -> None:
+    sim = make_run(1.0, 64)
+    sim.provenance["backend"] = "sim"
+    live = live_run(1.5, cached=0)
+    cmp = compare([("sim", sim), ("live", live)])
+    assert cmp["ranked"] is False
+    assert all(c["best"] == [] for c in cmp["overall"].values())
+    assert all(c["best"] == [] for g in cmp["groups"].values() for c in g.values())
+    md = to_markdown(cmp)
+    assert "not ranked" in md
+    assert "| prefix_cache_hits | 256 | 0 | -256 (-100%) | - |" in md
+    # two simulations, or two measured runs, are ranked as before
+    other = make_run(2.0, 0)
+    other.provenance["backend"] = "sim"
+    both = compare([("a", sim), ("b", other)])
+    assert both["ranked"] is True and both["overall"]["ttft_s.mean"]["best"] == [0]
+    assert compare([("x", live), ("y", live_run(2.0, cached=0))])["ranked"] is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -59,3 +60,35 @@ def test_step_ends_stop_before_the_deadline(
     assert cost.step_ends(n, s0, k, t0, deadline) == expected
     if expected:
         assert expected[-1] == t0 + cost.window_ticks(n, s0, len(expected))
+
+
+def test_one_llama_8b_request_on_h100_matches_the_hand_derived_roofline() -> None:
+    """TTFT and TPOT of one request (1,000 prompt tokens, 2 output tokens) of
+    Llama-3.1-8B bf16 on an H100 SXM, derived by hand from the formulas of
+    kvlab.sim.cost_model (REFERENCE section 4) and the defaults mfu 0.5, mbu 0.8,
+    overhead 0.3 ms:
+
+    - weights: 8,030,261,248 parameters x 2 B = 16,060,522,496 B;
+    - KV per token: 32 layers x 8 KV heads x 128 x 2 (K and V) x 2 B = 131,072 B;
+    - H100 SXM: 3,350 GB/s HBM x 0.8 = 2.68e12 B/s; 989 TFLOPS bf16 x 0.5 = 4.945e14.
+
+    Prefill (one step, 1,000 new tokens over a context of 1,000: 1e6 attention pairs):
+    compute = (2 x 8,030,261,248 x 1,000 + 4 x 32 x 32 x 128 x 1e6) / 4.945e14
+            = (1.6060522496e13 + 5.24288e11) / 4.945e14 = 33.5385455 ms,
+    memory  = (16,060,522,496 + 131,072 x 1,000) / 2.68e12 = 6.04 ms: compute-bound,
+    TTFT = 0.3 + 33.5385455 = 33.8385455 ms.
+
+    Decode (one step: the second token reads the KV of 1,001 tokens, the first
+    output token's included):
+    memory  = (16,060,522,496 + 131,072 x 1,001) / 2.68e12
+            = 16,191,725,568 / 2.68e12 = 6.0416886 ms,
+    compute = (2 x 8,030,261,248 + 4 x 32 x 32 x 128 x 1,001) / 4.945e14 = 0.0335 ms:
+    memory-bound, TPOT = 0.3 + 6.0416886 = 6.3416886 ms.
+    """
+    import kvlab
+    from kvlab.workload.records import Request, Segment, Workload
+
+    w = Workload((Request("a", (Segment("user", 1000, "x"),), 2),))
+    rec = kvlab.simulate(w, kvlab.SimConfig(model="llama-3.1-8b", gpu="h100")).records[0]
+    assert rec.ttft_s == pytest.approx(0.0338385455, rel=1e-8)
+    assert rec.tpot_s == pytest.approx(0.0063416886, rel=1e-8)

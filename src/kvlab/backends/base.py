@@ -15,7 +15,9 @@ same keys in the same places:
   an offload tier.
 * ``by_class`` is :func:`~kvlab.results.group_summaries` by request class
   for every backend; each class holds :data:`GROUP_KEYS`.
-* ``wall_s`` is the run's wall-clock time in seconds, for every backend.
+* ``wall_s``, the run's wall-clock time in seconds, is in ``run.json``'s
+  provenance (:attr:`~kvlab.results.RunResult.wall_s`), not in the summary, so
+  that one seed gives byte-identical ``summary.json`` files.
 * ``prefix_cache_source`` says where the prefix-cache figures come from, one
   of :data:`PREFIX_SOURCES`, or None when they are unknown (then they are
   None too, never 0).
@@ -25,11 +27,12 @@ same keys in the same places:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from kvlab.results import RequestRecord, RunResult, summary_with_groups
-from kvlab.results.summary import count_errors
+from kvlab.results.summary import count_errors, latency_figures
 
 if TYPE_CHECKING:
     from kvlab.workload.records import Workload
@@ -80,12 +83,21 @@ OFFLOAD_KEYS: tuple[str, ...] = (
     "offload_load_s",
 )
 
+#: Summary keys of :func:`kvlab.results.summary.latency_figures`: the ITL distribution,
+#: standard deviations, the chosen percentiles, goodput under SLOs and miss causes.
+LATENCY_KEYS: tuple[str, ...] = (
+    "itl_s",
+    "latency_std_s",
+    "latency_percentiles_s",
+    "goodput",
+    "miss_causes",
+)
+
 #: Keys of ``summary.json``, in order. After the group keys (see GROUP_KEYS):
 #: engine figures (vLLM's names; the simulator's, or a server's where it
 #: reports them); the server's own request figures from ``/metrics``; the live
 #: client's health; the in-process backend's measurements; then
-#: ``errors_by_kind``, ``stopped`` (why a live run stopped early), ``by_class``
-#: and ``wall_s``.
+#: ``errors_by_kind``, ``stopped`` (why a live run stopped early) and ``by_class``.
 SUMMARY_KEYS: tuple[str, ...] = (
     *GROUP_KEYS[: GROUP_KEYS.index("prefix_cache_hit_rate")],
     # engine
@@ -138,11 +150,12 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "errors_by_kind",
     "stopped",
     "by_class",
-    "wall_s",
+    # every backend, from the records (kvlab.results.summary.latency_figures)
+    *LATENCY_KEYS,
 )
 
 #: Summary keys :func:`build_result` computes itself (a backend never passes them).
-_BUILT = frozenset({"prefix_cache_source", "errors_by_kind", "by_class", "wall_s"})
+_BUILT = frozenset({"prefix_cache_source", "errors_by_kind", "by_class", "wall_s", *LATENCY_KEYS})
 
 
 @runtime_checkable
@@ -179,14 +192,15 @@ def build_result(
     """The RunResult of one run of ``backend`` (see the module docstring).
 
     ``records`` are the requests in workload order; ``wall_s`` the run's
-    wall-clock seconds; ``duration_s`` the span throughputs divide by (default:
-    first arrival to last finish). ``counters`` are the backend's figures, by
-    summary key (:data:`SUMMARY_KEYS`): they replace what the records say
-    (:func:`kvlab.results.summarize`). ``record_source`` is where the records'
-    ``cached_tokens`` come from and ``counter_source`` where the counters'
-    prefix-cache figures come from, when they have any (both among
-    :data:`PREFIX_SOURCES`). ``seed``, ``workload`` and ``provenance`` (further
-    backend pieces: versions, clock, start time) make the provenance.
+    wall-clock seconds (the provenance's last key); ``duration_s`` the span
+    throughputs divide by (default: first arrival to last finish). ``counters``
+    are the backend's figures, by summary key (:data:`SUMMARY_KEYS`): they
+    replace what the records say (:func:`kvlab.results.summarize`).
+    ``record_source`` is where the records' ``cached_tokens`` come from and
+    ``counter_source`` where the counters' prefix-cache figures come from, when
+    they have any (both among :data:`PREFIX_SOURCES`). ``seed``, ``workload``
+    and ``provenance`` (further backend pieces: versions, clock, start time)
+    make the provenance.
     """
     figures = dict(counters or {})
     bad = sorted(k for k in figures if k not in SUMMARY_KEYS or k in _BUILT)
@@ -203,7 +217,12 @@ def build_result(
     s["prefix_cache_source"] = _source(s, counter_source if from_counters else record_source)
     s["errors_by_kind"] = count_errors(records)
     s["by_class"] = groups
-    s["wall_s"] = wall_s
+    s.update(latency_figures(records, duration_s=s["simulated_duration_s"]))
+    usage = (timeseries or {}).get("kv_cache_usage_perc")
+    if s.get("kv_cache_usage_perc_max") is None and usage:
+        # a live server's sampled /metrics (the simulator counts its own)
+        s["kv_cache_usage_perc_max"] = max(usage)
+        s["kv_cache_usage_perc_mean"] = math.fsum(usage) / len(usage)
     summary = {k: s.get(k) for k in SUMMARY_KEYS if k in s or k not in OFFLOAD_KEYS}
     from kvlab import __version__
 
@@ -214,6 +233,7 @@ def build_result(
         "workload": workload,
     }
     prov.update(provenance or {})
+    prov["wall_s"] = wall_s
     return RunResult(
         records=records,
         summary=summary,
@@ -232,6 +252,7 @@ def _source(summary: Mapping[str, Any], source: str | None) -> str | None:
 
 __all__ = [
     "GROUP_KEYS",
+    "LATENCY_KEYS",
     "OFFLOAD_KEYS",
     "PREFIX_SOURCES",
     "SUMMARY_KEYS",

@@ -256,7 +256,12 @@ def counter_deltas(before: Mapping[str, float], after: Mapping[str, float]) -> d
 
 
 def server_summary(deltas: Mapping[str, float]) -> dict[str, Any]:
-    """Summary keys from counter deltas: the counters plus server-side histogram means."""
+    """Summary keys from counter deltas: the counters plus server-side histogram means.
+
+    A server without a prefix-cache query counter but with prompt and cached-token
+    counters (SGLang's ``cached_tokens_total``, llama.cpp's ``prompt_tokens_cached``)
+    gets its queries and hits from those: queries = prompt tokens, hits = cached tokens.
+    """
     s: dict[str, Any] = {}
     for k in SUMMARY_COUNTERS:
         if k in deltas:
@@ -264,6 +269,12 @@ def server_summary(deltas: Mapping[str, float]) -> dict[str, Any]:
     for k in ("prompt_tokens", "generation_tokens"):
         if k in deltas:
             s[f"server_{k}"] = round(deltas[k])
+    known = "prompt_tokens" in deltas and "prompt_tokens_cached" in s
+    if "prefix_cache_queries" not in s and known:
+        # SGLang and llama.cpp count no queries: every prompt token queries the cache, and
+        # their cached-token counter (sglang:cached_tokens_total) counts the hits.
+        s["prefix_cache_queries"] = round(deltas["prompt_tokens"])
+        s["prefix_cache_hits"] = s["prompt_tokens_cached"]
     for stem in ("ttft", "e2e", "queue", "itl"):
         n = deltas.get(f"{stem}_count")
         tot = deltas.get(f"{stem}_sum_s")

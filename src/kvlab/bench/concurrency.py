@@ -52,13 +52,18 @@ def run(
         timelines = {f"concurrency {c}": result.timeseries}
         if progress:
             progress(f"concurrency {c}", i + 1, len(p.levels))
-    exp.figures += plots.kv_vs_concurrency(
-        exp.points, exp.title, out_dir / "fig1_kv_vs_concurrency"
-    )
-    exp.figures += plots.throughput_vs_concurrency(
-        exp.points, exp.title, out_dir / "fig2_throughput_vs_concurrency"
-    )
-    exp.figures += plots.kv_timeline(timelines, exp.title, out_dir / "kv_timeline")
+    exp.save(out_dir)  # the points first: a missing plot extra loses nothing
+
+    def draw() -> list[Path]:
+        figs: list[Path] = []
+        figs += plots.kv_vs_concurrency(exp.points, exp.title, out_dir / "fig1_kv_vs_concurrency")
+        figs += plots.throughput_vs_concurrency(
+            exp.points, exp.title, out_dir / "fig2_throughput_vs_concurrency"
+        )
+        figs += plots.kv_timeline(timelines, exp.title, out_dir / "kv_timeline")
+        return figs
+
+    exp.figures += plots.or_warning(draw)
     exp.save(out_dir)
     return exp
 

@@ -1,14 +1,18 @@
 """What every bench experiment returns and writes: points, run directories, figures.
 
 An experiment directory holds one RunResult directory per run (see
-:mod:`kvlab.results`), the figures (PNG + SVG) and ``experiment.json``: the
-experiment's name, backend, model, parameters, points and file lists.
+:mod:`kvlab.results`), the figures (PNG + SVG), ``experiment.json``: the
+experiment's name, backend, model, parameters, points and file lists, and
+``points.csv``: the same points, one row each, nested figures flattened to
+dotted columns (``ttft_s.p99``), an empty cell where a point has no value.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +52,33 @@ class ExperimentResult:
             "figures": [str(p.relative_to(out_dir)) for p in self.figures],
         }
         atomic_write_text(path, json.dumps(doc, indent=2, default=str) + "\n")
+        atomic_write_text(out_dir / "points.csv", points_csv(self.points))
         return path
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def points_csv(points: Sequence[Mapping[str, Any]]) -> str:
+    """``points`` as CSV: one row per point, columns in first-seen order, nested
+    figures as dotted columns, None as an empty cell."""
+    rows = [_flat(p) for p in points]
+    cols: dict[str, None] = {}
+    for r in rows:
+        cols.update(dict.fromkeys(r))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        w.writerow(["" if r.get(c) is None else r[c] for c in cols])
+    return buf.getvalue()
 
 
 def save_run(result: RunResult, out_dir: Path, label: str, exp: ExperimentResult) -> Path:
@@ -63,4 +93,4 @@ def start(name: str, target: Target, params: dict[str, Any]) -> ExperimentResult
     )
 
 
-__all__ = ["ExperimentResult", "Progress", "save_run", "start"]
+__all__ = ["ExperimentResult", "Progress", "points_csv", "save_run", "start"]

@@ -59,12 +59,19 @@ def run(
         results[label] = result
         if progress:
             progress(label, i + 1, 2)
-    exp.figures += plots.tail_latency(
-        exp.points[0]["short"], exp.points[1]["short"], exp.title, out_dir / "fig5_tail_latency"
-    )
-    exp.figures += plots.kv_timeline(
-        {k: r.timeseries for k, r in results.items()}, exp.title, out_dir / "kv_timeline"
-    )
+    exp.save(out_dir)  # the points first: a missing plot extra loses nothing
+
+    def draw() -> list[Path]:
+        figs: list[Path] = []
+        figs += plots.tail_latency(
+            exp.points[0]["short"], exp.points[1]["short"], exp.title, out_dir / "fig5_tail_latency"
+        )
+        figs += plots.kv_timeline(
+            {k: r.timeseries for k, r in results.items()}, exp.title, out_dir / "kv_timeline"
+        )
+        return figs
+
+    exp.figures += plots.or_warning(draw)
     exp.save(out_dir)
     return exp
 

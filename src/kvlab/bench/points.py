@@ -10,9 +10,12 @@ from kvlab.results import STATUS_OK, RunResult, dist
 
 
 def wall_time_s(result: RunResult) -> float:
-    """The run's wall time: the backend's own when reported (``wall_s``; the older
-    names in run directories written before), else first send to last finish."""
-    for key in ("wall_s", "wall_time_s", "wall_duration_s", "duration_s"):
+    """The run's wall time: the backend's own when reported (:attr:`RunResult.wall_s`;
+    the older names in run directories written before), else first send to last finish."""
+    own = result.wall_s
+    if own is not None and own > 0:
+        return own
+    for key in ("wall_time_s", "wall_duration_s", "duration_s"):
         v = result.summary.get(key)
         if isinstance(v, int | float) and v > 0:
             return float(v)

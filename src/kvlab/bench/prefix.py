@@ -74,10 +74,17 @@ def run(
         if "kv_bytes_measured_peak" in exp.points[0]
         else "kv_bytes_server_peak"
     )
-    exp.figures += plots.prefix_sharing(
-        exp.points, exp.title, out_dir / "prefix_sharing", kv_key=kv_key
-    )
-    exp.figures += plots.kv_timeline(timelines, exp.title, out_dir / "kv_timeline")
+    exp.save(out_dir)  # the points first: a missing plot extra loses nothing
+
+    def draw() -> list[Path]:
+        figs: list[Path] = []
+        figs += plots.prefix_sharing(
+            exp.points, exp.title, out_dir / "prefix_sharing", kv_key=kv_key
+        )
+        figs += plots.kv_timeline(timelines, exp.title, out_dir / "kv_timeline")
+        return figs
+
+    exp.figures += plots.or_warning(draw)
     exp.save(out_dir)
     return exp
 

@@ -64,10 +64,15 @@ def run(
         exp.points.append(point)
         if progress:
             progress(f"length {L}", i + 1, len(p.prompt_lengths))
-    exp.figures += plots.latency_vs_seqlen(
-        exp.points, exp.title, out_dir / "fig3_latency_vs_seqlen"
-    )
-    exp.figures += plots.kv_vs_seqlen(exp.points, exp.title, out_dir / "fig4_kv_vs_seqlen")
+    exp.save(out_dir)  # the points first: a missing plot extra loses nothing
+
+    def draw() -> list[Path]:
+        figs: list[Path] = []
+        figs += plots.latency_vs_seqlen(exp.points, exp.title, out_dir / "fig3_latency_vs_seqlen")
+        figs += plots.kv_vs_seqlen(exp.points, exp.title, out_dir / "fig4_kv_vs_seqlen")
+        return figs
+
+    exp.figures += plots.or_warning(draw)
     exp.save(out_dir)
     return exp
 

@@ -74,11 +74,18 @@ def bench(
         ..., "--experiment", "-e", help="concurrency | seqlen | mixed | prefix"
     ),
     backend: str = typer.Option("hf", "--backend", help="hf (in process) or openai (a server)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory (runs, figures, JSON)."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Output directory (runs, figures, JSON; default: runs/bench-TIMESTAMP, printed).",
+    ),
     model_dir: Path | None = typer.Option(
         None, "--model-dir", help="hf: transformers model directory (see kvlab tiny-model)."
     ),
-    endpoint: str | None = typer.Option(None, "--endpoint", help="openai: server base URL."),
+    endpoint: str | None = typer.Option(
+        None, "--endpoint", "--base-url", help="openai: server base URL."
+    ),
     model: str | None = typer.Option(None, "--model", help="openai: served model name."),
     model_config: str | None = typer.Option(
         None,
@@ -119,17 +126,31 @@ def bench(
     )
     mod = importlib.import_module(EXPERIMENTS[experiment])
     params = _params(experiment, levels, num_requests, prompt_tokens, output_tokens, lengths)
+    if out is None:
+        from kvlab.report.progress import default_out
+
+        out = default_out("bench")
     out_dir = out / experiment if out.name != experiment else out
 
     from rich.progress import Progress
 
-    with Progress(transient=True) as bar:
-        task = bar.add_task(f"{experiment} on {backend}", total=None)
+    from kvlab.report.progress import LineProgress, piped
 
-        def progress(label: str, done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, description=f"{experiment}: {label}")
+    if piped():  # a log or a pipe: one line per run instead of a bar
+        lines = LineProgress(f"{experiment} on {backend}", None, every_fraction=0.0)
 
-        exp = mod.run(target, out_dir, params, progress)
+        def progress_line(label: str, done: int, total: int) -> None:
+            lines.update(done, total, label=f"{experiment}: {label}")
+
+        exp = mod.run(target, out_dir, params, progress_line)
+    else:
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"{experiment} on {backend}", total=None)
+
+            def progress(label: str, done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total, description=f"{experiment}: {label}")
+
+            exp = mod.run(target, out_dir, params, progress)
     if as_json:
         typer.echo(json.dumps({"out": str(out_dir), "points": exp.points}, default=str))
         return

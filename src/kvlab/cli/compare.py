@@ -102,8 +102,18 @@ def _labels(runs: list[Path], names: str | None) -> list[str]:
 
 
 def sweep_cmd(
-    workload: Path = typer.Argument(..., help="Workload file to simulate at every point."),
-    output: Path = typer.Option(..., "-o", "--out", "--output", help="Sweep directory to write."),
+    workload: Path = typer.Argument(
+        ...,
+        help="Workload file, trace file (Mooncake, Azure, Vidur) or built-in trace to simulate "
+        "at every point.",
+    ),
+    output: Path | None = typer.Option(
+        None,
+        "-o",
+        "--out",
+        "--output",
+        help="Sweep directory to write (default: runs/sweep-TIMESTAMP, printed).",
+    ),
     axes: list[str] = typer.Option(
         [],
         "--axis",
@@ -149,9 +159,13 @@ def sweep_cmd(
         write_plots,
         write_tables,
     )
-    from kvlab.workload.io import read_workload
+    from kvlab.workload.detect import load_workload
 
-    read_workload(workload)  # fail early on a bad file
+    load_workload(str(workload))  # fail early on a bad file, read as kvlab simulate reads it
+    if output is None:
+        from kvlab.report.progress import default_out
+
+        output = default_out("sweep")
     axis_map: dict[str, list[str]] = {}
     if modes is not None:
         axis_map["mode"] = parse_axis(f"mode={modes}")[1]
@@ -163,24 +177,37 @@ def sweep_cmd(
     points = grid(axis_map)
     ms = [metric(m) for m in metrics] if metrics else list(DEFAULT_METRICS)
     runner = subprocess_runner(shlex.split(sim_args))
+    from kvlab.report.progress import LineProgress, piped
     from kvlab.stress.executor import make_executor
 
+    lines = LineProgress("sweep", len(points)) if piped() and not as_json else None
     ex = make_executor(executor, scheduler, workers)
     if executor == "dask":
         runner = ex.point_runner(runner)
     with ex, Progress(transient=True, disable=as_json) as progress:
         task = progress.add_task("simulating", total=len(points))
+
+        def done(_o: object) -> None:
+            progress.advance(task)
+            if lines is not None:  # a log or a pipe: a line every tenth or 5 s
+                lines.advance()
+
         result = run_sweep(
             workload,
             axis_map,
             output,
             runner=runner,
             jobs=jobs,
-            on_done=lambda _o: progress.advance(task),
+            on_done=done,
         )
     files = write_tables(result, output, ms)
-    if plots:
-        files += write_plots(result, output, ms)
+    if plots:  # after the tables: a missing extra loses nothing and fails nothing
+        from kvlab.errors import DependencyMissing
+
+        try:
+            files += write_plots(result, output, ms)
+        except DependencyMissing as e:
+            typer.echo(f"warning: plots skipped: {e}", err=True)
     if as_json:
         typer.echo(json.dumps({"axes": result.axes, "rows": rows(result, ms)}, indent=2))
     else:

@@ -27,7 +27,10 @@ def replay(
         ..., help="Workload file (kvlab JSONL, a mooncake/azure/vidur trace or a built-in name)."
     ),
     endpoint: str = typer.Option(
-        ..., "--endpoint", help="Server base URL, e.g. http://127.0.0.1:8000"
+        ...,
+        "--endpoint",
+        "--base-url",
+        help="Server base URL, e.g. http://127.0.0.1:8000 (--base-url: vLLM bench's name).",
     ),
     model: str = typer.Option(..., "--model", help="Served model name."),
     api: str = typer.Option("completions", "--api", help="completions or chat."),
@@ -66,7 +69,28 @@ def replay(
         "--http-client",
         help="HTTP client of the streamed requests: kvlab (default, leaner) or aiohttp.",
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Run directory to write (default: runs/replay-TIMESTAMP)."
+    ),
+    percentiles: str = typer.Option(
+        "99",
+        "--percentiles",
+        "--metric-percentiles",
+        help="Percentiles of TTFT, TPOT, ITL and E2E to report, e.g. 50,90,99 (as vLLM "
+        "bench's --metric-percentiles; default 99; the median is always reported).",
+    ),
+    warmup: int = typer.Option(
+        0,
+        "--warmup",
+        help="Send the first N requests first, as a warm-up run recorded in OUT/warmup/ "
+        "(marked in its run.json) and left out of the measured run and its summary.",
+    ),
+    goodput: list[str] = typer.Option(
+        [],
+        "--goodput",
+        help="Goodput SLOs in ms, NAME:MS with NAME ttft, tpot or e2el, e.g. ttft:200,tpot:50 "
+        "(as vLLM bench's --goodput).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     plot: bool = typer.Option(
         False,
@@ -79,8 +103,18 @@ def replay(
     Ollama), sampling its /metrics, and write a RunResult directory comparable with
     "kvlab simulate" on the same workload.
 
+    Writes summary.json, summary.md, vllm_bench.json (vLLM bench's result keys, in ms),
+    requests.jsonl, timeseries.csv, histograms.json and run.json.
+
     Exits 1 when any request failed or was not finished (the results are still written).
     """
+    from kvlab.cli.simulate import save_with_exports, write_markdown
+    from kvlab.report.progress import default_out
+    from kvlab.results.summary import parse_goodput, parse_percentiles
+
+    qs, slo_ms = parse_percentiles(percentiles), parse_goodput(goodput or None)
+    if out is None:
+        out = default_out("replay")
     from kvlab.backends.openai import OpenAIBackend, OpenAIConfig
     from kvlab.results import STATUS_OK, RecordWriter
     from kvlab.workload.detect import load_workload
@@ -107,12 +141,23 @@ def replay(
         api_key=key,
     )
     out.mkdir(parents=True, exist_ok=True)
+    if warmup:
+        warm, wl = split_warmup(wl, warmup, cfg.mode)
+        wdir = out / "warmup"
+        wdir.mkdir(exist_ok=True)
+        wres = _run_with_progress(OpenAIBackend(cfg), warm, wdir, RecordWriter, quiet=as_json)
+        wres.config["warmup"] = True  # marked: these requests are not measured
+        save_with_exports(wres, wdir, percentiles=qs, goodput_slo_ms=slo_ms)
     result = _run_with_progress(OpenAIBackend(cfg), wl, out, RecordWriter, quiet=as_json)
-    result.save(out)
+    if warmup:
+        result.config["warmup_requests"] = warmup
+    save_with_exports(result, out, percentiles=qs, goodput_slo_ms=slo_ms)
+    write_markdown(result, out, Path(str(workload)).name)
     if plot:  # after the results are on disk: a missing extra loses nothing
-        from kvlab.report.plots import run_figures
+        from kvlab.report.plots import or_warning, run_figures
 
-        run_figures(result, out, f"{Path(str(workload)).name}, {model} (live server)")
+        title = f"{Path(str(workload)).name}, {model} (live server)"
+        or_warning(lambda: run_figures(result, out, title))
     s = result.summary
     if as_json:
         typer.echo(json.dumps(s, indent=2, default=str))
@@ -122,10 +167,34 @@ def replay(
         raise typer.Exit(130 if s.get("stopped") == "interrupted" else 1)
 
 
+def split_warmup(wl: Any, n: int, mode: str) -> tuple[Any, Any]:
+    """The first ``n`` requests of ``wl`` (the warm-up) and the rest, whose arrival
+    times start again at 0; ConfigError when ``n`` leaves nothing to measure or the
+    mode replays sessions (a session cut in two would lose its earlier turns)."""
+    from dataclasses import replace
+
+    if n < 0:
+        raise ConfigError(f"--warmup must be >= 0, got {n}")
+    if n >= len(wl.requests):
+        raise ConfigError(f"--warmup {n} leaves none of the {len(wl.requests)} requests to measure")
+    if mode == "sessions":
+        raise ConfigError("--warmup cannot split sessions; use --mode trace, rate or closed")
+    warm, rest = wl.requests[:n], wl.requests[n:]
+    t0 = min((r.arrival_s for r in rest if r.arrival_s is not None), default=0.0)
+    rest = tuple(r if r.arrival_s is None else replace(r, arrival_s=r.arrival_s - t0) for r in rest)
+    return (
+        replace(wl, requests=warm, name=f"{wl.name} (warm-up)"),
+        replace(wl, requests=rest),
+    )
+
+
 def _run_with_progress(backend: Any, wl: Any, out: Path, writer_cls: Any, *, quiet: bool) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+    from kvlab.report.progress import LineProgress, piped
+
     n_failed = 0
+    lines = LineProgress("replay", len(wl)) if piped() and not quiet else None
     with (
         writer_cls(out / "requests.jsonl") as writer,
         Progress(
@@ -146,6 +215,8 @@ def _run_with_progress(backend: Any, wl: Any, out: Path, writer_cls: Any, *, qui
                 n_failed += 1
                 progress.update(task, description=f"replay ({n_failed} failed)")
             progress.advance(task)
+            if lines is not None:  # a log or a pipe: a line every tenth or 5 s
+                lines.advance()
 
         return backend.run(wl, on_record=on_record)
 

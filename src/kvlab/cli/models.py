@@ -40,9 +40,10 @@ def list_command(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List the built-in models: layers by kind, parameters, checkpoint weight bytes and
-    format, KV bytes per token (bf16)."""
+    format, growing KV bytes per token (bf16: full-attention and MLA layers) and the
+    bytes sliding-window layers hold at most per sequence (their windows full)."""
     from kvlab.models import kv_bytes_per_token, layer_kinds_summary, list_models
-    from kvlab.models.spec import weights_bytes, weights_format
+    from kvlab.models.spec import sliding_cap_bytes, weights_bytes, weights_format
 
     rows: list[dict[str, Any]] = []
     for spec in list_models():
@@ -57,6 +58,7 @@ def list_command(
                 "weights_bytes": weights_bytes(spec),
                 "weights_format": weights_format(spec),
                 "kv_bytes_per_token_bf16": kv_bytes_per_token(spec, "bf16"),
+                "kv_sliding_cap_bytes_bf16": sliding_cap_bytes(spec, "bf16"),
                 "max_context": spec.max_context,
             }
         )
@@ -75,7 +77,8 @@ def list_command(
         ("active", "right"),
         ("weights", "right"),
         ("format", "left"),
-        ("KV/token bf16", "right"),
+        ("KV/token bf16 (growing)", "right"),
+        ("sliding cap/seq", "right"),
         ("max ctx", "right"),
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
@@ -90,6 +93,7 @@ def list_command(
             fmt_bytes(r["weights_bytes"]),
             r["weights_format"],
             fmt_bytes(r["kv_bytes_per_token_bf16"]),
+            fmt_bytes(r["kv_sliding_cap_bytes_bf16"]) if r["kv_sliding_cap_bytes_bf16"] else "-",
             f"{r['max_context']:,}",
         )
     _console(width=200).print(table)

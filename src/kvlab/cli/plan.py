@@ -152,15 +152,17 @@ def _render(r: PlanResult, console: Console) -> None:
     mem.add_row(label, _size(r.available_kv_bytes))
     console.print(mem)
 
-    kv = Table(title="KV cache", show_header=False)
+    # under TP every byte figure is one GPU's share (the KV heads are split over the GPUs)
+    per_gpu = " per GPU" if r.tp > 1 else ""
+    kv = Table(title=f"KV cache{per_gpu}", show_header=False)
     kv.add_column("item")
     kv.add_column("value", justify="right")
-    kv.add_row("KV bytes per token (growing)", f"{r.kv_bytes_per_token:,}")
-    kv.add_row(f"one sequence at {r.context_tokens:,} tokens", _size(r.sequence_bytes))
+    kv.add_row(f"KV bytes per token{per_gpu} (growing)", f"{r.kv_bytes_per_token:,}")
+    kv.add_row(f"one sequence at {r.context_tokens:,} tokens{per_gpu}", _size(r.sequence_bytes))
     if r.state_bytes_per_sequence:
         kv.add_row("  of which recurrent state", _size(r.state_bytes_per_sequence))
     kv.add_row("block size (tokens)", f"{r.block_size:,}")
-    kv.add_row("bytes per block", f"{d['bytes_per_block']:,}")
+    kv.add_row(f"bytes per block{per_gpu}", f"{d['bytes_per_block']:,}")
     kv.add_row("blocks per request", f"{d['blocks_per_request']:,}")
     kv.add_row("GPU blocks (incl. null block)", f"{r.num_gpu_blocks:,}")
     kv.add_row("GPU KV cache size (tokens)", f"{r.kv_cache_tokens:,}")

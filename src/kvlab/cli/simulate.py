@@ -27,7 +27,9 @@ WORKLOAD is a kvlab workload file, a trace (Mooncake JSONL, Azure 2023 CSV,
 Vidur CSV; detected from content, or --format) or a built-in trace name.
 
 Writes to --out: summary.json (vLLM-named metrics), requests.jsonl, timeseries.csv,
-histograms.json, run.json and summary.md.
+histograms.json, run.json (configuration; the wall time), summary.md and
+vllm_bench.json (vLLM bench's result keys, in ms). One seed, one run directory:
+every file but run.json's wall_s is the same from run to run.
 
 Modes: baseline = prefix caching off; prefix = on (default); offload = prefix plus
 a CPU tier (--offload-gb, default twice the GPU KV cache); fp8 = prefix with fp8 KV.
@@ -93,45 +95,92 @@ def build_config(
     return cfg
 
 
+def save_with_exports(
+    result: Any,
+    out: Path,
+    *,
+    percentiles: tuple[float, ...] | None = None,
+    goodput_slo_ms: dict[str, float] | None = None,
+) -> None:
+    """``result`` saved to ``out``, its latency figures recomputed for the chosen
+    percentiles and goodput SLOs first, and ``vllm_bench.json`` written beside
+    ``summary.json`` (:func:`kvlab.results.summary.vllm_bench_metrics`)."""
+    from kvlab.results import atomic_write_text
+    from kvlab.results.summary import DEFAULT_PERCENTILES, latency_figures, vllm_bench_metrics
+
+    qs = percentiles or DEFAULT_PERCENTILES
+    s = result.summary
+    s.update(
+        latency_figures(
+            result.records,
+            duration_s=s.get("simulated_duration_s"),
+            percentiles=qs,
+            goodput_slo_ms=goodput_slo_ms,
+        )
+    )
+    result.save(out)
+    bench = vllm_bench_metrics(s, result.records, percentiles=qs, goodput_slo_ms=goodput_slo_ms)
+    atomic_write_text(out / "vllm_bench.json", json.dumps(bench, indent=2) + "\n")
+
+
 def write_markdown(result: Any, out: Path, workload_name: str) -> None:
+    """``summary.md``: the run in a few lines and one latency table, for a simulation
+    and (``kvlab replay``) a live run alike; "-" where a figure is unknown."""
     from kvlab.results import atomic_write_text
 
     s = result.summary
+    live = result.backend not in (None, "sim")
 
     def f(x: Any, nd: int = 3) -> str:
         return "-" if x is None else (f"{x:,.{nd}f}" if isinstance(x, float) else f"{x:,}")
 
+    if live:
+        head = [
+            f"# kvlab replay: {workload_name}",
+            "",
+            f"server: {result.config.get('endpoint')}, model {result.config.get('model')}, "
+            f"mode {result.config.get('mode')}",
+            "",
+            f"- requests: {f(s['num_requests'])} ({f(s['num_completed'])} completed, "
+            f"{f(s['num_failed'])} failed, {f(s['num_unfinished'])} unfinished)",
+        ]
+    else:
+        head = [
+            f"# kvlab simulate: {workload_name}",
+            "",
+            f"clock: {s.get('clock', 'roofline, uncalibrated')}",
+            "",
+            f"- model {result.config.get('model')}, GPU {result.config.get('gpu')}, "
+            f"{f(s['num_gpu_blocks'])} blocks of {s['block_size']} tokens, "
+            f"policy {result.config.get('policy')}, prefix caching "
+            f"{'on' if result.config.get('enable_prefix_caching') else 'off'}",
+            f"- requests: {f(s['num_requests'])} ({f(s['num_completed'])} completed, "
+            f"{f(s['num_rejected'])} rejected, {f(s['num_unfinished'])} unfinished)",
+        ]
     lines = [
-        f"# kvlab simulate: {workload_name}",
-        "",
-        f"clock: {s.get('clock', 'roofline, uncalibrated')}",
-        "",
-        f"- model {result.config.get('model')}, GPU {result.config.get('gpu')}, "
-        f"{s['num_gpu_blocks']:,} blocks of {s['block_size']} tokens, "
-        f"policy {result.config.get('policy')}, prefix caching "
-        f"{'on' if result.config.get('enable_prefix_caching') else 'off'}",
-        f"- requests: {s['num_requests']:,} ({s['num_completed']:,} completed, "
-        f"{s['num_rejected']:,} rejected, {s['num_unfinished']:,} unfinished)",
+        *head,
         f"- prefix cache hit rate: {f(s['prefix_cache_hit_rate'])} "
-        f"({s['prefix_cache_hits']:,} of {s['prefix_cache_queries']:,} tokens)",
-        f"- preemptions: {s['num_preemptions']:,}; evicted blocks: {s['num_evicted_blocks']:,}",
+        f"({f(s['prefix_cache_hits'])} of {f(s['prefix_cache_queries'])} tokens)",
+        f"- preemptions: {f(s['num_preemptions'])}; evicted blocks: {f(s['num_evicted_blocks'])}",
         f"- KV usage: max {f(s['kv_cache_usage_perc_max'])}, "
         f"mean {f(s['kv_cache_usage_perc_mean'])}",
         "",
         "| metric | mean | p50 | p90 | p99 |",
         "|---|---|---|---|---|",
     ]
-    for name in ("ttft_s", "tpot_s", "e2e_s"):
+    names = ["ttft_s", "tpot_s", "e2e_s"]
+    if (s.get("itl_s") or {}).get("mean") is not None:
+        names.insert(2, "itl_s")
+    for name in names:
         d = s[name]
         lines.append(
             f"| {name} | {f(d['mean'], 4)} | {f(d['p50'], 4)} | {f(d['p90'], 4)} "
             f"| {f(d['p99'], 4)} |"
         )
-    wall = s["wall_s"]
-    wall_text = f"{1000 * wall:.1f} ms" if wall < 1 else f"{wall:,.2f} s"
+    what = "Measured" if live else "Simulated"
     lines += [
         "",
-        f"Simulated {f(s['simulated_duration_s'], 1)} s in {wall_text} of wall time; "
+        f"{what} {f(s['simulated_duration_s'], 1)} s (wall time: run.json); "
         f"{f(s['request_throughput_per_s'], 2)} req/s, "
         f"{f(s['output_throughput_tok_per_s'], 1)} output tok/s.",
     ]
@@ -142,6 +191,21 @@ def write_markdown(result: Any, out: Path, workload_name: str) -> None:
             f"external hits {s['external_prefix_cache_hits']:,} of "
             f"{s['external_prefix_cache_queries']:,} tokens."
         )
+    good = s.get("goodput")
+    if good:
+        slo = ", ".join(f"{k} <= {v:g} ms" for k, v in good["slo_ms"].items())
+        lines.append(
+            f"Goodput ({slo}): {good['good_requests']:,} requests "
+            f"({f(good['good_fraction'])} of the completed), "
+            f"{f(good['request_goodput_per_s'], 2)} req/s."
+        )
+    causes = s.get("miss_causes")
+    if causes:
+        lines.append(
+            "Prefix misses by cause: " + ", ".join(f"{k} {v:,}" for k, v in causes.items()) + "."
+        )
+    if s.get("stopped"):
+        lines.append(f"Stopped: {s['stopped']}.")
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
 
 
@@ -151,7 +215,13 @@ PARAMS: tuple[Param, ...] = (
     Param("workload", "str", REQUIRED, "Workload file, trace file or built-in trace."),
     Param("model", "str", "meta-llama/Llama-3.1-8B", "Model.", ("--model", "-m")),
     Param("gpu", "str", "h100-sxm", "GPU name or alias.", ("--gpu", "-g")),
-    Param("out", "path", REQUIRED, "Run directory to write.", ("--out", "-o")),
+    Param(
+        "out",
+        "path",
+        None,
+        "Run directory to write (default: runs/simulate-TIMESTAMP, printed).",
+        ("--out", "-o"),
+    ),
     Param(
         "fmt",
         "str",
@@ -159,7 +229,13 @@ PARAMS: tuple[Param, ...] = (
         "Input format: kvlab, mooncake, azure, vidur (default: detect).",
         ("--format",),
     ),
-    Param("policy", "str", "lru", "Eviction policy.", ("--policy",)),
+    Param(
+        "policy",
+        "str",
+        "lru",
+        "Eviction policy: lru, lfu, fifo, s3fifo, retention or ttl (see docs/policies.md).",
+        ("--policy",),
+    ),
     Param("block_size", "int", 16, "Tokens per KV block.", ("--block-size",)),
     Param(
         "num_blocks",
@@ -195,6 +271,22 @@ PARAMS: tuple[Param, ...] = (
         "block keys while the run starts; same results, faster on large traces).",
         ("--workers",),
     ),
+    Param(
+        "percentiles",
+        "str",
+        "99",
+        "Percentiles of TTFT, TPOT, ITL and E2E to report, e.g. 50,90,99 (as vLLM bench's "
+        "--metric-percentiles; default 99; the median is always reported).",
+        ("--percentiles", "--metric-percentiles"),
+    ),
+    Param(
+        "goodput",
+        "strs",
+        (),
+        "Goodput SLOs in ms, NAME:MS with NAME ttft, tpot or e2el, e.g. ttft:200,tpot:50 "
+        "(as vLLM bench's --goodput): requests meeting all of them, and their rate.",
+        ("--goodput",),
+    ),
     Param("as_json", "flag", False, "Print summary.json to stdout.", ("--json",)),
     Param("quiet", "flag", False, "No progress bar.", ("--quiet", "-q")),
     Param(
@@ -226,7 +318,7 @@ def run_command(
     workload: str,
     model: str,
     gpu: str,
-    out: Path,
+    out: Path | None,
     fmt: str | None,
     policy: str,
     block_size: int,
@@ -242,6 +334,8 @@ def run_command(
     quiet: bool,
     plot: bool = False,
     workers: int = 1,
+    percentiles: str = "99",
+    goodput: list[str] | tuple[str, ...] = (),
     on_loaded: Callable[[], object] | None = None,
     serve_metrics: int | None = None,
     speed: float = 1.0,
@@ -254,6 +348,16 @@ def run_command(
         from kvlab.monitor.serve import ServeOptions
 
         serve = ServeOptions(serve_metrics, speed)
+    from kvlab.results.summary import parse_goodput, parse_percentiles
+
+    if out is None:
+        from kvlab.report.progress import default_out
+
+        out = default_out("simulate")
+    latency = {
+        "percentiles": parse_percentiles(percentiles),
+        "goodput_slo_ms": parse_goodput(list(goodput) or None),
+    }
     cfg = build_config(
         model=model,
         gpu=gpu,
@@ -281,6 +385,7 @@ def run_command(
         plot=plot,
         on_loaded=on_loaded,
         serve=serve,
+        latency=latency,
     )
 
 
@@ -296,6 +401,7 @@ def _simulate_and_save(
     plot: bool,
     on_loaded: Callable[[], object] | None,
     serve: Any = None,
+    latency: dict[str, Any] | None = None,
 ) -> None:
     from kvlab.sim.engine import simulate
     from kvlab.workload.detect import load_workload
@@ -315,12 +421,13 @@ def _simulate_and_save(
     else:
         result = simulate(wl, cfg)
     result.config["workload"] = str(workload)
-    result.save(out)
+    save_with_exports(result, out, **(latency or {}))
     write_markdown(result, out, Path(str(workload)).name)
     if plot:  # after the results are on disk: a missing extra loses nothing
-        from kvlab.report.plots import run_figures
+        from kvlab.report.plots import or_warning, run_figures
 
-        run_figures(result, out, f"{Path(str(workload)).name}, {cfg.model} on {cfg.gpu}")
+        title = f"{Path(str(workload)).name}, {cfg.model} on {cfg.gpu}"
+        or_warning(lambda: run_figures(result, out, title))
     if as_json:
         echo(json.dumps(result.summary, default=str))
     elif not quiet:

@@ -13,7 +13,9 @@ tokens, a simulator figure a server has no counter for) stays None: it is
 shown as "-", has no delta and is never taken for 0.
 
 Metric names are dotted paths into a run's summary (``ttft_s.p99``,
-``prefix_cache_hit_rate``); see :data:`DEFAULT_METRICS`. Group summaries come
+``prefix_cache_hit_rate``); see :data:`DEFAULT_METRICS`. A simulation compared with a
+measured run (a live or in-process backend) is not ranked: ``ranked`` is False, every
+``best`` is empty and the tables show "-" in the best column. Group summaries come
 from the run's ``summary["by_class"]`` when present, else are recomputed from
 its records with :func:`kvlab.results.group_summaries`.
 :func:`parse_condition` and :func:`check_conditions` implement
@@ -64,6 +66,11 @@ DEFAULT_METRICS: tuple[Metric, ...] = (
     Metric("external_prefix_cache_hits", True),
     Metric("num_rejected"),
     Metric("simulated_duration_s"),
+    Metric("itl_s.mean"),
+    Metric("itl_s.p99"),
+    Metric("goodput.good_requests", True),
+    Metric("goodput.request_goodput_per_s", True),
+    *(Metric(f"miss_causes.{c}") for c in ("cold", "evicted", "below_block", "last_token")),
 )
 
 #: Metrics where higher is better, for names not in DEFAULT_METRICS.
@@ -158,6 +165,8 @@ def compare(
         raise ConfigError(f"run names must be distinct, got {names}")
     overall = {m.key: compare_values(m, [m.value(r.summary) for _, r in runs]) for m in metrics}
     out: dict[str, Any] = {"runs": names, "baseline": names[0], "overall": overall}
+    kinds = {None if r.backend is None else r.backend == "sim" for _, r in runs}
+    out["ranked"] = not {True, False} <= kinds  # True: simulated, False: measured
     if by is not None:
         tables = [group_table(r, by) for _, r in runs]
         groups = sorted({g for t in tables for g in t})
@@ -175,6 +184,11 @@ def compare(
         k: compare_values(Metric(k, True), [None if d is None else float(d.get(k, 0)) for d in ret])
         for k in classes
     }
+    if not out["ranked"]:  # a simulation is not a contender against a measured run
+        tables = [out["overall"], *out.get("groups", {}).values(), out["hit_tokens_by_retention"]]
+        for table in tables:
+            for c in table.values():
+                c["best"] = []
     return out
 
 
@@ -206,7 +220,9 @@ def _fmt_delta(d: float | None, rel: float | None, key: str) -> str:
     return s + (f" ({rel:+.0%})" if abs(rel) >= 0.1 else f" ({rel:+.1%})")
 
 
-def _table(names: Sequence[str], rows: Mapping[str, Mapping[str, Any]], label: str) -> list[str]:
+def _table(
+    names: Sequence[str], rows: Mapping[str, Mapping[str, Any]], label: str, ranked: bool = True
+) -> list[str]:
     head = [label, *names, *(f"Δ {n}" for n in names[1:]), "best"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, c in rows.items():
@@ -216,7 +232,7 @@ def _table(names: Sequence[str], rows: Mapping[str, Mapping[str, Any]], label: s
         cells += [
             _fmt_delta(d, r, key) for d, r in zip(c["deltas"][1:], c["rel_deltas"][1:], strict=True)
         ]
-        cells.append(" = ".join(names[i] for i in c["best"]) or "tie")
+        cells.append((" = ".join(names[i] for i in c["best"]) or "tie") if ranked else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -224,16 +240,19 @@ def _table(names: Sequence[str], rows: Mapping[str, Mapping[str, Any]], label: s
 def to_markdown(cmp: Mapping[str, Any]) -> str:
     """The comparison as Markdown tables: overall, per group, hits by retention class."""
     names = cmp["runs"]
+    ranked = cmp.get("ranked", True)
     lines = [f"## Overall (baseline: {cmp['baseline']})", ""]
-    lines += _table(names, cmp["overall"], "metric")
+    if not ranked:
+        lines += ["Simulated and measured runs side by side: not ranked (best: -).", ""]
+    lines += _table(names, cmp["overall"], "metric", ranked)
     groups = cmp.get("groups", {})
     for g, rows in groups.items() if len(groups) > 1 else ():
         label = "class" if cmp.get("by") == "cls" else cmp.get("by", "group")
         lines += ["", f"## {label} {g}", ""]
-        lines += _table(names, rows, "metric")
+        lines += _table(names, rows, "metric", ranked)
     if cmp.get("hit_tokens_by_retention"):
         lines += ["", "## Prompt hit tokens by retention class", ""]
-        lines += _table(names, cmp["hit_tokens_by_retention"], "retention")
+        lines += _table(names, cmp["hit_tokens_by_retention"], "retention", ranked)
     return "\n".join(lines) + "\n"
 
 

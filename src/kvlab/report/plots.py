@@ -8,7 +8,8 @@ it writes ``<base>.png`` and ``<base>.svg`` and returns both paths.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +287,16 @@ def residency(histograms: Mapping[str, Any], title: str, base: Path) -> list[Pat
     axes[0].set_ylabel("blocks")
     fig.suptitle(f"KV block residency - {title}")
     return _save(fig, base)
+
+
+def or_warning(draw: Callable[[], list[Path]]) -> list[Path]:
+    """The figures ``draw`` writes; without the plot extra, none, and one warning
+    line on stderr instead of an error (the results are written before plots)."""
+    try:
+        return draw()
+    except DependencyMissing as e:
+        print(f"warning: plots skipped: {e}", file=sys.stderr)
+        return []
 
 
 def run_figures(run: Any, out: Path, title: str) -> list[Path]:

@@ -13,7 +13,8 @@ A run directory holds:
 ``histograms.json``
     unsampled histograms: name -> {"unit", "edges", "counts"} (or raw values).
 ``run.json``
-    the run configuration and provenance (kvlab version, seed, git sha).
+    the run configuration and provenance (kvlab version, seed, the wall time
+    ``wall_s``: what differs between two runs of one seed is here only).
 ``summary.md``
     a short human-readable summary.
 
@@ -64,6 +65,17 @@ class RunResult:
         every backend recorded it in the provenance."""
         name = self.provenance.get("backend") or self.config.get("backend")
         return None if name is None else str(name)
+
+    @property
+    def wall_s(self) -> float | None:
+        """The run's wall-clock seconds: ``provenance["wall_s"]``, or ``summary["wall_s"]``
+        in run directories written before the wall time moved to ``run.json``; None when
+        neither says."""
+        for where in (self.provenance, self.summary):
+            v = where.get("wall_s")
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                return float(v)
+        return None
 
     def save(self, out_dir: str | Path, *, records: bool = True) -> Path:
         """Write the run directory (atomically, file by file) and return it;

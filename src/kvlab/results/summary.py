@@ -282,12 +282,233 @@ def summary_with_groups(
     return s
 
 
+# --------------------------------------------------------------------------- latency extras
+
+#: Percentiles reported by default (vLLM bench's ``--metric-percentiles`` default: 99;
+#: the median is always reported, as vLLM bench does).
+DEFAULT_PERCENTILES: tuple[float, ...] = (99.0,)
+
+#: Goodput SLO names (vLLM bench's ``--goodput KEY:VALUE``, values in milliseconds).
+SLO_METRICS: tuple[str, ...] = ("ttft", "tpot", "e2el")
+
+
+def itl_values(records: Iterable[RequestRecord]) -> list[float] | None:
+    """Inter-token latencies (seconds) of the completed records: the gaps between
+    consecutive streamed chunks of each (REFERENCE: ITL = gaps between streamed
+    chunks; a chunk can carry several tokens). None when no completed record has
+    chunk times (a simulation, an in-process run): unknown, not empty."""
+    gaps: list[float] = []
+    known = False
+    for r in records:
+        if r.status != STATUS_OK or not r.chunk_times_s:
+            continue
+        known = True
+        t = r.chunk_times_s
+        gaps.extend(map(sub, t[1:], t[:-1]))
+    return gaps if known else None
+
+
+def std(values: Sequence[float]) -> float | None:
+    """Population standard deviation (numpy's ``std``, ddof 0, as vLLM bench reports);
+    None when empty."""
+    if not values:
+        return None
+    mean = math.fsum(values) / len(values)
+    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """numpy's linear-interpolation percentile of ``values``, ``q`` in [0, 100]; None
+    when empty."""
+    a = sorted(float(v) for v in values)
+    if not a:
+        return None
+    return _linear_percentile(a, q / 100.0)
+
+
+def percentile_label(q: float) -> str:
+    """``p99``, ``p99.9``: vLLM bench's spelling of a percentile."""
+    return f"p{q:g}"
+
+
+def parse_percentiles(text: str) -> tuple[float, ...]:
+    """``"50,90,99"`` -> (50.0, 90.0, 99.0); :class:`~kvlab.errors.ConfigError` naming
+    the bad item (each must be a number in (0, 100])."""
+    from kvlab.errors import ConfigError
+
+    out: list[float] = []
+    for item in text.split(","):
+        try:
+            q = float(item.strip())
+        except ValueError:
+            raise ConfigError(f"--percentiles: {item.strip()!r} is not a number") from None
+        if not (0 < q <= 100):
+            raise ConfigError(f"--percentiles: {item.strip()} is not in (0, 100]")
+        out.append(q)
+    return tuple(dict.fromkeys(out))
+
+
+def parse_goodput(text: str | Sequence[str] | None) -> dict[str, float] | None:
+    """``"ttft:200,tpot:50"`` (or the items as a list, as vLLM bench takes them) ->
+    {"ttft": 200.0, "tpot": 50.0}, SLOs in milliseconds; None for no SLO.
+    :class:`~kvlab.errors.ConfigError` naming the bad item."""
+    from kvlab.errors import ConfigError
+
+    if text is None:
+        return None
+    items = [text] if isinstance(text, str) else list(text)
+    out: dict[str, float] = {}
+    for part in (p.strip() for item in items for p in item.replace(" ", ",").split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition(":")
+        if not sep or name not in SLO_METRICS:
+            raise ConfigError(
+                f"--goodput: {part!r} is not NAME:MS with NAME one of {', '.join(SLO_METRICS)}"
+            )
+        try:
+            ms = float(value)
+        except ValueError:
+            raise ConfigError(f"--goodput: {value!r} in {part!r} is not a number") from None
+        if not (math.isfinite(ms) and ms > 0):
+            raise ConfigError(f"--goodput: {part!r} must be a positive number of milliseconds")
+        out[name] = ms
+    if not out:
+        raise ConfigError("--goodput: no SLO given, e.g. --goodput ttft:200,tpot:50")
+    return out
+
+
+def _latencies(records: Sequence[RequestRecord]) -> dict[str, list[float] | None]:
+    """Per-request TTFT, TPOT, E2E and the ITL gaps (seconds) of the completed records."""
+    done = [r for r in records if r.status == STATUS_OK and r.finish_s is not None]
+    return {
+        "ttft_s": [t for t in (r.ttft_s for r in done) if t is not None],
+        "tpot_s": [t for t in (r.tpot_s for r in done) if t is not None],
+        "itl_s": itl_values(done),
+        "e2e_s": [t for t in (r.e2e_s for r in done) if t is not None],
+    }
+
+
+def good_requests(records: Sequence[RequestRecord], slo_ms: Mapping[str, float]) -> int:
+    """Completed records that meet every SLO in ``slo_ms`` (vLLM bench's goodput:
+    TTFT, TPOT and E2E latency each at most its SLO; a one-token request has no
+    TPOT and meets a TPOT SLO)."""
+    n = 0
+    for r in records:
+        if r.status != STATUS_OK or r.finish_s is None:
+            continue
+        got = {"ttft": r.ttft_s, "tpot": r.tpot_s or 0.0, "e2el": r.e2e_s}
+        if all(_meets(got[k], v) for k, v in slo_ms.items()):
+            n += 1
+    return n
+
+
+def _meets(value_s: float | None, slo_ms: float) -> bool:
+    return value_s is not None and 1e3 * value_s <= slo_ms
+
+
+def latency_figures(
+    records: Sequence[RequestRecord],
+    *,
+    duration_s: float | None,
+    percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+    goodput_slo_ms: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """What users of vLLM bench, GuideLLM and AIPerf expect beside :func:`summarize`:
+
+    * ``itl_s``: :func:`dist` of the inter-token latencies (:func:`itl_values`;
+      None values when no record has chunk times);
+    * ``latency_std_s``: the population standard deviation of TTFT, TPOT, ITL, E2E;
+    * ``latency_percentiles_s``: each of them at ``percentiles`` (``p99``...);
+    * ``goodput``: with SLOs, the completed requests meeting all of them and their
+      rate over ``duration_s`` (vLLM's ``request_goodput``); None without SLOs;
+    * ``miss_causes``: records that queried the prefix cache, by ``miss_cause``
+      (see ``MISS_CAUSES``); None when no record knows its cause (a live server).
+    """
+    from kvlab.results.records import MISS_CAUSES
+
+    lat = _latencies(records)
+    out: dict[str, Any] = {
+        "itl_s": dist(lat["itl_s"] or ()),
+        "latency_std_s": {k: (None if v is None else std(v)) for k, v in lat.items()},
+        "latency_percentiles_s": {
+            k: {percentile_label(q): (None if v is None else percentile(v, q)) for q in percentiles}
+            for k, v in lat.items()
+        },
+    }
+    if goodput_slo_ms:
+        good = good_requests(records, goodput_slo_ms)
+        done = sum(1 for r in records if r.status == STATUS_OK and r.finish_s is not None)
+        out["goodput"] = {
+            "slo_ms": dict(goodput_slo_ms),
+            "good_requests": good,
+            "good_fraction": good / done if done else None,
+            "request_goodput_per_s": good / duration_s if duration_s else None,
+        }
+    else:
+        out["goodput"] = None
+    causes = [r.miss_cause for r in prefix_queried(records) if r.miss_cause is not None]
+    out["miss_causes"] = {c: causes.count(c) for c in MISS_CAUSES} if causes else None
+    return out
+
+
+def vllm_bench_metrics(
+    summary: Mapping[str, Any],
+    records: Sequence[RequestRecord],
+    *,
+    percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+    goodput_slo_ms: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """The run in vLLM bench's result keys and units (milliseconds, ``mean_ttft_ms``,
+    ``median_ttft_ms``, ``std_ttft_ms``, ``p99_ttft_ms``, the same for ``tpot``,
+    ``itl`` and ``e2el``; ``duration`` in seconds, ``completed``,
+    ``total_input_tokens``, ``total_output_tokens``, ``request_throughput``,
+    ``output_throughput``, ``total_token_throughput``, ``request_goodput`` with
+    SLOs). A figure kvlab does not know is null (ITL without chunk times)."""
+    lat = _latencies(records)
+    duration = summary.get("simulated_duration_s")
+    out: dict[str, Any] = {
+        "duration": duration,
+        "completed": summary.get("num_completed"),
+        "failed": (summary.get("num_failed") or 0) + (summary.get("num_unfinished") or 0),
+        "total_input_tokens": summary.get("prompt_tokens"),
+        "total_output_tokens": summary.get("output_tokens"),
+        "request_throughput": summary.get("request_throughput_per_s"),
+        "output_throughput": summary.get("output_throughput_tok_per_s"),
+        "total_token_throughput": summary.get("total_throughput_tok_per_s"),
+    }
+    if goodput_slo_ms:
+        good = good_requests(records, goodput_slo_ms)
+        out["request_goodput"] = good / duration if duration else None
+    for name, key in (("ttft", "ttft_s"), ("tpot", "tpot_s"), ("itl", "itl_s"), ("e2el", "e2e_s")):
+        v = lat[key]
+        ms = None if v is None else [1e3 * x for x in v]
+        d = dist(ms or ())
+        out[f"mean_{name}_ms"] = d["mean"]
+        out[f"median_{name}_ms"] = d["p50"]
+        out[f"std_{name}_ms"] = None if ms is None else std(ms)
+        for q in percentiles:
+            out[f"{percentile_label(q)}_{name}_ms"] = None if ms is None else percentile(ms, q)
+    return out
+
+
 __all__ = [
+    "DEFAULT_PERCENTILES",
+    "SLO_METRICS",
     "count_errors",
     "dist",
+    "good_requests",
     "group_summaries",
+    "itl_values",
+    "latency_figures",
+    "parse_goodput",
+    "parse_percentiles",
+    "percentile",
+    "percentile_label",
     "prefix_queried",
+    "std",
     "summarize",
     "summary_with_groups",
+    "vllm_bench_metrics",
     "with_counters",
 ]

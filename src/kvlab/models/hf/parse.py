@@ -18,6 +18,7 @@ from kvlab.errors import ConfigError
 from kvlab.models.hf import (  # noqa: F401
     deepseek,
     gemma,
+    glm,
     gpt_oss,
     jamba,
     llama,
