@@ -31,6 +31,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "live": ("replay",),
     "bench": ("bench", "tiny-model"),
     "env": ("env",),
+    "calibrate": ("calibrate",),
 }
 
 #: The module of each command.
