@@ -156,10 +156,10 @@ def test_cli_calibrates_and_simulate_uses_it(
             str(tmp_path / "sim"),
             "--calibration",
             str(tmp_path / "calib.json"),
-            "--quiet",
         ]
     )
     assert sim.code == 0, sim.err
+    assert "(clock: calibrated (calib.json, decode MAPE " in sim.out
     prov = json.loads((tmp_path / "sim" / "run.json").read_text())["provenance"]
     assert prov["clock"].startswith("calibrated (calib.json, ")
     bad = cli(

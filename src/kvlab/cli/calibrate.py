@@ -47,6 +47,19 @@ def _settings(runs: list[Any]) -> dict[str, Any]:
     )
     out: dict[str, Any] = {}
     for run in runs:
+        server = run.config.get("server")
+        cache = server.get("cache_config") if isinstance(server, dict) else None
+        if isinstance(server, dict) and isinstance(server.get("kind"), str):
+            out.setdefault("server_kind", server["kind"])
+        for k in (
+            "block_size",
+            "num_gpu_blocks",
+            "cache_dtype",
+            "kv_cache_memory_bytes",
+            "enable_prefix_caching",
+        ):
+            if isinstance(cache, dict) and isinstance(cache.get(k), str | int | float | bool):
+                out.setdefault(k, cache[k])
         for src in (run.config, run.provenance):
             for k in keep:
                 if k in src and k not in out and isinstance(src[k], str | int | float):

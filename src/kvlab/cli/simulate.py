@@ -324,5 +324,6 @@ def _simulate_and_save(
             f"{s['num_completed']:,}/{s['num_requests']:,} requests, "
             f"hit rate {s['prefix_cache_hit_rate']:.3f}, "
             f"{s['num_preemptions']:,} preemptions, TTFT p50 "
-            f"{(s['ttft_s']['p50'] or 0):.3f} s (clock: roofline, uncalibrated) -> {out}"
+            f"{(s['ttft_s']['p50'] or 0):.3f} s "
+            f"(clock: {result.provenance.get('clock', 'roofline, uncalibrated')}) -> {out}"
         )
