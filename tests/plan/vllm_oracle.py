@@ -4,13 +4,15 @@ Reads a JSON list of cases on stdin, prints a JSON list of results. Each case:
 ``layers`` (list of {kind: full|sliding|mla|mamba, num_kv_heads, head_size,
 window, page_padded, shapes, dtypes}), ``dtype`` (torch dtype name),
 ``block_size``, ``max_model_len``, ``available_memory``,
-``max_num_batched_tokens``, ``async_scheduling``, ``mamba_cache_mode``.
+``max_num_batched_tokens``, ``async_scheduling``, ``mamba_cache_mode`` and, optionally,
+``num_gpu_blocks_override``. Each result carries the lines vLLM logged (``log``).
 The vLLM config is a small stand-in object carrying only what these functions read.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from types import SimpleNamespace
 
@@ -28,7 +30,7 @@ def _config(case: dict) -> SimpleNamespace:
     batches = 2 if case["async_scheduling"] else 1
     cache = SimpleNamespace(
         kv_cache_layout="LBNHC",
-        num_gpu_blocks_override=None,
+        num_gpu_blocks_override=case.get("num_gpu_blocks_override"),
         prefix_cache_retention_interval=None,
         mamba_cache_mode=case["mamba_cache_mode"],
         block_size=case["block_size"],
@@ -92,11 +94,27 @@ def _spec(layer: dict, case: dict):
     raise ValueError(kind)
 
 
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 def run(case: dict) -> dict:
     cfg = _config(case)
     specs = {f"model.layers.{i}.attn": _spec(x, case) for i, x in enumerate(case["layers"])}
-    configs = kcu.get_kv_cache_configs(cfg, [specs], [case["available_memory"]])
-    sched = kcu.generate_scheduler_kv_cache_config(configs)
+    lines = _Lines()
+    kcu.logger.addHandler(lines)
+    kcu.logger.setLevel(logging.INFO)
+    try:
+        configs = kcu.get_kv_cache_configs(cfg, [specs], [case["available_memory"]])
+        sched = kcu.generate_scheduler_kv_cache_config(configs)
+        kcu.update_kv_cache_capacity(cfg, sched)
+    finally:
+        kcu.logger.removeHandler(lines)
     tokens, conc = kcu.get_kv_cache_capacity(cfg, sched)
     bytes_per_block = kcu._pool_bytes_per_block(cfg, sched.kv_cache_groups)
     return {
@@ -106,6 +124,7 @@ def run(case: dict) -> dict:
         "bytes_per_block": bytes_per_block,
         "num_groups": len(sched.kv_cache_groups),
         "group_sizes": sorted(len(g.layer_names) for g in sched.kv_cache_groups),
+        "log": lines.lines,
     }
 
 

@@ -35,6 +35,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "monitor": ("monitor",),
     "stress": ("stress",),
     "report": ("report",),
+    "calibrate": ("calibrate",),
 }
 
 #: The module of each command.

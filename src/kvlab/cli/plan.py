@@ -27,7 +27,9 @@ shorter context, block size, a CPU offload tier).
 
 Available KV memory is estimated (GPU memory x utilization - weights - overhead)
 unless --kv-cache-memory-bytes gives it, as vLLM's flag of the same name does; then
-the block and concurrency figures are exactly vLLM's.
+the block and concurrency figures are exactly vLLM's. --num-gpu-blocks-override N
+fixes the block count as vLLM's flag does and prints the "GPU KV cache size" and
+"Maximum concurrency" lines vLLM then logs.
 
 Weights are priced as the checkpoint ships: gpt-oss's MoE experts in MXFP4 (4.25 bits
 per weight), DeepSeek-V3's linears in FP8 with 128x128 block scales, the rest in the
@@ -40,6 +42,8 @@ Examples:
   kvlab plan --model openai/gpt-oss-20b --gpu h200 --context 65536 --concurrency 32
 
   kvlab plan --model meta-llama/Llama-3.1-8B --gpu h100-sxm --context 131072 --json
+
+  kvlab plan --model openai/gpt-oss-20b --context 8192 --num-gpu-blocks-override 512
 """
 
 
@@ -164,13 +168,21 @@ def _render(r: PlanResult, console: Console) -> None:
     kv.add_row("block size (tokens)", f"{r.block_size:,}")
     kv.add_row(f"bytes per block{per_gpu}", f"{d['bytes_per_block']:,}")
     kv.add_row("blocks per request", f"{d['blocks_per_request']:,}")
-    kv.add_row("GPU blocks (incl. null block)", f"{r.num_gpu_blocks:,}")
+    if r.capacity.blocks_before_override is None:
+        kv.add_row("GPU blocks (incl. null block)", f"{r.num_gpu_blocks:,}")
+    else:
+        kv.add_row("GPU blocks (override, incl. null block)", f"{r.num_gpu_blocks:,}")
+        kv.add_row("  blocks the KV memory gives", f"{r.capacity.blocks_before_override:,}")
     kv.add_row("GPU KV cache size (tokens)", f"{r.kv_cache_tokens:,}")
     mc = d["max_concurrency"]
     kv.add_row(
         f"max concurrency at {r.context_tokens:,} tokens", "-" if mc is None else f"{mc:.2f}x"
     )
     console.print(kv)
+    if r.capacity.blocks_before_override is not None:
+        console.print("vLLM logs:", highlight=False)
+        for line in r.capacity.log_lines():
+            console.print(f"  {line}", highlight=False)
 
     if len(d["groups"]) > 1:
         g = Table(title="KV cache groups (one block table each)")
@@ -278,6 +290,14 @@ PARAMS: tuple[Param, ...] = (
         ("--kv-cache-memory-bytes",),
     ),
     Param(
+        "num_gpu_blocks_override",
+        "int",
+        None,
+        "KV blocks per GPU whatever the memory gives, as vLLM's flag of the same name: "
+        "prints the cache size and concurrency vLLM then logs.",
+        ("--num-gpu-blocks-override",),
+    ),
+    Param(
         "max_num_batched_tokens",
         "int",
         None,
@@ -342,6 +362,7 @@ def run_command(
     weight_dtype: str | None,
     gpu_memory_utilization: float,
     kv_cache_memory_bytes: int | None,
+    num_gpu_blocks_override: int | None,
     max_num_batched_tokens: int | None,
     max_num_seqs: int | None,
     async_scheduling: bool,
@@ -384,6 +405,7 @@ def run_command(
         offload_gb=offload_gb,
         async_scheduling=async_scheduling,
         enable_prefix_caching=prefix_caching,
+        num_gpu_blocks_override=num_gpu_blocks_override,
     )
     if as_json:
         out: dict[str, Any] = result.to_dict()

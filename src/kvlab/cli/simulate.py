@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 HELP = """Simulate WORKLOAD on a vLLM-v1-like engine: paged KV blocks with prefix
 caching, the token-budget scheduler, preemption by recompute, an optional CPU
-offload tier, and a roofline clock (uncalibrated).
+offload tier, and a roofline clock (uncalibrated; --calibration FILE from
+kvlab calibrate uses a fitted one instead).
 
 WORKLOAD is a kvlab workload file, a trace (Mooncake JSONL, Azure 2023 CSV,
 Vidur CSV; detected from content, or --format) or a built-in trace name.
@@ -290,6 +291,14 @@ PARAMS: tuple[Param, ...] = (
     Param("as_json", "flag", False, "Print summary.json to stdout.", ("--json",)),
     Param("quiet", "flag", False, "No progress bar.", ("--quiet", "-q")),
     Param(
+        "calibration",
+        "path",
+        None,
+        "A calibration file from `kvlab calibrate`: its fitted step cost replaces the "
+        "roofline clock (outputs say 'calibrated (file, fit error)').",
+        ("--calibration",),
+    ),
+    Param(
         "plot",
         "flag",
         False,
@@ -339,6 +348,7 @@ def run_command(
     on_loaded: Callable[[], object] | None = None,
     serve_metrics: int | None = None,
     speed: float = 1.0,
+    calibration: Path | None = None,
 ) -> None:
     """The body of ``kvlab simulate`` (options already parsed); ``on_loaded`` is
     called once the workload is loaded, before the simulation starts (see
@@ -374,6 +384,12 @@ def run_command(
     )
     if workers != cfg.workers:
         cfg = cfg.replace(workers=workers)
+    if calibration is not None:
+        from kvlab.calibrate import load_calibration
+        from kvlab.sim.cost_model import CalibratedCost
+
+        cost = CalibratedCost.from_calibration(load_calibration(calibration), calibration.name)
+        cfg = cfg.replace(cost_model=cost)
     _simulate_and_save(
         workload=workload,
         cfg=cfg,
@@ -436,7 +452,8 @@ def _simulate_and_save(
             f"{s['num_completed']:,}/{s['num_requests']:,} requests, "
             f"hit rate {s['prefix_cache_hit_rate']:.3f}, "
             f"{s['num_preemptions']:,} preemptions, TTFT p50 "
-            f"{(s['ttft_s']['p50'] or 0):.3f} s (clock: roofline, uncalibrated) -> {out}"
+            f"{(s['ttft_s']['p50'] or 0):.3f} s "
+            f"(clock: {result.provenance.get('clock', 'roofline, uncalibrated')}) -> {out}"
         )
     if serve is not None:
         serve.run(quiet=quiet)

@@ -75,14 +75,14 @@ def verdict(r: PlanResult, spec: ModelSpec, gpu: GpuSpec, requested: int) -> tup
             f"- weights {gib(r.weights_bytes)} "
             f"- overhead {gib(r.overhead_bytes)} = {gib(r.available_kv_bytes)}"
         )
-    if r.available_kv_bytes > 0 and cap.groups and not r.vllm_starts:
+    if cap.available_kv_bytes > 0 and cap.groups and not r.vllm_starts:
         hint = ""
         if r.estimated_max_model_len:
             hint = f"; the longest context that fits is {r.estimated_max_model_len:,} tokens"
         bad.append(
             f"vLLM would not start: one request at {r.context_tokens:,} tokens needs "
             f"{gib(cap.bytes_per_request)} of KV cache but "
-            f"{gib(r.available_kv_bytes - cap.bytes_per_block)} "
+            f"{gib(cap.available_kv_bytes - cap.bytes_per_block)} "
             f"is available{hint}"
         )
     need_blocks = r.concurrency * cap.blocks_per_request
@@ -106,7 +106,7 @@ def verdict(r: PlanResult, spec: ModelSpec, gpu: GpuSpec, requested: int) -> tup
     ok = [
         f"{r.concurrency:,} sequence(s) at {r.context_tokens:,} tokens use {need_blocks:,} "
         f"of {usable:,} usable blocks ({gib(need_blocks * cap.bytes_per_block)} of "
-        f"{gib(r.available_kv_bytes)} KV memory); "
+        f"{gib(cap.available_kv_bytes)} KV memory); "
         f"max concurrency {cap.max_concurrency:.2f}"
     ]
     return True, ok
@@ -126,7 +126,20 @@ def notes(r: PlanResult, spec: ModelSpec, kv_dtype: str | None) -> list[str]:
         out.append(
             f"{kv_dtype} KV is a what-if dtype; vLLM's per-token-head int modes add scale bytes"
         )
-    if r.kv_memory_source == "estimated":
+    cap = r.capacity
+    if cap.blocks_before_override is not None:
+        more = ""
+        if cap.num_gpu_blocks > cap.blocks_before_override:
+            more = (
+                "; that is more than the KV memory holds, so the cache tensors may not fit "
+                "on the device"
+            )
+        out.append(
+            f"--num-gpu-blocks-override: vLLM uses {cap.num_gpu_blocks:,} blocks "
+            f"({gib(cap.available_kv_bytes)}) instead of the {cap.blocks_before_override:,} "
+            f"the KV memory gives{more}"
+        )
+    if r.kv_memory_source == "estimated" and cap.blocks_before_override is None:
         out.append(
             f"available KV memory is an estimate (overhead {gib(r.overhead_bytes)}); pass "
             "--kv-cache-memory-bytes for vLLM-exact numbers"

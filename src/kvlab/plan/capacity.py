@@ -10,6 +10,10 @@ Continues :mod:`kvlab.plan.groups` (vLLM 0.32, ``vllm/v1/core/kv_cache_utils.py`
    prefix caching, "align" mode) or 1 (Mamba without).
    ``max_concurrency = num_blocks / sum(blocks per group)`` and the logged
    ``GPU KV cache size = int(max_concurrency * L)`` tokens.
+6. ``--num-gpu-blocks-override N`` (vLLM ``may_override_num_blocks`` and
+   ``get_kv_cache_configs``): ``num_blocks = N`` whatever the memory gives, and the
+   memory vLLM plans against (startup check, auto-fit) becomes ``N * bytes_per_block``;
+   vLLM logs "Overriding num_gpu_blocks=<memory's count> with num_gpu_blocks_override=N".
 
 Owns :class:`Capacity`, vLLM's startup check (one request at ``max_model_len`` must
 fit beside the null block) and the longest ``max_model_len`` that passes it.
@@ -30,7 +34,9 @@ class Capacity:
     ``num_gpu_blocks`` includes vLLM's permanent null block (usable blocks are
     one fewer); ``max_concurrency = num_gpu_blocks / blocks_per_request`` and
     ``kv_cache_tokens = int(max_concurrency * max_model_len)`` exactly as vLLM
-    logs them.
+    logs them. With a block override, ``blocks_before_override`` is the count the
+    memory alone gives and ``available_kv_bytes`` is ``num_gpu_blocks *
+    bytes_per_block`` (the memory vLLM then plans against).
     """
 
     groups: tuple[CacheGroup, ...]
@@ -44,6 +50,7 @@ class Capacity:
     max_model_len: int
     in_flight_tokens: int
     mamba_pages: int
+    blocks_before_override: int | None = None
 
     @property
     def bytes_per_request(self) -> int:
@@ -60,7 +67,14 @@ class Capacity:
         )
 
     def log_lines(self) -> list[str]:
+        override = []
+        if self.blocks_before_override is not None:
+            override = [
+                f"Overriding num_gpu_blocks={self.blocks_before_override} "
+                f"with num_gpu_blocks_override={self.num_gpu_blocks}"
+            ]
         return [
+            *override,
             f"GPU KV cache size: {self.kv_cache_tokens:,} tokens",
             f"Maximum concurrency for {self.max_model_len:,} tokens per request: "
             f"{self.max_concurrency:.2f}x",
@@ -74,11 +88,14 @@ def compute_capacity(
     available_kv_bytes: int,
     in_flight_tokens: int,
     mamba_pages: int = 2,
+    num_gpu_blocks_override: int | None = None,
 ) -> Capacity:
     """Blocks, tokens and concurrency from per-layer specs and the KV memory.
 
     vLLM ``get_kv_cache_config_from_groups`` (num_blocks), and
     ``get_max_concurrency_for_kv_cache_config`` / ``get_kv_cache_capacity``.
+    ``num_gpu_blocks_override`` replaces the block count the memory gives (an
+    attention-free model keeps its one null block, as in vLLM).
     """
     groups = group_layers(layers)
     if not groups:  # attention-free model: vLLM keeps one null block
@@ -100,6 +117,10 @@ def compute_capacity(
         g.blocks_per_request(max_model_len, in_flight_tokens, mamba_pages) for g in groups
     )
     num_blocks = max(0, available_kv_bytes) // bytes_per_block
+    before: int | None = None
+    if num_gpu_blocks_override is not None:
+        before, num_blocks = num_blocks, num_gpu_blocks_override
+        available_kv_bytes = num_blocks * bytes_per_block
     concurrency = num_blocks / per_request
     return Capacity(
         groups=groups,
@@ -113,6 +134,7 @@ def compute_capacity(
         max_model_len=max_model_len,
         in_flight_tokens=in_flight_tokens,
         mamba_pages=mamba_pages,
+        blocks_before_override=before,
     )
 
 

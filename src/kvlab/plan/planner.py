@@ -60,6 +60,7 @@ def plan(
     async_scheduling: bool = True,
     enable_prefix_caching: bool = True,
     whatifs: bool = True,
+    num_gpu_blocks_override: int | None = None,
 ) -> PlanResult:
     """Plan ``model`` on ``gpu``: KV bytes, vLLM's block capacity, and a verdict.
 
@@ -75,6 +76,8 @@ def plan(
     (vLLM's default on GPUs; its CPU backend turns it off) doubles the in-flight
     tokens a sliding-window layer reserves. ``enable_prefix_caching`` (default
     on) makes vLLM keep 2 state pages per Mamba layer group and request.
+    ``num_gpu_blocks_override`` sets the block count whatever the memory gives, as
+    vLLM's ``--num-gpu-blocks-override`` does (what-ifs keep it).
     """
     spec = _resolve_model(model)
     gpu_spec = get_gpu(gpu)
@@ -95,6 +98,8 @@ def plan(
         offload_gb=offload_gb,
         kv_dtype=kv_dtype,
     )
+    if num_gpu_blocks_override is not None and num_gpu_blocks_override < 1:
+        raise ConfigError(f"num_gpu_blocks_override must be >= 1, got {num_gpu_blocks_override}")
     context = spec.max_context if context_tokens is None else context_tokens
     dflt_tokens, dflt_seqs = default_batch_limits(gpu_spec)
     batched = max_num_batched_tokens or dflt_tokens
@@ -115,6 +120,7 @@ def plan(
         async_scheduling=async_scheduling,
         prefix_caching=enable_prefix_caching,
         weight_dtype=weight_dtype,
+        num_gpu_blocks_override=num_gpu_blocks_override,
     )
     if not whatifs:
         return result
@@ -140,6 +146,7 @@ def _plan_one(
     async_scheduling: bool,
     prefix_caching: bool,
     weight_dtype: str | None = None,
+    num_gpu_blocks_override: int | None = None,
 ) -> PlanResult:
     weights = math.ceil(weights_bytes(spec, tp, weight_dtype))
     overhead = estimate_overhead(spec, tp=tp, max_num_batched_tokens=batched, max_num_seqs=seqs)
@@ -159,13 +166,18 @@ def _plan_one(
         available_kv_bytes=available,
         in_flight_tokens=in_flight,
         mamba_pages=mamba_pages,
+        num_gpu_blocks_override=num_gpu_blocks_override,
     )
     seq_bytes, state_bytes = _sequence_bytes(spec, context, kv_dtype, tp)
     starts = cap.starts()
     est_len = None
-    if not starts and available > 0 and cap.groups:
+    if not starts and cap.available_kv_bytes > 0 and cap.groups:
         est_len = estimate_max_model_len(
-            layers, available, upper=context, in_flight_tokens=in_flight, mamba_pages=mamba_pages
+            layers,
+            cap.available_kv_bytes,
+            upper=context,
+            in_flight_tokens=in_flight,
+            mamba_pages=mamba_pages,
         )
     kv_name = kv_dtype or spec.dtype
     base = PlanResult(
@@ -225,6 +237,9 @@ def _rerun(
         "async_scheduling": base.async_scheduling,
         "prefix_caching": base.enable_prefix_caching,
         "weight_dtype": base.weight_dtype,
+        "num_gpu_blocks_override": base.capacity.num_gpu_blocks
+        if base.capacity.blocks_before_override is not None
+        else None,
     }
 
     def rerun(**changes: Any) -> PlanResult:

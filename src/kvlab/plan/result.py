@@ -120,6 +120,19 @@ class PlanResult:
             "reasons": list(self.reasons),
             "notes": list(self.notes),
             "whatifs": [dict(w) for w in self.whatifs],
+            **self._override_dict(),
+        }
+
+    def _override_dict(self) -> dict[str, Any]:
+        """The block override's keys, present only when one was given (so plans
+        without it print what they always did)."""
+        before = self.capacity.blocks_before_override
+        if before is None:
+            return {}
+        return {
+            "num_gpu_blocks_override": self.capacity.num_gpu_blocks,
+            "blocks_before_override": before,
+            "override_kv_bytes": self.capacity.available_kv_bytes,
         }
 
 

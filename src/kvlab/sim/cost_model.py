@@ -19,7 +19,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass
 from itertools import accumulate, repeat
-from typing import Protocol
+from typing import Any, Protocol
 
 #: Simulation clock resolution: femtoseconds.
 TICKS_PER_S = 10**15
@@ -160,3 +160,39 @@ class RooflineCost:
         # db < 0: compute wins while da + db*i > 0 <=> i < da/(-db)
         c = min(max(-((-da) // (-db)), 0), num_steps) if da > 0 else 0
         return total + _line_sum(a1, b1, 0, c) + _line_sum(a2, b2, c, num_steps)
+
+
+@dataclass(frozen=True, slots=True)
+class CalibratedCost:
+    """A linear step cost fitted to measurements (:mod:`kvlab.calibrate.fit`)::
+
+        step = overhead + per_token * T + per_kv_token * K
+
+    in integer ticks (each coefficient rounded once, so :meth:`window_ticks` equals
+    the step-by-step sum). ``label`` names the calibration and its fit error.
+    """
+
+    overhead: int
+    per_token: int
+    per_kv_token: int
+    label: str = "calibrated"
+
+    @classmethod
+    def from_calibration(cls, cal: Any, source: str) -> CalibratedCost:
+        """The clock of a :class:`kvlab.calibrate.fit.Calibration` read from ``source``."""
+        c = cal.coefficients
+        return cls(
+            overhead=round(c["overhead_s"] * TICKS_PER_S),
+            per_token=round(c["per_token_s"] * TICKS_PER_S),
+            per_kv_token=round(c["per_kv_byte_s"] * cal.kv_bytes_per_token * TICKS_PER_S),
+            label=f"calibrated ({source}, {cal.error_text})",
+        )
+
+    def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int) -> int:
+        return self.overhead + self.per_token * num_tokens + self.per_kv_token * kv_tokens
+
+    def window_ticks(self, num_seqs: int, context_sum: int, num_steps: int) -> int:
+        """Ticks of ``num_steps`` decode steps (see :meth:`RooflineCost.window_ticks`)."""
+        n = num_seqs
+        first = self.overhead + self.per_token * n + self.per_kv_token * context_sum
+        return _line_sum(first, self.per_kv_token * n, 0, num_steps)

@@ -16,8 +16,9 @@ Where things are:
 
 * What every loop shares (arrivals, sessions, records, counters, time series,
   the result): :class:`kvlab.sim.run_state.RunState`.
-* The KV cache behind one interface (:class:`kvlab.sim.kv.KVCache`), per-block
-  or extents, chosen in :func:`kvlab.sim.kv.make_kv`; the scheduler
+* The KV cache behind one interface (:class:`kvlab.sim.kv.KVCache`), per-block,
+  extents or hybrid groups (:mod:`kvlab.sim.hybrid`, for sliding-window models),
+  chosen in :func:`kvlab.sim.kv.make_kv`; the scheduler
   (:mod:`kvlab.sim.scheduler`); the clock (:mod:`kvlab.sim.cost_model`); a
   workload prepared once for every run on it (:mod:`kvlab.sim.prepare`).
 
@@ -30,9 +31,12 @@ stopped by :meth:`Engine.close`.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from kvlab.results import RunResult
 from kvlab.sim.config import SimConfig
 from kvlab.sim.cost_model import TICKS_PER_S
+from kvlab.sim.hybrid import group_rules
 from kvlab.sim.kv import KVChoice, make_kv
 from kvlab.sim.offload import OffloadTier
 from kvlab.sim.policies import make_policy
@@ -73,7 +77,12 @@ class Engine:
             offload = OffloadTier(
                 r.offload_blocks, r.block_bytes, r.offload_bw, r.offload_latency_s, cfg.offload_mode
             )
+        groups, groups_reason = group_rules(
+            r.model, kv_dtype=r.kv_dtype, tp=cfg.tp, block_size=r.block_size
+        )
         self.kv_choice = make_kv(
+            groups=groups,
+            in_flight_tokens=r.max_num_batched_tokens,
             num_blocks=r.num_blocks,
             block_size=r.block_size,
             max_model_len=r.max_model_len,
@@ -84,6 +93,9 @@ class Engine:
             reserve_full_prompt=cfg.reserve_full_prompt,
             watermark_blocks=int(cfg.watermark * r.num_blocks),
         )
+        if groups_reason is not None:  # groups the hybrid cache does not model
+            why = "; ".join(x for x in (self.kv_choice.reason, groups_reason) if x)
+            self.kv_choice = replace(self.kv_choice, reason=why)
         self.kv = self.kv_choice.kv
         #: the pool behind the KV cache (for inspection)
         self.pool = self.kv.pool  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""The KV cache as the scheduler and the engine loops see it: one interface, two
+"""The KV cache as the scheduler and the engine loops see it: one interface, three
 implementations, chosen in one place (:func:`make_kv`).
 
 * :class:`kvlab.sim.kv_manager.KVManager` over :class:`kvlab.sim.block_pool.BlockPool`:
@@ -8,9 +8,14 @@ implementations, chosen in one place (:func:`make_kv`).
   the same decisions without block identities (runs of blocks with one state
   are one extent), many times faster on long prompts.
 
-Both give identical results wherever both apply (tests/sim/test_extents.py runs
-them side by side). The choice and, when the extent pool cannot be used, the
-reason are recorded in the run's provenance (``kv_pool``, ``kv_pool_reason``).
+* :class:`kvlab.sim.hybrid.HybridKV` over :class:`kvlab.sim.block_pool.BlockPool`:
+  one block table per KV cache group (full attention and sliding windows), for
+  models with sliding-window groups (gpt-oss, Gemma 3), as vLLM's hybrid manager.
+
+The first two give identical results wherever both apply (tests/sim/test_extents.py
+runs them side by side). The choice and, when the extent pool cannot be used, the
+reason are recorded in the run's provenance (``kv_pool``, ``kv_pool_reason``);
+``kv_pool`` is "hybrid" for the third (the reason names its groups).
 """
 
 from __future__ import annotations
@@ -162,8 +167,13 @@ def make_kv(
     extents: bool,
     reserve_full_prompt: bool,
     watermark_blocks: int,
+    groups: Sequence[Any] | None = None,
+    in_flight_tokens: int = 0,
 ) -> KVChoice:
-    """The KV cache for a run: the extent pool where it applies, else the per-block one."""
+    """The KV cache for a run: the hybrid one when ``groups`` (a model's
+    :class:`kvlab.sim.hybrid.GroupRule` s) are given, else the extent pool where it
+    applies, else the per-block one. ``in_flight_tokens`` sizes a sliding group's
+    admission cap (tokens scheduled per step)."""
     from kvlab.sim.block_pool import BlockPool
     from kvlab.sim.extents import ExtentKV, ExtentPool
     from kvlab.sim.kv_manager import KVManager
@@ -171,9 +181,51 @@ def make_kv(
     rules: dict[str, Any] = dict(
         reserve_full_prompt=reserve_full_prompt, watermark_blocks=watermark_blocks
     )
+    if groups:
+        return _hybrid(
+            groups,
+            num_blocks,
+            block_size,
+            max_model_len,
+            enable_caching,
+            policy,
+            offload,
+            in_flight_tokens,
+            rules,
+        )
     reason = extent_blocker(policy, offload is not None, extents)
     if reason is None:
         pool = ExtentPool(num_blocks, block_size, enable_caching=enable_caching, policy=policy)
         return KVChoice(ExtentKV(pool, block_size, max_model_len, **rules), "extent", None)
     bpool = BlockPool(num_blocks, enable_caching=enable_caching, policy=policy, tier=offload)
     return KVChoice(KVManager(bpool, block_size, max_model_len, **rules), "block", reason)
+
+
+def _hybrid(
+    groups: Sequence[Any],
+    num_blocks: int,
+    block_size: int,
+    max_model_len: int,
+    enable_caching: bool,
+    policy: Any,
+    offload: Any,
+    in_flight_tokens: int,
+    rules: dict[str, Any],
+) -> KVChoice:
+    from kvlab.errors import ConfigError
+    from kvlab.sim.block_pool import BlockPool
+    from kvlab.sim.hybrid import HybridKV
+
+    if offload is not None:
+        raise ConfigError("a CPU offload tier is not modelled with hybrid KV cache groups")
+    if getattr(policy, "uses_retention", False):
+        raise ConfigError(
+            f"eviction policy {policy.name!r} ranks blocks by retention, which the hybrid "
+            "KV cache groups do not pass on; use lru"
+        )
+    pool = BlockPool(num_blocks, enable_caching=enable_caching, policy=policy)
+    kv = HybridKV(
+        pool, block_size, max_model_len, groups, in_flight_tokens=in_flight_tokens, **rules
+    )
+    names = ", ".join("full" if g.window is None else f"sliding {g.window}" for g in groups)
+    return KVChoice(kv, "hybrid", f"{len(groups)} KV cache groups ({names})")

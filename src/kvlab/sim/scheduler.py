@@ -106,6 +106,8 @@ class Scheduler:
         budget = self.max_num_batched_tokens
         running, kv = self.running, self.kv
         bs = kv.block_size
+        # a KV cache whose every decode step may free blocks (sliding windows) says so
+        quiet = getattr(kv, "quiet_decode_steps", True)
         i = 0
         while i < len(running) and budget > 0:
             seq = running[i]
@@ -114,7 +116,7 @@ class Scheduler:
             if n <= 0:
                 i += 1
                 continue
-            if n == 1:  # a decode step inside a block that neither starts nor fills it
+            if n == 1 and quiet:  # a decode step inside a block that neither starts nor fills it
                 r = seq.num_computed % bs
                 if r and r != bs - 1 and seq.nblocks * bs > seq.num_computed:
                     plan.scheduled.append((seq, 1))

@@ -1,0 +1,187 @@
+"""Replay a trace through vLLM's own hybrid KVCacheManager and print what it did.
+
+Run with the python that has vLLM installed:  python hybrid_replay.py TRACE.json...
+The trace gives the groups (``[["full", null], ["sliding", 8], ...]``), block size, block
+count, max_model_len, in-flight tokens, chunk size and requests; the driver loop must
+stay identical to ``drive()`` in test_hybrid_differential.py. Prints one JSON list, one
+record per request (see ``drive``), per trace, one a line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import deque
+from pathlib import Path
+
+
+def main(paths: list[str]) -> None:
+    for path in paths:
+        replay(path)
+
+
+def replay(path: str) -> None:
+    import torch
+    from vllm.sampling_params import SamplingParams
+    from vllm.utils.hashing import get_hash_fn_by_name
+    from vllm.v1.core.kv_cache_manager import KVCacheManager
+    from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
+    from vllm.v1.kv_cache_interface import (
+        FullAttentionSpec,
+        KVCacheConfig,
+        KVCacheGroupSpec,
+        SlidingWindowSpec,
+    )
+    from vllm.v1.request import Request
+
+    trace = json.loads(Path(path).read_text())
+    bs = trace["block_size"]
+    hash_fn = get_hash_fn_by_name("sha256")
+    init_none_hash(hash_fn)
+    groups = []
+    for g, (kind, window) in enumerate(trace["groups"]):
+        common = dict(block_size=bs, num_kv_heads=1, head_size=8, dtype=torch.float16)
+        spec = (
+            FullAttentionSpec(**common)
+            if kind == "full"
+            else SlidingWindowSpec(**common, sliding_window=window)
+        )
+        groups.append(KVCacheGroupSpec([f"layer{g}"], spec))
+    cfg = KVCacheConfig(num_blocks=trace["num_blocks"], kv_cache_tensors=[], kv_cache_groups=groups)
+    mgr = KVCacheManager(
+        cfg,
+        max_model_len=trace["max_model_len"],
+        scheduler_block_size=bs,
+        hash_block_size=bs,
+        max_in_flight_tokens=trace["in_flight_tokens"],
+        enable_caching=True,
+    )
+    hasher = get_request_block_hasher(bs, hash_fn)
+
+    def new(i: int, prompt: list[int], out: list[int]) -> object:
+        return Request(
+            f"r{i}",
+            list(prompt),
+            SamplingParams(max_tokens=max(1, len(out))),
+            None,
+            block_hasher=hasher,
+        )
+
+    def lookup(req):  # -> (hit object, hit tokens)
+        blocks, n, _ = mgr.get_computed_blocks(req)
+        return blocks, n
+
+    def alloc(req, n_new, hit, n_hit, first, has_running):
+        if first:
+            got = mgr.allocate_slots(
+                req,
+                n_new,
+                n_hit,
+                hit,
+                full_sequence_must_fit=True,
+                has_scheduled_reqs=has_running,
+            )
+        else:
+            got = mgr.allocate_slots(req, n_new)
+        return got is not None
+
+    def advance(req, n):
+        req.num_computed_tokens += n
+
+    def append(req, tok):
+        req.append_output_token_ids(tok)
+
+    def tables(req):
+        return [[b.block_id for b in g] for g in mgr.coordinator.get_blocks(req.request_id)]
+
+    def free(req):
+        mgr.free(req)
+
+    def num_free():
+        return mgr.block_pool.get_num_free_blocks()
+
+    def computed(req):
+        return req.num_computed_tokens
+
+    def num_tokens(req):
+        return req.num_tokens
+
+    ops = dict(
+        new=new,
+        lookup=lookup,
+        alloc=alloc,
+        advance=advance,
+        append=append,
+        tables=tables,
+        free=free,
+        num_free=num_free,
+        computed=computed,
+        num_tokens=num_tokens,
+    )
+    print(json.dumps(drive(trace, ops)), flush=True)
+
+
+# The driver: kept identical to test_hybrid_differential.drive (the test checks it).
+def drive(trace, ops):
+    chunk, max_active = trace["chunk"], trace["max_active"]
+    active = deque()
+    out = []
+    for i, spec in enumerate(trace["requests"]):
+        req = ops["new"](i, spec["prompt"], spec["output"])
+        rec = {"hit": -1, "frees": 0}
+        while True:
+            hit, n_hit = ops["lookup"](req)
+            first = min(chunk, ops["num_tokens"](req) - n_hit)
+            if ops["alloc"](req, first, hit, n_hit, True, bool(active)):
+                rec["hit"] = n_hit
+                ops["advance"](req, n_hit + first)
+                break
+            if not active:
+                break
+            ops["free"](active.popleft())
+            rec["frees"] += 1
+        if rec["hit"] < 0:
+            rec["free"] = ops["num_free"]()
+            out.append(rec)
+            continue
+        ok = True
+        steps = []
+        while ok and ops["computed"](req) < ops["num_tokens"](req):
+            n = min(chunk, ops["num_tokens"](req) - ops["computed"](req))
+            while not ops["alloc"](req, n, None, 0, False, True):
+                if not active:
+                    ok = False
+                    break
+                ops["free"](active.popleft())
+                rec["frees"] += 1
+            if ok:
+                ops["advance"](req, n)
+                steps.append(ops["tables"](req))
+        for tok in spec["output"] if ok else []:
+            ops["append"](req, tok)
+            while not ops["alloc"](req, 1, None, 0, False, True):
+                if not active:
+                    ok = False
+                    break
+                ops["free"](active.popleft())
+                rec["frees"] += 1
+            if not ok:
+                break
+            ops["advance"](req, 1)
+            steps.append(ops["tables"](req))
+        rec["steps"] = steps
+        rec["ok"] = ok
+        rec["tables"] = ops["tables"](req)
+        if ok:
+            active.append(req)
+            if len(active) > max_active:
+                ops["free"](active.popleft())
+        else:
+            ops["free"](req)
+        rec["free"] = ops["num_free"]()
+        out.append(rec)
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
