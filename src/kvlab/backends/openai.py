@@ -40,17 +40,18 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from kvlab.backends.base import build_result
+from kvlab.backends.base import build_result, unfinished_record
 from kvlab.backends.failures import Failure, classify_exception, classify_status
 from kvlab.backends.live_summary import client_figures
 from kvlab.backends.loadgen import LOAD_MODES, Job, build_jobs
 from kvlab.backends.prompt import prompt_builder
 from kvlab.backends.stream import StreamReader, usage_tokens
 from kvlab.backends.transport import HttpTransport, Sink, Transport
-from kvlab.errors import BackendUnavailable, ConfigError
+from kvlab.errors import BackendUnavailable, ConfigError, WorkloadError
 from kvlab.results import (
     STATUS_FAILED,
     STATUS_OK,
+    STATUS_REJECTED,
     STATUS_UNFINISHED,
     RequestRecord,
     RunResult,
@@ -61,6 +62,14 @@ CACHE_MODES: tuple[str, ...] = ("warm", "cold", "primed")
 APIS: tuple[str, ...] = ("completions", "chat")
 #: Streaming HTTP clients: kvlab's own (kvlab.backends.http, the default) or aiohttp's.
 HTTP_CLIENTS: tuple[str, ...] = ("kvlab", "aiohttp")
+
+#: What to do with a request that does not fit the server's context (OpenAIConfig.too_long).
+TOO_LONG: tuple[str, ...] = ("refuse", "skip")
+#: Bounds of the time options (seconds: a day) and of the arrival process: NaN and
+#: infinity fail every comparison with them, so they are refused with the rest.
+MAX_SECONDS = 86_400.0
+MAX_RATE_PER_S = 1e6
+MAX_BURSTINESS = 1e6
 
 OnRecord = Callable[[RequestRecord], None]
 #: A streaming POST: (request body, sink for body bytes) -> (status, error body).
@@ -76,6 +85,14 @@ class OpenAIConfig:
     is the number of closed-loop workers, or the in-flight cap in other modes.
     Timeouts: ``connect_timeout_s`` to connect, ``read_timeout_s`` between
     two reads, ``timeout_s`` for the whole request.
+
+    ``max_model_len`` is the server's context limit in tokens; when None, the
+    limit the server reports in ``/v1/models`` (vLLM's ``max_model_len``) is
+    used. Before anything is sent, every request's prompt plus ``max_tokens``
+    is checked against it: with ``too_long="refuse"`` one that does not fit
+    (or asks for no output) stops the run before it starts
+    (:class:`~kvlab.errors.WorkloadError`); with ``"skip"`` it is recorded as
+    ``rejected`` (error ``context_overflow``, not sent) and the rest run.
     """
 
     endpoint: str
@@ -96,6 +113,8 @@ class OpenAIConfig:
     keep_chunk_times: bool = True
     preflight: bool = True
     http_client: str = "kvlab"
+    max_model_len: int | None = None
+    too_long: str = "refuse"
     api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -113,11 +132,31 @@ class OpenAIConfig:
             raise ConfigError(f"http_client must be one of {', '.join(HTTP_CLIENTS)}")
         if self.cache_mode not in CACHE_MODES:
             raise ConfigError(f"--cache-mode must be one of {', '.join(CACHE_MODES)}")
-        if self.metrics_interval_s < 0:
-            raise ConfigError("--metrics-interval must be >= 0 (0 turns sampling off)")
+        if not 0 <= self.metrics_interval_s <= MAX_SECONDS:
+            raise ConfigError(
+                f"--metrics-interval must be a number of seconds in [0, {MAX_SECONDS:g}] "
+                f"(0 turns sampling off), got {self.metrics_interval_s!r}"
+            )
         for name in ("timeout_s", "connect_timeout_s", "read_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0")
+            if not 0 < getattr(self, name) <= MAX_SECONDS:
+                raise ConfigError(
+                    f"{name} must be a number of seconds in (0, {MAX_SECONDS:g}], "
+                    f"got {getattr(self, name)!r}"
+                )
+        if self.rate_per_s is not None and not 0 < self.rate_per_s <= MAX_RATE_PER_S:
+            raise ConfigError(
+                f"--rate must be a number of requests per second in (0, {MAX_RATE_PER_S:g}], "
+                f"got {self.rate_per_s!r}"
+            )
+        if not 0 < self.burstiness <= MAX_BURSTINESS:
+            raise ConfigError(
+                f"--burstiness must be in (0, {MAX_BURSTINESS:g}] (1 = Poisson), "
+                f"got {self.burstiness!r}"
+            )
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ConfigError(f"--max-model-len must be >= 1, got {self.max_model_len}")
+        if self.too_long not in TOO_LONG:
+            raise ConfigError(f"too_long must be one of {', '.join(TOO_LONG)}")
 
     @property
     def base_url(self) -> str:
@@ -254,8 +293,16 @@ class OpenAIBackend:
         from kvlab.backends import metrics as m
 
         cfg = self.config
-        if cfg.preflight:
-            await self._preflight(transport)
+        server_limit = await self._preflight(transport) if cfg.preflight else None
+        limit = cfg.max_model_len or server_limit
+        skipped = self._check_sizes(
+            workload.requests,
+            limit,
+            "the server's" if cfg.max_model_len is None else "--max-model-len",
+        )
+        for req, rec in skipped:
+            state.done(req, rec)
+        sent = [r for r in workload.requests if state.records[state.index[id(r)]] is None]
         info = await m.probe_server(transport)
         salt, cache_note = await self._prepare_cache(transport, workload, info)
         prompt = prompt_builder(salt)
@@ -267,7 +314,7 @@ class OpenAIBackend:
             )
             before = await sampler.snapshot()
         jobs = build_jobs(
-            workload.requests,
+            sent,
             cfg.mode,
             rate_per_s=cfg.rate_per_s,
             burstiness=cfg.burstiness,
@@ -296,7 +343,43 @@ class OpenAIBackend:
             workload, records, state, info, deltas, sampler, wall_s, cpu_s, (cache_note, salt)
         )
 
-    async def _preflight(self, transport: Transport) -> None:
+    def _check_sizes(
+        self, requests: Sequence[Request], limit: int | None, whose: str
+    ) -> list[tuple[Request, RequestRecord]]:
+        """Requests that cannot be served whole: no output asked (``max_tokens`` 0), or
+        prompt plus output over ``limit``. With ``too_long="refuse"`` the first one
+        raises :class:`~kvlab.errors.WorkloadError`; with ``"skip"`` each gets a
+        ``rejected`` record (returned with its request) and is not sent."""
+        out: list[tuple[Request, RequestRecord]] = []
+        bad: list[tuple[Request, str]] = []
+        for r in requests:
+            if r.output_tokens < 1:
+                why = f"asks for {r.output_tokens} output tokens (max_tokens must be >= 1)"
+            elif limit is not None and r.prompt_tokens + r.output_tokens > limit:
+                why = (
+                    f"prompt {r.prompt_tokens:,} + max_tokens {r.output_tokens:,} tokens > "
+                    f"{whose} max_model_len {limit:,}"
+                )
+            else:
+                continue
+            bad.append((r, why))
+        if bad and self.config.too_long == "refuse":
+            r, why = bad[0]
+            more = f" ({len(bad):,} requests do not fit)" if len(bad) > 1 else ""
+            raise WorkloadError(
+                f"request {r.request_id!r}: {why}{more}; nothing was sent. Shorten them, "
+                "or pass --skip-too-long to run the rest and mark these as not sent",
+            )
+        for r, why in bad:
+            rec = unfinished_record(r, f"not sent: {why}")
+            rec.status = STATUS_REJECTED
+            rec.error = "context_overflow"
+            out.append((r, rec))
+        return out
+
+    async def _preflight(self, transport: Transport) -> int | None:
+        """Check that the server answers ``/v1/models``; the served model's
+        ``max_model_len`` when it reports one (vLLM does)."""
         url = self.config.base_url + "/v1/models"
         try:
             resp = await transport.request("GET", "/v1/models", timeout_s=10)
@@ -309,6 +392,7 @@ class OpenAIBackend:
             raise BackendUnavailable(
                 f"{url} answered HTTP {resp.status}: pass the API key with --api-key-env"
             )
+        return served_max_model_len(resp.body, self.config.model) if resp.status == 200 else None
 
     async def _prepare_cache(
         self, transport: Transport, workload: Workload, info: Any
@@ -550,19 +634,7 @@ class OpenAIBackend:
         out = []
         for req, rec in zip(state.requests, state.records, strict=True):
             if rec is None:
-                rec = RequestRecord(
-                    request_id=req.request_id,
-                    arrival_s=req.arrival_s or 0.0,
-                    prompt_tokens=req.prompt_tokens,
-                    output_tokens=req.output_tokens,
-                    session_id=req.session_id,
-                    cls=req.cls,
-                    status=STATUS_UNFINISHED,
-                    error="cancelled",
-                    error_detail=state.stop_reason or "not sent",
-                    cached_tokens=None,
-                    **_UNKNOWN_COUNTS,
-                )
+                rec = unfinished_record(req, state.stop_reason or "not sent")
             out.append(rec)
         return out
 
@@ -617,6 +689,26 @@ _UNKNOWN_COUNTS: dict[str, Any] = {
 }
 
 
+def served_max_model_len(body: bytes, model: str) -> int | None:
+    """``max_model_len`` of ``model`` in a ``/v1/models`` answer (vLLM reports it per
+    model; others do not: None). A single listed model counts when the id differs
+    (a server started with ``--served-model-name`` aliases)."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    data = doc.get("data") if isinstance(doc, dict) else None
+    if not isinstance(data, list):
+        return None
+    entries = [d for d in data if isinstance(d, dict)]
+    mine = [d for d in entries if d.get("id") == model] or (entries if len(entries) == 1 else [])
+    for d in mine:
+        n = d.get("max_model_len")
+        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            return n
+    return None
+
+
 def _on_sigint(loop: asyncio.AbstractEventLoop, stop: Callable[[], None]) -> Callable[[], object]:
     """Call ``stop`` in ``loop`` on Ctrl-C; returns the function that undoes it.
 
@@ -637,4 +729,12 @@ def _on_sigint(loop: asyncio.AbstractEventLoop, stop: Callable[[], None]) -> Cal
     return lambda: signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
-__all__ = ["APIS", "CACHE_MODES", "HTTP_CLIENTS", "OpenAIBackend", "OpenAIConfig"]
+__all__ = [
+    "APIS",
+    "CACHE_MODES",
+    "HTTP_CLIENTS",
+    "TOO_LONG",
+    "OpenAIBackend",
+    "OpenAIConfig",
+    "served_max_model_len",
+]
