@@ -30,6 +30,7 @@ leaves it out and error details are scrubbed of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -37,10 +38,10 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from kvlab.backends.base import build_result, unfinished_record
+from kvlab.backends.base import build_result, interrupted_result, unfinished_record
 from kvlab.backends.failures import Failure, classify_exception, classify_status
 from kvlab.backends.live_summary import client_figures
 from kvlab.backends.loadgen import LOAD_MODES, Job, build_jobs
@@ -72,6 +73,7 @@ MAX_RATE_PER_S = 1e6
 MAX_BURSTINESS = 1e6
 
 OnRecord = Callable[[RequestRecord], None]
+_T = TypeVar("_T")
 #: A streaming POST: (request body, sink for body bytes) -> (status, error body).
 Post = Callable[[bytes, Sink], Awaitable[tuple[int, bytes]]]
 
@@ -256,12 +258,24 @@ class OpenAIBackend:
     ) -> RunResult:
         cfg = self.config
         state = _Run(workload.requests, cfg, on_record)
+        t0_ns = time.perf_counter_ns()
         transport = self._http_transport() if self.transport is None else self.transport
         remove = None
         if handle_sigint and threading.current_thread() is threading.main_thread():
             remove = _on_sigint(asyncio.get_running_loop(), lambda: self._interrupt(state))
         try:
             return await self._run_session(transport, workload, state)
+        except _StoppedEarly:
+            return interrupted_result(
+                self.name,
+                workload.requests,
+                [r for r in state.records if r is not None],
+                wall_s=(time.perf_counter_ns() - t0_ns) / 1e9,
+                record_source="usage.prompt_tokens_details",
+                config=cfg.to_dict(),
+                seed=cfg.seed,
+                workload=workload.name,
+            )
         finally:
             if remove is not None:
                 remove()
@@ -293,7 +307,9 @@ class OpenAIBackend:
         from kvlab.backends import metrics as m
 
         cfg = self.config
-        server_limit = await self._preflight(transport) if cfg.preflight else None
+        server_limit = (
+            await _unless_stopped(self._preflight(transport), state) if cfg.preflight else None
+        )
         limit = cfg.max_model_len or server_limit
         skipped = self._check_sizes(
             workload.requests,
@@ -303,8 +319,10 @@ class OpenAIBackend:
         for req, rec in skipped:
             state.done(req, rec)
         sent = [r for r in workload.requests if state.records[state.index[id(r)]] is None]
-        info = await m.probe_server(transport)
-        salt, cache_note = await self._prepare_cache(transport, workload, info)
+        info = await _unless_stopped(m.probe_server(transport), state)
+        salt, cache_note = await _unless_stopped(
+            self._prepare_cache(transport, workload, info), state
+        )
         prompt = prompt_builder(salt)
         sampler = None
         before: dict[str, float] | None = None
@@ -312,7 +330,7 @@ class OpenAIBackend:
             sampler = m.MetricsSampler(
                 transport, info.profile, interval_s=cfg.metrics_interval_s or 1.0
             )
-            before = await sampler.snapshot()
+            before = await _unless_stopped(sampler.snapshot(), state)
         jobs = build_jobs(
             sent,
             cfg.mode,
@@ -687,6 +705,29 @@ _UNKNOWN_COUNTS: dict[str, Any] = {
     "offload_hit_tokens": None,
     "num_preemptions": None,
 }
+
+
+class _StoppedEarly(Exception):
+    """Ctrl-C came while the run was still setting up (probing the server, priming)."""
+
+
+async def _unless_stopped(aw: Awaitable[_T], state: _Run) -> _T:
+    """``await aw``, unless the run is stopped first: then ``aw`` is cancelled and
+    :class:`_StoppedEarly` raised (a probe of a server that never answers must not
+    hold Ctrl-C for its whole timeout)."""
+    task = asyncio.ensure_future(aw)
+    if not state.stop.is_set():
+        stop = asyncio.ensure_future(state.stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    raise _StoppedEarly
 
 
 def served_max_model_len(body: bytes, model: str) -> int | None:

@@ -99,7 +99,7 @@ def replay(
     whole, with the finished requests, the rest marked unfinished and
     "status": "interrupted" in run.json; one line is printed and the exit code is 130.
     """
-    from kvlab.cli.options import check_number, output_dir
+    from kvlab.cli.options import check_number, output_dir, sigint_ignored
 
     check_number(rate, "--rate", low=0, low_open=True)
     check_number(burstiness, "--burstiness", low=0, low_open=True)
@@ -145,9 +145,10 @@ def replay(
         if result.summary.get("stopped") == "interrupted":
             result.status = "interrupted"
             raise KeyboardInterrupt
-        result.save(out)
     except KeyboardInterrupt:
         _save_interrupted(out, wl, cfg, done, result, time.perf_counter() - t0)
+    with sigint_ignored():  # a finished run is written whole, never replaced by a stub
+        result.save(out)
     if plot:  # after the results are on disk: a missing extra loses nothing
         from kvlab.report.plots import run_figures
 

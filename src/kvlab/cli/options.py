@@ -321,9 +321,9 @@ __all__ = [
     "check_number",
     "echo",
     "error_line",
-    "sigint_ignored",
     "output_dir",
     "output_file",
     "parse_plain",
+    "sigint_ignored",
     "typer_command",
 ]
