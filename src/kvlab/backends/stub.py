@@ -262,9 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     if a.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {a.cpu})
-    cfg = StubConfig(
-        ttft_s=a.ttft, itl_s=a.itl, num_chunks=a.chunks, max_model_len=a.max_model_len
-    )
+    cfg = StubConfig(ttft_s=a.ttft, itl_s=a.itl, num_chunks=a.chunks, max_model_len=a.max_model_len)
 
     async def serve() -> None:
         s = await StubServer(cfg).start(a.host, a.port)

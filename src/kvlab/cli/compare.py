@@ -61,6 +61,7 @@ def compare_cmd(
         to_markdown,
     )
     from kvlab.results import RunResult
+    from kvlab.results.run_dir import REQUIRED_SUMMARY_KEYS, check_summary
 
     conditions = [parse_condition(c) for c in fail_if]
     group_key = {"class": "cls", "session": "session_id", "none": None}
@@ -71,10 +72,15 @@ def compare_cmd(
     if output is not None:
         output_file(output, "--output")
     if plot is not None:
-        output_file(plot.with_name(plot.name + ".png"), "--plot")
+        output_file(plot.with_name(plot.name + ".png"), "--plot", make_parent=True)
     loaded = []
     for d in runs:
+        if not (d / "summary.json").is_file() and not (d / "run.json").exists():
+            raise ConfigError(
+                f"{d} is not a run directory (no summary.json); run kvlab simulate first"
+            )
         run = RunResult.load(d)
+        check_summary(run.summary, d / "summary.json", required=REQUIRED_SUMMARY_KEYS)
         if not run.complete and not partial:
             s = run.summary
             raise RunDirError(

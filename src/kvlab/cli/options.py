@@ -246,9 +246,8 @@ def check_number(
         bound += (" and" if bound else "") + f" <= {high:g}"
     if not math.isfinite(value):
         raise ConfigError(f"{option} must be a finite number{bound}, got {value!r}")
-    if (
-        (low is not None and (value <= low if low_open else value < low))
-        or (high is not None and value > high)
+    if (low is not None and (value <= low if low_open else value < low)) or (
+        high is not None and value > high
     ):
         raise ConfigError(f"{option} must be{bound}, got {value:g}")
 
@@ -284,11 +283,14 @@ def output_dir(path: str | os.PathLike[str], option: str = "--out") -> Path:
     return p
 
 
-def output_file(path: str | os.PathLike[str], option: str = "--out") -> Path:
+def output_file(
+    path: str | os.PathLike[str], option: str = "--out", *, make_parent: bool = False
+) -> Path:
     """Check that ``path`` can be written as a file, before any work is done: not an
-    existing directory, in an existing directory the user can write to (a missing
-    parent is not created: it is more often a typo than a wish). A
-    :class:`~kvlab.errors.ConfigError` of one line naming ``option`` otherwise."""
+    existing directory, in a directory the user can write to. A missing parent
+    directory is an error (more often a typo than a wish) unless ``make_parent``
+    (the command creates it: figures). A :class:`~kvlab.errors.ConfigError` of one
+    line naming ``option`` otherwise."""
     from kvlab.errors import ConfigError
 
     p = Path(path)
@@ -299,6 +301,8 @@ def output_file(path: str | os.PathLike[str], option: str = "--out") -> Path:
     if blocker is not None:
         raise ConfigError(f"{option} {p}: {blocker} is a file, not a directory")
     if not parent.is_dir():
+        if make_parent:
+            return p
         raise ConfigError(f"{option} {p}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise ConfigError(f"{option} {p}: not writable")

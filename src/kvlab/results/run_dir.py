@@ -156,22 +156,25 @@ _RUN_FILES: tuple[str, ...] = ("run.json", "requests.jsonl", "timeseries.csv", "
 #: ``run.json`` statuses of a run that did not end by itself.
 PARTIAL_STATUSES: tuple[str, ...] = ("interrupted",)
 
-#: Summary keys that must be there, as whole numbers.
+#: Summary counts, whole numbers; ``kvlab compare`` needs them there.
 REQUIRED_SUMMARY_KEYS: tuple[str, ...] = ("num_requests", "num_completed")
 #: Summary keys whose value is text (or null).
 _TEXT_KEYS = frozenset({"stopped", "clock", "prefix_cache_source"})
 
 
-def check_summary(summary: Mapping[str, Any], path: Path) -> None:
+def check_summary(summary: Mapping[str, Any], path: Path, *, required: Sequence[str] = ()) -> None:
     """Raise :class:`~kvlab.errors.RunDirError` naming ``path`` and the key when
-    ``summary`` is not of a summary's shape: a required key (:data:`REQUIRED_SUMMARY_KEYS`)
-    missing or not a whole number, a number written as a string, or a group
-    (``by_class``) that is not an object of objects. Keys it does not know pass
-    when their values are of a JSON kind a summary holds."""
-    for key in REQUIRED_SUMMARY_KEYS:
+    ``summary`` is not of a summary's shape: a key of ``required`` missing, a count
+    (:data:`REQUIRED_SUMMARY_KEYS`) not a whole number, a number written as a string
+    or not finite, text where text does not go, or a group (``by_class``) that is not
+    an object of objects. Keys it does not know pass when their values are of a JSON
+    kind a summary holds. :meth:`RunResult.load` checks the shape; ``kvlab compare``
+    also requires :data:`REQUIRED_SUMMARY_KEYS` (what it compares)."""
+    for key in required:
         if key not in summary:
             raise RunDirError("missing (not a kvlab summary)", path=path, field=key)
-        v = summary[key]
+    for key in REQUIRED_SUMMARY_KEYS:
+        v = summary.get(key, 0)
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise RunDirError(f"must be a whole number >= 0, got {v!r}", path=path, field=key)
     _check_values(summary, path, "")
