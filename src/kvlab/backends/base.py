@@ -143,6 +143,13 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "wall_s",
 )
 
+#: Bounds of a live backend's options: its time options (seconds: a day) and its
+#: arrival process. NaN and infinity fail every comparison with them, so they are
+#: refused with the rest.
+MAX_SECONDS = 86_400.0
+MAX_RATE_PER_S = 1e6
+MAX_BURSTINESS = 1e6
+
 #: Summary keys :func:`build_result` computes itself (a backend never passes them).
 _BUILT = frozenset({"prefix_cache_source", "errors_by_kind", "by_class", "wall_s"})
 
@@ -293,6 +300,9 @@ def _source(summary: Mapping[str, Any], source: str | None) -> str | None:
 
 __all__ = [
     "GROUP_KEYS",
+    "MAX_BURSTINESS",
+    "MAX_RATE_PER_S",
+    "MAX_SECONDS",
     "OFFLOAD_KEYS",
     "PREFIX_SOURCES",
     "SUMMARY_KEYS",

@@ -41,7 +41,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from kvlab.backends.base import build_result, interrupted_result, unfinished_record
+from kvlab.backends.base import (
+    MAX_BURSTINESS,
+    MAX_RATE_PER_S,
+    MAX_SECONDS,
+    build_result,
+    interrupted_result,
+    unfinished_record,
+)
 from kvlab.backends.failures import Failure, classify_exception, classify_status
 from kvlab.backends.live_summary import client_figures
 from kvlab.backends.loadgen import LOAD_MODES, Job, build_jobs
@@ -66,11 +73,6 @@ HTTP_CLIENTS: tuple[str, ...] = ("kvlab", "aiohttp")
 
 #: What to do with a request that does not fit the server's context (OpenAIConfig.too_long).
 TOO_LONG: tuple[str, ...] = ("refuse", "skip")
-#: Bounds of the time options (seconds: a day) and of the arrival process: NaN and
-#: infinity fail every comparison with them, so they are refused with the rest.
-MAX_SECONDS = 86_400.0
-MAX_RATE_PER_S = 1e6
-MAX_BURSTINESS = 1e6
 
 OnRecord = Callable[[RequestRecord], None]
 _T = TypeVar("_T")

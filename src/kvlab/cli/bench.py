@@ -121,7 +121,9 @@ def bench(
     if threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {threads}")
     params = _params(experiment, levels, num_requests, prompt_tokens, output_tokens, lengths)
-    out_dir = output_dir(out / experiment if out.name != experiment else out)
+    out_dir = output_dir(out)
+    if out.name != experiment:
+        out_dir = output_dir(out / experiment)
     try:
         target = _target(
             backend, model_dir, endpoint, model, model_config, max_model_len, threads, dtype

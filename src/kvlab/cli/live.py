@@ -99,12 +99,17 @@ def replay(
     whole, with the finished requests, the rest marked unfinished and
     "status": "interrupted" in run.json; one line is printed and the exit code is 130.
     """
+    from kvlab.backends.base import MAX_BURSTINESS, MAX_RATE_PER_S, MAX_SECONDS
     from kvlab.cli.options import check_number, output_dir, sigint_ignored
 
-    check_number(rate, "--rate", low=0, low_open=True)
-    check_number(burstiness, "--burstiness", low=0, low_open=True)
-    check_number(metrics_interval, "--metrics-interval", low=0)
-    check_number(timeout, "--timeout", low=0, low_open=True)
+    check_number(rate, "--rate", low=0, low_open=True, high=MAX_RATE_PER_S)
+    check_number(burstiness, "--burstiness", low=0, low_open=True, high=MAX_BURSTINESS)
+    check_number(metrics_interval, "--metrics-interval", low=0, high=MAX_SECONDS)
+    check_number(timeout, "--timeout", low=0, low_open=True, high=MAX_SECONDS)
+    if concurrency is not None and concurrency < 1:
+        raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
+    if max_model_len is not None and max_model_len < 1:
+        raise ConfigError(f"--max-model-len must be >= 1, got {max_model_len}")
     if max_errors is not None and max_errors < 1:
         raise ConfigError("--max-errors must be >= 1")
     out = output_dir(out)
