@@ -4,14 +4,14 @@ A seeded mutator (:class:`Mutator`) damages the files kvlab ships (the traces an
 configs in ``kvlab/data``) and generated workload files: flipped bytes, cut lines, numbers
 replaced by NaN, infinity, 1e30 or a string, dropped or mistyped fields, gzip that is not
 gzip or ends early. Each mutant goes through the commands that read it (``workload stats``,
-``show`` and, fewer, ``simulate`` for workloads and traces; ``plan --model`` and
-``models show`` for configs),
-and the float and integer options of ``plan``, ``workload gen``, ``replay`` (against a
-port nothing listens on) and ``sweep`` get the same bad numbers. Every run must end with exit code 0, 1 or 2, print no traceback, and finish within
+``show`` and, fewer, ``simulate`` for workloads and traces; ``plan --model`` and ``models
+show`` for configs), and the float and integer options of ``plan``, ``workload gen``,
+``replay`` (against a port nothing listens on) and ``sweep`` get the same bad numbers. Every
+run must end with exit code 0, 1 or 2, print no traceback, and finish within
 :data:`RUN_LIMIT_S`. The counts (runs, tracebacks, hangs) are recorded as the user property
 ``kvlab_fuzz`` and printed after the test session (tests/conftest.py), and are in each
-failure's message. ``KVLAB_FUZZ_SEED`` and ``KVLAB_FUZZ_SCALE`` (a multiplier on the
-number of mutants, default 1) vary a run.
+failure's message. ``KVLAB_FUZZ_SEED`` and ``KVLAB_FUZZ_SCALE`` (a multiplier on the number
+of mutants, default 1) vary a run.
 """
 
 from __future__ import annotations

@@ -22,6 +22,17 @@ def _ints(text: str, name: str) -> tuple[int, ...]:
     return values
 
 
+#: The most requests per run, and tokens per prompt or output, a bench experiment takes:
+#: its workloads are built in memory before they run (a bigger figure is a typo).
+MAX_REQUESTS = 100_000
+MAX_TOKENS = 10_000_000
+
+
+def _bounded(value: int | None, option: str, high: int) -> None:
+    if value is not None and not 1 <= value <= high:
+        raise ConfigError(f"{option} must be in [1, {high:,}], got {value:,}")
+
+
 def tiny_model(
     out_dir: Path = typer.Argument(..., help="Directory to write the model into."),
     layers: int = typer.Option(2, "--layers", help="Decoder layers."),
@@ -118,6 +129,13 @@ def bench(
 
     if max_model_len is not None and max_model_len < 1:
         raise ConfigError(f"--max-model-len must be >= 1, got {max_model_len}")
+    _bounded(num_requests, "--requests", MAX_REQUESTS)
+    _bounded(prompt_tokens, "--prompt-tokens", MAX_TOKENS)
+    _bounded(output_tokens, "--output-tokens", MAX_TOKENS)
+    for level in _ints(levels, "--levels"):
+        _bounded(level, "--levels", MAX_REQUESTS)
+    for length in _ints(lengths, "--lengths"):
+        _bounded(length, "--lengths", MAX_TOKENS)
     if threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {threads}")
     params = _params(experiment, levels, num_requests, prompt_tokens, output_tokens, lengths)
