@@ -218,3 +218,33 @@ def test_bench_while_probing_the_server(tmp_path: Path) -> None:
     assert exp["status"] == "interrupted" and exp["runs"] == []
     run = _interrupted_run(out / "concurrency" / "runs" / "c1")
     assert run.summary["num_completed"] == 0
+
+
+@pytest.mark.hf
+@pytest.mark.slow
+def test_bench_in_process_while_loading_the_model(tmp_path: Path) -> None:
+    """Ctrl-C while transformers and the model load (in process): one line, exit 130,
+    experiment.json says interrupted, no run."""
+    pytest.importorskip("transformers")
+    model = tmp_path / "m"
+    assert main_code(["tiny-model", str(model)]) == 0
+    out = tmp_path / "b"
+    argv = ["bench", "-e", "seqlen", "--backend", "hf", "--model-dir", str(model), "-o", str(out)]
+    proc = start(argv)
+    made = exists(out / "seqlen")  # the output is checked first, then the model loads
+    t_made: list[float] = []
+
+    def loading() -> bool:
+        if not t_made and made():
+            t_made.append(time.monotonic())
+        return bool(t_made) and time.monotonic() - t_made[0] > 0.3
+
+    interrupt(proc, loading).check_one_line()
+    exp = json.loads((out / "seqlen" / "experiment.json").read_text())
+    assert exp["status"] == "interrupted" and exp["runs"] == []
+
+
+def main_code(argv: list[str]) -> int:
+    from cli_run import run_cli
+
+    return run_cli(argv).code
