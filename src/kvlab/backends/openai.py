@@ -72,7 +72,7 @@ APIS: tuple[str, ...] = ("completions", "chat")
 HTTP_CLIENTS: tuple[str, ...] = ("kvlab", "aiohttp")
 
 #: What to do with a request that does not fit the server's context (OpenAIConfig.too_long).
-TOO_LONG: tuple[str, ...] = ("refuse", "skip")
+TOO_LONG: tuple[str, ...] = ("refuse", "skip", "send")
 
 OnRecord = Callable[[RequestRecord], None]
 _T = TypeVar("_T")
@@ -96,7 +96,11 @@ class OpenAIConfig:
     is checked against it: with ``too_long="refuse"`` one that does not fit
     (or asks for no output) stops the run before it starts
     (:class:`~kvlab.errors.WorkloadError`); with ``"skip"`` it is recorded as
-    ``rejected`` (error ``context_overflow``, not sent) and the rest run.
+    ``rejected`` (error ``context_overflow``, not sent) and the rest run; with
+    ``"send"`` nothing is checked (to see how a server answers an overflow). The
+    check counts the workload's tokens, so a prompt whose text the server's
+    tokenizer makes a little longer can still overflow there (then it fails as
+    ``context_overflow``, as before).
     """
 
     endpoint: str
@@ -313,6 +317,8 @@ class OpenAIBackend:
             await _unless_stopped(self._preflight(transport), state) if cfg.preflight else None
         )
         limit = cfg.max_model_len or server_limit
+        if cfg.too_long == "send":
+            limit = None
         skipped = self._check_sizes(
             workload.requests,
             limit,
@@ -373,6 +379,8 @@ class OpenAIBackend:
         out: list[tuple[Request, RequestRecord]] = []
         bad: list[tuple[Request, str]] = []
         for r in requests:
+            if self.config.too_long == "send":
+                break
             if r.output_tokens < 1:
                 why = f"asks for {r.output_tokens} output tokens (max_tokens must be >= 1)"
             elif limit is not None and r.prompt_tokens + r.output_tokens > limit:
