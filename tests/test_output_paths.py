@@ -148,3 +148,19 @@ def test_unwritable_directory(command: str, wl: Path, run_dir: Path, tmp_path: P
         assert res.code == 2 and option in res.one_line_error()
     finally:
         locked.chmod(0o700)
+
+
+@pytest.mark.parametrize("command", ["simulate", "replay"])
+def test_a_failed_command_leaves_no_empty_directory(
+    command: str, wl: Path, run_dir: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "r0"}\n')
+    out = tmp_path / "new"
+    argv, _, _ = COMMANDS[command]
+    res = run_cli(argv(bad, run_dir, out), limit_s=30)
+    assert res.code == 2 and "bad.jsonl" in res.one_line_error()
+    assert not out.exists()
+    out.mkdir()  # a directory that was there before stays
+    assert run_cli(argv(bad, run_dir, out), limit_s=30).code == 2
+    assert out.is_dir()

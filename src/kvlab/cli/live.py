@@ -100,7 +100,7 @@ def replay(
     "status": "interrupted" in run.json; one line is printed and the exit code is 130.
     """
     from kvlab.backends.base import MAX_BURSTINESS, MAX_RATE_PER_S, MAX_SECONDS
-    from kvlab.cli.options import check_number, output_dir, sigint_ignored
+    from kvlab.cli.options import check_number, output_dir, output_dir_kept
 
     check_number(rate, "--rate", low=0, low_open=True, high=MAX_RATE_PER_S)
     check_number(burstiness, "--burstiness", low=0, low_open=True, high=MAX_BURSTINESS)
@@ -112,7 +112,41 @@ def replay(
         raise ConfigError(f"--max-model-len must be >= 1, got {max_model_len}")
     if max_errors is not None and max_errors < 1:
         raise ConfigError("--max-errors must be >= 1")
+    created = not out.exists()
     out = output_dir(out)
+    with output_dir_kept(out, created):
+        _replay(
+            workload, out, endpoint, model, api, mode, concurrency, rate, burstiness, seed,
+            api_key, api_key_env, cache_mode, metrics_interval, max_errors, timeout,
+            http_client, max_model_len, skip_too_long, as_json, plot,
+        )  # fmt: skip
+
+
+def _replay(
+    workload: Path,
+    out: Path,
+    endpoint: str,
+    model: str,
+    api: str,
+    mode: str | None,
+    concurrency: int | None,
+    rate: float | None,
+    burstiness: float,
+    seed: int,
+    api_key: str | None,
+    api_key_env: str,
+    cache_mode: str,
+    metrics_interval: float,
+    max_errors: int | None,
+    timeout: float,
+    http_client: str,
+    max_model_len: int | None,
+    skip_too_long: bool,
+    as_json: bool,
+    plot: bool,
+) -> None:
+    from kvlab.cli.options import sigint_ignored
+
     done: list[Any] = []
     wl: Any = None
     cfg: Any = None

@@ -283,6 +283,22 @@ def output_dir(path: str | os.PathLike[str], option: str = "--out") -> Path:
     return p
 
 
+@contextlib.contextmanager
+def output_dir_kept(path: Path, created: bool) -> Iterator[None]:
+    """Remove ``path`` again when the block fails with a :class:`~kvlab.errors.KvlabError`
+    (a bad workload, a server that cannot be reached) while the directory is still
+    empty and :func:`output_dir` ``created`` it: a failed command leaves nothing behind."""
+    from kvlab.errors import Interrupted, KvlabError
+
+    try:
+        yield
+    except KvlabError as e:
+        if created and not isinstance(e, Interrupted):
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only when empty
+        raise
+
+
 def output_file(
     path: str | os.PathLike[str], option: str = "--out", *, make_parent: bool = False
 ) -> Path:
@@ -326,6 +342,7 @@ __all__ = [
     "echo",
     "error_line",
     "output_dir",
+    "output_dir_kept",
     "output_file",
     "parse_plain",
     "sigint_ignored",

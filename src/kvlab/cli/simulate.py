@@ -296,9 +296,27 @@ def _simulate_and_save(
     plot: bool,
     on_loaded: Callable[[], object] | None,
 ) -> None:
-    from kvlab.cli.options import output_dir, sigint_ignored
+    from kvlab.cli.options import output_dir, output_dir_kept
 
+    created = not out.exists()
     out = output_dir(out)
+    with output_dir_kept(out, created):
+        _simulate_into(workload, cfg, out, fmt, seed, as_json, quiet, plot, on_loaded)
+
+
+def _simulate_into(
+    workload: str,
+    cfg: Any,
+    out: Path,
+    fmt: str | None,
+    seed: int,
+    as_json: bool,
+    quiet: bool,
+    plot: bool,
+    on_loaded: Callable[[], object] | None,
+) -> None:
+    from kvlab.cli.options import sigint_ignored
+
     wl = None
     t0 = time.perf_counter()
     try:
