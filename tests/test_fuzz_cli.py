@@ -4,14 +4,14 @@ A seeded mutator (:class:`Mutator`) damages the files kvlab ships (the traces an
 configs in ``kvlab/data``) and generated workload files: flipped bytes, cut lines, numbers
 replaced by NaN, infinity, 1e30 or a string, dropped or mistyped fields, gzip that is not
 gzip or ends early. Each mutant goes through the commands that read it (``workload stats``,
-``show`` and, fewer, ``simulate`` for workloads and traces; ``plan --model`` and
-``models show`` for configs),
-and the float and integer options of ``plan`` and ``workload gen`` get the same bad
-numbers. Every run must end with exit code 0, 1 or 2, print no traceback, and finish within
+``show`` and, fewer, ``simulate`` for workloads and traces; ``plan --model`` and ``models
+show`` for configs), and the float and integer options of ``plan``, ``workload gen``,
+``replay`` (against a port nothing listens on) and ``sweep`` get the same bad numbers. Every
+run must end with exit code 0, 1 or 2, print no traceback, and finish within
 :data:`RUN_LIMIT_S`. The counts (runs, tracebacks, hangs) are recorded as the user property
 ``kvlab_fuzz`` and printed after the test session (tests/conftest.py), and are in each
-failure's message. ``KVLAB_FUZZ_SEED`` and ``KVLAB_FUZZ_SCALE`` (a multiplier on the
-number of mutants, default 1) vary a run.
+failure's message. ``KVLAB_FUZZ_SEED`` and ``KVLAB_FUZZ_SCALE`` (a multiplier on the number
+of mutants, default 1) vary a run.
 """
 
 from __future__ import annotations
@@ -329,5 +329,53 @@ def test_fuzz_workload_gen_options(
             argv += ["--set", f"{param}={_value(rng)}"]
         if rng.random() < 0.3:
             argv += ["--arrival", rng.choice(["gamma", "closed", "poisson", "bogus"])]
+        tally.run(argv)
+    tally.check(record_property, tmp_path)
+
+
+REPLAY_OPTIONS = [
+    "--rate",
+    "--burstiness",
+    "--metrics-interval",
+    "--timeout",
+    "--concurrency",
+    "--max-errors",
+    "--max-model-len",
+    "--seed",
+]
+#: A port nothing listens on: a replay that gets past its checks fails to connect (exit 1).
+NOWHERE = "http://127.0.0.1:9"
+
+
+def test_fuzz_replay_options(
+    tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    tally = Tally()
+    rng = random.Random(SEED + 6)
+    wl = write_workload(generate("chat", seed=1, sessions=2), tmp_path / "wl.jsonl")
+    for i in range(_n(60)):
+        argv = ["replay", str(wl), "--endpoint", NOWHERE, "--model", "m"]
+        argv += ["-o", str(tmp_path / f"r{i}"), "--json"]
+        for option in rng.sample(REPLAY_OPTIONS, rng.randint(1, 3)):
+            argv += [option, _value(rng)]
+        if rng.random() < 0.3:
+            argv += ["--mode", rng.choice(["closed", "rate", "trace", "sessions", "bogus"])]
+        tally.run(argv)
+    tally.check(record_property, tmp_path)
+
+
+SWEEP_AXES = ["num-blocks", "block-size", "offload-gb", "set.max_num_seqs"]
+
+
+def test_fuzz_sweep_options(tmp_path: Path, record_property: Callable[[str, object], None]) -> None:
+    """Bad -j values and axis values; a point that gets past the checks runs (a second)."""
+    tally = Tally()
+    rng = random.Random(SEED + 7)
+    wl = write_workload(generate("chat", seed=1, sessions=2), tmp_path / "wl.jsonl")
+    for i in range(_n(10)):
+        argv = ["sweep", str(wl), "-o", str(tmp_path / f"s{i}"), "--no-plots", "--json"]
+        argv += ["--axis", f"{rng.choice(SWEEP_AXES)}={_value(rng)}"]
+        if rng.random() < 0.7:
+            argv += ["-j", rng.choice(["0", "-1", "1", "2", "nan", "1e3", "x"])]
         tally.run(argv)
     tally.check(record_property, tmp_path)

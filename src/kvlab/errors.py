@@ -11,6 +11,7 @@ or ``RuntimeError`` instead, never a ``KvlabError``.
     ├── WorkloadError        bad workload or trace input, with file and line
     │   └── RunDirError          an unreadable, corrupt or partial run directory
     ├── CapacityError        the KV cache cannot hold what was asked
+    ├── Interrupted          Ctrl-C: the work stopped, what finished is on disk (exit 130)
     ├── BackendError         a backend failed
     │   ├── ServerError          the server answered an error (4xx/5xx)
     │   ├── ContextOverflow      the request exceeds the model's context
@@ -76,6 +77,16 @@ class CapacityError(KvlabError):
     exit_code = 2
 
 
+class Interrupted(KvlabError):
+    """Ctrl-C (SIGINT) stopped a command after it wrote what had finished.
+
+    The message says where that is (one line, printed without the ``error:``
+    prefix); the exit code is 130, as a shell reports a process ended by SIGINT.
+    """
+
+    exit_code = 130
+
+
 class BackendError(KvlabError):
     """A measurement backend failed."""
 
@@ -114,7 +125,9 @@ __all__ = [
     "ConfigError",
     "ContextOverflow",
     "DependencyMissing",
+    "Interrupted",
     "KvlabError",
+    "RunDirError",
     "ServerError",
     "WorkloadError",
 ]

@@ -114,10 +114,25 @@ def test_preemptions_under_kv_pressure(vllm_pressure_server: Any) -> None:
 def test_context_overflow_is_classified(vllm_server: Any) -> None:
     too_long = vllm_server.max_model_len + 64
     reqs = [request("big", [("huge", too_long)], 4), request("ok", [("small", 16)], 4)]
-    res = run(vllm_server, reqs, mode="closed", concurrency=1)
+    # too_long="send": past kvlab's own check (which would refuse it), to the server
+    res = run(vllm_server, reqs, mode="closed", concurrency=1, too_long="send")
     big, ok = res.records
     assert big.status == "failed" and big.error == "context_overflow", big.error_detail
     assert "maximum context length" in (big.error_detail or "")
+    assert ok.status == STATUS_OK
+
+
+def test_too_long_is_refused_before_sending(vllm_server: Any) -> None:
+    """vLLM reports max_model_len in /v1/models: kvlab refuses the run before sending."""
+    from kvlab.errors import WorkloadError
+
+    too_long = vllm_server.max_model_len + 64
+    reqs = [request("big", [("huge", too_long)], 4), request("ok", [("small", 16)], 4)]
+    with pytest.raises(WorkloadError, match=f"max_model_len {vllm_server.max_model_len:,}"):
+        run(vllm_server, reqs, mode="closed", concurrency=1)
+    res = run(vllm_server, reqs, mode="closed", concurrency=1, too_long="skip")
+    big, ok = res.records
+    assert big.status == "rejected" and big.error == "context_overflow"
     assert ok.status == STATUS_OK
 
 

@@ -35,7 +35,9 @@ from kvlab.results import RequestRecord, RunResult, summary_with_groups
 from kvlab.results.summary import count_errors, latency_figures
 
 if TYPE_CHECKING:
-    from kvlab.workload.records import Workload
+    from collections.abc import Sequence
+
+    from kvlab.workload.records import Request, Workload
 
 #: Where prefix-cache figures come from (``prefix_cache_source``; None: unknown).
 #: ``simulated``: the simulator's own counts; ``in_process``: counted by the
@@ -154,6 +156,13 @@ SUMMARY_KEYS: tuple[str, ...] = (
     *LATENCY_KEYS,
 )
 
+#: Bounds of a live backend's options: its time options (seconds: a day) and its
+#: arrival process. NaN and infinity fail every comparison with them, so they are
+#: refused with the rest.
+MAX_SECONDS = 86_400.0
+MAX_RATE_PER_S = 1e6
+MAX_BURSTINESS = 1e6
+
 #: Summary keys :func:`build_result` computes itself (a backend never passes them).
 _BUILT = frozenset({"prefix_cache_source", "errors_by_kind", "by_class", "wall_s", *LATENCY_KEYS})
 
@@ -244,6 +253,65 @@ def build_result(
     )
 
 
+def unfinished_record(req: Request, detail: str, *, counts_known: bool = False) -> RequestRecord:
+    """The record of a request that never finished (``unfinished``, error ``cancelled``
+    with ``detail``): its counts are 0 for a backend that counts them itself
+    (``counts_known``), else unknown (None)."""
+    from kvlab.results import STATUS_UNFINISHED
+
+    count = 0 if counts_known else None
+    return RequestRecord(
+        request_id=req.request_id,
+        arrival_s=req.arrival_s or 0.0,
+        prompt_tokens=req.prompt_tokens,
+        output_tokens=req.output_tokens,
+        session_id=req.session_id,
+        cls=req.cls,
+        status=STATUS_UNFINISHED,
+        error="cancelled",
+        error_detail=detail,
+        cached_tokens=count,
+        computed_tokens=count,
+        offload_hit_tokens=count,
+        num_preemptions=count,
+    )
+
+
+def interrupted_result(
+    backend: str,
+    requests: Sequence[Request],
+    done: Sequence[RequestRecord] = (),
+    *,
+    wall_s: float,
+    record_source: str | None,
+    counts_known: bool = False,
+    config: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    workload: str | None = None,
+) -> RunResult:
+    """The RunResult of a run that Ctrl-C stopped: the records in ``done`` (finished
+    requests, by request id), every other request of ``requests`` unfinished
+    (:func:`unfinished_record`), summary ``stopped: interrupted`` and status
+    ``interrupted``. ``requests`` is empty when the workload was not loaded yet."""
+    by_id = {r.request_id: r for r in done}
+    records = [
+        by_id.get(q.request_id) or unfinished_record(q, "interrupted", counts_known=counts_known)
+        for q in requests
+    ]
+    result = build_result(
+        backend,
+        records,
+        wall_s=wall_s,
+        record_source=record_source,
+        counters={"stopped": "interrupted"},
+        config=config,
+        seed=seed,
+        workload=workload,
+    )
+    result.status = "interrupted"
+    return result
+
+
 def _source(summary: Mapping[str, Any], source: str | None) -> str | None:
     """``source`` when the summary's prefix-cache figures are known, else None."""
     known = summary.get("prefix_cache_queries") is not None
@@ -253,9 +321,14 @@ def _source(summary: Mapping[str, Any], source: str | None) -> str | None:
 __all__ = [
     "GROUP_KEYS",
     "LATENCY_KEYS",
+    "MAX_BURSTINESS",
+    "MAX_RATE_PER_S",
+    "MAX_SECONDS",
     "OFFLOAD_KEYS",
     "PREFIX_SOURCES",
     "SUMMARY_KEYS",
     "Backend",
     "build_result",
+    "interrupted_result",
+    "unfinished_record",
 ]

@@ -30,6 +30,7 @@ leaves it out and error details are scrubbed of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -37,20 +38,28 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from kvlab.backends.base import build_result
+from kvlab.backends.base import (
+    MAX_BURSTINESS,
+    MAX_RATE_PER_S,
+    MAX_SECONDS,
+    build_result,
+    interrupted_result,
+    unfinished_record,
+)
 from kvlab.backends.failures import Failure, classify_exception, classify_status
 from kvlab.backends.live_summary import client_figures
 from kvlab.backends.loadgen import LOAD_MODES, Job, build_jobs
 from kvlab.backends.prompt import prompt_builder
 from kvlab.backends.stream import StreamReader, usage_tokens
 from kvlab.backends.transport import HttpTransport, Sink, Transport
-from kvlab.errors import BackendUnavailable, ConfigError
+from kvlab.errors import BackendUnavailable, ConfigError, WorkloadError
 from kvlab.results import (
     STATUS_FAILED,
     STATUS_OK,
+    STATUS_REJECTED,
     STATUS_UNFINISHED,
     RequestRecord,
     RunResult,
@@ -62,7 +71,11 @@ APIS: tuple[str, ...] = ("completions", "chat")
 #: Streaming HTTP clients: kvlab's own (kvlab.backends.http, the default) or aiohttp's.
 HTTP_CLIENTS: tuple[str, ...] = ("kvlab", "aiohttp")
 
+#: What to do with a request that does not fit the server's context (OpenAIConfig.too_long).
+TOO_LONG: tuple[str, ...] = ("refuse", "skip", "send")
+
 OnRecord = Callable[[RequestRecord], None]
+_T = TypeVar("_T")
 #: A streaming POST: (request body, sink for body bytes) -> (status, error body).
 Post = Callable[[bytes, Sink], Awaitable[tuple[int, bytes]]]
 
@@ -76,6 +89,18 @@ class OpenAIConfig:
     is the number of closed-loop workers, or the in-flight cap in other modes.
     Timeouts: ``connect_timeout_s`` to connect, ``read_timeout_s`` between
     two reads, ``timeout_s`` for the whole request.
+
+    ``max_model_len`` is the server's context limit in tokens; when None, the
+    limit the server reports in ``/v1/models`` (vLLM's ``max_model_len``) is
+    used. Before anything is sent, every request's prompt plus ``max_tokens``
+    is checked against it: with ``too_long="refuse"`` one that does not fit
+    (or asks for no output) stops the run before it starts
+    (:class:`~kvlab.errors.WorkloadError`); with ``"skip"`` it is recorded as
+    ``rejected`` (error ``context_overflow``, not sent) and the rest run; with
+    ``"send"`` nothing is checked (to see how a server answers an overflow). The
+    check counts the workload's tokens, so a prompt whose text the server's
+    tokenizer makes a little longer can still overflow there (then it fails as
+    ``context_overflow``, as before).
     """
 
     endpoint: str
@@ -96,6 +121,8 @@ class OpenAIConfig:
     keep_chunk_times: bool = True
     preflight: bool = True
     http_client: str = "kvlab"
+    max_model_len: int | None = None
+    too_long: str = "refuse"
     api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -113,11 +140,31 @@ class OpenAIConfig:
             raise ConfigError(f"http_client must be one of {', '.join(HTTP_CLIENTS)}")
         if self.cache_mode not in CACHE_MODES:
             raise ConfigError(f"--cache-mode must be one of {', '.join(CACHE_MODES)}")
-        if self.metrics_interval_s < 0:
-            raise ConfigError("--metrics-interval must be >= 0 (0 turns sampling off)")
+        if not 0 <= self.metrics_interval_s <= MAX_SECONDS:
+            raise ConfigError(
+                f"--metrics-interval must be a number of seconds in [0, {MAX_SECONDS:g}] "
+                f"(0 turns sampling off), got {self.metrics_interval_s!r}"
+            )
         for name in ("timeout_s", "connect_timeout_s", "read_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0")
+            if not 0 < getattr(self, name) <= MAX_SECONDS:
+                raise ConfigError(
+                    f"{name} must be a number of seconds in (0, {MAX_SECONDS:g}], "
+                    f"got {getattr(self, name)!r}"
+                )
+        if self.rate_per_s is not None and not 0 < self.rate_per_s <= MAX_RATE_PER_S:
+            raise ConfigError(
+                f"--rate must be a number of requests per second in (0, {MAX_RATE_PER_S:g}], "
+                f"got {self.rate_per_s!r}"
+            )
+        if not 0 < self.burstiness <= MAX_BURSTINESS:
+            raise ConfigError(
+                f"--burstiness must be in (0, {MAX_BURSTINESS:g}] (1 = Poisson), "
+                f"got {self.burstiness!r}"
+            )
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ConfigError(f"--max-model-len must be >= 1, got {self.max_model_len}")
+        if self.too_long not in TOO_LONG:
+            raise ConfigError(f"too_long must be one of {', '.join(TOO_LONG)}")
 
     @property
     def base_url(self) -> str:
@@ -217,12 +264,24 @@ class OpenAIBackend:
     ) -> RunResult:
         cfg = self.config
         state = _Run(workload.requests, cfg, on_record)
+        t0_ns = time.perf_counter_ns()
         transport = self._http_transport() if self.transport is None else self.transport
         remove = None
         if handle_sigint and threading.current_thread() is threading.main_thread():
             remove = _on_sigint(asyncio.get_running_loop(), lambda: self._interrupt(state))
         try:
             return await self._run_session(transport, workload, state)
+        except _StoppedEarly:
+            return interrupted_result(
+                self.name,
+                workload.requests,
+                [r for r in state.records if r is not None],
+                wall_s=(time.perf_counter_ns() - t0_ns) / 1e9,
+                record_source="usage.prompt_tokens_details",
+                config=cfg.to_dict(),
+                seed=cfg.seed,
+                workload=workload.name,
+            )
         finally:
             if remove is not None:
                 remove()
@@ -254,10 +313,24 @@ class OpenAIBackend:
         from kvlab.backends import metrics as m
 
         cfg = self.config
-        if cfg.preflight:
-            await self._preflight(transport)
-        info = await m.probe_server(transport)
-        salt, cache_note = await self._prepare_cache(transport, workload, info)
+        server_limit = (
+            await _unless_stopped(self._preflight(transport), state) if cfg.preflight else None
+        )
+        limit = cfg.max_model_len or server_limit
+        if cfg.too_long == "send":
+            limit = None
+        skipped = self._check_sizes(
+            workload.requests,
+            limit,
+            "the server's" if cfg.max_model_len is None else "--max-model-len",
+        )
+        for req, rec in skipped:
+            state.done(req, rec)
+        sent = [r for r in workload.requests if state.records[state.index[id(r)]] is None]
+        info = await _unless_stopped(m.probe_server(transport), state)
+        salt, cache_note = await _unless_stopped(
+            self._prepare_cache(transport, workload, info), state
+        )
         prompt = prompt_builder(salt)
         sampler = None
         before: dict[str, float] | None = None
@@ -265,9 +338,9 @@ class OpenAIBackend:
             sampler = m.MetricsSampler(
                 transport, info.profile, interval_s=cfg.metrics_interval_s or 1.0
             )
-            before = await sampler.snapshot()
+            before = await _unless_stopped(sampler.snapshot(), state)
         jobs = build_jobs(
-            workload.requests,
+            sent,
             cfg.mode,
             rate_per_s=cfg.rate_per_s,
             burstiness=cfg.burstiness,
@@ -296,7 +369,45 @@ class OpenAIBackend:
             workload, records, state, info, deltas, sampler, wall_s, cpu_s, (cache_note, salt)
         )
 
-    async def _preflight(self, transport: Transport) -> None:
+    def _check_sizes(
+        self, requests: Sequence[Request], limit: int | None, whose: str
+    ) -> list[tuple[Request, RequestRecord]]:
+        """Requests that cannot be served whole: no output asked (``max_tokens`` 0), or
+        prompt plus output over ``limit``. With ``too_long="refuse"`` the first one
+        raises :class:`~kvlab.errors.WorkloadError`; with ``"skip"`` each gets a
+        ``rejected`` record (returned with its request) and is not sent."""
+        out: list[tuple[Request, RequestRecord]] = []
+        bad: list[tuple[Request, str]] = []
+        for r in requests:
+            if self.config.too_long == "send":
+                break
+            if r.output_tokens < 1:
+                why = f"asks for {r.output_tokens} output tokens (max_tokens must be >= 1)"
+            elif limit is not None and r.prompt_tokens + r.output_tokens > limit:
+                why = (
+                    f"prompt {r.prompt_tokens:,} + max_tokens {r.output_tokens:,} tokens > "
+                    f"{whose} max_model_len {limit:,}"
+                )
+            else:
+                continue
+            bad.append((r, why))
+        if bad and self.config.too_long == "refuse":
+            r, why = bad[0]
+            more = f" ({len(bad):,} requests do not fit)" if len(bad) > 1 else ""
+            raise WorkloadError(
+                f"request {r.request_id!r}: {why}{more}; nothing was sent. Shorten them, "
+                "or pass --skip-too-long to run the rest and mark these as not sent",
+            )
+        for r, why in bad:
+            rec = unfinished_record(r, f"not sent: {why}")
+            rec.status = STATUS_REJECTED
+            rec.error = "context_overflow"
+            out.append((r, rec))
+        return out
+
+    async def _preflight(self, transport: Transport) -> int | None:
+        """Check that the server answers ``/v1/models``; the served model's
+        ``max_model_len`` when it reports one (vLLM does)."""
         url = self.config.base_url + "/v1/models"
         try:
             resp = await transport.request("GET", "/v1/models", timeout_s=10)
@@ -309,6 +420,7 @@ class OpenAIBackend:
             raise BackendUnavailable(
                 f"{url} answered HTTP {resp.status}: pass the API key with --api-key-env"
             )
+        return served_max_model_len(resp.body, self.config.model) if resp.status == 200 else None
 
     async def _prepare_cache(
         self, transport: Transport, workload: Workload, info: Any
@@ -550,19 +662,7 @@ class OpenAIBackend:
         out = []
         for req, rec in zip(state.requests, state.records, strict=True):
             if rec is None:
-                rec = RequestRecord(
-                    request_id=req.request_id,
-                    arrival_s=req.arrival_s or 0.0,
-                    prompt_tokens=req.prompt_tokens,
-                    output_tokens=req.output_tokens,
-                    session_id=req.session_id,
-                    cls=req.cls,
-                    status=STATUS_UNFINISHED,
-                    error="cancelled",
-                    error_detail=state.stop_reason or "not sent",
-                    cached_tokens=None,
-                    **_UNKNOWN_COUNTS,
-                )
+                rec = unfinished_record(req, state.stop_reason or "not sent")
             out.append(rec)
         return out
 
@@ -617,6 +717,49 @@ _UNKNOWN_COUNTS: dict[str, Any] = {
 }
 
 
+class _StoppedEarly(Exception):
+    """Ctrl-C came while the run was still setting up (probing the server, priming)."""
+
+
+async def _unless_stopped(aw: Awaitable[_T], state: _Run) -> _T:
+    """``await aw``, unless the run is stopped first: then ``aw`` is cancelled and
+    :class:`_StoppedEarly` raised (a probe of a server that never answers must not
+    hold Ctrl-C for its whole timeout)."""
+    task = asyncio.ensure_future(aw)
+    if not state.stop.is_set():
+        stop = asyncio.ensure_future(state.stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    raise _StoppedEarly
+
+
+def served_max_model_len(body: bytes, model: str) -> int | None:
+    """``max_model_len`` of ``model`` in a ``/v1/models`` answer (vLLM reports it per
+    model; others do not: None). A single listed model counts when the id differs
+    (a server started with ``--served-model-name`` aliases)."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    data = doc.get("data") if isinstance(doc, dict) else None
+    if not isinstance(data, list):
+        return None
+    entries = [d for d in data if isinstance(d, dict)]
+    mine = [d for d in entries if d.get("id") == model] or (entries if len(entries) == 1 else [])
+    for d in mine:
+        n = d.get("max_model_len")
+        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            return n
+    return None
+
+
 def _on_sigint(loop: asyncio.AbstractEventLoop, stop: Callable[[], None]) -> Callable[[], object]:
     """Call ``stop`` in ``loop`` on Ctrl-C; returns the function that undoes it.
 
@@ -637,4 +780,12 @@ def _on_sigint(loop: asyncio.AbstractEventLoop, stop: Callable[[], None]) -> Cal
     return lambda: signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
-__all__ = ["APIS", "CACHE_MODES", "HTTP_CLIENTS", "OpenAIBackend", "OpenAIConfig"]
+__all__ = [
+    "APIS",
+    "CACHE_MODES",
+    "HTTP_CLIENTS",
+    "TOO_LONG",
+    "OpenAIBackend",
+    "OpenAIConfig",
+    "served_max_model_len",
+]

@@ -29,7 +29,8 @@ class StubConfig:
     """``ttft_s`` before the first chunk, ``itl_s`` between chunks; ``num_chunks``
     None means one chunk per requested token; ``cached_tokens`` is reported in
     ``usage.prompt_tokens_details`` when not None; with ``error_status`` every
-    completion is answered with that status and ``error_body``."""
+    completion is answered with that status and ``error_body``; ``max_model_len``
+    is reported per model in ``/v1/models`` as vLLM does, when not None."""
 
     ttft_s: float = 0.0
     itl_s: float = 0.0
@@ -39,6 +40,7 @@ class StubConfig:
     model: str = "stub"
     error_status: int | None = None
     error_body: str = '{"error":{"message":"stub error","code":500}}'
+    max_model_len: int | None = None
 
 
 _HEAD_SSE = (
@@ -145,7 +147,10 @@ class StubReply:
 def respond(cfg: StubConfig, method: str, path: str, body: bytes) -> StubReply:
     """What the stub answers to ``method path`` with ``body`` (see the module docstring)."""
     if method == "GET" and path == "/v1/models":
-        return StubReply(200, "OK", b'{"object":"list","data":[{"id":"%s"}]}' % cfg.model.encode())
+        entry: dict[str, object] = {"id": cfg.model, "object": "model"}
+        if cfg.max_model_len is not None:
+            entry["max_model_len"] = cfg.max_model_len
+        return StubReply(200, "OK", json.dumps({"object": "list", "data": [entry]}).encode())
     if method == "GET" and path == "/metrics" and cfg.metrics_text is not None:
         return StubReply(200, "OK", cfg.metrics_text.encode(), b"text/plain; version=0.0.4")
     if method == "POST" and cfg.error_status is not None:
@@ -249,12 +254,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--itl", type=float, default=0.0, help="seconds between chunks")
     ap.add_argument("--chunks", type=int, default=None, help="content chunks per response")
     ap.add_argument(
+        "--max-model-len", type=int, default=None, help="max_model_len to report in /v1/models"
+    )
+    ap.add_argument(
         "--no-uvloop", action="store_true", help="plain asyncio loop (sub-ms timer precision)"
     )
     a = ap.parse_args(argv)
     if a.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {a.cpu})
-    cfg = StubConfig(ttft_s=a.ttft, itl_s=a.itl, num_chunks=a.chunks)
+    cfg = StubConfig(ttft_s=a.ttft, itl_s=a.itl, num_chunks=a.chunks, max_model_len=a.max_model_len)
 
     async def serve() -> None:
         s = await StubServer(cfg).start(a.host, a.port)

@@ -82,6 +82,13 @@ def points_csv(points: Sequence[Mapping[str, Any]]) -> str:
 
 
 def save_run(result: RunResult, out_dir: Path, label: str, exp: ExperimentResult) -> Path:
+    """Save one run under ``runs/``. A live run that Ctrl-C stopped (its backend ends
+    it gracefully) is saved marked interrupted, and then KeyboardInterrupt ends the
+    experiment as it would have anywhere else."""
+    if result.summary.get("stopped") == "interrupted":
+        result.status = "interrupted"
+        result.save(out_dir / "runs" / label)
+        raise KeyboardInterrupt
     d = result.save(out_dir / "runs" / label)
     exp.run_dirs.append(d)
     return d

@@ -17,6 +17,7 @@ from typing import Any
 
 import typer
 
+from kvlab.cli.options import error_line
 from kvlab.errors import KvlabError
 
 #: Command-group modules under ``kvlab.cli``, in help order, with the commands each
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except KvlabError as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(error_line(e), err=True)
         sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)

@@ -22,6 +22,17 @@ def _ints(text: str, name: str) -> tuple[int, ...]:
     return values
 
 
+#: The most requests per run, and tokens per prompt or output, a bench experiment takes:
+#: its workloads are built in memory before they run (a bigger figure is a typo).
+MAX_REQUESTS = 100_000
+MAX_TOKENS = 10_000_000
+
+
+def _bounded(value: int | None, option: str, high: int) -> None:
+    if value is not None and not 1 <= value <= high:
+        raise ConfigError(f"{option} must be in [1, {high:,}], got {value:,}")
+
+
 def tiny_model(
     out_dir: Path = typer.Argument(..., help="Directory to write the model into."),
     layers: int = typer.Option(2, "--layers", help="Decoder layers."),
@@ -121,36 +132,59 @@ def bench(
         raise ConfigError(
             f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}"
         )
-    target = _target(
-        backend, model_dir, endpoint, model, model_config, max_model_len, threads, dtype
-    )
-    mod = importlib.import_module(EXPERIMENTS[experiment])
+    from kvlab.cli.options import output_dir
+
+    if max_model_len is not None and max_model_len < 1:
+        raise ConfigError(f"--max-model-len must be >= 1, got {max_model_len}")
+    _bounded(num_requests, "--requests", MAX_REQUESTS)
+    _bounded(prompt_tokens, "--prompt-tokens", MAX_TOKENS)
+    _bounded(output_tokens, "--output-tokens", MAX_TOKENS)
+    for level in _ints(levels, "--levels"):
+        _bounded(level, "--levels", MAX_REQUESTS)
+    for length in _ints(lengths, "--lengths"):
+        _bounded(length, "--lengths", MAX_TOKENS)
+    if threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {threads}")
     params = _params(experiment, levels, num_requests, prompt_tokens, output_tokens, lengths)
     if out is None:
         from kvlab.report.progress import default_out
 
         out = default_out("bench")
-    out_dir = out / experiment if out.name != experiment else out
+    out_dir = output_dir(out)
+    if out.name != experiment:
+        out_dir = output_dir(out / experiment)
+    try:
+        target = _target(
+            backend, model_dir, endpoint, model, model_config, max_model_len, threads, dtype
+        )
+        mod = importlib.import_module(EXPERIMENTS[experiment])
+    except KeyboardInterrupt:
+        _save_interrupted(experiment, backend, out_dir)
 
     from rich.progress import Progress
 
     from kvlab.report.progress import LineProgress, piped
 
-    if piped():  # a log or a pipe: one line per run instead of a bar
-        lines = LineProgress(f"{experiment} on {backend}", None, every_fraction=0.0)
+    try:
+        if piped():  # a log or a pipe: one line per run instead of a bar
+            lines = LineProgress(f"{experiment} on {backend}", None, every_fraction=0.0)
 
-        def progress_line(label: str, done: int, total: int) -> None:
-            lines.update(done, total, label=f"{experiment}: {label}")
+            def progress_line(label: str, done: int, total: int) -> None:
+                lines.update(done, total, label=f"{experiment}: {label}")
 
-        exp = mod.run(target, out_dir, params, progress_line)
-    else:
-        with Progress(transient=True) as bar:
-            task = bar.add_task(f"{experiment} on {backend}", total=None)
+            exp = mod.run(target, out_dir, params, progress_line)
+        else:
+            with Progress(transient=True) as bar:
+                task = bar.add_task(f"{experiment} on {backend}", total=None)
 
-            def progress(label: str, done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total, description=f"{experiment}: {label}")
+                def progress(label: str, done: int, total: int) -> None:
+                    bar.update(
+                        task, completed=done, total=total, description=f"{experiment}: {label}"
+                    )
 
-            exp = mod.run(target, out_dir, params, progress)
+                exp = mod.run(target, out_dir, params, progress)
+    except KeyboardInterrupt:
+        _save_interrupted(experiment, backend, out_dir)
     if as_json:
         typer.echo(json.dumps({"out": str(out_dir), "points": exp.points}, default=str))
         return
@@ -158,6 +192,39 @@ def bench(
     for f in exp.figures:
         if f.suffix == ".png":
             typer.echo(f"  figure {f}")
+
+
+def _save_interrupted(experiment: str, backend: str, out_dir: Path) -> None:
+    """Ctrl-C stopped the experiment: write ``experiment.json`` with status interrupted
+    and the runs that finished (their run directories are whole; a run cut short is
+    saved marked interrupted by the live backend, and not at all in process), then
+    raise Interrupted (one line, exit 130)."""
+    from kvlab.cli.options import sigint_ignored
+    from kvlab.errors import Interrupted, KvlabError
+    from kvlab.results import RunResult, atomic_write_text
+
+    with sigint_ignored():
+        finished: list[str] = []
+        cut: list[str] = []
+        runs = out_dir / "runs"
+        for d in sorted(runs.iterdir()) if runs.is_dir() else []:
+            try:
+                run = RunResult.load(d)
+            except KvlabError:
+                continue
+            (finished if run.complete else cut).append(str(d.relative_to(out_dir)))
+        doc = {
+            "experiment": experiment,
+            "backend": backend,
+            "status": "interrupted",
+            "runs": finished,
+            "interrupted_runs": cut,
+        }
+        atomic_write_text(out_dir / "experiment.json", json.dumps(doc, indent=2) + "\n")
+    raise Interrupted(
+        f"interrupted: {len(finished)} runs finished, {len(cut)} cut short; "
+        f"{out_dir / 'experiment.json'} (status interrupted)"
+    )
 
 
 def _target(

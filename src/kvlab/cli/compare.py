@@ -38,9 +38,20 @@ def compare_cmd(
         help="Also draw the runs' KV usage timelines in one figure: PLOT.png and PLOT.svg "
         "(the plot extra).",
     ),
+    partial: bool = typer.Option(
+        False,
+        "--partial",
+        help="Accept runs that Ctrl-C stopped (run.json status interrupted); they are "
+        "labelled '(interrupted)'. Without it such a run is an error.",
+    ),
 ) -> None:
-    """Compare runs side by side (overall and per class): deltas and the better run per metric."""
-    from kvlab.errors import ConfigError
+    """Compare runs side by side (overall and per class): deltas and the better run per metric.
+
+    Exits 1 when a --fail-if condition holds, 2 on a bad option, output path or run
+    directory: one that is corrupt, incomplete (no summary.json) or interrupted
+    (unless --partial).
+    """
+    from kvlab.errors import ConfigError, RunDirError
     from kvlab.report.compare import (
         DEFAULT_METRICS,
         check_conditions,
@@ -50,19 +61,38 @@ def compare_cmd(
         to_markdown,
     )
     from kvlab.results import RunResult
+    from kvlab.results.run_dir import REQUIRED_SUMMARY_KEYS, check_summary
 
     conditions = [parse_condition(c) for c in fail_if]
     group_key = {"class": "cls", "session": "session_id", "none": None}
     if by not in group_key:
         raise ConfigError(f"--by must be class, session or none, got {by!r}")
+    from kvlab.cli.options import output_file
+
+    if output is not None:
+        output_file(output, "--output")
+    if plot is not None:
+        output_file(plot.with_name(plot.name + ".png"), "--plot", make_parent=True)
     loaded = []
     for d in runs:
-        if not (d / "summary.json").is_file():
+        if not (d / "summary.json").is_file() and not (d / "run.json").exists():
             raise ConfigError(
                 f"{d} is not a run directory (no summary.json); run kvlab simulate first"
             )
-        loaded.append(RunResult.load(d))
+        run = RunResult.load(d)
+        check_summary(run.summary, d / "summary.json", required=REQUIRED_SUMMARY_KEYS)
+        if not run.complete and not partial:
+            s = run.summary
+            raise RunDirError(
+                f"an {run.status} run ({s['num_completed']} of {s['num_requests']} requests "
+                "finished); pass --partial to compare it anyway",
+                path=d,
+            )
+        loaded.append(run)
     labels = _labels(runs, names)
+    labels = [
+        lab if r.complete else f"{lab} ({r.status})" for lab, r in zip(labels, loaded, strict=True)
+    ]
     pairs = list(zip(labels, loaded, strict=True))
     ms = [metric(m) for m in metrics] if metrics else list(DEFAULT_METRICS)
     cmp = compare(pairs, ms, by=group_key[by])
@@ -145,13 +175,19 @@ def sweep_cmd(
     """Simulate WORKLOAD over a grid of modes, policies or capacities.
 
     Writes one table (sweep.csv, sweep.md, sweep.json) and one plot per metric.
+    Exits 1 when a point failed (the table says which), 2 on a bad option, file or
+    output path. Ctrl-C stops the sweep: no further point starts, the points running
+    are interrupted, every finished point is kept and the table is written with
+    the others marked "interrupted" or "not run" (no plots); one line, exit 130.
     """
     from rich.progress import Progress
 
-    from kvlab.errors import ConfigError
+    from kvlab.cli.options import output_dir, sigint_ignored
+    from kvlab.errors import ConfigError, Interrupted
     from kvlab.report.compare import DEFAULT_METRICS, metric
     from kvlab.report.sweep import (
         grid,
+        not_run,
         parse_axis,
         rows,
         run_sweep,
@@ -161,7 +197,8 @@ def sweep_cmd(
     )
     from kvlab.workload.detect import load_workload
 
-    load_workload(str(workload))  # fail early on a bad file, read as kvlab simulate reads it
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     if output is None:
         from kvlab.report.progress import default_out
 
@@ -176,7 +213,12 @@ def sweep_cmd(
         axis_map[name] = vals
     points = grid(axis_map)
     ms = [metric(m) for m in metrics] if metrics else list(DEFAULT_METRICS)
-    runner = subprocess_runner(shlex.split(sim_args))
+    try:
+        extra = shlex.split(sim_args)
+    except ValueError as e:
+        raise ConfigError(f"--sim-args: {e}") from None
+    output = output_dir(output)
+    runner = subprocess_runner(extra)
     from kvlab.report.progress import LineProgress, piped
     from kvlab.stress.executor import make_executor
 
@@ -184,21 +226,32 @@ def sweep_cmd(
     ex = make_executor(executor, scheduler, workers)
     if executor == "dask":
         runner = ex.point_runner(runner)
-    with ex, Progress(transient=True, disable=as_json) as progress:
-        task = progress.add_task("simulating", total=len(points))
+    try:
+        load_workload(str(workload))  # fail early on a bad file, read as kvlab simulate reads it
+        with ex, Progress(transient=True, disable=as_json) as progress:
+            task = progress.add_task("simulating", total=len(points))
 
-        def done(_o: object) -> None:
-            progress.advance(task)
-            if lines is not None:  # a log or a pipe: a line every tenth or 5 s
-                lines.advance()
+            def done(_o: object) -> None:
+                progress.advance(task)
+                if lines is not None:  # a log or a pipe: a line every tenth or 5 s
+                    lines.advance()
 
-        result = run_sweep(
-            workload,
-            axis_map,
-            output,
-            runner=runner,
-            jobs=jobs,
-            on_done=done,
+            result = run_sweep(
+                workload,
+                axis_map,
+                output,
+                runner=runner,
+                jobs=jobs,
+                on_done=done,
+            )
+    except KeyboardInterrupt:
+        result = not_run(axis_map, output)
+    if result.interrupted:
+        with sigint_ignored():
+            write_tables(result, output, ms)
+        raise Interrupted(
+            f"interrupted: {len(result.finished)} of {len(points)} points finished; "
+            f"the table of what finished is in {output / 'sweep.md'}"
         )
     files = write_tables(result, output, ms)
     if plots:  # after the tables: a missing extra loses nothing and fails nothing

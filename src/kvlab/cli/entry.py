@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
 
         app_main(argv)
         return
-    from kvlab.cli.options import echo
+    from kvlab.cli.options import echo, error_line
     from kvlab.errors import KvlabError
 
     if argv is None and module_name in WORKLOAD_COMMANDS:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         module.run_command(**kwargs)
     except KvlabError as e:  # as kvlab.cli.app.main reports it
-        echo(f"error: {e}", err=True)
+        echo(error_line(e), err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         echo("interrupted", err=True)

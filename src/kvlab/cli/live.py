@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,19 @@ def replay(
         "--http-client",
         help="HTTP client of the streamed requests: kvlab (default, leaner) or aiohttp.",
     ),
+    max_model_len: int | None = typer.Option(
+        None,
+        "--max-model-len",
+        help="The server's context limit in tokens (default: what its /v1/models reports, "
+        "as vLLM does). Every request's prompt + max_tokens is checked against it before "
+        "anything is sent.",
+    ),
+    skip_too_long: bool = typer.Option(
+        False,
+        "--skip-too-long",
+        help="Mark requests that do not fit the context as rejected (not sent) and run the "
+        "rest, instead of refusing the whole run.",
+    ),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Run directory to write (default: runs/replay-TIMESTAMP)."
     ),
@@ -106,53 +120,129 @@ def replay(
     Writes summary.json, summary.md, vllm_bench.json (vLLM bench's result keys, in ms),
     requests.jsonl, timeseries.csv, histograms.json and run.json.
 
-    Exits 1 when any request failed or was not finished (the results are still written).
+    Exits 1 when any request failed, was rejected or was not finished (the results
+    are still written), 2 on a bad option, file or output path (before anything is
+    sent). Ctrl-C (at any point) stops the run: the run directory is still written
+    whole, with the finished requests, the rest marked unfinished and
+    "status": "interrupted" in run.json; one line is printed and the exit code is 130.
     """
-    from kvlab.cli.simulate import save_with_exports, write_markdown
+    from kvlab.backends.base import MAX_BURSTINESS, MAX_RATE_PER_S, MAX_SECONDS
+    from kvlab.cli.options import check_number, output_dir, output_dir_kept
     from kvlab.report.progress import default_out
     from kvlab.results.summary import parse_goodput, parse_percentiles
 
-    qs, slo_ms = parse_percentiles(percentiles), parse_goodput(goodput or None)
-    if out is None:
-        out = default_out("replay")
-    from kvlab.backends.openai import OpenAIBackend, OpenAIConfig
-    from kvlab.results import STATUS_OK, RecordWriter
-    from kvlab.workload.detect import load_workload
-
-    wl = load_workload(workload)
-    key = api_key or os.environ.get(api_key_env) or None
+    check_number(rate, "--rate", low=0, low_open=True, high=MAX_RATE_PER_S)
+    check_number(burstiness, "--burstiness", low=0, low_open=True, high=MAX_BURSTINESS)
+    check_number(metrics_interval, "--metrics-interval", low=0, high=MAX_SECONDS)
+    check_number(timeout, "--timeout", low=0, low_open=True, high=MAX_SECONDS)
+    if concurrency is not None and concurrency < 1:
+        raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
+    if max_model_len is not None and max_model_len < 1:
+        raise ConfigError(f"--max-model-len must be >= 1, got {max_model_len}")
     if max_errors is not None and max_errors < 1:
         raise ConfigError("--max-errors must be >= 1")
-    cfg = OpenAIConfig(
-        endpoint=endpoint,
-        model=model,
-        api=api,
-        mode=_mode(mode, concurrency, rate),
-        concurrency=concurrency,
-        rate_per_s=rate,
-        burstiness=burstiness,
-        seed=seed,
-        timeout_s=timeout,
-        read_timeout_s=min(timeout, 300.0),
-        max_errors=max_errors,
-        cache_mode=cache_mode,
-        metrics_interval_s=metrics_interval,
-        http_client=http_client,
-        api_key=key,
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    if warmup:
-        warm, wl = split_warmup(wl, warmup, cfg.mode)
-        wdir = out / "warmup"
-        wdir.mkdir(exist_ok=True)
-        wres = _run_with_progress(OpenAIBackend(cfg), warm, wdir, RecordWriter, quiet=as_json)
-        wres.config["warmup"] = True  # marked: these requests are not measured
-        save_with_exports(wres, wdir, percentiles=qs, goodput_slo_ms=slo_ms)
-    result = _run_with_progress(OpenAIBackend(cfg), wl, out, RecordWriter, quiet=as_json)
+    if warmup < 0:
+        raise ConfigError(f"--warmup must be >= 0, got {warmup}")
+    latency = {
+        "percentiles": parse_percentiles(percentiles),
+        "goodput_slo_ms": parse_goodput(goodput or None),
+    }
+    if out is None:
+        out = default_out("replay")
+    created = not out.exists()
+    out = output_dir(out)
+    with output_dir_kept(out, created):
+        _replay(
+            workload, out, endpoint, model, api, mode, concurrency, rate, burstiness, seed,
+            api_key, api_key_env, cache_mode, metrics_interval, max_errors, timeout,
+            http_client, max_model_len, skip_too_long, as_json, plot, warmup, latency,
+        )  # fmt: skip
+
+
+def _replay(
+    workload: Path,
+    out: Path,
+    endpoint: str,
+    model: str,
+    api: str,
+    mode: str | None,
+    concurrency: int | None,
+    rate: float | None,
+    burstiness: float,
+    seed: int,
+    api_key: str | None,
+    api_key_env: str,
+    cache_mode: str,
+    metrics_interval: float,
+    max_errors: int | None,
+    timeout: float,
+    http_client: str,
+    max_model_len: int | None,
+    skip_too_long: bool,
+    as_json: bool,
+    plot: bool,
+    warmup: int,
+    latency: dict[str, Any],
+) -> None:
+    from kvlab.cli.options import sigint_ignored
+    from kvlab.cli.simulate import save_with_exports, write_markdown
+
+    done: list[Any] = []
+    wl: Any = None
+    cfg: Any = None
+    result: Any = None
+    t0 = time.perf_counter()
+    try:
+        from kvlab.backends.openai import OpenAIBackend, OpenAIConfig
+        from kvlab.results import STATUS_OK, RecordWriter
+        from kvlab.workload.detect import load_workload
+
+        key = api_key or os.environ.get(api_key_env) or None
+        cfg = OpenAIConfig(
+            endpoint=endpoint,
+            model=model,
+            api=api,
+            mode=_mode(mode, concurrency, rate),
+            concurrency=concurrency,
+            rate_per_s=rate,
+            burstiness=burstiness,
+            seed=seed,
+            timeout_s=timeout,
+            read_timeout_s=min(timeout, 300.0),
+            max_errors=max_errors,
+            cache_mode=cache_mode,
+            metrics_interval_s=metrics_interval,
+            http_client=http_client,
+            max_model_len=max_model_len,
+            too_long="skip" if skip_too_long else "refuse",
+            api_key=key,
+        )
+        wl = load_workload(workload)
+        if warmup:
+            warm, wl = split_warmup(wl, warmup, cfg.mode)
+            wdir = out / "warmup"
+            wdir.mkdir(exist_ok=True)
+            wres = _run_with_progress(
+                OpenAIBackend(cfg), warm, wdir, RecordWriter, quiet=as_json, done=[]
+            )
+            if wres.summary.get("stopped") == "interrupted":
+                raise KeyboardInterrupt
+            wres.config["warmup"] = True  # marked: these requests are not measured
+            with sigint_ignored():
+                save_with_exports(wres, wdir, **latency)
+        result = _run_with_progress(
+            OpenAIBackend(cfg), wl, out, RecordWriter, quiet=as_json, done=done
+        )
+        if result.summary.get("stopped") == "interrupted":
+            result.status = "interrupted"
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        _save_interrupted(out, wl, cfg, done, result, time.perf_counter() - t0)
     if warmup:
         result.config["warmup_requests"] = warmup
-    save_with_exports(result, out, percentiles=qs, goodput_slo_ms=slo_ms)
-    write_markdown(result, out, Path(str(workload)).name)
+    with sigint_ignored():  # a finished run is written whole, never replaced by a stub
+        save_with_exports(result, out, **latency)
+        write_markdown(result, out, Path(str(workload)).name)
     if plot:  # after the results are on disk: a missing extra loses nothing
         from kvlab.report.plots import or_warning, run_figures
 
@@ -164,7 +254,7 @@ def replay(
     else:
         _print_summary(s, out)
     if any(r.status != STATUS_OK for r in result.records):
-        raise typer.Exit(130 if s.get("stopped") == "interrupted" else 1)
+        raise typer.Exit(1)
 
 
 def split_warmup(wl: Any, n: int, mode: str) -> tuple[Any, Any]:
@@ -188,7 +278,40 @@ def split_warmup(wl: Any, n: int, mode: str) -> tuple[Any, Any]:
     )
 
 
-def _run_with_progress(backend: Any, wl: Any, out: Path, writer_cls: Any, *, quiet: bool) -> Any:
+def _save_interrupted(
+    out: Path, wl: Any, cfg: Any, done: list[Any], result: Any, wall_s: float
+) -> None:
+    """Write the run directory of a run Ctrl-C stopped and raise Interrupted (one line,
+    exit 130). ``result`` is the backend's own (it stopped the run gracefully) or None
+    (Ctrl-C came before the run started or outside the event loop): then the records
+    finished so far (``done``) and the rest of the workload, unfinished, make it."""
+    from kvlab.backends.base import interrupted_result
+    from kvlab.cli.options import sigint_ignored
+    from kvlab.errors import Interrupted
+
+    with sigint_ignored():
+        if result is None or result.status != "interrupted":
+            result = interrupted_result(
+                "openai",
+                [] if wl is None else wl.requests,
+                done,
+                wall_s=wall_s,
+                record_source="usage.prompt_tokens_details",
+                config={} if cfg is None else cfg.to_dict(),
+                seed=None if cfg is None else cfg.seed,
+                workload=None if wl is None else wl.name,
+            )
+        result.save(out)
+    s = result.summary
+    raise Interrupted(
+        f"interrupted: {s['num_completed']} of {s['num_requests']} requests finished; "
+        f"run directory {out} (run.json: status interrupted)"
+    )
+
+
+def _run_with_progress(
+    backend: Any, wl: Any, out: Path, writer_cls: Any, *, quiet: bool, done: list[Any]
+) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from kvlab.report.progress import LineProgress, piped
@@ -210,6 +333,7 @@ def _run_with_progress(backend: Any, wl: Any, out: Path, writer_cls: Any, *, qui
 
         def on_record(rec: Any) -> None:
             nonlocal n_failed
+            done.append(rec)
             writer.write(rec)
             if rec.status == "failed":
                 n_failed += 1

@@ -12,9 +12,13 @@ gives the command function exactly the keyword arguments Typer would.
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 import re
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,4 +197,154 @@ def echo(text: str, *, err: bool = False) -> None:
     stream.flush()
 
 
-__all__ = ["KINDS", "REQUIRED", "Param", "echo", "parse_plain", "typer_command"]
+def error_line(e: BaseException) -> str:
+    """The one line a command prints for a :class:`~kvlab.errors.KvlabError`: ``error: ...``,
+    or an :class:`~kvlab.errors.Interrupted`'s own message (it is not a mistake)."""
+    from kvlab.errors import Interrupted
+
+    return str(e) if isinstance(e, Interrupted) else f"error: {e}"
+
+
+@contextlib.contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """Ignore Ctrl-C inside the block: an interrupted command writes what it finished
+    and its one line there, and a second SIGINT cannot cut that short. The handler
+    before it comes back after. Outside the main thread (a host running a command in
+    a thread) this does nothing."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def check_number(
+    value: float | None,
+    option: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+) -> None:
+    """Raise :class:`~kvlab.errors.ConfigError` naming ``option`` unless ``value`` is
+    None or a finite number within [``low``, ``high``] (``(low, high]`` with
+    ``low_open``). Typer reads ``nan``, ``inf`` and ``1e400`` as floats: every
+    float option of a command goes through here before any work starts."""
+    from kvlab.errors import ConfigError
+
+    if value is None:
+        return
+    if low is None:
+        bound = ""
+    else:
+        bound = f" {'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        bound += (" and" if bound else "") + f" <= {high:g}"
+    if not math.isfinite(value):
+        raise ConfigError(f"{option} must be a finite number{bound}, got {value!r}")
+    if (low is not None and (value <= low if low_open else value < low)) or (
+        high is not None and value > high
+    ):
+        raise ConfigError(f"{option} must be{bound}, got {value:g}")
+
+
+def check_fraction(value: float | None, option: str, *, zero: bool = True) -> None:
+    """:func:`check_number` for a fraction: in [0, 1] (``(0, 1]`` without ``zero``)."""
+    check_number(value, option, low=0.0, high=1.0, low_open=not zero)
+
+
+def output_dir(path: str | os.PathLike[str], option: str = "--out") -> Path:
+    """Make ``path`` a directory a command can write into, before any work is done.
+
+    A missing directory is created, with its missing parents; an existing file
+    there, a file where a parent directory should be, or a place the user cannot
+    write to is a :class:`~kvlab.errors.ConfigError` of one line naming
+    ``option`` and the path (exit 2). Every command that writes a directory
+    (``simulate``, ``replay``, ``bench``, ``sweep``, ``cache-curve --plot``)
+    checks its output here."""
+    from kvlab.errors import ConfigError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{option} {p}: exists and is not a directory")
+    blocker = _file_above(p)
+    if blocker is not None:
+        raise ConfigError(f"{option} {p}: {blocker} is a file, not a directory")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{option} {p}: cannot create it ({e.strerror or e})") from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {p}: not writable")
+    return p
+
+
+@contextlib.contextmanager
+def output_dir_kept(path: Path, created: bool) -> Iterator[None]:
+    """Remove ``path`` again when the block fails with a :class:`~kvlab.errors.KvlabError`
+    (a bad workload, a server that cannot be reached) while the directory is still
+    empty and :func:`output_dir` ``created`` it: a failed command leaves nothing behind."""
+    from kvlab.errors import Interrupted, KvlabError
+
+    try:
+        yield
+    except KvlabError as e:
+        if created and not isinstance(e, Interrupted):
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only when empty
+        raise
+
+
+def output_file(
+    path: str | os.PathLike[str], option: str = "--out", *, make_parent: bool = False
+) -> Path:
+    """Check that ``path`` can be written as a file, before any work is done: not an
+    existing directory, in a directory the user can write to. A missing parent
+    directory is an error (more often a typo than a wish) unless ``make_parent``
+    (the command creates it: figures). A :class:`~kvlab.errors.ConfigError` of one
+    line naming ``option`` otherwise."""
+    from kvlab.errors import ConfigError
+
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{option} {p}: is a directory, expected a file")
+    parent = p.parent
+    blocker = _file_above(p)
+    if blocker is not None:
+        raise ConfigError(f"{option} {p}: {blocker} is a file, not a directory")
+    if not parent.is_dir():
+        if make_parent:
+            return p
+        raise ConfigError(f"{option} {p}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise ConfigError(f"{option} {p}: not writable")
+    return p
+
+
+def _file_above(p: Path) -> Path | None:
+    """The nearest existing ancestor of ``p`` when it is not a directory, else None."""
+    for parent in p.absolute().parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+__all__ = [
+    "KINDS",
+    "REQUIRED",
+    "Param",
+    "check_fraction",
+    "check_number",
+    "echo",
+    "error_line",
+    "output_dir",
+    "output_dir_kept",
+    "output_file",
+    "parse_plain",
+    "sigint_ignored",
+    "typer_command",
+]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -405,6 +406,34 @@ def run_command(
     )
 
 
+def _save_interrupted(out: Path, wl: Any, cfg: Any, workload: str, wall_s: float) -> None:
+    """Ctrl-C stopped the simulation (or the loading before it): the simulator keeps
+    no partial results, so the run directory holds every request of the workload
+    (none when it was not loaded yet) as unfinished, run.json says interrupted;
+    raise Interrupted (one line, exit 130)."""
+    from kvlab.backends.base import interrupted_result
+    from kvlab.cli.options import sigint_ignored
+    from kvlab.errors import Interrupted
+
+    with sigint_ignored():
+        result = interrupted_result(
+            "sim",
+            [] if wl is None else wl.requests,
+            wall_s=wall_s,
+            record_source="simulated",
+            counts_known=True,
+            config={**cfg.to_dict(), "workload": workload},
+            seed=cfg.seed,
+            workload=None if wl is None else wl.name,
+        )
+        result.save(out)
+    when = "while loading the workload" if wl is None else "before the simulation finished"
+    raise Interrupted(
+        f"interrupted {when}; nothing simulated is kept; run directory {out} "
+        "(run.json: status interrupted)"
+    )
+
+
 def _simulate_and_save(
     *,
     workload: str,
@@ -419,26 +448,57 @@ def _simulate_and_save(
     serve: Any = None,
     latency: dict[str, Any] | None = None,
 ) -> None:
-    from kvlab.sim.engine import simulate
-    from kvlab.workload.detect import load_workload
+    from kvlab.cli.options import output_dir, output_dir_kept
 
-    wl = load_workload(workload, fmt, seed=seed)
-    if on_loaded is not None:
-        on_loaded()
-    show = not quiet and not as_json and sys.stderr.isatty()
-    if serve is not None:  # the same run, its state kept after every event
-        simulate = serve.recorder()
-    if show:
-        from rich.progress import Progress
+    created = not out.exists()
+    out = output_dir(out)
+    with output_dir_kept(out, created):
+        _simulate_into(
+            workload, cfg, out, fmt, seed, as_json, quiet, plot, on_loaded, serve, latency
+        )
 
-        with Progress(transient=True) as bar:
-            task = bar.add_task("simulating", total=len(wl.requests))
-            result = simulate(wl, cfg, lambda done, total: bar.update(task, completed=done))
-    else:
-        result = simulate(wl, cfg)
+
+def _simulate_into(
+    workload: str,
+    cfg: Any,
+    out: Path,
+    fmt: str | None,
+    seed: int,
+    as_json: bool,
+    quiet: bool,
+    plot: bool,
+    on_loaded: Callable[[], object] | None,
+    serve: Any = None,
+    latency: dict[str, Any] | None = None,
+) -> None:
+    from kvlab.cli.options import sigint_ignored
+
+    wl = None
+    t0 = time.perf_counter()
+    try:
+        from kvlab.sim.engine import simulate
+        from kvlab.workload.detect import load_workload
+
+        wl = load_workload(workload, fmt, seed=seed)
+        if on_loaded is not None:
+            on_loaded()
+        show = not quiet and not as_json and sys.stderr.isatty()
+        if serve is not None:  # the same run, its state kept after every event
+            simulate = serve.recorder()
+        if show:
+            from rich.progress import Progress
+
+            with Progress(transient=True) as bar:
+                task = bar.add_task("simulating", total=len(wl.requests))
+                result = simulate(wl, cfg, lambda done, total: bar.update(task, completed=done))
+        else:
+            result = simulate(wl, cfg)
+    except KeyboardInterrupt:
+        _save_interrupted(out, wl, cfg, str(workload), time.perf_counter() - t0)
     result.config["workload"] = str(workload)
-    save_with_exports(result, out, **(latency or {}))
-    write_markdown(result, out, Path(str(workload)).name)
+    with sigint_ignored():  # a finished run is written whole, never replaced by a stub
+        save_with_exports(result, out, **(latency or {}))
+        write_markdown(result, out, Path(str(workload)).name)
     if plot:  # after the results are on disk: a missing extra loses nothing
         from kvlab.report.plots import or_warning, run_figures
 

@@ -46,10 +46,12 @@ def gen(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Generate a seeded workload of SHAPE and write it as JSONL."""
+    from kvlab.cli.options import output_file
     from kvlab.workload.generators import generate, parse_assignments
     from kvlab.workload.io import write_workload
     from kvlab.workload.stats import prefix_reuse_bound
 
+    output_file(output, "--output", make_parent=True)  # before the work, not after
     params: dict[str, Any] = parse_assignments(shape, assignments)
     for key, value in (
         ("sessions", sessions),

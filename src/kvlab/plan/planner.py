@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from numbers import Integral, Real
 from typing import Any
 
 from kvlab.errors import ConfigError
@@ -97,6 +98,7 @@ def plan(
         max_num_seqs=max_num_seqs,
         offload_gb=offload_gb,
         kv_dtype=kv_dtype,
+        overhead_bytes=overhead_bytes,
     )
     if num_gpu_blocks_override is not None and num_gpu_blocks_override < 1:
         raise ConfigError(f"num_gpu_blocks_override must be >= 1, got {num_gpu_blocks_override}")
@@ -271,7 +273,26 @@ def _validate(
     max_num_seqs: int | None,
     offload_gb: float,
     kv_dtype: str | None,
+    overhead_bytes: int | None,
 ) -> None:
+    for name, value in (
+        ("tp", tp),
+        ("concurrency", concurrency),
+        ("block_size", block_size),
+        ("context_tokens", context_tokens),
+        ("kv_cache_memory_bytes", kv_cache_memory_bytes),
+        ("max_num_batched_tokens", max_num_batched_tokens),
+        ("max_num_seqs", max_num_seqs),
+        ("overhead_bytes", overhead_bytes),
+    ):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
+            raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    for name, number in (
+        ("gpu_memory_utilization", gpu_memory_utilization),
+        ("offload_gb", offload_gb),
+    ):
+        if isinstance(number, bool) or not isinstance(number, Real) or not math.isfinite(number):
+            raise ConfigError(f"{name} must be a finite number, got {number!r}")
     check_tp(spec, tp)
     if context_tokens is not None and context_tokens < 1:
         raise ConfigError(f"context must be >= 1 token, got {context_tokens}")
@@ -287,10 +308,19 @@ def _validate(
         raise ConfigError(f"max_num_batched_tokens must be >= 1, got {max_num_batched_tokens}")
     if max_num_seqs is not None and max_num_seqs < 1:
         raise ConfigError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
-    if offload_gb < 0:
-        raise ConfigError(f"offload size must be >= 0 GiB, got {offload_gb}")
+    if overhead_bytes is not None and overhead_bytes < 0:
+        raise ConfigError(f"overhead_bytes must be >= 0, got {overhead_bytes}")
+    if not 0 <= offload_gb <= MAX_OFFLOAD_GB:
+        raise ConfigError(
+            f"offload size (offload_gb) must be >= 0 GiB and <= {MAX_OFFLOAD_GB:g}, "
+            f"got {offload_gb}"
+        )
     if kv_dtype is not None:
         dtype_bytes(kv_dtype)
+
+
+#: The largest CPU offload tier plan() takes (GiB): a petabyte, far beyond any host.
+MAX_OFFLOAD_GB = 1_048_576.0
 
 
 def _sequence_bytes(

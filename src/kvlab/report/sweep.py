@@ -13,20 +13,30 @@ one line per combination of the other axes).
 
 The point runner is a parameter (:data:`PointRunner`), so a sweep can run
 in-process functions as well; tests use one that writes synthetic results.
+
+Ctrl-C (SIGINT to the sweep alone, or to its whole process group as a terminal
+sends it) stops the sweep: no further point starts, the points running are
+interrupted (the subprocess runner starts each point in its own session and
+passes SIGINT on to it once, so both ways end alike), every point that finished
+is kept, and :func:`run_sweep` returns with ``interrupted`` set and the other
+points marked ``interrupted`` (cut short) or ``not run``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,14 +77,26 @@ class PointOutcome:
     error: str | None = None
 
 
+#: The error of a point Ctrl-C cut short, and of one it kept from starting.
+INTERRUPTED = "interrupted"
+NOT_RUN = "not run (sweep interrupted)"
+
+
 @dataclass
 class SweepResult:
     axes: dict[str, list[str]]
     outcomes: list[PointOutcome] = field(default_factory=list)
+    #: Ctrl-C stopped the sweep (see the module docstring).
+    interrupted: bool = False
 
     @property
     def failed(self) -> list[PointOutcome]:
+        """Points without a result: failed, interrupted or not run."""
         return [o for o in self.outcomes if o.result is None]
+
+    @property
+    def finished(self) -> list[PointOutcome]:
+        return [o for o in self.outcomes if o.result is not None]
 
 
 #: Runs one point: (workload path, point, run directory) -> None; raises on failure.
@@ -109,10 +131,18 @@ def grid(axes: Mapping[str, Sequence[str]]) -> list[SweepPoint]:
     ]
 
 
-def subprocess_runner(extra_args: Sequence[str] = ()) -> PointRunner:
-    """A runner that calls ``python -m kvlab simulate`` in a new process per point."""
+class SubprocessRunner:
+    """Runs each point as ``python -m kvlab simulate`` in a new process (and a new
+    session, so that a terminal's Ctrl-C reaches the sweep alone and
+    :meth:`interrupt` passes it on exactly once)."""
 
-    def run(workload: Path, point: SweepPoint, run_dir: Path) -> None:
+    def __init__(self, extra_args: Sequence[str] = ()) -> None:
+        self.extra_args = list(extra_args)
+        self._procs: set[subprocess.Popen[str]] = set()
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def __call__(self, workload: Path, point: SweepPoint, run_dir: Path) -> None:
         cmd = [
             sys.executable,
             "-m",
@@ -120,20 +150,60 @@ def subprocess_runner(extra_args: Sequence[str] = ()) -> PointRunner:
             "simulate",
             str(workload),
             *point.option_args(),
-            *extra_args,
+            *self.extra_args,
             "-o",
             str(run_dir),
         ]
         env = dict(os.environ)
         src = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        if res.returncode != 0:
-            tail = (res.stderr or res.stdout).strip().splitlines()
-            last = tail[-1] if tail else f"exit code {res.returncode}"
+        with self._lock:
+            if self._stopped:
+                raise PointFailed(NOT_RUN)
+            proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                start_new_session=True,
+            )
+            self._procs.add(proc)
+        try:
+            out, err = proc.communicate()
+        finally:
+            with self._lock:
+                self._procs.discard(proc)
+        if proc.returncode != 0:
+            tail = (err or out).strip().splitlines()
+            last = tail[-1] if tail else f"exit code {proc.returncode}"
             raise PointFailed(last.removeprefix("error: "))
 
-    return run
+    def interrupt(self) -> None:
+        """Start no further point and pass SIGINT to every point running."""
+        with self._lock:
+            self._stopped = True
+            procs = list(self._procs)
+        for p in procs:
+            with contextlib.suppress(OSError):
+                p.send_signal(signal.SIGINT)
+
+    def kill(self) -> None:
+        """Kill every point still running (one that ignored the interrupt too long)."""
+        with self._lock:
+            procs = list(self._procs)
+        for p in procs:
+            with contextlib.suppress(OSError):
+                p.kill()
+
+
+def subprocess_runner(extra_args: Sequence[str] = ()) -> SubprocessRunner:
+    """A runner that calls ``python -m kvlab simulate`` in a new process per point."""
+    return SubprocessRunner(extra_args)
+
+
+#: Seconds the points running get to stop after Ctrl-C before they are killed.
+INTERRUPT_GRACE_S = 20.0
 
 
 def run_sweep(
@@ -145,29 +215,94 @@ def run_sweep(
     jobs: int | None = None,
     on_done: Callable[[PointOutcome], None] | None = None,
 ) -> SweepResult:
-    """Run every grid point (``jobs`` at a time) and load each RunResult."""
+    """Run every grid point (``jobs`` at a time) and load each RunResult; Ctrl-C
+    ends it early (see the module docstring)."""
     points = grid(axes)
     runner = runner or subprocess_runner()
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     jobs = max(1, min(len(points), jobs or os.cpu_count() or 1))
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)
     result = SweepResult(axes={k: list(v) for k, v in axes.items()})
     outcomes = {p: PointOutcome(p, out_dir / "runs" / p.name) for p in points}
+    stop = threading.Event()
 
     def one(p: SweepPoint) -> PointOutcome:
         o = outcomes[p]
+        if stop.is_set():
+            o.error = NOT_RUN
+            return o
+        failure = None
         try:
             runner(workload, p, o.run_dir)
-            o.result = RunResult.load(o.run_dir)
         except Exception as e:  # a failed point is reported in the table, the sweep goes on
-            o.error = str(e) if isinstance(e, PointFailed) else f"{type(e).__name__}: {e}"
+            failure = str(e) if isinstance(e, PointFailed) else f"{type(e).__name__}: {e}"
+        if failure is None or stop.is_set():
+            # after Ctrl-C the run directory says whether the point finished first
+            try:
+                run = RunResult.load(o.run_dir)
+            except Exception as e:
+                failure = failure or f"{type(e).__name__}: {e}"
+            else:
+                if run.complete:
+                    o.result = run
+                    return o
+                failure = INTERRUPTED
+        o.error = INTERRUPTED if stop.is_set() and failure != NOT_RUN else failure
         return o
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(one, p) for p in points]
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    futures: list[Any] = []
+    try:
+        futures += (pool.submit(one, p) for p in points)
         for fut in as_completed(futures):
             if on_done is not None:
                 on_done(fut.result())
+    except KeyboardInterrupt:
+        result.interrupted = True
+        _stop_points(stop, runner, pool, futures)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    for o in outcomes.values():
+        if o.result is None and o.error is None:  # never started
+            o.error = NOT_RUN
     result.outcomes = [outcomes[p] for p in points]
+    return result
+
+
+def _stop_points(
+    stop: threading.Event, runner: PointRunner, pool: ThreadPoolExecutor, futures: list[Any]
+) -> None:
+    """After Ctrl-C: start nothing more, interrupt the points running, wait for them
+    (killing them after :data:`INTERRUPT_GRACE_S`), ignoring further Ctrl-C meanwhile."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to ignore
+        previous = None
+    try:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        interrupt = getattr(runner, "interrupt", None)
+        if callable(interrupt):
+            interrupt()
+        # a cancelled future never counts as done for wait(): only the started ones
+        started = [f for f in futures if not f.cancelled()]
+        _, pending = wait(started, timeout=INTERRUPT_GRACE_S)
+        kill = getattr(runner, "kill", None)
+        if pending and callable(kill):
+            kill()
+        wait(started)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def not_run(axes: Mapping[str, Sequence[str]], out_dir: Path) -> SweepResult:
+    """The result of a sweep Ctrl-C stopped before any point started."""
+    result = SweepResult(axes={k: list(v) for k, v in axes.items()}, interrupted=True)
+    result.outcomes = [
+        PointOutcome(p, out_dir / "runs" / p.name, error=NOT_RUN) for p in grid(axes)
+    ]
     return result
 
 
@@ -202,9 +337,10 @@ def write_tables(result: SweepResult, out_dir: Path, metrics: Sequence[Metric]) 
     paths = [out_dir / "sweep.csv", out_dir / "sweep.md", out_dir / "sweep.json"]
     atomic_write_text(paths[0], buf.getvalue())
     atomic_write_text(paths[1], "\n".join(md) + "\n")
-    atomic_write_text(
-        paths[2], json.dumps({"axes": result.axes, "rows": table}, indent=2, allow_nan=False) + "\n"
-    )
+    doc: dict[str, Any] = {"axes": result.axes, "rows": table}
+    if result.interrupted:
+        doc["status"] = "interrupted"
+    atomic_write_text(paths[2], json.dumps(doc, indent=2, allow_nan=False) + "\n")
     return paths
 
 
@@ -268,12 +404,16 @@ def _is_number(v: str) -> bool:
 
 __all__ = [
     "DEFAULT_METRICS",
+    "INTERRUPTED",
+    "NOT_RUN",
     "PointFailed",
     "PointOutcome",
     "PointRunner",
+    "SubprocessRunner",
     "SweepPoint",
     "SweepResult",
     "grid",
+    "not_run",
     "parse_axis",
     "rows",
     "run_sweep",

@@ -25,9 +25,11 @@ from kvlab.results.records import (
     records_to_jsonl,
 )
 from kvlab.results.run_dir import (
+    PARTIAL_STATUSES,
     RecordWriter,
     RunResult,
     atomic_write_text,
+    check_summary,
     timeseries_from_csv,
     timeseries_to_csv,
 )
@@ -44,6 +46,7 @@ from kvlab.results.summary import (
 __all__ = [
     "COUNT_FIELDS",
     "MISS_CAUSES",
+    "PARTIAL_STATUSES",
     "STATUS_FAILED",
     "STATUS_OK",
     "STATUS_REJECTED",
@@ -52,6 +55,7 @@ __all__ = [
     "RequestRecord",
     "RunResult",
     "atomic_write_text",
+    "check_summary",
     "count_errors",
     "dist",
     "group_summaries",

@@ -14,13 +14,17 @@ A run directory holds:
     unsampled histograms: name -> {"unit", "edges", "counts"} (or raw values).
 ``run.json``
     the run configuration and provenance (kvlab version, seed, the wall time
-    ``wall_s``: what differs between two runs of one seed is here only).
+    ``wall_s``: what differs between two runs of one seed is here only), and
+    ``"status": "interrupted"`` when Ctrl-C stopped the run (the records then
+    hold what finished; the rest are ``unfinished``).
 ``summary.md``
     a short human-readable summary.
 
-Files are written atomically (temporary file + rename), and ``requests.jsonl``
-can be appended incrementally with :class:`RecordWriter`, so an interrupted
-run keeps the records it finished. Everything is written in the calling
+Files are written atomically (temporary file + rename), ``summary.json``
+last: a directory without it is not (yet) a run, whatever else it holds, so a
+run cut short while saving is never read as complete. ``requests.jsonl`` can
+be appended incrementally with :class:`RecordWriter`, so an interrupted run
+keeps the records it finished. Everything is written in the calling
 process: the library never forks (a host that wants a second process owns it).
 """
 
@@ -57,6 +61,13 @@ class RunResult:
     timeseries: dict[str, list[float]] = field(default_factory=dict)
     histograms: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: ``"complete"``, or one of :data:`PARTIAL_STATUSES` (kept in ``run.json``).
+    status: str = "complete"
+
+    @property
+    def complete(self) -> bool:
+        """Whether the run ended by itself (not stopped by Ctrl-C)."""
+        return self.status == "complete"
 
     @property
     def backend(self) -> str | None:
@@ -82,7 +93,6 @@ class RunResult:
         ``records=False`` leaves ``requests.jsonl`` to the caller."""
         d = Path(out_dir)
         d.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(d / "summary.json", _dumps(self.summary))
         if records:
             recs = self.records
             atomic_write_chunks(
@@ -94,9 +104,11 @@ class RunResult:
             )
         atomic_write_text(d / "timeseries.csv", timeseries_to_csv(self.timeseries))
         atomic_write_text(d / "histograms.json", _dumps(self.histograms))
-        atomic_write_text(
-            d / "run.json", _dumps({"config": self.config, "provenance": self.provenance})
-        )
+        run: dict[str, Any] = {"config": self.config, "provenance": self.provenance}
+        if not self.complete:
+            run["status"] = self.status
+        atomic_write_text(d / "run.json", _dumps(run))
+        atomic_write_text(d / "summary.json", _dumps(self.summary))  # last: see the module
         return d
 
     @classmethod
@@ -105,11 +117,18 @@ class RunResult:
         file (and line) when it is missing ``summary.json`` or a file is corrupt."""
         d = Path(run_dir)
         if not (d / "summary.json").is_file():
+            if d.is_dir() and any((d / name).exists() for name in _RUN_FILES):
+                raise RunDirError(
+                    "not a run directory (no summary.json): an incomplete run, stopped "
+                    "before it was saved",
+                    path=d,
+                )
             raise RunDirError(
                 "not a run directory (no summary.json); run kvlab simulate or replay first",
                 path=d,
             )
         summary = _json_object(d / "summary.json")
+        check_summary(summary, d / "summary.json")
         records = []
         req = d / "requests.jsonl"
         if req.exists():
@@ -129,6 +148,9 @@ class RunResult:
         for key in ("config", "provenance"):
             if not isinstance(run.get(key, {}), dict):
                 raise RunDirError("must be a JSON object", path=d / "run.json", field=key)
+        status = run.get("status", "complete")
+        if status != "complete" and status not in PARTIAL_STATUSES:
+            raise RunDirError(f"unknown status {status!r}", path=d / "run.json", field="status")
         return cls(
             records=records,
             summary=summary,
@@ -136,7 +158,67 @@ class RunResult:
             timeseries=ts,
             histograms=hist,
             provenance=run.get("provenance", {}),
+            status=status,
         )
+
+
+#: The files of a run directory besides ``summary.json`` (any one of them without it
+#: marks a run stopped before it was saved).
+_RUN_FILES: tuple[str, ...] = ("run.json", "requests.jsonl", "timeseries.csv", "histograms.json")
+
+#: ``run.json`` statuses of a run that did not end by itself.
+PARTIAL_STATUSES: tuple[str, ...] = ("interrupted",)
+
+#: Summary counts, whole numbers; ``kvlab compare`` needs them there.
+REQUIRED_SUMMARY_KEYS: tuple[str, ...] = ("num_requests", "num_completed")
+#: Summary keys whose value is text (or null).
+_TEXT_KEYS = frozenset({"stopped", "clock", "prefix_cache_source"})
+
+
+def check_summary(summary: Mapping[str, Any], path: Path, *, required: Sequence[str] = ()) -> None:
+    """Raise :class:`~kvlab.errors.RunDirError` naming ``path`` and the key when
+    ``summary`` is not of a summary's shape: a key of ``required`` missing, a count
+    (:data:`REQUIRED_SUMMARY_KEYS`) not a whole number, a number written as a string
+    or not finite, text where text does not go, or a group (``by_class``) that is not
+    an object of objects. Keys it does not know pass when their values are of a JSON
+    kind a summary holds. :meth:`RunResult.load` checks the shape; ``kvlab compare``
+    also requires :data:`REQUIRED_SUMMARY_KEYS` (what it compares)."""
+    for key in required:
+        if key not in summary:
+            raise RunDirError("missing (not a kvlab summary)", path=path, field=key)
+    for key in REQUIRED_SUMMARY_KEYS:
+        v = summary.get(key, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise RunDirError(f"must be a whole number >= 0, got {v!r}", path=path, field=key)
+    _check_values(summary, path, "")
+    groups = summary.get("by_class", {})
+    if groups is not None and not isinstance(groups, dict):
+        raise RunDirError("must be a JSON object", path=path, field="by_class")
+    for name, group in (groups or {}).items():
+        if not isinstance(group, dict):
+            raise RunDirError("must be a JSON object", path=path, field=f"by_class.{name}")
+
+
+def _check_values(obj: Mapping[str, Any], path: Path, prefix: str) -> None:
+    for key, v in obj.items():
+        where = f"{prefix}{key}"
+        if key in _TEXT_KEYS:
+            if v is not None and not isinstance(v, str):
+                raise RunDirError(f"must be text, got {v!r}", path=path, field=where)
+        elif isinstance(v, str) and _numeric_text(v):
+            raise RunDirError(f"a number written as text: {v!r}", path=path, field=where)
+        elif isinstance(v, float) and not math.isfinite(v):
+            raise RunDirError(f"not a finite number: {v!r}", path=path, field=where)
+        elif isinstance(v, dict) and prefix.count(".") < 3:
+            _check_values(v, path, where + ".")
+
+
+def _numeric_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _text(path: Path) -> str:
@@ -177,19 +259,23 @@ def _record(path: Path, line_no: int, line: str) -> RequestRecord:
 
 
 class RecordWriter(contextlib.ExitStack):
-    """Appends records to ``requests.jsonl`` as they finish (flushed per line).
+    """Appends records to ``requests.jsonl`` as they finish (flushed per line). The
+    file is created by the first record: a run that stops before any request
+    ended leaves none behind (never an empty one beside no summary).
 
-    A context manager (an :class:`contextlib.ExitStack` holding the file): ``close()``
-    or leaving the ``with`` block closes the file.
+    A context manager (an :class:`contextlib.ExitStack` holding the file once it is
+    open): ``close()`` or leaving the ``with`` block closes it.
     """
 
     def __init__(self, path: str | Path) -> None:
         super().__init__()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = self.enter_context(self.path.open("w", encoding="utf-8"))
+        self._f: Any = None
 
     def write(self, rec: RequestRecord) -> None:
+        if self._f is None:
+            self._f = self.enter_context(self.path.open("w", encoding="utf-8"))
         self._f.write(json.dumps(rec.to_dict()) + "\n")
         self._f.flush()
 
@@ -303,9 +389,12 @@ def _dumps(o: Any) -> str:
 
 
 __all__ = [
+    "PARTIAL_STATUSES",
+    "REQUIRED_SUMMARY_KEYS",
     "RecordWriter",
     "RunResult",
     "atomic_write_text",
+    "check_summary",
     "timeseries_from_csv",
     "timeseries_to_csv",
 ]
