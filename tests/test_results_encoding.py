@@ -251,3 +251,12 @@ def test_summarize_equals_the_per_record_formulas(
     assert json.dumps(summarize(records, duration_s=duration_s)) == json.dumps(
         reference_summary(records, duration_s)
     )
+
+
+def test_a_percent_sign_in_a_column_that_never_changes_is_written_once() -> None:
+    """Constant columns go into the line's template with '%' escaped as '%%'; a run
+    whose every column is constant must still unescape it (it once wrote "%%")."""
+    for n in (1, 3):
+        recs = [RequestRecord("a%b", 0.0, 1, 1, session_id="%", cls="100%")] * n
+        expected = "".join(json.dumps(r.to_dict(), allow_nan=False) + "\n" for r in recs)
+        assert records_to_jsonl(recs) == expected

@@ -142,6 +142,14 @@ class SubprocessRunner:
         self._lock = threading.Lock()
         self._stopped = False
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Only the arguments travel (to a cluster's worker): a copy starts with no
+        processes of its own and is not stopped."""
+        return {"extra_args": self.extra_args}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["extra_args"])  # type: ignore[misc]
+
     def __call__(self, workload: Path, point: SweepPoint, run_dir: Path) -> None:
         cmd = [
             sys.executable,

@@ -155,8 +155,8 @@ def records_to_jsonl(records: Sequence[RequestRecord]) -> str:
             template.append(f'"{name}": %s')
             cells.append(list(map(_ENCODERS[kind], values)))
     line = "{" + ", ".join(template) + "}\n"
-    if not cells:
-        return line * len(records)
+    if not cells:  # every column constant: the template, its "%%" unescaped, per record
+        return (line % ()) * len(records)
     return "".join(map(line.__mod__, zip(*cells, strict=True)))
 
 
