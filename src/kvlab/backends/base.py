@@ -11,8 +11,9 @@ same keys in the same places:
 * ``summary.json`` holds exactly :data:`SUMMARY_KEYS`, in that order, with
   None wherever the backend cannot know a figure (a live client knows no
   evicted blocks; the simulator has no client CPU). The offload keys
-  (:data:`OFFLOAD_KEYS`) are the one exception: present only when the run had
-  an offload tier.
+  (:data:`OFFLOAD_KEYS`) and ``sessions`` are the exceptions
+  (:data:`OPTIONAL_KEYS`): present only when the run had an offload tier, and
+  a session of two turns or more (:mod:`kvlab.report.sessions`).
 * ``by_class`` is :func:`~kvlab.results.group_summaries` by request class
   for every backend; each class holds :data:`GROUP_KEYS`.
 * ``wall_s`` is the run's wall-clock time in seconds, for every backend.
@@ -138,11 +139,17 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "errors_by_kind",
     "stopped",
     "by_class",
+    "sessions",
     "wall_s",
 )
 
 #: Summary keys :func:`build_result` computes itself (a backend never passes them).
-_BUILT = frozenset({"prefix_cache_source", "errors_by_kind", "by_class", "wall_s"})
+_BUILT = frozenset({"prefix_cache_source", "errors_by_kind", "by_class", "sessions", "wall_s"})
+
+#: Summary keys present only when the run has them: an offload tier's, and
+#: ``sessions`` (:func:`kvlab.report.sessions.session_continuity`) when the
+#: workload has a session of two turns or more.
+OPTIONAL_KEYS: tuple[str, ...] = (*OFFLOAD_KEYS, "sessions")
 
 
 @runtime_checkable
@@ -203,8 +210,13 @@ def build_result(
     s["prefix_cache_source"] = _source(s, counter_source if from_counters else record_source)
     s["errors_by_kind"] = count_errors(records)
     s["by_class"] = groups
+    from kvlab.report.sessions import session_continuity
+
+    sessions = session_continuity(records, block_size=figures.get("block_size"))
+    if sessions is not None:
+        s["sessions"] = sessions
     s["wall_s"] = wall_s
-    summary = {k: s.get(k) for k in SUMMARY_KEYS if k in s or k not in OFFLOAD_KEYS}
+    summary = {k: s.get(k) for k in SUMMARY_KEYS if k in s or k not in OPTIONAL_KEYS}
     from kvlab import __version__
 
     prov: dict[str, Any] = {
@@ -233,6 +245,7 @@ def _source(summary: Mapping[str, Any], source: str | None) -> str | None:
 __all__ = [
     "GROUP_KEYS",
     "OFFLOAD_KEYS",
+    "OPTIONAL_KEYS",
     "PREFIX_SOURCES",
     "SUMMARY_KEYS",
     "Backend",

@@ -142,6 +142,10 @@ def write_markdown(result: Any, out: Path, workload_name: str) -> None:
             f"external hits {s['external_prefix_cache_hits']:,} of "
             f"{s['external_prefix_cache_queries']:,} tokens."
         )
+    if s.get("sessions"):
+        from kvlab.report.sessions import to_markdown as sessions_markdown
+
+        lines += ["", sessions_markdown({"sim": s["sessions"]}).rstrip("\n")]
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
 
 

@@ -175,6 +175,9 @@ def compare(
         k: compare_values(Metric(k, True), [None if d is None else float(d.get(k, 0)) for d in ret])
         for k in classes
     }
+    sessions = {n: r.summary.get("sessions") for n, r in runs}
+    if any(sessions.values()):  # multi-turn runs: kvlab.report.sessions, run by run
+        out["sessions"] = sessions
     return out
 
 
@@ -234,6 +237,10 @@ def to_markdown(cmp: Mapping[str, Any]) -> str:
     if cmp.get("hit_tokens_by_retention"):
         lines += ["", "## Prompt hit tokens by retention class", ""]
         lines += _table(names, cmp["hit_tokens_by_retention"], "retention")
+    if cmp.get("sessions"):
+        from kvlab.report.sessions import to_markdown as sessions_markdown
+
+        lines += ["", sessions_markdown(cmp["sessions"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
