@@ -204,8 +204,10 @@ def _run(server: Any, ready_timeout: float) -> None:
     from kvlab.errors import BackendUnavailable
 
     typer.echo(f"starting vLLM on {server.url}; log: {server.log_path}", err=True)
-    # SIGTERM (a supervisor, `kill`) stops the server as Ctrl-C does.
+    # SIGTERM (a supervisor, `kill`) stops the server as Ctrl-C does; SIGINT is handled
+    # even when the shell started this command in the background with it ignored.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     server.start()
     try:
         t0 = time.monotonic()
