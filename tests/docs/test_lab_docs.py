@@ -30,6 +30,8 @@ TRANSLATED = {
     REPO / "docs" / "glossary.md": ZH / "glossary.md",
     REPO / "docs" / "lab" / "lab1-prefix-reuse.md": ZH / "lab1-prefix-reuse.md",
 }
+#: The port the docs' server commands use.
+DOCS_PORT = "8000"
 _BLOCK = re.compile(r"(?:<!-- docs-test: (\w+) -->\n)?```bash\n(.*?)```", re.S)
 
 
@@ -70,14 +72,20 @@ def _env() -> dict[str, str]:
 
 
 def run_page(page: Path, cwd: Path, *, live: bool, vllm_python: str | None = None) -> int:
-    """Run the page's blocks in ``cwd``; returns the number of commands run."""
+    """Run the page's blocks in ``cwd``; returns the number of commands run. In the live
+    tier the docs' port 8000 becomes a free port (CI may have 8000 taken)."""
+    from kvlab.backends.vllm_server import free_port
+
+    port = str(free_port()) if live else DOCS_PORT
     server: subprocess.Popen[str] | None = None
     ran = 0
     try:
         for block in blocks(page):
             if block.kind != "plain" and not live:
                 continue
-            for cmd in block.commands:
+            for doc_cmd in block.commands:
+                cmd = doc_cmd.replace(f"--port {DOCS_PORT}", f"--port {port}").replace(
+                    f"127.0.0.1:{DOCS_PORT}", f"127.0.0.1:{port}")
                 if block.kind == "server":
                     server = _start_server(_argv(cmd, vllm_python), cwd)
                 else:
