@@ -32,6 +32,7 @@ its turns in workload order (turn ``k`` is the ``k``-th record of the session).
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -208,11 +209,13 @@ def _edge(i: int) -> float:
     return _STEPS[r] * 10.0**q
 
 
+#: The bin edges up to 10^15 s (far beyond any run); a longer age falls in the last bin.
+_EDGES: tuple[float, ...] = tuple(_edge(i) for i in range(47))
+
+
 def _age_bin(seconds: float) -> int:
-    i = 0
-    while _edge(i + 1) <= seconds:
-        i += 1
-    return i
+    """The bin of ``seconds``: the last edge at or below it (negative ages in bin 0)."""
+    return max(0, bisect_right(_EDGES, seconds) - 1)
 
 
 def _mean(values: Sequence[float]) -> float | None:
