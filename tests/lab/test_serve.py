@@ -186,3 +186,24 @@ def test_the_live_fixtures_pressure_server_keeps_its_flags() -> None:
     s = VllmServer(python="py", model_dir="m", port=1, log_path="l", **mod.PRESSURE)
     assert s.command()[-6:] == ["--dtype", "bfloat16", "--num-gpu-blocks-override", "4",
                                 "--max-num-seqs", "8"]
+
+
+def test_bad_interpreter_and_busy_port_are_one_line(tmp_path: Path) -> None:
+    import socket
+
+    from kvlab.backends.vllm_server import free_port
+
+    model = tmp_path / "model"
+    model.mkdir()
+    r = kvlab("serve", "vllm", "--model", str(model), "--python", str(tmp_path / "nope"),
+              "--device", "cpu", "--port", str(free_port()), "--log", str(tmp_path / "v.log"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"cannot run the vLLM interpreter {tmp_path / 'nope'}" in r.stderr
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        r = kvlab("serve", "vllm", "--model", str(model), "--python", sys.executable,
+                  "--device", "cpu", "--port", str(busy))
+    assert r.returncode == 2 and f"--port {busy}: cannot listen" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -34,6 +34,7 @@ import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kvlab.errors import BackendUnavailable, ConfigError
 
@@ -218,7 +219,13 @@ class VllmServer:
         log = Path(self.log_path)
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as f:
-            self._proc = subprocess.Popen(
+            self._proc = self._popen(f, log)
+        return self
+
+    def _popen(self, f: Any, log: Path) -> subprocess.Popen[bytes]:
+        """The server process; BackendUnavailable when the interpreter cannot be run."""
+        try:
+            return subprocess.Popen(
                 self.command(),
                 stdout=f,
                 stderr=subprocess.STDOUT,
@@ -231,7 +238,10 @@ class VllmServer:
                 # behind its busy engine and worker processes (client TTFT 5-10x vLLM's).
                 process_group=0,
             )
-        return self
+        except OSError as e:
+            raise BackendUnavailable(
+                f"cannot run the vLLM interpreter {self.python}: {e.strerror or e}"
+            ) from None
 
     def exit_code(self) -> int | None:
         """The server process's exit code, or None while it runs (or before start)."""

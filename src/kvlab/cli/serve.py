@@ -149,7 +149,24 @@ def vllm_cmd(
     if print_only:
         _print_command(server, as_json)
         return
+    _check_port_free(host, port)
     _run(server, ready_timeout)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """ConfigError when something already listens on ``host:port`` (vLLM would fail late)."""
+    import socket
+
+    from kvlab.errors import ConfigError
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise ConfigError(
+                f"--port {port}: cannot listen on {host}:{port} ({e.strerror or e}); "
+                "stop what uses it or pick another port"
+            ) from None
 
 
 def _preset(path: Path) -> dict[str, Any]:
