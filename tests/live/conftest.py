@@ -15,6 +15,7 @@ import os
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,8 +23,9 @@ from kvlab.backends.vllm_server import VllmServer, free_port, parse_port_range
 
 #: ``--max-model-len`` of both servers.
 MAX_MODEL_LEN = 256
-#: Flags of the server under KV pressure: 4 blocks of 128 tokens, 8 sequences at most.
-PRESSURE_ARGS = ("--num-gpu-blocks-override", "4", "--max-num-seqs", "8")
+#: Settings of the server under KV pressure: 4 blocks of 128 tokens, 8 sequences at most
+#: (the VllmServer fields `kvlab serve vllm --num-blocks 4 --max-num-seqs 8` sets).
+PRESSURE: dict[str, Any] = {"num_blocks_override": 4, "max_num_seqs": 8}
 #: A second model shape for the plan-vs-vLLM check, chosen so that nothing divides
 #: evenly: 3 layers x 3 KV heads x 32, 2 GiB of KV, a 1000-token context.
 ODD_MODEL = {"layers": 3, "hidden": 192, "heads": 6, "kv_heads": 3}
@@ -62,10 +64,10 @@ def _vllm_servers(
     odd_dir = write_tiny_model(tmp_path_factory.mktemp("odd-model"), TinyModelConfig(**ODD_MODEL))
     servers: dict[str, VllmServer] = {}
     used: list[int] = []
-    for name, model_dir, extra, max_len, kv_gib in (
-        ("ample", tiny_model_dir, (), MAX_MODEL_LEN, 1),
-        ("pressure", tiny_model_dir, PRESSURE_ARGS, MAX_MODEL_LEN, 1),
-        ("odd", odd_dir, (), ODD_MAX_MODEL_LEN, ODD_KV_GIB),
+    for name, model_dir, settings, max_len, kv_gib in (
+        ("ample", tiny_model_dir, {}, MAX_MODEL_LEN, 1),
+        ("pressure", tiny_model_dir, PRESSURE, MAX_MODEL_LEN, 1),
+        ("odd", odd_dir, {}, ODD_MAX_MODEL_LEN, ODD_KV_GIB),
     ):
         port = free_port(port_range, exclude=used)
         used.append(port)
@@ -76,7 +78,7 @@ def _vllm_servers(
             log_path=logs / f"vllm-{name}.log",
             max_model_len=max_len,
             kv_cache_space_gib=kv_gib,
-            extra_args=extra,
+            **settings,
         )
     try:
         for s in servers.values():

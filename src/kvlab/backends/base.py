@@ -11,8 +11,9 @@ same keys in the same places:
 * ``summary.json`` holds exactly :data:`SUMMARY_KEYS`, in that order, with
   None wherever the backend cannot know a figure (a live client knows no
   evicted blocks; the simulator has no client CPU). The offload keys
-  (:data:`OFFLOAD_KEYS`) are the one exception: present only when the run had
-  an offload tier.
+  (:data:`OFFLOAD_KEYS`) and ``sessions`` are the exceptions
+  (:data:`OPTIONAL_KEYS`): present only when the run had an offload tier, and
+  a session of two turns or more (:mod:`kvlab.report.sessions`).
 * ``by_class`` is :func:`~kvlab.results.group_summaries` by request class
   for every backend; each class holds :data:`GROUP_KEYS`.
 * ``wall_s``, the run's wall-clock time in seconds, is in ``run.json``'s
@@ -154,6 +155,7 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "by_class",
     # every backend, from the records (kvlab.results.summary.latency_figures)
     *LATENCY_KEYS,
+    "sessions",
 )
 
 #: Bounds of a live backend's options: its time options (seconds: a day) and its
@@ -164,7 +166,14 @@ MAX_RATE_PER_S = 1e6
 MAX_BURSTINESS = 1e6
 
 #: Summary keys :func:`build_result` computes itself (a backend never passes them).
-_BUILT = frozenset({"prefix_cache_source", "errors_by_kind", "by_class", "wall_s", *LATENCY_KEYS})
+_BUILT = frozenset(
+    {"prefix_cache_source", "errors_by_kind", "by_class", "sessions", "wall_s", *LATENCY_KEYS}
+)
+
+#: Summary keys present only when the run has them: an offload tier's, and
+#: ``sessions`` (:func:`kvlab.report.sessions.session_continuity`) when the
+#: workload has a session of two turns or more.
+OPTIONAL_KEYS: tuple[str, ...] = (*OFFLOAD_KEYS, "sessions")
 
 
 @runtime_checkable
@@ -232,7 +241,12 @@ def build_result(
         # a live server's sampled /metrics (the simulator counts its own)
         s["kv_cache_usage_perc_max"] = max(usage)
         s["kv_cache_usage_perc_mean"] = math.fsum(usage) / len(usage)
-    summary = {k: s.get(k) for k in SUMMARY_KEYS if k in s or k not in OFFLOAD_KEYS}
+    from kvlab.report.sessions import session_continuity
+
+    sessions = session_continuity(records, block_size=figures.get("block_size"))
+    if sessions is not None:
+        s["sessions"] = sessions
+    summary = {k: s.get(k) for k in SUMMARY_KEYS if k in s or k not in OPTIONAL_KEYS}
     from kvlab import __version__
 
     prov: dict[str, Any] = {
@@ -325,6 +339,7 @@ __all__ = [
     "MAX_RATE_PER_S",
     "MAX_SECONDS",
     "OFFLOAD_KEYS",
+    "OPTIONAL_KEYS",
     "PREFIX_SOURCES",
     "SUMMARY_KEYS",
     "Backend",

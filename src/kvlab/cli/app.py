@@ -37,6 +37,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "stress": ("stress",),
     "report": ("report",),
     "calibrate": ("calibrate",),
+    "serve": ("serve",),
 }
 
 #: The module of each command.

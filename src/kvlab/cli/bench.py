@@ -116,6 +116,14 @@ def bench(
     ),
     lengths: str = typer.Option("16,32,64,128,192", "--lengths", help="seqlen: prompt lengths."),
     as_json: bool = typer.Option(False, "--json", help="Print the experiment points as JSON."),
+    check_oom: bool = typer.Option(
+        True, "--check-oom/--no-check-oom",
+        help="Before running, judge the OOM risk (low/medium/high, from kvlab plan) with reasons "
+        "and recommendations; a high risk stops the run (--no-check-oom runs anyway).",
+    ),
+    gpu: str | None = typer.Option(
+        None, "--gpu", help="The accelerator for --check-oom (default: hf on this host's memory)."
+    ),
 ) -> None:
     """Run a measurement experiment on a real backend and write runs plus figures.
 
@@ -160,6 +168,8 @@ def bench(
         mod = importlib.import_module(EXPERIMENTS[experiment])
     except KeyboardInterrupt:
         _save_interrupted(experiment, backend, out_dir)
+    if check_oom:
+        _check_oom(experiment, params, target, model_dir, model_config, gpu, backend, out_dir)
 
     from rich.progress import Progress
 
@@ -225,6 +235,26 @@ def _save_interrupted(experiment: str, backend: str, out_dir: Path) -> None:
         f"interrupted: {len(finished)} runs finished, {len(cut)} cut short; "
         f"{out_dir / 'experiment.json'} (status interrupted)"
     )
+
+
+def _check_oom(
+    experiment: str, params: Any, target: Any, model_dir: Path | None,
+    model_config: str | None, gpu: str | None, backend: str, out_dir: Path,
+) -> None:
+    from kvlab.bench.oom import bench_check
+    from kvlab.results import atomic_write_text
+
+    config = str(model_dir / "config.json") if model_dir is not None else model_config
+    risk, where = bench_check(experiment, params, model_config=config, gpu=gpu, backend=backend)
+    typer.echo(where, err=True)
+    if risk is None:
+        return
+    typer.echo(risk.to_text(), err=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "oom_check.json", json.dumps(risk.to_dict(), indent=2) + "\n")
+    if risk.tier == "high":
+        typer.echo("not running: the OOM risk is high (--no-check-oom runs anyway)", err=True)
+        raise typer.Exit(1)
 
 
 def _target(

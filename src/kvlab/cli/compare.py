@@ -35,7 +35,8 @@ def compare_cmd(
     plot: Path | None = typer.Option(
         None,
         "--plot",
-        help="Also draw the runs' KV usage timelines in one figure: PLOT.png and PLOT.svg "
+        help="Also draw the runs' KV usage timelines in one figure: PLOT.png and PLOT.svg, "
+        "and, for multi-turn runs, their session continuity in PLOT-sessions.png/.svg "
         "(the plot extra).",
     ),
     partial: bool = typer.Option(
@@ -113,6 +114,12 @@ def compare_cmd(
         from kvlab.report.plots import kv_timeline
 
         kv_timeline({k: r.timeseries for k, r in pairs}, ", ".join(labels), plot)
+        if cmp.get("sessions"):
+            from kvlab.report.sessions import sessions_figure
+
+            sessions_figure(
+                cmp["sessions"], ", ".join(labels), plot.with_name(plot.name + "-sessions")
+            )
     if failures:
         raise typer.Exit(1)
 

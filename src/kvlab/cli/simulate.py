@@ -208,6 +208,10 @@ def write_markdown(result: Any, out: Path, workload_name: str) -> None:
         )
     if s.get("stopped"):
         lines.append(f"Stopped: {s['stopped']}.")
+    if s.get("sessions"):
+        from kvlab.report.sessions import to_markdown as sessions_markdown
+
+        lines += ["", sessions_markdown({"sim": s["sessions"]}).rstrip("\n")]
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
 
 

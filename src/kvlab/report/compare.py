@@ -189,6 +189,9 @@ def compare(
         for table in tables:
             for c in table.values():
                 c["best"] = []
+    sessions = {n: r.summary.get("sessions") for n, r in runs}
+    if any(sessions.values()):  # multi-turn runs: kvlab.report.sessions, run by run
+        out["sessions"] = sessions
     return out
 
 
@@ -253,6 +256,10 @@ def to_markdown(cmp: Mapping[str, Any]) -> str:
     if cmp.get("hit_tokens_by_retention"):
         lines += ["", "## Prompt hit tokens by retention class", ""]
         lines += _table(names, cmp["hit_tokens_by_retention"], "retention", ranked)
+    if cmp.get("sessions"):
+        from kvlab.report.sessions import to_markdown as sessions_markdown
+
+        lines += ["", sessions_markdown(cmp["sessions"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 

@@ -300,11 +300,17 @@ def or_warning(draw: Callable[[], list[Path]]) -> list[Path]:
 
 
 def run_figures(run: Any, out: Path, title: str) -> list[Path]:
-    """The figures of one RunResult in its directory: ``kv_timeline`` and, for a
-    simulation (which has residency histograms), ``residency``."""
+    """The figures of one RunResult in its directory: ``kv_timeline``, for a
+    simulation (which has residency histograms) ``residency``, and for a run with
+    multi-turn sessions ``sessions`` (:mod:`kvlab.report.sessions`)."""
     paths = kv_timeline({run.backend or "run": run.timeseries}, title, out / "kv_timeline")
     if any(key in run.histograms for key, _, _ in RESIDENCY):
         paths += residency(run.histograms, title, out / "residency")
+    if run.summary.get("sessions"):
+        from kvlab.report.sessions import sessions_figure
+
+        paths += sessions_figure({run.backend or "run": run.summary["sessions"]}, title,
+                                 out / "sessions")
     return paths
 
 

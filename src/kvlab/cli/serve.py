@@ -1,0 +1,258 @@
+"""``kvlab serve vllm``: start a vLLM server set up for kvlab's measurements."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+serve_app = typer.Typer(
+    name="serve",
+    help="Start an inference server set up for kvlab's measurements (vLLM).",
+    no_args_is_help=True,
+)
+
+
+@serve_app.command("vllm")
+def vllm_cmd(
+    model: str | None = typer.Option(
+        None, "--model", "-m",
+        help="Model directory or Hugging Face id (default: the preset's model).",
+    ),
+    python: str | None = typer.Option(
+        None, "--python",
+        help="Interpreter with vLLM installed (default: $KVLAB_VLLM_PYTHON, else this one).",
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="cpu (vLLM's CPU build) or gpu (default: gpu when nvidia-smi "
+        "is on the PATH, else cpu).",
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    served_name: str | None = typer.Option(
+        None, "--served-model-name",
+        help="The model name clients send (default: tiny for a local directory, else the id).",
+    ),
+    max_model_len: int | None = typer.Option(
+        None, "--max-model-len", help="Context length (default: the preset's, else 256)."
+    ),
+    prefix_caching: bool | None = typer.Option(
+        None, "--prefix-caching/--no-prefix-caching",
+        help="Prefix caching on or off (default: the preset's, else vLLM's: on).",
+    ),
+    prompt_details: bool = typer.Option(
+        True, "--prompt-tokens-details/--no-prompt-tokens-details",
+        help="Report cached prompt tokens per request (kvlab's per-request hits).",
+    ),
+    block_size: int | None = typer.Option(None, "--block-size", help="Tokens per KV block."),
+    kv_gib: int | None = typer.Option(
+        None, "--kv-gib",
+        help="KV memory in whole GiB (CPU build: VLLM_CPU_KVCACHE_SPACE, default 1; "
+        "GPU: --kv-cache-memory-bytes).",
+    ),
+    gpu_util: float | None = typer.Option(
+        None, "--gpu-memory-utilization", help="GPU: share of GPU memory vLLM may use."
+    ),
+    num_blocks: int | None = typer.Option(
+        None, "--num-blocks", help="Override the number of KV blocks (forces KV pressure)."
+    ),
+    max_num_seqs: int | None = typer.Option(None, "--max-num-seqs", help="Running sequences."),
+    max_batched: int | None = typer.Option(
+        None, "--max-num-batched-tokens", help="Token budget per engine step."
+    ),
+    preset: Path | None = typer.Option(
+        None, "--preset",
+        help="A `kvlab plan --json` result: model, context, block size, KV dtype, TP, "
+        "max_num_seqs, max_num_batched_tokens, prefix caching, KV memory (options given "
+        "here win).",
+    ),
+    log: Path | None = typer.Option(
+        None, "--log", help="Server log file (default: ./vllm-PORT.log)."
+    ),
+    ready_timeout: float = typer.Option(
+        300.0, "--ready-timeout", help="Seconds to wait for the server to be ready."
+    ),
+    extra: list[str] = typer.Option(
+        [], "--arg", help="One more vLLM argument, passed as is (repeatable)."
+    ),
+    print_only: bool = typer.Option(
+        False, "--print", help="Print the command line (with its environment) and exit."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="With --print: the command as JSON."),
+) -> None:
+    """Start vLLM with what kvlab measures: /metrics, prefix caching on or off, cached prompt
+    tokens per request, block size, KV memory or a block override, max_num_seqs,
+    max_num_batched_tokens and the served model name. Waits until /health answers, says
+    where the log goes, and runs until Ctrl-C, which stops every process of the server.
+
+    Examples:
+
+      kvlab serve vllm --model /tmp/tiny --python .venv-vllm/bin/python --port 8000
+
+      kvlab serve vllm --model /tmp/tiny --num-blocks 4 --max-num-seqs 8 --print
+
+      kvlab serve vllm --preset plan.json --device gpu --print
+    """
+    from kvlab.backends.vllm_server import VllmServer
+    from kvlab.errors import ConfigError
+
+    p = _preset(preset) if preset is not None else {}
+    model = model or p.get("model")
+    if not model:
+        raise ConfigError("give --model (a model directory or Hugging Face id) or --preset")
+    local = Path(model).is_dir()
+    if device is None:
+        device = "gpu" if shutil.which("nvidia-smi") else "cpu"
+    if device not in ("cpu", "gpu"):
+        raise ConfigError(f"--device must be cpu or gpu, got {device!r}")
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--port must be within 1-65535, got {port}")
+    if kv_gib is not None and kv_gib < 1:
+        raise ConfigError(f"--kv-gib must be a whole number of GiB >= 1, got {kv_gib}")
+    kv_bytes = p.get("kv_cache_memory_bytes")
+    if kv_gib is not None and device == "gpu":
+        kv_bytes = kv_gib * 2**30
+    server = VllmServer(
+        python=python or os.environ.get("KVLAB_VLLM_PYTHON") or sys.executable,
+        model_dir=model,
+        port=port,
+        log_path=(log or Path(f"vllm-{port}.log")).absolute(),
+        served_name=served_name or ("tiny" if local else model),
+        max_model_len=max_model_len or p.get("max_model_len") or 256,
+        kv_cache_space_gib=kv_gib or 1,
+        extra_args=tuple(extra),
+        host=host,
+        device=device,
+        enforce_eager=device == "cpu",
+        dtype="bfloat16" if device == "cpu" else "auto",
+        prefix_caching=p.get("prefix_caching") if prefix_caching is None else prefix_caching,
+        prompt_tokens_details=prompt_details,
+        block_size=block_size or p.get("block_size"),
+        num_blocks_override=num_blocks,
+        max_num_seqs=max_num_seqs or p.get("max_num_seqs"),
+        max_num_batched_tokens=max_batched or p.get("max_num_batched_tokens"),
+        kv_cache_memory_bytes=kv_bytes if device == "gpu" else None,
+        gpu_memory_utilization=gpu_util or (p.get("gpu_memory_utilization")
+                                            if device == "gpu" and kv_bytes is None else None),
+        kv_cache_dtype=p.get("kv_cache_dtype"),
+        tensor_parallel_size=p.get("tensor_parallel_size"),
+        offline=local,
+    )
+    if print_only:
+        _print_command(server, as_json)
+        return
+    _check_port_free(host, port)
+    _run(server, ready_timeout)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """ConfigError when something already listens on ``host:port`` (vLLM would fail late)."""
+    import socket
+
+    from kvlab.errors import ConfigError
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise ConfigError(
+                f"--port {port}: cannot listen on {host}:{port} ({e.strerror or e}); "
+                "stop what uses it or pick another port"
+            ) from None
+
+
+def _preset(path: Path) -> dict[str, Any]:
+    """The server settings of a ``kvlab plan --json`` result (ConfigError naming the file)."""
+    from kvlab.errors import ConfigError
+
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read: {e}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: line {e.lineno}: not JSON: {e.msg}") from None
+    if not isinstance(plan, dict) or "model" not in plan or "context_tokens" not in plan:
+        raise ConfigError(f"{path}: not a `kvlab plan --json` result (no model, context_tokens)")
+    out: dict[str, Any] = {"model": plan["model"], "max_model_len": plan["context_tokens"]}
+    for key, name in (
+        ("block_size", "block_size"),
+        ("max_num_seqs", "max_num_seqs"),
+        ("max_num_batched_tokens", "max_num_batched_tokens"),
+        ("enable_prefix_caching", "prefix_caching"),
+        ("gpu_memory_utilization", "gpu_memory_utilization"),
+    ):
+        if plan.get(key) is not None:
+            out[name] = plan[key]
+    if isinstance(plan.get("tp"), int) and plan["tp"] > 1:
+        out["tensor_parallel_size"] = plan["tp"]
+    if str(plan.get("kv_dtype", "")).startswith("fp8"):
+        out["kv_cache_dtype"] = "fp8"
+    if plan.get("kv_memory_source") == "given" and plan.get("available_kv_bytes"):
+        out["kv_cache_memory_bytes"] = int(plan["available_kv_bytes"])
+    for key, value in out.items():
+        if key != "model" and key != "prefix_caching" and key != "kv_cache_dtype" and (
+            not isinstance(value, int | float) or isinstance(value, bool) or value <= 0
+        ):
+            raise ConfigError(f"{path}: field {key}: must be a positive number, got {value!r}")
+    return out
+
+
+def _print_command(server: Any, as_json: bool) -> None:
+    env = {k: v for k, v in server.settings_env().items()}
+    cmd = server.command()
+    if as_json:
+        typer.echo(json.dumps({"command": cmd, "env": env, "url": server.url,
+                               "model": server.model, "log": str(server.log_path)}, indent=2))
+        return
+    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    typer.echo(f"{prefix} {shlex.join(cmd)}")
+
+
+def _run(server: Any, ready_timeout: float) -> None:
+    """Start, wait with progress on stderr, then hold until Ctrl-C (or the server exits)."""
+    from kvlab.errors import BackendUnavailable
+
+    typer.echo(f"starting vLLM on {server.url}; log: {server.log_path}", err=True)
+    # SIGTERM (a supervisor, `kill`) stops the server as Ctrl-C does; SIGINT is handled
+    # even when the shell started this command in the background with it ignored.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    server.start()
+    try:
+        t0 = time.monotonic()
+        while True:
+            try:
+                server.wait_ready(timeout_s=min(10.0, max(0.1, ready_timeout - (
+                    time.monotonic() - t0))))
+                break
+            except BackendUnavailable:
+                if server.exit_code() is not None or time.monotonic() - t0 >= ready_timeout:
+                    raise
+                typer.echo(f"  waiting for /health ({time.monotonic() - t0:.0f} s)", err=True)
+        typer.echo(
+            f"ready in {time.monotonic() - t0:.0f} s: {server.url}/v1 (model {server.model}), "
+            f"metrics {server.url}/metrics; Ctrl-C stops it", err=True,
+        )
+        while server.exit_code() is None:
+            time.sleep(0.5)
+        raise BackendUnavailable(
+            f"vLLM exited with code {server.exit_code()}; last lines of {server.log_path}:\n"
+            f"{server.log_tail(20)}"
+        )
+    except KeyboardInterrupt:
+        typer.echo("stopping vLLM ...", err=True)
+    finally:
+        server.stop()
+    typer.echo("vLLM stopped", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(serve_app, name="serve")
