@@ -190,7 +190,7 @@ def _bench(url: str, out: Path) -> list[str]:
     return [
         "bench", "-e", "concurrency", "--backend", "openai", "--endpoint", url, "--model", "stub",
         "--levels", "1,2", "--requests", "200", "--prompt-tokens", "8", "--output-tokens", "2",
-        "-o", str(out),
+        "--no-check-oom", "-o", str(out),
     ]  # fmt: skip
 
 
@@ -229,7 +229,8 @@ def test_bench_in_process_while_loading_the_model(tmp_path: Path) -> None:
     model = tmp_path / "m"
     assert main_code(["tiny-model", str(model)]) == 0
     out = tmp_path / "b"
-    argv = ["bench", "-e", "seqlen", "--backend", "hf", "--model-dir", str(model), "-o", str(out)]
+    argv = ["bench", "-e", "seqlen", "--backend", "hf", "--model-dir", str(model)]
+    argv += ["--no-check-oom", "-o", str(out)]
     proc = start(argv)
     made = exists(out / "seqlen")  # the output is checked first, then the model loads
     t_made: list[float] = []
