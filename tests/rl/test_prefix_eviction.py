@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from kvlab.errors import ConfigError
 from kvlab.rl.baselines import POLICY_NAMES, policy_hits, reference_hits
 from kvlab.rl.prefix_cache import PrefixCache, belady_hits, lru_hits
-from kvlab.rl.prefix_eviction import PrefixEvictionEnv
+from kvlab.rl.prefix_eviction import PrefixEvictionEnv, heuristic_action
 from kvlab.rl.prefix_trace import PrefixTrace
 from kvlab.sim.cache_curve import reference_cache_curve
 from kvlab.workload.generators import generate
@@ -101,12 +101,30 @@ def test_check_env(agentic: Workload) -> None:
     check_env(PrefixEvictionEnv(PrefixTrace(agentic, 16), 200, k=8, episode_requests=20))
 
 
-def test_registered() -> None:
+def test_registered_and_made_by_id(agentic: Workload) -> None:
     import gymnasium as gym
 
     import kvlab.rl  # noqa: F401
 
     assert "kvlab/PrefixEviction-v0" in gym.registry
+    t = PrefixTrace(agentic, 16)
+    env = gym.make("kvlab/PrefixEviction-v0", trace=t, capacity_blocks=60, k=4)
+    _, info = env.reset(seed=0)
+    done = False
+    while not done:
+        _, _, done, _, info = env.step(0)
+    assert info["hit_blocks"] == policy_hits(t, 60, "lru")
+
+
+def test_heuristic_picks_a_real_candidate(agentic: Workload) -> None:
+    env = PrefixEvictionEnv(PrefixTrace(agentic, 16), 100, k=8, episode_requests=20)
+    obs, info = env.reset(seed=1)
+    for _ in range(50):
+        a = heuristic_action(obs, 8)
+        assert info["action_mask"][a]
+        obs, _, done, _, info = env.step(a)
+        if done:
+            break
 
 
 def test_bad_capacity_is_a_config_error(agentic: Workload) -> None:

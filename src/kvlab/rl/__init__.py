@@ -1,15 +1,15 @@
 """Reinforcement-learning environments for KV-cache decisions (the ``rl`` extra).
 
-``kvlab/PrefixEviction-v0`` (:mod:`kvlab.rl.prefix_eviction`) and ``kvlab/KVPressure-v0``
-(:mod:`kvlab.rl.kv_pressure`) are registered with Gymnasium by :func:`register_envs`
-(called on import of this package when Gymnasium is installed). See docs/rl.md.
+``kvlab/PrefixEviction-v0`` (:mod:`kvlab.rl.prefix_eviction`) is registered with
+Gymnasium by :func:`register_envs` (called on import of this package when Gymnasium
+is installed). ``kvlab/KVPressure-v0`` is not built yet. See docs/rl.md.
 """
 
 from __future__ import annotations
 
 import contextlib
 
-ENV_IDS: tuple[str, ...] = ("kvlab/PrefixEviction-v0", "kvlab/KVPressure-v0")
+ENV_IDS: tuple[str, ...] = ("kvlab/PrefixEviction-v0",)
 
 
 def register_envs() -> None:
@@ -18,7 +18,6 @@ def register_envs() -> None:
 
     entry = {
         "kvlab/PrefixEviction-v0": "kvlab.rl.prefix_eviction:PrefixEvictionEnv",
-        "kvlab/KVPressure-v0": "kvlab.rl.kv_pressure:KVPressureEnv",
     }
     for env_id, point in entry.items():
         if env_id not in gym.registry:
