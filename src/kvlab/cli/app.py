@@ -31,6 +31,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "live": ("replay",),
     "bench": ("bench", "tiny-model"),
     "env": ("env",),
+    "rl": ("rl",),
 }
 
 #: The module of each command.

@@ -80,8 +80,10 @@ class PrefixEvictionEnv(gym.Env[np.ndarray, np.int64]):
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         c = self.cache
-        if c is None or c.pending is None:
-            raise RuntimeError("call reset() first (the episode is over)")
+        if c is None:
+            raise RuntimeError("call reset() first")
+        if c.pending is None:  # an episode without evictions: over at its first step
+            return self._obs(False), 0.0, True, False, self._info(False)
         a = int(action)
         if not 0 <= a < len(self._cands):
             a = 0  # an invalid slot (masked out) evicts the LRU candidate
