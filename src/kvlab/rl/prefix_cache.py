@@ -172,8 +172,13 @@ def lru_hits(trace: PrefixTrace, capacity: int, first: int = 0, last: int | None
 def belady_hits(trace: PrefixTrace, capacity: int, first: int = 0, last: int | None = None) -> int:
     """Hit blocks of Belady's offline rule on the same trace: evict the cached key whose
     next hittable use is farthest (never again first; the deeper block on a tie, so a
-    prefix outlives its extensions). Keys the current request is still to touch count
-    as used now. Exact: the next uses are read from the trace (:attr:`PrefixTrace.next_hit`)."""
+    prefix outlives its extensions). A request's hit is counted before its touches, so a
+    cached key it is still to touch goes first (its touch re-inserts it: evicting it only
+    postpones the choice), and a key is valued by its next hittable use after the request.
+    The next uses are read exactly from the trace
+    (:attr:`PrefixTrace.next_hit`). It is not the exact optimum of this problem (a hit
+    needs the whole leading run, every touched block must be inserted): a brute-force
+    search beats it on some tiny traces; tests check that it bounds every policy."""
     cache = PrefixCache(trace, capacity, first, last)
     end = cache.last
     keys, start, next_hit, depth = trace.keys, trace.start, trace.next_hit, cache.depth
@@ -188,9 +193,10 @@ def belady_hits(trace: PrefixTrace, capacity: int, first: int = 0, last: int | N
         cur = r
         for jj in range(start[r], start[r + 1]):
             kk = keys[jj]
-            if kk in order and nxt[kk] != r:
-                nxt[kk] = r
-                push(heap, (-r, -depth[kk], kk))
+            if kk in order:
+                v = next_hit[jj]
+                nxt[kk] = v = v if v < end else end
+                push(heap, (-v, -depth[kk], kk))
 
     def touched(k: int, j: int, r: int) -> None:
         if r != cur:
@@ -200,8 +206,12 @@ def belady_hits(trace: PrefixTrace, capacity: int, first: int = 0, last: int | N
         push(heap, (-v, -depth[k], k))
 
     def choose(c: PrefixCache) -> int:
-        if c.request != cur:
-            begin(c.request)
+        r = c.request
+        if r != cur:
+            begin(r)
+        for jj in range(start[r], c._pending_j):  # still to be touched: evicting one is free
+            if keys[jj] in order:
+                return keys[jj]
         while True:
             negv, _, k = heap[0]
             if k in order and nxt[k] == -negv:
