@@ -38,6 +38,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "report": ("report",),
     "calibrate": ("calibrate",),
     "serve": ("serve",),
+    "rl": ("rl",),
 }
 
 #: The module of each command.

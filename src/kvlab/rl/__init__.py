@@ -1,0 +1,30 @@
+"""Reinforcement-learning environments for KV-cache decisions (the ``rl`` extra).
+
+``kvlab/PrefixEviction-v0`` (:mod:`kvlab.rl.prefix_eviction`) is registered with
+Gymnasium by :func:`register_envs` (called on import of this package when Gymnasium
+is installed). ``kvlab/KVPressure-v0`` is not built yet. See docs/rl.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+ENV_IDS: tuple[str, ...] = ("kvlab/PrefixEviction-v0",)
+
+
+def register_envs() -> None:
+    """Register the environments with Gymnasium (idempotent)."""
+    import gymnasium as gym
+
+    entry = {
+        "kvlab/PrefixEviction-v0": "kvlab.rl.prefix_eviction:PrefixEvictionEnv",
+    }
+    for env_id, point in entry.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=point)
+
+
+with contextlib.suppress(ImportError):  # the rl extra is optional
+    register_envs()
+
+__all__ = ["ENV_IDS", "register_envs"]

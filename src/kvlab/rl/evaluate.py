@@ -1,0 +1,148 @@
+"""Training and evaluation on ``kvlab/PrefixEviction-v0`` (what ``kvlab rl`` runs).
+
+Evaluation: seeded episodes of ``requests`` consecutive requests (offsets drawn from
+``seed``), a cache of ``capacity_fraction`` of each episode's distinct blocks; per
+episode the block hit rate (hit blocks / hittable blocks) of kvlab's policies,
+Belady's bound, and the agents ``random``, ``heuristic`` and ``learned`` (a saved
+MaskablePPO policy). Training: MaskablePPO (sb3-contrib) on the environment, saved as
+a zip file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kvlab.errors import ConfigError
+from kvlab.rl.baselines import reference_hits
+from kvlab.rl.prefix_eviction import PrefixEvictionEnv, heuristic_action
+from kvlab.rl.prefix_trace import PrefixTrace
+
+
+@dataclass(frozen=True)
+class Score:
+    """Block hit rates of one policy over the episodes, their mean and 95% half-width."""
+
+    name: str
+    values: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values)) if self.values else 0.0
+
+    @property
+    def ci95(self) -> float:
+        n = len(self.values)
+        return 1.96 * float(np.std(self.values, ddof=1)) / math.sqrt(n) if n > 1 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.name,
+            "mean": self.mean,
+            "ci95": self.ci95,
+            "values": list(self.values),
+        }
+
+
+def _check(episodes: int, requests: int, capacity_fraction: float, k: int) -> None:
+    if episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {episodes}")
+    if requests < 1:
+        raise ConfigError(f"--requests must be >= 1, got {requests}")
+    if not 0.0 < capacity_fraction <= 1.0:
+        raise ConfigError(f"--capacity-fraction must be in (0, 1], got {capacity_fraction}")
+    if k < 1:
+        raise ConfigError(f"--k must be >= 1, got {k}")
+
+
+def evaluate(
+    trace: PrefixTrace,
+    *,
+    episodes: int = 5,
+    requests: int = 400,
+    capacity_fraction: float = 0.1,
+    k: int = 8,
+    seed: int = 0,
+    learned: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Score]:
+    """Scores of every policy and agent on seeded episodes of ``trace`` (see module doc)."""
+    _check(episodes, requests, capacity_fraction, k)
+    model = _load(learned) if learned is not None else None
+    rows: dict[str, list[float]] = {}
+    rng = np.random.default_rng(seed)
+    for ep in range(episodes):
+        lo = int(rng.integers(0, max(1, trace.num_requests - requests + 1)))
+        lo, hi = trace.window(lo, requests)
+        distinct = len(set(trace.keys[trace.start[lo] : trace.start[hi]]))
+        cap = max(1, int(distinct * capacity_fraction))
+        hittable = sum(trace.hittable[lo:hi]) or 1
+        for name, hits in reference_hits(trace, cap, lo, hi).items():
+            rows.setdefault(name, []).append(hits / hittable)
+        agents = ["random", "heuristic"] + (["learned"] if model is not None else [])
+        for agent in agents:
+            env = PrefixEvictionEnv(trace, cap, k=k, episode_requests=hi - lo)
+            obs, info = env.reset(seed=seed + ep, options={"first": lo})
+            arng = np.random.default_rng(seed + ep)
+            done = info["decisions"] == 0
+            while not done:
+                mask = info["action_mask"]
+                if agent == "random":
+                    a = int(arng.choice(np.flatnonzero(mask)))
+                elif agent == "heuristic":
+                    a = heuristic_action(obs, k)
+                else:
+                    assert model is not None
+                    act, _ = model.predict(obs, action_masks=mask, deterministic=True)
+                    a = int(act)
+                obs, _, done, _, info = env.step(a)
+            rows.setdefault(agent, []).append(info["hit_blocks"] / hittable)
+        if progress is not None:
+            progress(ep + 1, episodes)
+    return [Score(name, tuple(v)) for name, v in rows.items()]
+
+
+def train(
+    trace: PrefixTrace,
+    out: Path,
+    *,
+    steps: int = 20_000,
+    requests: int = 400,
+    capacity_fraction: float = 0.1,
+    k: int = 8,
+    seed: int = 0,
+) -> Path:
+    """Train MaskablePPO on ``trace`` for ``steps`` decisions; save it to ``out`` (a zip).
+
+    The cache is ``capacity_fraction`` of the trace's distinct blocks."""
+    _check(1, requests, capacity_fraction, k)
+    if steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {steps}")
+    from sb3_contrib import MaskablePPO
+
+    cap = max(1, int(trace.num_keys * capacity_fraction))
+    env = PrefixEvictionEnv(trace, cap, k=k, episode_requests=requests)
+    n_steps = max(16, min(512, steps))
+    model = MaskablePPO(
+        "MlpPolicy", env, seed=seed, n_steps=n_steps, batch_size=min(64, n_steps), verbose=0
+    )
+    model.learn(total_timesteps=steps)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(str(out))
+    return out if out.suffix == ".zip" else out.with_name(out.name + ".zip")
+
+
+def _load(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such policy file (a zip saved by `kvlab rl train`)")
+    from sb3_contrib import MaskablePPO
+
+    try:
+        return MaskablePPO.load(str(path), device="cpu")
+    except Exception as e:  # a corrupt or foreign zip
+        raise ConfigError(f"{path}: not a MaskablePPO policy ({type(e).__name__}: {e})") from None
