@@ -170,7 +170,12 @@ def _as(med: dict[str, dict[str, float]], new_key: str) -> dict[str, dict[str, f
     return out
 
 
-def bench(repeats: int, sizes: list[int], baseline: Path | None, tmp: Path) -> None:
+PARTS = ("engine", "policies", "cold", "scale")
+
+
+def bench(
+    repeats: int, sizes: list[int], baseline: Path | None, tmp: Path, parts: tuple[str, ...]
+) -> None:
     versions = {"new": REPO}
     if baseline is not None:
         versions["baseline"] = baseline.resolve()
@@ -181,7 +186,7 @@ def bench(repeats: int, sizes: list[int], baseline: Path | None, tmp: Path) -> N
             check=True,
             env=dict(os.environ, PYTHONDONTWRITEBYTECODE=""),
         )
-    for name in ("azure2023_conv.csv", "mooncake_conversation.jsonl"):
+    for name in ("azure2023_conv.csv", "mooncake_conversation.jsonl") if "engine" in parts else ():
         med = interleaved(versions, repeats, lambda root, name=name: engine(root, TRACES / name))
         n = med["new"]["requests"]
         print(f"{name}, {n:,.0f} requests, loaded in the process:", flush=True)
@@ -198,6 +203,15 @@ def bench(repeats: int, sizes: list[int], baseline: Path | None, tmp: Path) -> N
                 f"{new['second_s']:.3f} s ({new['first_s'] / new['second_s']:.2f}x faster)",
                 flush=True,
             )
+    if "policies" in parts:
+        _policies(versions, repeats, tmp)
+    if "cold" in parts:
+        _cold(versions, repeats, tmp)
+    for n in sizes if "scale" in parts else ():
+        _scale(versions, repeats, tmp, n)
+
+
+def _policies(versions: dict[str, Path], repeats: int, tmp: Path) -> None:
     moon = TRACES / "mooncake_conversation.jsonl"
     print("mooncake conversation, whole command, by eviction policy:", flush=True)
     lru = None
@@ -212,6 +226,9 @@ def bench(repeats: int, sizes: list[int], baseline: Path | None, tmp: Path) -> N
             lru = med["new"]["wall_s"]
         elif lru:
             print(f"    new: {med['new']['wall_s'] / lru:.2f}x the LRU run", flush=True)
+
+
+def _cold(versions: dict[str, Path], repeats: int, tmp: Path) -> None:
     one = tmp / "one.csv"
     one.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n")
     med = interleaved(
@@ -219,30 +236,32 @@ def bench(repeats: int, sizes: list[int], baseline: Path | None, tmp: Path) -> N
     )
     print("cold start (one-request workload, whole command):", flush=True)
     show("wall", med, "wall_s")
-    for n in sizes:
-        path = tiled_azure(n, tmp / f"azure_{n}.csv")
 
-        def scale(root: Path, path: Path = path) -> dict[str, float]:
-            wall, rss = whole(root, simulate_cmd(path, tmp / "run"))
-            out = {"wall_s": wall, "rss_mb": rss}
-            if root == REPO:
-                wall, rss = whole(root, simulate_cmd(path, tmp / "run", "--workers", "2"))
-                out |= {"w2_wall_s": wall, "w2_rss_mb": rss}
-            return out
 
-        med = interleaved(versions, max(1, repeats // 3) if n >= 500_000 else repeats, scale)
-        print(f"tiled azure, {n:,} requests, whole command:", flush=True)
-        show("wall", med, "wall_s")
-        show("peak RSS", med, "rss_mb", "MB")
-        for v, m in med.items():
-            print(f"    {v}: {n / m['wall_s']:,.0f} req/s", flush=True)
-        w2 = med["new"]
-        print(
-            f"  new with --workers 2: {w2['w2_wall_s']:,.3f} s, {n / w2['w2_wall_s']:,.0f} req/s,"
-            f" peak RSS of the largest process {w2['w2_rss_mb']:,.0f} MB",
-            flush=True,
-        )
-        path.unlink()
+def _scale(versions: dict[str, Path], repeats: int, tmp: Path, n: int) -> None:
+    path = tiled_azure(n, tmp / f"azure_{n}.csv")
+
+    def scale(root: Path, path: Path = path) -> dict[str, float]:
+        wall, rss = whole(root, simulate_cmd(path, tmp / "run"))
+        out = {"wall_s": wall, "rss_mb": rss}
+        if root == REPO:
+            wall, rss = whole(root, simulate_cmd(path, tmp / "run", "--workers", "2"))
+            out |= {"w2_wall_s": wall, "w2_rss_mb": rss}
+        return out
+
+    med = interleaved(versions, max(1, repeats // 3) if n >= 500_000 else repeats, scale)
+    print(f"tiled azure, {n:,} requests, whole command:", flush=True)
+    show("wall", med, "wall_s")
+    show("peak RSS", med, "rss_mb", "MB")
+    for v, m in med.items():
+        print(f"    {v}: {n / m['wall_s']:,.0f} req/s", flush=True)
+    w2 = med["new"]
+    print(
+        f"  new with --workers 2: {w2['w2_wall_s']:,.3f} s, {n / w2['w2_wall_s']:,.0f} req/s,"
+        f" peak RSS of the largest process {w2['w2_rss_mb']:,.0f} MB",
+        flush=True,
+    )
+    path.unlink()
 
 
 def main() -> None:
@@ -250,12 +269,18 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sizes", default="1000000", help="tiled Azure sizes, comma-separated")
     ap.add_argument("--baseline", type=Path, help="root of another kvlab checkout to compare")
+    ap.add_argument(
+        "--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}"
+    )
     args = ap.parse_args()
     if args.baseline is not None and not (args.baseline / "src" / "kvlab").is_dir():
         ap.error(f"--baseline {args.baseline}: no src/kvlab there")
     sizes = [int(x) for x in args.sizes.split(",") if x]
+    parts = tuple(x for x in args.parts.split(",") if x)
+    if not set(parts) <= set(PARTS):
+        ap.error(f"--parts: choose from {', '.join(PARTS)}")
     with tempfile.TemporaryDirectory(prefix="kvlab-speed-") as d:  # runs and tiled traces
-        bench(args.repeats, sizes, args.baseline, Path(d))
+        bench(args.repeats, sizes, args.baseline, Path(d), parts)
 
 
 if __name__ == "__main__":
