@@ -157,3 +157,22 @@ def test_written_workload_follows_the_umask(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_simulate_says_why_a_trace_without_prefixes_hits_nothing(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "az.csv"
+    path.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:47.1000000,374,12\n"
+    )
+    res = cli(["simulate", str(path), "--num-blocks", "200", "-o", str(tmp_path / "r")])
+    assert res.code == 0, res.err
+    assert "hit rate 0.000" in res.out and "no prefix information" in res.out
+    mc = tmp_path / "mc.jsonl"
+    mc.write_text(
+        json.dumps({"timestamp": 0, "input_length": 600, "output_length": 5, "hash_ids": [1, 2]})
+        + "\n"
+    )
+    res = cli(["simulate", str(mc), "--num-blocks", "200", "-o", str(tmp_path / "m")])
+    assert res.code == 0, res.err
+    assert "no prefix information" not in res.out

@@ -519,5 +519,12 @@ def _simulate_into(
             f"{(s['ttft_s']['p50'] or 0):.3f} s "
             f"(clock: {result.provenance.get('clock', 'roofline, uncalibrated')}) -> {out}"
         )
+        from kvlab.workload.stats import TRACES_WITHOUT_PREFIXES
+
+        if wl is not None and wl.meta.get("source_format", "") in TRACES_WITHOUT_PREFIXES:
+            echo(
+                "  the trace has no prefix information (every prompt is unique content), "
+                "so no prompt can hit"
+            )
     if serve is not None:
         serve.run(quiet=quiet)
