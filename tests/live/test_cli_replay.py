@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from kvlab.backends.stub import StubConfig, StubServer
 from kvlab.cli.app import app
+from kvlab.errors import ConfigError
 from kvlab.results import RunResult
 
 pytest.importorskip("aiohttp")
@@ -322,3 +323,34 @@ def test_warmup_requests_are_recorded_apart_and_not_measured(tmp_path: Path, stu
     assert warm.config["warmup"] is True  # marked
     bad = CliRunner().invoke(app, [*args, "--warmup", "6"])
     assert bad.exit_code != 0 and "--warmup 6 leaves none" in str(bad.exception)
+
+
+def test_duration_time_boxes_the_run(tmp_path: Path) -> None:
+    """Requests due every 0.2 s for 6 s, 0.5 s per answer, --duration 1: the run stops
+    after about a second; what was cut off or never sent is unfinished, the summary
+    says why, and the exit code is 0 (as asked); bad values are one line, exit 2."""
+    path = tmp_path / "wl.jsonl"
+    with path.open("w") as f:
+        for i in range(30):
+            segs = [{"kind": "user", "tokens": 8, "content": f"u{i}"}]
+            row = {"id": f"r{i}", "arrival_s": 0.2 * i, "segments": segs, "output_tokens": 2}
+            f.write(json.dumps(row) + "\n")
+    out = tmp_path / "run"
+    gen = _serve(StubConfig(ttft_s=0.5))
+    url = next(gen)
+    try:
+        args = ["replay", str(path), "--endpoint", url, "--model", "stub", "--out", str(out)]
+        res = CliRunner().invoke(app, [*args, "--duration", "1"])
+    finally:
+        for _ in gen:
+            pass
+    assert res.exit_code == 0, res.output
+    run = RunResult.load(out)
+    assert str(run.summary["stopped"]).startswith("duration reached (1 s)")
+    statuses = [r.status for r in run.records]
+    assert "ok" in statuses and "unfinished" in statuses
+    assert set(statuses) <= {"ok", "unfinished"}
+    assert run.wall_s is not None and run.wall_s < 4
+    for bad in ("0", "nan", "-1"):  # refused before anything is sent (kvlab's main: exit 2)
+        res = CliRunner().invoke(app, [*args, "--duration", bad])
+        assert isinstance(res.exception, ConfigError) and "--duration" in str(res.exception)

@@ -123,6 +123,7 @@ class OpenAIConfig:
     http_client: str = "kvlab"
     max_model_len: int | None = None
     too_long: str = "refuse"
+    duration_s: float | None = None
     api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -144,6 +145,11 @@ class OpenAIConfig:
             raise ConfigError(
                 f"--metrics-interval must be a number of seconds in [0, {MAX_SECONDS:g}] "
                 f"(0 turns sampling off), got {self.metrics_interval_s!r}"
+            )
+        if self.duration_s is not None and not 0 < self.duration_s <= MAX_SECONDS:
+            raise ConfigError(
+                f"--duration must be a number of seconds in (0, {MAX_SECONDS:g}], "
+                f"got {self.duration_s!r}"
             )
         for name in ("timeout_s", "connect_timeout_s", "read_timeout_s"):
             if not 0 < getattr(self, name) <= MAX_SECONDS:
@@ -193,6 +199,10 @@ def _without_userinfo(url: str) -> str:
     if "@" not in u.netloc:
         return url
     return urlunsplit(u._replace(netloc=u.netloc.rsplit("@", 1)[1]))
+
+
+#: How ``summary["stopped"]`` starts when ``duration_s`` ended the run.
+DURATION_STOP = "duration reached"
 
 
 class _Run:
@@ -300,6 +310,14 @@ class OpenAIBackend:
         )
 
     @staticmethod
+    def _time_up(state: _Run, duration_s: float) -> None:
+        """``--duration`` reached: stop sending; requests in flight are cut off and,
+        with those never sent, recorded unfinished."""
+        if not state.stop.is_set():
+            state.stop_reason = f"{DURATION_STOP} ({duration_s:g} s)"
+            state.stop.set()
+
+    @staticmethod
     def _interrupt(state: _Run) -> None:
         if not state.stop.is_set():
             state.stop_reason = "interrupted"
@@ -355,9 +373,16 @@ class OpenAIBackend:
         state.t0_ns = time.perf_counter_ns()
         if sampler is not None and cfg.metrics_interval_s > 0:
             sampler.start(state.t0_ns)
+        timer = None
+        if cfg.duration_s is not None:
+            timer = asyncio.get_running_loop().call_later(
+                cfg.duration_s, self._time_up, state, cfg.duration_s
+            )
         try:
             await self._drive(post, jobs, state, prompt)
         finally:
+            if timer is not None:
+                timer.cancel()
             wall_s = state.now_s()
             cpu_s = time.process_time() - cpu0
             if sampler is not None:
