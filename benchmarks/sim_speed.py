@@ -52,7 +52,8 @@ wl = load_workload(sys.argv[1], None, seed=0)
 cfg = SimConfig(model=sys.argv[2], gpu=sys.argv[3])
 t0 = time.perf_counter()
 r = simulate(wl, cfg)
-out = {"simulate_s": time.perf_counter() - t0, "loop_s": r.wall_s,
+out = {"simulate_s": time.perf_counter() - t0,
+       "loop_s": r.provenance.get("wall_s", r.summary.get("wall_s")),
        "requests": r.summary["num_requests"]}
 try:
     from kvlab.sim.prepare import prepare

@@ -112,14 +112,15 @@ def save_with_exports(
 
     qs = percentiles or DEFAULT_PERCENTILES
     s = result.summary
-    s.update(
-        latency_figures(
-            result.records,
-            duration_s=s.get("simulated_duration_s"),
-            percentiles=qs,
-            goodput_slo_ms=goodput_slo_ms,
+    if tuple(qs) != tuple(DEFAULT_PERCENTILES) or goodput_slo_ms:  # else the summary has them
+        s.update(
+            latency_figures(
+                result.records,
+                duration_s=s.get("simulated_duration_s"),
+                percentiles=qs,
+                goodput_slo_ms=goodput_slo_ms,
+            )
         )
-    )
     result.save(out)
     bench = vllm_bench_metrics(s, result.records, percentiles=qs, goodput_slo_ms=goodput_slo_ms)
     atomic_write_text(out / "vllm_bench.json", json.dumps(bench, indent=2) + "\n")
