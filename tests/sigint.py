@@ -12,6 +12,7 @@ forever). Used by the Ctrl-C tests of every long-running command.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,6 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+#: A line of :class:`kvlab.report.progress.LineProgress`.
+PROGRESS_LINE = re.compile(r"^[\w .-]+: .*\d+/\d+ \(\d+%\)")
 
 #: How long a command may take to stop after SIGINT.
 STOP_LIMIT_S = 60.0
@@ -39,8 +43,14 @@ class Ended:
     stop_s: float
 
     def lines(self) -> list[str]:
-        """The non-empty lines printed on stdout and stderr together."""
-        return [x for x in (self.out + self.err).splitlines() if x.strip()]
+        """The non-empty lines printed on stdout and stderr together, progress lines
+        aside (``NAME: DONE/TOTAL (P%)``, printed before the signal when the output is
+        not a terminal)."""
+        return [
+            x
+            for x in (self.out + self.err).splitlines()
+            if x.strip() and not PROGRESS_LINE.match(x)
+        ]
 
     def check_one_line(self) -> str:
         """Assert the interrupted command's contract (exit 130, one line, no traceback);

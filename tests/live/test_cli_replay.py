@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from kvlab.backends.stub import StubConfig, StubServer
+from kvlab.backends.stub import StubConfig
 from kvlab.cli.app import app
 from kvlab.errors import ConfigError
 from kvlab.results import RunResult
+from stub_thread import serve_stub
 
 pytest.importorskip("aiohttp")
 
@@ -38,23 +37,8 @@ def failing_url() -> Iterator[str]:
 
 
 def _serve(cfg: StubConfig) -> Iterator[str]:
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    box: dict[str, StubServer] = {}
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        box["s"] = loop.run_until_complete(StubServer(cfg).start())
-        ready.set()
-        loop.run_forever()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    ready.wait(5)
-    yield box["s"].url
-    asyncio.run_coroutine_threadsafe(box["s"].stop(), loop).result(5)
-    loop.call_soon_threadsafe(loop.stop)
-    t.join(5)
+    for server in serve_stub(cfg):
+        yield server.url
 
 
 def write_workload(path: Path, n: int = 6, *, big: int | None = None) -> Path:

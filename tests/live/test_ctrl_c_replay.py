@@ -4,9 +4,7 @@ server. Always a whole run directory marked interrupted, one line, exit 130."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytest
 from kvlab.backends.stub import StubConfig, StubServer
 from kvlab.results import RunResult
 from sigint import SilentServer, has_open, interrupt, start
+from stub_thread import serve_stub
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc to see the phase of a run"
@@ -25,23 +24,7 @@ FILES = {"summary.json", "requests.jsonl", "run.json", "timeseries.csv", "histog
 
 @pytest.fixture
 def slow_stub() -> Iterator[StubServer]:
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    box: dict[str, StubServer] = {}
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        box["s"] = loop.run_until_complete(StubServer(StubConfig(ttft_s=0.05)).start())
-        ready.set()
-        loop.run_forever()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    ready.wait(5)
-    yield box["s"]
-    asyncio.run_coroutine_threadsafe(box["s"].stop(), loop).result(5)
-    loop.call_soon_threadsafe(loop.stop)
-    t.join(5)
+    yield from serve_stub(StubConfig(ttft_s=0.05))
 
 
 def _workload(path: Path, n: int) -> Path:

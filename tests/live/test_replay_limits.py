@@ -5,9 +5,7 @@ it, or --max-model-len) is refused up front, or with --skip-too-long marked reje
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,28 +15,13 @@ from cli_run import run_cli
 from kvlab.backends.openai import served_max_model_len
 from kvlab.backends.stub import StubConfig, StubServer
 from kvlab.results import RunResult
+from stub_thread import serve_stub
 
 NOWHERE = "http://127.0.0.1:9"
 
 
 def _serve(cfg: StubConfig) -> Iterator[StubServer]:
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    box: dict[str, StubServer] = {}
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        box["s"] = loop.run_until_complete(StubServer(cfg).start())
-        ready.set()
-        loop.run_forever()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    ready.wait(5)
-    yield box["s"]
-    asyncio.run_coroutine_threadsafe(box["s"].stop(), loop).result(5)
-    loop.call_soon_threadsafe(loop.stop)
-    t.join(5)
+    yield from serve_stub(cfg)
 
 
 @pytest.fixture

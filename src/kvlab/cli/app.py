@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from kvlab.cli.options import error_line
+from kvlab.cli.options import error_line, leave
 from kvlab.errors import KvlabError
 
 #: Command-group modules under ``kvlab.cli``, in help order, with the commands each
@@ -130,15 +130,15 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(rc)
     except KvlabError as e:
         typer.echo(error_line(e), err=True)
-        sys.exit(e.exit_code)
+        leave(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:
         typer.echo("aborted", err=True)
-        sys.exit(130)
+        leave(130)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
-        sys.exit(130)
+        leave(130)
     except Exception as e:
         # Usage errors (unknown option, missing argument) from Typer's click layer:
         # show the short usage message, never a traceback.

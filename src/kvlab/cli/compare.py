@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 from pathlib import Path
@@ -235,7 +236,7 @@ def sweep_cmd(
         runner = ex.point_runner(runner)
     try:
         load_workload(str(workload))  # fail early on a bad file, read as kvlab simulate reads it
-        with ex, Progress(transient=True, disable=as_json) as progress:
+        with contextlib.closing(ex), Progress(transient=True, disable=as_json) as progress:
             task = progress.add_task("simulating", total=len(points))
 
             def done(_o: object) -> None:

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
 
         app_main(argv)
         return
-    from kvlab.cli.options import echo, error_line
+    from kvlab.cli.options import echo, error_line, leave
     from kvlab.errors import KvlabError
 
     if argv is None and module_name in WORKLOAD_COMMANDS:
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         module.run_command(**kwargs)
     except KvlabError as e:  # as kvlab.cli.app.main reports it
         echo(error_line(e), err=True)
-        sys.exit(e.exit_code)
+        leave(e.exit_code)
     except KeyboardInterrupt:
         echo("interrupted", err=True)
-        sys.exit(130)
+        leave(130)

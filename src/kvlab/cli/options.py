@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 #: The default of a parameter that must be given.
 REQUIRED: Any = ...
@@ -203,6 +203,16 @@ def error_line(e: BaseException) -> str:
     from kvlab.errors import Interrupted
 
     return str(e) if isinstance(e, Interrupted) else f"error: {e}"
+
+
+def leave(code: int) -> NoReturn:
+    """``sys.exit(code)``. After Ctrl-C (130, its one line printed), a second SIGINT
+    arriving while the interpreter shuts down is ignored: Python would otherwise die
+    by the signal and the exit code would not be 130."""
+    if code == 130:
+        with contextlib.suppress(ValueError, OSError):  # not the main thread
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
 
 
 @contextlib.contextmanager

@@ -45,16 +45,10 @@ class Outcome:
 
 
 class _Closing:
-    """``with executor:`` closes it on the way out."""
+    """An executor has ``close()``: use ``contextlib.closing(executor)`` in a ``with``."""
 
     def close(self) -> None:
         pass
-
-    def __enter__(self) -> _Closing:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class LocalExecutor(_Closing):
