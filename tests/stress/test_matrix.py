@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kvlab.errors import WorkloadError
@@ -131,6 +131,7 @@ def test_any_text_is_a_matrix_or_one_workload_error(text: str) -> None:
         ),
     )
 )
+@example(fields={"batch": 1, "rate_per_s": ""})  # once crashed float('') at the end
 def test_any_scenario_fields_parse_or_fail_cleanly(fields: dict[str, object]) -> None:
     import yaml
 

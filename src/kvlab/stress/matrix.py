@@ -345,6 +345,8 @@ def _scenario(doc: _Doc, d: dict[str, Any], where: tuple[Any, ...], own: set[str
             at("rate_per_s") if "rate_per_s" in d else where,
             "arrival poisson needs rate_per_s > 0 (batches per second)",
         )
+    if rate is not None and not _positive(rate):
+        raise doc.error(at("rate_per_s"), f"must be a finite number > 0, got {rate!r}")
     for key in ("ramp_s", "offload_gb"):
         v = d.get(key)
         if v is not None and not (_positive(v) or v == 0):
