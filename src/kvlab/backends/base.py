@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from kvlab.results import RequestRecord, RunResult, summary_with_groups
-from kvlab.results.summary import count_errors, latency_figures
+from kvlab.results.summary import count_errors, latency_figures, latency_samples
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -227,7 +227,8 @@ def build_result(
     for source in (record_source, counter_source):
         if source is not None and source not in PREFIX_SOURCES:
             raise ValueError(f"{backend}: unknown prefix_cache_source {source!r}")
-    s = summary_with_groups(records, duration_s=duration_s, counters=figures)
+    samples = latency_samples(records)  # once, for the summary and the latency figures
+    s = summary_with_groups(records, duration_s=duration_s, counters=figures, samples=samples)
     groups = s.pop("by_class")
     for g in groups.values():
         g["prefix_cache_source"] = _source(g, record_source)
@@ -235,7 +236,7 @@ def build_result(
     s["prefix_cache_source"] = _source(s, counter_source if from_counters else record_source)
     s["errors_by_kind"] = count_errors(records)
     s["by_class"] = groups
-    s.update(latency_figures(records, duration_s=s["simulated_duration_s"]))
+    s.update(latency_figures(records, duration_s=s["simulated_duration_s"], samples=samples))
     usage = (timeseries or {}).get("kv_cache_usage_perc")
     if s.get("kv_cache_usage_perc_max") is None and usage:
         # a live server's sampled /metrics (the simulator counts its own)

@@ -108,10 +108,16 @@ def save_with_exports(
     percentiles and goodput SLOs first, and ``vllm_bench.json`` written beside
     ``summary.json`` (:func:`kvlab.results.summary.vllm_bench_metrics`)."""
     from kvlab.results import atomic_write_text
-    from kvlab.results.summary import DEFAULT_PERCENTILES, latency_figures, vllm_bench_metrics
+    from kvlab.results.summary import (
+        DEFAULT_PERCENTILES,
+        latency_figures,
+        latency_samples,
+        vllm_bench_metrics,
+    )
 
     qs = percentiles or DEFAULT_PERCENTILES
     s = result.summary
+    samples = latency_samples(result.records)
     if tuple(qs) != tuple(DEFAULT_PERCENTILES) or goodput_slo_ms:  # else the summary has them
         s.update(
             latency_figures(
@@ -119,10 +125,13 @@ def save_with_exports(
                 duration_s=s.get("simulated_duration_s"),
                 percentiles=qs,
                 goodput_slo_ms=goodput_slo_ms,
+                samples=samples,
             )
         )
     result.save(out)
-    bench = vllm_bench_metrics(s, result.records, percentiles=qs, goodput_slo_ms=goodput_slo_ms)
+    bench = vllm_bench_metrics(
+        s, result.records, percentiles=qs, goodput_slo_ms=goodput_slo_ms, samples=samples
+    )
     atomic_write_text(out / "vllm_bench.json", json.dumps(bench, indent=2) + "\n")
 
 

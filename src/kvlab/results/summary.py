@@ -142,13 +142,114 @@ def _linear_percentile(ordered: list[float], q: float) -> float:
     return a + diff * t
 
 
+#: Samples at least this long are summed and sorted by numpy: the same numbers as
+#: the pure-Python arithmetic (tests check both paths against numpy bit for bit),
+#: measured faster from here on (see the module docstring).
+NUMPY_FROM = 20_000
+
+
+class Sample:
+    """One latency metric's values (record order), for :meth:`dist`, :meth:`std` and
+    :meth:`percentile`, sorted at most once however many figures are asked of it.
+
+    Invariant: ``values`` are floats without None; the figures equal those of
+    :func:`dist`, :func:`std` and :func:`percentile` on the same values, to the
+    last bit. A sample of :data:`NUMPY_FROM` values or more is held as a numpy
+    array (a run that long imported numpy to load its trace anyway).
+    """
+
+    __slots__ = ("_n", "_ordered", "_total", "_values")
+
+    def __init__(self, values: Sequence[float]) -> None:
+        self._n = len(values)
+        self._values: Any = values
+        if self._n >= NUMPY_FROM:
+            import numpy as np
+
+            self._values = np.asarray(values, dtype=float)
+        self._ordered: Any = None
+        self._total: float | None = None
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _sum(self) -> float:
+        """The values summed in numpy's order (``add.reduce``)."""
+        if self._total is None:
+            v = self._values
+            self._total = (
+                _pairwise_sum(v, 0, self._n) if isinstance(v, list) else float(v.sum())
+            )
+        return self._total
+
+    def _is_plain(self) -> bool:
+        """Finite and without zeros: the samples :func:`dist` computes without numpy."""
+        v = self._values
+        return math.isfinite(self._sum()) and not (
+            0.0 in v if isinstance(v, list) else bool((v == 0.0).any())
+        )
+
+    def ordered(self) -> Any:
+        """The values sorted (once)."""
+        if self._ordered is None:
+            v = self._values
+            self._ordered = sorted(v) if isinstance(v, list) else _np_sorted(v)
+        return self._ordered
+
+    def dist(self) -> dict[str, float | None]:
+        """:func:`dist` of the values."""
+        if not self._n:
+            return dist(())
+        if not self._is_plain():
+            return _dist_numpy(list(self._values))
+        a = self.ordered()
+        return {
+            "mean": self._sum() / self._n,
+            "p50": float(_linear_percentile(a, 0.5)),
+            "p90": float(_linear_percentile(a, 0.9)),
+            "p99": float(_linear_percentile(a, 0.99)),
+            "max": float(a[-1]),
+        }
+
+    def std(self) -> float | None:
+        """:func:`std` of the values."""
+        v = self._values
+        return std(v if isinstance(v, list) else v.tolist())
+
+    def percentile(self, q: float) -> float | None:
+        """:func:`percentile` of the values, ``q`` in [0, 100]."""
+        if not self._n:
+            return None
+        if not self._is_plain():
+            return percentile(list(self._values), q)
+        return float(_linear_percentile(self.ordered(), q / 100.0))
+
+    def scaled(self, k: float) -> Sample:
+        """The sample of ``k * v`` for every value (``k`` > 0: the order is kept, so a
+        finite sorted copy is scaled rather than sorted again)."""
+        v = self._values
+        out = Sample([k * x for x in v] if isinstance(v, list) else v * k)
+        if self._ordered is not None and math.isfinite(self._sum()):
+            o = self._ordered
+            out._ordered = [k * x for x in o] if isinstance(o, list) else o * k
+        return out
+
+
+def _np_sorted(a: Any) -> Any:
+    import numpy as np
+
+    return np.sort(a, kind="stable")
+
+
 def summarize(
     records: Sequence[RequestRecord],
     *,
     duration_s: float | None = None,
     counters: Mapping[str, Any] | None = None,
+    samples: Mapping[str, Sample | None] | None = None,
 ) -> dict[str, Any]:
-    """Request-level summary shared by every backend.
+    """Request-level summary shared by every backend (``samples``:
+    :func:`latency_samples` of ``records``, when already computed).
 
     ``duration_s`` defaults to last finish - first arrival. ``counters`` are
     backend counters (prefix cache queries/hits, preemptions, evictions, usage,
@@ -168,18 +269,7 @@ def summarize(
     out_tokens = sum(map(_OUTPUT, done))
     prompt_tokens = sum(map(_PROMPT, done))
     statuses = list(map(_STATUS, records))
-    # TTFT, TPOT and E2E exactly as the RequestRecord properties define them
-    arrivals = list(map(_ARRIVAL, done))
-    firsts = list(map(_FIRST, done))
-    finishes = list(map(_FINISH, done))
-    outputs = list(map(_OUTPUT, done))
-    ttft = [f - a for f, a in zip(firsts, arrivals, strict=True) if f is not None]
-    tpot = [
-        (e - f) / (n - 1)
-        for e, f, n in zip(finishes, firsts, outputs, strict=True)
-        if f is not None and n >= 2
-    ]
-    e2e = [e - a for e, a in zip(finishes, arrivals, strict=True)]
+    lat = latency_samples(records) if samples is None else samples
     s: dict[str, Any] = {
         "num_requests": len(records),
         "num_completed": len(done),
@@ -188,9 +278,9 @@ def summarize(
         "num_unfinished": statuses.count(STATUS_UNFINISHED),
         "prompt_tokens": prompt_tokens,
         "output_tokens": out_tokens,
-        "ttft_s": dist(ttft),
-        "tpot_s": dist(tpot),
-        "e2e_s": dist(e2e),
+        "ttft_s": _dist_of(lat["ttft_s"]),
+        "tpot_s": _dist_of(lat["tpot_s"]),
+        "e2e_s": _dist_of(lat["e2e_s"]),
         "request_throughput_per_s": (len(done) / duration_s) if duration_s > 0 else None,
         "output_throughput_tok_per_s": (out_tokens / duration_s) if duration_s > 0 else None,
         "total_throughput_tok_per_s": (
@@ -212,6 +302,10 @@ def summarize(
     s["external_prefix_cache_hits"] = None if None in offloaded else sum(offloaded)
     s["num_preemptions"] = None if None in preemptions else sum(preemptions)
     return with_counters(s, counters)
+
+
+def _dist_of(sample: Sample | None) -> dict[str, float | None]:
+    return dist(()) if sample is None else sample.dist()
 
 
 def prefix_queried(records: Sequence[RequestRecord]) -> list[RequestRecord]:
@@ -268,16 +362,17 @@ def summary_with_groups(
     *,
     duration_s: float | None,
     counters: Mapping[str, Any] | None = None,
+    samples: Mapping[str, Sample | None] | None = None,
 ) -> dict[str, Any]:
-    """``summarize(records, duration_s=..., counters=...)`` plus ``by_class``:
+    """``summarize(records, duration_s=..., counters=..., samples=...)`` plus ``by_class``:
     :func:`group_summaries` by ``cls`` (computed once when all records share one)."""
     groups = _groups(records, "cls")
     if len(groups) == 1:
-        whole = summarize(records, duration_s=duration_s)
+        whole = summarize(records, duration_s=duration_s, samples=samples)
         s = with_counters(whole, counters)
         s["by_class"] = {k: whole for k in groups}
         return s
-    s = summarize(records, duration_s=duration_s, counters=counters)
+    s = summarize(records, duration_s=duration_s, counters=counters, samples=samples)
     s["by_class"] = group_summaries(records, duration_s=duration_s)
     return s
 
@@ -313,8 +408,14 @@ def std(values: Sequence[float]) -> float | None:
     None when empty."""
     if not values:
         return None
-    mean = math.fsum(values) / len(values)
-    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
+    try:  # exactly rounded sums
+        mean = math.fsum(values) / len(values)
+        return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
+    except (OverflowError, ValueError):  # an infinite or overflowing sample: numpy's answer
+        import numpy as np
+
+        with np.errstate(all="ignore"):
+            return float(np.std(np.asarray(values, dtype=float)))
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -378,20 +479,26 @@ def parse_goodput(text: str | Sequence[str] | None) -> dict[str, float] | None:
     return out
 
 
-def _latencies(records: Sequence[RequestRecord]) -> dict[str, list[float] | None]:
-    """Per-request TTFT, TPOT, E2E and the ITL gaps (seconds) of the completed records."""
+def latency_samples(records: Sequence[RequestRecord]) -> dict[str, Sample | None]:
+    """Per-request TTFT, TPOT, E2E and the ITL gaps (seconds) of the completed records,
+    each a :class:`Sample` (ITL None when no record has chunk times). Computed once per
+    run and handed to :func:`summarize`, :func:`latency_figures` and
+    :func:`vllm_bench_metrics`, which compute it themselves when not given it."""
     done = [r for r in records if r.status == STATUS_OK and r.finish_s is not None]
     first = [r for r in done if r.first_token_s is not None]
+    itl = itl_values(done)
     # the records' own ttft_s / tpot_s / e2e_s, inlined (the same float operations)
     return {
-        "ttft_s": [r.first_token_s - r.arrival_s for r in first],  # type: ignore[operator]
-        "tpot_s": [
-            (r.finish_s - r.first_token_s) / (r.output_tokens - 1)  # type: ignore[operator]
-            for r in first
-            if r.output_tokens >= 2
-        ],
-        "itl_s": itl_values(done),
-        "e2e_s": [r.finish_s - r.arrival_s for r in done],  # type: ignore[operator]
+        "ttft_s": Sample([r.first_token_s - r.arrival_s for r in first]),  # type: ignore[operator]
+        "tpot_s": Sample(
+            [
+                (r.finish_s - r.first_token_s) / (r.output_tokens - 1)  # type: ignore[operator]
+                for r in first
+                if r.output_tokens >= 2
+            ]
+        ),
+        "itl_s": None if itl is None else Sample(itl),
+        "e2e_s": Sample([r.finish_s - r.arrival_s for r in done]),  # type: ignore[operator]
     }
 
 
@@ -419,8 +526,10 @@ def latency_figures(
     duration_s: float | None,
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     goodput_slo_ms: Mapping[str, float] | None = None,
+    samples: Mapping[str, Sample | None] | None = None,
 ) -> dict[str, Any]:
-    """What users of vLLM bench, GuideLLM and AIPerf expect beside :func:`summarize`:
+    """What users of vLLM bench, GuideLLM and AIPerf expect beside :func:`summarize`
+    (``samples``: :func:`latency_samples` of ``records``, when already computed):
 
     * ``itl_s``: :func:`dist` of the inter-token latencies (:func:`itl_values`;
       None values when no record has chunk times);
@@ -433,12 +542,13 @@ def latency_figures(
     """
     from kvlab.results.records import MISS_CAUSES
 
-    lat = _latencies(records)
+    lat = latency_samples(records) if samples is None else samples
+    itl = lat["itl_s"]
     out: dict[str, Any] = {
-        "itl_s": dist(lat["itl_s"] or ()),
-        "latency_std_s": {k: (None if v is None else std(v)) for k, v in lat.items()},
+        "itl_s": dist(()) if itl is None else itl.dist(),
+        "latency_std_s": {k: (None if v is None else v.std()) for k, v in lat.items()},
         "latency_percentiles_s": {
-            k: {percentile_label(q): (None if v is None else percentile(v, q)) for q in percentiles}
+            k: {percentile_label(q): (None if v is None else v.percentile(q)) for q in percentiles}
             for k, v in lat.items()
         },
     }
@@ -464,14 +574,16 @@ def vllm_bench_metrics(
     *,
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     goodput_slo_ms: Mapping[str, float] | None = None,
+    samples: Mapping[str, Sample | None] | None = None,
 ) -> dict[str, Any]:
     """The run in vLLM bench's result keys and units (milliseconds, ``mean_ttft_ms``,
     ``median_ttft_ms``, ``std_ttft_ms``, ``p99_ttft_ms``, the same for ``tpot``,
     ``itl`` and ``e2el``; ``duration`` in seconds, ``completed``,
     ``total_input_tokens``, ``total_output_tokens``, ``request_throughput``,
     ``output_throughput``, ``total_token_throughput``, ``request_goodput`` with
-    SLOs). A figure kvlab does not know is null (ITL without chunk times)."""
-    lat = _latencies(records)
+    SLOs). A figure kvlab does not know is null (ITL without chunk times).
+    ``samples``: :func:`latency_samples` of ``records``, when already computed."""
+    lat = latency_samples(records) if samples is None else samples
     duration = summary.get("simulated_duration_s")
     out: dict[str, Any] = {
         "duration": duration,
@@ -488,25 +600,27 @@ def vllm_bench_metrics(
         out["request_goodput"] = good / duration if duration else None
     for name, key in (("ttft", "ttft_s"), ("tpot", "tpot_s"), ("itl", "itl_s"), ("e2el", "e2e_s")):
         v = lat[key]
-        ms = None if v is None else [1e3 * x for x in v]
-        d = dist(ms or ())
+        ms = None if v is None else v.scaled(1e3)
+        d = dist(()) if ms is None else ms.dist()
         out[f"mean_{name}_ms"] = d["mean"]
         out[f"median_{name}_ms"] = d["p50"]
-        out[f"std_{name}_ms"] = None if ms is None else std(ms)
+        out[f"std_{name}_ms"] = None if ms is None else ms.std()
         for q in percentiles:
-            out[f"{percentile_label(q)}_{name}_ms"] = None if ms is None else percentile(ms, q)
+            out[f"{percentile_label(q)}_{name}_ms"] = None if ms is None else ms.percentile(q)
     return out
 
 
 __all__ = [
     "DEFAULT_PERCENTILES",
     "SLO_METRICS",
+    "Sample",
     "count_errors",
     "dist",
     "good_requests",
     "group_summaries",
     "itl_values",
     "latency_figures",
+    "latency_samples",
     "parse_goodput",
     "parse_percentiles",
     "percentile",
