@@ -212,9 +212,19 @@ class Sample:
         }
 
     def std(self) -> float | None:
-        """:func:`std` of the values."""
+        """:func:`std` of the values (the squares by numpy for a large sample: each one
+        product, rounded once, as in :func:`std`)."""
         v = self._values
-        return std(v if isinstance(v, list) else v.tolist())
+        if not self._n:
+            return None
+        if isinstance(v, list) or not math.isfinite(self._sum()):
+            return std(v if isinstance(v, list) else v.tolist())
+        try:
+            mean = math.fsum(v.tolist()) / self._n
+            d = v - mean
+            return math.sqrt(math.fsum((d * d).tolist()) / self._n)
+        except OverflowError:
+            return std(v.tolist())
 
     def percentile(self, q: float) -> float | None:
         """:func:`percentile` of the values, ``q`` in [0, 100]."""
@@ -351,6 +361,9 @@ def group_summaries(
 
 
 def _groups(records: Sequence[RequestRecord], key: str) -> dict[str, list[RequestRecord]]:
+    values = dict.fromkeys(map(attrgetter(key), records))
+    if len(values) == 1:  # one group (most runs): no list built record by record
+        return {str(next(iter(values))): list(records)}
     groups: dict[str, list[RequestRecord]] = {}
     for r in records:
         groups.setdefault(str(getattr(r, key)), []).append(r)
@@ -410,7 +423,7 @@ def std(values: Sequence[float]) -> float | None:
         return None
     try:  # exactly rounded sums
         mean = math.fsum(values) / len(values)
-        return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
+        return math.sqrt(math.fsum([(d := v - mean) * d for v in values]) / len(values))
     except (OverflowError, ValueError):  # an infinite or overflowing sample: numpy's answer
         import numpy as np
 
