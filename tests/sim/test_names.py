@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sim_helpers import Gpu, llama8b, random_workload
 
 from kvlab.errors import ConfigError
 from kvlab.sim.config import SimConfig
 from kvlab.sim.engine import simulate
-from kvlab.sim.names import KeyNameTable, name_requests
+from kvlab.sim.hashing import OFFSET_BITS, ChainInterner
+from kvlab.sim.names import KeyNameTable, content_lengths, name_requests
 from kvlab.sim.prepare import prepare
 from kvlab.workload.records import Request, Segment, Workload
 
@@ -53,6 +56,44 @@ def test_a_workload_prepared_for_another_block_size_is_refused() -> None:
     prepared = prepare(random_workload(1, 10, rate=5.0), 8)
     with pytest.raises(ConfigError, match="prepared for blocks of 8"):
         simulate(prepared, SimConfig(model=llama8b(), gpu=Gpu(), block_size=16, num_blocks=300))
+
+
+def walked_names(requests: tuple[Request, ...], block_size: int) -> list[tuple]:
+    """Every request through the plain walk (no unique-prompt shortcut)."""
+    it = ChainInterner()
+    it.reserve(content_lengths(requests))
+    out = []
+    for q in requests:
+        ends: list[int] = []
+        runs: list[tuple[int, int]] = []
+        firsts, node = it.walk(q.segments, block_size, ends, runs)
+        o = q.output_content_id
+        zero = it.fresh_run() << OFFSET_BITS if o is None else it.part(node, o)
+        out.append((firsts, ends, runs, node, zero))
+    return out
+
+
+contents = st.sampled_from(["a", "b", "c", "u1", "u2", "u3", "u4", "u5"])
+segment = st.builds(Segment, st.just("user"), st.integers(0, 70), contents)
+request = st.tuples(
+    st.lists(segment, min_size=1, max_size=3), st.one_of(st.none(), contents), st.integers(1, 9)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(request, max_size=12), st.sampled_from([1, 4, 16]))
+def test_unique_one_segment_prompts_are_named_as_the_walk_names_them(
+    spec: list[tuple[list[Segment], str | None, int]], block_size: int
+) -> None:
+    """Prompts of one segment whose content occurs once (every request of a trace
+    without prefix information) take a shortcut; the names are the walk's, whatever
+    else the workload holds (the same content elsewhere, as a named output, empty
+    segments)."""
+    reqs = tuple(
+        Request(f"r{i}", tuple(segs), out_tokens, output_content_id=out)
+        for i, (segs, out, out_tokens) in enumerate(spec)
+    )
+    assert list(name_requests(reqs, block_size)) == walked_names(reqs, block_size)
 
 
 # --- a second process naming the keys (SimConfig(workers=2)) ---

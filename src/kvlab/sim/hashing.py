@@ -164,6 +164,22 @@ class ChainInterner:
             runs.append((lbase, start - lstart))
         return firsts, node
 
+    def walk_unique(
+        self, n: int, block_size: int, ends: list[int], runs: list[tuple[int, int]]
+    ) -> tuple[list[int], int]:
+        """:meth:`walk` of a prompt of one segment of ``n`` > 0 tokens whose content id
+        no other segment or named output has (given to :meth:`reserve`): the same keys,
+        node and runs, without caching the step, the part or the open end, which no
+        later walk could look up."""
+        if n >= _LIMIT:
+            raise ValueError(f"a segment of more than {_LIMIT} tokens")
+        base = self.fresh_run() << OFFSET_BITS  # a new part at the root: a run of its own
+        self._next_node += 1
+        firsts: list[int] = []
+        _stretch(base, 0, n, block_size, firsts, ends)
+        runs.append((base, n))
+        return firsts, self._next_node
+
     def _step(self, node: int, content_id: str, n: int) -> tuple[int, int]:
         """(child node, key of token 0) of ``n`` tokens of ``content_id`` after ``node``:
         a new node per new step, the part of ``(node, content_id)`` (see :meth:`walk`)."""

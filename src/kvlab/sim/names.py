@@ -36,32 +36,57 @@ from kvlab.workload.records import Request
 KeyNames = tuple[list[int], list[int], list[tuple[int, int]], int, int]
 
 
-def content_lengths(requests: Sequence[Request]) -> dict[str, int]:
-    """The most tokens of each content id over every segment and named output."""
+def content_lengths(
+    requests: Sequence[Request], repeated: set[str] | None = None
+) -> dict[str, int]:
+    """The most tokens of each content id over every segment and named output; with
+    ``repeated``, the ids of more than one non-empty segment or of a named output are
+    added to it (the others occur once)."""
     most: dict[str, int] = {}
     get = most.get
+    again = set() if repeated is None else repeated
     for q in requests:
         for seg in q.segments:
-            if seg.tokens > get(seg.content_id, 0):
-                most[seg.content_id] = seg.tokens
+            n = seg.tokens
+            if n > 0:
+                c = seg.content_id
+                t = get(c)
+                if t is None:
+                    most[c] = n
+                else:
+                    again.add(c)
+                    if n > t:
+                        most[c] = n
         out = q.output_content_id
-        if out is not None and q.output_tokens > get(out, 0):
-            most[out] = q.output_tokens
+        if out is not None:
+            again.add(out)
+            if q.output_tokens > get(out, 0):
+                most[out] = q.output_tokens
     return most
 
 
 def name_requests(requests: Sequence[Request], block_size: int) -> Iterator[KeyNames]:
     """The key names of every request, in order (one interner, content lengths
-    reserved, so parts continue each other's runs)."""
+    reserved, so parts continue each other's runs). A prompt of one segment whose
+    content occurs nowhere else (a trace without prefix information: every request)
+    takes :meth:`~kvlab.sim.hashing.ChainInterner.walk_unique`, the same names."""
     it = ChainInterner()
-    it.reserve(content_lengths(requests))
-    walk = it.walk
+    repeated: set[str] = set()
+    it.reserve(content_lengths(requests, repeated))
+    walk, walk_unique, fresh_run = it.walk, it.walk_unique, it.fresh_run
     for q in requests:
         ends: list[int] = []
         runs: list[tuple[int, int]] = []
-        firsts, node = walk(q.segments, block_size, ends, runs)
         out = q.output_content_id
-        zero = it.fresh_run() << OFFSET_BITS if out is None else it.part(node, out)
+        segs = q.segments
+        if out is None and len(segs) == 1 and segs[0].tokens > 0:
+            seg = segs[0]
+            if seg.content_id not in repeated:
+                firsts, node = walk_unique(seg.tokens, block_size, ends, runs)
+                yield firsts, ends, runs, node, fresh_run() << OFFSET_BITS
+                continue
+        firsts, node = walk(segs, block_size, ends, runs)
+        zero = fresh_run() << OFFSET_BITS if out is None else it.part(node, out)
         yield firsts, ends, runs, node, zero
 
 
