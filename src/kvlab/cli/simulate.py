@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -406,17 +407,19 @@ def run_command(
         cost = CalibratedCost.from_calibration(load_calibration(calibration), calibration.name)
         cfg = cfg.replace(cost_model=cost)
     _simulate_and_save(
-        workload=workload,
-        cfg=cfg,
-        out=out,
-        fmt=fmt,
-        seed=seed,
-        as_json=as_json,
-        quiet=quiet,
-        plot=plot,
-        on_loaded=on_loaded,
-        serve=serve,
-        latency=latency,
+        SimulateJob(
+            workload=workload,
+            cfg=cfg,
+            out=out,
+            fmt=fmt,
+            seed=seed,
+            as_json=as_json,
+            quiet=quiet,
+            plot=plot,
+            on_loaded=on_loaded,
+            serve=serve,
+            latency=latency,
+        )
     )
 
 
@@ -448,43 +451,37 @@ def _save_interrupted(out: Path, wl: Any, cfg: Any, workload: str, wall_s: float
     )
 
 
-def _simulate_and_save(
-    *,
-    workload: str,
-    cfg: Any,
-    out: Path,
-    fmt: str | None,
-    seed: int,
-    as_json: bool,
-    quiet: bool,
-    plot: bool,
-    on_loaded: Callable[[], object] | None,
-    serve: Any = None,
-    latency: dict[str, Any] | None = None,
-) -> None:
+@dataclass(frozen=True)
+class SimulateJob:
+    """One ``kvlab simulate`` run, its options parsed: the workload (name or path) and
+    its format, the config, the run directory, output switches, the metrics replay
+    (``serve``: ``ServeOptions`` or None) and the latency options of
+    :func:`save_with_exports` (``latency``)."""
+
+    workload: str
+    cfg: Any
+    out: Path
+    fmt: str | None
+    seed: int
+    as_json: bool
+    quiet: bool
+    plot: bool
+    on_loaded: Callable[[], object] | None
+    serve: Any = None
+    latency: dict[str, Any] | None = None
+
+
+def _simulate_and_save(job: SimulateJob) -> None:
     from kvlab.cli.options import output_dir, output_dir_kept
 
-    created = not out.exists()
-    out = output_dir(out)
+    created = not job.out.exists()
+    out = output_dir(job.out)
     with output_dir_kept(out, created):
-        _simulate_into(
-            workload, cfg, out, fmt, seed, as_json, quiet, plot, on_loaded, serve, latency
-        )
+        _simulate_into(job, out)
 
 
-def _simulate_into(
-    workload: str,
-    cfg: Any,
-    out: Path,
-    fmt: str | None,
-    seed: int,
-    as_json: bool,
-    quiet: bool,
-    plot: bool,
-    on_loaded: Callable[[], object] | None,
-    serve: Any = None,
-    latency: dict[str, Any] | None = None,
-) -> None:
+def _simulate_into(job: SimulateJob, out: Path) -> None:
+    workload, cfg, quiet, as_json = job.workload, job.cfg, job.quiet, job.as_json
     from kvlab.cli.options import sigint_ignored
 
     wl = None
@@ -493,12 +490,12 @@ def _simulate_into(
         from kvlab.sim.engine import simulate
         from kvlab.workload.detect import load_workload
 
-        wl = load_workload(workload, fmt, seed=seed)
-        if on_loaded is not None:
-            on_loaded()
+        wl = load_workload(workload, job.fmt, seed=job.seed)
+        if job.on_loaded is not None:
+            job.on_loaded()
         show = not quiet and not as_json and sys.stderr.isatty()
-        if serve is not None:  # the same run, its state kept after every event
-            simulate = serve.recorder()
+        if job.serve is not None:  # the same run, its state kept after every event
+            simulate = job.serve.recorder()
         if show:
             from rich.progress import Progress
 
@@ -511,9 +508,9 @@ def _simulate_into(
         _save_interrupted(out, wl, cfg, str(workload), time.perf_counter() - t0)
     result.config["workload"] = str(workload)
     with sigint_ignored():  # a finished run is written whole, never replaced by a stub
-        save_with_exports(result, out, **(latency or {}))
+        save_with_exports(result, out, **(job.latency or {}))
         write_markdown(result, out, Path(str(workload)).name)
-    if plot:  # after the results are on disk: a missing extra loses nothing
+    if job.plot:  # after the results are on disk: a missing extra loses nothing
         from kvlab.report.plots import or_warning, run_figures
 
         title = f"{Path(str(workload)).name}, {cfg.model} on {cfg.gpu}"
@@ -536,5 +533,5 @@ def _simulate_into(
                 "  the trace has no prefix information (every prompt is unique content), "
                 "so no prompt can hit"
             )
-    if serve is not None:
-        serve.run(quiet=quiet)
+    if job.serve is not None:
+        job.serve.run(quiet=quiet)
