@@ -174,3 +174,37 @@ def test_cli_calibrates_and_simulate_uses_it(
     )
     assert bad.code in (1, 2) and not bad.traceback
     assert "nope.json" in bad.one_line_error()
+
+
+def test_fit_tells_the_request_overhead_from_the_step_overhead() -> None:
+    """Times to first token hold a per-request constant the gaps between chunks do
+    not: fitted together, both overheads come out as they were made."""
+    request_s = 0.03
+    rows = [("prefill", 100, 1e5), ("prefill", 400, 4e5), ("prefill", 50, 5e4)]
+    rows += [("decode", 1, 2e5), ("decode", 3, 9e5), ("decode", 8, 3e6), ("decode", 2, 1e5)]
+    obs = [
+        Observation(kind, t, k, step(t, k) + (request_s if kind == "prefill" else 0.0), f"r{i}")
+        for i, (kind, t, k) in enumerate(rows)
+    ]
+    cal = fit(obs, BPT)
+    assert cal.coefficients["request_overhead_s"] == pytest.approx(request_s, rel=1e-6)
+    assert cal.coefficients["overhead_s"] == pytest.approx(TRUE["overhead_s"], rel=1e-6)
+    assert cal.fit_error["prefill"]["mape"] < 1e-6
+    assert cal.predict(100, 1e5, "prefill") - cal.predict(100, 1e5) == pytest.approx(request_s)
+
+
+def test_a_file_without_the_request_overhead_reads_as_none(tmp_path: Path) -> None:
+    p = tmp_path / "old.json"
+    coef = {"overhead_s": 0.001, "per_token_s": 1e-4, "per_kv_byte_s": 1e-9}
+    p.write_text(
+        json.dumps({"format": "kvlab-calibration-1", "coefficients": coef, "kv_bytes_per_token": 8})
+    )
+    cal = load_calibration(p)
+    assert cal.coefficients["request_overhead_s"] == 0.0
+    assert CalibratedCost.from_calibration(cal, "old.json").request_delay == 0
+    bad = dict(coef, request_overhead_s=-1)
+    p.write_text(
+        json.dumps({"format": "kvlab-calibration-1", "coefficients": bad, "kv_bytes_per_token": 8})
+    )
+    with pytest.raises(ConfigError, match=r"coefficients\.request_overhead_s"):
+        load_calibration(p)

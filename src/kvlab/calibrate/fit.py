@@ -1,11 +1,17 @@
 """A step cost fitted to measured runs: observations, least squares, the calibration file.
 
-The model (one engine step, seconds)::
+The model (one engine step, seconds, and one constant per request)::
 
     step_s = overhead_s + per_token_s * T + per_kv_byte_s * K_bytes
+    time to first token = request_overhead_s + the steps until the first token
 
 ``T`` scheduled tokens (prefill tokens, or one per decoding sequence), ``K_bytes`` the
-KV bytes the step reads (context tokens x KV bytes per token). A client sees steps
+KV bytes the step reads (context tokens x KV bytes per token). ``request_overhead_s``
+is what a request spends outside the engine's steps before its first token reaches
+the client (HTTP, tokenizing, the hand-over to the engine process, the first chunk's
+way back): a server's time to first token holds it once, the gaps between chunks do
+not, so it is told apart from the step overhead only by fitting both kinds of
+observation together. A client sees steps
 only through its requests' streams, so two kinds of observation are taken from the
 records of replay runs (``chunk_times_s``, ``first_token_s``, ``finish_s``):
 
@@ -18,7 +24,7 @@ records of replay runs (``chunk_times_s``, ``first_token_s``, ``finish_s``):
   reads group chunks).
 * **prefill**: the time to first token of a request that had the server to itself
   (no other request between its arrival and finish overlaps it): one step of its
-  uncached prompt tokens.
+  uncached prompt tokens, plus the request overhead.
 
 The coefficients are fitted by least squares (numpy) and kept non-negative (a
 coefficient that comes out negative is dropped and the rest refitted); the fit
@@ -37,7 +43,9 @@ from typing import Any
 
 from kvlab.errors import ConfigError
 
-COEFFICIENTS = ("overhead_s", "per_token_s", "per_kv_byte_s")
+COEFFICIENTS = ("overhead_s", "per_token_s", "per_kv_byte_s", "request_overhead_s")
+#: Coefficients a calibration file may leave out (files written before they existed): 0.
+OPTIONAL_COEFFICIENTS = ("request_overhead_s",)
 FORMAT = "kvlab-calibration-1"
 
 
@@ -66,9 +74,11 @@ class Calibration:
     runs: list[str]
     settings: dict[str, Any] = field(default_factory=dict)
 
-    def predict(self, tokens: float, kv_bytes: float) -> float:
+    def predict(self, tokens: float, kv_bytes: float, kind: str = "decode") -> float:
+        """Seconds of one observation of ``kind`` ("prefill" adds the request overhead)."""
         c = self.coefficients
-        return c["overhead_s"] + c["per_token_s"] * tokens + c["per_kv_byte_s"] * kv_bytes
+        step = c["overhead_s"] + c["per_token_s"] * tokens + c["per_kv_byte_s"] * kv_bytes
+        return step + c["request_overhead_s"] if kind == "prefill" else step
 
     @property
     def error_text(self) -> str:
@@ -79,7 +89,8 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
-            "model": "step_s = overhead_s + per_token_s * tokens + per_kv_byte_s * kv_bytes_read",
+            "model": "step_s = overhead_s + per_token_s * tokens + per_kv_byte_s * kv_bytes_read;"
+            " first token after request_overhead_s + steps",
             "coefficients": dict(self.coefficients),
             "kv_bytes_per_token": self.kv_bytes_per_token,
             "fit_error": {k: dict(v) for k, v in self.fit_error.items()},
@@ -180,7 +191,7 @@ def fit(
             f"only {len(obs)} usable step observations (need >= {len(COEFFICIENTS)}): "
             "replay more requests with streaming, some of them alone on the server"
         )
-    rows = [[1.0, o.tokens, o.kv_bytes] for o in obs]
+    rows = [[1.0, o.tokens, o.kv_bytes, float(o.kind == "prefill")] for o in obs]
     coef = _lstsq_nonneg(rows, [o.seconds for o in obs])
     cal = Calibration(
         dict(zip(COEFFICIENTS, coef, strict=True)),
@@ -194,7 +205,7 @@ def fit(
         mine = [o for o in obs if o.kind == kind]
         if not mine:
             continue
-        res = [cal.predict(o.tokens, o.kv_bytes) - o.seconds for o in mine]
+        res = [cal.predict(o.tokens, o.kv_bytes, kind) - o.seconds for o in mine]
         pos = [(abs(e), o.seconds) for e, o in zip(res, mine, strict=True) if o.seconds > 0]
         cal.fit_error[kind] = {
             "mape": sum(e / s for e, s in pos) / len(pos) if pos else 0.0,
@@ -221,6 +232,8 @@ def load_calibration(path: str | Path) -> Calibration:
     if not isinstance(coef, dict):
         raise ConfigError(f"{p}: field 'coefficients' must be an object")
     for k in COEFFICIENTS:
+        if k in OPTIONAL_COEFFICIENTS and k not in coef:
+            continue
         v = coef.get(k)
         if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
             raise ConfigError(f"{p}: field 'coefficients.{k}' must be a finite number >= 0")
@@ -228,7 +241,7 @@ def load_calibration(path: str | Path) -> Calibration:
     if not isinstance(bpt, int | float) or isinstance(bpt, bool) or not bpt > 0:
         raise ConfigError(f"{p}: field 'kv_bytes_per_token' must be a number > 0")
     return Calibration(
-        {k: float(coef[k]) for k in COEFFICIENTS},
+        {k: float(coef.get(k, 0.0)) for k in COEFFICIENTS},
         float(bpt),
         dict(d.get("fit_error") or {}),
         dict(d.get("num_observations") or {}),

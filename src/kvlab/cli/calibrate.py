@@ -10,8 +10,9 @@ import typer
 
 HELP = """Fit a step cost to replay run directories and write a calibration file.
 
-The model: step_s = overhead_s + per_token_s x tokens + per_kv_byte_s x KV bytes read.
-Observations come from the runs' streamed records: the gaps between a request's chunks
+The model: step_s = overhead_s + per_token_s x tokens + per_kv_byte_s x KV bytes read,
+and request_overhead_s per request before its first token (outside the engine's steps:
+HTTP, tokenizing, the hand-over to the engine). Observations come from the runs' streamed records: the gaps between a request's chunks
 while every running request decodes (decode steps), and the time to first token of a
 request that had the server to itself (one prefill step). The fit is least squares with
 non-negative coefficients; its error (MAPE, RMS, bias per kind) is printed and saved.
@@ -109,7 +110,8 @@ def calibrate_cmd(
     c = cal.coefficients
     typer.echo(
         f"step_s = {c['overhead_s']:.6g} + {c['per_token_s']:.6g} x tokens "
-        f"+ {c['per_kv_byte_s']:.6g} x KV bytes read"
+        f"+ {c['per_kv_byte_s']:.6g} x KV bytes read; "
+        f"request overhead {c['request_overhead_s'] * 1e3:.3f} ms before the first token"
     )
     for kind, err in sorted(cal.fit_error.items()):
         typer.echo(

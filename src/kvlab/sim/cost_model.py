@@ -26,7 +26,9 @@ TICKS_PER_S = 10**15
 
 
 class StepCost(Protocol):
-    """What the engine needs of a clock; ``label`` says how it was obtained."""
+    """What the engine needs of a clock; ``label`` says how it was obtained. A clock
+    may also have ``request_delay`` (ticks a request spends outside the engine before
+    it joins the queue, e.g. :class:`CalibratedCost`); without it, none."""
 
     @property
     def label(self) -> str: ...
@@ -176,6 +178,9 @@ class CalibratedCost:
     per_token: int
     per_kv_token: int
     label: str = "calibrated"
+    #: ticks a request spends outside the engine's steps before its first token
+    #: (the engine lets it join the queue this long after it arrives)
+    request_delay: int = 0
 
     @classmethod
     def from_calibration(cls, cal: Any, source: str) -> CalibratedCost:
@@ -186,6 +191,7 @@ class CalibratedCost:
             per_token=round(c["per_token_s"] * TICKS_PER_S),
             per_kv_token=round(c["per_kv_byte_s"] * cal.kv_bytes_per_token * TICKS_PER_S),
             label=f"calibrated ({source}, {cal.error_text})",
+            request_delay=round(c.get("request_overhead_s", 0.0) * TICKS_PER_S),
         )
 
     def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int) -> int:

@@ -30,6 +30,9 @@ class Resolved:
     kv_bytes_per_token: float
     block_bytes: float
     cost: StepCost
+    #: ticks between a request's arrival and its joining the queue (the clock's
+    #: ``request_delay``, 0 for the roofline)
+    request_delay: int
     offload_blocks: int
     offload_bw: float
     offload_latency_s: float
@@ -144,9 +147,18 @@ def resolve(cfg: SimConfig) -> Resolved:
         kv_bytes_per_token=per_token,
         block_bytes=block_bytes,
         cost=cost,
+        request_delay=_request_delay(cost),
         offload_blocks=off_blocks,
         offload_bw=bw or DEFAULT_HOST_BW,
         offload_latency_s=lat,
         max_num_seqs=batch_limits(cfg, gpu)[1],
         max_num_batched_tokens=batch_limits(cfg, gpu)[0],
     )
+
+
+def _request_delay(cost: StepCost) -> int:
+    """The clock's ``request_delay`` ticks (an optional member, see StepCost), >= 0."""
+    delay = getattr(cost, "request_delay", 0)
+    if not isinstance(delay, int) or isinstance(delay, bool) or delay < 0:
+        raise ValueError(f"the clock's request_delay must be an int >= 0 ticks, got {delay!r}")
+    return delay

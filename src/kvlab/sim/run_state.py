@@ -106,7 +106,12 @@ class RunState:
             )
             for q in self.workload.requests
         ]
-        self.arrival_ticks = prepared.arrival_ticks
+        #: a calibrated clock's time outside the engine: requests join the queue this
+        #: many ticks after they arrive (their records keep the arrival)
+        self.delay = delay = r.request_delay
+        self.arrival_ticks = (
+            [t + delay for t in prepared.arrival_ticks] if delay else prepared.arrival_ticks
+        )
         self.arrival_index = prepared.arrival_index
         self.arrived = 0
         self.followups: list[tuple[int, int]] = []
@@ -152,7 +157,7 @@ class RunState:
                 break
             q = self.workload.requests[i]
             rec = self.records[i]
-            rec.arrival_s = t / TICKS_PER_S
+            rec.arrival_s = (t - self.delay) / TICKS_PER_S
             self.num_arrived += 1
             if q.prompt_tokens >= m:  # vLLM rejects prompts that leave no room to generate
                 rec.status = STATUS_REJECTED
@@ -166,7 +171,7 @@ class RunState:
         j = self.next_in_session.pop(i, None)
         if j is not None:
             think = self.workload.requests[j].think_time_s or 0.0
-            heapq.heappush(self.followups, (t_end + _ticks(think), j))
+            heapq.heappush(self.followups, (t_end + _ticks(think) + self.delay, j))
             self._next_arrival()
 
     # -- requests ----------------------------------------------------------
