@@ -1,0 +1,406 @@
+"""Sim-vs-real fidelity on vLLM's CPU build: calibrate on one workload, check held-out ones.
+
+Starts vLLM's CPU build ($KVLAB_VLLM_PYTHON) on the tiny model, replays a calibration
+workload and held-out workloads of every generated shape plus a Mooncake slice, fits
+``kvlab calibrate``'s step cost (with its per-request overhead) on the calibration
+workload alone, then simulates every workload with the roofline and with the
+calibration and prints, per workload and clock: per-request TTFT, TPOT and E2E MAPE and
+signed bias, the error of the median TTFT, throughput error, preemptions and prefix hits
+(real / simulated). A second server with a 32-block cache replays chat at 8 req/s (the
+pressure case: preemptions). Writes fidelity.json, fidelity.md and per-request scatter
+plots (the plot extra) to OUT_DIR; replays already in OUT_DIR are reused. Usage:
+
+    KVLAB_VLLM_PYTHON=... python benchmarks/fidelity.py OUT_DIR [--quick]
+
+``--quick`` replays three workloads only (a smoke run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+MAX_MODEL_LEN = 1024
+#: name -> (generator shape, parameters); the first is the calibration workload
+SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "chat-rate (calibration)": (
+        "chat",
+        dict(
+            seed=7,
+            sessions=24,
+            arrival="poisson",
+            rate_per_s=4.0,
+            system_tokens=128,
+            user_tokens=40,
+            output_tokens=16,
+        ),
+    ),
+    "chat-closed": (
+        "chat",
+        dict(
+            seed=11,
+            sessions=24,
+            arrival="closed",
+            system_tokens=128,
+            user_tokens=40,
+            output_tokens=16,
+        ),
+    ),
+    "sessions": (
+        "sessions",
+        dict(
+            seed=12,
+            sessions=12,
+            arrival="poisson",
+            rate_per_s=2.0,
+            turns=3,
+            system_tokens=96,
+            user_tokens=48,
+            output_tokens=24,
+        ),
+    ),
+    "rag": (
+        "rag",
+        dict(
+            seed=13,
+            sessions=30,
+            arrival="poisson",
+            rate_per_s=3.0,
+            system_tokens=64,
+            documents=20,
+            document_tokens=96,
+            top_k=3,
+            query_tokens=24,
+            output_tokens=16,
+        ),
+    ),
+    "mixed": (
+        "mixed",
+        dict(
+            seed=14,
+            sessions=30,
+            arrival="poisson",
+            rate_per_s=3.0,
+            system_tokens=64,
+            short_prompt_tokens=48,
+            long_prompt_tokens=400,
+            short_output_tokens=8,
+            long_output_tokens=48,
+        ),
+    ),
+    "planner": (
+        "planner",
+        dict(
+            seed=15,
+            sessions=6,
+            arrival="poisson",
+            rate_per_s=1.0,
+            steps=3,
+            system_tokens=96,
+            tool_catalog_tokens=96,
+            task_tokens=32,
+            plan_tokens=24,
+            observation_tokens=48,
+        ),
+    ),
+}
+QUICK = ("chat-rate (calibration)", "chat-closed", "rag")
+#: Mooncake conversation requests kept (those that fit MAX_MODEL_LEN once scaled)
+MOONCAKE_REQUESTS = 30
+PRESSURE = (
+    "chat",
+    dict(
+        seed=21,
+        sessions=24,
+        arrival="poisson",
+        rate_per_s=8.0,
+        system_tokens=128,
+        user_tokens=40,
+        output_tokens=16,
+    ),
+)
+
+
+def per_request_errors(real: Any, sim: Any) -> dict[str, dict[str, float]]:
+    """MAPE and signed bias of simulated against real TTFT, TPOT, E2E per request."""
+    by_id = {r.request_id: r for r in sim.records}
+    out: dict[str, dict[str, float]] = {}
+    for metric in ("ttft_s", "tpot_s", "e2e_s"):
+        rel = []
+        for r in real.records:
+            s = by_id.get(r.request_id)
+            a, b = getattr(r, metric), None if s is None else getattr(s, metric)
+            if a and b is not None:
+                rel.append((b - a) / a)
+        out[metric] = {
+            "mape": sum(abs(x) for x in rel) / len(rel) if rel else float("nan"),
+            "bias": sum(rel) / len(rel) if rel else float("nan"),
+            "n": len(rel),
+        }
+    return out
+
+
+def _rel(sim: float | None, real: float | None) -> float | None:
+    return None if sim is None or not real else (sim - real) / real
+
+
+def mooncake_slice() -> Any:
+    """The first Mooncake conversation requests whose prompt (scaled from 512-token hash
+    blocks to 16-token ones) and output fit the server, arrivals kept."""
+    from kvlab.workload.detect import load_workload
+    from kvlab.workload.records import Request, Segment, Workload
+
+    wl = load_workload("mooncake-conversation", None, seed=0)
+    kept: list[Request] = []
+    for q in wl.requests:
+        segs = tuple(Segment(s.kind, max(1, s.tokens // 32), s.content_id) for s in q.segments)
+        out = max(1, min(q.output_tokens // 32, 64))
+        if sum(s.tokens for s in segs) + out < MAX_MODEL_LEN:
+            kept.append(Request(q.request_id, segs, out, arrival_s=q.arrival_s))
+        if len(kept) == MOONCAKE_REQUESTS:
+            break
+    t0 = kept[0].arrival_s or 0.0
+    reqs = tuple(
+        Request(q.request_id, q.segments, q.output_tokens, arrival_s=(q.arrival_s or 0.0) - t0)
+        for q in kept
+    )
+    return Workload(requests=reqs, name="mooncake-slice", meta={"source": "mooncake-conversation"})
+
+
+def workloads(quick: bool) -> dict[str, Any]:
+    from kvlab.workload.generators import generate
+
+    out = {
+        name: generate(shape, **params)  # type: ignore[arg-type]
+        for name, (shape, params) in SHAPES.items()
+        if not quick or name in QUICK
+    }
+    if not quick:
+        out["mooncake-slice"] = mooncake_slice()
+    return out
+
+
+def replay_all(server: Any, wls: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Replay each workload not yet in ``out`` on ``server`` (started here if needed)."""
+    from kvlab.backends.openai import OpenAIBackend, OpenAIConfig
+    from kvlab.results import RunResult
+
+    runs: dict[str, Any] = {}
+    todo = [n for n in wls if not (out / _dir(n) / "summary.json").exists()]
+    for n in wls:
+        if n not in todo:
+            runs[n] = RunResult.load(out / _dir(n))
+    if not todo:
+        return runs
+    t0 = time.perf_counter()
+    server.start()
+    try:
+        server.wait_ready(900)
+        print(f"server ready after {time.perf_counter() - t0:.0f} s", flush=True)
+        for n in todo:
+            wl = wls[n]
+            # sent as the workload says (no client-side cap), as the simulator takes it
+            cfg = OpenAIConfig(
+                endpoint=server.url, model=server.model, cache_mode="cold", metrics_interval_s=0.1
+            )
+            t1 = time.perf_counter()
+            real = OpenAIBackend(cfg).run(wl)
+            real.save(out / _dir(n))
+            runs[n] = real
+            print(
+                f"replayed {n}: {len(real.records)} requests in {time.perf_counter() - t1:.0f} s",
+                flush=True,
+            )
+    finally:
+        server.stop()
+    return runs
+
+
+def _dir(name: str) -> str:
+    return name.split(" ")[0]
+
+
+def compare(name: str, wl: Any, real: Any, base: Any, cal: Any) -> list[dict[str, Any]]:
+    from kvlab.sim import simulate
+    from kvlab.sim.cost_model import CalibratedCost
+
+    cache = real.config["server"]["cache_config"]
+    cfg = base.replace(block_size=int(cache["block_size"]), num_blocks=int(cache["num_gpu_blocks"]))
+    rows = []
+    for clock, c in (
+        ("roofline", cfg),
+        ("calibrated", cfg.replace(cost_model=CalibratedCost.from_calibration(cal, "calib.json"))),
+    ):
+        sim = simulate(wl, c)
+        rs, ss = real.summary, sim.summary
+        rows.append(
+            {
+                "workload": name,
+                "clock": clock,
+                **per_request_errors(real, sim),
+                "ttft_p50_error": _rel(ss["ttft_s"]["p50"], rs["ttft_s"]["p50"]),
+                "throughput_error": _rel(
+                    ss["output_throughput_tok_per_s"], rs["output_throughput_tok_per_s"]
+                ),
+                "preemptions_real": rs.get("num_preemptions"),
+                "preemptions_sim": ss.get("num_preemptions"),
+                "hits_real": rs.get("prefix_cache_hits"),
+                "hits_sim": ss.get("prefix_cache_hits"),
+                "_pairs": [
+                    (r.ttft_s, s.ttft_s, r.e2e_s, s.e2e_s)
+                    for r, s in zip(real.records, sim.records, strict=True)
+                    if r.ttft_s is not None and s.ttft_s is not None
+                ],
+            }
+        )
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    def pct(x: float | None) -> str:
+        return "-" if x is None or x != x else f"{x * 100:+.1f}%"
+
+    lines = [
+        "| workload | clock | TTFT MAPE (bias) | TPOT MAPE (bias) | E2E MAPE (bias) | "
+        "TTFT p50 error | throughput error | preemptions real / sim | hits real / sim |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = [
+            f"{r[m]['mape'] * 100:.1f}% ({r[m]['bias'] * 100:+.1f}%)"
+            for m in ("ttft_s", "tpot_s", "e2e_s")
+        ]
+        lines.append(
+            f"| {r['workload']} | {r['clock']} | "
+            + " | ".join(cells)
+            + f" | {pct(r['ttft_p50_error'])} | {pct(r['throughput_error'])}"
+            + f" | {r['preemptions_real']} / {r['preemptions_sim']}"
+            + f" | {r['hits_real']} / {r['hits_sim']} |"
+        )
+    return "\n".join(lines)
+
+
+def targets(rows: list[dict[str, Any]]) -> str:
+    """The issue's targets over the held-out workloads (calibration workload excluded)."""
+    held = [
+        r
+        for r in rows
+        if r["clock"] == "calibrated"
+        and "calibration" not in r["workload"]
+        and "pressure" not in r["workload"]
+    ]
+    if not held:
+        return ""
+    e2e = statistics.fmean(r["e2e_s"]["mape"] for r in held)
+    ttft = statistics.median(
+        abs(r["ttft_p50_error"]) for r in held if r["ttft_p50_error"] is not None
+    )
+    return (
+        f"held-out, calibrated: mean E2E MAPE {e2e * 100:.1f}% (target <= 15%), "
+        f"median |TTFT p50 error| {ttft * 100:.1f}% (target <= 25%)"
+    )
+
+
+def plot(rows: list[dict[str, Any]], out: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing (the plot extra): no plot", flush=True)
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+    for ax, k, label in ((axes[0], 0, "TTFT"), (axes[1], 2, "E2E")):
+        for r in rows:
+            if r["clock"] != "calibrated" or not r["_pairs"]:
+                continue
+            ax.scatter(
+                [p[k] for p in r["_pairs"]],
+                [p[k + 1] for p in r["_pairs"]],
+                s=10,
+                label=r["workload"],
+            )
+        lim = ax.get_xlim()[1]
+        ax.plot([0, lim], [0, lim], "k--", lw=0.8)
+        ax.set_xlabel(f"real {label} (s)")
+        ax.set_ylabel(f"simulated {label} (s), calibrated")
+        ax.set_title(f"{label} per request")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "fidelity.png", dpi=110)
+    print(f"wrote {out / 'fidelity.png'}", flush=True)
+
+
+def main(out: Path, quick: bool) -> None:
+    from kvlab.backends.tiny_model import write_tiny_model
+    from kvlab.backends.vllm_server import VllmServer
+    from kvlab.calibrate import fit, observations
+    from kvlab.models.catalog import get_model
+    from kvlab.models.spec import kv_bytes_per_token
+    from kvlab.sim import SimConfig
+    from kvlab.workload.generators import generate
+
+    out.mkdir(parents=True, exist_ok=True)
+    model_dir = write_tiny_model(out / "tiny-model")
+    py, port = os.environ["KVLAB_VLLM_PYTHON"], int(os.environ.get("KVLAB_PORT", "8391"))
+    wls = workloads(quick)
+    server = VllmServer(
+        python=py,
+        model_dir=model_dir,
+        port=port,
+        log_path=out / "vllm.log",
+        max_model_len=MAX_MODEL_LEN,
+        kv_cache_space_gib=1,
+    )
+    runs = replay_all(server, wls, out)
+    pressure_wl = {"chat-8rps-32-blocks (pressure)": generate(PRESSURE[0], **PRESSURE[1])}
+    small = VllmServer(
+        python=py,
+        model_dir=model_dir,
+        port=port + 1,
+        log_path=out / "vllm-pressure.log",
+        max_model_len=MAX_MODEL_LEN,
+        kv_cache_space_gib=1,
+        block_size=16,
+        num_blocks_override=32,
+    )
+    if not quick:
+        runs.update(replay_all(small, pressure_wl, out))
+        wls.update(pressure_wl)
+
+    spec = get_model(str(model_dir / "config.json"))
+    bpt = float(kv_bytes_per_token(spec, None, 1))
+    calib_name = next(iter(SHAPES))
+    t1 = time.perf_counter()
+    cal = fit(observations(runs[calib_name].records, bpt), bpt, runs=[calib_name])
+    fit_s = time.perf_counter() - t1
+    (out / "calib.json").write_text(json.dumps(cal.to_dict(), indent=2))
+    print(
+        f"calibration on {calib_name}: {cal.coefficients}, {cal.error_text}, "
+        f"fitted in {fit_s * 1e3:.1f} ms",
+        flush=True,
+    )
+    base = SimConfig(model=str(model_dir), gpu="h100-sxm", max_model_len=MAX_MODEL_LEN)
+    rows: list[dict[str, Any]] = []
+    for name, wl in wls.items():
+        rows += compare(name, wl, runs[name], base, cal)
+    text = table(rows)
+    summary = targets(rows)
+    print(text)
+    print(summary)
+    (out / "fidelity.md").write_text(text + "\n\n" + summary + "\n")
+    (out / "fidelity.json").write_text(
+        json.dumps([{k: v for k, v in r.items() if k != "_pairs"} for r in rows], indent=2)
+    )
+    plot(rows, out)
+
+
+if __name__ == "__main__":
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    main(Path(args[0] if args else "runs/fidelity"), "--quick" in sys.argv)
