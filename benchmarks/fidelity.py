@@ -126,25 +126,6 @@ PRESSURE = (
 )
 
 
-def per_request_errors(real: Any, sim: Any) -> dict[str, dict[str, float]]:
-    """MAPE and signed bias of simulated against real TTFT, TPOT, E2E per request."""
-    by_id = {r.request_id: r for r in sim.records}
-    out: dict[str, dict[str, float]] = {}
-    for metric in ("ttft_s", "tpot_s", "e2e_s"):
-        rel = []
-        for r in real.records:
-            s = by_id.get(r.request_id)
-            a, b = getattr(r, metric), None if s is None else getattr(s, metric)
-            if a and b is not None:
-                rel.append((b - a) / a)
-        out[metric] = {
-            "mape": sum(abs(x) for x in rel) / len(rel) if rel else float("nan"),
-            "bias": sum(rel) / len(rel) if rel else float("nan"),
-            "n": len(rel),
-        }
-    return out
-
-
 def _rel(sim: float | None, real: float | None) -> float | None:
     return None if sim is None or not real else (sim - real) / real
 
@@ -226,6 +207,7 @@ def _dir(name: str) -> str:
 
 
 def compare(name: str, wl: Any, real: Any, base: Any, cal: Any) -> list[dict[str, Any]]:
+    from kvlab.calibrate import per_request_errors
     from kvlab.sim import simulate
     from kvlab.sim.cost_model import CalibratedCost
 
@@ -272,7 +254,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     ]
     for r in rows:
         cells = [
-            f"{r[m]['mape'] * 100:.1f}% ({r[m]['bias'] * 100:+.1f}%)"
+            "-"
+            if r[m]["mape"] is None
+            else f"{r[m]['mape'] * 100:.1f}% ({r[m]['bias'] * 100:+.1f}%)"
             for m in ("ttft_s", "tpot_s", "e2e_s")
         ]
         lines.append(
@@ -296,7 +280,7 @@ def targets(rows: list[dict[str, Any]]) -> str:
     ]
     if not held:
         return ""
-    e2e = statistics.fmean(r["e2e_s"]["mape"] for r in held)
+    e2e = statistics.fmean(r["e2e_s"]["mape"] for r in held if r["e2e_s"]["mape"] is not None)
     ttft = statistics.median(
         abs(r["ttft_p50_error"]) for r in held if r["ttft_p50_error"] is not None
     )

@@ -12,9 +12,10 @@ HELP = """Fit a step cost to replay run directories and write a calibration file
 
 The model: step_s = overhead_s + per_token_s x tokens + per_kv_byte_s x KV bytes read,
 and request_overhead_s per request before its first token (outside the engine's steps:
-HTTP, tokenizing, the hand-over to the engine). Observations come from the runs' streamed records: the gaps between a request's chunks
-while every running request decodes (decode steps), and the time to first token of a
-request that had the server to itself (one prefill step). The fit is least squares with
+HTTP, tokenizing, the hand-over to the engine). Observations come from the runs'
+streamed records: the gaps between a request's chunks while every running request
+decodes (decode steps), and the time to first token of a request that had the server to
+itself (one prefill step and the request overhead). The fit is least squares with
 non-negative coefficients; its error (MAPE, RMS, bias per kind) is printed and saved.
 
 The file is tied to the runs' settings (model, server, backend, block size): use it with

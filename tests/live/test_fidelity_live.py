@@ -1,0 +1,71 @@
+"""A slim run of benchmarks/fidelity.py against the vLLM CPU server: calibrate the clock
+on one replayed workload, simulate a held-out one with it, and check that the
+calibration moves the simulated latencies toward the server's (the roofline is a GPU's
+clock: on two CPU cores every latency it gives is far too short)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvlab.backends.openai import OpenAIBackend, OpenAIConfig
+from kvlab.calibrate import fit, observations, per_request_errors
+from kvlab.models.catalog import get_model
+from kvlab.models.spec import kv_bytes_per_token
+from kvlab.sim import SimConfig, simulate
+from kvlab.sim.cost_model import CalibratedCost
+from kvlab.workload.generators import generate
+
+pytestmark = pytest.mark.live
+
+
+def replay(server: Any, wl: Any) -> Any:
+    cfg = OpenAIConfig(
+        endpoint=server.url, model=server.model, cache_mode="cold", metrics_interval_s=0.1
+    )
+    return OpenAIBackend(cfg).run(wl)
+
+
+def test_a_calibrated_clock_brings_held_out_latencies_closer(
+    vllm_server: Any, tiny_model_dir: Path
+) -> None:
+    chat = dict(system_tokens=128, user_tokens=40, output_tokens=16, arrival="poisson")
+    calib = generate("chat", seed=7, sessions=16, rate_per_s=4.0, **chat)  # type: ignore[arg-type]
+    held = generate("chat", seed=8, sessions=16, rate_per_s=2.0, **chat)  # type: ignore[arg-type]
+    real_calib, real_held = replay(vllm_server, calib), replay(vllm_server, held)
+
+    bpt = float(kv_bytes_per_token(get_model(str(tiny_model_dir / "config.json")), None, 1))
+    obs = observations(real_calib.records, bpt)
+    cal = fit(obs, bpt, runs=["calib"])
+    assert {o.kind for o in obs} == {"decode", "prefill"}
+    assert cal.coefficients["overhead_s"] + cal.coefficients["request_overhead_s"] > 0
+
+    cache = real_held.config["server"]["cache_config"]
+    base = SimConfig(
+        model=str(tiny_model_dir),
+        gpu="h100-sxm",
+        block_size=int(cache["block_size"]),
+        num_blocks=int(cache["num_gpu_blocks"]),
+        max_model_len=vllm_server.max_model_len,
+    )
+    roof = simulate(held, base)
+    calibrated = simulate(held, base.replace(cost_model=CalibratedCost.from_calibration(cal, "c")))
+    e_roof, e_cal = per_request_errors(real_held, roof), per_request_errors(real_held, calibrated)
+    print(
+        f"held-out MAPE roofline -> calibrated: E2E {e_roof['e2e_s']} -> {e_cal['e2e_s']}; "
+        f"TTFT {e_roof['ttft_s']} -> {e_cal['ttft_s']}"
+    )
+    roof_e2e, roof_bias, cal_e2e = (
+        e_roof["e2e_s"]["mape"],
+        e_roof["e2e_s"]["bias"],
+        e_cal["e2e_s"]["mape"],
+    )
+    roof_ttft, cal_ttft = e_roof["ttft_s"]["mape"], e_cal["ttft_s"]["mape"]
+    assert None not in (roof_e2e, roof_bias, cal_e2e, roof_ttft, cal_ttft)
+    assert roof_bias < -0.5  # type: ignore[operator]  # a GPU's roofline: far too fast here
+    assert cal_e2e < roof_e2e  # type: ignore[operator]
+    assert cal_ttft < roof_ttft  # type: ignore[operator]
+    # the clock changes timing only: the counting stays the server's
+    assert calibrated.summary["prefix_cache_hits"] == real_held.summary["prefix_cache_hits"]
