@@ -6,7 +6,8 @@ workload and held-out workloads of every generated shape plus a Mooncake slice, 
 workload alone, then simulates every workload with the roofline and with the
 calibration and prints, per workload and clock: per-request TTFT, TPOT and E2E MAPE and
 signed bias, the error of the median TTFT, throughput error, preemptions and prefix hits
-(real / simulated). A second server with a 32-block cache replays chat at 8 req/s (the
+(real / simulated). A second server with a cache of 32 blocks of 32 tokens replays chat at
+8 req/s (the
 pressure case: preemptions). Writes fidelity.json, fidelity.md and per-request scatter
 plots (the plot extra) to OUT_DIR; replays already in OUT_DIR are reused. Usage:
 
@@ -26,9 +27,27 @@ from pathlib import Path
 from typing import Any
 
 MAX_MODEL_LEN = 1024
-#: name -> (generator shape, parameters); the first is the calibration workload
+#: name -> (generator shape, parameters); the first is the calibration workload: prompts
+#: of 30 to 800 tokens (lengths vary, so the per-token cost can be told from the overheads),
+#: sparse enough that many requests have the server to themselves
 SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
-    "chat-rate (calibration)": (
+    "design (calibration)": (
+        "mixed",
+        dict(
+            seed=5,
+            sessions=40,
+            arrival="poisson",
+            rate_per_s=1.5,
+            length_cv=0.6,
+            long_fraction=0.5,
+            system_tokens=16,
+            short_prompt_tokens=60,
+            long_prompt_tokens=500,
+            short_output_tokens=12,
+            long_output_tokens=40,
+        ),
+    ),
+    "chat-rate": (
         "chat",
         dict(
             seed=7,
@@ -109,9 +128,11 @@ SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
         ),
     ),
 }
-QUICK = ("chat-rate (calibration)", "chat-closed", "rag")
+QUICK = ("design (calibration)", "chat-rate", "rag")
 #: Mooncake conversation requests kept (those that fit MAX_MODEL_LEN once scaled)
 MOONCAKE_REQUESTS = 30
+#: the pressure server: 32 blocks of 32 tokens (the CPU attention backend takes multiples of 32)
+PRESSURE_MAX_MODEL_LEN = 256
 PRESSURE = (
     "chat",
     dict(
@@ -349,9 +370,9 @@ def main(out: Path, quick: bool) -> None:
         model_dir=model_dir,
         port=port + 1,
         log_path=out / "vllm-pressure.log",
-        max_model_len=MAX_MODEL_LEN,
+        max_model_len=PRESSURE_MAX_MODEL_LEN,
         kv_cache_space_gib=1,
-        block_size=16,
+        block_size=32,
         num_blocks_override=32,
     )
     if not quick:
@@ -370,7 +391,7 @@ def main(out: Path, quick: bool) -> None:
         f"fitted in {fit_s * 1e3:.1f} ms",
         flush=True,
     )
-    base = SimConfig(model=str(model_dir), gpu="h100-sxm", max_model_len=MAX_MODEL_LEN)
+    base = SimConfig(model=str(model_dir), gpu="h100-sxm")
     rows: list[dict[str, Any]] = []
     for name, wl in wls.items():
         rows += compare(name, wl, runs[name], base, cal)
