@@ -62,3 +62,33 @@ def test_overflow_is_a_context_overflow() -> None:
     f = classify_status(400, body)
     assert f.kind == "context_overflow"
     assert "600 tokens" in f.detail and "512" in f.detail
+
+
+def test_build_script_without_a_compiler_says_so_in_one_line(tmp_path: Path) -> None:
+    """scripts/llama_cpp.sh on a machine without cmake: one line naming what is missing,
+    exit 1, nothing built (the llama.cpp tests then say how to build)."""
+    import shutil
+    import subprocess
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "llama_cpp.sh"
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for name in ("dirname",):  # what the script runs before its checks
+        found = shutil.which(name)
+        assert found is not None
+        (tools / name).symlink_to(found)
+    bash = shutil.which("bash")
+    assert bash is not None
+    cache = str(tmp_path / "c")
+    proc = subprocess.run(
+        [bash, str(script)],
+        env={"PATH": str(tools), "HOME": str(tmp_path), "KVLAB_LLAMA_CPP_CACHE": cache},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'cmake' is not installed" in lines[0], proc.stderr
+    assert not (tmp_path / "c").exists()
