@@ -20,7 +20,7 @@ pipq --upgrade pip
 pipq -e '.[all,dev]'
 # promtool, prometheus and tmux for the monitor's tests (Debian/Ubuntu, as root; the tests
 # say how to install them and skip only outside CI when they are missing).
-for pkg in prometheus:promtool tmux:tmux; do
+for pkg in prometheus:promtool tmux:tmux cmake:cmake g++:g++; do
   if ! command -v "${pkg#*:}" >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get install -y -q "${pkg%%:*}" >/dev/null 2>&1 \
       || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "${pkg%%:*}" >/dev/null; } \
@@ -41,6 +41,12 @@ if [ "$FAST" = 1 ]; then
 fi
 
 VLLM_PY="$(bash scripts/setup_vllm.sh)"
+# llama.cpp's llama-server, built once from source into a cache outside the clone
+# (~/.cache/kvlab/llama.cpp: about 14 minutes on 2 cores the first time, reused after;
+# keep that directory between CI runs). If it cannot be built, the llama.cpp live tests fail.
+if LLAMA_SERVER="$(KVLAB_PYTHON=.venv/bin/python bash scripts/llama_cpp.sh)"; then
+  export KVLAB_LLAMA_SERVER="$LLAMA_SERVER"
+fi
 export KVLAB_VLLM_PYTHON="$VLLM_PY" KVLAB_REQUIRE_LIVE=1
 echo "== unit and property tests"
 .venv/bin/pytest -q -n 2 -m "not live and not vllm" --timeout 900 --ignore=tests/live

@@ -164,3 +164,43 @@ def vllm_agents_server(
         yield server
     finally:
         server.stop()
+
+
+# -- llama.cpp: a real llama-server (tests/live/llamacpp_server.py) ---------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(
+    tiny_model_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    require_live: Callable[[str], None],
+) -> tuple[Path, Path]:
+    """(llama-server binary, the tiny model as GGUF), converted once per session."""
+    from llamacpp_server import convert_to_gguf, converter_for, find_llama_server
+
+    binary, why = find_llama_server()
+    if binary is None:
+        require_live(why)
+    assert binary is not None
+    converter = converter_for(binary)
+    if not converter.is_file():
+        require_live(f"no converter at {converter} (rerun scripts/llama_cpp.sh)")
+    out = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
+    return binary, convert_to_gguf(tiny_model_dir, out, converter)
+
+
+@pytest.fixture
+def llama_server(tiny_gguf: tuple[Path, Path], tmp_path: Path) -> Iterator[Any]:
+    """A fresh llama-server per test (starts in about a second): 2 slots of 512 tokens,
+    prompt caching on, /metrics and /slots on, empty caches."""
+    from llamacpp_server import LlamaServer
+
+    ports_env = os.environ.get("KVLAB_LIVE_PORTS")
+    port_range = parse_port_range(ports_env) if ports_env else None
+    binary, gguf = tiny_gguf
+    server = LlamaServer(binary, gguf, free_port(port_range), tmp_path / "llama-server.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kvlab.errors import DependencyMissing, RunDirError
+from kvlab.report.figure_dpi import png_dpi
 
 
 def _steps(run_dir: Path) -> list[dict]:
@@ -61,6 +62,6 @@ def plot_prompts(runs: Sequence[Path], labels: Sequence[str], base: Path) -> lis
     paths = [base.with_suffix(".png"), base.with_suffix(".svg")]
     fig.tight_layout()
     for p in paths:
-        fig.savefig(p, dpi=120)
+        fig.savefig(p, dpi=png_dpi(120))
     plt.close(fig)
     return paths

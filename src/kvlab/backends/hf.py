@@ -22,6 +22,18 @@ process RSS. Summary counters: prefill vs decode time, peak KV bytes, peak
 padding, peak RSS, and whether the cache bytes ever differed from the formula
 for the allocated shape (``rows * columns * bytes_per_token``).
 
+Accelerator memory (``HfConfig.device``): on a CUDA device the model, its inputs and
+its cache live there, and after every step (prefill or decode) the backend reads
+``torch.cuda.max_memory_allocated`` and ``max_memory_reserved`` and resets the peak
+(``reset_peak_memory_stats``), so each step's peak is its own; a request's peak is the
+largest step peak while it was in the batch (with one request at a time: its own peak,
+reset between requests). They go into the time series (``device_allocated_peak_bytes``,
+``device_reserved_peak_bytes``) and into ``run.json``'s ``provenance["device_memory"]``:
+the device, whether it was measured and why not, the run's peaks and the peak of each
+request by id (``by_request``; the records' fields are shared with every backend and the
+summary's keys with the simulator, so the per-request figures stay with the hf run's
+provenance). On the CPU nothing is measured: the peaks are None and the note says why.
+
 Timing: ``torch.set_num_threads(num_threads)`` for the run (restored after);
 times are ``time.perf_counter`` seconds from the start of the run; TTFT is the
 end of the prefill forward that produced a request's first token minus its
@@ -33,6 +45,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -50,6 +63,19 @@ from kvlab.workload.records import Workload
 #: Ids below this are the tiny model's special tokens; synthetic and workload
 #: prompts avoid them.
 FIRST_TEXT_TOKEN_ID = 6
+
+_DEVICE = re.compile(r"cpu|cuda(:[0-9]{1,3})?")
+
+#: ``provenance["device_memory"]["note"]`` of a run on the CPU.
+CPU_MEMORY_NOTE = (
+    "not measured: the model ran on the CPU (torch.cuda peak-memory counters exist only "
+    "on a CUDA device; process RSS is in peak_rss_bytes)"
+)
+#: ``provenance["device_memory"]["note"]`` of a run on a CUDA device.
+CUDA_MEMORY_NOTE = (
+    "measured: torch.cuda.max_memory_allocated/max_memory_reserved, reset after every "
+    "step; a request's peak is the largest step peak while it was in the batch"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +110,12 @@ class HfConfig:
     max_batch_size: int = 8
     num_threads: int = 1
     dtype: str = "bfloat16"
+    #: ``cpu``, ``cuda`` or ``cuda:N``: where the model, its inputs and its cache live.
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if not _DEVICE.fullmatch(self.device):
+            raise ConfigError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
         if self.max_batch_size < 1:
             raise ConfigError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
         if self.num_threads < 1:
@@ -202,6 +232,30 @@ def current_rss_bytes() -> int | None:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceMemory:
+    """Peak memory of one CUDA device per step, through ``torch.cuda``.
+
+    Invariant: after :meth:`start` and after every :meth:`step_peaks`, the device's
+    peak counters are reset, so the next reading covers only what happened since."""
+
+    torch: Any
+    device: str
+
+    def start(self) -> None:
+        """Reset the peak counters before the first step."""
+        self.torch.cuda.reset_peak_memory_stats(self.device)
+
+    def step_peaks(self) -> tuple[int, int]:
+        """(allocated, reserved) peak bytes since the last reset; then reset."""
+        cuda = self.torch.cuda
+        cuda.synchronize(self.device)
+        allocated = int(cuda.max_memory_allocated(self.device))
+        reserved = int(cuda.max_memory_reserved(self.device))
+        cuda.reset_peak_memory_stats(self.device)
+        return allocated, reserved
+
+
 @dataclass
 class _Row:
     req: GenRequest
@@ -209,6 +263,8 @@ class _Row:
     generated: int = 0
     last_token: int = 0
     tokens: list[int] = field(default_factory=list)
+    peak_allocated_bytes: int | None = None
+    peak_reserved_bytes: int | None = None
 
 
 @dataclass
@@ -221,6 +277,9 @@ class _Stats:
     kv_padding_bytes_peak: int = 0
     kv_token_bytes_peak: float = 0.0
     rss_bytes_peak: int | None = None
+    device_allocated_peak: int | None = None
+    device_reserved_peak: int | None = None
+    request_peaks: dict[str, dict[str, int | None]] = field(default_factory=dict)
     formula_mismatch_steps: int = 0
     series: dict[str, list[float]] = field(default_factory=dict)
 
@@ -247,6 +306,16 @@ class HfBackend:
                 "(make one with: kvlab tiny-model DIR)"
             )
         torch = self._torch
+        if config.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {config.device}: torch {torch.__version__} sees no CUDA device here "
+                "(a CPU build, or no GPU); use device cpu"
+            )
+        self.device = torch.device(config.device)
+        #: The CUDA peak-memory reader, or None on the CPU (nothing measured).
+        self.memory: DeviceMemory | None = (
+            DeviceMemory(torch, config.device) if config.device.startswith("cuda") else None
+        )
         from kvlab.backends.tiny_model import quietly
 
         self.model = quietly(
@@ -254,6 +323,8 @@ class HfBackend:
                 config.model_dir, dtype=getattr(torch, config.dtype)
             )
         ).eval()
+        if self.device.type != "cpu":
+            self.model = self.model.to(self.device)
         self.vocab_size = int(self.model.config.vocab_size)
         self.tokenizer = _load_tokenizer(self._tf, config.model_dir)
         self.pad_id = int(self.model.config.pad_token_id or 0)
@@ -328,6 +399,8 @@ class HfBackend:
         kv: list[tuple[Any, Any]] = []
         mask = None
         stats = _Stats()
+        if self.memory is not None:
+            self.memory.start()
         t0 = time.perf_counter()
 
         def done(row: _Row) -> None:
@@ -351,10 +424,12 @@ class HfBackend:
                 new_rows, new_kv, new_mask = self._prefill(admit, records, now, stats)
                 kv, mask = self._merge(kv, mask, new_kv, new_mask)
                 rows.extend(new_rows)
+                self._memory_step(rows, stats)
                 self._sample(rows, kv, mask, len(waiting), now(), 0, stats)
                 rows, kv, mask = self._retire(rows, kv, mask, now(), waiting, followers, done)
             if rows:
                 kv, mask = self._decode(rows, kv, mask, now, stats)
+                self._memory_step(rows, stats)
                 self._sample(rows, kv, mask, len(waiting), now(), 1, stats)
                 rows, kv, mask = self._retire(rows, kv, mask, now(), waiting, followers, done)
 
@@ -373,7 +448,7 @@ class HfBackend:
             "peak_rss_bytes": stats.rss_bytes_peak,
             "weights_bytes": self.weights_bytes,
         }
-        return build_result(
+        result = build_result(
             self.name,
             recs,
             wall_s=duration_s,
@@ -383,8 +458,45 @@ class HfBackend:
             config={**asdict(self.config), "max_batch_size": cap},
             timeseries=stats.series,
             workload=workload_name,
-            provenance=_provenance(self._torch, self._tf),
+            provenance={
+                **_provenance(self._torch, self._tf),
+                "device_memory": self._device_memory(requests, stats),
+            },
         )
+        return result
+
+    def _device_memory(self, requests: list[GenRequest], stats: _Stats) -> dict[str, Any]:
+        """``provenance["device_memory"]``: the device, whether measured (and why not), the
+        run's peaks and each request's (None where nothing was measured)."""
+        measured = self.memory is not None
+        none: dict[str, int | None] = {"peak_allocated_bytes": None, "peak_reserved_bytes": None}
+        return {
+            "device": str(self.device),
+            "measured": measured,
+            "note": CUDA_MEMORY_NOTE if measured else CPU_MEMORY_NOTE,
+            "peak_allocated_bytes": stats.device_allocated_peak,
+            "peak_reserved_bytes": stats.device_reserved_peak,
+            "by_request": {
+                r.request_id: stats.request_peaks.get(r.request_id, none) for r in requests
+            },
+        }
+
+    def _memory_step(self, rows: list[_Row], stats: _Stats) -> None:
+        """After a step on a CUDA device: its peaks, into the run's, each running row's
+        and the time series (nothing on the CPU)."""
+        if self.memory is None:
+            return
+        allocated, reserved = self.memory.step_peaks()
+        stats.device_allocated_peak = max(stats.device_allocated_peak or 0, allocated)
+        stats.device_reserved_peak = max(stats.device_reserved_peak or 0, reserved)
+        for row in rows:
+            row.peak_allocated_bytes = max(row.peak_allocated_bytes or 0, allocated)
+            row.peak_reserved_bytes = max(row.peak_reserved_bytes or 0, reserved)
+            stats.request_peaks[row.req.request_id] = {
+                "peak_allocated_bytes": row.peak_allocated_bytes,
+                "peak_reserved_bytes": row.peak_reserved_bytes,
+            }
+        stats.add(device_allocated_peak_bytes=allocated, device_reserved_peak_bytes=reserved)
 
     def _prefill(
         self,
@@ -395,11 +507,12 @@ class HfBackend:
     ) -> tuple[list[_Row], list[tuple[Any, Any]], Any]:
         torch = self._torch
         width = max(len(r.prompt_ids) for r in admit)
-        ids = torch.full((len(admit), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(admit), width), dtype=torch.long)
+        dev = self.device
+        ids = torch.full((len(admit), width), self.pad_id, dtype=torch.long, device=dev)
+        mask = torch.zeros((len(admit), width), dtype=torch.long, device=dev)
         for i, r in enumerate(admit):
             n = len(r.prompt_ids)
-            ids[i, width - n :] = torch.tensor(r.prompt_ids, dtype=torch.long)
+            ids[i, width - n :] = torch.tensor(r.prompt_ids, dtype=torch.long, device=dev)
             mask[i, width - n :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         admitted_s = now()
@@ -441,9 +554,11 @@ class HfBackend:
         stats: _Stats,
     ) -> tuple[list[tuple[Any, Any]], Any]:
         torch = self._torch
-        ids = torch.tensor([[row.last_token] for row in rows], dtype=torch.long)
+        dev = self.device
+        ids = torch.tensor([[row.last_token] for row in rows], dtype=torch.long, device=dev)
         positions = mask.sum(-1, keepdim=True)
-        mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
+        ones = torch.ones((len(rows), 1), dtype=torch.long, device=dev)
+        mask = torch.cat([mask, ones], dim=1)
         cache = self._tf.DynamicCache(ddp_cache_data=kv)
         nxt, seconds = self._forward(ids, mask, positions, cache)
         stats.decode_s += seconds
@@ -506,7 +621,7 @@ class HfBackend:
         if not keep:
             return [], [], None
         torch = self._torch
-        idx = torch.tensor(keep, dtype=torch.long)
+        idx = torch.tensor(keep, dtype=torch.long, device=self.device)
         mask = mask.index_select(0, idx)
         used = mask.any(dim=0).nonzero()
         start = int(used[0].item()) if used.numel() else mask.shape[1]
@@ -568,7 +683,7 @@ def _left_pad(torch: Any, x: Any, width: int) -> Any:
     missing = width - x.shape[2]
     if missing == 0:
         return x
-    pad = torch.zeros((x.shape[0], x.shape[1], missing, x.shape[3]), dtype=x.dtype)
+    pad = torch.zeros((x.shape[0], x.shape[1], missing, x.shape[3]), dtype=x.dtype, device=x.device)
     return torch.cat([pad, x], dim=2)
 
 
@@ -576,7 +691,8 @@ def _left_pad_mask(torch: Any, m: Any, width: int) -> Any:
     missing = width - m.shape[1]
     if missing == 0:
         return m
-    return torch.cat([torch.zeros((m.shape[0], missing), dtype=m.dtype), m], dim=1)
+    pad = torch.zeros((m.shape[0], missing), dtype=m.dtype, device=m.device)
+    return torch.cat([pad, m], dim=1)
 
 
 def _with_arrival(r: GenRequest, arrival_s: float) -> GenRequest:
@@ -602,7 +718,10 @@ def _provenance(torch: Any, tf: Any) -> dict[str, Any]:
 
 
 __all__ = [
+    "CPU_MEMORY_NOTE",
+    "CUDA_MEMORY_NOTE",
     "FIRST_TEXT_TOKEN_ID",
+    "DeviceMemory",
     "GenRequest",
     "HfBackend",
     "HfConfig",

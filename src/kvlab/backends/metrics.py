@@ -115,6 +115,10 @@ class ServerProfile:
     counters: Mapping[str, tuple[str, ...]]
     reset_path: str | None = None
     info_metric: str | None = None
+    #: The server's prompt-token counter leaves out the tokens it took from its cache
+    #: (llama.cpp: "excluding cached tokens"); :meth:`read` adds them back, so that
+    #: ``prompt_tokens`` is every prompt token on every server.
+    prompt_tokens_exclude_cached: bool = False
 
     def read(self, samples: Samples, which: str) -> dict[str, float]:
         table = self.gauges if which == "gauges" else self.counters
@@ -126,6 +130,9 @@ class ServerProfile:
                 if v is not None:
                     out[key] = v
                     break
+        both = "prompt_tokens" in out and "prompt_tokens_cached" in out
+        if which != "gauges" and self.prompt_tokens_exclude_cached and both:
+            out["prompt_tokens"] += out["prompt_tokens_cached"]
         return out
 
 
@@ -213,6 +220,7 @@ LLAMACPP = ServerProfile(
         "generation_seconds": ("llamacpp:tokens_predicted_seconds_total",),
         "num_decode_calls": ("llamacpp:n_decode_total",),
     },
+    prompt_tokens_exclude_cached=True,
 )
 
 PROFILES: dict[str, ServerProfile] = {p.name: p for p in (VLLM, SGLANG, LLAMACPP)}

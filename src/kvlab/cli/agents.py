@@ -15,6 +15,8 @@ from typing import Any
 
 import typer
 
+from kvlab.cli.options import dpi_option
+
 agents_app = typer.Typer(
     help="Tool-using LangGraph agents: context growth and compaction strategies, "
     "measured on a server (run, compare) or simulated offline (emit).",
@@ -196,11 +198,14 @@ def compare_cmd(
         help="Also draw prompt and cached tokens per model call: PLOT.png and PLOT.svg "
         "(the plot extra).",
     ),
+    dpi: float | None = dpi_option(),
 ) -> None:
     """The trade-off table of agents runs: tokens sent, tokens recomputed (prompt minus
     prefix hits), prefix-hit share, largest prompt, facts kept, completion, overflow."""
     from kvlab.agents.live import load_report
+    from kvlab.cli.options import check_dpi, plot_dpi
 
+    check_dpi(dpi)
     reports = [load_report(d) for d in runs]
     rows = trade_off_rows(reports)
     md = markdown_table(rows)
@@ -211,7 +216,9 @@ def compare_cmd(
     if plot is not None:
         from kvlab.agents.plot import plot_prompts
 
-        for p in plot_prompts(runs, [r["strategy"] for r in reports], plot):
+        with plot_dpi(dpi):
+            written = plot_prompts(runs, [r["strategy"] for r in reports], plot)
+        for p in written:
             typer.echo(f"wrote {p}", err=True)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from kvlab.cli.options import check_dpi, dpi_option, plot_dpi
 from kvlab.errors import ConfigError
 
 
@@ -124,6 +125,7 @@ def bench(
     gpu: str | None = typer.Option(
         None, "--gpu", help="The accelerator for --check-oom (default: hf on this host's memory)."
     ),
+    dpi: float | None = dpi_option(),
 ) -> None:
     """Run a measurement experiment on a real backend and write runs plus figures.
 
@@ -153,6 +155,7 @@ def bench(
         _bounded(length, "--lengths", MAX_TOKENS)
     if threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {threads}")
+    check_dpi(dpi)
     params = _params(experiment, levels, num_requests, prompt_tokens, output_tokens, lengths)
     if out is None:
         from kvlab.report.progress import default_out
@@ -175,26 +178,27 @@ def bench(
 
     from kvlab.report.progress import LineProgress, piped
 
-    try:
-        if piped():  # a log or a pipe: one line per run instead of a bar
-            lines = LineProgress(f"{experiment} on {backend}", None, every_fraction=0.0)
+    with plot_dpi(dpi):  # the experiments draw their figures as they finish
+        try:
+            if piped():  # a log or a pipe: one line per run instead of a bar
+                lines = LineProgress(f"{experiment} on {backend}", None, every_fraction=0.0)
 
-            def progress_line(label: str, done: int, total: int) -> None:
-                lines.update(done, total, label=f"{experiment}: {label}")
+                def progress_line(label: str, done: int, total: int) -> None:
+                    lines.update(done, total, label=f"{experiment}: {label}")
 
-            exp = mod.run(target, out_dir, params, progress_line)
-        else:
-            with Progress(transient=True) as bar:
-                task = bar.add_task(f"{experiment} on {backend}", total=None)
+                exp = mod.run(target, out_dir, params, progress_line)
+            else:
+                with Progress(transient=True) as bar:
+                    task = bar.add_task(f"{experiment} on {backend}", total=None)
 
-                def progress(label: str, done: int, total: int) -> None:
-                    bar.update(
-                        task, completed=done, total=total, description=f"{experiment}: {label}"
-                    )
+                    def progress(label: str, done: int, total: int) -> None:
+                        bar.update(
+                            task, completed=done, total=total, description=f"{experiment}: {label}"
+                        )
 
-                exp = mod.run(target, out_dir, params, progress)
-    except KeyboardInterrupt:
-        _save_interrupted(experiment, backend, out_dir)
+                    exp = mod.run(target, out_dir, params, progress)
+        except KeyboardInterrupt:
+            _save_interrupted(experiment, backend, out_dir)
     if as_json:
         typer.echo(json.dumps({"out": str(out_dir), "points": exp.points}, default=str))
         return

@@ -8,7 +8,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kvlab.cli.options import REQUIRED, Param, echo, typer_command
+from kvlab.cli.options import (
+    DPI_PARAM,
+    REQUIRED,
+    Param,
+    check_dpi,
+    echo,
+    plot_dpi,
+    typer_command,
+)
 from kvlab.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -60,6 +68,7 @@ PARAMS: tuple[Param, ...] = (
     ),
     Param("kv_dtype", "str", None, "KV dtype for --model sizes.", ("--kv-dtype",)),
     Param("plot", "path", None, "Write a plot (PNG) to this file.", ("--plot",)),
+    DPI_PARAM,
     Param("as_json", "flag", False, "Print JSON instead of a table.", ("--json",)),
 )
 
@@ -80,9 +89,11 @@ def run_command(
     plot: Path | None,
     as_json: bool,
     on_loaded: Callable[[], object] | None = None,
+    dpi: float | None = None,
 ) -> None:
     """The body of ``kvlab cache-curve`` (options already parsed); ``on_loaded`` is
     called once the trace is loaded (see :mod:`kvlab.cli.entry`)."""
+    check_dpi(dpi)
     from kvlab.sim.cache_curve import CURVE_POLICIES, cache_curve
     from kvlab.workload.detect import load_workload, resolve_trace
 
@@ -102,7 +113,8 @@ def run_command(
         from kvlab.report.cache_curve_plot import plot_cache_curve
 
         title = f"{wl.name}, block size {block_size}"
-        plot_cache_curve(curve, plot, title=title, block_bytes=block_bytes)
+        with plot_dpi(dpi):
+            plot_cache_curve(curve, plot, title=title, block_bytes=block_bytes)
     if as_json:
         echo(json.dumps(_json(curve, wl.name, model, block_bytes), indent=2))
         return

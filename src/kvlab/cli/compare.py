@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from kvlab.cli.options import check_dpi, dpi_option, plot_dpi
+
 
 def compare_cmd(
     runs: list[Path] = typer.Argument(
@@ -46,6 +48,7 @@ def compare_cmd(
         help="Accept runs that Ctrl-C stopped (run.json status interrupted); they are "
         "labelled '(interrupted)'. Without it such a run is an error.",
     ),
+    dpi: float | None = dpi_option(),
 ) -> None:
     """Compare runs side by side (overall and per class): deltas and the better run per metric.
 
@@ -65,6 +68,7 @@ def compare_cmd(
     from kvlab.results import RunResult
     from kvlab.results.run_dir import REQUIRED_SUMMARY_KEYS, check_summary
 
+    check_dpi(dpi)
     conditions = [parse_condition(c) for c in fail_if]
     group_key = {"class": "cls", "session": "session_id", "none": None}
     if by not in group_key:
@@ -114,13 +118,14 @@ def compare_cmd(
     if plot is not None:  # after the comparison is out: a missing extra loses nothing
         from kvlab.report.plots import kv_timeline
 
-        kv_timeline({k: r.timeseries for k, r in pairs}, ", ".join(labels), plot)
-        if cmp.get("sessions"):
-            from kvlab.report.sessions import sessions_figure
+        with plot_dpi(dpi):
+            kv_timeline({k: r.timeseries for k, r in pairs}, ", ".join(labels), plot)
+            if cmp.get("sessions"):
+                from kvlab.report.sessions import sessions_figure
 
-            sessions_figure(
-                cmp["sessions"], ", ".join(labels), plot.with_name(plot.name + "-sessions")
-            )
+                sessions_figure(
+                    cmp["sessions"], ", ".join(labels), plot.with_name(plot.name + "-sessions")
+                )
     if failures:
         raise typer.Exit(1)
 
@@ -179,6 +184,7 @@ def sweep_cmd(
         None, "--scheduler", help="Dask scheduler address; default: a local cluster."
     ),
     workers: int = typer.Option(2, "--workers", help="Worker processes of a local Dask cluster."),
+    dpi: float | None = dpi_option(),
 ) -> None:
     """Simulate WORKLOAD over a grid of modes, policies or capacities.
 
@@ -207,6 +213,7 @@ def sweep_cmd(
 
     if jobs is not None and jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    check_dpi(dpi)
     if output is None:
         from kvlab.report.progress import default_out
 
@@ -266,7 +273,8 @@ def sweep_cmd(
         from kvlab.errors import DependencyMissing
 
         try:
-            files += write_plots(result, output, ms)
+            with plot_dpi(dpi):
+                files += write_plots(result, output, ms)
         except DependencyMissing as e:
             typer.echo(f"warning: plots skipped: {e}", err=True)
     if as_json:

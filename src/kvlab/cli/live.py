@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from kvlab.cli.options import dpi_option
 from kvlab.errors import ConfigError
 
 
@@ -120,6 +121,7 @@ def replay(
         help="Also draw the kv_timeline figure of the server's metrics (PNG + SVG; the plot "
         "extra).",
     ),
+    dpi: float | None = dpi_option(),
 ) -> None:
     """Replay WORKLOAD against a live OpenAI-compatible server (vLLM, SGLang, llama.cpp,
     Ollama), sampling its /metrics, and write a RunResult directory comparable with
@@ -135,7 +137,7 @@ def replay(
     "status": "interrupted" in run.json; one line is printed and the exit code is 130.
     """
     from kvlab.backends.base import MAX_BURSTINESS, MAX_RATE_PER_S, MAX_SECONDS
-    from kvlab.cli.options import check_number, output_dir, output_dir_kept
+    from kvlab.cli.options import check_dpi, check_number, output_dir, output_dir_kept, plot_dpi
     from kvlab.report.progress import default_out
     from kvlab.results.summary import parse_goodput, parse_percentiles
 
@@ -153,6 +155,7 @@ def replay(
         raise ConfigError("--max-errors must be >= 1")
     if warmup < 0:
         raise ConfigError(f"--warmup must be >= 0, got {warmup}")
+    check_dpi(dpi)
     latency = {
         "percentiles": parse_percentiles(percentiles),
         "goodput_slo_ms": parse_goodput(goodput or None),
@@ -161,7 +164,7 @@ def replay(
         out = default_out("replay")
     created = not out.exists()
     out = output_dir(out)
-    with output_dir_kept(out, created):
+    with output_dir_kept(out, created), plot_dpi(dpi):
         _replay(
             workload, out, endpoint, model, api, mode, concurrency, rate, burstiness, seed,
             api_key, api_key_env, cache_mode, metrics_interval, max_errors, timeout,

@@ -343,18 +343,56 @@ def _file_above(p: Path) -> Path | None:
     return None
 
 
+#: ``--dpi``, shared by every command that writes PNG figures.
+DPI_HELP = (
+    "Resolution of the PNG figures (dots per inch, 10 to 1200; default: each figure's "
+    "own, 120, or 110 for the report's). SVG figures are vector and do not change."
+)
+#: ``--dpi`` for commands declared as a tuple of :class:`Param`.
+DPI_PARAM = Param("dpi", "float", None, DPI_HELP, ("--dpi",))
+
+
+def dpi_option() -> Any:
+    """``--dpi`` for a Typer-declared command (its default argument)."""
+    import typer
+
+    return typer.Option(None, "--dpi", help=DPI_HELP)
+
+
+def check_dpi(dpi: float | None) -> None:
+    """Raise a one-line :class:`~kvlab.errors.ConfigError` unless ``--dpi`` is None or a
+    finite number in [10, 1200]; commands call it before any work starts."""
+    from kvlab.report.figure_dpi import check_dpi as check
+
+    check(dpi)
+
+
+@contextlib.contextmanager
+def plot_dpi(dpi: float | None) -> Iterator[None]:
+    """Write every figure drawn inside the block at ``--dpi`` (None: their defaults)."""
+    from kvlab.report.figure_dpi import dpi_override
+
+    with dpi_override(dpi):
+        yield
+
+
 __all__ = [
+    "DPI_HELP",
+    "DPI_PARAM",
     "KINDS",
     "REQUIRED",
     "Param",
+    "check_dpi",
     "check_fraction",
     "check_number",
+    "dpi_option",
     "echo",
     "error_line",
     "output_dir",
     "output_dir_kept",
     "output_file",
     "parse_plain",
+    "plot_dpi",
     "sigint_ignored",
     "typer_command",
 ]

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from kvlab.cli.options import check_dpi, dpi_option, plot_dpi
+
 
 def report_cmd(
     run_dirs: list[Path] = typer.Argument(
@@ -14,6 +16,7 @@ def report_cmd(
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write."),
     title: str | None = typer.Option(None, "--title", help="Report title."),
     as_json: bool = typer.Option(False, "--json", help="Print the report's JSON to stdout."),
+    dpi: float | None = dpi_option(),
 ) -> None:
     """Write one report for any set of run directories.
 
@@ -30,9 +33,11 @@ def report_cmd(
 
       kvlab report runs/base runs/prefix --out compare.html
     """
+    check_dpi(dpi)
     from kvlab.report.html_report import build_report
 
-    files = build_report(run_dirs, out, title=title)
+    with plot_dpi(dpi):
+        files = build_report(run_dirs, out, title=title)
     if as_json:
         typer.echo(files.json.read_text(), nl=False)
         return

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kvlab.cli.options import REQUIRED, Param, echo, typer_command
+from kvlab.cli.options import (
+    DPI_PARAM,
+    REQUIRED,
+    Param,
+    check_dpi,
+    echo,
+    plot_dpi,
+    typer_command,
+)
 
 if TYPE_CHECKING:
     import typer
@@ -321,6 +329,7 @@ PARAMS: tuple[Param, ...] = (
         "Also draw kv_timeline and residency figures (PNG + SVG; the plot extra).",
         ("--plot",),
     ),
+    DPI_PARAM,
     Param(
         "serve_metrics",
         "int",
@@ -365,10 +374,12 @@ def run_command(
     serve_metrics: int | None = None,
     speed: float = 1.0,
     calibration: Path | None = None,
+    dpi: float | None = None,
 ) -> None:
     """The body of ``kvlab simulate`` (options already parsed); ``on_loaded`` is
     called once the workload is loaded, before the simulation starts (see
     :mod:`kvlab.cli.entry`)."""
+    check_dpi(dpi)
     serve = None
     if serve_metrics is not None:
         from kvlab.monitor.serve import ServeOptions
@@ -406,21 +417,22 @@ def run_command(
 
         cost = CalibratedCost.from_calibration(load_calibration(calibration), calibration.name)
         cfg = cfg.replace(cost_model=cost)
-    _simulate_and_save(
-        SimulateJob(
-            workload=workload,
-            cfg=cfg,
-            out=out,
-            fmt=fmt,
-            seed=seed,
-            as_json=as_json,
-            quiet=quiet,
-            plot=plot,
-            on_loaded=on_loaded,
-            serve=serve,
-            latency=latency,
+    with plot_dpi(dpi):
+        _simulate_and_save(
+            SimulateJob(
+                workload=workload,
+                cfg=cfg,
+                out=out,
+                fmt=fmt,
+                seed=seed,
+                as_json=as_json,
+                quiet=quiet,
+                plot=plot,
+                on_loaded=on_loaded,
+                serve=serve,
+                latency=latency,
+            )
         )
-    )
 
 
 def _save_interrupted(out: Path, wl: Any, cfg: Any, workload: str, wall_s: float) -> None:

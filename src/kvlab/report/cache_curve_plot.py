@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kvlab.errors import DependencyMissing
+from kvlab.report.figure_dpi import png_dpi
 from kvlab.sim.cache_curve import CacheCurve
 
 
@@ -41,7 +42,7 @@ def plot_cache_curve(
     ax.legend()
     fig.tight_layout()
     out = Path(path)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=png_dpi(120))
     plt.close(fig)
     return out
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kvlab.errors import DependencyMissing
+from kvlab.report.figure_dpi import png_dpi
 
 MIB = 1024 * 1024
 
@@ -34,7 +35,7 @@ def _save(fig: Any, base: Path) -> list[Path]:
     paths = [base.with_suffix(".png"), base.with_suffix(".svg")]
     fig.tight_layout()
     for p in paths:
-        fig.savefig(p, dpi=120)
+        fig.savefig(p, dpi=png_dpi(120))
     _plt().close(fig)
     return paths
 

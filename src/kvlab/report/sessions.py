@@ -37,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kvlab.report.figure_dpi import png_dpi
 from kvlab.results.records import STATUS_OK, RequestRecord
 from kvlab.results.summary import dist
 
@@ -333,7 +334,7 @@ def sessions_figure(
     paths = [base.with_suffix(".png"), base.with_suffix(".svg")]
     fig.tight_layout()
     for p in paths:
-        fig.savefig(p, dpi=dpi)
+        fig.savefig(p, dpi=png_dpi(dpi))
     plt.close(fig)
     return paths
 

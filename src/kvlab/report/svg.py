@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kvlab.errors import DependencyMissing
+from kvlab.report.figure_dpi import png_dpi
 
 #: The most points drawn per line.
 MAX_POINTS = 1500
@@ -54,7 +55,7 @@ def to_svg(fig: Any, files: Path | None = None) -> str:
     fig.savefig(buf, format="svg", metadata={"Date": None})
     if files is not None:
         files.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(files.with_suffix(".png"), dpi=110)
+        fig.savefig(files.with_suffix(".png"), dpi=png_dpi(110))
         files.with_suffix(".svg").write_text(buf.getvalue())
     plt.close(fig)
     text = buf.getvalue()

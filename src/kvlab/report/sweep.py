@@ -43,6 +43,7 @@ from typing import Any
 
 from kvlab.errors import ConfigError, DependencyMissing
 from kvlab.report.compare import DEFAULT_METRICS, Metric, fmt
+from kvlab.report.figure_dpi import png_dpi
 from kvlab.results import RunResult, atomic_write_text
 
 
@@ -396,7 +397,7 @@ def write_plots(result: SweepResult, out_dir: Path, metrics: Sequence[Metric]) -
         stem = re.sub(r"[^A-Za-z0-9_.-]", "_", m.key)
         for ext in ("png", "svg"):
             path = plot_dir / f"{stem}.{ext}"
-            fig.savefig(path, dpi=120)
+            fig.savefig(path, dpi=png_dpi(120))
             written.append(path)
         plt.close(fig)
     return written
