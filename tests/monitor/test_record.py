@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kvlab.errors import RunDirError
 from kvlab.monitor.record import read_record, summarize
@@ -164,6 +166,15 @@ def test_hand_built_record_figures(tmp_path: Path) -> None:
             b'{"type": "alert", "event": "fired", "rule": "R", "url": "u", "t_unix": 1}\n',
             "watch.jsonl:1: field 'event'",
         ),
+        (
+            b'{"type": "sample", "url": "u", "t_unix": 1' + b"0" * 5000 + b', "up": true}\n',
+            "watch.jsonl:1: not JSON a monitor writes (ValueError)",
+        ),
+        (b"[" * 100_000 + b"]" * 100_000 + b"\n", "watch.jsonl:1: not JSON a monitor writes"),
+        (
+            b'{"type": "sample", "url": "u", "t_unix": 1' + b"0" * 400 + b', "up": true}\n',
+            "watch.jsonl:1: field 't_unix': must be a finite number, got a huge integer",
+        ),
     ],
 )
 def test_bad_record_is_one_line_with_file_line_and_field(
@@ -250,3 +261,54 @@ def test_monitor_record_then_report_and_compare(cli: Cli, tmp_path: Path) -> Non
         f.write('{"type": "sample", "url": "http://x/metr')
     r = cli(["compare", str(rec)], 60)
     assert r.code == 0 and "last line cut short" in r.err
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=8),
+    lambda kids: (
+        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3)
+    ),
+    max_leaves=8,
+)
+_fields = st.sampled_from(
+    ["type", "url", "t_unix", "up", "counter_reset", "kv_cache_usage_perc", "preemptions",
+     "prefix_hit_rate", "prefix_queries_tokens", "event", "rule", "threshold", "totals"]
+)  # fmt: skip
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    lines=st.lists(
+        st.one_of(
+            st.dictionaries(_fields, _json_values, max_size=6).map(json.dumps),
+            st.builds(
+                lambda kv: json.dumps({**sample(A, 0), **kv}),
+                st.dictionaries(_fields, _json_values, max_size=2),
+            ),
+            st.text(max_size=20),
+        ),
+        max_size=6,
+    ),
+    newline_at_end=st.booleans(),
+)
+def test_any_file_reads_or_is_one_located_error(
+    tmp_path: Path, lines: list[str], newline_at_end: bool
+) -> None:
+    """Whatever the lines, reading gives a Recording or one RunDirError line naming the
+    file (and a line), never another exception."""
+    p = tmp_path / "fuzz.jsonl"
+    body = "\n".join(x.replace("\n", " ") for x in lines)
+    p.write_text(body + ("\n" if newline_at_end else ""), encoding="utf-8")
+    try:
+        rec = read_record(p)
+    except RunDirError as e:
+        msg = str(e)
+        assert msg.startswith(str(p)) and "\n" not in msg
+        return
+    for srv in rec.servers.values():
+        if srv.samples:
+            fig = summarize(srv)
+            assert fig["samples"] == len(srv.samples)
+            assert fig["duration_s"] is None or fig["duration_s"] >= 0

@@ -135,8 +135,11 @@ def _num(path: Path, line: int, obj: dict[str, Any], key: str) -> float | None:
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int | float):
-        raise _bad(path, line, f"must be a number or null, got {v!r}"[:120], key)
-    x = float(v)
+        raise _bad(path, line, f"must be a number or null, got {str(v)[:40]!r}", key)
+    try:
+        x = float(v)
+    except OverflowError:
+        raise _bad(path, line, "must be a finite number, got a huge integer", key) from None
     if math.isnan(x):
         return None  # a gauge a server exposed as NaN: not known
     if math.isinf(x) or (x < 0 and key != "threshold"):
@@ -244,6 +247,8 @@ def read_record(path: str | Path) -> Recording:
                 truncated = i
                 break
             raise _bad(p, i, f"not JSON ({e.msg}, column {e.colno})") from None
+        except (ValueError, RecursionError) as e:  # a 5,000-digit number, deep nesting
+            raise _bad(p, i, f"not JSON a monitor writes ({type(e).__name__})") from None
         if not isinstance(obj, dict):
             raise _bad(p, i, f"expected a JSON object, got {type(obj).__name__}")
         kind = obj.get("type")
