@@ -85,7 +85,7 @@ def panel_rows(
         ("prefix hit rate (0-1)", {"per interval": "prefix_hit_rate"}),
         ("preemptions/s", {"preemptions/s": "preemptions_per_s"}),
         ("requests", {"running": "num_requests_running", "waiting": "num_requests_waiting"}),
-        ("p99 latency s", {"TTFT p99": "ttft_p99_s", "ITL p99": "itl_p99_s"}),
+        ("p99 latency s", {"TTFT p99": "ttft_p99_s", _itl_name(srv): "itl_p99_s"}),
     )
     rows = []
     for ylabel, names in spec:
@@ -93,6 +93,13 @@ def panel_rows(
         if got:
             rows.append((ylabel, got))
     return rows
+
+
+def _itl_name(srv: Any) -> str:
+    """``ITL p99``, or ``TPOT p99`` when the quantiles came from the per-request
+    time-per-output-token histogram (a server without a per-token one)."""
+    metric = next((m for s in srv.samples if (m := s.texts.get("itl_metric"))), "") or ""
+    return "TPOT p99" if "request_time_per_output_token" in metric else "ITL p99"
 
 
 def alert_marks(srv: Any) -> list[tuple[float, str, str]]:
