@@ -118,7 +118,7 @@ def test_promql_uses_vllm_names_and_fractions() -> None:
     usage = promql(DEFAULT_RULES[0])
     assert usage == (
         "(vllm:kv_cache_usage_perc or vllm_kv_cache_usage_perc or vllm:gpu_cache_usage_perc"
-        " or vllm_gpu_cache_usage_perc) > 0.9"
+        " or vllm_gpu_cache_usage_perc) > 0.95"
     )
     assert promql(DEFAULT_RULES[1]) == (
         "(rate(vllm:num_preemptions_total[60s]) or rate(vllm_num_preemptions_total[60s])) > 0"

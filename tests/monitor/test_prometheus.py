@@ -2,8 +2,11 @@
 driven into overload and evaluates the rules of ``kvlab monitor --export-rules``: the
 KV-usage and preemption alerts fire during the overload and resolve after it.
 
-The thresholds are the shipped defaults (usage > 0.9, any preemption); the durations
-are shortened (``for`` 1 s, rate window 3 s) so that the test takes seconds.
+The thresholds are the shipped defaults (usage above the stress SLO's ceiling of 0.95,
+any preemption); the durations are shortened (no ``for``, rate window 3 s) so that the
+test takes seconds: the simulated usage dips under 0.95 for a moment whenever a
+preemption frees blocks, so even a ``for`` of 0.5 s on a 2x replay is hit or miss on a
+loaded machine (it missed once in six runs).
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ from pathlib import Path
 import pytest
 
 from kvlab.backends.vllm_server import free_port
-from kvlab.monitor.alerts import Rule, prometheus_rules
+from kvlab.monitor.alerts import DEFAULT_RULES, Rule, prometheus_rules
 from monitor.simload import SIM_ARGS, overload_file
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = (
-    Rule("KvCacheNearlyFull", "kv_cache_usage_perc", ">", 0.9, for_s=1),
+    Rule("KvCacheNearlyFull", "kv_cache_usage_perc", ">", DEFAULT_RULES[0].threshold, for_s=0),
     Rule("Preempting", "preemptions_per_s", ">", 0.0, window_s=3, severity="critical"),
 )
 

@@ -14,7 +14,9 @@ from kvlab.cli.options import check_dpi, dpi_option, plot_dpi
 
 def compare_cmd(
     runs: list[Path] = typer.Argument(
-        ..., help="RunResult directories; the first is the baseline."
+        ...,
+        help="RunResult directories; the first is the baseline. Or kvlab monitor --record "
+        "files (JSONL): their servers' figures side by side.",
     ),
     names: str | None = typer.Option(
         None, "--names", help="Comma-separated run names (default: directory names)."
@@ -55,7 +57,15 @@ def compare_cmd(
     Exits 1 when a --fail-if condition holds, 2 on a bad option, output path or run
     directory: one that is corrupt, incomplete (no summary.json) or interrupted
     (unless --partial).
+
+    Given `kvlab monitor --record` files instead, one table: per server of each file,
+    duration, samples, KV usage max/mean, time above the usage threshold, preemptions,
+    prefix hit rate over the whole recording, unreachable time, restarts, alerts
+    ('-' where a recording does not know; --json, -o as for runs).
     """
+    if any(p.is_file() for p in runs):
+        _compare_records(runs, as_json, output, names, metrics, fail_if, plot, by)
+        return
     from kvlab.errors import ConfigError, RunDirError
     from kvlab.report.compare import (
         DEFAULT_METRICS,
@@ -128,6 +138,54 @@ def compare_cmd(
                 )
     if failures:
         raise typer.Exit(1)
+
+
+def _compare_records(
+    files: list[Path],
+    as_json: bool,
+    output: Path | None,
+    names: str | None,
+    metrics: list[str],
+    fail_if: list[str],
+    plot: Path | None,
+    by: str,
+) -> None:
+    from kvlab.cli.options import output_file
+    from kvlab.errors import ConfigError
+    from kvlab.monitor.record import read_record
+    from kvlab.report.recordings import compare_recordings, to_markdown
+
+    dirs = [p for p in files if not p.is_file()]
+    if dirs:
+        raise ConfigError(
+            f"{dirs[0]} is not a monitor record file: give run directories or record "
+            "files, not both"
+        )
+    for opt, given in (
+        ("--names", names is not None),
+        ("--metric", bool(metrics)),
+        ("--fail-if", bool(fail_if)),
+        ("--plot", plot is not None),
+        ("--by", by != "class"),
+    ):
+        if given:
+            raise ConfigError(f"{opt} is for run directories, not monitor record files")
+    if output is not None:
+        output_file(output, "--output")
+    recs = [read_record(p) for p in files]
+    cmp = compare_recordings(recs)
+    md = to_markdown(cmp)
+    if output is not None:
+        from kvlab.results import atomic_write_text
+
+        atomic_write_text(output, md)
+    if as_json:
+        typer.echo(json.dumps(cmp, indent=2))
+    else:
+        typer.echo(md, nl=False)
+    for r in recs:
+        if r.note:
+            typer.echo(f"note: {r.note}", err=True)
 
 
 def _labels(runs: list[Path], names: str | None) -> list[str]:

@@ -21,9 +21,13 @@ waiting requests, output tokens per second and the cache config. A server that
 stops answering shows "unreachable since ..." and is picked up again when it
 returns; a restart (counters going down) is detected, never a negative rate.
 
-Alert rules (--rules FILE, default: docs/monitor.md) fire and resolve in the
-dashboard and as JSONL events (--record); --exit-on-alert exits 3 when one fires.
---export-rules FILE writes them as Prometheus alerting rules on vLLM's names.
+Alert rules (--rules FILE, default: docs/monitor.md; KV usage and TTFT thresholds
+are the stress SLO's defaults) fire and resolve in the dashboard and as JSONL events
+(--record); --exit-on-alert exits 3 when one fires. --rules-from-stress DIR derives
+the thresholds from a finished kvlab stress run (usage bands and knee of its rate
+sweeps, its SLO, the scenarios that met it); --save-rules FILE writes the rules in
+use, each threshold with a comment saying where it came from. --export-rules FILE
+writes them as Prometheus alerting rules on vLLM's names.
 
 Examples:
 
@@ -34,6 +38,10 @@ Examples:
   kvlab monitor localhost:8000 --rules alerts.yaml --record watch.jsonl --exit-on-alert
 
   kvlab monitor --export-rules kv-alerts.yml
+
+  kvlab monitor --rules-from-stress runs/stress --save-rules alerts.yaml
+
+  kvlab monitor --rules-from-stress runs/stress --export-rules kv-alerts.yml
 """
 
 
@@ -62,11 +70,55 @@ def monitor_cmd(
         "--export-rules",
         help="Write the rules as Prometheus alerting rules (YAML; '-' for stdout) and exit.",
     ),
+    rules_from_stress: Path | None = typer.Option(
+        None,
+        "--rules-from-stress",
+        help="Derive the rules from a kvlab stress run directory (its usage bands, knee, "
+        "SLO and scenarios) instead of --rules.",
+    ),
+    save_rules: Path | None = typer.Option(
+        None,
+        "--save-rules",
+        help="Write the rules in use as a rules file (YAML, each threshold with a comment "
+        "saying where it came from; '-' for stdout); exits unless URLs are given.",
+    ),
 ) -> None:
     from kvlab.errors import ConfigError
-    from kvlab.monitor.alerts import DEFAULT_RULES, load_rules, prometheus_rules
+    from kvlab.monitor.alerts import (
+        DEFAULT_RULES,
+        DEFAULT_SOURCES,
+        load_rules,
+        prometheus_rules,
+        rules_yaml,
+    )
 
-    the_rules = load_rules(rules) if rules is not None else DEFAULT_RULES
+    if rules is not None and rules_from_stress is not None:
+        raise ConfigError("give --rules or --rules-from-stress, not both")
+    sources: dict[str, str] = {}
+    head = ""
+    if rules_from_stress is not None:
+        from kvlab.monitor.stress_rules import rules_from_stress as derive
+
+        derived = derive(rules_from_stress)
+        the_rules = tuple(d.rule for d in derived)
+        sources = {d.rule.name: d.source for d in derived}
+        head = f"derived by kvlab monitor --rules-from-stress from {rules_from_stress}"
+    elif rules is not None:
+        the_rules = load_rules(rules)
+    else:
+        the_rules = DEFAULT_RULES
+        sources = dict(DEFAULT_SOURCES)
+    if save_rules is not None:
+        text = rules_yaml(the_rules, sources, head)
+        if str(save_rules) == "-":
+            typer.echo(text, nl=False)
+        else:
+            from kvlab.results import atomic_write_text
+
+            atomic_write_text(save_rules, text)
+            typer.echo(f"{len(the_rules)} alert rules -> {save_rules}", err=True)
+        if not urls and export_rules is None:
+            return
     if export_rules is not None:
         text = prometheus_rules(the_rules)
         if str(export_rules) == "-":

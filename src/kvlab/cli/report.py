@@ -11,7 +11,9 @@ from kvlab.cli.options import check_dpi, dpi_option, plot_dpi
 
 def report_cmd(
     run_dirs: list[Path] = typer.Argument(
-        ..., help="Run directories: simulate, replay, bench, sweep or stress outputs."
+        ...,
+        help="Run directories (simulate, replay, bench, sweep or stress outputs) and "
+        "kvlab monitor --record files (JSONL).",
     ),
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write."),
     title: str | None = typer.Option(None, "--title", help="Report title."),
@@ -24,6 +26,9 @@ def report_cmd(
     anywhere: figures are inline SVG), with summary tables, per-class breakdowns, KV and
     queue timelines, latency histograms, deltas against the first run, and for stress
     runs the verdicts, safe-range tables, degradation curves, what-ifs and presets.
+    A monitor record file gets, per server, its summary (duration, samples, KV usage,
+    time above the usage threshold, preemptions, hit rate, unreachable time, restarts)
+    and timelines with the alerts marked on the time axis.
     Beside it: the same content as OUT.md and OUT.json, and every figure as PNG and SVG
     in OUT_figures/.
 
@@ -32,6 +37,8 @@ def report_cmd(
       kvlab report runs/stress --out report.html
 
       kvlab report runs/base runs/prefix --out compare.html
+
+      kvlab report watch.jsonl runs/stress --out watch.html
     """
     check_dpi(dpi)
     from kvlab.report.html_report import build_report

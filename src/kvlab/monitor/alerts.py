@@ -31,13 +31,14 @@ import difflib
 import math
 import operator
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kvlab.errors import ConfigError
 from kvlab.monitor.sampler import Sample
+from kvlab.stress.slo import DEFAULT_MAX_KV_USAGE, DEFAULT_TTFT_P99_S
 
 #: Rule metrics: what each means on a sample (fractions are 0-1).
 METRICS: dict[str, str] = {
@@ -79,13 +80,27 @@ class Rule:
         return value is not None and not math.isnan(value) and OPS[self.op](value, self.threshold)
 
 
-#: The rules used when no file is given (the thresholds docs/monitor.md explains).
+#: The rules used when no file is given (the thresholds docs/monitor.md explains). KV
+#: usage and TTFT come from the stress SLO's defaults (:mod:`kvlab.stress.slo`: one
+#: number for a stress verdict and a monitor alert); the stress preemption budget of 0
+#: per run is "any preemption"; the queue and hit-rate thresholds are the monitor's own.
+#: ``kvlab monitor --rules-from-stress`` derives all of them from a stress run instead.
 DEFAULT_RULES: tuple[Rule, ...] = (
-    Rule("KvCacheNearlyFull", "kv_cache_usage_perc", ">", 0.9, for_s=60),
+    Rule("KvCacheNearlyFull", "kv_cache_usage_perc", ">", DEFAULT_MAX_KV_USAGE, for_s=60),
     Rule("Preempting", "preemptions_per_s", ">", 0.0, for_s=0, severity="critical"),
     Rule("RequestsQueued", "num_requests_waiting", ">", 0.0, for_s=120),
     Rule("PrefixHitRateDrop", "prefix_hit_rate_drop", ">", 0.2, for_s=60, baseline_s=600),
+    Rule("TtftP99AboveSlo", "ttft_p99_s", ">", DEFAULT_TTFT_P99_S, for_s=60),
 )
+#: Where each default threshold comes from (written by ``--save-rules``).
+DEFAULT_SOURCES: dict[str, str] = {
+    "KvCacheNearlyFull": "the stress SLO's KV usage ceiling (kvlab.stress.slo."
+    "DEFAULT_MAX_KV_USAGE): a stress scenario whose peak usage is above it fails",
+    "Preempting": "the stress SLO's preemption budget of 0 per run: any preemption",
+    "RequestsQueued": "not a stress figure: the monitor's default (a queue that does not drain)",
+    "PrefixHitRateDrop": "not a stress figure: the monitor's default",
+    "TtftP99AboveSlo": "the stress SLO's TTFT p99 limit (kvlab.stress.slo.DEFAULT_TTFT_P99_S)",
+}
 
 
 # -- loading --------------------------------------------------------------------
@@ -188,15 +203,23 @@ def load_rules(path: Path) -> tuple[Rule, ...]:
     return rules
 
 
-def rules_yaml(rules: Iterable[Rule]) -> str:
-    """``rules`` as a kvlab rules file (what :func:`load_rules` reads)."""
-    lines = ["# kvlab monitor alert rules (fractions are 0-1)", "rules:"]
+def rules_yaml(
+    rules: Iterable[Rule], sources: Mapping[str, str] | None = None, head: str = ""
+) -> str:
+    """``rules`` as a kvlab rules file (what :func:`load_rules` reads); ``sources``:
+    rule name -> where its threshold came from, written as a comment above it;
+    ``head``: comment lines after the first."""
+    lines = ["# kvlab monitor alert rules (fractions are 0-1)"]
+    lines += [f"# {x}" for x in head.splitlines()]
+    lines.append("rules:")
     for r in rules:
+        lines.append(f"  - name: {r.name}")
+        if sources and r.name in sources:
+            lines += [f"    # threshold from: {x}" for x in sources[r.name].splitlines()]
         lines += [
-            f"  - name: {r.name}",
             f"    metric: {r.metric}  # {METRICS[r.metric]}",
             f'    op: "{r.op}"',
-            f"    threshold: {r.threshold:g}",
+            f"    threshold: {r.threshold!r}",
             f"    for_s: {r.for_s:g}",
         ]
         if r.metric in ("prefix_hit_rate_drop",) or r.window_s != 60.0:
@@ -383,6 +406,7 @@ def prometheus_rules(rules: Iterable[Rule], group: str = "kvlab-kv-cache") -> st
 
 __all__ = [
     "DEFAULT_RULES",
+    "DEFAULT_SOURCES",
     "FRACTIONS",
     "METRICS",
     "AlertEvent",

@@ -5,7 +5,9 @@ Reads any mix of directories kvlab writes, through :mod:`kvlab.results` for runs
 * a run (``summary.json``: ``kvlab simulate``, ``kvlab replay``, the in-process backend):
   its summary, per-class breakdown, KV/queue timeline and latency histograms;
 * a stress run (``stress.json``): its tables, plus safe-range and degradation figures;
-* a sweep (``sweep.json``) and a bench experiment (``experiment.json`` with ``runs/*``).
+* a sweep (``sweep.json``) and a bench experiment (``experiment.json`` with ``runs/*``);
+* a file: a ``kvlab monitor --record`` file (:mod:`kvlab.monitor.record`), one section
+  per server with its summary table and timelines, alerts marked on the time axis.
 
 Two or more runs also get a comparison table (deltas against the first). The HTML has
 no script, no stylesheet or font link and no image URL: figures are inline SVG drawn
@@ -88,6 +90,10 @@ def read_source(path: str | Path) -> Source:
     from kvlab.results import RunResult
 
     p = Path(path)
+    if p.is_file():  # a monitor record file (kvlab monitor --record)
+        from kvlab.monitor.record import read_record
+
+        return Source(p, "monitor", read_record(p))
     if not p.is_dir():
         raise RunDirError("not a directory", path=p)
     if (p / "stress.json").exists():
@@ -354,6 +360,67 @@ def _stress_section(page: Page, src: Source, fig_dir: Path) -> None:
         )
 
 
+def _monitor_section(page: Page, src: Source, fig_dir: Path) -> None:
+    """A record file: per server, the summary table and the stacked timelines with
+    the alert events marked on the time axis."""
+    from kvlab.monitor.record import FIGURES, format_figure, summarize
+    from kvlab.report import svg
+    from kvlab.report.recordings import alert_marks, labelled, panel_rows
+
+    rec = src.data
+    _heading(page, 2, f"Monitor recording: {src.path.name}")
+    if rec.note:
+        _para(page, f"Note: {rec.note}")
+    for label, _, srv in labelled([rec]):
+        fig = summarize(srv)
+        _heading(page, 3, f"{srv.url} ({fig['server'] or 'never read'})")
+        _table(
+            page,
+            ["figure", "value"],
+            [[lab, format_figure(k, fig[k])] for k, lab in FIGURES],
+        )
+        if srv.alerts:
+            _table(
+                page,
+                ["time (UTC)", "s from start", "event", "rule", "value", "threshold"],
+                [
+                    [
+                        _utc(a.t_unix),
+                        a.t_unix - srv.samples[0].t_unix,
+                        a.event,
+                        a.rule,
+                        a.value,
+                        a.threshold,
+                    ]
+                    for a in srv.alerts
+                ],
+            )
+        rows = panel_rows(srv)
+        if rows:
+            name = f"{_slug(label)}-monitor"
+            _svg(
+                page,
+                svg.panels(
+                    rows,
+                    title=f"{srv.url}: monitored over time",
+                    xlabel="seconds since the first sample",
+                    marks=alert_marks(srv),
+                    files=fig_dir / name,
+                ),
+                name,
+                fig_dir,
+                "KV usage, prefix hit rate per interval, preemptions/s, running/waiting "
+                "requests and TTFT/ITL p99 per interval; dotted lines: alerts fired (red) "
+                "and resolved (green); breaks: the server could not be read",
+            )
+
+
+def _utc(t: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def _sweep_section(page: Page, src: Source) -> None:
     _heading(page, 2, f"Sweep: {src.path.name}")
     rows = src.data.get("rows") or []
@@ -469,6 +536,8 @@ def build_report(
             _stress_section(page, s, fig_dir)
         elif s.kind == "sweep":
             _sweep_section(page, s)
+        elif s.kind == "monitor":
+            _monitor_section(page, s, fig_dir)
     if len(runs) >= 2:
         _compare_section(page, runs)
     for label, run in runs:
@@ -511,6 +580,22 @@ def _overview_row(s: Source) -> list[Any]:
             None,
             f"pass {v.get('pass', 0)} / warn {v.get('warn', 0)} / fail {v.get('fail', 0)}",
         ]
+    if s.kind == "monitor":
+        from kvlab.monitor.record import summarize
+
+        sums = [summarize(v) for v in s.data.servers.values() if v.samples]
+        pre = [x["preemptions"] for x in sums if x["preemptions"] is not None]
+        return [
+            str(s.path),
+            "monitor",
+            f"{sum(x['samples'] for x in sums)} samples, {len(sums)} server(s)",
+            max(
+                (x["ttft_p99_s_max"] for x in sums if x["ttft_p99_s_max"] is not None),
+                default=None,
+            ),
+            sums[0]["prefix_hit_rate"] if len(sums) == 1 else None,
+            int(sum(pre)) if pre and float(sum(pre)).is_integer() else (sum(pre) if pre else None),
+        ]
     n = len(s.data.get("rows", [])) if s.kind == "sweep" else len(s.runs)
     return [str(s.path), s.kind, f"{n} points", None, None, None]
 
@@ -524,6 +609,10 @@ def _report_json(sources: list[Source], runs: list[tuple[str, Any]]) -> dict[str
         elif s.kind == "bench":
             entry["experiment"] = s.data
             entry["runs"] = {n: r.summary for n, r in s.runs}
+        elif s.kind == "monitor":
+            from kvlab.report.recordings import compare_recordings
+
+            entry["monitor"] = compare_recordings([s.data])
         else:
             entry["data"] = s.data
         out["sources"].append(entry)

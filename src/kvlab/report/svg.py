@@ -124,3 +124,44 @@ def histogram(
     if any(values.values()):
         ax.legend(fontsize=8)
     return to_svg(fig, files)
+
+
+def panels(
+    rows: Sequence[tuple[str, Mapping[str, tuple[Sequence[float], Sequence[float | None]]]]],
+    *,
+    title: str,
+    xlabel: str,
+    marks: Sequence[tuple[float, str, str]] = (),
+    files: Path | None = None,
+) -> str:
+    """Stacked panels over one shared x axis: ``rows`` is (y label, {name: (xs, ys)});
+    a None in ys is a break in the line. ``marks`` are vertical lines (x, label, color)
+    drawn across every panel, labelled in the top one."""
+    plt = _plt()
+    n = max(1, len(rows))
+    fig, axes = plt.subplots(n, 1, figsize=(7.5, 1.6 * n + 0.6), sharex=True, squeeze=False)
+    for ax, (ylabel, series) in zip(axes[:, 0], rows, strict=False):
+        for name, (xs, ys) in series.items():
+            x, y = thin(xs, [float("nan") if v is None else v for v in ys])
+            ax.plot(x, y, label=name, linewidth=1.1)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(alpha=0.3)
+        if len(series) > 1:
+            ax.legend(fontsize=7, loc="upper left")
+        for x0, _label, color in marks:
+            ax.axvline(x0, color=color, linewidth=0.9, linestyle=":")
+    top = axes[0, 0]
+    for x0, label, color in marks:
+        top.annotate(
+            label,
+            (x0, 1.0),
+            xycoords=("data", "axes fraction"),
+            fontsize=6,
+            color=color,
+            rotation=90,
+            va="top",
+            ha="right",
+        )
+    top.set_title(title, fontsize=10)
+    axes[-1, 0].set_xlabel(xlabel)
+    return to_svg(fig, files)
