@@ -26,7 +26,7 @@ from kvlab.stress.live import (
     scale_scenario,
 )
 from kvlab.stress.matrix import Scenario, parse_matrix
-from monitor.stubs import MetricsStub, fixture, set_value
+from monitor.stubs import MetricsStub, bump, fixture, set_value
 from stub_thread import serve_stub
 
 
@@ -263,3 +263,57 @@ def test_cli_live_run_and_bad_input(stub: Any, tmp_path: Path) -> None:
         for srv in serve_stub(cfg):
             r = run_cli(["stress", "-m", str(m), "--endpoint", srv.url, "--out", str(out)], 30)
             assert r.code == 2 and match in r.one_line_error()
+
+
+def test_ctrl_c_on_the_command_line_keeps_finished_scenarios(tmp_path: Path) -> None:
+    from sigint import interrupt, start
+
+    m = tmp_path / "m.yaml"
+    m.write_text(MATRIX)
+    out = tmp_path / "o"
+    cfg = StubConfig(metrics_text=_stub_metrics(), max_model_len=512, model="t", itl_s=0.2)
+    gen = serve_stub(cfg)
+    srv = next(gen)
+    try:
+        proc = start(["stress", "-m", str(m), "--endpoint", srv.url, "--out", str(out)])
+        ended = interrupt(proc, lambda: srv.num_requests >= 2)  # the second scenario's
+    finally:
+        gen.close()
+    assert ended.code == 130 and "Traceback" not in ended.err, ended.err
+    assert "interrupted: finished scenarios kept" in ended.err
+    d = json.loads((out / "stress.json").read_text())
+    assert d["interrupted"] and [s["name"] for s in d["live"]["scenarios"]] == ["fits"]
+    assert d["live"]["not_run"] == ["over", "oom"]
+
+
+class _Moving(str):
+    """A /metrics text whose counters move: read ``n`` shows the fixture's counters plus
+    ``n`` preemptions, ``10 n`` prefix queries, ``4 n`` hits, and ``n`` waiting requests."""
+
+    reads = 0
+
+    def encode(self, *a: Any, **k: Any) -> bytes:  # type: ignore[override]
+        _Moving.reads += 1
+        n = _Moving.reads
+        text = bump(str(self), "vllm:num_preemptions_total", n)
+        text = bump(text, "vllm:prefix_cache_queries_total", 10 * n)
+        text = bump(text, "vllm:prefix_cache_hits_total", 4 * n)
+        return set_value(text, "vllm:num_requests_waiting", n).encode(*a, **k)
+
+
+def test_server_counters_are_deltas_over_each_scenario(tmp_path: Path) -> None:
+    cfg = StubConfig(
+        metrics_text=_Moving(_stub_metrics()), max_model_len=512, model="t", itl_s=0.05
+    )
+    one = parse_matrix(MATRIX.split("  - {name: over")[0])
+    for srv in serve_stub(cfg):
+        res = run_live(one, LiveTarget(probe_limits(srv.url), metrics_interval_s=0.05))
+    real = res.scenarios[0].real
+    # before and after the scenario the counters were read: their increase, not totals
+    assert 0 < real["num_preemptions"] < _Moving.reads
+    assert real["prefix_cache_queries"] == 10 * real["num_preemptions"]
+    assert real["prefix_cache_hits"] == 4 * real["num_preemptions"]
+    assert real["prefix_cache_hit_rate"] == pytest.approx(0.4)
+    assert real["num_waiting_max"] > real["num_waiting_mean"] > 0
+    assert res.scenarios[0].verdict == "fail"  # preemptions over the budget of 0
+    assert "preemption(s) > budget 0" in res.scenarios[0].reasons[0]

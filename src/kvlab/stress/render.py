@@ -260,6 +260,8 @@ def _cmp(x: Any, kind: str) -> str:
         return f"{x:.3f}"
     if kind == "rate":
         return f"{x:,.1f}"
+    if isinstance(x, float) and x.is_integer():
+        x = int(x)
     return f"{x:,}" if isinstance(x, int) else _f(x)
 
 
