@@ -317,3 +317,37 @@ def test_server_counters_are_deltas_over_each_scenario(tmp_path: Path) -> None:
     assert real["num_waiting_max"] > real["num_waiting_mean"] > 0
     assert res.scenarios[0].verdict == "fail"  # preemptions over the budget of 0
     assert "preemption(s) > budget 0" in res.scenarios[0].reasons[0]
+
+
+def test_calibration_replaces_the_simulated_clock(stub: Any, tmp_path: Path) -> None:
+    # a fitted clock of 20 ms per step, whatever the batch: simulated TPOT is 20 ms
+    cal = tmp_path / "cal.json"
+    cal.write_text(
+        json.dumps(
+            {
+                "format": "kvlab-calibration-1",
+                "coefficients": {"overhead_s": 0.02, "per_token_s": 0.0, "per_kv_byte_s": 0.0},
+                "kv_bytes_per_token": 12288,
+            }
+        )
+    )
+    m = tmp_path / "m.yaml"
+    m.write_text(MATRIX)
+    out = tmp_path / "o"
+    r = run_cli(
+        [
+            "stress",
+            "-m",
+            str(m),
+            "--endpoint",
+            stub.url,
+            "--out",
+            str(out),
+            "--calibration",
+            str(cal),
+        ]
+    )
+    assert r.code == 0, r.err
+    d = json.loads((out / "stress.json").read_text())
+    assert d["live"]["calibration"] == str(cal) and "cal.json" in d["live"]["latency_note"]
+    assert d["live"]["scenarios"][0]["sim"]["tpot_p50_s"] == pytest.approx(0.02, rel=0.01)

@@ -22,7 +22,8 @@ two fractions of each scenario:
   original cache (kvlab plan's pool for the scenario's model and GPU); the scaled
   scenario has ``round(d x usable server blocks / blocks of one scaled sequence)``
   of them (at least 1), split as batch x concurrency in the original's proportion
-  (the number of clients scales first, the batch takes the rest).
+  (concurrency x sqrt(new count / old count), rounded, the batch takes the rest; a
+  scenario of one client or batches of one keeps that).
 
 Everything else (rounds, arrival process, rate, ramp, shared-prefix fraction, seed) is
 kept; engine settings (KV dtype, max_num_seqs, max_num_batched_tokens, TP, offload) are
@@ -58,8 +59,8 @@ SCALING_RULE = (
     "requests in flight together (batch x concurrency) = the original's KV demand at full "
     "length as a fraction of its usable blocks, times the server's usable blocks, divided "
     "by the blocks of one scaled sequence (>= 1), split in the original batch:concurrency "
-    "proportion; rounds, arrival, rate and shared-prefix fraction kept; engine settings "
-    "are the server's"
+    "proportion (one client or batches of one kept); rounds, arrival, rate and "
+    "shared-prefix fraction kept; engine settings are the server's"
 )
 LATENCY_NOTE = (
     "latencies differ: the real ones are measured on the server, the simulated ones come "
@@ -303,8 +304,8 @@ def scale_scenario(
         batch, conc = n2, 1
     elif s.batch == 1:
         batch, conc = 1, n2
-    else:
-        conc = max(1, round(s.concurrency * n2 / n))
+    else:  # both scaled by sqrt(n2 / n): the batch:concurrency proportion is kept
+        conc = max(1, round(s.concurrency * math.sqrt(n2 / n)))
         batch = max(1, round(n2 / conc))
     d2 = batch * conc * per_seq / limits.usable_blocks
     scaled = s.with_changes(
