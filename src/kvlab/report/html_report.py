@@ -572,10 +572,12 @@ def _overview_row(s: Source) -> list[Any]:
         ]
     if s.kind == "stress":
         v = s.data.get("verdicts", {})
+        live = s.data.get("live")  # kvlab stress --endpoint: its scenarios are live ones
+        scen = live["scenarios"] if isinstance(live, dict) else s.data.get("scenarios", [])
         return [
             str(s.path),
-            "stress",
-            f"{len(s.data.get('scenarios', []))} scenarios",
+            "stress (live)" if live else "stress",
+            f"{len(scen)} scenarios",
             None,
             None,
             f"pass {v.get('pass', 0)} / warn {v.get('warn', 0)} / fail {v.get('fail', 0)}",

@@ -28,6 +28,8 @@ def _seq(n: int) -> str:
 
 
 def markdown(d: dict[str, Any]) -> str:
+    if d.get("mode") == "live":
+        return live_markdown(d)
     slo = d["slo"]
     lines = [
         "# kvlab stress",
@@ -246,6 +248,123 @@ def markdown(d: dict[str, Any]) -> str:
             if p["vllm_serve"]:
                 lines += ["", "```", p["vllm_serve"], "```"]
             lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _cmp(x: Any, kind: str) -> str:
+    if x is None:
+        return "-"
+    if kind == "pct":
+        return f"{100 * x:.1f}%"
+    if kind == "s":
+        return f"{x:.3f}"
+    if kind == "rate":
+        return f"{x:,.1f}"
+    if isinstance(x, float) and x.is_integer():
+        x = int(x)
+    return f"{x:,}" if isinstance(x, int) else _f(x)
+
+
+def live_markdown(d: dict[str, Any]) -> str:
+    """``stress.md`` of ``kvlab stress --endpoint``: the server, the scaling of every
+    scenario, and the real (measured) and simulated figures side by side."""
+    from kvlab.stress.live import COMPARED
+
+    slo, lv = d["slo"], d["live"]
+    srv = lv["server"]
+    lines = [
+        "# kvlab stress (live)",
+        "",
+        f"matrix: {d['matrix']}; server {srv['endpoint']} ({srv['kind']}), model "
+        f"{srv['model']}: max_model_len {srv['max_model_len']:,}, {srv['num_gpu_blocks']:,} "
+        f"KV blocks of {srv['block_size']} tokens ({srv['kv_tokens']:,} usable tokens), "
+        f"prefix caching {'on' if srv['enable_prefix_caching'] else 'off'}; max_num_seqs "
+        f"{lv['max_num_seqs'] or 'the simulator default'} in the simulation.",
+        "",
+        f"SLOs: TTFT p99 <= {slo['ttft_p99_s']:g} s, TPOT p99 <= {slo['tpot_p99_s']:g} s, "
+        f"preemptions <= {slo['max_preemptions']}, peak KV usage <= {slo['max_kv_usage']:.0%}. "
+        "Real verdicts from the measured figures, simulated ones from the simulator's.",
+        "",
+        "Verdicts (real): " + ", ".join(f"{v} {k}" for k, v in d["verdicts"].items()),
+        "",
+        f"Note: {lv['latency_note']}.",
+        "",
+    ]
+    if d.get("interrupted"):
+        lines += [
+            "**Interrupted**: finished scenarios kept; not run: "
+            + (", ".join(lv["not_run"]) or "none"),
+            "",
+        ]
+    if lv.get("server_down"):
+        lines += [f"**Server down**: {lv['server_down']}", ""]
+    lines += ["## Scaling", "", f"Rule: {lv['scaling_rule']}.", ""]
+    lines += [f"- {r['scaling']['line']}" for r in lv["scenarios"]]
+    lines.append("")
+    if lv["scenarios"]:
+        lines += ["## Sim vs real", ""]
+        head = ["scenario", "shape", "verdict real / sim"]
+        head += [label + " real / sim" for _, label, _ in COMPARED]
+        rows = []
+        for r in lv["scenarios"]:
+            sc = r["scaled"]
+            shape = (
+                "-"
+                if sc is None
+                else (f"{sc['batch']}x{sc['concurrency']} x ({sc['seq_len']}+{sc['gen_len']})")
+            )
+            real, sim = r["real"], r["sim"]
+            row = [
+                r["name"],
+                shape,
+                f"{r['verdict'].upper()} / {(r['sim_verdict'] or '-').upper()}",
+            ]
+            row += [
+                f"{_cmp(real.get(k), kind)} / {_cmp(sim.get(k), kind)}" for k, _, kind in COMPARED
+            ]
+            rows.append(row)
+        lines += _table(head, rows)
+        lines += ["## Server metrics per scenario", ""]
+        rows = []
+        for r in lv["scenarios"]:
+            m = r["real"]
+            rows.append(
+                [
+                    r["name"],
+                    r["status"],
+                    _cmp(m.get("kv_peak_usage"), "pct"),
+                    _cmp(m.get("kv_mean_usage"), "pct"),
+                    _cmp(m.get("num_preemptions"), "int"),
+                    _cmp(m.get("prefix_cache_queries"), "int"),
+                    _cmp(m.get("prefix_cache_hits"), "int"),
+                    _cmp(m.get("num_waiting_max"), "int"),
+                    _f(m.get("num_waiting_mean")),
+                    _cmp(m.get("num_metrics_samples"), "int"),
+                    f"{m.get('num_completed', '-')}/{m.get('num_requests', '-')}",
+                ]
+            )
+        lines += _table(
+            [
+                "scenario",
+                "status",
+                "KV usage max",
+                "KV usage mean",
+                "preemptions",
+                "prefix queries",
+                "prefix hits",
+                "waiting max",
+                "waiting mean",
+                "samples",
+                "completed",
+            ],
+            rows,
+        )
+        lines += ["## Reasons", ""]
+        for r in lv["scenarios"]:
+            lines.append(f"- {r['name']}: real {r['verdict'].upper()}: {'; '.join(r['reasons'])}")
+            if r["sim_verdict"]:
+                lines.append(f"  sim {r['sim_verdict'].upper()}: {'; '.join(r['sim_reasons'])}")
+        lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
 
