@@ -36,6 +36,9 @@ WF = WorkflowConfig(num_companies=3, pages=2, page_words=120, mc_runs=200)
 ST = StrategyConfig(budget_tokens=4000, clip_chars=1200, window=1, summary_keep_messages=3)
 ITEMS = ("Revenue", "EBITDA", "Plan assets", "Obligations")
 _IDS = itertools.count()
+#: vLLM's answer to a request offering tools when it has no tool-call parser.
+REFUSAL = '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+
 _TASK = re.compile(r"Analyse these companies: ([^.]+)\.")
 _FACTS = re.compile(r"(\w+) \d{4} \(EUR m\): ([^\n]+)")
 
@@ -110,6 +113,8 @@ def decide(messages: list[dict[str, Any]], style: str) -> tuple[str, list[dict[s
     cid = f"c{next(_IDS)}"
     if style == "silent":
         return "I would rather not.", []
+    if style == "broken":  # arguments that are never JSON, alone in the answer
+        return "", [_call(cid, "calc", '{"expression": ' + "9" * 400)]
     if style == "looping":
         return "", [_call(cid + "a", "browse_web", {"url": "x"}), _call(cid + "b", "calc", "{1+")]
     last = messages[-1]
@@ -215,6 +220,9 @@ class ModelStub(BaseHTTPRequestHandler):
             self._send(404, {"error": "no"})
             return
         msgs = body["messages"]
+        if body["model"] == "refusing" and body.get("tools"):
+            self._send(400, {"error": {"message": REFUSAL, "type": "BadRequestError"}})
+            return
         ModelStub.requests.append(body)
         ModelStub.problems += pair_problems(msgs)
         if body.get("tools"):
@@ -381,3 +389,44 @@ def test_a_model_that_calls_no_tool_ends_at_step_1(endpoint: str, tmp_path: Path
     assert a["end"] == "no_tool_call" and not a["completed"]
     assert a["end_detail"] == "model made no tool call at step 1 (no masterplan written)"
     assert rows(tmp_path)[0]["tool_calls"] == [] and a["masterplan_fact_retention"] is None
+
+
+def test_a_server_that_refuses_tools_ends_the_run_with_its_reason(
+    endpoint: str, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from kvlab.cli.app import build_app
+
+    res = CliRunner().invoke(
+        build_app(("agents",)),
+        ["agents", "run", "--strategy", "clip", "--decisions", "model", "--endpoint", endpoint,
+         "--model", "refusing", "--companies", "1", "--pages", "1", "--target", "llama-3.1-8b",
+         "--out", str(tmp_path)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    a = json.loads((tmp_path / "agents.json").read_text())["agents"][0]
+    assert a["end"] == "tools_refused" and a["steps"] == 0 and not a["completed"]
+    assert a["end_detail"].startswith("the server refused the tools at model call 1: HTTP 400")
+    assert "--enable-auto-tool-choice" in res.stdout and "Traceback" not in res.output
+    (row,) = rows(tmp_path)
+    assert row["status"] == "tools_refused" and row["decided_by"] == "model"
+    reqs = [json.loads(x) for x in (tmp_path / "requests.jsonl").read_text().splitlines()]
+    assert reqs[0]["status"] == "failed" and reqs[0]["error"] == "tools_refused"
+
+
+@pytest.mark.parametrize("strategy", ["clip", "extract", "window", "cache_aware"])
+def test_calls_with_broken_json_keep_valid_pairs_under_compaction(
+    endpoint: str, tmp_path: Path, strategy: str
+) -> None:
+    """An answer whose only call has arguments that are not JSON is still a call: it is
+    answered, and compaction drops it with its answer (the budget forces drops here)."""
+    ModelStub.problems = []
+    cfg = config(strategy, endpoint, "broken", max_steps=8)
+    cfg = RunConfig(**{**cfg.__dict__, "strategies": StrategyConfig(budget_tokens=400)})
+    rep = run(cfg, tmp_path, progress=None)
+    a = rep["agents"][0]
+    assert a["end"] == "step_limit" and a["invalid_tool_calls"] == 8
+    assert ModelStub.problems == []
+    # the stub counts /tokenize and chat requests slightly differently: a few tokens
+    assert max(r["prompt_tokens"] for r in rows(tmp_path)) <= 400 + 16

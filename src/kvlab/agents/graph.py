@@ -53,7 +53,7 @@ from kvlab.agents.workflow import (
     check_tool_call,
     workflow_facts,
 )
-from kvlab.errors import ConfigError, ContextOverflow, KvlabError
+from kvlab.errors import ConfigError, ContextOverflow, KvlabError, ServerError
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -72,8 +72,14 @@ STRATEGY_NAMES: tuple[str, ...] = (
 #: Who decides the tool calls (``--decisions``).
 DECISION_MODES: tuple[str, ...] = ("scripted", "model")
 #: How a run can end: the final answer, the server's 400, the step limit, a model that
-#: answered without a tool call before writing the masterplan.
-END_REASONS: tuple[str, ...] = ("done", "overflow", "step_limit", "no_tool_call")
+#: answered without a tool call before writing the masterplan, a server that refused
+#: the tools.
+END_REASONS: tuple[str, ...] = ("done", "overflow", "step_limit", "no_tool_call", "tools_refused")
+
+
+class ToolsRefused(ServerError):
+    """The server refused a request that offers tools (HTTP 400), e.g. vLLM served
+    without ``--enable-auto-tool-choice --tool-call-parser NAME``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +151,8 @@ def context_text(messages: Sequence[BaseMessage]) -> str:
         parts.append(m.content if isinstance(m.content, str) else json.dumps(m.content))
         for tc in getattr(m, "tool_calls", None) or []:
             parts.append(json.dumps(tc["args"], sort_keys=True))
+        for tc in getattr(m, "invalid_tool_calls", None) or []:
+            parts.append(str(tc.get("args") or ""))
     return "\n".join(parts)
 
 
@@ -222,6 +230,8 @@ def build_graph(
             reply = send(msgs, step, state.get("company"), "agent")
         except ContextOverflow:
             return {"stop": "overflow", "plan_context": context_text(msgs)}
+        except ToolsRefused:
+            return {"stop": "tools_refused", "plan_context": context_text(msgs)}
         calls, invalid = model_calls(reply, step)
         ai = AIMessage(content=reply.content, tool_calls=calls, invalid_tool_calls=invalid)
         update: dict[str, Any] = {"messages": [ai], "step": step + 1, "stop": None}

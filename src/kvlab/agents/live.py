@@ -40,6 +40,7 @@ from kvlab.agents.graph import (
     DECISION_MODES,
     Reply,
     StrategyConfig,
+    ToolsRefused,
     build_graph,
     context_text,
     default_max_steps,
@@ -70,7 +71,7 @@ DEFAULT_TARGET_GPU = "h100"
 OVERFLOW_KINDS: tuple[str, ...] = ("context_length", "negative_max_tokens")
 #: What the run says about who decided, by ``--decisions``.
 DECISIONS = "decisions scripted (fixed tool sequence); every model call really sent"
-DECISIONS_MODEL = "decisions by the model (its own tool calls drive the graph)"
+DECISIONS_MODEL = "decisions by the model: its own tool calls drive the graph"
 DECISION_TEXT: dict[str, str] = {"scripted": DECISIONS, "model": DECISIONS_MODEL}
 
 _NEG_MAX = re.compile(r"max_tokens must be at least 1, got (-?\d+)")
@@ -206,14 +207,12 @@ class ServerTokenCounter:
         self.exact = True
 
     def __call__(self, messages: Sequence[BaseMessage]) -> int:
-        from langchain_core.messages import convert_to_openai_messages
-
         if not self.exact:
             return self.fallback(messages)
         body = json.dumps(
             {
                 "model": self.model,
-                "messages": convert_to_openai_messages(list(messages)),
+                "messages": openai_messages(messages),
                 "add_generation_prompt": True,
             }
         ).encode()
@@ -226,6 +225,24 @@ class ServerTokenCounter:
         except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
             self.exact = False
             return self.fallback(messages)
+
+
+def openai_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    """The messages as the chat-completions request carries them: LangChain's conversion,
+    plus the tool calls whose arguments are not JSON (``invalid_tool_calls``), which
+    ChatOpenAI sends as tool calls too and the conversion leaves out."""
+    from langchain_core.messages import convert_to_openai_messages
+
+    out = convert_to_openai_messages(list(messages))
+    for m, d in zip(messages, out, strict=True):
+        bad = getattr(m, "invalid_tool_calls", None) or []
+        if bad and isinstance(d, dict):
+            d.setdefault("tool_calls", []).extend(
+                {"type": "function", "id": tc.get("id"),
+                 "function": {"name": tc.get("name"), "arguments": tc.get("args") or ""}}
+                for tc in bad
+            )  # fmt: skip
+    return list(out)
 
 
 class TokenEstimate:
@@ -264,21 +281,24 @@ class Recorder:
                 with self.path.open("a", encoding="utf-8") as f:
                     f.write(json.dumps(asdict(row), sort_keys=True) + "\n")
             if self.progress is not None:
-                what = row.company or "masterplan"
+                what = row.company or ("masterplan" if row.decided_by == "scripted" else "")
                 if row.company is not None and row.company in companies:
                     what = (
                         f"company {list(companies).index(row.company) + 1}/{len(companies)} {what}"
                     )
                 tok = "?" if row.prompt_tokens is None else f"{row.prompt_tokens:,}"
                 hit = "" if row.cached_tokens is None else f", cached {row.cached_tokens:,}"
-                status = "" if row.status == "ok" else f"  OVERFLOW ({row.overflow_kind})"
+                status = {"ok": "", "overflow": f"  OVERFLOW ({row.overflow_kind})"}.get(
+                    row.status, f"  {row.status.upper()}: {row.error}"
+                )
                 if row.decided_by == "model" and row.kind == "agent" and row.status == "ok":
                     names = ", ".join(str(c["name"]) for c in row.tool_calls) or "no tool call"
                     bad = f", {row.invalid_tool_calls} invalid" if row.invalid_tool_calls else ""
                     status += f"  -> {names}{bad}"
                 print(
                     f"[{row.strategy} agent {row.agent}] step {row.step + 1}/{total_steps} "
-                    f"{row.kind} {what}: prompt {tok} tok{hit}, {row.latency_s:.2f} s{status}",
+                    f"{row.kind}{' ' + what if what else ''}: prompt {tok} tok{hit}, "
+                    f"{row.latency_s:.2f} s{status}",
                     file=self.progress,
                     flush=True,
                 )
@@ -341,7 +361,7 @@ class LiveSender:
             raise AgentStopped(f"agent {self.agent} stopped before model call {step}")
         text_chars = len(context_text(messages))
         t_send = time.perf_counter()
-        err: AgentOverflow | None = None
+        err: AgentOverflow | ToolsRefused | None = None
         model_decides = self.chat_tools is not None and kind == "agent"
         chat: Any = self.chat_tools if model_decides else self.chat
         try:
@@ -349,11 +369,14 @@ class LiveSender:
         except openai.BadRequestError as e:
             msg = str(getattr(e, "message", e))
             kind_of = classify_overflow(msg)
-            if kind_of is None:
+            if kind_of is None and model_decides and "tool" in msg.lower():
+                err = ToolsRefused(f"HTTP 400: {msg}", status=400)
+            elif kind_of is None:
                 raise ServerError(
                     f"model call {step} ({company}): HTTP 400: {msg}", status=400
                 ) from None
-            err = AgentOverflow(msg, kind=kind_of, step=step, company=company)
+            else:
+                err = AgentOverflow(msg, kind=kind_of, step=step, company=company)
         except openai.APIConnectionError as e:
             raise BackendUnavailable(f"cannot reach the server: {e}") from None
         except openai.APIStatusError as e:
@@ -379,6 +402,9 @@ class LiveSender:
         if prompt is not None:
             self.estimate.observe(text_chars, int(prompt))
         kv_use, pre = self.probe.read()
+        if model_decides:  # the company the model's calls name, else the one it worked on
+            named = [c["args"].get("company") for c in calls if isinstance(c.get("args"), dict)]
+            company = next((n for n in named if n in self.companies), company)
         row = StepRow(
             agent=self.agent,
             strategy=self.strategy,
@@ -397,8 +423,10 @@ class LiveSender:
             else {t: kv_bytes_on(t, self.target_gpu, int(prompt)) for t in self.targets},
             server_kv_usage_perc=kv_use,
             server_preemptions=pre,
-            status="ok" if err is None else "overflow",
-            overflow_kind=None if err is None else err.kind,
+            status="ok"
+            if err is None
+            else ("overflow" if isinstance(err, AgentOverflow) else "tools_refused"),
+            overflow_kind=err.kind if isinstance(err, AgentOverflow) else None,
             error=None if err is None else str(err)[:500],
             decided_by="model" if self.decisions == "model" and kind == "agent" else "scripted",
             tool_calls=listed,
@@ -548,7 +576,21 @@ def run_agent(
         final_context_bytes=len(text.encode("utf-8")),
         exact_token_counts=counter.exact,
         end=end,
-        end_detail=end_detail(end, steps, cfg.step_limit, overflow, wf.masterplan is not None),
+        end_detail=end_detail(
+            end,
+            steps,
+            cfg.step_limit,
+            overflow,
+            wf.masterplan is not None,
+            next(
+                (
+                    r.error
+                    for r in recorder.rows
+                    if r.agent == agent and r.status == "tools_refused"
+                ),
+                None,
+            ),
+        ),
         tool_calls=int(state.get("tool_calls") or 0),
         invalid_tool_calls=int(state.get("invalid_calls") or 0),
         tool_errors=int(state.get("tool_errors") or 0),
@@ -557,7 +599,12 @@ def run_agent(
 
 
 def end_detail(
-    end: str, steps: int, limit: int, overflow: dict[str, Any] | None, wrote_plan: bool
+    end: str,
+    steps: int,
+    limit: int,
+    overflow: dict[str, Any] | None,
+    wrote_plan: bool,
+    refused: str | None = None,
 ) -> str:
     """How an agent's run ended, in one line."""
     if end == "overflow" and overflow is not None:
@@ -565,6 +612,8 @@ def end_detail(
             f"overflow ({overflow['kind']}) at model call {overflow['step'] + 1} "
             f"({overflow['company'] or 'masterplan'})"
         )
+    if end == "tools_refused":
+        return f"the server refused the tools at model call {steps + 1}: {refused or '?'}"
     if end == "step_limit":
         return f"step limit: {limit} model calls made without a final answer"
     if end == "no_tool_call":
@@ -751,7 +800,9 @@ def write_run_dir(
                 else 0,
                 offload_hit_tokens=None,
                 num_preemptions=None,
-                error=None if ok else f"overflow_{r.overflow_kind}",
+                error=None
+                if ok
+                else (f"overflow_{r.overflow_kind}" if r.status == "overflow" else r.status),
                 error_detail=r.error,
                 sent_s=r.t_s,
             )
