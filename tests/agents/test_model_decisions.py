@@ -171,6 +171,9 @@ def decide(messages: list[dict[str, Any]], style: str) -> tuple[str, list[dict[s
         first = calls[0]["function"]["name"] if calls else ""
         if first in extra:
             calls.append(extra[first])
+        if first == "fetch_annual_report" and named:  # a report not fetched yet: tool error
+            second = named.split(", ")[1]
+            calls.append(_call(cid + "w", "extract_figures", {"company": second}))
     return "", calls
 
 
@@ -344,8 +347,8 @@ def test_bad_tool_calls_are_answered_with_errors_and_counted(endpoint: str, tmp_
     assert ModelStub.problems == []
     rep = json.loads((tmp_path / "agents.json").read_text())
     a = rep["agents"][0]
-    assert a["end"] == "done" and a["invalid_tool_calls"] == 3 and a["tool_calls"] == 16
-    assert rep["invalid_tool_calls"] == 3
+    assert a["end"] == "done" and a["invalid_tool_calls"] == 3 and a["tool_calls"] == 17
+    assert rep["invalid_tool_calls"] == 3 and a["tool_errors"] == 1
     agent_rows = rows(tmp_path)
     assert [r["invalid_tool_calls"] for r in agent_rows[:3]] == [1, 1, 1]
     assert "unknown tool 'browse_web'" in agent_rows[0]["tool_calls"][1]["invalid"]
@@ -356,7 +359,12 @@ def test_bad_tool_calls_are_answered_with_errors_and_counted(endpoint: str, tmp_
     answers = {m["tool_call_id"]: m["content"] for m in second if m["role"] == "tool"}
     bad_id = agent_rows[0]["tool_calls"][1]["id"]
     assert answers[bad_id].startswith("error: unknown tool 'browse_web'")
-    assert "3 invalid" in res.stdout and "masterplan written" in res.stdout
+    hasty = agent_rows[0]["tool_calls"][2]
+    assert hasty["name"] == "extract_figures" and hasty["invalid"] is None
+    assert answers[hasty["id"]] == (
+        "error: extract_figures: the report of 'Brightwell' was not fetched"
+    )
+    assert "3 invalid, 1 tool errors" in res.stdout and "masterplan written" in res.stdout
     assert "decisions by the model" in res.stdout
 
 

@@ -222,8 +222,8 @@ def build_graph(
         step = state["step"]
         msgs = list(state["messages"])
         if step >= limit:
-            return {"stop": "step_limit", "plan_context": state.get("plan_context") or
-                    context_text(msgs)}  # fmt: skip
+            msgs_text = context_text(msgs)
+            return {"stop": "step_limit", "plan_context": state.get("plan_context") or msgs_text}
         if request_edit is not None:
             msgs = request_edit(msgs)
         try:
@@ -259,14 +259,14 @@ def build_graph(
                 invalid += 1
                 out.append(_error_message(tc["id"], name, why))
                 continue
-            if isinstance(args.get("company"), str):
-                company = args["company"]
             try:
                 text = workflow.call(name, args)
             except (KvlabError, ValueError, ArithmeticError) as e:
                 errors += 1
                 out.append(_error_message(tc["id"], name, str(e)))
                 continue
+            if isinstance(args.get("company"), str):
+                company = args["company"]
             out.append(ToolMessage(content=text, tool_call_id=tc["id"], name=name))
             if name in ("extract_figures", "run_monte_carlo"):
                 results[f"{name}:{args['company']}"] = json.loads(text)
