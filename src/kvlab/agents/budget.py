@@ -185,7 +185,7 @@ class ContextBudget:
         block = [
             i
             for i, m in enumerate(msgs[:last_human])
-            if (m.type == "tool" or (m.type == "ai" and getattr(m, "tool_calls", None)))
+            if (m.type == "tool" or (m.type == "ai" and _call_ids(m)))
         ]
         if not block:
             return msgs
@@ -264,13 +264,23 @@ def _with_content(m: BaseMessage, content: str) -> BaseMessage:
 def _oldest_pair(msgs: list[BaseMessage]) -> set[int] | None:
     """Indices of the oldest AIMessage with tool calls, its ToolMessages, and nothing else,
     unless it is the last such AIMessage (the current step keeps its pair)."""
-    calls = [i for i, m in enumerate(msgs) if m.type == "ai" and getattr(m, "tool_calls", None)]
+    calls = [i for i, m in enumerate(msgs) if m.type == "ai" and _call_ids(m)]
     if len(calls) < 2:
         return None
     i = calls[0]
-    ids = {tc["id"] for tc in getattr(msgs[i], "tool_calls", [])}
+    ids = _call_ids(msgs[i])
     return {i} | {
         j
         for j, m in enumerate(msgs)
         if m.type == "tool" and getattr(m, "tool_call_id", None) in ids
     }
+
+
+def _call_ids(m: BaseMessage) -> set[str]:
+    """Ids of an AIMessage's tool calls, those with arguments that are not JSON included
+    (``invalid_tool_calls``: they are sent as tool calls and answered too)."""
+    calls = [
+        *(getattr(m, "tool_calls", None) or []),
+        *(getattr(m, "invalid_tool_calls", None) or []),
+    ]
+    return {str(tc["id"]) for tc in calls if tc.get("id")}

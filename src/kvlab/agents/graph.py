@@ -1,16 +1,29 @@
-"""The workflow's LangGraph graphs: one per strategy, same nodes, same scripted decisions.
+"""The workflow's LangGraph graphs: one per strategy, same nodes, two ways of deciding.
 
-``agent -> tools -> compact -> agent ...`` until the final answer or an overflow:
+``agent -> tools -> compact -> agent ...`` until the final answer, an overflow or the
+step limit:
 
 ``agent``
-    asks the :class:`ScriptedPolicy` for the decision at this step, sends the whole
-    context the strategy keeps to the model (a real request through ``send``), and
-    appends an ``AIMessage`` with the model's text and the scripted tool call. A
-    :class:`~kvlab.errors.ContextOverflow` from the server ends the run there.
+    sends the whole context the strategy keeps to the model (a real request through
+    ``send``) and appends an ``AIMessage``. Who decides (``decisions``):
+
+    * ``scripted``: the tool call is the :class:`ScriptedPolicy`'s decision at this
+      step; the model's text is kept, the model is not offered tools.
+    * ``model``: the model is offered the five tools (OpenAI tool calling) and its own
+      ``tool_calls`` are the decision. The run ends when the model answers without a
+      tool call (complete when it has written the masterplan, else ``no_tool_call``),
+      or at ``max_steps`` model calls (``step_limit``, not complete).
+
+    A :class:`~kvlab.errors.ContextOverflow` from the server ends the run there.
 ``tools``
-    runs the tool call and appends its ``ToolMessage`` (same ``tool_call_id``); after
-    a company's last tool it appends a ``HumanMessage`` naming the next company (the
-    block boundary the cache-aware strategy compacts at).
+    answers every tool call of the last ``AIMessage`` with exactly one ``ToolMessage``
+    (same ``tool_call_id``). A model's call that cannot run (unknown tool, arguments
+    that are not JSON, a missing or wrongly typed argument: :func:`check_tool_call`) is
+    answered with an error ``ToolMessage`` and counted in ``invalid_calls``; a tool that
+    fails on valid arguments (a report not fetched yet, a division by zero) is answered
+    with an error and counted in ``tool_errors``. After a company's last tool a
+    ``HumanMessage`` marks the block boundary the cache-aware strategy compacts at
+    (scripted: naming the next company; model: when the company's four tools have run).
 ``compact``
     the strategy: a :class:`ContextBudget` (``naive`` is ``none`` without a budget),
     our ``summarize`` (a real model call writes the summary) or LangChain's
@@ -37,9 +50,10 @@ from kvlab.agents.workflow import (
     SYSTEM_PROMPT,
     ScriptedPolicy,
     Workflow,
+    check_tool_call,
     workflow_facts,
 )
-from kvlab.errors import ConfigError, ContextOverflow
+from kvlab.errors import ConfigError, ContextOverflow, KvlabError, ServerError
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -55,6 +69,17 @@ STRATEGY_NAMES: tuple[str, ...] = (
     "lc_context_edit",
     "cache_aware",
 )
+#: Who decides the tool calls (``--decisions``).
+DECISION_MODES: tuple[str, ...] = ("scripted", "model")
+#: How a run can end: the final answer, the server's 400, the step limit, a model that
+#: answered without a tool call before writing the masterplan, a server that refused
+#: the tools.
+END_REASONS: tuple[str, ...] = ("done", "overflow", "step_limit", "no_tool_call", "tools_refused")
+
+
+class ToolsRefused(ServerError):
+    """The server refused a request that offers tools (HTTP 400), e.g. vLLM served
+    without ``--enable-auto-tool-choice --tool-call-parser NAME``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +90,10 @@ class Reply:
     prompt_tokens: int | None
     cached_tokens: int | None
     output_tokens: int | None
+    #: The model's parsed tool calls (LangChain ``ToolCall`` dicts: name, args, id).
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    #: Tool calls whose arguments were not JSON (LangChain ``InvalidToolCall`` dicts).
+    invalid_tool_calls: tuple[dict[str, Any], ...] = ()
 
 
 #: ``send(messages, step, company, kind) -> Reply``; raises ContextOverflow on a 400.
@@ -90,6 +119,11 @@ def state_type() -> type:
             "step": int,
             "stop": str | None,
             "plan_context": str | None,
+            "company": str | None,
+            "tool_calls": int,
+            "invalid_calls": int,
+            "tool_errors": int,
+            "done_tools": dict[str, list[str]],
         },
     )
 
@@ -117,6 +151,8 @@ def context_text(messages: Sequence[BaseMessage]) -> str:
         parts.append(m.content if isinstance(m.content, str) else json.dumps(m.content))
         for tc in getattr(m, "tool_calls", None) or []:
             parts.append(json.dumps(tc["args"], sort_keys=True))
+        for tc in getattr(m, "invalid_tool_calls", None) or []:
+            parts.append(str(tc.get("args") or ""))
     return "\n".join(parts)
 
 
@@ -138,8 +174,12 @@ def build_graph(
     *,
     count_tokens: Callable[[Sequence[BaseMessage]], int] | None = None,
     summary_model: Any = None,
+    decisions: str = "scripted",
+    max_steps: int | None = None,
 ) -> Any:
-    """The compiled graph of ``strategy`` (see :data:`STRATEGY_NAMES`)."""
+    """The compiled graph of ``strategy`` (see :data:`STRATEGY_NAMES`); ``decisions``
+    one of :data:`DECISION_MODES`; ``max_steps`` model calls at most (default:
+    :func:`default_max_steps`)."""
     from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
     from langgraph.graph import END, START, StateGraph
 
@@ -147,11 +187,20 @@ def build_graph(
         raise ConfigError(
             f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGY_NAMES)}"
         )
+    if decisions not in DECISION_MODES:
+        raise ConfigError(
+            f"unknown decisions {decisions!r}; choose one of {', '.join(DECISION_MODES)}"
+        )
+    limit = default_max_steps(workflow) if max_steps is None else max_steps
+    if limit < 1:
+        raise ConfigError(f"max_steps must be >= 1, got {limit}")
     policy = ScriptedPolicy(workflow)
     request_edit = _request_edit(strategy, config, count_tokens)
 
     def agent(state: dict[str, Any]) -> dict[str, Any]:
         step = state["step"]
+        if step >= limit:
+            return {"stop": "step_limit", "plan_context": context_text(state["messages"])}
         decision = policy.decide(step, state["results"])
         msgs = list(state["messages"])
         if request_edit is not None:
@@ -169,26 +218,92 @@ def build_graph(
         ai = AIMessage(content=reply.content, tool_calls=calls)
         return {**update, "messages": [ai], "step": step + 1, "stop": None if calls else "done"}
 
+    def agent_model(state: dict[str, Any]) -> dict[str, Any]:
+        step = state["step"]
+        msgs = list(state["messages"])
+        if step >= limit:
+            msgs_text = context_text(msgs)
+            return {"stop": "step_limit", "plan_context": state.get("plan_context") or msgs_text}
+        if request_edit is not None:
+            msgs = request_edit(msgs)
+        try:
+            reply = send(msgs, step, state.get("company"), "agent")
+        except ContextOverflow:
+            return {"stop": "overflow", "plan_context": context_text(msgs)}
+        except ToolsRefused:
+            return {"stop": "tools_refused", "plan_context": context_text(msgs)}
+        calls, invalid = model_calls(reply, step)
+        ai = AIMessage(content=reply.content, tool_calls=calls, invalid_tool_calls=invalid)
+        update: dict[str, Any] = {"messages": [ai], "step": step + 1, "stop": None}
+        if workflow.masterplan is None or any(c["name"] == FINAL_TOOL for c in calls):
+            # Retention: the context the model held when it (last) wrote the masterplan,
+            # or its latest context when it has not written one.
+            update["plan_context"] = context_text(msgs)
+        if not calls and not invalid:
+            update["stop"] = "done" if workflow.masterplan is not None else "no_tool_call"
+        return update
+
     def tools(state: dict[str, Any]) -> dict[str, Any]:
         last = state["messages"][-1]
         out: list[Any] = []
         results: dict[str, Any] = {}
+        company = state.get("company")
+        done = {k: list(v) for k, v in (state.get("done_tools") or {}).items()}
+        invalid = errors = 0
+        boundaries: list[str] = []
+        bad_json = getattr(last, "invalid_tool_calls", None) or []
         for tc in last.tool_calls:
-            text = workflow.call(tc["name"], tc["args"])
-            out.append(ToolMessage(content=text, tool_call_id=tc["id"], name=tc["name"]))
-            company = tc["args"].get("company")
-            if tc["name"] in ("extract_figures", "run_monte_carlo"):
-                results[f"{tc['name']}:{company}"] = json.loads(text)
-        boundary = _next_company(workflow, state["step"])
-        if boundary is not None:
-            out.append(HumanMessage(f"Next company: {boundary}."))
-        return {"messages": out, "results": results}
+            name, args = tc["name"], tc["args"]
+            why = check_tool_call(name, args)
+            if why is not None:
+                invalid += 1
+                out.append(_error_message(tc["id"], name, why))
+                continue
+            try:
+                text = workflow.call(name, args)
+            except (KvlabError, ValueError, ArithmeticError) as e:
+                errors += 1
+                out.append(_error_message(tc["id"], name, str(e)))
+                continue
+            if isinstance(args.get("company"), str):
+                company = args["company"]
+            out.append(ToolMessage(content=text, tool_call_id=tc["id"], name=name))
+            if name in ("extract_figures", "run_monte_carlo"):
+                results[f"{name}:{args['company']}"] = json.loads(text)
+            if name in COMPANY_TOOLS and company is not None:
+                seen = done.setdefault(company, [])
+                if name not in seen:
+                    seen.append(name)
+                    if len(seen) == len(COMPANY_TOOLS):
+                        finished = sum(len(v) == len(COMPANY_TOOLS) for v in done.values())
+                        boundaries.append(
+                            f"Finished {company} ({finished} of {len(workflow.companies)})."
+                        )
+        for tc in bad_json:
+            invalid += 1
+            why = f"arguments are not valid JSON: {str(tc.get('args'))[:80]!r}"
+            out.append(_error_message(tc["id"], tc.get("name"), why))
+        if decisions == "scripted":
+            boundary = _next_company(workflow, state["step"])
+            if boundary is not None:
+                out.append(HumanMessage(f"Next company: {boundary}."))
+        else:
+            out.extend(HumanMessage(b) for b in boundaries)
+        return {
+            "messages": out,
+            "results": results,
+            "company": company,
+            "done_tools": done,
+            "tool_calls": state.get("tool_calls", 0) + len(last.tool_calls) + len(bad_json),
+            "invalid_calls": state.get("invalid_calls", 0) + invalid,
+            "tool_errors": state.get("tool_errors", 0) + errors,
+        }
 
     def route(state: dict[str, Any]) -> str:
         return END if state.get("stop") else "tools"
 
     g: Any = StateGraph(state_type())
-    g.add_node("agent", agent)
+    g.add_node("agent", agent if decisions == "scripted" else agent_model)
     g.add_node("tools", tools)
     g.add_edge(START, "agent")
     g.add_conditional_edges("agent", route, ["tools", END])
@@ -200,6 +315,51 @@ def build_graph(
         g.add_edge("tools", "compact")
         g.add_edge("compact", "agent")
     return g.compile()
+
+
+def default_max_steps(workflow: Workflow) -> int:
+    """The step limit of a model-driven run: 4x the scripted run's model calls."""
+    return 4 * workflow.config.num_model_calls
+
+
+def model_calls(reply: Reply, step: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The model's tool calls as an ``AIMessage`` carries them: valid ones (arguments a
+    JSON object) and invalid ones (arguments not JSON, or JSON but not an object). Every
+    call gets an id unique in the message (``call_STEP_K`` when the model gave none or
+    repeated one), so each is answered by exactly one ``ToolMessage``."""
+    seen: set[str] = set()
+    calls: list[dict[str, Any]] = []
+    invalid: list[dict[str, Any]] = []
+
+    def fresh(raw: Any, k: int) -> str:
+        cid = raw if isinstance(raw, str) and raw and raw not in seen else f"call_{step}_{k}"
+        seen.add(cid)
+        return cid
+
+    for k, tc in enumerate(reply.tool_calls):
+        cid = fresh(tc.get("id"), k)
+        name = str(tc.get("name") or "")
+        if isinstance(tc.get("args"), dict):
+            calls.append({"name": name, "args": tc["args"], "id": cid, "type": "tool_call"})
+        else:
+            invalid.append({"name": name, "args": json.dumps(tc.get("args")), "id": cid,
+                            "error": "arguments are not a JSON object",
+                            "type": "invalid_tool_call"})  # fmt: skip
+    for k, tc in enumerate(reply.invalid_tool_calls, start=len(reply.tool_calls)):
+        invalid.append({**tc, "id": fresh(tc.get("id"), k), "type": "invalid_tool_call"})
+    return calls, invalid
+
+
+def _error_message(call_id: str, name: Any, why: str) -> Any:
+    """The ToolMessage answering a call that could not run (``status="error"``)."""
+    from langchain_core.messages import ToolMessage
+
+    return ToolMessage(
+        content=f"error: {why}",
+        tool_call_id=call_id,
+        name=str(name) if name else None,
+        status="error",
+    )
 
 
 def _next_company(workflow: Workflow, step_after: int) -> str | None:

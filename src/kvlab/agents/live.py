@@ -12,9 +12,13 @@ company; the agent stops there. The run directory also holds kvlab's
 so ``kvlab compare`` reads it, and ``agents.json``: per agent its completion,
 overflow, fact retention and token totals.
 
-Decisions are scripted (:class:`kvlab.agents.workflow.ScriptedPolicy`): the tiny
-models this runs on in tests write noise, so the tool sequence is fixed, while every
-model call is really sent with the context the strategy keeps.
+Who decides (``RunConfig.decisions``): ``scripted`` (the default,
+:class:`kvlab.agents.workflow.ScriptedPolicy`): the tiny models this runs on in tests
+write noise and cannot call tools, so the tool sequence is fixed, while every model
+call is really sent with the context the strategy keeps. ``model``: the five tools are
+bound to the chat model (``bind_tools``, OpenAI tool calling) and the model's own tool
+calls drive the graph; each row then lists the calls the model made and how many of
+them could not run, and the run ends as :data:`kvlab.agents.graph.END_REASONS` says.
 """
 
 from __future__ import annotations
@@ -33,13 +37,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from kvlab.agents.graph import (
+    DECISION_MODES,
     Reply,
     StrategyConfig,
+    ToolsRefused,
     build_graph,
     context_text,
+    default_max_steps,
     initial_messages,
 )
-from kvlab.agents.workflow import Workflow, WorkflowConfig, fact_retention
+from kvlab.agents.workflow import (
+    Workflow,
+    WorkflowConfig,
+    check_tool_call,
+    fact_retention,
+    tool_schemas,
+)
 from kvlab.errors import (
     BackendError,
     BackendUnavailable,
@@ -56,8 +69,10 @@ DEFAULT_TARGETS: tuple[str, ...] = ("gpt-oss-120b", "nemotron-3-nano-30b-a3b", "
 DEFAULT_TARGET_GPU = "h100"
 #: Overflow kinds (:func:`classify_overflow`).
 OVERFLOW_KINDS: tuple[str, ...] = ("context_length", "negative_max_tokens")
-#: What the run says about who decided.
+#: What the run says about who decided, by ``--decisions``.
 DECISIONS = "decisions scripted (fixed tool sequence); every model call really sent"
+DECISIONS_MODEL = "decisions by the model: its own tool calls drive the graph"
+DECISION_TEXT: dict[str, str] = {"scripted": DECISIONS, "model": DECISIONS_MODEL}
 
 _NEG_MAX = re.compile(r"max_tokens must be at least 1, got (-?\d+)")
 _CTX = re.compile(r"maximum context length|context length|max_model_len|too long", re.IGNORECASE)
@@ -111,6 +126,14 @@ class StepRow:
     status: str = "ok"
     overflow_kind: str | None = None
     error: str | None = None
+    #: Who chose this step's tool calls: "model" or "scripted".
+    decided_by: str = "scripted"
+    #: The tool calls the model made in its answer (name, args, id, and ``invalid``:
+    #: why it cannot run, or None); empty under scripted decisions (the model is not
+    #: offered tools) and for summary calls.
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    #: How many of ``tool_calls`` cannot run (unknown tool, bad JSON, wrong argument).
+    invalid_tool_calls: int = 0
 
 
 def context_bytes(messages: Sequence[BaseMessage]) -> int:
@@ -184,14 +207,12 @@ class ServerTokenCounter:
         self.exact = True
 
     def __call__(self, messages: Sequence[BaseMessage]) -> int:
-        from langchain_core.messages import convert_to_openai_messages
-
         if not self.exact:
             return self.fallback(messages)
         body = json.dumps(
             {
                 "model": self.model,
-                "messages": convert_to_openai_messages(list(messages)),
+                "messages": openai_messages(messages),
                 "add_generation_prompt": True,
             }
         ).encode()
@@ -204,6 +225,24 @@ class ServerTokenCounter:
         except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
             self.exact = False
             return self.fallback(messages)
+
+
+def openai_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    """The messages as the chat-completions request carries them: LangChain's conversion,
+    plus the tool calls whose arguments are not JSON (``invalid_tool_calls``), which
+    ChatOpenAI sends as tool calls too and the conversion leaves out."""
+    from langchain_core.messages import convert_to_openai_messages
+
+    out = convert_to_openai_messages(list(messages))
+    for m, d in zip(messages, out, strict=True):
+        bad = getattr(m, "invalid_tool_calls", None) or []
+        if bad and isinstance(d, dict):
+            d.setdefault("tool_calls", []).extend(
+                {"type": "function", "id": tc.get("id"),
+                 "function": {"name": tc.get("name"), "arguments": tc.get("args") or ""}}
+                for tc in bad
+            )  # fmt: skip
+    return list(out)
 
 
 class TokenEstimate:
@@ -242,17 +281,24 @@ class Recorder:
                 with self.path.open("a", encoding="utf-8") as f:
                     f.write(json.dumps(asdict(row), sort_keys=True) + "\n")
             if self.progress is not None:
-                what = row.company or "masterplan"
+                what = row.company or ("masterplan" if row.decided_by == "scripted" else "")
                 if row.company is not None and row.company in companies:
                     what = (
                         f"company {list(companies).index(row.company) + 1}/{len(companies)} {what}"
                     )
                 tok = "?" if row.prompt_tokens is None else f"{row.prompt_tokens:,}"
                 hit = "" if row.cached_tokens is None else f", cached {row.cached_tokens:,}"
-                status = "" if row.status == "ok" else f"  OVERFLOW ({row.overflow_kind})"
+                status = {"ok": "", "overflow": f"  OVERFLOW ({row.overflow_kind})"}.get(
+                    row.status, f"  {row.status.upper()}: {row.error}"
+                )
+                if row.decided_by == "model" and row.kind == "agent" and row.status == "ok":
+                    names = ", ".join(str(c["name"]) for c in row.tool_calls) or "no tool call"
+                    bad = f", {row.invalid_tool_calls} invalid" if row.invalid_tool_calls else ""
+                    status += f"  -> {names}{bad}"
                 print(
                     f"[{row.strategy} agent {row.agent}] step {row.step + 1}/{total_steps} "
-                    f"{row.kind} {what}: prompt {tok} tok{hit}, {row.latency_s:.2f} s{status}",
+                    f"{row.kind}{' ' + what if what else ''}: prompt {tok} tok{hit}, "
+                    f"{row.latency_s:.2f} s{status}",
                     file=self.progress,
                     flush=True,
                 )
@@ -279,6 +325,7 @@ class LiveSender:
         max_output_tokens: int,
         t0: float,
         timeout_s: float,
+        decisions: str = "scripted",
     ) -> None:
         from langchain_openai import ChatOpenAI
 
@@ -297,6 +344,9 @@ class LiveSender:
         self.total_steps, self.t0 = total_steps, t0
         self.companies = tuple(companies)
         self.last_step = 0
+        self.decisions = decisions
+        # Model decisions: the agent's calls offer the five tools (tool_choice auto).
+        self.chat_tools = self.chat.bind_tools(tool_schemas()) if decisions == "model" else None
 
     def __call__(
         self, messages: Sequence[BaseMessage], step: int, company: str | None, kind: str
@@ -311,17 +361,22 @@ class LiveSender:
             raise AgentStopped(f"agent {self.agent} stopped before model call {step}")
         text_chars = len(context_text(messages))
         t_send = time.perf_counter()
-        err: AgentOverflow | None = None
+        err: AgentOverflow | ToolsRefused | None = None
+        model_decides = self.chat_tools is not None and kind == "agent"
+        chat: Any = self.chat_tools if model_decides else self.chat
         try:
-            resp = self.chat.invoke(list(messages))
+            resp = chat.invoke(list(messages))
         except openai.BadRequestError as e:
             msg = str(getattr(e, "message", e))
             kind_of = classify_overflow(msg)
-            if kind_of is None:
+            if kind_of is None and model_decides and "tool" in msg.lower():
+                err = ToolsRefused(f"HTTP 400: {msg}", status=400)
+            elif kind_of is None:
                 raise ServerError(
                     f"model call {step} ({company}): HTTP 400: {msg}", status=400
                 ) from None
-            err = AgentOverflow(msg, kind=kind_of, step=step, company=company)
+            else:
+                err = AgentOverflow(msg, kind=kind_of, step=step, company=company)
         except openai.APIConnectionError as e:
             raise BackendUnavailable(f"cannot reach the server: {e}") from None
         except openai.APIStatusError as e:
@@ -331,11 +386,25 @@ class LiveSender:
         latency = time.perf_counter() - t_send
         usage: dict[str, Any] = {} if err else dict(resp.usage_metadata or {})
         content = "" if err else str(resp.content)
+        calls: tuple[dict[str, Any], ...] = () if err else tuple(resp.tool_calls or ())
+        bad: tuple[dict[str, Any], ...] = () if err else tuple(resp.invalid_tool_calls or ())
+        listed = [
+            {"name": c.get("name"), "args": c.get("args"), "id": c.get("id"),
+             "invalid": check_tool_call(c.get("name"), c.get("args"))}
+            for c in calls
+        ] + [
+            {"name": c.get("name"), "args": c.get("args"), "id": c.get("id"),
+             "invalid": f"arguments are not valid JSON: {str(c.get('args'))[:80]!r}"}
+            for c in bad
+        ]  # fmt: skip
         prompt = usage.get("input_tokens")
         cached = (usage.get("input_token_details") or {}).get("cache_read")
         if prompt is not None:
             self.estimate.observe(text_chars, int(prompt))
         kv_use, pre = self.probe.read()
+        if model_decides:  # the company the model's calls name, else the one it worked on
+            named = [c["args"].get("company") for c in calls if isinstance(c.get("args"), dict)]
+            company = next((n for n in named if n in self.companies), company)
         row = StepRow(
             agent=self.agent,
             strategy=self.strategy,
@@ -354,14 +423,19 @@ class LiveSender:
             else {t: kv_bytes_on(t, self.target_gpu, int(prompt)) for t in self.targets},
             server_kv_usage_perc=kv_use,
             server_preemptions=pre,
-            status="ok" if err is None else "overflow",
-            overflow_kind=None if err is None else err.kind,
+            status="ok"
+            if err is None
+            else ("overflow" if isinstance(err, AgentOverflow) else "tools_refused"),
+            overflow_kind=err.kind if isinstance(err, AgentOverflow) else None,
             error=None if err is None else str(err)[:500],
+            decided_by="model" if self.decisions == "model" and kind == "agent" else "scripted",
+            tool_calls=listed,
+            invalid_tool_calls=sum(1 for c in listed if c["invalid"]),
         )
         self.recorder.add(row, self.total_steps, self.companies)
         if err is not None:
             raise err
-        return Reply(content, row.prompt_tokens, row.cached_tokens, row.output_tokens)
+        return Reply(content, row.prompt_tokens, row.cached_tokens, row.output_tokens, calls, bad)
 
 
 @dataclass(frozen=True)
@@ -379,10 +453,24 @@ class RunConfig:
     target_gpu: str = DEFAULT_TARGET_GPU
     timeout_s: float = 300.0
     reset_prefix_cache: bool = True
+    #: Who decides the tool calls: "scripted" or "model" (see the module docstring).
+    decisions: str = "scripted"
+    #: Model calls at most per agent (None: 4x the scripted run's calls).
+    max_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.num_agents < 1 or self.max_output_tokens < 1:
             raise ConfigError("agents and max output tokens must be >= 1")
+        if self.decisions not in DECISION_MODES:
+            raise ConfigError(
+                f"--decisions must be one of {', '.join(DECISION_MODES)}, got {self.decisions!r}"
+            )
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"--max-steps must be >= 1, got {self.max_steps}")
+
+    @property
+    def step_limit(self) -> int:
+        return self.max_steps or default_max_steps(Workflow(self.workflow))
 
 
 @dataclass
@@ -396,6 +484,16 @@ class AgentOutcome:
     fact_retention: float
     final_context_bytes: int
     exact_token_counts: bool
+    #: How the run ended (:data:`kvlab.agents.graph.END_REASONS`) and why, in words.
+    end: str = "done"
+    end_detail: str = ""
+    #: Tool calls answered, those that could not run (invalid), tools that failed.
+    tool_calls: int = 0
+    invalid_tool_calls: int = 0
+    tool_errors: int = 0
+    #: Share of the key facts in the masterplan the model wrote (None: scripted
+    #: decisions, where the policy writes it, or no masterplan written).
+    masterplan_fact_retention: float | None = None
 
 
 def run_agent(
@@ -414,20 +512,29 @@ def run_agent(
         estimate=estimate,
         targets=cfg.targets,
         target_gpu=cfg.target_gpu,
-        total_steps=wf.config.num_model_calls,
+        total_steps=wf.config.num_model_calls if cfg.decisions == "scripted" else cfg.step_limit,
         companies=[c.name for c in wf.companies],
         max_output_tokens=cfg.max_output_tokens,
         t0=t0,
         timeout_s=cfg.timeout_s,
+        decisions=cfg.decisions,
     )
     summary_model = sender.chat if cfg.strategy == "lc_summarize" else None
     if summary_model is not None:
         summary_model = _RecordingChat.wrap(sender)
     counter = ServerTokenCounter(cfg.endpoint, cfg.model, estimate)
     graph = build_graph(
-        cfg.strategy, wf, sender, cfg.strategies, count_tokens=counter, summary_model=summary_model
+        cfg.strategy,
+        wf,
+        sender,
+        cfg.strategies,
+        count_tokens=counter,
+        summary_model=summary_model,
+        decisions=cfg.decisions,
+        max_steps=cfg.step_limit,
     )
-    limit = 4 * wf.config.num_model_calls + 20
+    # Three nodes per model call (agent, tools, compact) and the last agent visit.
+    limit = 3 * (cfg.step_limit + 2) + 10
     state = graph.invoke(
         {
             "messages": initial_messages(wf),
@@ -435,6 +542,11 @@ def run_agent(
             "step": 0,
             "stop": None,
             "plan_context": None,
+            "company": None,
+            "tool_calls": 0,
+            "invalid_calls": 0,
+            "tool_errors": 0,
+            "done_tools": {},
         },
         {"recursion_limit": limit},
     )
@@ -450,15 +562,65 @@ def run_agent(
     # Retention: what the agent held when it had to write the masterplan (or when it
     # overflowed), not the masterplan call itself.
     text = state.get("plan_context") or context_text(state["messages"])
+    end = str(state.get("stop") or "done")
+    steps = int(state["step"])
+    plan_kept = None
+    if cfg.decisions == "model" and wf.masterplan is not None:
+        plan_kept = round(fact_retention(wf.key_facts(), wf.masterplan), 4)
     return AgentOutcome(
         agent=agent,
-        completed=state.get("stop") == "done",
-        steps=int(state["step"]),
+        completed=end == "done",
+        steps=steps,
         overflow=overflow,
         fact_retention=round(fact_retention(wf.key_facts(), text), 4),
         final_context_bytes=len(text.encode("utf-8")),
         exact_token_counts=counter.exact,
+        end=end,
+        end_detail=end_detail(
+            end,
+            steps,
+            cfg.step_limit,
+            overflow,
+            wf.masterplan is not None,
+            next(
+                (
+                    r.error
+                    for r in recorder.rows
+                    if r.agent == agent and r.status == "tools_refused"
+                ),
+                None,
+            ),
+        ),
+        tool_calls=int(state.get("tool_calls") or 0),
+        invalid_tool_calls=int(state.get("invalid_calls") or 0),
+        tool_errors=int(state.get("tool_errors") or 0),
+        masterplan_fact_retention=plan_kept,
     )
+
+
+def end_detail(
+    end: str,
+    steps: int,
+    limit: int,
+    overflow: dict[str, Any] | None,
+    wrote_plan: bool,
+    refused: str | None = None,
+) -> str:
+    """How an agent's run ended, in one line."""
+    if end == "overflow" and overflow is not None:
+        return (
+            f"overflow ({overflow['kind']}) at model call {overflow['step'] + 1} "
+            f"({overflow['company'] or 'masterplan'})"
+        )
+    if end == "tools_refused":
+        return f"the server refused the tools at model call {steps + 1}: {refused or '?'}"
+    if end == "step_limit":
+        return f"step limit: {limit} model calls made without a final answer"
+    if end == "no_tool_call":
+        return f"model made no tool call at step {steps} (no masterplan written)"
+    if end == "done":
+        return "masterplan written, final answer" if wrote_plan else "final answer"
+    return end
 
 
 class _RecordingChat:
@@ -556,7 +718,23 @@ def summarize_run(
         "strategy": cfg.strategy,
         "model": cfg.model,
         "endpoint": cfg.endpoint,
-        "decisions": DECISIONS,
+        "decisions": DECISION_TEXT[cfg.decisions],
+        "decided_by": cfg.decisions,
+        "max_steps": cfg.step_limit,
+        "ends": {
+            e: sum(1 for o in outcomes if o.end == e) for e in sorted({o.end for o in outcomes})
+        },
+        "steps": sum(o.steps for o in outcomes),
+        "tool_calls": sum(o.tool_calls for o in outcomes),
+        "invalid_tool_calls": sum(o.invalid_tool_calls for o in outcomes),
+        "tool_errors": sum(o.tool_errors for o in outcomes),
+        "masterplan_fact_retention_mean": _mean(
+            [
+                o.masterplan_fact_retention
+                for o in outcomes
+                if o.masterplan_fact_retention is not None
+            ]
+        ),
         "interrupted": interrupted,
         "workflow": asdict(cfg.workflow),
         "strategy_config": asdict(cfg.strategies),
@@ -582,6 +760,10 @@ def summarize_run(
         "wall_s": round(wall_s, 3),
         "kv_targets": {"models": list(cfg.targets), "gpu": cfg.target_gpu},
     }
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
 
 
 def write_run_dir(
@@ -618,7 +800,9 @@ def write_run_dir(
                 else 0,
                 offload_hit_tokens=None,
                 num_preemptions=None,
-                error=None if ok else f"overflow_{r.overflow_kind}",
+                error=None
+                if ok
+                else (f"overflow_{r.overflow_kind}" if r.status == "overflow" else r.status),
                 error_detail=r.error,
                 sent_s=r.t_s,
             )
@@ -643,7 +827,7 @@ def write_run_dir(
             "strategy": cfg.strategy,
             "model": cfg.model,
             "endpoint": cfg.endpoint,
-            "decisions": DECISIONS,
+            "decisions": DECISION_TEXT[cfg.decisions],
         },
         timeseries=ts,
         seed=cfg.workflow.seed,

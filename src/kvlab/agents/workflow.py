@@ -47,6 +47,74 @@ SYSTEM_PROMPT = (
 )
 
 
+#: Argument types of each tool: name -> argument -> "string" or "number" (all required).
+TOOL_ARGS: dict[str, dict[str, str]] = {
+    "fetch_annual_report": {"company": "string"},
+    "extract_figures": {"company": "string"},
+    "run_monte_carlo": {
+        "company": "string",
+        "assets": "number",
+        "liabilities": "number",
+        "contribution": "number",
+    },
+    "calc": {"expression": "string"},
+    FINAL_TOOL: {"plan": "string"},
+}
+_TOOL_DOCS: dict[str, str] = {
+    "fetch_annual_report": "Fetch the whole annual report of a company.",
+    "extract_figures": "The figures table (EUR m, 2021-2025) of a fetched report, as JSON.",
+    "run_monte_carlo": "Statistics of a seeded Monte Carlo of the company's pension fund "
+    "(funded ratio over 30 years) from its plan assets, obligations and yearly contribution.",
+    "calc": "Evaluate an arithmetic expression (numbers, + - * / // % **, abs round min max sqrt).",
+    FINAL_TOOL: "Write the masterplan: one line per company with its figures.",
+}
+
+
+def tool_schemas() -> list[dict[str, Any]]:
+    """The five tools in OpenAI's tool-calling format (``bind_tools`` accepts them)."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": name,
+                "description": _TOOL_DOCS[name],
+                "parameters": {
+                    "type": "object",
+                    "properties": {a: {"type": t} for a, t in args.items()},
+                    "required": list(args),
+                },
+            },
+        }
+        for name, args in TOOL_ARGS.items()
+    ]
+
+
+def check_tool_call(name: Any, args: Any) -> str | None:
+    """Why a tool call cannot run (unknown tool, arguments not an object, a missing or
+    unexpected argument, a wrong type), or None when it matches :data:`TOOL_ARGS`."""
+    if name not in TOOL_ARGS:
+        return f"unknown tool {name!r}; tools: {', '.join(TOOL_NAMES)}"
+    if not isinstance(args, dict):
+        return f"{name}: arguments must be a JSON object, got {type(args).__name__}"
+    spec = TOOL_ARGS[name]
+    missing = [a for a in spec if a not in args]
+    if missing:
+        return f"{name}: missing argument {', '.join(missing)}"
+    extra = [a for a in args if a not in spec]
+    if extra:
+        return f"{name}: unexpected argument {', '.join(map(str, extra))}"
+    for a, t in spec.items():
+        v = args[a]
+        ok = (
+            isinstance(v, str)
+            if t == "string"
+            else isinstance(v, int | float) and not isinstance(v, bool)
+        )
+        if not ok:
+            return f"{name}: argument {a} must be a {t}, got {json.dumps(v)[:40]}"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class WorkflowConfig:
     """Size of one workflow: ``num_companies`` reports of ``pages`` pages of about

@@ -70,15 +70,32 @@ def run_cmd(
         [], "--target", help="Model for the KV bytes column (repeatable; default three)."
     ),
     target_gpu: str = typer.Option("h100", "--target-gpu", help="GPU for the KV bytes column."),
+    decisions: str = typer.Option(
+        "scripted",
+        "--decisions",
+        help="Who decides the tool calls: 'scripted' (default: the workflow's fixed tool "
+        "sequence, because the tiny random model CI runs cannot call tools) or 'model' (the "
+        "five tools are bound to the model and its own tool calls drive the graph; needs a "
+        "capable model and a server that returns tool_calls, e.g. vLLM with "
+        "--enable-auto-tool-choice --tool-call-parser NAME).",
+    ),
+    max_steps: int | None = typer.Option(
+        None,
+        "--max-steps",
+        help="Model calls at most per agent (default: 4x the scripted run's calls); a run "
+        "that reaches it ends 'step limit', not complete.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print agents.json instead of a summary."),
 ) -> None:
     """Run the pension workflow against a server with one strategy and measure every call.
 
-    Decisions are scripted (the workflow's fixed tool sequence) so that tiny models
-    can run it; every model call is really sent with the whole context the strategy
-    keeps. Writes steps.jsonl (one row per model call), agents.json and a kvlab run
-    directory (kvlab compare reads it). Serve vLLM with --enable-prompt-tokens-details
-    for cached tokens. Progress per company and step goes to stderr.
+    Decisions are scripted by default (the workflow's fixed tool sequence) so that tiny
+    models can run it; every model call is really sent with the whole context the
+    strategy keeps. With --decisions model a capable model's own tool calls drive the
+    graph: calls that cannot run are answered with an error and counted. Writes
+    steps.jsonl (one row per model call), agents.json and a kvlab run directory (kvlab
+    compare reads it). Serve vLLM with --enable-prompt-tokens-details for cached
+    tokens. Progress per company and step goes to stderr.
     """
     from kvlab.agents.graph import STRATEGY_NAMES, StrategyConfig
     from kvlab.agents.live import DEFAULT_TARGETS, RunConfig, run
@@ -94,6 +111,10 @@ def run_cmd(
             raise ConfigError(f"{name} must be >= 1, got {v}")
     if window < 0:
         raise ConfigError(f"--window must be >= 0, got {window}")
+    if decisions not in ("scripted", "model"):
+        raise ConfigError(f"--decisions must be 'scripted' or 'model', got {decisions!r}")
+    if max_steps is not None and max_steps < 1:
+        raise ConfigError(f"--max-steps must be >= 1, got {max_steps}")
     _need_agents_extra()
     cfg = RunConfig(
         strategy=strategy,
@@ -107,8 +128,15 @@ def run_cmd(
         max_output_tokens=max_output,
         targets=tuple(target) or DEFAULT_TARGETS,
         target_gpu=target_gpu,
+        decisions=decisions,
+        max_steps=max_steps,
     )
-    typer.echo(f"{strategy}: {companies} companies x {pages} pages; decisions scripted", err=True)
+    who = "decisions scripted" if decisions == "scripted" else "decisions by the model"
+    typer.echo(
+        f"{strategy}: {companies} companies x {pages} pages; {who}, "
+        f"at most {cfg.step_limit} model calls per agent",
+        err=True,
+    )
     report = run(cfg, out, progress=sys.stderr)
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
@@ -121,6 +149,8 @@ def run_cmd(
                 f"  agent {a['agent']}: overflow ({o['kind']}) at model call {o['step'] + 1} "
                 f"({o['company'] or 'masterplan'}): {o['error']}"
             )
+        elif a.get("end") != "done" or report.get("decided_by") == "model":
+            typer.echo(f"  agent {a['agent']}: {_agent_line(a)}")
     typer.echo(f"wrote {out}")
 
 
@@ -135,6 +165,17 @@ def _run_line(r: dict[str, Any]) -> str:
     )
 
 
+def _agent_line(a: dict[str, Any]) -> str:
+    """One agent's end, steps and tool calls (model decisions)."""
+    plan = a.get("masterplan_fact_retention")
+    return (
+        f"{a.get('end_detail') or a.get('end')}; {a['steps']} model calls, "
+        f"{a.get('tool_calls', 0)} tool calls, {a.get('invalid_tool_calls', 0)} invalid, "
+        f"{a.get('tool_errors', 0)} tool errors"
+        + ("" if plan is None else f", masterplan facts {plan:.0%}")
+    )
+
+
 TABLE_COLUMNS = (
     ("strategy", "strategy"),
     ("completed", "completed"),
@@ -144,6 +185,10 @@ TABLE_COLUMNS = (
     ("max prompt", "max_prompt_tokens"),
     ("facts kept", "fact_retention_mean"),
     ("overflow", "overflow"),
+    ("end", "end"),
+    ("steps", "steps"),
+    ("tool calls", "tool_calls"),
+    ("invalid calls", "invalid_tool_calls"),
 )
 
 
@@ -165,9 +210,24 @@ def trade_off_rows(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "overflow": None
                 if o is None
                 else f"call {o['step'] + 1} ({o['company'] or 'masterplan'}, {o['kind']})",
+                "end": _ends(r),
+                "steps": r.get("steps"),
+                "tool_calls": r.get("tool_calls"),
+                "invalid_tool_calls": r.get("invalid_tool_calls"),
+                "decided_by": r.get("decided_by", "scripted"),
             }
         )
     return rows
+
+
+def _ends(r: dict[str, Any]) -> str | None:
+    """The completion reasons of a run's agents: "done", "step_limit", "2 done, 1 overflow"."""
+    ends = r.get("ends")
+    if not ends:
+        return None
+    if len(ends) == 1:
+        return str(next(iter(ends)))
+    return ", ".join(f"{n} {e}" for e, n in sorted(ends.items()))
 
 
 def _cell(v: Any, key: str) -> str:
