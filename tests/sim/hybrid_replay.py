@@ -85,8 +85,34 @@ def replay(path: str) -> None:
         )
 
     def lookup(req):  # -> (hit object, hit tokens)
-        blocks, n, _ = mgr.get_computed_blocks(req)
+        blocks, n, req.shared_prefix_boundary = mgr.get_computed_blocks(req)
         return blocks, n
+
+    # vLLM's scheduler clips prefill chunks for Mamba "align" mode; its own method,
+    # with the settings it has for these specs (no EAGLE, no prefill checkpoint
+    # blocks, hashing at the block size, no shared-prefix checkpoint)
+    from types import SimpleNamespace
+
+    from vllm.v1.core.sched.scheduler import Scheduler
+
+    split = SimpleNamespace(
+        cache_config=SimpleNamespace(block_size=bs),
+        block_size=bs,
+        hash_block_size=bs,
+        mamba_partial_cache_hit=False,
+        use_eagle_block_drop=False,
+        mamba_has_prefill_checkpoint_blocks=False,
+        mamba_prefill_checkpoint_alignment=None,
+        mamba_shared_prefix_checkpoint=False,
+        max_num_scheduled_tokens=trace["in_flight_tokens"],
+        scheduler_config=SimpleNamespace(long_prefill_token_threshold=0),
+    )
+    aligned = caching and any(kind == "mamba" for kind, _ in trace["groups"])
+
+    def clip(req, n, hit, n_hit):
+        if not aligned:
+            return n
+        return Scheduler._mamba_block_aligned_split(split, req, n, n_hit, 0)
 
     def alloc(req, n_new, hit, n_hit, first, has_running):
         if first:
@@ -138,6 +164,7 @@ def replay(path: str) -> None:
         computed=computed,
         num_tokens=num_tokens,
         step=step,
+        clip=clip,
     )
     print(json.dumps(drive(trace, ops)), flush=True)
 
@@ -157,7 +184,10 @@ def drive(trace, ops):
             if new_step:
                 ops["step"]()
             hit, n_hit = ops["lookup"](req)
-            first = min(chunk, ops["num_tokens"](req) - n_hit)
+            first = ops["clip"](req, min(chunk, ops["num_tokens"](req) - n_hit), hit, n_hit)
+            if first == 0:
+                rec["stalled"] = True
+                break
             if ops["alloc"](req, first, hit, n_hit, True, bool(active)):
                 rec["hit"] = n_hit
                 ops["advance"](req, n_hit + first)
@@ -177,7 +207,11 @@ def drive(trace, ops):
         ok = True
         steps = []
         while ok and ops["computed"](req) < ops["num_tokens"](req):
-            n = min(chunk, ops["num_tokens"](req) - ops["computed"](req))
+            n = ops["clip"](req, min(chunk, ops["num_tokens"](req) - ops["computed"](req)), None, 0)
+            if n == 0:
+                ok = False
+                rec["stalled"] = True
+                break
             ops["step"]()
             while not ops["alloc"](req, n, None, 0, False, True):
                 if not active:
@@ -187,7 +221,7 @@ def drive(trace, ops):
                 rec["frees"] += 1
             if ok:
                 ops["advance"](req, n)
-                steps.append([ops["tables"](req), ops["num_free"]()])
+                steps.append([ops["tables"](req), ops["num_free"](), n])
         for tok in spec["output"] if ok else []:
             ops["append"](req, tok)
             ops["step"]()
@@ -200,7 +234,7 @@ def drive(trace, ops):
             if not ok:
                 break
             ops["advance"](req, 1)
-            steps.append([ops["tables"](req), ops["num_free"]()])
+            steps.append([ops["tables"](req), ops["num_free"](), 1])
         rec["steps"] = steps
         rec["ok"] = ok
         rec["tables"] = ops["tables"](req)

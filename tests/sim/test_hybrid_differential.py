@@ -113,6 +113,7 @@ class _Seq:
         self.num_cached_blocks = 0
         self.state_last: int | None = None
         self.state_retired = 0
+        self.junction = 0
 
     @property
     def keys(self) -> list[tuple[int, ...]]:
@@ -167,6 +168,9 @@ def kvlab_drive(trace: dict[str, Any]) -> list[dict[str, Any]]:
         "computed": lambda seq: seq.num_computed,
         "num_tokens": lambda seq: seq.num_tokens,
         "step": step,
+        "clip": lambda seq, n, hit, n_hit: kv.clip_chunk(
+            seq, seq.num_computed + n_hit, n, trace["in_flight_tokens"], hit
+        ),
     }
     return drive(trace, ops)  # type: ignore[no-any-return]
 
@@ -191,7 +195,7 @@ def compare(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> tuple[i
     steps = 0
     for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
         steps += len(b.get("steps", []))
-        for field in ("hit", "retried", "frees", "ok", "free", "tables"):
+        for field in ("hit", "retried", "stalled", "frees", "ok", "free", "tables"):
             if a.get(field) != b.get(field):
                 bad.append(f"request {i} {field}: kvlab {a.get(field)} vLLM {b.get(field)}")
         for j, (sa, sb) in enumerate(zip(a.get("steps", []), b.get("steps", []), strict=False)):
@@ -246,7 +250,7 @@ def test_hybrid_matches_vllm(shape: str, vllm_results: dict[str, Any]) -> None:
         mismatches += bad
     print(
         f"hybrid {shape}: {len(traces)} traces, {total_req} requests, {total_steps} steps, "
-        f"{hits} prefix hits, {refused} admissions retried a step later, "
+        f"{hits} prefix hits, {refused} admissions retried in a new step, "
         f"{len(mismatches)} mismatches"
     )
     caching = SHAPES[shape].get("enable_caching", True)

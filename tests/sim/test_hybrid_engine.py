@@ -152,6 +152,7 @@ class _S:
         self.admitted = False
         self.keys = list(range(num_tokens // 4))
         self.prompt_len = num_tokens
+        self.junction = 0
         self.state_last: int | None = None
         self.state_retired = 0
 
@@ -184,3 +185,30 @@ def test_a_state_group_holds_one_block_where_attention_holds_all() -> None:
     u = _S(40)
     assert without.admit(u, 40, without.lookup_seq(u)) == []  # type: ignore[arg-type]
     assert len(u.tables[0]) == 1  # "none" mode: one block of max_model_len tokens
+
+
+def test_a_resent_prompt_hits_the_state_at_its_last_boundary() -> None:
+    """vLLM's scheduler stops the first prefill chunk at 160 (the last 80-token boundary
+    before the last of 200 tokens) so that state is kept; the same prompt later hits
+    it: 160 tokens, the attention blocks cut to the state's length."""
+    w = Workload((req("a", [("x", 200)], 3), req("b", [("x", 200)], 3, t=10.0)))
+    r = simulate(w, cfg(nemotron_tiny(), block_size=16))
+    assert r.summary["prefix_cache_hits"] == 160
+    # an exact run takes one more step for the clipped chunk (160 + 40 tokens)
+    full = simulate(w, cfg(gpt_oss_tiny(), block_size=80, num_blocks=64))
+    assert r.summary["num_steps"] == full.summary["num_steps"] + 1
+
+
+def test_a_chunk_ends_on_a_block_boundary_or_waits() -> None:
+    kv = HybridKV(BlockPool(40), 4, 1024, [GroupRule("mamba"), GroupRule("full")])
+    s = _S(40)
+    assert kv.clip_chunk(s, 0, 10, 100) == 8  # the boundary before 10
+    assert kv.clip_chunk(s, 0, 3, 100) == 0  # no boundary: the request waits a step
+    assert kv.clip_chunk(s, 0, 3, 2) == 3  # a block wider than a step's tokens: no wait
+    assert kv.clip_chunk(s, 2, 30, 100) == 2  # from inside a block: to the next boundary
+    assert kv.clip_chunk(s, 0, 40, 100) == 36  # the last boundary before token 40
+    assert kv.clip_chunk(s, 36, 4, 100) == 4  # the end of the prefill
+    s.junction = 13
+    assert kv.clip_chunk(s, 0, 36, 100) == 12  # the shared-prefix junction, floored
+    attention = HybridKV(BlockPool(40), 4, 1024, [GroupRule("sliding", 8), GroupRule("full")])
+    assert attention.clip_chunk(s, 0, 10, 100) == 10

@@ -95,9 +95,10 @@ class HybridSeq(Seq):
     skipped blocks, ``admitted`` whether it holds blocks (vLLM's running fast path).
     ``nblocks`` is the first attention table's length. State groups ("align" mode)
     share ``state_last`` (the previous state block's index, or None) and
-    ``state_retired`` (positions before it already freed)."""
+    ``state_retired`` (positions before it already freed); ``junction`` is the
+    admitting lookup's :attr:`HybridHit.junction`."""
 
-    __slots__ = ("admitted", "cached", "state_last", "state_retired", "tables")
+    __slots__ = ("admitted", "cached", "junction", "state_last", "state_retired", "tables")
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -106,17 +107,21 @@ class HybridSeq(Seq):
         self.admitted = False
         self.state_last: int | None = None
         self.state_retired = 0
+        self.junction = 0
 
 
 class HybridHit:
-    """A lookup's result: per-group hit blocks (null blocks included) and the hit
-    length in blocks (``len``)."""
+    """A lookup's result: per-group hit blocks (null blocks included), the hit
+    length in blocks (``len``) and ``junction``: the longest hit of one group, in
+    tokens, where it is longer than the hit (a shared prefix a state group has not
+    cached; vLLM ``shared_prefix_boundary``), else 0."""
 
-    __slots__ = ("blocks", "num_blocks")
+    __slots__ = ("blocks", "junction", "num_blocks")
 
-    def __init__(self, blocks: list[list[int]], num_blocks: int) -> None:
+    def __init__(self, blocks: list[list[int]], num_blocks: int, junction: int = 0) -> None:
         self.blocks = blocks
         self.num_blocks = num_blocks
+        self.junction = junction
 
     def __len__(self) -> int:
         return self.num_blocks
@@ -164,6 +169,7 @@ class HybridKV:
         #: state groups: "align" mode (position-indexed state blocks) with caching,
         #: else one block of max_model_len tokens per request ("none")
         self.align = pool.enable_caching
+        self.has_state = any(r.kind == "mamba" for r in self.groups)
         #: the table that gives a request's length in blocks
         self.first_attention = next((g for g, r in enumerate(self.groups) if r.kind != "mamba"), 0)
         #: the tick of the last state caching and the state keys cached at it
@@ -272,6 +278,7 @@ class HybridKV:
         hit_len = seq.num_tokens - 1
         per_group: list[list[int] | None] = [None] * ngroups
         full_len: dict[int, int] = {}
+        longest = 0
         while True:
             cur = hit_len
             for rule, gids in self.lookup_order:
@@ -290,6 +297,7 @@ class HybridKV:
                 for g, col in zip(gids, found, strict=True):
                     per_group[g] = col
                     full_len[g] = cur
+                longest = max(longest, cur)
             if cur >= hit_len:
                 break
             hit_len = cur
@@ -300,7 +308,7 @@ class HybridKV:
         for g, rule in enumerate(self.groups):
             col = per_group[g] or []
             out.append(col[:n] if rule.kind == "full" else col)
-        return HybridHit(out, n)
+        return HybridHit(out, n, longest if longest > n * bs else 0)
 
     # -- admission and growth ----------------------------------------------------
     def _demand(
@@ -377,6 +385,41 @@ class HybridKV:
         need = cdiv(min(num_tokens, self.max_model_len), self.block_size) * len(self.groups)
         return need + (self.watermark_blocks if has_running else 0) <= self.pool.num_free
 
+    def clip_chunk(
+        self,
+        seq: HybridSeq,
+        start: int,
+        num_new_tokens: int,
+        max_chunk_tokens: int,
+        hit: HybridHit | None = None,
+    ) -> int:
+        """The tokens to schedule of ``num_new_tokens`` from ``start`` (vLLM
+        ``Scheduler._mamba_block_aligned_split``, "align" mode only): a prefill chunk
+        ends on a block boundary (where a state is kept) unless it ends the prefill
+        or a block is wider than ``max_chunk_tokens``; it never runs past the next
+        boundary from inside a block, the last boundary before the last token, or
+        the shared-prefix junction (``hit``'s for an admission, else the
+        request's). 0: nothing this step."""
+        if not (self.align and self.has_state):
+            return num_new_tokens
+        bs = self.block_size
+        prefill_end = max(seq.prompt_len, seq.num_tokens - 1)
+        if start >= prefill_end:
+            return num_new_tokens
+        end = start + num_new_tokens
+        if end < prefill_end:
+            aligned = end // bs * bs
+            if aligned > start or bs <= max_chunk_tokens:
+                end = aligned
+        junction = hit.junction if hit is not None else seq.junction
+        stops = (
+            (start // bs + 1) * bs if start % bs else 0,
+            max((seq.num_tokens - 1) // bs * bs, 0),
+            start + (junction - start) // bs * bs if start < junction < end else 0,
+        )
+        end = min((x for x in stops if start < x < end), default=end)
+        return max(end - start, 0)
+
     def admit(
         self,
         seq: HybridSeq,
@@ -394,6 +437,7 @@ class HybridKV:
         computed = min(len(hit) * bs, self.max_model_len)
         seq.tables, seq.cached = [], []
         seq.state_last, seq.state_retired = None, 0
+        seq.junction = hit.junction
         for g, rule in enumerate(self.groups):
             skipped = rule.skipped_tokens(computed) // bs
             kept = hit.blocks[g][skipped:]
