@@ -42,6 +42,8 @@ has a ``MambaSpec``) follow vLLM's two cache modes, set by prefix caching:
   candidate length (the blocks before it are null); admission takes that one block.
   A hit whose last state was cached in the same step is refused (vLLM schedules it
   a step later), counted only where the step is known (:meth:`HybridKV.admit`).
+  The scheduler clips prefill chunks so states fall on block boundaries
+  (:meth:`HybridKV.clip_chunk`, vLLM ``Scheduler._mamba_block_aligned_split``).
 * **"none"** (prefix caching off): one state block of ``max_model_len`` tokens per
   request, taken at admission and freed with the request.
 """
