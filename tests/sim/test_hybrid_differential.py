@@ -9,10 +9,11 @@ every group after every step, and the pool's free count, must be the same.
 Shapes (tiny versions): gpt-oss (one sliding group of window 128, one full group),
 Gemma 3 (five sliding groups of window 32 for 1024, one full group) and Nemotron-H (two
 Mamba state groups and one full-attention group, as vLLM groups 4 Mamba and 2 attention
-layers), the last with prefix caching (vLLM's "align" Mamba cache mode, chunks a whole
-number of blocks as vLLM's scheduler splits them) and without ("none" mode). Some
-requests are admitted in the step that cached the previous request's last blocks, to
-exercise vLLM's rule that a Mamba hit cached in the same step waits a step.
+layers), the last with prefix caching (vLLM's "align" Mamba cache mode; every chunk
+goes through vLLM's own ``Scheduler._mamba_block_aligned_split`` there and
+``HybridKV.clip_chunk`` here) and without ("none" mode). Some requests are admitted in
+the step that cached the previous request's last blocks, to exercise vLLM's rule that
+a Mamba hit cached in the same step waits a step.
 """
 
 from __future__ import annotations
