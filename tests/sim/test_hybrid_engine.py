@@ -1,6 +1,6 @@
-"""The hybrid KV cache inside the engine: chosen for sliding-window models, recorded in
-provenance, windows freed, decode windows equal to exact steps, full-attention models
-unchanged."""
+"""The hybrid KV cache inside the engine: chosen for sliding-window and Mamba models,
+recorded in provenance, windows and old states freed, decode windows equal to exact
+steps, full-attention models unchanged."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from kvlab.models.spec import LayerSpec, ModelSpec
 from kvlab.sim.block_pool import BlockPool
 from kvlab.sim.config import SimConfig
 from kvlab.sim.engine import Engine, simulate
-from kvlab.sim.hybrid import GroupRule, HybridKV, group_rules
+from kvlab.sim.hybrid import GroupRule, HybridKV, group_rules, state_block_size
 from kvlab.workload.records import Workload
 
 
@@ -61,8 +61,14 @@ def test_group_rules_follow_the_plans_groups() -> None:
     assert rules == (GroupRule("sliding", 16), GroupRule("full"))
     assert why is None
     assert group_rules(llama8b(), kv_dtype=None, tp=1, block_size=16) == (None, None)
+    # vLLM raises the block size until an attention page holds a Mamba state page:
+    # 2 heads x 16 x (K + V) x 2 bytes = 128 B a token; a state page is 9,216 B
+    assert state_block_size(nemotron_tiny(), kv_dtype=None, tp=1, block_size=16) == 80
+    rules, why = group_rules(nemotron_tiny(), kv_dtype=None, tp=1, block_size=80)
+    assert rules == (GroupRule("mamba"),) * 3 + (GroupRule("full"),)
+    assert why is None
     rules, why = group_rules(nemotron_tiny(), kv_dtype=None, tp=1, block_size=16)
-    assert rules is None and why is not None and "Mamba" in why
+    assert rules is None and why is not None and "80-token blocks" in why
 
 
 def test_sliding_model_runs_on_the_hybrid_cache() -> None:
@@ -88,6 +94,7 @@ def test_window_blocks_are_freed_while_the_request_runs() -> None:
             self.cached: list[int] = []
             self.admitted = False
             self.keys = list(range(10))
+            self.prompt_len = 40
 
         def ensure_keys(self, n: int) -> None:
             pass
@@ -123,8 +130,85 @@ def test_sliding_windows_hold_fewer_blocks_than_full_attention() -> None:
     assert hybrid.summary["num_preemptions"] <= full.summary["num_preemptions"]
 
 
-def test_mamba_models_fall_back_and_say_why() -> None:
-    w = Workload((req("a", [("x", 20)], 3),))
+def test_mamba_model_runs_on_the_hybrid_cache_with_vllms_block_size() -> None:
+    w = Workload((req("a", [("x", 200)], 3),))
     r = simulate(w, cfg(nemotron_tiny(), block_size=16))
-    assert r.provenance["kv_pool"] in ("extent", "block")
-    assert "Mamba" in str(r.provenance["kv_pool_reason"])
+    assert r.provenance["kv_pool"] == "hybrid"
+    assert r.provenance["kv_pool_reason"] == "4 KV cache groups (3 mamba state in align mode, full)"
+    assert r.summary["block_size"] == 80
+    off = simulate(w, cfg(nemotron_tiny(), block_size=16, enable_prefix_caching=False))
+    reason = off.provenance["kv_pool_reason"]
+    assert reason == "4 KV cache groups (3 mamba state in none mode, full)"
+
+
+class _S:
+    """The request state HybridKV keeps, for driving it by hand."""
+
+    def __init__(self, num_tokens: int) -> None:
+        self.num_tokens, self.num_computed = num_tokens, 0
+        self.nblocks = self.num_cached_blocks = 0
+        self.tables: list[list[int]] = []
+        self.cached: list[int] = []
+        self.admitted = False
+        self.keys = list(range(num_tokens // 4))
+        self.prompt_len = num_tokens
+        self.junction = 0
+        self.state_last: int | None = None
+        self.state_retired = 0
+
+    def ensure_keys(self, n: int) -> None:
+        pass
+
+
+def test_a_state_group_holds_one_block_where_attention_holds_all() -> None:
+    pool = BlockPool(40)
+    kv = HybridKV(pool, 4, 1024, [GroupRule("mamba"), GroupRule("full")])
+    s = _S(40)
+    assert kv.admit(s, 40, kv.lookup_seq(s)) == []  # type: ignore[arg-type]
+    # the full group: 10 blocks; the state group: the state after token 40, in the
+    # last position of a position-indexed table (the null block before it)
+    assert s.tables[0][:9] == [0] * 9 and s.tables[0][9] != 0
+    assert 0 not in s.tables[1] and pool.num_free == 39 - 11
+    s.num_computed = 40
+    assert kv.extend(s, 1)  # type: ignore[arg-type]
+    assert pool.num_free == 39 - 13  # a new state block, the old one still held
+    s.num_computed = 41
+    assert kv.extend(s, 1)  # type: ignore[arg-type]
+    assert pool.num_free == 39 - 12  # the old state (after token 40) freed
+    assert [b for b in s.tables[0] if b] == [s.tables[0][10]]
+    kv.free(s)  # type: ignore[arg-type]
+    # the state after token 40 (block 9) is keyed: a new request hits it, one block
+    t = _S(44)
+    hit = kv.lookup_seq(t)  # type: ignore[arg-type]
+    assert len(hit) == 10 and hit.blocks[0][:9] == [0] * 9
+    without = HybridKV(BlockPool(40, enable_caching=False), 4, 1024, [GroupRule("mamba")])
+    u = _S(40)
+    assert without.admit(u, 40, without.lookup_seq(u)) == []  # type: ignore[arg-type]
+    assert len(u.tables[0]) == 1  # "none" mode: one block of max_model_len tokens
+
+
+def test_a_resent_prompt_hits_the_state_at_its_last_boundary() -> None:
+    """vLLM's scheduler stops the first prefill chunk at 160 (the last 80-token boundary
+    before the last of 200 tokens) so that state is kept; the same prompt later hits
+    it: 160 tokens, the attention blocks cut to the state's length."""
+    w = Workload((req("a", [("x", 200)], 3), req("b", [("x", 200)], 3, t=10.0)))
+    r = simulate(w, cfg(nemotron_tiny(), block_size=16))
+    assert r.summary["prefix_cache_hits"] == 160
+    # an exact run takes one more step for the clipped chunk (160 + 40 tokens)
+    full = simulate(w, cfg(gpt_oss_tiny(), block_size=80, num_blocks=64))
+    assert r.summary["num_steps"] == full.summary["num_steps"] + 1
+
+
+def test_a_chunk_ends_on_a_block_boundary_or_waits() -> None:
+    kv = HybridKV(BlockPool(40), 4, 1024, [GroupRule("mamba"), GroupRule("full")])
+    s = _S(40)
+    assert kv.clip_chunk(s, 0, 10, 100) == 8  # the boundary before 10
+    assert kv.clip_chunk(s, 0, 3, 100) == 0  # no boundary: the request waits a step
+    assert kv.clip_chunk(s, 0, 3, 2) == 3  # a block wider than a step's tokens: no wait
+    assert kv.clip_chunk(s, 2, 30, 100) == 2  # from inside a block: to the next boundary
+    assert kv.clip_chunk(s, 0, 40, 100) == 36  # the last boundary before token 40
+    assert kv.clip_chunk(s, 36, 4, 100) == 4  # the end of the prefill
+    s.junction = 13
+    assert kv.clip_chunk(s, 0, 36, 100) == 12  # the shared-prefix junction, floored
+    attention = HybridKV(BlockPool(40), 4, 1024, [GroupRule("sliding", 8), GroupRule("full")])
+    assert attention.clip_chunk(s, 0, 10, 100) == 10

@@ -17,8 +17,8 @@ model's whole context as ``max_model_len``: the first rejected request is the
 step where the model overflows; prefix hit rate and TTFT come from the run;
 concurrent agents that fit are plan's ``max_concurrency`` at the strategy's
 largest prompt. Hybrid models' sliding-window and Mamba groups are sized by plan
-(KV bytes, concurrency), while the simulator's cache treats every layer group as
-full attention until its hybrid fidelity work lands; the answer says so.
+(KV bytes, concurrency) and simulated as vLLM's hybrid KV cache groups; the answer
+says so.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ DEFAULT_EMIT_STRATEGIES: tuple[str, ...] = (
 )
 HYBRID_NOTE = (
     "hybrid models (sliding-window / Mamba layer groups): KV bytes and concurrency are "
-    "sized by plan; the simulator runs plan's block size and block count with every group as full "
-    "attention until its hybrid fidelity work lands, so their hit rate and TTFT are approximate"
+    "sized by plan; the simulator runs plan's block size and block count with vLLM's hybrid KV "
+    "cache groups (full, sliding-window, Mamba state), so their hit rate and TTFT are simulated"
 )
 TOKENS_NOTE = (
     "tokens are LangChain's approximation (about 4 characters a token), not the target "

@@ -1,4 +1,5 @@
-"""Hybrid KV cache groups: full-attention and sliding-window groups over one block pool.
+"""Hybrid KV cache groups: full-attention, sliding-window and Mamba state groups over one
+block pool.
 
 vLLM v1 gives a hybrid model one block table per KV cache group, every group drawing
 blocks of the same page size from one pool (``HybridKVCacheCoordinator`` over one
@@ -26,8 +27,25 @@ rules behind :class:`kvlab.sim.kv.KVCache`:
   scheduled (null blocks are skipped);
 * **free**: group by group, each table tail first.
 
-Mamba / linear-attention state groups are not modelled here: a model with them runs on
-the attention-only pools, and its provenance says so.
+Mamba / linear-attention state groups (vLLM ``MambaManager``; every recurrent layer
+has a ``MambaSpec``) follow vLLM's two cache modes, set by prefix caching:
+
+* **"align"** (prefix caching on, vLLM's default for these models; no speculative or
+  prefill-checkpoint blocks): the state block has the attention block size and the
+  table is position-indexed: block ``i`` holds the state after ``(i + 1) * block``
+  tokens. A chunk ending in block ``i`` fills the positions before it with the null
+  block and takes one new block there (at most one a step). Before each allocation
+  the blocks wholly before ``num_computed - 1`` tokens not yet retired are freed
+  (newest first, over null gaps), then the previous step's state block once the
+  state moved past it. Every full block's state is keyed when scheduled, as for
+  attention. Lookup scans from the right for the last cached state within the
+  candidate length (the blocks before it are null); admission takes that one block.
+  A hit whose last state was cached in the same step is refused (vLLM schedules it
+  a step later), counted only where the step is known (:meth:`HybridKV.admit`).
+  The scheduler clips prefill chunks so states fall on block boundaries
+  (:meth:`HybridKV.clip_chunk`, vLLM ``Scheduler._mamba_block_aligned_split``).
+* **"none"** (prefix caching off): one state block of ``max_model_len`` tokens per
+  request, taken at admission and freed with the request.
 """
 
 from __future__ import annotations
@@ -49,14 +67,14 @@ def cdiv(a: int, b: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class GroupRule:
-    """One KV cache group's rule: ``kind`` "full" (full attention, MLA) or "sliding"
-    (``window`` tokens, >= 2)."""
+    """One KV cache group's rule: ``kind`` "full" (full attention, MLA), "sliding"
+    (``window`` tokens, >= 2) or "mamba" (recurrent state: Mamba, linear attention)."""
 
     kind: str
     window: int | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("full", "sliding"):
+        if self.kind not in ("full", "sliding", "mamba"):
             raise ConfigError(f"hybrid KV groups: unknown group kind {self.kind!r}")
         if self.kind == "sliding" and (self.window is None or self.window < 2):
             raise ConfigError(
@@ -64,7 +82,10 @@ class GroupRule:
             )
 
     def skipped_tokens(self, num_computed: int) -> int:
-        """Tokens before the window of the next token (vLLM ``get_num_skipped_tokens``)."""
+        """Tokens before the window of the next token (vLLM ``get_num_skipped_tokens``;
+        a state group needs only the last computed token's state)."""
+        if self.kind == "mamba":
+            return max(0, num_computed - 1)
         if self.window is None:
             return 0
         return max(0, num_computed - self.window + 1)
@@ -74,26 +95,35 @@ class HybridSeq(Seq):
     """A request over :class:`HybridKV`: ``tables[g]`` is group g's block table (the
     null block where a window skipped), ``cached[g]`` its count of leading cached or
     skipped blocks, ``admitted`` whether it holds blocks (vLLM's running fast path).
-    ``nblocks`` is the table length (the same for every group)."""
+    ``nblocks`` is the first attention table's length. State groups ("align" mode)
+    share ``state_last`` (the previous state block's index, or None) and
+    ``state_retired`` (positions before it already freed); ``junction`` is the
+    admitting lookup's :attr:`HybridHit.junction`."""
 
-    __slots__ = ("admitted", "cached", "tables")
+    __slots__ = ("admitted", "cached", "junction", "state_last", "state_retired", "tables")
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.tables: list[list[int]] = []
         self.cached: list[int] = []
         self.admitted = False
+        self.state_last: int | None = None
+        self.state_retired = 0
+        self.junction = 0
 
 
 class HybridHit:
-    """A lookup's result: per-group hit blocks (null blocks included) and the hit
-    length in blocks (``len``)."""
+    """A lookup's result: per-group hit blocks (null blocks included), the hit
+    length in blocks (``len``) and ``junction``: the longest hit of one group, in
+    tokens, where it is longer than the hit (a shared prefix a state group has not
+    cached; vLLM ``shared_prefix_boundary``), else 0."""
 
-    __slots__ = ("blocks", "num_blocks")
+    __slots__ = ("blocks", "junction", "num_blocks")
 
-    def __init__(self, blocks: list[list[int]], num_blocks: int) -> None:
+    def __init__(self, blocks: list[list[int]], num_blocks: int, junction: int = 0) -> None:
         self.blocks = blocks
         self.num_blocks = num_blocks
+        self.junction = junction
 
     def __len__(self) -> int:
         return self.num_blocks
@@ -138,6 +168,16 @@ class HybridKV:
             rules.setdefault(rule, []).append(g)
         self.lookup_order = sorted(rules.items(), key=lambda kv: kv[0].kind != "full")
         self.simple = len(self.lookup_order) == 2 and self.lookup_order[0][0].kind == "full"
+        #: state groups: "align" mode (position-indexed state blocks) with caching,
+        #: else one block of max_model_len tokens per request ("none")
+        self.align = pool.enable_caching
+        self.has_state = any(r.kind == "mamba" for r in self.groups)
+        #: the table that gives a request's length in blocks
+        self.first_attention = next((g for g, r in enumerate(self.groups) if r.kind != "mamba"), 0)
+        #: the tick of the last state caching and the state keys cached at it
+        #: (vLLM ``cached_blocks_this_step``)
+        self._step_tick: int | None = None
+        self._step_keys: set[Hashable] = set()
         #: a sliding group's admission cap in blocks (None: no cap)
         self.caps: list[int | None] = [
             None
@@ -217,6 +257,17 @@ class HybridKV:
                 return [col[: i + run] for col in found]
         return [col[:run] for col in found]
 
+    def _state_hit(
+        self, keys: Sequence[Hashable], max_len: int, gids: list[int]
+    ) -> list[list[int]]:
+        """vLLM ``MambaManager.find_longest_cache_hit``: the last cached state within
+        ``max_len`` tokens, the null block before it."""
+        for i in range(min(max_len // self.block_size, len(keys)) - 1, -1, -1):
+            row = self._cached(keys[i], gids)
+            if row is not None:
+                return [[NULL] * i + [b] for b in row]
+        return [[] for _ in gids]
+
     def lookup_seq(self, seq: HybridSeq) -> HybridHit:
         """vLLM ``HybridKVCacheCoordinator.find_longest_cache_hit`` over at most
         ``num_tokens - 1`` tokens."""
@@ -229,6 +280,7 @@ class HybridKV:
         hit_len = seq.num_tokens - 1
         per_group: list[list[int] | None] = [None] * ngroups
         full_len: dict[int, int] = {}
+        longest = 0
         while True:
             cur = hit_len
             for rule, gids in self.lookup_order:
@@ -238,6 +290,8 @@ class HybridKV:
                     continue
                 if rule.kind == "full":
                     found = self._full_hit(keys, cur, gids)
+                elif rule.kind == "mamba":
+                    found = self._state_hit(keys, cur, gids)
                 else:
                     assert rule.window is not None
                     found = self._sliding_hit(keys, cur, gids, rule.window)
@@ -245,6 +299,7 @@ class HybridKV:
                 for g, col in zip(gids, found, strict=True):
                     per_group[g] = col
                     full_len[g] = cur
+                longest = max(longest, cur)
             if cur >= hit_len:
                 break
             hit_len = cur
@@ -255,7 +310,7 @@ class HybridKV:
         for g, rule in enumerate(self.groups):
             col = per_group[g] or []
             out.append(col[:n] if rule.kind == "full" else col)
-        return HybridHit(out, n)
+        return HybridHit(out, n, longest if longest > n * bs else 0)
 
     # -- admission and growth ----------------------------------------------------
     def _demand(
@@ -265,11 +320,30 @@ class HybridKV:
         hit: HybridHit | None,
         total_computed: int,
         capped: bool,
+        now: int | None = None,
     ) -> int:
-        """Blocks to take from the pool (vLLM ``get_num_blocks_to_allocate``, summed)."""
+        """Blocks to take from the pool (vLLM ``get_num_blocks_to_allocate``, summed);
+        more than the pool holds for a state hit cached in step ``now``."""
         bs, ref = self.block_size, self.pool.ref
         total = 0
         for g, rule in enumerate(self.groups):
+            if rule.kind == "mamba":
+                hit_blocks = hit.blocks[g] if hit is not None else []
+                held = len(seq.tables[g]) if seq.admitted else 0
+                if not self.align:
+                    required = cdiv(num_tokens, self.max_model_len)
+                    total += max(required - held, 0)
+                    continue
+                if (
+                    hit_blocks
+                    and now is not None
+                    and now == self._step_tick
+                    and (seq.keys[len(hit_blocks) - 1], g) in self._step_keys
+                ):
+                    return self.pool.num_blocks + 1
+                new = cdiv(num_tokens, bs) - len(hit_blocks) - held
+                total += min(new, 1) + sum(1 for b in hit_blocks if b != NULL and ref[b] == 0)
+                continue
             required = cdiv(num_tokens, bs)
             cap = self.caps[g]
             if capped and cap is not None:
@@ -290,8 +364,11 @@ class HybridKV:
         hit: HybridHit,
         num_external_tokens: int = 0,
         has_running: bool = True,
+        *,
+        now: int | None = None,
     ) -> bool:
-        """Whether :meth:`admit` would succeed (no side effects)."""
+        """Whether :meth:`admit` would succeed (no side effects); ``now`` (the step's
+        tick) also refuses a state hit cached in that step."""
         if num_external_tokens:
             raise ConfigError("hybrid KV groups: external (offloaded) hits are not modelled")
         mml = self.max_model_len
@@ -299,16 +376,51 @@ class HybridKV:
         wm = self.watermark_blocks if has_running else 0
         free = self.pool.num_free
         if self.reserve_full_prompt:
-            need = self._demand(seq, min(seq.num_tokens, mml), hit, computed, True)
+            need = self._demand(seq, min(seq.num_tokens, mml), hit, computed, True, now)
             if need + wm > free:
                 return False
         slot = min(computed + num_new_tokens, mml)
-        return self._demand(seq, slot, hit, computed, False) + wm <= free
+        return self._demand(seq, slot, hit, computed, False, now) + wm <= free
 
     def surely_fits(self, num_tokens: int, has_running: bool) -> bool:
         """Every group's blocks for the whole request fit (a hit only lowers that)."""
         need = cdiv(min(num_tokens, self.max_model_len), self.block_size) * len(self.groups)
         return need + (self.watermark_blocks if has_running else 0) <= self.pool.num_free
+
+    def clip_chunk(
+        self,
+        seq: HybridSeq,
+        start: int,
+        num_new_tokens: int,
+        max_chunk_tokens: int,
+        hit: HybridHit | None = None,
+    ) -> int:
+        """The tokens to schedule of ``num_new_tokens`` from ``start`` (vLLM
+        ``Scheduler._mamba_block_aligned_split``, "align" mode only): a prefill chunk
+        ends on a block boundary (where a state is kept) unless it ends the prefill
+        or a block is wider than ``max_chunk_tokens``; it never runs past the next
+        boundary from inside a block, the last boundary before the last token, or
+        the shared-prefix junction (``hit``'s for an admission, else the
+        request's). 0: nothing this step."""
+        if not (self.align and self.has_state):
+            return num_new_tokens
+        bs = self.block_size
+        prefill_end = max(seq.prompt_len, seq.num_tokens - 1)
+        if start >= prefill_end:
+            return num_new_tokens
+        end = start + num_new_tokens
+        if end < prefill_end:
+            aligned = end // bs * bs
+            if aligned > start or bs <= max_chunk_tokens:
+                end = aligned
+        junction = hit.junction if hit is not None else seq.junction
+        stops = (
+            (start // bs + 1) * bs if start % bs else 0,
+            max((seq.num_tokens - 1) // bs * bs, 0),
+            start + (junction - start) // bs * bs if start < junction < end else 0,
+        )
+        end = min((x for x in stops if start < x < end), default=end)
+        return max(end - start, 0)
 
     def admit(
         self,
@@ -321,11 +433,13 @@ class HybridKV:
         has_running: bool = True,
     ) -> list[int] | None:
         """Take the hit and allocate the first chunk; None if it does not fit."""
-        if not self.fits(seq, num_new_tokens, hit, num_external_tokens, has_running):
+        if not self.fits(seq, num_new_tokens, hit, num_external_tokens, has_running, now=now):
             return None
         bs, pool = self.block_size, self.pool
         computed = min(len(hit) * bs, self.max_model_len)
         seq.tables, seq.cached = [], []
+        seq.state_last, seq.state_retired = None, 0
+        seq.junction = hit.junction
         for g, rule in enumerate(self.groups):
             skipped = rule.skipped_tokens(computed) // bs
             kept = hit.blocks[g][skipped:]
@@ -335,8 +449,9 @@ class HybridKV:
             seq.cached.append(len(table))
         seq.admitted = True
         seq.num_cached_blocks = len(hit)
-        self._grow(seq, min(computed + num_new_tokens, self.max_model_len), now)
-        self._cache(seq, min(computed + num_new_tokens, seq.num_tokens), now)
+        slot = computed + num_new_tokens
+        self._grow(seq, min(slot, self.max_model_len), now, slot)
+        self._cache(seq, min(slot, seq.num_tokens), now)
         return []
 
     def extend(self, seq: HybridSeq, num_new_tokens: int, now: int = 0) -> bool:
@@ -347,7 +462,7 @@ class HybridKV:
         need_slot = min(computed + num_new_tokens, self.max_model_len)
         if self._demand(seq, need_slot, None, computed, False) > self.pool.num_free:
             return False
-        self._grow(seq, need_slot, now)
+        self._grow(seq, need_slot, now, computed + num_new_tokens)
         self._cache(seq, min(computed + num_new_tokens, seq.num_tokens), now)
         return True
 
@@ -364,7 +479,7 @@ class HybridKV:
             for s in running:
                 computed = s.num_computed + i
                 self._free_skipped(s, computed, t)
-                self._grow(s, min(computed + 1, self.max_model_len), t)
+                self._grow(s, min(computed + 1, self.max_model_len), t, computed + 1)
                 self._cache(s, min(computed + 1, s.num_tokens + i), t)
 
     def free(self, seq: HybridSeq, now: int = 0, *, final: bool = False) -> None:
@@ -373,15 +488,23 @@ class HybridKV:
             self.pool.free([b for b in reversed(table) if b != NULL], now)
         seq.tables, seq.cached = [], []
         seq.admitted = False
+        seq.state_last, seq.state_retired = None, 0
         seq.nblocks = 0
         seq.num_cached_blocks = 0
 
     # -- internals ---------------------------------------------------------------
     def _free_skipped(self, seq: HybridSeq, computed: int, now: int) -> None:
         """vLLM ``remove_skipped_blocks``: a sliding group frees its blocks wholly
-        before the window, newest first, up to one already freed."""
+        before the window, newest first, up to one already freed; a state group
+        ("align") its blocks before the last computed token not yet retired, then
+        the previous state block once the state moved past it."""
         bs = self.block_size
+        retired = None
         for g, rule in enumerate(self.groups):
+            if rule.kind == "mamba":
+                if self.align:
+                    retired = self._free_states(seq, g, computed, now)
+                continue
             n = rule.skipped_tokens(computed) // bs
             if n <= 0:
                 continue
@@ -394,13 +517,52 @@ class HybridKV:
                 table[i] = NULL
             if freed:
                 self.pool.free(freed, now)
+        if retired is not None:
+            seq.state_retired = retired
 
-    def _grow(self, seq: HybridSeq, need_slot: int, now: int) -> None:
-        want = cdiv(need_slot, self.block_size)
-        for table in seq.tables:
-            if want > len(table):
-                table.extend(self.pool.allocate(want - len(table), now))
-        seq.nblocks = len(seq.tables[0])
+    def _free_states(self, seq: HybridSeq, g: int, computed: int, now: int) -> int:
+        """One state group's frees (:meth:`_free_skipped`); the retired count after."""
+        table, pool = seq.tables[g], self.pool
+        first, retired = seq.state_retired, seq.state_retired
+        last = min(self.groups[g].skipped_tokens(computed) // self.block_size, len(table))
+        if first < last:
+            freed = []
+            for i in range(last - 1, first - 1, -1):
+                if table[i] != NULL:
+                    freed.append(table[i])
+                    table[i] = NULL
+            if freed:
+                pool.free(freed, now)
+            retired = last
+        prev = seq.state_last
+        if prev is not None and prev < cdiv(computed, self.block_size) - 1 and table[prev] != NULL:
+            pool.free([table[prev]], now)
+            table[prev] = NULL
+        return retired
+
+    def _grow(self, seq: HybridSeq, need_slot: int, now: int, num_tokens: int) -> None:
+        """Blocks for ``need_slot`` token slots (``num_tokens``: the same, uncapped by
+        ``max_model_len``, which positions a state block)."""
+        bs = self.block_size
+        want = cdiv(need_slot, bs)
+        for g, table in enumerate(seq.tables):
+            if self.groups[g].kind != "mamba":
+                if want > len(table):
+                    table.extend(self.pool.allocate(want - len(table), now))
+            elif not self.align:
+                if not table:
+                    table.extend(self.pool.allocate(cdiv(need_slot, self.max_model_len), now))
+            else:
+                required = cdiv(num_tokens, bs)
+                prev = len(table)
+                if required <= prev:
+                    continue
+                if prev > 0:
+                    seq.state_last = prev - 1
+                if prev < required - 1:
+                    table.extend([NULL] * (required - 1 - prev))
+                table.extend(self.pool.allocate(required - len(table), now))
+        seq.nblocks = len(seq.tables[self.first_attention])
 
     def _cache(self, seq: HybridSeq, num_tokens: int, now: int) -> None:
         if not self.pool.enable_caching:
@@ -408,13 +570,26 @@ class HybridKV:
         n_full = num_tokens // self.block_size
         seq.ensure_keys(n_full)
         keys, cache = seq.keys, self.pool.cache
+        # the prompt's last block boundary before its last token: a state there is
+        # keyed again (and counts as cached this step) while its block is held
+        tail = (seq.prompt_len - 1) // self.block_size
         for g, table in enumerate(seq.tables):
+            state = self.groups[g].kind == "mamba"
+            if state:
+                if now != self._step_tick:
+                    self._step_tick = now
+                    self._step_keys.clear()
+                if n_full == tail > 0 and n_full <= len(table) and table[n_full - 1] != NULL:
+                    cache(table[n_full - 1], (keys[n_full - 1], g), now)
+                    self._step_keys.add((keys[n_full - 1], g))
             start = seq.cached[g]
             if start >= n_full:
                 continue
             for i in range(start, n_full):
                 if table[i] != NULL:
                     cache(table[i], (keys[i], g), now)
+                    if state:
+                        self._step_keys.add((keys[i], g))
             seq.cached[g] = n_full
         seq.num_cached_blocks = min(seq.cached)
 
@@ -425,10 +600,11 @@ def group_rules(
     """The model's KV cache groups as :class:`GroupRule` s, in vLLM's group order
     (:func:`kvlab.plan.groups.group_layers`), and why they cannot be used.
 
-    ``(rules, None)`` when the model has sliding-window groups this cache models;
-    ``(None, None)`` when every group is full attention (the attention-only pools
-    apply exactly); ``(None, reason)`` for groups it does not model (Mamba or linear
-    attention state, differing block sizes or windows within a group).
+    ``(rules, None)`` when the model has sliding-window or state (Mamba, linear
+    attention) groups this cache models; ``(None, None)`` when every group is full
+    attention (the attention-only pools apply exactly); ``(None, reason)`` for groups
+    it does not model (differing block sizes or windows within a group, a block size
+    other than ``block_size``: see :func:`state_block_size`).
     """
     from kvlab.plan.groups import group_layers, layer_caches
 
@@ -436,10 +612,11 @@ def group_rules(
     kinds = {g.kind for g in groups}
     if kinds <= {"full", "mla"}:
         return None, None
-    if "mamba" in kinds:
+    if any(g.block_size != block_size for g in groups):
         return None, (
-            "Mamba / linear-attention state groups are not modelled by the hybrid KV "
-            "cache: every attention layer is simulated as full attention"
+            f"vLLM runs this model's KV cache groups with {groups[0].block_size}-token "
+            f"blocks, not {block_size}: every attention layer is simulated as full "
+            "attention and Mamba state is not simulated"
         )
     if len({g.block_size for g in groups}) > 1 or any(
         len({x.window for x in g.layers}) > 1 for g in groups
@@ -449,10 +626,28 @@ def group_rules(
             "every attention layer is simulated as full attention"
         )
     rules = tuple(
-        GroupRule("sliding", g.layers[0].window) if g.kind == "sliding" else GroupRule("full")
+        GroupRule("sliding", g.layers[0].window)
+        if g.kind == "sliding"
+        else GroupRule("mamba")
+        if g.kind == "mamba"
+        else GroupRule("full")
         for g in groups
     )
     return rules, None
 
 
-__all__ = ["GroupRule", "HybridHit", "HybridKV", "HybridSeq", "group_rules"]
+def state_block_size(model: Any, *, kv_dtype: str | None, tp: int, block_size: int) -> int:
+    """The block size vLLM runs a model with: ``block_size``, raised for a model with
+    attention and Mamba / linear-attention layers until an attention page holds a
+    state page (``Platform._align_hybrid_block_size``, as
+    :func:`kvlab.plan.groups.layer_caches`)."""
+    from kvlab.models.spec import RECURRENT_KINDS
+    from kvlab.plan.groups import layer_caches
+
+    if not any(x.kind in RECURRENT_KINDS for x in model.layers):
+        return block_size
+    caches = layer_caches(model, kv_dtype=kv_dtype, tp=tp, block_size=block_size)
+    return max(x.block_size for x in caches)
+
+
+__all__ = ["GroupRule", "HybridHit", "HybridKV", "HybridSeq", "group_rules", "state_block_size"]

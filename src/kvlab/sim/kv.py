@@ -9,8 +9,9 @@ implementations, chosen in one place (:func:`make_kv`).
   are one extent), many times faster on long prompts.
 
 * :class:`kvlab.sim.hybrid.HybridKV` over :class:`kvlab.sim.block_pool.BlockPool`:
-  one block table per KV cache group (full attention and sliding windows), for
-  models with sliding-window groups (gpt-oss, Gemma 3), as vLLM's hybrid manager.
+  one block table per KV cache group (full attention, sliding windows, Mamba /
+  linear-attention state), for models with sliding-window groups (gpt-oss, Gemma 3)
+  or state groups (Nemotron-H, Jamba, Qwen3-Next), as vLLM's hybrid manager.
 
 The first two give identical results wherever both apply (tests/sim/test_extents.py
 runs them side by side). The choice and, when the extent pool cannot be used, the
@@ -227,5 +228,19 @@ def _hybrid(
     kv = HybridKV(
         pool, block_size, max_model_len, groups, in_flight_tokens=in_flight_tokens, **rules
     )
-    names = ", ".join("full" if g.window is None else f"sliding {g.window}" for g in groups)
-    return KVChoice(kv, "hybrid", f"{len(groups)} KV cache groups ({names})")
+    return KVChoice(kv, "hybrid", _groups_text(groups, enable_caching))
+
+
+def _groups_text(groups: Sequence[Any], enable_caching: bool) -> str:
+    """``N KV cache groups (...)``: attention groups one by one, the state groups
+    counted once (with vLLM's Mamba cache mode)."""
+    names: list[str] = []
+    num_state = sum(1 for g in groups if g.kind == "mamba")
+    for g in groups:
+        if g.kind != "mamba":
+            names.append("full" if g.window is None else f"sliding {g.window}")
+        elif num_state:
+            mode = "align" if enable_caching else "none"
+            names.append(f"{num_state} mamba state in {mode} mode")
+            num_state = 0
+    return f"{len(groups)} KV cache groups ({', '.join(names)})"

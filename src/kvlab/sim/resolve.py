@@ -9,6 +9,7 @@ from kvlab.errors import CapacityError, ConfigError
 from kvlab.models.spec import ModelSpec, dtype_bytes, weights_bytes
 from kvlab.sim.config import SimConfig
 from kvlab.sim.cost_model import RooflineCost, StepCost
+from kvlab.sim.hybrid import state_block_size
 
 GIB = 1 << 30
 #: GPU memory vLLM's profiler typically leaves to activations, CUDA graphs and
@@ -102,7 +103,9 @@ def resolve(cfg: SimConfig) -> Resolved:
     per_token = kv_bytes_per_token(model, kv_dtype, cfg.tp)
     if per_token <= 0:
         raise ConfigError(f"{model.name} has no attention KV to simulate")
-    block_bytes = per_token * cfg.block_size
+    # vLLM raises the block size of a model with Mamba / linear-attention state
+    block_size = state_block_size(model, kv_dtype=kv_dtype, tp=cfg.tp, block_size=cfg.block_size)
+    block_bytes = per_token * block_size
     w = weights_bytes(model, cfg.tp)
     if cfg.num_blocks is not None:
         num_blocks = cfg.num_blocks
@@ -140,7 +143,7 @@ def resolve(cfg: SimConfig) -> Resolved:
     return Resolved(
         model=model,
         gpu=gpu,
-        block_size=cfg.block_size,
+        block_size=block_size,
         num_blocks=num_blocks,
         max_model_len=cfg.max_model_len or model.max_context,
         kv_dtype=kv_dtype,

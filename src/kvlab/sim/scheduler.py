@@ -73,6 +73,8 @@ class Scheduler:
         )
         self._run_counter = 0
         self.on_free: Callable[[Seq], None] | None = None
+        #: a KV cache that clips prefill chunks (Mamba state groups) says how
+        self._clip: Callable[..., int] | None = getattr(kv, "clip_chunk", None)
 
     # -- waiting queue ----------------------------------------------------
     def add(self, seq: Seq) -> None:
@@ -113,6 +115,8 @@ class Scheduler:
             seq = running[i]
             n = min(seq.num_tokens - seq.num_computed, budget)
             n = min(n, self.max_model_len - seq.num_computed - 1)
+            if self._clip is not None and n > 0:
+                n = self._clip(seq, seq.num_computed, n, self.max_num_batched_tokens)
             if n <= 0:
                 i += 1
                 continue
@@ -185,6 +189,10 @@ class Scheduler:
             bs = self.kv.block_size
             computed = (len(hit) + ext) * bs
             n = min(seq.num_tokens - computed, budget)
+            if self._clip is not None:
+                n = self._clip(seq, computed, n, self.max_num_batched_tokens, hit)
+                if n <= 0:
+                    return
             if (
                 self.kv.admit(
                     seq, n, hit, now, num_external_tokens=ext * bs, has_running=bool(self.running)
@@ -234,6 +242,10 @@ class Scheduler:
         hit, ext = self.lookup(seq, now)
         computed = (len(hit) + ext) * self.kv.block_size
         n = min(seq.num_tokens - computed, budget)
+        if self._clip is not None:
+            n = self._clip(seq, computed, n, self.max_num_batched_tokens, hit)
+            if n <= 0:
+                return None
         if self.kv.fits(seq, n, hit, ext * self.kv.block_size, bool(self.running)):
             return hit
         return None
