@@ -258,7 +258,8 @@ PARAMS: tuple[Param, ...] = (
         "policy",
         "str",
         "lru",
-        "Eviction policy: lru, lfu, fifo, s3fifo, retention or ttl (see docs/policies.md).",
+        "Eviction policy: lru, lfu, fifo, s3fifo, retention or ttl (see docs/policies.md), "
+        "or learned:FILE (a policy saved by `kvlab rl train`, docs/rl.md).",
         ("--policy",),
     ),
     Param("block_size", "int", 16, "Tokens per KV block.", ("--block-size",)),

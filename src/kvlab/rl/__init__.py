@@ -2,7 +2,9 @@
 
 ``kvlab/PrefixEviction-v0`` (:mod:`kvlab.rl.prefix_eviction`) is registered with
 Gymnasium by :func:`register_envs` (called on import of this package when Gymnasium
-is installed). ``kvlab/KVPressure-v0`` is not built yet. See docs/rl.md.
+is installed). ``learned:FILE`` (:mod:`kvlab.rl.learned`) runs a trained policy in the
+simulator; :mod:`kvlab.rl.engine_steps` stops the engine at decision points (the base of
+``kvlab/KVPressure-v0``, which is not built yet). See docs/rl.md.
 """
 
 from __future__ import annotations

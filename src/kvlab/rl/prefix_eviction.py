@@ -9,7 +9,8 @@ curve's semantics, so an agent that always picks candidate 0 is LRU and reproduc
 - observation: ``Box(k * NUM_FEATURES)``, per candidate (log1p-scaled unless said):
   age (requests since its last touch), touches since it was cached, its last reuse gap,
   retention rank / 4, depth in its prompt, children (prefixes sharing it), its slot
-  ``i / k`` (recency rank), and 1 for a real candidate (0 pads);
+  ``i / k`` (recency rank), and 1 for a real candidate (0 pads), computed by
+  :func:`kvlab.rl.features.candidate_rows` (shared with the ``learned:FILE`` policy);
 - action: ``Discrete(k)``, the candidate to evict; ``info["action_mask"]`` (and
   :meth:`action_masks`, for MaskablePPO) marks the real candidates;
 - reward: prefix-hit tokens gained from this eviction to the next one (the shaped
@@ -22,18 +23,17 @@ starting at a seeded offset, from an empty cache. The trace is made once
 
 from __future__ import annotations
 
-from math import log1p
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from kvlab.errors import ConfigError
+from kvlab.rl.features import FEATURES, NUM_FEATURES, candidate_rows
 from kvlab.rl.prefix_cache import PrefixCache
 from kvlab.rl.prefix_trace import PrefixTrace
 
-FEATURES: tuple[str, ...] = ("age", "touches", "gap", "rank", "depth", "children", "slot", "valid")
-NUM_FEATURES = len(FEATURES)
+__all__ = ["FEATURES", "NUM_FEATURES", "PrefixEvictionEnv", "heuristic_action"]
 
 
 class PrefixEvictionEnv(gym.Env[np.ndarray, np.int64]):
@@ -108,28 +108,9 @@ class PrefixEvictionEnv(gym.Env[np.ndarray, np.int64]):
         c = self.cache
         assert c is not None
         cands = self._cands = c.lru_order(k)
-        r = c.request
-        last, touches, gap, rank, depth, children = (
-            c.last_touch,
-            c.touches,
-            c.gap,
-            c.rank,
-            c.depth,
-            c.children,
+        rows = candidate_rows(
+            c.request, cands, k, c.last_touch, c.touches, c.gap, c.rank, c.depth, c.children
         )
-        rows = [
-            (
-                log1p(r - last[x]),
-                log1p(touches[x]),
-                log1p(gap[x]),
-                rank[x] / 4.0,
-                log1p(depth[x]),
-                log1p(children[x]),
-                i / k,
-                1.0,
-            )
-            for i, x in enumerate(cands)
-        ]
         out[: len(rows)] = rows
         mask[: len(rows)] = True
         return out.reshape(-1)

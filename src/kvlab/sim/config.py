@@ -116,11 +116,12 @@ class SimConfig:
             raise ConfigError(f"offload_mode must be one of {', '.join(OFFLOAD_MODES)}")
         if self.offload_blocks < 0 or (self.offload_gb is not None and self.offload_gb < 0):
             raise ConfigError("offload size must be >= 0")
-        from kvlab.sim.policies import POLICIES
+        from kvlab.sim.policies import LEARNED_PREFIX, POLICIES
 
-        if self.policy not in POLICIES:
+        if self.policy not in POLICIES and not self.policy.startswith(LEARNED_PREFIX):
             raise ConfigError(
                 f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}"
+                f" or {LEARNED_PREFIX}FILE"
             )
 
     def replace(self, **changes: Any) -> SimConfig:

@@ -66,7 +66,11 @@ class Engine:
         workload: Workload | PreparedWorkload,
         cfg: SimConfig,
         progress: Progress | None = None,
+        loop_class: type[RunState] | None = None,
     ) -> None:
+        """``loop_class`` replaces the loop :func:`choose_loop` picks (a subclass of
+        :class:`~kvlab.sim.step_loop.StepLoop` that stops at decision points, e.g.
+        :class:`kvlab.rl.engine_steps.SteppedLoop`)."""
         self.cfg = cfg
         self.r = r = resolve(cfg)
         prepared = prepare(workload, r.block_size)
@@ -107,7 +111,8 @@ class Engine:
             priority=cfg.scheduling == "priority",
             caching=cfg.enable_prefix_caching,
         )
-        loop_class = choose_loop(cfg, self.kv_choice)
+        if loop_class is None:
+            loop_class = choose_loop(cfg, self.kv_choice)
         self.loop = loop_class(prepared, cfg, r, self.kv_choice, self.sched, offload, progress)
         if cfg.workers > 1:
             self._names.start_worker()

@@ -257,7 +257,10 @@ class KVManager(AdmissionRules):
         blocks, keys, cache = seq.blocks, seq.keys, self.pool.cache
         seq.num_cached_blocks = n_full
         if self.pool.policy_uses_retention:
+            place = getattr(self.pool.policy, "set_place", None)  # (learned policies)
             for i in range(start, n_full):
+                if place is not None:
+                    place(blocks[i], i, blocks[i - 1] if i else -1)
                 cache(blocks[i], keys[i], now, seq.block_rank(i))
         elif n_full - start == 1:
             cache(blocks[start], keys[start], now)

@@ -35,8 +35,21 @@ POLICIES: dict[str, Callable[..., EvictionPolicy]] = {
 }
 
 
+#: ``learned:FILE``: a trained eviction policy (docs/rl.md)
+LEARNED_PREFIX = "learned:"
+
+
 def make_policy(name: str, ticks_per_s: int = 1, **params: Any) -> EvictionPolicy:
-    """Build policy ``name``; ConfigError for an unknown name or parameter."""
+    """Build policy ``name``; ConfigError for an unknown name or parameter.
+
+    ``learned:FILE`` loads a policy trained by ``kvlab rl train`` (the ``rl`` extra;
+    :mod:`kvlab.rl.learned`)."""
+    if name.startswith(LEARNED_PREFIX):
+        if params:
+            raise ConfigError(f"policy {name!r} takes no parameters, got {', '.join(params)}")
+        from kvlab.rl.learned import load_learned
+
+        return load_learned(name[len(LEARNED_PREFIX) :])
     try:
         factory = POLICIES[name]
     except KeyError:
@@ -49,4 +62,4 @@ def make_policy(name: str, ticks_per_s: int = 1, **params: Any) -> EvictionPolic
         raise ConfigError(f"bad parameters for policy {name!r}: {e}") from None
 
 
-__all__ = ["POLICIES", "EvictionPolicy", "make_policy"]
+__all__ = ["LEARNED_PREFIX", "POLICIES", "EvictionPolicy", "make_policy"]
