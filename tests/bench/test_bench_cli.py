@@ -69,3 +69,23 @@ def test_tiny_model_then_bench_seqlen_on_hf(tmp_path: Path) -> None:
     assert [p["sequence_tokens"] for p in doc["points"]] == [10, 26]
     assert [p["kv_bytes_measured_peak"] for p in doc["points"]] == [10 * 512, 26 * 512]
     assert (tmp_path / "out" / "seqlen" / "fig4_kv_vs_seqlen.svg").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--percentiles", "50,abc", "'abc' is not a number"),
+        ("--percentiles", "0", "not in (0, 100]"),
+        ("--goodput", "ttft", "is not NAME:MS"),
+        ("--goodput", "tpot:-5", "positive number of milliseconds"),
+    ],
+)
+def test_bad_percentiles_or_goodput_stop_bench_before_any_work(
+    tmp_path: Path, option: str, value: str, words: str
+) -> None:
+    res = _invoke(
+        ["bench", "-e", "concurrency", "--backend", "hf", "--model-dir", str(tmp_path / "none"),
+         "--out", str(tmp_path / "o"), option, value]
+    )  # fmt: skip
+    assert isinstance(res.exception, ConfigError) and words in str(res.exception)
+    assert not (tmp_path / "o").exists()

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from kvlab.cli.options import GOODPUT_PARAM, PERCENTILES_PARAM, typer_option
 from kvlab.errors import ConfigError
 
 
@@ -124,6 +125,8 @@ def bench(
     gpu: str | None = typer.Option(
         None, "--gpu", help="The accelerator for --check-oom (default: hf on this host's memory)."
     ),
+    percentiles: str = typer_option(PERCENTILES_PARAM),
+    goodput: list[str] = typer_option(GOODPUT_PARAM),
 ) -> None:
     """Run a measurement experiment on a real backend and write runs plus figures.
 
@@ -132,7 +135,11 @@ def bench(
     and fig4 KV bytes vs sequence length, measured against the formula.
     [b]mixed[/b]: fig5 tail latency of short requests alone vs mixed with long
     ones. [b]prefix[/b]: shared vs unique system prompt. Every experiment also
-    draws a KV usage timeline and writes one run directory per run.
+    draws a KV usage timeline and writes one run directory per run, with
+    vllm_bench.json (vLLM bench's keys, in ms) beside its summary.json.
+    --percentiles and --goodput work as in simulate and replay: every point of
+    experiment.json and points.csv carries its run's latency_percentiles_s and,
+    with SLOs, its goodput.
     """
     from kvlab.bench import EXPERIMENTS
 
@@ -140,8 +147,9 @@ def bench(
         raise ConfigError(
             f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}"
         )
-    from kvlab.cli.options import output_dir
+    from kvlab.cli.options import latency_options, output_dir
 
+    latency = latency_options(percentiles, goodput)
     if max_model_len is not None and max_model_len < 1:
         raise ConfigError(f"--max-model-len must be >= 1, got {max_model_len}")
     _bounded(num_requests, "--requests", MAX_REQUESTS)
@@ -182,7 +190,7 @@ def bench(
             def progress_line(label: str, done: int, total: int) -> None:
                 lines.update(done, total, label=f"{experiment}: {label}")
 
-            exp = mod.run(target, out_dir, params, progress_line)
+            exp = mod.run(target, out_dir, params, progress_line, latency)
         else:
             with Progress(transient=True) as bar:
                 task = bar.add_task(f"{experiment} on {backend}", total=None)
@@ -192,7 +200,7 @@ def bench(
                         task, completed=done, total=total, description=f"{experiment}: {label}"
                     )
 
-                exp = mod.run(target, out_dir, params, progress)
+                exp = mod.run(target, out_dir, params, progress, latency)
     except KeyboardInterrupt:
         _save_interrupted(experiment, backend, out_dir)
     if as_json:

@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from kvlab.cli.options import GOODPUT_PARAM, PERCENTILES_PARAM, typer_option
 from kvlab.errors import ConfigError
 
 
@@ -87,13 +88,7 @@ def replay(
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Run directory to write (default: runs/replay-TIMESTAMP)."
     ),
-    percentiles: str = typer.Option(
-        "99",
-        "--percentiles",
-        "--metric-percentiles",
-        help="Percentiles of TTFT, TPOT, ITL and E2E to report, e.g. 50,90,99 (as vLLM "
-        "bench's --metric-percentiles; default 99; the median is always reported).",
-    ),
+    percentiles: str = typer_option(PERCENTILES_PARAM),
     duration: float | None = typer.Option(
         None,
         "--duration",
@@ -107,12 +102,7 @@ def replay(
         help="Send the first N requests first, as a warm-up run recorded in OUT/warmup/ "
         "(marked in its run.json) and left out of the measured run and its summary.",
     ),
-    goodput: list[str] = typer.Option(
-        [],
-        "--goodput",
-        help="Goodput SLOs in ms, NAME:MS with NAME ttft, tpot or e2el, e.g. ttft:200,tpot:50 "
-        "(as vLLM bench's --goodput).",
-    ),
+    goodput: list[str] = typer_option(GOODPUT_PARAM),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     plot: bool = typer.Option(
         False,
@@ -135,9 +125,8 @@ def replay(
     "status": "interrupted" in run.json; one line is printed and the exit code is 130.
     """
     from kvlab.backends.base import MAX_BURSTINESS, MAX_RATE_PER_S, MAX_SECONDS
-    from kvlab.cli.options import check_number, output_dir, output_dir_kept
+    from kvlab.cli.options import check_number, latency_options, output_dir, output_dir_kept
     from kvlab.report.progress import default_out
-    from kvlab.results.summary import parse_goodput, parse_percentiles
 
     check_number(rate, "--rate", low=0, low_open=True, high=MAX_RATE_PER_S)
     check_number(burstiness, "--burstiness", low=0, low_open=True, high=MAX_BURSTINESS)
@@ -153,10 +142,7 @@ def replay(
         raise ConfigError("--max-errors must be >= 1")
     if warmup < 0:
         raise ConfigError(f"--warmup must be >= 0, got {warmup}")
-    latency = {
-        "percentiles": parse_percentiles(percentiles),
-        "goodput_slo_ms": parse_goodput(goodput or None),
-    }
+    latency = latency_options(percentiles, goodput)
     if out is None:
         out = default_out("replay")
     created = not out.exists()

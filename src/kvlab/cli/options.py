@@ -335,6 +335,48 @@ def output_file(
     return p
 
 
+#: ``--percentiles`` and ``--goodput``, as ``simulate``, ``replay`` and ``bench`` take them
+#: (vLLM bench's ``--metric-percentiles`` and ``--goodput``); :func:`latency_options`
+#: parses what they give.
+PERCENTILES_PARAM = Param(
+    "percentiles",
+    "str",
+    "99",
+    "Percentiles of TTFT, TPOT, ITL and E2E to report, e.g. 50,90,99 (as vLLM bench's "
+    "--metric-percentiles; default 99; the median is always reported).",
+    ("--percentiles", "--metric-percentiles"),
+)
+GOODPUT_PARAM = Param(
+    "goodput",
+    "strs",
+    (),
+    "Goodput SLOs in ms, NAME:MS with NAME ttft, tpot or e2el, e.g. ttft:200,tpot:50 "
+    "(as vLLM bench's --goodput): requests meeting all of them, and their rate.",
+    ("--goodput",),
+)
+
+
+def typer_option(param: Param) -> Any:
+    """``typer.Option`` of a :class:`Param` declared once and shared by commands."""
+    import typer
+
+    default = list(param.default) if param.kind == "strs" else param.default
+    return typer.Option(default, *param.decls, help=param.help)
+
+
+def latency_options(percentiles: str, goodput: Sequence[str] | None) -> dict[str, Any]:
+    """``--percentiles`` and ``--goodput`` parsed
+    (:func:`kvlab.results.summary.parse_percentiles`, :func:`~kvlab.results.summary.parse_goodput`):
+    ``{"percentiles": (99.0,), "goodput_slo_ms": {"ttft": 200.0} or None}``; a
+    :class:`~kvlab.errors.ConfigError` naming the bad item."""
+    from kvlab.results.summary import parse_goodput, parse_percentiles
+
+    return {
+        "percentiles": parse_percentiles(percentiles),
+        "goodput_slo_ms": parse_goodput(list(goodput) if goodput else None),
+    }
+
+
 def _file_above(p: Path) -> Path | None:
     """The nearest existing ancestor of ``p`` when it is not a directory, else None."""
     for parent in p.absolute().parents:
@@ -344,17 +386,21 @@ def _file_above(p: Path) -> Path | None:
 
 
 __all__ = [
+    "GOODPUT_PARAM",
     "KINDS",
+    "PERCENTILES_PARAM",
     "REQUIRED",
     "Param",
     "check_fraction",
     "check_number",
     "echo",
     "error_line",
+    "latency_options",
     "output_dir",
     "output_dir_kept",
     "output_file",
     "parse_plain",
     "sigint_ignored",
     "typer_command",
+    "typer_option",
 ]

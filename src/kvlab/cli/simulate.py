@@ -15,7 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kvlab.cli.options import REQUIRED, Param, echo, typer_command
+from kvlab.cli.options import (
+    GOODPUT_PARAM,
+    PERCENTILES_PARAM,
+    REQUIRED,
+    Param,
+    echo,
+    typer_command,
+)
 
 if TYPE_CHECKING:
     import typer
@@ -278,22 +285,8 @@ PARAMS: tuple[Param, ...] = (
         "block keys while the run starts; same results, faster on large traces).",
         ("--workers",),
     ),
-    Param(
-        "percentiles",
-        "str",
-        "99",
-        "Percentiles of TTFT, TPOT, ITL and E2E to report, e.g. 50,90,99 (as vLLM bench's "
-        "--metric-percentiles; default 99; the median is always reported).",
-        ("--percentiles", "--metric-percentiles"),
-    ),
-    Param(
-        "goodput",
-        "strs",
-        (),
-        "Goodput SLOs in ms, NAME:MS with NAME ttft, tpot or e2el, e.g. ttft:200,tpot:50 "
-        "(as vLLM bench's --goodput): requests meeting all of them, and their rate.",
-        ("--goodput",),
-    ),
+    PERCENTILES_PARAM,
+    GOODPUT_PARAM,
     Param("as_json", "flag", False, "Print summary.json to stdout.", ("--json",)),
     Param("quiet", "flag", False, "No progress bar.", ("--quiet", "-q")),
     Param(
@@ -364,16 +357,13 @@ def run_command(
         from kvlab.monitor.serve import ServeOptions
 
         serve = ServeOptions(serve_metrics, speed)
-    from kvlab.results.summary import parse_goodput, parse_percentiles
+    from kvlab.cli.options import latency_options
 
     if out is None:
         from kvlab.report.progress import default_out
 
         out = default_out("simulate")
-    latency = {
-        "percentiles": parse_percentiles(percentiles),
-        "goodput_slo_ms": parse_goodput(list(goodput) or None),
-    }
+    latency = latency_options(percentiles, goodput)
     cfg = build_config(
         model=model,
         gpu=gpu,
