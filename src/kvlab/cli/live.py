@@ -79,6 +79,14 @@ def replay(
         "as vLLM does). Every request's prompt + max_tokens is checked against it before "
         "anything is sent.",
     ),
+    model_config: str | None = typer.Option(
+        None,
+        "--model-config",
+        help="config.json or catalog name of the served model: when the server reports no "
+        "max_model_len (SGLang, llama.cpp, Ollama), its max_position_embeddings is the "
+        "limit (default: --model when kvlab knows that name; else a ceiling of 10,000,000 "
+        "tokens per request).",
+    ),
     skip_too_long: bool = typer.Option(
         False,
         "--skip-too-long",
@@ -142,6 +150,10 @@ def replay(
         raise ConfigError("--max-errors must be >= 1")
     if warmup < 0:
         raise ConfigError(f"--warmup must be >= 0, got {warmup}")
+    if model_config is not None:
+        from kvlab.models import get_model
+
+        get_model(model_config)  # a bad name or file: one line, before anything is made
     latency = latency_options(percentiles, goodput)
     if out is None:
         out = default_out("replay")
@@ -152,7 +164,7 @@ def replay(
             workload, out, endpoint, model, api, mode, concurrency, rate, burstiness, seed,
             api_key, api_key_env, cache_mode, metrics_interval, max_errors, timeout,
             http_client, max_model_len, skip_too_long, as_json, plot, warmup, latency,
-            duration,
+            duration, model_config,
         )  # fmt: skip
 
 
@@ -181,6 +193,7 @@ def _replay(
     warmup: int,
     latency: dict[str, Any],
     duration: float | None = None,
+    model_config: str | None = None,
 ) -> None:
     from kvlab.cli.options import sigint_ignored
     from kvlab.cli.simulate import save_with_exports, write_markdown
@@ -213,6 +226,7 @@ def _replay(
             http_client=http_client,
             max_model_len=max_model_len,
             too_long="skip" if skip_too_long else "refuse",
+            model_config=model_config,
             duration_s=duration,
             api_key=key,
         )
