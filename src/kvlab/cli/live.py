@@ -344,7 +344,8 @@ def _run_with_progress(
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            disable=quiet,
+            # a log or a pipe gets the lines instead: a bar there would end in a blank line
+            disable=quiet or lines is not None,
             transient=True,
         ) as progress,
     ):

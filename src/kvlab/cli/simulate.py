@@ -481,9 +481,11 @@ def _simulate_into(
         if serve is not None:  # the same run, its state kept after every event
             simulate = serve.recorder()
         if show:
+            from rich.console import Console
             from rich.progress import Progress
 
-            with Progress(transient=True) as bar:
+            # on stderr, the terminal it checked: a bar on a piped stdout ends in a blank line
+            with Progress(transient=True, console=Console(stderr=True)) as bar:
                 task = bar.add_task("simulating", total=len(wl.requests))
                 result = simulate(wl, cfg, lambda done, total: bar.update(task, completed=done))
         else:
