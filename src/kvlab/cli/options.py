@@ -12,6 +12,7 @@ gives the command function exactly the keyword arguments Typer would.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
@@ -206,13 +207,58 @@ def error_line(e: BaseException) -> str:
 
 
 def leave(code: int) -> NoReturn:
-    """``sys.exit(code)``. After Ctrl-C (130, its one line printed), a second SIGINT
-    arriving while the interpreter shuts down is ignored: Python would otherwise die
-    by the signal and the exit code would not be 130."""
+    """``sys.exit(code)``, the command's outcome already reported in one line.
+
+    After Ctrl-C (130), a second SIGINT arriving while the interpreter shuts down is
+    ignored: Python would otherwise die by the signal and the exit code would not be
+    130. And the interrupt, handled, is not reported again by CPython at exit
+    (:func:`_forget_unhandled_interrupt`)."""
+    _forget_unhandled_interrupt(code)
     if code == 130:
         with contextlib.suppress(ValueError, OSError):  # not the main thread
             signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(code)
+
+
+def _forget_unhandled_interrupt(code: int) -> None:
+    """Clear CPython's process-wide "unhandled KeyboardInterrupt" flag.
+
+    CPython sets it whenever a KeyboardInterrupt leaves code that a C extension runs
+    through ``PyRun_String`` (pybind11's ``py::exec``; torch's import does this), even
+    when Python code catches the exception later, as kvlab does; and after
+    finalization ``Py_RunMain`` then kills the process by SIGINT (exit -2) whatever
+    ``sys.exit`` said. kvlab has handled that interrupt. The flag is the C global
+    ``_Py_UnhandledKeyboardInterrupt`` up to Python 3.11; where it cannot be reached
+    (3.12 moved it into the runtime state) an interrupted command (130) ends with
+    ``os._exit(130)`` once its exit handlers ran (the last handler, streams flushed),
+    so the exit code stays 130 there too."""
+    import ctypes
+
+    try:
+        flag = ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt")
+    except (AttributeError, ValueError, OSError):
+        flag = None
+    if flag is not None:
+        flag.value = 0
+    elif code == 130:
+        _INTERRUPTED.append(code)
+
+
+#: Set by :func:`_forget_unhandled_interrupt` where CPython's flag cannot be cleared.
+_INTERRUPTED: list[int] = []
+
+
+def _exit_interrupted() -> None:
+    """The last exit handler (registered when this module is imported, before any
+    library's): end an interrupted command with 130 (see :func:`leave`)."""
+    if _INTERRUPTED:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(_INTERRUPTED[0])
+
+
+atexit.register(_exit_interrupted)
 
 
 @contextlib.contextmanager
