@@ -51,6 +51,7 @@ def tiny_model(
     (CPU build), e.g. for the live test tier and the bench experiments.
     """
     from kvlab.backends.tiny_model import TinyModelConfig, write_tiny_model
+    from kvlab.cli.options import output_dir
 
     cfg = TinyModelConfig(
         layers=layers,
@@ -61,6 +62,7 @@ def tiny_model(
         max_pos=max_pos,
         seed=seed,
     )
+    output_dir(out_dir, "OUT_DIR")  # before torch loads: a bad place is one line at once
     path = write_tiny_model(out_dir, cfg)
     kv_per_token = 2 * layers * kv_heads * cfg.head_dim * 2
     if as_json:
@@ -280,6 +282,11 @@ def _target(
     if backend == "hf":
         if model_dir is None:
             raise ConfigError("--backend hf needs --model-dir DIR (make one: kvlab tiny-model DIR)")
+        if not (model_dir / "config.json").is_file():  # checked before torch loads
+            raise ConfigError(
+                f"{model_dir} has no config.json; give a transformers model directory "
+                "(make one with: kvlab tiny-model DIR)"
+            )
         return HfTarget(model_dir=str(model_dir), num_threads=threads, dtype=dtype)
     if backend == "openai":
         if not endpoint or not model:

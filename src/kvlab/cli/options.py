@@ -378,7 +378,46 @@ def output_file(
         raise ConfigError(f"{option} {p}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise ConfigError(f"{option} {p}: not writable")
+    if p.exists() and not p.is_file():  # a FIFO would block the writer, a device swallow it
+        raise ConfigError(f"{option} {p}: exists and is not a regular file")
+    _probe_file(p, option)
     return p
+
+
+#: File name endings of the figures kvlab writes (matplotlib's formats; none: PNG).
+FIGURE_SUFFIXES: tuple[str, ...] = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
+
+
+def output_figure(path: str | os.PathLike[str], option: str = "--plot") -> Path:
+    """:func:`output_file` for a figure: its name ends in one of :data:`FIGURE_SUFFIXES`
+    (or has no suffix: PNG), else one line naming ``option`` (not matplotlib's error
+    after all the work)."""
+    from kvlab.errors import ConfigError
+
+    p = Path(path)
+    if p.suffix and p.suffix.lower() not in FIGURE_SUFFIXES:
+        raise ConfigError(
+            f"{option} {p}: a figure is written as {', '.join(FIGURE_SUFFIXES)}; "
+            f"{p.suffix!r} is not one of them"
+        )
+    return output_file(p, option)
+
+
+def _probe_file(p: Path, option: str) -> None:
+    """Open ``p`` for writing (created, then removed again when it was not there;
+    an existing file is not changed): the permission bits do not tell everything (a
+    read-only or special filesystem such as /proc, root, a full quota)."""
+    from kvlab.errors import ConfigError
+
+    existed = p.exists()
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK, 0o666)
+    except OSError as e:
+        raise ConfigError(f"{option} {p}: cannot write it ({e.strerror or e})") from None
+    os.close(fd)
+    if not existed:
+        with contextlib.suppress(OSError):
+            os.unlink(p)
 
 
 #: ``--percentiles`` and ``--goodput``, as ``simulate``, ``replay`` and ``bench`` take them
@@ -432,6 +471,7 @@ def _file_above(p: Path) -> Path | None:
 
 
 __all__ = [
+    "FIGURE_SUFFIXES",
     "GOODPUT_PARAM",
     "KINDS",
     "PERCENTILES_PARAM",
@@ -444,6 +484,7 @@ __all__ = [
     "latency_options",
     "output_dir",
     "output_dir_kept",
+    "output_figure",
     "output_file",
     "parse_plain",
     "sigint_ignored",
