@@ -89,3 +89,15 @@ def test_bad_percentiles_or_goodput_stop_bench_before_any_work(
     )  # fmt: skip
     assert isinstance(res.exception, ConfigError) and words in str(res.exception)
     assert not (tmp_path / "o").exists()
+
+
+def test_sequences_longer_than_the_context_are_refused_before_running(tmp_path: Path) -> None:
+    """--max-model-len against a server: checked before anything is sent (nothing listens
+    on port 9: a run would fail to connect instead)."""
+    res = _invoke(
+        ["bench", "-e", "concurrency", "--backend", "openai", "--endpoint", "http://127.0.0.1:9",
+         "--model", "m", "--max-model-len", "100", "--prompt-tokens", "90",
+         "--output-tokens", "20", "--no-check-oom", "--out", str(tmp_path / "o")]
+    )  # fmt: skip
+    assert isinstance(res.exception, ConfigError)
+    assert "110 tokens (prompt + output), exceeds the 100-token context" in str(res.exception)

@@ -178,6 +178,7 @@ def bench(
         mod = importlib.import_module(EXPERIMENTS[experiment])
     except KeyboardInterrupt:
         _save_interrupted(experiment, backend, out_dir)
+    _check_context(experiment, params, target)
     if check_oom:
         _check_oom(experiment, params, target, model_dir, model_config, gpu, backend, out_dir)
 
@@ -245,6 +246,23 @@ def _save_interrupted(experiment: str, backend: str, out_dir: Path) -> None:
         f"interrupted: {len(finished)} runs finished, {len(cut)} cut short; "
         f"{out_dir / 'experiment.json'} (status interrupted)"
     )
+
+
+def _check_context(experiment: str, params: Any, target: Any) -> None:
+    """Refuse, before anything runs or any prompt text is built, an experiment whose
+    longest sequence (prompt + output) exceeds the target's context: the model's
+    max_position_embeddings in process, ``--max-model-len`` against a server (a
+    server run also checks each request against what the server reports)."""
+    from kvlab.bench.oom import experiment_shape
+
+    _, tokens = experiment_shape(experiment, params)
+    limit = target.max_model_len
+    if limit is not None and tokens > limit:
+        raise ConfigError(
+            f"{experiment}: its longest sequence, {tokens:,} tokens (prompt + output), "
+            f"exceeds the {limit:,}-token context of {target.model_label}; use shorter "
+            "--prompt-tokens/--output-tokens/--lengths"
+        )
 
 
 def _check_oom(
