@@ -43,18 +43,17 @@ class Ended:
     stop_s: float
 
     def lines(self) -> list[str]:
-        """The non-empty lines printed on stdout and stderr together, progress lines
-        aside (``NAME: DONE/TOTAL (P%)``, printed before the signal when the output is
-        not a terminal)."""
+        """The lines printed on stdout and stderr together, blank ones included,
+        progress lines aside (``NAME: DONE/TOTAL (P%)``, printed before the signal
+        when the output is not a terminal)."""
         return [
-            x
-            for x in (self.out + self.err).splitlines()
-            if x.strip() and not PROGRESS_LINE.match(x)
+            x for x in self.out.splitlines() + self.err.splitlines() if not PROGRESS_LINE.match(x)
         ]
 
     def check_one_line(self) -> str:
-        """Assert the interrupted command's contract (exit 130, one line, no traceback);
-        returns that line."""
+        """Assert the interrupted command's contract (exit 130, exactly one line on
+        stdout and stderr together: no blank line left by a progress bar, no
+        traceback); returns that line."""
         assert "Traceback" not in self.err + self.out, self.err[-2000:]
         assert self.code == 130, (self.code, self.err[-2000:])
         lines = self.lines()

@@ -8,7 +8,11 @@ gzip or ends early. Each mutant goes through the commands that read it (``worklo
 show`` for configs), and the float and integer options of ``plan``, ``workload gen``,
 ``replay`` (against a port nothing listens on) and ``sweep`` get the same bad numbers. Every
 run must end with exit code 0, 1 or 2, print no traceback, and finish within
-:data:`RUN_LIMIT_S`. The counts (runs, tracebacks, hangs) are recorded as the user property
+:data:`RUN_LIMIT_S`. Hostile paths and environments
+(:func:`test_fuzz_hostile_paths_and_environment`): FIFOs, devices, symlink loops,
+directories, long lines, non-ASCII paths as inputs and outputs,
+outputs on a read-only filesystem, odd COLUMNS/TERM/NO_COLOR/API-key variables. The
+counts (runs, tracebacks, hangs) are recorded as the user property
 ``kvlab_fuzz`` and printed after the test session (tests/conftest.py), and are in each
 failure's message. ``KVLAB_FUZZ_SEED`` and ``KVLAB_FUZZ_SCALE`` (a multiplier on the number
 of mutants, default 1) vary a run.
@@ -378,4 +382,89 @@ def test_fuzz_sweep_options(tmp_path: Path, record_property: Callable[[str, obje
         if rng.random() < 0.7:
             argv += ["-j", rng.choice(["0", "-1", "1", "2", "nan", "1e3", "x"])]
         tally.run(argv)
+    tally.check(record_property, tmp_path)
+
+
+def _hostile_inputs(tmp: Path) -> dict[str, Path]:
+    """Paths that are not plain readable files, or are odd ones: a FIFO nobody writes to
+    (opening it would block), endless or empty devices, a symlink loop, a directory, a
+    2 MB line, a file without a newline, a binary file, and a valid workload whose path
+    is not ASCII."""
+    wl = write_workload(generate("chat", seed=1, sessions=1), tmp / "wörk 负载 🙂.jsonl")
+    fifo = tmp / "fifo.jsonl"
+    os.mkfifo(fifo)
+    (tmp / "loop1").symlink_to(tmp / "loop2")
+    (tmp / "loop2").symlink_to(tmp / "loop1")
+    (tmp / "long.jsonl").write_text('{"id": "' + "x" * 2_000_000 + '"}\n')
+    (tmp / "nonl.jsonl").write_text("a" * 1_000_000)
+    (tmp / "binary.jsonl").write_bytes(bytes(range(256)) * 64)
+    (tmp / "dir.jsonl").mkdir()
+    return {
+        "fifo": fifo,
+        "zero": Path("/dev/zero"),
+        "null": Path("/dev/null"),
+        "loop": tmp / "loop1",
+        "dir": tmp / "dir.jsonl",
+        "long": tmp / "long.jsonl",
+        "nonl": tmp / "nonl.jsonl",
+        "binary": tmp / "binary.jsonl",
+        "unicode": wl,
+    }
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not Path("/dev/zero").exists(), reason="POSIX")
+def test_fuzz_hostile_paths_and_environment(
+    tmp_path: Path, record_property: Callable[[str, object], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every reader and every output option on FIFOs, devices, symlink loops, directories,
+    long lines and non-ASCII paths; outputs on a read-only filesystem (/proc); odd
+    environment variables (COLUMNS, TERM, NO_COLOR, an API key with control characters).
+    No traceback, no hang (a FIFO must be refused, not opened), exit 0, 1 or 2."""
+    tally = Tally()
+    inputs = _hostile_inputs(tmp_path)
+    good = inputs["unicode"]
+    for i, path in enumerate(inputs.values()):
+        p = str(path)
+        tally.run(["workload", "stats", p, "--json"])
+        tally.run(["workload", "show", p])
+        tally.run(["simulate", p, "--out", str(tmp_path / f"sim-{i}")])
+        tally.run(["cache-curve", p])
+        tally.run(["models", "show", p])
+        tally.run(["plan", "--model", p, "--json"])
+        tally.run(["compare", p, str(good)])
+        tally.run(["replay", p, "--endpoint", NOWHERE, "--model", "m", "-o", f"{tmp_path}/r{i}"])
+    assert tally.hangs == 0, tally.failures
+    outs = [
+        Path("/proc/kvlab-fuzz-out"),
+        inputs["fifo"],
+        inputs["loop"],
+        Path("/dev/null"),
+        tmp_path / "ünï 输出" / "sub",
+        inputs["long"],
+    ]
+    for i, out in enumerate(outs):
+        o = str(out)
+        tally.run(["simulate", str(good), "--out", o, "--json"])
+        tally.run(["workload", "gen", "chat", "-o", o, "--sessions", "1", "--json"])
+        tally.run(["cache-curve", str(good), "--plot", o])
+        tally.run(["replay", str(good), "--endpoint", NOWHERE, "--model", "m", "-o", o])
+        if i < 2:  # these fail before any work (a good place would run the whole command)
+            tally.run(["tiny-model", o])
+            tally.run(["agents", "emit", "--out", o])
+    envs: list[dict[str, str]] = [
+        {"COLUMNS": "abc"},
+        {"COLUMNS": "-5", "LINES": "x"},
+        {"COLUMNS": "99999999"},
+        {"TERM": "dumb", "NO_COLOR": "1"},
+        {"KVLAB_API_KEY": "\x01\n bad key"},
+    ]
+    for env in envs:
+        with monkeypatch.context() as m:
+            for k, v in env.items():
+                m.setenv(k, v)
+            tally.run(["workload", "stats", str(good)])
+            tally.run(["plan", "--model", "llama-3.1-8b"])
+            tally.run(["models", "list"])
+            out = tmp_path / f"env-{tally.runs}"
+            tally.run(["replay", str(good), "--endpoint", NOWHERE, "--model", "m", "-o", str(out)])
     tally.check(record_property, tmp_path)

@@ -130,3 +130,52 @@ def test_seqlen_refuses_lengths_beyond_the_context() -> None:
     target = ScriptedTarget(max_model_len=100)
     with pytest.raises(ConfigError, match="exceed"):
         seqlen.run(target, Path("/nonexistent"), seqlen.SeqlenParams(prompt_lengths=(90,)))
+
+
+def test_percentiles_and_goodput_reach_every_point_and_run(tmp_path: Path) -> None:
+    """--percentiles/--goodput in bench: per point in experiment.json and points.csv,
+    and vllm_bench.json in every run directory (two requests one at a time: TTFT 0.1 s
+    and 0.3 s, the run lasts 0.4 s)."""
+    import csv
+    import json
+
+    from kvlab.bench import concurrency
+    from kvlab.bench.concurrency import ConcurrencyParams
+    from kvlab.cli.options import latency_options
+
+    latency = latency_options("50,90", ["ttft:200"])
+    params = ConcurrencyParams(levels=(1,), num_requests=2, prompt_tokens=5, output_tokens=11)
+    concurrency.run(ScriptedTarget(), tmp_path, params, None, latency)
+    doc = json.loads((tmp_path / "experiment.json").read_text())
+    assert doc["percentiles"] == [50.0, 90.0]
+    assert doc["goodput_slo_ms"] == {"ttft": 200.0}
+    (point,) = doc["points"]
+    ttft = point["latency_percentiles_s"]["ttft_s"]
+    assert ttft == {"p50": pytest.approx(0.2), "p90": pytest.approx(0.28)}
+    assert point["goodput"]["good_requests"] == 1
+    assert point["goodput"]["request_goodput_per_s"] == pytest.approx(1 / 0.4)
+    (row,) = csv.DictReader((tmp_path / "points.csv").open())
+    assert float(row["latency_percentiles_s.ttft_s.p90"]) == pytest.approx(0.28)
+    assert row["goodput.good_requests"] == "1"
+    bench = json.loads((tmp_path / "runs" / "c1" / "vllm_bench.json").read_text())
+    assert bench["p90_ttft_ms"] == pytest.approx(280.0)
+    assert bench["median_ttft_ms"] == pytest.approx(200.0)
+    assert bench["request_goodput"] == pytest.approx(2.5)
+    assert "p99_ttft_ms" not in bench
+
+
+def test_default_percentiles_without_goodput(tmp_path: Path) -> None:
+    import json
+
+    from kvlab.bench import concurrency
+    from kvlab.bench.concurrency import ConcurrencyParams
+
+    params = ConcurrencyParams(levels=(1,), num_requests=2, prompt_tokens=5, output_tokens=11)
+    concurrency.run(ScriptedTarget(), tmp_path, params)
+    doc = json.loads((tmp_path / "experiment.json").read_text())
+    (point,) = doc["points"]
+    assert doc["percentiles"] == [99.0] and doc["goodput_slo_ms"] is None
+    assert set(point["latency_percentiles_s"]["ttft_s"]) == {"p99"}
+    assert "goodput" not in point
+    bench = json.loads((tmp_path / "runs" / "c1" / "vllm_bench.json").read_text())
+    assert "request_goodput" not in bench and bench["completed"] == 2

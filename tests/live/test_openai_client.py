@@ -450,7 +450,12 @@ def test_server_dying_mid_run_leaves_failures_with_causes() -> None:
         s = await StubServer(StubConfig(ttft_s=0.02, itl_s=0.005)).start()
 
         async def kill_later() -> None:
-            await asyncio.sleep(0.15)
+            # once some requests were served (not after a fixed time: a loaded machine
+            # may not have finished one by then), and well before all of them
+            for _ in range(2000):
+                if s.num_requests >= 8:
+                    break
+                await asyncio.sleep(0.005)
             await s.stop()
 
         killer = asyncio.create_task(kill_later())

@@ -115,6 +115,10 @@ def check_tool_call(name: Any, args: Any) -> str | None:
     return None
 
 
+#: The most words of one annual report (pages x page_words): each is built in memory.
+MAX_REPORT_WORDS = 1_000_000
+
+
 @dataclass(frozen=True, slots=True)
 class WorkflowConfig:
     """Size of one workflow: ``num_companies`` reports of ``pages`` pages of about
@@ -132,6 +136,11 @@ class WorkflowConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"workflow: {name} must be an integer >= 1, got {v!r}")
+        if self.pages * self.page_words > MAX_REPORT_WORDS:
+            raise ConfigError(
+                f"workflow: pages x page_words must be at most {MAX_REPORT_WORDS:,} words per "
+                f"report (each is built in memory), got {self.pages:,} x {self.page_words:,}"
+            )
         if self.num_companies > len(NAMES):
             raise ConfigError(f"workflow: at most {len(NAMES)} companies, got {self.num_companies}")
 

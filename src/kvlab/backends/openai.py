@@ -74,6 +74,70 @@ HTTP_CLIENTS: tuple[str, ...] = ("kvlab", "aiohttp")
 #: What to do with a request that does not fit the server's context (OpenAIConfig.too_long).
 TOO_LONG: tuple[str, ...] = ("refuse", "skip", "send")
 
+#: The most tokens (prompt + max_tokens) of one request kvlab builds and sends, whatever
+#: limit is known: the longest context any served model has today (10M tokens, about
+#: 70 MB of prompt text). It is the limit itself when nothing better is known: the
+#: server reports no ``max_model_len`` (SGLang, llama.cpp, Ollama), none is given,
+#: and kvlab does not know the model's config. A prompt's text is built only when
+#: it is sent, so memory follows what is sent, never a number in a workload file.
+MAX_REQUEST_TOKENS = 10_000_000
+_CEILING = f"kvlab's ceiling of {MAX_REQUEST_TOKENS:,} tokens per request"
+
+
+@dataclass(frozen=True, slots=True)
+class ContextLimit:
+    """The context a request must fit (prompt + max_tokens <= ``tokens``), and where
+    the figure comes from, as the refusal names it (``the server's max_model_len
+    4,096``)."""
+
+    tokens: int
+    source: str
+
+    def __str__(self) -> str:
+        return self.source
+
+
+def context_limit(given: int | None, served: int | None, model: str | None) -> ContextLimit:
+    """The best context limit known, at most :data:`MAX_REQUEST_TOKENS`: ``given``
+    (``--max-model-len``), else ``served`` (the server's ``/v1/models``), else the
+    ``max_position_embeddings`` of ``model``'s config when kvlab resolves it
+    (a catalog name or a config.json path; never a download), else the ceiling."""
+    ceiling = ContextLimit(MAX_REQUEST_TOKENS, _CEILING)
+    if given is not None:
+        found = ContextLimit(given, f"--max-model-len max_model_len {given:,}")
+    elif served is not None:
+        found = ContextLimit(served, f"the server's max_model_len {served:,}")
+    else:
+        known = _model_context(model)
+        if known is None:
+            return ContextLimit(
+                ceiling.tokens,
+                f"{ceiling.source} (the server reports no max_model_len and kvlab does not "
+                f"know model {model!r}: pass --max-model-len)",
+            )
+        found = ContextLimit(
+            known,
+            f"max_position_embeddings {known:,} of {model}'s config (the server reports no "
+            "max_model_len: pass --max-model-len for the served one)",
+        )
+    return found if found.tokens <= ceiling.tokens else ceiling
+
+
+def _model_context(model: str | None) -> int | None:
+    """``max_position_embeddings`` of a model kvlab knows (catalog name or config.json
+    path), None for any other name (a server's alias, an Ollama tag...)."""
+    if not model:
+        return None
+    from kvlab.errors import KvlabError
+    from kvlab.models import get_model
+
+    try:
+        n = get_model(model).max_context
+    except (KvlabError, OSError, ValueError):
+        return None
+    return n if isinstance(n, int) and n > 0 else None
+
+
 OnRecord = Callable[[RequestRecord], None]
 _T = TypeVar("_T")
 #: A streaming POST: (request body, sink for body bytes) -> (status, error body).
@@ -92,14 +156,17 @@ class OpenAIConfig:
 
     ``max_model_len`` is the server's context limit in tokens; when None, the
     limit the server reports in ``/v1/models`` (vLLM's ``max_model_len``) is
-    used. Before anything is sent, every request's prompt plus ``max_tokens``
-    is checked against it: with ``too_long="refuse"`` one that does not fit
-    (or asks for no output) stops the run before it starts
+    used; when the server reports none, the ``max_position_embeddings`` of
+    ``model_config`` (a catalog name or config.json; default: ``model`` when kvlab
+    knows that name), else :data:`MAX_REQUEST_TOKENS` (see :func:`context_limit`).
+    Before anything is sent (and before any prompt text is built), every request's
+    prompt plus ``max_tokens`` is checked against it: with ``too_long="refuse"``
+    one that does not fit (or asks for no output) stops the run before it starts
     (:class:`~kvlab.errors.WorkloadError`); with ``"skip"`` it is recorded as
     ``rejected`` (error ``context_overflow``, not sent) and the rest run; with
-    ``"send"`` nothing is checked (to see how a server answers an overflow). The
-    check counts the workload's tokens, so a prompt whose text the server's
-    tokenizer makes a little longer can still overflow there (then it fails as
+    ``"send"`` only :data:`MAX_REQUEST_TOKENS` is checked (to see how a server
+    answers an overflow). The check counts the workload's tokens, so a prompt whose
+    text the server's tokenizer makes a little longer can still overflow there (then it fails as
     ``context_overflow``, as before).
     """
 
@@ -123,6 +190,7 @@ class OpenAIConfig:
     http_client: str = "kvlab"
     max_model_len: int | None = None
     too_long: str = "refuse"
+    model_config: str | None = None
     duration_s: float | None = None
     api_key: str | None = field(default=None, repr=False)
 
@@ -334,21 +402,14 @@ class OpenAIBackend:
         server_limit = (
             await _unless_stopped(self._preflight(transport), state) if cfg.preflight else None
         )
-        limit = cfg.max_model_len or server_limit
-        if cfg.too_long == "send":
-            limit = None
-        skipped = self._check_sizes(
-            workload.requests,
-            limit,
-            "the server's" if cfg.max_model_len is None else "--max-model-len",
-        )
+        # every size is checked before any prompt text is built
+        limit = context_limit(cfg.max_model_len, server_limit, cfg.model_config or cfg.model)
+        skipped = self._check_sizes(workload.requests, limit)
         for req, rec in skipped:
             state.done(req, rec)
         sent = [r for r in workload.requests if state.records[state.index[id(r)]] is None]
         info = await _unless_stopped(m.probe_server(transport), state)
-        salt, cache_note = await _unless_stopped(
-            self._prepare_cache(transport, workload, info), state
-        )
+        salt, cache_note = await _unless_stopped(self._prepare_cache(transport, sent, info), state)
         prompt = prompt_builder(salt)
         sampler = None
         before: dict[str, float] | None = None
@@ -395,28 +456,30 @@ class OpenAIBackend:
         )
 
     def _check_sizes(
-        self, requests: Sequence[Request], limit: int | None, whose: str
+        self, requests: Sequence[Request], limit: ContextLimit
     ) -> list[tuple[Request, RequestRecord]]:
         """Requests that cannot be served whole: no output asked (``max_tokens`` 0), or
         prompt plus output over ``limit``. With ``too_long="refuse"`` the first one
-        raises :class:`~kvlab.errors.WorkloadError`; with ``"skip"`` each gets a
-        ``rejected`` record (returned with its request) and is not sent."""
+        raises :class:`~kvlab.errors.WorkloadError` (with the count); with ``"skip"``
+        each gets a ``rejected`` record (returned with its request) and is not sent.
+        ``"send"`` checks only :data:`MAX_REQUEST_TOKENS` (kvlab never builds a bigger
+        prompt), refusing as ``"refuse"`` does."""
         out: list[tuple[Request, RequestRecord]] = []
         bad: list[tuple[Request, str]] = []
+        send = self.config.too_long == "send"
+        if send:
+            limit = ContextLimit(MAX_REQUEST_TOKENS, _CEILING)
         for r in requests:
-            if self.config.too_long == "send":
-                break
-            if r.output_tokens < 1:
+            if r.output_tokens < 1 and not send:
                 why = f"asks for {r.output_tokens} output tokens (max_tokens must be >= 1)"
-            elif limit is not None and r.prompt_tokens + r.output_tokens > limit:
+            elif r.prompt_tokens + r.output_tokens > limit.tokens:
                 why = (
-                    f"prompt {r.prompt_tokens:,} + max_tokens {r.output_tokens:,} tokens > "
-                    f"{whose} max_model_len {limit:,}"
+                    f"prompt {r.prompt_tokens:,} + max_tokens {r.output_tokens:,} tokens > {limit}"
                 )
             else:
                 continue
             bad.append((r, why))
-        if bad and self.config.too_long == "refuse":
+        if bad and self.config.too_long in ("refuse", "send"):
             r, why = bad[0]
             more = f" ({len(bad):,} requests do not fit)" if len(bad) > 1 else ""
             raise WorkloadError(
@@ -448,7 +511,7 @@ class OpenAIBackend:
         return served_max_model_len(resp.body, self.config.model) if resp.status == 200 else None
 
     async def _prepare_cache(
-        self, transport: Transport, workload: Workload, info: Any
+        self, transport: Transport, requests: Sequence[Request], info: Any
     ) -> tuple[str | None, str]:
         """Apply --cache-mode; returns (prompt salt or None, what was done)."""
         from kvlab.backends import metrics as m
@@ -463,32 +526,35 @@ class OpenAIBackend:
             salt = f"kvlab-{os.getpid()}-{time.time_ns() % 10**12}"
             note = f"{mode}: no reset endpoint; prompts salted with a run-unique prefix"
         if mode == "primed":
-            await self._prime(transport, workload, prompt_builder(salt))
+            await self._prime(transport, requests, prompt_builder(salt))
             note += "; each distinct prompt sent once (max_tokens=1) before the run"
         return salt, note
 
     async def _prime(
-        self, transport: Transport, workload: Workload, prompt: Callable[[Request], str]
+        self, transport: Transport, requests: Sequence[Request], prompt: Callable[[Request], str]
     ) -> None:
-        seen: set[str] = set()
+        """Send each distinct prompt of ``requests`` once (max_tokens 1). A prompt's text
+        is built only when its turn comes (at most 8 at a time): memory follows the
+        prompts in flight, not the workload."""
         sem = asyncio.Semaphore(8)
         cfg = self.config
 
-        async def one(text: str) -> None:
+        async def one(req: Request) -> None:
             async with sem:
                 try:
-                    body = self._body(text, 1)
+                    body = self._body(prompt(req), 1)
                     await transport.request("POST", cfg.path, body=body, timeout_s=cfg.timeout_s)
                 except Exception:  # priming is best effort; the run reports failures
                     pass
 
-        tasks = []
-        for r in workload.requests:
-            text = prompt(r)
-            if text not in seen:
-                seen.add(text)
-                tasks.append(asyncio.create_task(one(text)))
-        await asyncio.gather(*tasks)
+        seen: set[tuple[tuple[str, int], ...]] = set()
+        distinct: list[Request] = []
+        for r in requests:
+            key = tuple((seg.content_id, seg.tokens) for seg in r.segments)
+            if key not in seen:
+                seen.add(key)
+                distinct.append(r)
+        await asyncio.gather(*(one(r) for r in distinct))
 
     # ---- load modes --------------------------------------------------------------
 
@@ -809,8 +875,11 @@ __all__ = [
     "APIS",
     "CACHE_MODES",
     "HTTP_CLIENTS",
+    "MAX_REQUEST_TOKENS",
     "TOO_LONG",
+    "ContextLimit",
     "OpenAIBackend",
     "OpenAIConfig",
+    "context_limit",
     "served_max_model_len",
 ]

@@ -9,8 +9,10 @@ the highest level.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from kvlab.bench.experiment import ExperimentResult, Progress, save_run, start
 from kvlab.bench.points import run_point
@@ -38,11 +40,12 @@ def run(
     out_dir: Path,
     params: ConcurrencyParams | None = None,
     progress: Progress | None = None,
+    latency: Mapping[str, Any] | None = None,
 ) -> ExperimentResult:
     from kvlab.report import plots
 
     p = params or ConcurrencyParams()
-    exp = start("concurrency", target, asdict(p))
+    exp = start("concurrency", target, asdict(p), latency)
     timelines = {}
     for i, c in enumerate(p.levels):
         wl = uniform(f"conc{c}", p.num_requests, p.prompt_tokens, p.output_tokens)

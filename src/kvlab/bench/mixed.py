@@ -11,8 +11,10 @@ requests, alone vs mixed; plus the KV timeline of both runs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from kvlab.bench.experiment import ExperimentResult, Progress, save_run, start
 from kvlab.bench.points import class_latency, run_point
@@ -40,11 +42,12 @@ def run(
     out_dir: Path,
     params: MixedParams | None = None,
     progress: Progress | None = None,
+    latency: Mapping[str, Any] | None = None,
 ) -> ExperimentResult:
     from kvlab.report import plots
 
     p = params or MixedParams()
-    exp = start("mixed", target, asdict(p))
+    exp = start("mixed", target, asdict(p), latency)
     short = (p.short_prompt_tokens, p.short_output_tokens)
     long = (p.long_prompt_tokens, p.long_output_tokens)
     alone_wl = uniform("alone-short", p.num_short, *short, cls="short")

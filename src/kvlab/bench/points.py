@@ -29,6 +29,8 @@ def run_point(result: RunResult, target: Target, **labels: Any) -> dict[str, Any
 
     Throughput is total tokens (prompt + output of completed requests) over
     the run's wall time: one aggregate rate, never a sum of per-request rates.
+    ``latency_percentiles_s`` (TTFT, TPOT, ITL, E2E at the chosen percentiles) and,
+    with goodput SLOs, ``goodput`` come from the run's summary when it has them.
     """
     done = [r for r in result.records if r.status == STATUS_OK and r.finish_s is not None]
     wall = wall_time_s(result)
@@ -49,9 +51,14 @@ def run_point(result: RunResult, target: Target, **labels: Any) -> dict[str, Any
             "e2e_s": dist(r.e2e_s for r in done if r.e2e_s is not None),
         }
     )
+    s = result.summary
+    # the percentiles and goodput the experiment asked for (ExperimentResult.with_latency)
+    if s.get("latency_percentiles_s") is not None:
+        p["latency_percentiles_s"] = s["latency_percentiles_s"]
+    if s.get("goodput") is not None:
+        p["goodput"] = s["goodput"]
     bpt = target.kv_bytes_per_token()
     p["kv_bytes_per_token_formula"] = bpt
-    s = result.summary
     if s.get("kv_cache_bytes_peak") is not None:  # measured in process (hf)
         p["kv_bytes_measured_peak"] = s["kv_cache_bytes_peak"]
         p["kv_bytes_tokens_peak"] = s.get("kv_token_bytes_peak")

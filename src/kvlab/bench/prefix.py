@@ -12,8 +12,10 @@ variants, and their KV timelines.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from kvlab.bench.experiment import ExperimentResult, Progress, save_run, start
 from kvlab.bench.points import run_point
@@ -39,11 +41,12 @@ def run(
     out_dir: Path,
     params: PrefixParams | None = None,
     progress: Progress | None = None,
+    latency: Mapping[str, Any] | None = None,
 ) -> ExperimentResult:
     from kvlab.report import plots
 
     p = params or PrefixParams()
-    exp = start("prefix", target, asdict(p))
+    exp = start("prefix", target, asdict(p), latency)
     bpt = target.kv_bytes_per_token()
     timelines = {}
     for i, shared in enumerate((False, True)):

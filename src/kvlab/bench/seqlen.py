@@ -11,8 +11,10 @@ length, fig4 measured KV bytes vs the formula ``tokens x kv_bytes_per_token``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from kvlab.bench.experiment import ExperimentResult, Progress, save_run, start
 from kvlab.bench.points import run_point
@@ -39,6 +41,7 @@ def run(
     out_dir: Path,
     params: SeqlenParams | None = None,
     progress: Progress | None = None,
+    latency: Mapping[str, Any] | None = None,
 ) -> ExperimentResult:
     from kvlab.report import plots
 
@@ -49,7 +52,7 @@ def run(
             f"prompt {max(p.prompt_lengths)} + output {p.output_tokens} tokens exceed the "
             f"model's {limit}-token context; lower --max-len"
         )
-    exp = start("seqlen", target, asdict(p))
+    exp = start("seqlen", target, asdict(p), latency)
     bpt = target.kv_bytes_per_token()
     for i, L in enumerate(p.prompt_lengths):
         wl = uniform(f"len{L}", p.repeats, L, p.output_tokens, sequential=True)

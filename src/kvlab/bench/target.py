@@ -110,6 +110,8 @@ class OpenAITarget:
             concurrency=concurrency,
             cache_mode=self.cache_mode,
             metrics_interval_s=self.metrics_interval_s,
+            max_model_len=self.max_model_len,
+            model_config=self.model_config,
         )
         result: RunResult = openai.OpenAIBackend(cfg).run(workload)
         return result

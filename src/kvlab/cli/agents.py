@@ -332,6 +332,10 @@ def emit_cmd(
     from kvlab.hardware import get_gpu
     from kvlab.models.catalog import get_model
 
+    if out is not None:
+        from kvlab.cli.options import output_file
+
+        output_file(out, "--out")  # before the offline runs: a bad place is one line at once
     names = check_strategies(strategy) if strategy else DEFAULT_EMIT_STRATEGIES
     models = tuple(model) or DEFAULT_MODELS
     gpus = tuple(gpu) or DEFAULT_GPUS

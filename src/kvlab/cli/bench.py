@@ -9,7 +9,14 @@ from typing import Any
 
 import typer
 
-from kvlab.cli.options import check_dpi, dpi_option, plot_dpi
+from kvlab.cli.options import (
+    GOODPUT_PARAM,
+    PERCENTILES_PARAM,
+    check_dpi,
+    dpi_option,
+    plot_dpi,
+    typer_option,
+)
 from kvlab.errors import ConfigError
 
 
@@ -51,6 +58,7 @@ def tiny_model(
     (CPU build), e.g. for the live test tier and the bench experiments.
     """
     from kvlab.backends.tiny_model import TinyModelConfig, write_tiny_model
+    from kvlab.cli.options import output_dir
 
     cfg = TinyModelConfig(
         layers=layers,
@@ -61,6 +69,7 @@ def tiny_model(
         max_pos=max_pos,
         seed=seed,
     )
+    output_dir(out_dir, "OUT_DIR")  # before torch loads: a bad place is one line at once
     path = write_tiny_model(out_dir, cfg)
     kv_per_token = 2 * layers * kv_heads * cfg.head_dim * 2
     if as_json:
@@ -126,6 +135,8 @@ def bench(
         None, "--gpu", help="The accelerator for --check-oom (default: hf on this host's memory)."
     ),
     dpi: float | None = dpi_option(),
+    percentiles: str = typer_option(PERCENTILES_PARAM),
+    goodput: list[str] = typer_option(GOODPUT_PARAM),
 ) -> None:
     """Run a measurement experiment on a real backend and write runs plus figures.
 
@@ -134,7 +145,11 @@ def bench(
     and fig4 KV bytes vs sequence length, measured against the formula.
     [b]mixed[/b]: fig5 tail latency of short requests alone vs mixed with long
     ones. [b]prefix[/b]: shared vs unique system prompt. Every experiment also
-    draws a KV usage timeline and writes one run directory per run.
+    draws a KV usage timeline and writes one run directory per run, with
+    vllm_bench.json (vLLM bench's keys, in ms) beside its summary.json.
+    --percentiles and --goodput work as in simulate and replay: every point of
+    experiment.json and points.csv carries its run's latency_percentiles_s and,
+    with SLOs, its goodput.
     """
     from kvlab.bench import EXPERIMENTS
 
@@ -142,8 +157,9 @@ def bench(
         raise ConfigError(
             f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}"
         )
-    from kvlab.cli.options import output_dir
+    from kvlab.cli.options import latency_options, output_dir
 
+    latency = latency_options(percentiles, goodput)
     if max_model_len is not None and max_model_len < 1:
         raise ConfigError(f"--max-model-len must be >= 1, got {max_model_len}")
     _bounded(num_requests, "--requests", MAX_REQUESTS)
@@ -171,6 +187,7 @@ def bench(
         mod = importlib.import_module(EXPERIMENTS[experiment])
     except KeyboardInterrupt:
         _save_interrupted(experiment, backend, out_dir)
+    _check_context(experiment, params, target)
     if check_oom:
         _check_oom(experiment, params, target, model_dir, model_config, gpu, backend, out_dir)
 
@@ -186,7 +203,7 @@ def bench(
                 def progress_line(label: str, done: int, total: int) -> None:
                     lines.update(done, total, label=f"{experiment}: {label}")
 
-                exp = mod.run(target, out_dir, params, progress_line)
+                exp = mod.run(target, out_dir, params, progress_line, latency)
             else:
                 with Progress(transient=True) as bar:
                     task = bar.add_task(f"{experiment} on {backend}", total=None)
@@ -196,7 +213,7 @@ def bench(
                             task, completed=done, total=total, description=f"{experiment}: {label}"
                         )
 
-                    exp = mod.run(target, out_dir, params, progress)
+                    exp = mod.run(target, out_dir, params, progress, latency)
         except KeyboardInterrupt:
             _save_interrupted(experiment, backend, out_dir)
     if as_json:
@@ -241,6 +258,23 @@ def _save_interrupted(experiment: str, backend: str, out_dir: Path) -> None:
     )
 
 
+def _check_context(experiment: str, params: Any, target: Any) -> None:
+    """Refuse, before anything runs or any prompt text is built, an experiment whose
+    longest sequence (prompt + output) exceeds the target's context: the model's
+    max_position_embeddings in process, ``--max-model-len`` against a server (a
+    server run also checks each request against what the server reports)."""
+    from kvlab.bench.oom import experiment_shape
+
+    _, tokens = experiment_shape(experiment, params)
+    limit = target.max_model_len
+    if limit is not None and tokens > limit:
+        raise ConfigError(
+            f"{experiment}: its longest sequence, {tokens:,} tokens (prompt + output), "
+            f"exceeds the {limit:,}-token context of {target.model_label}; use shorter "
+            "--prompt-tokens/--output-tokens/--lengths"
+        )
+
+
 def _check_oom(
     experiment: str, params: Any, target: Any, model_dir: Path | None,
     model_config: str | None, gpu: str | None, backend: str, out_dir: Path,
@@ -276,6 +310,11 @@ def _target(
     if backend == "hf":
         if model_dir is None:
             raise ConfigError("--backend hf needs --model-dir DIR (make one: kvlab tiny-model DIR)")
+        if not (model_dir / "config.json").is_file():  # checked before torch loads
+            raise ConfigError(
+                f"{model_dir} has no config.json; give a transformers model directory "
+                "(make one with: kvlab tiny-model DIR)"
+            )
         return HfTarget(model_dir=str(model_dir), num_threads=threads, dtype=dtype)
     if backend == "openai":
         if not endpoint or not model:

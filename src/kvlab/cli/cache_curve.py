@@ -100,9 +100,9 @@ def run_command(
     if policy not in CURVE_POLICIES:  # fail before loading the trace
         cache_curve((), block_size, (), policy=policy)
     if plot is not None:
-        from kvlab.cli.options import output_file
+        from kvlab.cli.options import output_figure
 
-        output_file(plot, "--plot")
+        output_figure(plot, "--plot")
     block_bytes = _block_bytes(model, kv_dtype, block_size) if model else None
     caps = _parse_capacities(capacities, block_bytes) if capacities else None
     wl = load_workload(resolve_trace(trace), fmt)

@@ -301,7 +301,13 @@ def sweep_cmd(
         runner = ex.point_runner(runner)
     try:
         load_workload(str(workload))  # fail early on a bad file, read as kvlab simulate reads it
-        with contextlib.closing(ex), Progress(transient=True, disable=as_json) as progress:
+        with (
+            contextlib.closing(ex),
+            Progress(
+                transient=True,
+                disable=as_json or lines is not None,  # no bar (nor its blank line)
+            ) as progress,
+        ):
             task = progress.add_task("simulating", total=len(points))
 
             def done(_o: object) -> None:

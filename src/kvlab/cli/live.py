@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from kvlab.cli.options import dpi_option
+from kvlab.cli.options import GOODPUT_PARAM, PERCENTILES_PARAM, dpi_option, typer_option
 from kvlab.errors import ConfigError
 
 
@@ -79,6 +79,14 @@ def replay(
         "as vLLM does). Every request's prompt + max_tokens is checked against it before "
         "anything is sent.",
     ),
+    model_config: str | None = typer.Option(
+        None,
+        "--model-config",
+        help="config.json or catalog name of the served model: when the server reports no "
+        "max_model_len (SGLang, llama.cpp, Ollama), its max_position_embeddings is the "
+        "limit (default: --model when kvlab knows that name; else a ceiling of 10,000,000 "
+        "tokens per request).",
+    ),
     skip_too_long: bool = typer.Option(
         False,
         "--skip-too-long",
@@ -88,13 +96,7 @@ def replay(
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Run directory to write (default: runs/replay-TIMESTAMP)."
     ),
-    percentiles: str = typer.Option(
-        "99",
-        "--percentiles",
-        "--metric-percentiles",
-        help="Percentiles of TTFT, TPOT, ITL and E2E to report, e.g. 50,90,99 (as vLLM "
-        "bench's --metric-percentiles; default 99; the median is always reported).",
-    ),
+    percentiles: str = typer_option(PERCENTILES_PARAM),
     duration: float | None = typer.Option(
         None,
         "--duration",
@@ -108,12 +110,7 @@ def replay(
         help="Send the first N requests first, as a warm-up run recorded in OUT/warmup/ "
         "(marked in its run.json) and left out of the measured run and its summary.",
     ),
-    goodput: list[str] = typer.Option(
-        [],
-        "--goodput",
-        help="Goodput SLOs in ms, NAME:MS with NAME ttft, tpot or e2el, e.g. ttft:200,tpot:50 "
-        "(as vLLM bench's --goodput).",
-    ),
+    goodput: list[str] = typer_option(GOODPUT_PARAM),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     plot: bool = typer.Option(
         False,
@@ -137,9 +134,15 @@ def replay(
     "status": "interrupted" in run.json; one line is printed and the exit code is 130.
     """
     from kvlab.backends.base import MAX_BURSTINESS, MAX_RATE_PER_S, MAX_SECONDS
-    from kvlab.cli.options import check_dpi, check_number, output_dir, output_dir_kept, plot_dpi
+    from kvlab.cli.options import (
+        check_dpi,
+        check_number,
+        latency_options,
+        output_dir,
+        output_dir_kept,
+        plot_dpi,
+    )
     from kvlab.report.progress import default_out
-    from kvlab.results.summary import parse_goodput, parse_percentiles
 
     check_number(rate, "--rate", low=0, low_open=True, high=MAX_RATE_PER_S)
     check_number(burstiness, "--burstiness", low=0, low_open=True, high=MAX_BURSTINESS)
@@ -156,10 +159,11 @@ def replay(
     if warmup < 0:
         raise ConfigError(f"--warmup must be >= 0, got {warmup}")
     check_dpi(dpi)
-    latency = {
-        "percentiles": parse_percentiles(percentiles),
-        "goodput_slo_ms": parse_goodput(goodput or None),
-    }
+    if model_config is not None:
+        from kvlab.models import get_model
+
+        get_model(model_config)  # a bad name or file: one line, before anything is made
+    latency = latency_options(percentiles, goodput)
     if out is None:
         out = default_out("replay")
     created = not out.exists()
@@ -169,7 +173,7 @@ def replay(
             workload, out, endpoint, model, api, mode, concurrency, rate, burstiness, seed,
             api_key, api_key_env, cache_mode, metrics_interval, max_errors, timeout,
             http_client, max_model_len, skip_too_long, as_json, plot, warmup, latency,
-            duration,
+            duration, model_config,
         )  # fmt: skip
 
 
@@ -198,6 +202,7 @@ def _replay(
     warmup: int,
     latency: dict[str, Any],
     duration: float | None = None,
+    model_config: str | None = None,
 ) -> None:
     from kvlab.cli.options import sigint_ignored
     from kvlab.cli.simulate import save_with_exports, write_markdown
@@ -230,6 +235,7 @@ def _replay(
             http_client=http_client,
             max_model_len=max_model_len,
             too_long="skip" if skip_too_long else "refuse",
+            model_config=model_config,
             duration_s=duration,
             api_key=key,
         )
@@ -347,7 +353,8 @@ def _run_with_progress(
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            disable=quiet,
+            # a log or a pipe gets the lines instead: a bar there would end in a blank line
+            disable=quiet or lines is not None,
             transient=True,
         ) as progress,
     ):

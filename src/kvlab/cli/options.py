@@ -12,6 +12,7 @@ gives the command function exactly the keyword arguments Typer would.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
@@ -206,13 +207,58 @@ def error_line(e: BaseException) -> str:
 
 
 def leave(code: int) -> NoReturn:
-    """``sys.exit(code)``. After Ctrl-C (130, its one line printed), a second SIGINT
-    arriving while the interpreter shuts down is ignored: Python would otherwise die
-    by the signal and the exit code would not be 130."""
+    """``sys.exit(code)``, the command's outcome already reported in one line.
+
+    After Ctrl-C (130), a second SIGINT arriving while the interpreter shuts down is
+    ignored: Python would otherwise die by the signal and the exit code would not be
+    130. And the interrupt, handled, is not reported again by CPython at exit
+    (:func:`_forget_unhandled_interrupt`)."""
+    _forget_unhandled_interrupt(code)
     if code == 130:
         with contextlib.suppress(ValueError, OSError):  # not the main thread
             signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(code)
+
+
+def _forget_unhandled_interrupt(code: int) -> None:
+    """Clear CPython's process-wide "unhandled KeyboardInterrupt" flag.
+
+    CPython sets it whenever a KeyboardInterrupt leaves code that a C extension runs
+    through ``PyRun_String`` (pybind11's ``py::exec``; torch's import does this), even
+    when Python code catches the exception later, as kvlab does; and after
+    finalization ``Py_RunMain`` then kills the process by SIGINT (exit -2) whatever
+    ``sys.exit`` said. kvlab has handled that interrupt. The flag is the C global
+    ``_Py_UnhandledKeyboardInterrupt`` up to Python 3.11; where it cannot be reached
+    (3.12 moved it into the runtime state) an interrupted command (130) ends with
+    ``os._exit(130)`` once its exit handlers ran (the last handler, streams flushed),
+    so the exit code stays 130 there too."""
+    import ctypes
+
+    try:
+        flag = ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt")
+    except (AttributeError, ValueError, OSError):
+        flag = None
+    if flag is not None:
+        flag.value = 0
+    elif code == 130:
+        _INTERRUPTED.append(code)
+
+
+#: Set by :func:`_forget_unhandled_interrupt` where CPython's flag cannot be cleared.
+_INTERRUPTED: list[int] = []
+
+
+def _exit_interrupted() -> None:
+    """The last exit handler (registered when this module is imported, before any
+    library's): end an interrupted command with 130 (see :func:`leave`)."""
+    if _INTERRUPTED:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(_INTERRUPTED[0])
+
+
+atexit.register(_exit_interrupted)
 
 
 @contextlib.contextmanager
@@ -332,7 +378,88 @@ def output_file(
         raise ConfigError(f"{option} {p}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise ConfigError(f"{option} {p}: not writable")
+    if p.exists() and not p.is_file():  # a FIFO would block the writer, a device swallow it
+        raise ConfigError(f"{option} {p}: exists and is not a regular file")
+    _probe_file(p, option)
     return p
+
+
+#: File name endings of the figures kvlab writes (matplotlib's formats; none: PNG).
+FIGURE_SUFFIXES: tuple[str, ...] = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
+
+
+def output_figure(path: str | os.PathLike[str], option: str = "--plot") -> Path:
+    """:func:`output_file` for a figure: its name ends in one of :data:`FIGURE_SUFFIXES`
+    (or has no suffix: PNG), else one line naming ``option`` (not matplotlib's error
+    after all the work)."""
+    from kvlab.errors import ConfigError
+
+    p = Path(path)
+    if p.suffix and p.suffix.lower() not in FIGURE_SUFFIXES:
+        raise ConfigError(
+            f"{option} {p}: a figure is written as {', '.join(FIGURE_SUFFIXES)}; "
+            f"{p.suffix!r} is not one of them"
+        )
+    return output_file(p, option)
+
+
+def _probe_file(p: Path, option: str) -> None:
+    """Open ``p`` for writing (created, then removed again when it was not there;
+    an existing file is not changed): the permission bits do not tell everything (a
+    read-only or special filesystem such as /proc, root, a full quota)."""
+    from kvlab.errors import ConfigError
+
+    existed = p.exists()
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK, 0o666)
+    except OSError as e:
+        raise ConfigError(f"{option} {p}: cannot write it ({e.strerror or e})") from None
+    os.close(fd)
+    if not existed:
+        with contextlib.suppress(OSError):
+            os.unlink(p)
+
+
+#: ``--percentiles`` and ``--goodput``, as ``simulate``, ``replay`` and ``bench`` take them
+#: (vLLM bench's ``--metric-percentiles`` and ``--goodput``); :func:`latency_options`
+#: parses what they give.
+PERCENTILES_PARAM = Param(
+    "percentiles",
+    "str",
+    "99",
+    "Percentiles of TTFT, TPOT, ITL and E2E to report, e.g. 50,90,99 (as vLLM bench's "
+    "--metric-percentiles; default 99; the median is always reported).",
+    ("--percentiles", "--metric-percentiles"),
+)
+GOODPUT_PARAM = Param(
+    "goodput",
+    "strs",
+    (),
+    "Goodput SLOs in ms, NAME:MS with NAME ttft, tpot or e2el, e.g. ttft:200,tpot:50 "
+    "(as vLLM bench's --goodput): requests meeting all of them, and their rate.",
+    ("--goodput",),
+)
+
+
+def typer_option(param: Param) -> Any:
+    """``typer.Option`` of a :class:`Param` declared once and shared by commands."""
+    import typer
+
+    default = list(param.default) if param.kind == "strs" else param.default
+    return typer.Option(default, *param.decls, help=param.help)
+
+
+def latency_options(percentiles: str, goodput: Sequence[str] | None) -> dict[str, Any]:
+    """``--percentiles`` and ``--goodput`` parsed
+    (:func:`kvlab.results.summary.parse_percentiles`, :func:`~kvlab.results.summary.parse_goodput`):
+    ``{"percentiles": (99.0,), "goodput_slo_ms": {"ttft": 200.0} or None}``; a
+    :class:`~kvlab.errors.ConfigError` naming the bad item."""
+    from kvlab.results.summary import parse_goodput, parse_percentiles
+
+    return {
+        "percentiles": parse_percentiles(percentiles),
+        "goodput_slo_ms": parse_goodput(list(goodput) if goodput else None),
+    }
 
 
 def _file_above(p: Path) -> Path | None:
@@ -379,7 +506,10 @@ def plot_dpi(dpi: float | None) -> Iterator[None]:
 __all__ = [
     "DPI_HELP",
     "DPI_PARAM",
+    "FIGURE_SUFFIXES",
+    "GOODPUT_PARAM",
     "KINDS",
+    "PERCENTILES_PARAM",
     "REQUIRED",
     "Param",
     "check_dpi",
@@ -388,11 +518,14 @@ __all__ = [
     "dpi_option",
     "echo",
     "error_line",
+    "latency_options",
     "output_dir",
     "output_dir_kept",
+    "output_figure",
     "output_file",
     "parse_plain",
     "plot_dpi",
     "sigint_ignored",
     "typer_command",
+    "typer_option",
 ]

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from kvlab.cli.options import (
     DPI_PARAM,
+    GOODPUT_PARAM,
+    PERCENTILES_PARAM,
     REQUIRED,
     Param,
     check_dpi,
@@ -297,22 +299,8 @@ PARAMS: tuple[Param, ...] = (
         "block keys while the run starts; same results, faster on large traces).",
         ("--workers",),
     ),
-    Param(
-        "percentiles",
-        "str",
-        "99",
-        "Percentiles of TTFT, TPOT, ITL and E2E to report, e.g. 50,90,99 (as vLLM bench's "
-        "--metric-percentiles; default 99; the median is always reported).",
-        ("--percentiles", "--metric-percentiles"),
-    ),
-    Param(
-        "goodput",
-        "strs",
-        (),
-        "Goodput SLOs in ms, NAME:MS with NAME ttft, tpot or e2el, e.g. ttft:200,tpot:50 "
-        "(as vLLM bench's --goodput): requests meeting all of them, and their rate.",
-        ("--goodput",),
-    ),
+    PERCENTILES_PARAM,
+    GOODPUT_PARAM,
     Param("as_json", "flag", False, "Print summary.json to stdout.", ("--json",)),
     Param("quiet", "flag", False, "No progress bar.", ("--quiet", "-q")),
     Param(
@@ -386,16 +374,13 @@ def run_command(
         from kvlab.monitor.serve import ServeOptions
 
         serve = ServeOptions(serve_metrics, speed)
-    from kvlab.results.summary import parse_goodput, parse_percentiles
+    from kvlab.cli.options import latency_options
 
     if out is None:
         from kvlab.report.progress import default_out
 
         out = default_out("simulate")
-    latency = {
-        "percentiles": parse_percentiles(percentiles),
-        "goodput_slo_ms": parse_goodput(list(goodput) or None),
-    }
+    latency = latency_options(percentiles, goodput)
     cfg = build_config(
         model=model,
         gpu=gpu,
@@ -510,9 +495,11 @@ def _simulate_into(job: SimulateJob, out: Path) -> None:
         if job.serve is not None:  # the same run, its state kept after every event
             simulate = job.serve.recorder()
         if show:
+            from rich.console import Console
             from rich.progress import Progress
 
-            with Progress(transient=True) as bar:
+            # on stderr, the terminal it checked: a bar on a piped stdout ends in a blank line
+            with Progress(transient=True, console=Console(stderr=True)) as bar:
                 task = bar.add_task("simulating", total=len(wl.requests))
                 result = simulate(wl, cfg, lambda done, total: bar.update(task, completed=done))
         else:

@@ -23,7 +23,7 @@ from typing import Any
 
 from kvlab.errors import ConfigError, WorkloadError
 from kvlab.workload.records import MAX_TOKENS, Workload
-from kvlab.workload.textfile import open_text, read_errors
+from kvlab.workload.textfile import check_regular, open_text, read_errors
 
 #: Formats :func:`load_workload` understands.
 FORMATS: tuple[str, ...] = ("kvlab", "mooncake", "azure", "vidur")
@@ -120,6 +120,7 @@ def load_workload(
         if str(path) in SHAPES:  # a built-in shape, generated with its defaults
             return generate(str(path), seed=seed)
     p = resolve_trace(path)
+    check_regular(p)  # a FIFO or a device: refused before anything opens it
     if fmt is None:
         fmt = "kvlab" if allow_empty and _first_line(p) is None else detect_format(p)
     if fmt == "kvlab":
