@@ -19,11 +19,15 @@ on the per-block pool and on the extent pool (no block ids there).
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sim_helpers import Gpu, llama8b, run_in_vllm
+from sim_helpers import Gpu, llama8b
 from test_vllm_scheduler_differential import CASES, StepClock, case_inputs, vllm_trace
 
 from kvlab.sim.async_loop import Batch
@@ -106,12 +110,39 @@ def run_kvlab_async(wl: Workload, limits: dict[str, Any], *, extents: bool) -> d
 
 
 @pytest.fixture(scope="module")
-def vllm_async(tmp_path_factory: pytest.TempPathFactory, vllm_python: str) -> dict[str, Any]:
+def results(
+    tmp_path_factory: pytest.TempPathFactory, vllm_python: str
+) -> tuple[dict[str, Any], dict[tuple[str, bool], dict[str, Any]]]:
+    """vLLM's results per case and kvlab's per (case, extents); kvlab's runs are
+    made while vLLM's replay runs in its subprocess."""
     traces = {
         case: {**vllm_trace(*case_inputs(case)), "async": True, "record_steps": True}
         for case in CASES
     }
-    return run_in_vllm(vllm_python, "vllm_sched_replay.py", traces, tmp_path_factory.mktemp("a"))
+    path = tmp_path_factory.mktemp("a") / "payload.json"
+    path.write_text(json.dumps(traces))
+    env = dict(os.environ, VLLM_LOGGING_LEVEL="ERROR", VLLM_TARGET_DEVICE="cpu")
+    script = str(Path(__file__).parent / "vllm_sched_replay.py")
+    proc = subprocess.Popen(
+        [vllm_python, script, str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        ours = {
+            (case, extents): run_kvlab_async(*case_inputs(case), extents=extents)
+            for case in CASES
+            for extents in (False, True)
+        }
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1]), ours
 
 
 def _first_batch_mismatch(ours: list, theirs: list, blocks: bool) -> tuple[int, int]:
@@ -131,12 +162,14 @@ def _first_batch_mismatch(ours: list, theirs: list, blocks: bool) -> tuple[int, 
 
 @pytest.mark.vllm
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_async_mode_matches_vllm_async_scheduler(case: str, vllm_async: dict[str, Any]) -> None:
+def test_async_mode_matches_vllm_async_scheduler(
+    case: str, results: tuple[dict[str, Any], dict[tuple[str, bool], dict[str, Any]]]
+) -> None:
     wl, limits = case_inputs(case)
-    theirs = vllm_async[case]
+    theirs = results[0][case]
     their_batches = [b for b in theirs["batches"] if b[1] or b[3]]
     for extents in (False, True):
-        ours = run_kvlab_async(wl, limits, extents=extents)
+        ours = results[1][(case, extents)]
         how = f"extents={extents}"
         bad, first = _first_batch_mismatch(ours["batches"], their_batches, blocks=not extents)
         assert bad == 0, (
