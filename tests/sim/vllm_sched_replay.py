@@ -13,6 +13,15 @@ produced its first token and its last, its preemptions, its prefix-cache hit
 tokens at its first admission and the tokens it had to compute over all its
 admissions; the prefix-cache counters; the number of steps; after each step, the
 scheduler's gauges (KV usage, running and waiting requests) and the hit tokens so far.
+
+A trace with ``"async": true`` runs vLLM's AsyncScheduler with two batches in flight,
+as EngineCore.step_with_batch_queue drives it (a batch lasts one step on the
+device; scheduling takes no time). A trace with ``"record_steps": true`` also
+prints ``batches``: per batch in scheduling order ``[step it ran, {request: tokens
+scheduled}, {request: the block ids its table gained in this scheduling (all of
+them after an admission)}, [requests preempted by this scheduling], [requests this
+batch finished]]`` (block tables only grow while a request runs, so the gains give
+every table at every step).
 """
 
 from __future__ import annotations
@@ -94,6 +103,9 @@ def replay(trace: dict, model_dir: str) -> dict:
     seen: dict[str, dict] = {}
     counters = dict.fromkeys(("queries", "hits", "preempted_queries", "preempted_hits"), 0)
     gauges: dict[int, list] = {}  # step -> [usage, running, waiting, hits so far] after it
+    batches: list[list] = []  # with record_steps: what each batch did (see the docstring)
+    record = bool(trace.get("record_steps"))
+    held: dict[str, int] = {}  # request -> blocks of its table already printed
 
     def arrive(now: int) -> None:
         while arrivals and arrivals[0][0] <= now:
@@ -129,9 +141,22 @@ def replay(trace: dict, model_dir: str) -> dict:
                     rec["cached"] = hit
             # the chunk reaches the end of the sequence: the model samples a token
             samples.append(r.num_computed_tokens >= r.num_tokens and not r.is_prefill_chunk)
-        return so, samples, step
+        if record:
+            after = {r.request_id for r in sched.running}
+            preempted = sorted(before - after)
+            for rid in preempted:
+                held[rid] = 0
+            blocks = {}
+            for rid in so.num_scheduled_tokens:
+                table = sched.kv_cache_manager.coordinator.get_blocks(rid)[0]
+                if len(table) > held.get(rid, 0):
+                    blocks[rid] = [b.block_id for b in table[held.get(rid, 0) :]]
+                    held[rid] = len(table)
+            sched_tokens = dict(so.num_scheduled_tokens)
+            batches.append([step, sched_tokens, blocks, preempted, []])
+        return so, samples, step, len(batches) - 1
 
-    def update(so: Any, samples: list[bool], step: int) -> None:
+    def update(so: Any, samples: list[bool], step: int, batch: int) -> None:
         """The model's output of the batch that ran at ``step``."""
         ids = list(so.num_scheduled_tokens)
         sampled = []
@@ -153,6 +178,8 @@ def replay(trace: dict, model_dir: str) -> dict:
             for o in eco.outputs:
                 if o.finish_reason is not None:
                     seen[o.request_id]["finish"] = step
+                    if record:
+                        batches[batch][4].append(o.request_id)
                     seen[o.request_id]["preemptions"] = preempt[o.request_id].num_preemptions
                     j = follow.get(int(o.request_id[1:]))
                     if j is not None:
@@ -206,6 +233,7 @@ def replay(trace: dict, model_dir: str) -> dict:
         "steps": step,
         "gauges": gauges,
         **counters,
+        **({"batches": batches} if record else {}),
     }
 
 

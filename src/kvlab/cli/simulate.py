@@ -83,6 +83,7 @@ def build_config(
     exact_steps: bool,
     seed: int,
     sets: list[str],
+    async_scheduling: bool = False,
 ) -> Any:
     """The SimConfig the options describe (mode preset first, explicit options win)."""
     from kvlab.errors import ConfigError
@@ -102,6 +103,7 @@ def build_config(
         offload_gb=offload_gb,
         exact_steps=exact_steps,
         seed=seed,
+        async_scheduling=async_scheduling,
     ).with_overrides(_parse_sets(sets))
     if mode == "offload" and not cfg.offload_gb and not cfg.offload_blocks:
         cfg = cfg.replace(offload_blocks=2 * resolve(cfg).num_blocks)
@@ -284,6 +286,14 @@ PARAMS: tuple[Param, ...] = (
         ("--exact-steps",),
     ),
     Param(
+        "async_scheduling",
+        "flag",
+        False,
+        "Follow vLLM's AsyncScheduler: two batches in flight, host work overlapping "
+        "the GPU (vLLM's default on GPUs); default: the synchronous scheduler.",
+        ("--async-scheduling/--no-async-scheduling",),
+    ),
+    Param(
         "sets",
         "strs",
         (),
@@ -364,6 +374,7 @@ def run_command(
     speed: float = 1.0,
     calibration: Path | None = None,
     dpi: float | None = None,
+    async_scheduling: bool = False,
 ) -> None:
     """The body of ``kvlab simulate`` (options already parsed); ``on_loaded`` is
     called once the workload is loaded, before the simulation starts (see
@@ -394,6 +405,7 @@ def run_command(
         exact_steps=exact_steps,
         seed=seed,
         sets=sets,
+        async_scheduling=async_scheduling,
     )
     if workers != cfg.workers:
         cfg = cfg.replace(workers=workers)

@@ -39,6 +39,10 @@ class SimConfig:
     (:class:`kvlab.sim.names.NamingWorker`; only for workloads of at least
     :data:`kvlab.sim.names.MIN_WORKER_REQUESTS` requests not yet named). Results are
     the same either way.
+    ``async_scheduling``: follow vLLM's ``AsyncScheduler`` (two batches in flight,
+    output placeholders; :mod:`kvlab.sim.async_loop`) instead of the synchronous
+    ``Scheduler``. vLLM turns it on by default on GPUs (its CPU platform forces it
+    off); kvlab's default stays synchronous. Not with an offload tier.
     """
 
     model: Any = None
@@ -71,12 +75,17 @@ class SimConfig:
     sample_interval_s: float = 0.5
     seed: int = 0
     workers: int = 1
+    async_scheduling: bool = False
 
     def __post_init__(self) -> None:
         if self.workers not in (1, 2) or isinstance(self.workers, bool):
             raise ConfigError(
                 f"workers must be 1 (all in this process) or 2 (block keys named by a "
                 f"second process while the run starts), got {self.workers!r}"
+            )
+        if not isinstance(self.async_scheduling, bool):
+            raise ConfigError(
+                f"async_scheduling must be true or false, got {self.async_scheduling!r}"
             )
         pos_int = ("block_size", "max_num_seqs", "max_num_batched_tokens", "tp")
         for name in pos_int:

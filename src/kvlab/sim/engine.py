@@ -12,7 +12,9 @@ Where things are:
     as a cohort; any other event is taken by the step loop's code;
   - :class:`kvlab.sim.step_loop.StepLoop`: every event through the scheduler,
     one exact step or one decode window (priority scheduling, the per-block
-    pool, ``exact_steps``).
+    pool, ``exact_steps``);
+  - :class:`kvlab.sim.async_loop.AsyncLoop` (``async_scheduling``): vLLM's
+    ``AsyncScheduler``, two batches in flight, every batch an exact step.
 
 * What every loop shares (arrivals, sessions, records, counters, time series,
   the result): :class:`kvlab.sim.run_state.RunState`.
@@ -22,8 +24,8 @@ Where things are:
   (:mod:`kvlab.sim.scheduler`); the clock (:mod:`kvlab.sim.cost_model`); a
   workload prepared once for every run on it (:mod:`kvlab.sim.prepare`).
 
-The pool and loop a run used are in its provenance (``kv_pool``,
-``kv_pool_reason``, ``sim_loop``). Nothing here forks, switches the garbage
+The pool, loop and scheduler a run used are in its provenance (``kv_pool``,
+``kv_pool_reason``, ``sim_loop``, ``scheduler``). Nothing here forks, switches the garbage
 collector or reads the wall clock for simulated time; ``SimConfig(workers=2)``
 starts one child interpreter to name block keys (:mod:`kvlab.sim.names`),
 stopped by :meth:`Engine.close`.
@@ -49,8 +51,12 @@ from kvlab.workload.records import Workload
 
 
 def choose_loop(cfg: SimConfig, kv_choice: KVChoice) -> type[RunState]:
-    """The cohort loop where it applies (extent pool, FCFS, decode windows on),
-    else the step loop."""
+    """The async loop with ``async_scheduling``; else the cohort loop where it
+    applies (extent pool, FCFS, decode windows on), else the step loop."""
+    if cfg.async_scheduling:
+        from kvlab.sim.async_loop import AsyncLoop
+
+        return AsyncLoop
     if kv_choice.pool == "extent" and not cfg.exact_steps and cfg.scheduling == "fcfs":
         from kvlab.sim.cohort_loop import CohortLoop
 
@@ -103,7 +109,13 @@ class Engine:
         self.kv = self.kv_choice.kv
         #: the pool behind the KV cache (for inspection)
         self.pool = self.kv.pool  # type: ignore[attr-defined]
-        self.sched = Scheduler(
+        sched_class = Scheduler
+        if cfg.async_scheduling:
+            from kvlab.sim.async_loop import AsyncScheduler, check_async
+
+            check_async(cfg, r.offload_blocks)
+            sched_class = AsyncScheduler
+        self.sched = sched_class(
             self.kv,
             max_num_seqs=r.max_num_seqs,
             max_num_batched_tokens=r.max_num_batched_tokens,
@@ -118,7 +130,14 @@ class Engine:
             self._names.start_worker()
 
     def run(self) -> RunResult:
-        return self.loop.run()
+        result = self.loop.run()
+        # which of vLLM's schedulers the run follows
+        result.provenance["scheduler"] = (
+            "AsyncScheduler (async scheduling, 2 batches in flight)"
+            if self.cfg.async_scheduling
+            else "Scheduler (synchronous)"
+        )
+        return result
 
     def close(self) -> None:
         """Break the run's reference cycles (the extent pool's free-queue ring, the
