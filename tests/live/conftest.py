@@ -166,7 +166,7 @@ def vllm_agents_server(
         server.stop()
 
 
-# -- llama.cpp: a real llama-server (tests/live/llamacpp_server.py) ---------------------------
+# -- llama.cpp: a real llama-server (kvlab.backends.llamacpp_server) ------------------------
 
 
 @pytest.fixture(scope="session")
@@ -176,7 +176,11 @@ def tiny_gguf(
     require_live: Callable[[str], None],
 ) -> tuple[Path, Path]:
     """(llama-server binary, the tiny model as GGUF), converted once per session."""
-    from llamacpp_server import convert_to_gguf, converter_for, find_llama_server
+    from kvlab.backends.llamacpp_server import (
+        convert_to_gguf,
+        converter_for,
+        find_llama_server,
+    )
 
     binary, why = find_llama_server()
     if binary is None:
@@ -193,14 +197,11 @@ def tiny_gguf(
 def llama_server(tiny_gguf: tuple[Path, Path], tmp_path: Path) -> Iterator[Any]:
     """A fresh llama-server per test (starts in about a second): 2 slots of 512 tokens,
     prompt caching on, /metrics and /slots on, empty caches."""
-    from llamacpp_server import LlamaServer
+    from kvlab.backends.llamacpp_server import LlamaServer
 
     ports_env = os.environ.get("KVLAB_LIVE_PORTS")
     port_range = parse_port_range(ports_env) if ports_env else None
     binary, gguf = tiny_gguf
     server = LlamaServer(binary, gguf, free_port(port_range), tmp_path / "llama-server.log")
-    server.start()
-    try:
+    with server.running(timeout_s=60.0):
         yield server
-    finally:
-        server.stop()

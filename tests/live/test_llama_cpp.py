@@ -40,7 +40,7 @@ def _replay(cli: Any, server: Any, wl: Workload, out: Path, *extra: str) -> RunR
     path = write_workload(wl, out.parent / f"{out.name}.jsonl")
     res = cli(["replay", str(path), "--endpoint", server.url, "--model", server.alias,
                "--out", str(out), "--json", "--metrics-interval", "0.1", *extra])  # fmt: skip
-    assert res.code == 0, (res.err, server.log())
+    assert res.code == 0, (res.err, server.log_tail())
     return RunResult.load(out)
 
 
@@ -185,3 +185,56 @@ def test_a_prompt_longer_than_a_slot_is_a_context_overflow(
     assert recs["fits"].status == "ok" and recs["fits"].prompt_tokens == 100
     assert recs["too-long"].error == "context_overflow"
     assert "exceeds the available context size" in (recs["too-long"].error_detail or "")
+
+
+def test_kvlab_serve_llama_cpp_converts_serves_and_stops(
+    tiny_gguf: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """``kvlab serve llama.cpp`` on the tiny model directory: converts it with the converter
+    beside the binary, serves it under its alias with /metrics and /slots, stops on Ctrl-C."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from kvlab.backends.vllm_server import free_port
+
+    binary, _ = tiny_gguf
+    port = free_port()
+    src = Path(__file__).resolve().parents[2] / "src"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kvlab", "serve", "llama.cpp", "--model", str(tiny_model_dir),
+         "--binary", str(binary), "--port", str(port), "--gguf-out", str(tmp_path / "t.gguf"),
+         "--log", str(tmp_path / "l.log"), "--slots", "3"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(src)},
+    )  # fmt: skip
+    assert proc.stderr is not None
+    lines = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        lines.append(line)
+        if line.startswith("ready") or not line:
+            break
+    try:
+        assert lines[0].startswith(f"converting {tiny_model_dir} to {tmp_path / 't.gguf'}")
+        assert lines[-1].startswith("ready in"), (lines, (tmp_path / "l.log").read_text())
+        assert (tmp_path / "t.gguf").read_bytes()[:4] == b"GGUF"
+        slots = json.loads(_get(f"http://127.0.0.1:{port}/slots"))
+        assert len(slots) == 3
+        assert "llamacpp:prompt_tokens_total" in _get(f"http://127.0.0.1:{port}/metrics")
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/completions",
+            data=json.dumps({"model": "tiny", "prompt": "the cache", "max_tokens": 4}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            body = json.loads(r.read())
+        assert body["model"] == "tiny" and body["usage"]["completion_tokens"] >= 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stderr.read()
+        code = proc.wait(timeout=30)
+    assert code == 130, rest
+    assert rest.splitlines()[-1] == "llama-server stopped (Ctrl-C)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -82,19 +83,32 @@ def test_sglang_profile() -> None:
 
 
 def test_llamacpp_profile_and_slots() -> None:
-    s = load("llamacpp_metrics.txt")
+    """On /metrics and /slots recorded from a real llama-server (fixtures/llamacpp_real/:
+    prompts of 33, 34 and 34 tokens, the last two with 33 cached, 4 tokens generated each)."""
+    s = load("llamacpp_real/metrics.txt")
     assert detect_profile(s) is LLAMACPP
     g = LLAMACPP.read(s, "gauges")
-    assert g["num_requests_running"] == 2 and g["num_requests_waiting"] == 1
-    assert g["kv_cache_usage_perc"] == 0.125
-    assert LLAMACPP.read(s, "counters")["prompt_tokens"] == 4096
-    slots = parse_slots((FIX / "llamacpp_slots.json").read_text())
+    assert g == {"num_requests_running": 0.0, "num_requests_waiting": 0.0, "n_tokens_max": 37.0}
+    # This llama.cpp no longer exports llamacpp:kv_cache_usage_ratio or kv_cache_tokens:
+    # no KV usage is read from it (not a zero).
+    assert "kv_cache_usage_perc" not in g and "kv_cache_tokens" not in g
+    c = LLAMACPP.read(s, "counters")
+    # prompt_tokens_total counts only computed tokens (1 + 1 + 33); kvlab adds the cached
+    # ones back, so prompt_tokens is every prompt token sent: 33 + 34 + 34.
+    assert c["prompt_tokens"] == 33 + 34 + 34 and c["prompt_tokens_cached"] == 33 + 33
+    assert c["generation_tokens"] == 3 * 4 and c["num_decode_calls"] == 12
+    slots_text = (FIX / "llamacpp_real" / "slots.json").read_text()
+    slots = parse_slots(slots_text)
     assert slots == {
         "num_slots": 2,
-        "n_ctx_per_slot": 2048,
-        "num_busy_slots": 1,
+        "n_ctx_per_slot": 512,
+        "num_busy_slots": 0,
         "slot_ids": [0, 1],
     }
+    # The same body with slot 1 mid-request (the recorded server was idle).
+    busy = json.loads(slots_text)
+    busy[1]["is_processing"] = True
+    assert parse_slots(json.dumps(busy))["num_busy_slots"] == 1
     assert parse_slots("not json") == {}
 
 

@@ -647,8 +647,9 @@ def sse_ok() -> Handler:
 
 def test_llama_server_shape_detected_and_slots_erased() -> None:
     calls: list[str] = []
-    slots = (FIX / "llamacpp_slots.json").read_text()
-    metrics = (FIX / "llamacpp_metrics.txt").read_text()
+    # /slots and /metrics as a real llama-server answers them (fixtures/llamacpp_real/)
+    slots = (FIX / "llamacpp_real" / "slots.json").read_text()
+    metrics = (FIX / "llamacpp_real" / "metrics.txt").read_text()
 
     async def get_slots(_r: web.Request) -> web.Response:
         return web.Response(text=slots, content_type="application/json")
@@ -674,10 +675,15 @@ def test_llama_server_shape_detected_and_slots_erased() -> None:
     res = run(main())
     server = res.config["server"]
     assert server["kind"] == "llamacpp" and server["metrics"] is True
-    assert server["slots"] == {"num_slots": 2, "n_ctx_per_slot": 2048, "num_busy_slots": 1}
+    assert server["slots"] == {"num_slots": 2, "n_ctx_per_slot": 512, "num_busy_slots": 0}
     assert calls == ["0:erase", "1:erase"]
     assert "reset" in res.config["cache_mode_applied"] and res.config["cache_salt"] is None
-    assert res.summary["prefix_cache_source"] is None  # llama.cpp has no prefix-hit counter
+    # This llama.cpp counts cached prompt tokens (llamacpp:prompt_tokens_cached_total), so
+    # the hits come from its counters (the hand-written body of an older version had none).
+    assert res.summary["prefix_cache_source"] == "server_metrics"
+    # The stub answers the same body before and after the run: no queries, no hits.
+    assert res.summary["prefix_cache_queries"] == 0 and res.summary["prefix_cache_hits"] == 0
+    assert res.summary["kv_cache_usage_perc_max"] is None  # no KV usage gauge any more
 
 
 def test_sglang_shape_flushes_the_cache() -> None:

@@ -87,15 +87,22 @@ def test_sglang_and_llamacpp() -> None:
     assert s.num_requests_running == 3 and s.num_requests_waiting == 2
     assert s.prefix_hit_rate == 0.25 and s.preemptions_per_s == 2.0
     assert s.cache_config == {"max_total_num_tokens": "6144"}
+    # llama.cpp: /metrics recorded from a real llama-server (fixtures/llamacpp_real/), then
+    # one more request like its last one: 34 prompt tokens, 33 of them cached, 30 generated.
     w2 = ServerWatch("y:1")
-    l0 = fixture("llamacpp_metrics.txt")
-    assert w2.update(Scrape(l0), 0.0).dialect == "llamacpp"
+    l0 = fixture("llamacpp_real/metrics.txt")
+    first = w2.update(Scrape(l0), 0.0)
+    assert first.dialect == "llamacpp" and first.num_requests_running == 0
     l1 = bump(
-        bump(l0, "llamacpp:prompt_tokens_total", 100), "llamacpp:prompt_tokens_cached_total", 0
+        bump(l0, "llamacpp:prompt_tokens_total", 1), "llamacpp:prompt_tokens_cached_total", 33
     )
     l1 = bump(l1, "llamacpp:tokens_predicted_total", 30)
     s2 = w2.update(Scrape(l1), 2.0)
-    assert s2.kv_cache_usage_perc == 0.125 and s2.generation_tokens_per_s == 15.0
+    assert s2.generation_tokens_per_s == 15.0
+    assert s2.prefix_hit_rate == pytest.approx(33 / 34)
+    # This llama.cpp exports no KV usage gauge (llamacpp:kv_cache_usage_ratio is gone
+    # upstream): the monitor shows none rather than a number.
+    assert s2.kv_cache_usage_perc is None
     assert s2.preemptions_per_s is None  # llama.cpp has no preemption counter
     assert s2.ttft_p50_s is None
 

@@ -1,4 +1,5 @@
-"""``kvlab serve vllm``: start a vLLM server set up for kvlab's measurements."""
+"""``kvlab serve vllm`` and ``kvlab serve llama.cpp``: start an inference server set up for
+kvlab's measurements."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import typer
 
 serve_app = typer.Typer(
     name="serve",
-    help="Start an inference server set up for kvlab's measurements (vLLM).",
+    help="Start an inference server set up for kvlab's measurements (vLLM, llama.cpp).",
     no_args_is_help=True,
 )
 
@@ -153,6 +154,118 @@ def vllm_cmd(
     _run(server, ready_timeout)
 
 
+def llamacpp_cmd(
+    model: Path = typer.Option(
+        ..., "--model", "-m",
+        help="A .gguf file, or a Hugging Face model directory (converted to GGUF with "
+        "llama.cpp's converter kept beside the binary by scripts/llama_cpp.sh).",
+    ),
+    binary: Path | None = typer.Option(
+        None, "--binary",
+        help="llama-server to run (default: $KVLAB_LLAMA_SERVER, else llama-server on the "
+        "PATH, else the build of scripts/llama_cpp.sh).",
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8080, "--port", help="Port to listen on."),
+    alias: str = typer.Option(
+        "tiny", "--served-model-name", "--alias", help="The model name clients send."
+    ),
+    slots: int = typer.Option(
+        2, "--slots", "--parallel", help="Sequences served at once (llama-server slots)."
+    ),
+    ctx_per_slot: int = typer.Option(
+        512, "--ctx-per-slot", help="Context tokens of each slot (--ctx-size is slots x this)."
+    ),
+    prompt_cache: bool = typer.Option(
+        True, "--prompt-cache/--no-prompt-cache",
+        help="Reuse a slot's previous sequence as the prefix of the next prompt.",
+    ),
+    cache_ram_mib: int = typer.Option(
+        0, "--cache-ram-mib",
+        help="Host-memory prompt cache in MiB (0: off, so a request reuses exactly its "
+        "slot's previous sequence, as kvlab's slot model assumes).",
+    ),
+    threads: int = typer.Option(1, "--threads", help="CPU threads for generation."),
+    gguf_out: Path | None = typer.Option(
+        None, "--gguf-out",
+        help="Where a converted model directory's GGUF goes (default: MODEL_DIR.gguf beside "
+        "the directory's name in the current directory).",
+    ),
+    log: Path | None = typer.Option(
+        None, "--log", help="Server log file (default: ./llama-server-PORT.log)."
+    ),
+    ready_timeout: float = typer.Option(
+        120.0, "--ready-timeout", help="Seconds to wait for the server to be ready."
+    ),
+    extra: list[str] = typer.Option(
+        [], "--arg", help="One more llama-server argument, passed as is (repeatable)."
+    ),
+    print_only: bool = typer.Option(
+        False, "--print", help="Print the command line and exit (converts nothing)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="With --print: the command as JSON."),
+) -> None:
+    """Start llama.cpp's llama-server with what kvlab measures: /metrics, /slots, prompt
+    caching, a known number of slots and context per slot, and the served model name.
+    Waits until /health answers, says where the log goes, and runs until Ctrl-C
+    (exit 130). llama.cpp does not export KV-cache usage in /metrics; kvlab reads its
+    prefix reuse from /slots and each response's timings.cache_n.
+
+    Examples:
+
+      kvlab serve llama.cpp --model tiny.gguf --port 8080
+
+      kvlab serve llama.cpp --model /tmp/tiny --slots 4 --ctx-per-slot 1024 --print
+    """
+    from kvlab.backends.llamacpp_server import (
+        LlamaServer,
+        check_gguf,
+        convert_to_gguf,
+        converter_for,
+        find_llama_server,
+    )
+    from kvlab.errors import ConfigError
+
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--port must be within 1-65535, got {port}")
+    for name, value in (("--slots", slots), ("--ctx-per-slot", ctx_per_slot),
+                        ("--threads", threads)):
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
+    if cache_ram_mib < 0:
+        raise ConfigError(f"--cache-ram-mib must be >= 0, got {cache_ram_mib}")
+    found, why = find_llama_server(binary)
+    if found is None:
+        raise ConfigError(why)
+    if model.is_dir():
+        if not (model / "config.json").is_file():
+            raise ConfigError(f"{model}: not a Hugging Face model directory (no config.json)")
+        gguf = (gguf_out or Path(f"{model.absolute().name}.gguf")).absolute()
+    elif model.exists():
+        gguf = check_gguf(model).absolute()
+    else:
+        raise ConfigError(f"--model {model}: no such file or directory")
+    server = LlamaServer(
+        binary=found, gguf=gguf, port=port,
+        log_path=(log or Path(f"llama-server-{port}.log")).absolute(),
+        slots=slots, ctx_per_slot=ctx_per_slot, alias=alias, host=host, threads=threads,
+        cache_ram_mib=cache_ram_mib, prompt_cache=prompt_cache, extra_args=tuple(extra),
+    )
+    if print_only:
+        _print_command(server, as_json)
+        return
+    _check_port_free(host, port)
+    if model.is_dir():
+        typer.echo(f"converting {model} to {gguf} ...", err=True)
+        convert_to_gguf(model, gguf, converter_for(found))
+    if _run(server, ready_timeout, "llama-server", quiet_stop=True):
+        raise typer.Exit(130)
+
+
+serve_app.command("llama.cpp")(llamacpp_cmd)
+serve_app.command("llamacpp", hidden=True)(llamacpp_cmd)
+
+
 def _check_port_free(host: str, port: int) -> None:
     """ConfigError when something already listens on ``host:port`` (vLLM would fail late)."""
     import socket
@@ -213,14 +326,17 @@ def _print_command(server: Any, as_json: bool) -> None:
                                "model": server.model, "log": str(server.log_path)}, indent=2))
         return
     prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-    typer.echo(f"{prefix} {shlex.join(cmd)}")
+    typer.echo(f"{prefix} {shlex.join(cmd)}" if prefix else shlex.join(cmd))
 
 
-def _run(server: Any, ready_timeout: float) -> None:
-    """Start, wait with progress on stderr, then hold until Ctrl-C (or the server exits)."""
+def _run(server: Any, ready_timeout: float, label: str = "vLLM", quiet_stop: bool = False
+         ) -> bool:
+    """Start, wait with progress on stderr, then hold until Ctrl-C (or the server exits).
+    True when Ctrl-C (or SIGTERM) stopped it. ``quiet_stop``: one line on Ctrl-C."""
     from kvlab.errors import BackendUnavailable
 
-    typer.echo(f"starting vLLM on {server.url}; log: {server.log_path}", err=True)
+    interrupted = False
+    typer.echo(f"starting {label} on {server.url}; log: {server.log_path}", err=True)
     # SIGTERM (a supervisor, `kill`) stops the server as Ctrl-C does; SIGINT is handled
     # even when the shell started this command in the background with it ignored.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -244,14 +360,18 @@ def _run(server: Any, ready_timeout: float) -> None:
         while server.exit_code() is None:
             time.sleep(0.5)
         raise BackendUnavailable(
-            f"vLLM exited with code {server.exit_code()}; last lines of {server.log_path}:\n"
-            f"{server.log_tail(20)}"
+            f"{label} exited with code {server.exit_code()}; last lines of "
+            f"{server.log_path}:\n{server.log_tail(20)}"
         )
     except KeyboardInterrupt:
-        typer.echo("stopping vLLM ...", err=True)
+        interrupted = True
+        if not quiet_stop:
+            typer.echo(f"stopping {label} ...", err=True)
     finally:
         server.stop()
-    typer.echo("vLLM stopped", err=True)
+    typer.echo(f"{label} stopped" + (" (Ctrl-C)" if quiet_stop and interrupted else ""),
+               err=True)
+    return interrupted
 
 
 def register(app: typer.Typer) -> None:
