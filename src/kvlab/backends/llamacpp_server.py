@@ -26,19 +26,15 @@ left running (SIGTERM, then SIGKILL after ``stop_timeout_s``).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kvlab.backends.server_process import ServerProcess
 from kvlab.errors import BackendUnavailable, ConfigError
 
 #: llama-cpp-python version whose vendored llama.cpp scripts/llama_cpp.sh builds.
@@ -129,19 +125,21 @@ def convert_to_gguf(model_dir: Path, out: Path, converter: Path) -> Path:
         check=False,
     )
     if proc.returncode != 0 or not out.is_file():
-        raise BackendUnavailable(
-            f"GGUF conversion of {model_dir} failed:\n{proc.stderr[-3000:]}"
-        )
+        raise BackendUnavailable(f"GGUF conversion of {model_dir} failed:\n{proc.stderr[-3000:]}")
     return out
 
 
 @dataclass
-class LlamaServer:
+class LlamaServer(ServerProcess):
     """One llama-server process serving the GGUF file ``gguf`` as ``alias``.
 
     ``slots`` sequences run at once (``--parallel``), each with ``ctx_per_slot`` tokens
     of context (``--ctx-size`` is their product). ``cache_ram_mib`` is the host-memory
     prompt cache (0: off). ``extra_args`` are appended last."""
+
+    server_name = "llama-server"
+    ready_timeout_s = 60.0
+    ready_poll_s = 0.2
 
     binary: Path
     gguf: Path
@@ -206,78 +204,17 @@ class LlamaServer:
         with log.open("wb") as f:
             try:
                 self._proc = subprocess.Popen(
-                    self.command(), stdout=f, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, process_group=0,
+                    self.command(),
+                    stdout=f,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    process_group=0,
                 )
             except OSError as e:
                 raise BackendUnavailable(
                     f"cannot run llama-server {self.binary}: {e.strerror or e}"
                 ) from None
         return self
-
-    def exit_code(self) -> int | None:
-        """The server process's exit code, or None while it runs (or before start)."""
-        return None if self._proc is None else self._proc.poll()
-
-    def log_text(self) -> str:
-        p = Path(self.log_path)
-        return p.read_text(encoding="utf-8", errors="replace") if p.exists() else ""
-
-    def log_tail(self, num_lines: int = 40) -> str:
-        return "\n".join(self.log_text().splitlines()[-num_lines:])
-
-    def is_healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
-                return bool(r.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def wait_ready(self, timeout_s: float = 60.0, poll_s: float = 0.2) -> LlamaServer:
-        """Block until ``/health`` answers 200; BackendUnavailable with the log tail if not."""
-        if self._proc is None:
-            raise RuntimeError("server not started")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            rc = self._proc.poll()
-            if rc is not None:
-                raise BackendUnavailable(
-                    f"llama-server on port {self.port} exited with code {rc} before it was "
-                    f"ready; last lines of its log:\n{self.log_tail()}"
-                )
-            if self.is_healthy():
-                return self
-            time.sleep(poll_s)
-        raise BackendUnavailable(
-            f"llama-server on port {self.port} not ready after {timeout_s:.0f} s; "
-            f"last lines of its log:\n{self.log_tail()}"
-        )
-
-    def stop(self) -> None:
-        """Terminate the server's process group (idempotent)."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        _signal_group(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=self.stop_timeout_s)
-        _signal_group(proc.pid, signal.SIGKILL)
-        if proc.poll() is None:
-            proc.wait(timeout=5)
-
-    @contextlib.contextmanager
-    def running(self, timeout_s: float = 60.0) -> Iterator[LlamaServer]:
-        """Start, wait until ready, stop when the block ends (also when never ready)."""
-        self.start()
-        try:
-            yield self.wait_ready(timeout_s=timeout_s)
-        finally:
-            self.stop()
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 __all__ = [

@@ -23,19 +23,15 @@ left running (SIGTERM, then SIGKILL after ``stop_timeout_s``).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import socket
 import subprocess
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kvlab.backends.server_process import ServerProcess
 from kvlab.errors import BackendUnavailable, ConfigError
 
 
@@ -76,7 +72,7 @@ def parse_port_range(text: str) -> tuple[int, int]:
 
 
 @dataclass
-class VllmServer:
+class VllmServer(ServerProcess):
     """One vLLM server process serving ``model_dir`` as ``served_name``.
 
     ``device`` is ``"cpu"`` (vLLM's CPU build) or ``"gpu"``. On the CPU build
@@ -87,6 +83,10 @@ class VllmServer:
     keeps vLLM off the Hugging Face Hub (a local model directory); a Hub model
     id needs ``offline=False``.
     """
+
+    server_name = "vLLM server"
+    ready_timeout_s = 240.0
+    ready_poll_s = 0.5
 
     python: str
     model_dir: str | Path
@@ -126,9 +126,14 @@ class VllmServer:
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "gpu"):
             raise ConfigError(f"device must be cpu or gpu, got {self.device!r}")
-        for name in ("block_size", "num_blocks_override", "max_num_seqs",
-                     "max_num_batched_tokens", "kv_cache_memory_bytes",
-                     "tensor_parallel_size"):
+        for name in (
+            "block_size",
+            "num_blocks_override",
+            "max_num_seqs",
+            "max_num_batched_tokens",
+            "kv_cache_memory_bytes",
+            "tensor_parallel_size",
+        ):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
@@ -166,8 +171,9 @@ class VllmServer:
         """The flags of the optional settings that are set, in a fixed order."""
         args: list[str] = []
         if self.prefix_caching is not None:
-            args.append("--enable-prefix-caching" if self.prefix_caching
-                        else "--no-enable-prefix-caching")
+            args.append(
+                "--enable-prefix-caching" if self.prefix_caching else "--no-enable-prefix-caching"
+            )
         if self.prompt_tokens_details:
             args.append("--enable-prompt-tokens-details")
         for flag, value in (
@@ -242,72 +248,6 @@ class VllmServer:
             raise BackendUnavailable(
                 f"cannot run the vLLM interpreter {self.python}: {e.strerror or e}"
             ) from None
-
-    def exit_code(self) -> int | None:
-        """The server process's exit code, or None while it runs (or before start)."""
-        return None if self._proc is None else self._proc.poll()
-
-    def log_text(self) -> str:
-        """Everything the server wrote to stdout and stderr so far."""
-        p = Path(self.log_path)
-        return p.read_text(encoding="utf-8", errors="replace") if p.exists() else ""
-
-    def log_tail(self, num_lines: int = 40) -> str:
-        return "\n".join(self.log_text().splitlines()[-num_lines:])
-
-    def is_healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
-                return bool(r.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def wait_ready(self, timeout_s: float = 240.0, poll_s: float = 0.5) -> VllmServer:
-        """Block until ``/health`` answers 200; BackendUnavailable with the log tail if not."""
-        if self._proc is None:
-            raise RuntimeError("server not started")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            rc = self._proc.poll()
-            if rc is not None:
-                raise BackendUnavailable(
-                    f"vLLM server on port {self.port} exited with code {rc} before it was "
-                    f"ready; last lines of its log:\n{self.log_tail()}"
-                )
-            if self.is_healthy():
-                return self
-            time.sleep(poll_s)
-        raise BackendUnavailable(
-            f"vLLM server on port {self.port} not ready after {timeout_s:.0f} s; "
-            f"last lines of its log:\n{self.log_tail()}"
-        )
-
-    def stop(self) -> None:
-        """Terminate the server's whole process group (idempotent)."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        _signal_group(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=self.stop_timeout_s)
-        _signal_group(proc.pid, signal.SIGKILL)
-        if proc.poll() is None:
-            proc.wait(timeout=5)
-
-    @contextlib.contextmanager
-    def running(self, timeout_s: float = 240.0) -> Iterator[VllmServer]:
-        """Start the server, wait until it is ready, and stop it when the block ends
-        (also when it never became ready)."""
-        self.start()
-        try:
-            yield self.wait_ready(timeout_s=timeout_s)
-        finally:
-            self.stop()
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 __all__ = ["VllmServer", "free_port", "parse_port_range"]
