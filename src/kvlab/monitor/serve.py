@@ -10,7 +10,9 @@ sees alerts resolve).
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,16 +71,32 @@ class ServeOptions:
                 last[0] = now
                 _say(f"replay: {min(sim_t, total):,.1f} / {total:,.1f} simulated s")
 
+        stop = threading.Event()
+        previous = _on_sigint(stop)
         try:
-            replay.replay(self.speed, on_tick=progress)
-            _say("replay finished; serving the final state until Ctrl-C")
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
+            replay.replay(self.speed, on_tick=progress, sleep=stop.wait, stopped=stop.is_set)
+            if not stop.is_set():
+                _say("replay finished; serving the final state until Ctrl-C")
+            while not stop.wait(3600):
+                pass
+            _say("stopped")
+        except KeyboardInterrupt:  # SIGINT while no handler of ours was in place
             _say("stopped")
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
             server.shutdown()
             server.server_close()
+
+
+def _on_sigint(stop: threading.Event) -> Any:
+    """Let Ctrl-C set ``stop`` instead of raising KeyboardInterrupt wherever the replay is
+    (inside a metric's lock, say), so that the server always stops cleanly; returns
+    the previous handler (None when this is not the main thread: Ctrl-C then raises)."""
+    try:
+        return signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    except ValueError:
+        return None
 
 
 __all__ = ["ServeOptions"]

@@ -279,17 +279,18 @@ class MetricsReplay:
         tick_s: float = 0.05,
         on_tick: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
+        stopped: Callable[[], bool] | None = None,
     ) -> None:
         """Advance in wall time: simulated time = wall seconds since the start x ``speed``.
-        Returns once every event has been applied."""
+        Returns once every event has been applied, or once ``stopped()`` is true."""
         t0 = clock()
         while True:
             sim_t = (clock() - t0) * speed
             self.advance_to(sim_t)
             if on_tick is not None:
                 on_tick(sim_t)
-            if self.done:
+            if self.done or (stopped is not None and stopped()):
                 return
             sleep(tick_s)
 
