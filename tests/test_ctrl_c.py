@@ -111,25 +111,38 @@ def test_sweep_mid_run_keeps_the_finished_points(small: Path, tmp_path: Path, gr
     errors = _table(out)
     assert errors["baseline"] is None  # finished before the signal: kept
     assert RunResult.load(out / "runs" / "mode=baseline").complete
-    assert all(
-        errors[m] in ("interrupted", "not run (sweep interrupted)") for m in ("prefix", "offload")
-    )
-    assert errors["offload"] == "not run (sweep interrupted)"  # -j 1: never launched
-    assert not (out / "runs" / "mode=offload").exists()
-    assert "1 of 3 points finished" in line
+    # on a loaded machine the next point may also end before the signal lands
+    finished = [m for m in ("baseline", "prefix", "offload") if errors[m] is None]
+    assert finished in (["baseline"], ["baseline", "prefix"])
+    assert f"{len(finished)} of 3 points finished" in line
+    rest = [m for m in ("prefix", "offload") if m not in finished]
+    assert all(errors[m] in ("interrupted", "not run (sweep interrupted)") for m in rest)
+    if len(finished) == 1:
+        assert errors["offload"] == "not run (sweep interrupted)"  # -j 1: never launched
+        assert not (out / "runs" / "mode=offload").exists()
 
 
 def test_sweep_at_start_up(small: Path, tmp_path: Path) -> None:
+    """Signalled as soon as the runs folder appears. A point takes a fraction of a second,
+    so one may finish before the signal lands: whatever the count, the line, the table and
+    the run folders must agree, and the sweep must not have run to its end."""
     out = tmp_path / "sw"
     ended = interrupt(start(_sweep(small, out)), exists(out / "runs"))
     line = ended.check_one_line()
     errors = _table(out)
-    assert "0 of 3 points finished" in line
-    assert set(errors.values()) <= {"interrupted", "not run (sweep interrupted)"}
+    finished = sorted(m for m, e in errors.items() if e is None)
+    assert len(finished) < 3
+    assert f"{len(finished)} of 3 points finished" in line
+    cut = {e for e in errors.values() if e is not None}
+    assert cut and cut <= {"interrupted", "not run (sweep interrupted)"}
     for d in (out / "runs").iterdir():  # a point cut short is marked, never complete
-        with pytest.raises(RunDirError):
-            if not RunResult.load(d).complete:
-                raise RunDirError("interrupted")
+        mode = d.name.removeprefix("mode=")
+        if mode in finished:
+            assert RunResult.load(d).complete
+        else:
+            with pytest.raises(RunDirError):
+                if not RunResult.load(d).complete:
+                    raise RunDirError("interrupted")
 
 
 # ---- simulate ------------------------------------------------------------------------
