@@ -63,6 +63,21 @@ def test_bad_options_are_one_line(small: Path, tmp_path: Path) -> None:
         r.one_line_error()
 
 
+def test_live_matrix_refuses_options_it_cannot_honour(small: Path, tmp_path: Path) -> None:
+    """Refused before any server is contacted (the address is never listened on)."""
+    url = "http://127.0.0.1:9"
+    for extra, named in (
+        (["--parts", "scenarios"], "--parts"),
+        (["--executor", "dask"], "--executor"),
+        (["--scheduler", "tcp://h:8786"], "--scheduler"),
+    ):
+        r = run_cli(
+            ["stress", "-m", str(small), "--endpoint", url, "--out", str(tmp_path / "o"), *extra]
+        )
+        assert r.code == 2, (extra, r.err)
+        assert named in r.one_line_error() and "--endpoint" in r.one_line_error()
+
+
 def test_ctrl_c_keeps_finished_scenarios(
     small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -124,6 +124,7 @@ def stress_cmd(
     block size and count: real and simulated KV peak, preemptions, hit rate,
     TTFT/TPOT/E2E and verdicts side by side. Exits 1 when the server went down (the
     remaining scenarios are marked failed), 130 on Ctrl-C (finished scenarios kept).
+    --parts, --executor and --scheduler do not apply to a live matrix.
     """
     from kvlab.errors import ConfigError
     from kvlab.stress.matrix import default_matrix_text, load_matrix
@@ -160,6 +161,20 @@ def stress_cmd(
         print(msg, file=sys.stderr, flush=True)
 
     if endpoint is not None:
+        ignored = [
+            name
+            for name, given in (
+                ("--parts", parts != ",".join(PART_NAMES)),
+                ("--executor", executor != "local"),
+                ("--scheduler", scheduler is not None),
+            )
+            if given
+        ]
+        if ignored:
+            raise ConfigError(
+                f"{', '.join(ignored)} cannot be used with --endpoint: a live matrix runs "
+                "every scenario once, in order, from this process"
+            )
         _live(
             m, out, endpoint, served_model, server_max_num_seqs, sim_model, calibration,
             metrics_interval, cache_mode, request_timeout, api_key_env, save_runs, as_json,
