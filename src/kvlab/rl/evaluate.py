@@ -138,11 +138,6 @@ def train(
 
 
 def _load(path: Path) -> Any:
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such policy file (a zip saved by `kvlab rl train`)")
-    from sb3_contrib import MaskablePPO
+    from kvlab.rl.learned import load_maskable_ppo
 
-    try:
-        return MaskablePPO.load(str(path), device="cpu")
-    except Exception as e:  # a corrupt or foreign zip
-        raise ConfigError(f"{path}: not a MaskablePPO policy ({type(e).__name__}: {e})") from None
+    return load_maskable_ppo(path, "rl eval --policy")

@@ -211,25 +211,34 @@ def _numpy_layers(modules: Iterable[Any]) -> list[Layer]:
     return out
 
 
+def load_maskable_ppo(path: str | Path, what: str = "policy") -> Any:
+    """The MaskablePPO model saved in ``path`` by ``kvlab rl train`` (on the CPU);
+    one-line ConfigError naming the file when it is missing, a directory or not such a
+    model, or when the ``rl`` extra is missing (``what`` names the option in that line)."""
+    p = Path(path)
+    if not str(path):
+        raise ConfigError(f"{what} needs a file (a zip saved by `kvlab rl train`)")
+    if p.is_dir():
+        raise ConfigError(f"{p}: a directory, not a policy file (a zip saved by `kvlab rl train`)")
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such policy file (a zip saved by `kvlab rl train`)")
+    try:
+        from sb3_contrib import MaskablePPO
+    except ImportError as e:
+        raise ConfigError(f"{what} needs the rl extra (pip install 'kvlab[rl]'): {e}") from None
+    try:
+        return MaskablePPO.load(str(p), device="cpu")
+    except Exception as e:  # a corrupt or foreign zip
+        raise ConfigError(f"{p}: not a MaskablePPO policy ({type(e).__name__}: {e})") from None
+
+
 def load_learned(path: str) -> LearnedPolicy:
     """The policy in ``path`` (a MaskablePPO zip from ``kvlab rl train``); ConfigError
     when the ``rl`` extra is missing or the file is not such a policy."""
     p = Path(path)
-    if not path:
-        raise ConfigError("policy learned:FILE needs a file (a zip saved by `kvlab rl train`)")
-    if not p.is_file():
-        raise ConfigError(f"{p}: no such policy file (a zip saved by `kvlab rl train`)")
-    try:
-        import torch
-        from sb3_contrib import MaskablePPO
-    except ImportError as e:
-        raise ConfigError(
-            f"policy learned:{path} needs the rl extra (pip install 'kvlab[rl]'): {e}"
-        ) from None
-    try:
-        model = MaskablePPO.load(str(p), device="cpu")
-    except Exception as e:  # a corrupt or foreign zip
-        raise ConfigError(f"{p}: not a MaskablePPO policy ({type(e).__name__}: {e})") from None
+    model = load_maskable_ppo(path, "policy learned:FILE" if not path else f"policy learned:{path}")
+    import torch
+
     shape = model.observation_space.shape
     k = int(getattr(model.action_space, "n", 0))
     if shape is None or len(shape) != 1 or k < 1 or shape[0] != k * NUM_FEATURES:
