@@ -71,6 +71,27 @@ def test_override_too_small_for_one_request_refuses_to_start(llama: ModelSpec) -
     assert ok.vllm_starts
 
 
+def test_override_larger_than_the_gpu_does_not_fit(llama: ModelSpec) -> None:
+    """Blocks whose tensors (with weights and overhead) exceed the device: vLLM fails
+    allocating them at start-up, so the verdict is no, with the bytes named."""
+    base = plan(llama, "h100-sxm", context_tokens=4096, whatifs=False)
+    per_block = base.capacity.bytes_per_block
+    room = base.gpu_memory_bytes - base.weights_bytes - base.overhead_bytes
+    fits = plan(
+        llama, "h100-sxm", context_tokens=4096, num_gpu_blocks_override=room // per_block,
+        whatifs=False,
+    )  # fmt: skip
+    assert fits.fits
+    big = plan(
+        llama, "h100-sxm", context_tokens=4096, num_gpu_blocks_override=room // per_block + 1,
+        whatifs=False,
+    )  # fmt: skip
+    assert big.vllm_starts and not big.fits
+    assert any("vLLM would fail allocating the KV cache" in line for line in big.reasons)
+    huge = plan(llama, "h100-sxm", num_gpu_blocks_override=10**20, whatifs=False)
+    assert not huge.fits
+
+
 def test_no_override_keeps_the_json_unchanged(llama: ModelSpec) -> None:
     d = plan(llama, "h100-sxm", context_tokens=4096, whatifs=False).to_dict()
     assert "num_gpu_blocks_override" not in d

@@ -75,6 +75,15 @@ def verdict(r: PlanResult, spec: ModelSpec, gpu: GpuSpec, requested: int) -> tup
             f"- weights {gib(r.weights_bytes)} "
             f"- overhead {gib(r.overhead_bytes)} = {gib(r.available_kv_bytes)}"
         )
+    if cap.blocks_before_override is not None:
+        total = r.weights_bytes + r.overhead_bytes + cap.available_kv_bytes
+        if total > gpu.memory_bytes:
+            bad.append(
+                f"vLLM would fail allocating the KV cache: {cap.num_gpu_blocks:,} override "
+                f"blocks need {gib(cap.available_kv_bytes)}, with weights "
+                f"{gib(r.weights_bytes)} and overhead {gib(r.overhead_bytes)} that is "
+                f"{gib(total)}, more than the GPU's {gib(gpu.memory_bytes)}"
+            )
     if cap.available_kv_bytes > 0 and cap.groups and not r.vllm_starts:
         hint = ""
         if r.estimated_max_model_len:
