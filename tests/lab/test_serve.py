@@ -195,6 +195,13 @@ def test_bad_interpreter_and_busy_port_are_one_line(tmp_path: Path) -> None:
 
     model = tmp_path / "model"
     model.mkdir()
+    a_file = tmp_path / "weights.bin"
+    a_file.touch()
+    for bad, why in ((model, "not a Hugging Face model directory (no config.json)"),
+                     (a_file, "a file; give a model directory")):
+        r = kvlab("serve", "vllm", "--model", str(bad), "--print")
+        assert r.returncode == 2 and f"--model {bad}: {why}" in r.stderr, r.stderr
+    (model / "config.json").write_text("{}")
     r = kvlab("serve", "vllm", "--model", str(model), "--python", str(tmp_path / "nope"),
               "--device", "cpu", "--port", str(free_port()), "--log", str(tmp_path / "v.log"))
     assert r.returncode == 1 and "Traceback" not in r.stderr

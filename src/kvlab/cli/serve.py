@@ -110,6 +110,13 @@ def vllm_cmd(
     if not model:
         raise ConfigError("give --model (a model directory or Hugging Face id) or --preset")
     local = Path(model).is_dir()
+    if local and not (Path(model) / "config.json").is_file():
+        raise ConfigError(f"--model {model}: not a Hugging Face model directory (no config.json)")
+    if Path(model).is_file():
+        raise ConfigError(
+            f"--model {model}: a file; give a model directory (with config.json) or a "
+            "Hugging Face id"
+        )
     if device is None:
         device = "gpu" if shutil.which("nvidia-smi") else "cpu"
     if device not in ("cpu", "gpu"):
