@@ -89,11 +89,47 @@ COMMANDS: dict[str, tuple[Argv, str, str]] = {
         "--plot",
         "file",
     ),
+    "calibrate": (lambda w, r, p: ["calibrate", str(r), "-o", str(p)], "--output", "file"),
+    "report": (lambda w, r, p: ["report", str(r), "-o", str(p)], "--out", "file"),
+    "stress": (lambda w, r, p: ["stress", "--out", str(p)], "--out", "dir"),
+    "monitor --record": (
+        lambda w, r, p: ["monitor", NOWHERE, "--once", "--record", str(p)],
+        "--record",
+        "file",
+    ),
+    "monitor --export-rules": (
+        lambda w, r, p: ["monitor", "--export-rules", str(p)],
+        "--export-rules",
+        "file",
+    ),
+    "monitor --save-rules": (
+        lambda w, r, p: ["monitor", "--save-rules", str(p)],
+        "--save-rules",
+        "file",
+    ),
+    "rl train": (
+        lambda w, r, p: ["rl", "train", str(w), "--steps", "1", "-o", str(p)],
+        "--out",
+        "file",
+    ),
+    "agents run": (
+        lambda w, r, p: [
+            "agents", "run", "--strategy", "naive", "--endpoint", NOWHERE, "--model", "m",
+            "--out", str(p),
+        ],  # fmt: skip
+        "--out",
+        "dir",
+    ),
+    "agents compare -o": (
+        lambda w, r, p: ["agents", "compare", str(r), "-o", str(p)],
+        "--output",
+        "file",
+    ),
 }
 
 #: Commands whose file output creates its missing parent directories (figures and
 #: workloads are often written into a new folder).
-MAKES_PARENTS = {"compare --plot", "workload gen"}
+MAKES_PARENTS = {"compare --plot", "workload gen", "rl train"}
 
 
 def _check(argv: list[str], option: str, what: str) -> None:

@@ -36,6 +36,13 @@ class ConfigError(KvlabError, ValueError):
     exit_code = 2
 
 
+class OutputError(KvlabError, OSError):
+    """A file or directory kvlab was asked to write cannot be written (the line names
+    the path and the system's reason)."""
+
+    exit_code = 2
+
+
 class WorkloadError(KvlabError, ValueError):
     """A workload or trace file is malformed.
 

@@ -116,6 +116,9 @@ def run_cmd(
     if max_steps is not None and max_steps < 1:
         raise ConfigError(f"--max-steps must be >= 1, got {max_steps}")
     _need_agents_extra()
+    from kvlab.cli.options import output_dir
+
+    output_dir(out, "--out")  # before any model call: a bad place is one line
     cfg = RunConfig(
         strategy=strategy,
         endpoint=endpoint,
@@ -266,6 +269,12 @@ def compare_cmd(
     from kvlab.cli.options import check_dpi, plot_dpi
 
     check_dpi(dpi)
+    from kvlab.cli.options import output_file
+
+    if output is not None:
+        output_file(output, "--output")
+    if plot is not None:  # PLOT.png and PLOT.svg
+        output_file(plot.with_name(plot.name + ".png"), "--plot", make_parent=True)
     reports = [load_report(d) for d in runs]
     rows = trade_off_rows(reports)
     md = markdown_table(rows)

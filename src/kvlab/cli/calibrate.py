@@ -83,11 +83,13 @@ def calibrate_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the calibration as JSON."),
 ) -> None:
     from kvlab.calibrate import fit, observations
+    from kvlab.cli.options import output_file
     from kvlab.errors import ConfigError
     from kvlab.models.catalog import get_model
     from kvlab.models.spec import kv_bytes_per_token
     from kvlab.results import RunResult
 
+    output_file(output, "--output")  # before the runs are read: a bad place is one line
     loaded = []
     for d in runs:
         typer.echo(f"reading {d}", err=True)

@@ -94,6 +94,12 @@ def monitor_cmd(
 
     if rules is not None and rules_from_stress is not None:
         raise ConfigError("give --rules or --rules-from-stress, not both")
+    from kvlab.cli.options import output_file
+
+    for path, option in ((record, "--record"), (export_rules, "--export-rules"),
+                         (save_rules, "--save-rules")):  # fmt: skip
+        if path is not None and str(path) != "-":
+            output_file(path, option)  # before any server is read: one line
     sources: dict[str, str] = {}
     head = ""
     if rules_from_stress is not None:

@@ -41,7 +41,10 @@ def report_cmd(
       kvlab report watch.jsonl runs/stress --out watch.html
     """
     check_dpi(dpi)
+    from kvlab.cli.options import output_file
     from kvlab.report.html_report import build_report
+
+    output_file(out, "--out")
 
     with plot_dpi(dpi):
         files = build_report(run_dirs, out, title=title)

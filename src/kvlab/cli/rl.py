@@ -67,6 +67,11 @@ def train_cmd(
 
     if steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}")
+    from kvlab.cli.options import output_file
+
+    output_file(out, "--out", make_parent=True)  # before training: a bad place is one line
+    if out.suffix != ".zip":  # the file the policy is saved to
+        output_file(out.with_name(out.name + ".zip"), "--out", make_parent=True)
     t0 = time.perf_counter()
     prefix = _trace(trace, block_size)
     typer.echo(f"training MaskablePPO for {steps} steps (seed {seed}) ...", err=True)

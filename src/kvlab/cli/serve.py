@@ -157,6 +157,9 @@ def vllm_cmd(
     if print_only:
         _print_command(server, as_json)
         return
+    from kvlab.cli.options import output_file
+
+    output_file(server.log_path, "--log")
     _check_port_free(host, port)
     _run(server, ready_timeout)
 
@@ -261,6 +264,11 @@ def llamacpp_cmd(
     if print_only:
         _print_command(server, as_json)
         return
+    from kvlab.cli.options import output_file
+
+    output_file(server.log_path, "--log")
+    if model.is_dir():
+        output_file(gguf, "--gguf-out")
     _check_port_free(host, port)
     if model.is_dir():
         typer.echo(f"converting {model} to {gguf} ...", err=True)

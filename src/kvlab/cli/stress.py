@@ -160,6 +160,10 @@ def stress_cmd(
     def progress(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    from kvlab.cli.options import output_dir
+
+    output_dir(out, "--out")  # before any scenario runs: a bad place is one line
+
     if endpoint is not None:
         ignored = [
             name

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kvlab.errors import RunDirError
+from kvlab.errors import KvlabError, OutputError, RunDirError
 from kvlab.results.records import RequestRecord, records_to_jsonl
 
 
@@ -302,9 +302,12 @@ def atomic_write_chunks(path: str | Path, chunks: Iterable[str]) -> None:
             for chunk in chunks:
                 f.write(chunk)
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not isinstance(e, KvlabError):
+            why = e.strerror or type(e).__name__
+            raise OutputError(f"cannot write {p}: {why}") from None
         raise
 
 
