@@ -114,9 +114,17 @@ COMMANDS: dict[str, tuple[Argv, str, str]] = {
     ),
     "agents run": (
         lambda w, r, p: [
-            "agents", "run", "--strategy", "naive", "--endpoint", NOWHERE, "--model", "m",
-            "--out", str(p),
-        ],  # fmt: skip
+            "agents",
+            "run",
+            "--strategy",
+            "naive",
+            "--endpoint",
+            NOWHERE,
+            "--model",
+            "m",
+            "--out",
+            str(p),
+        ],
         "--out",
         "dir",
     ),
