@@ -86,3 +86,27 @@ def test_sweep_tables_and_plots(tmp_path: Path) -> None:
         "ttft_s.mean.svg",
     ]
     assert all(p.stat().st_size > 1000 for p in files)
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--axis", "block-size=16,abc"], "point block_size=abc: Invalid value for '--block-size'"),
+        (["--axis", "nope=1,2"], "point nope=1: No such option: --nope"),
+        (
+            ["--axis", "mode=baseline,prefix", "--sim-args", "--num-blocks x"],
+            "point mode=baseline: Invalid value for '--num-blocks'",
+        ),
+    ],
+)
+def test_a_bad_point_is_refused_before_any_point_runs(
+    tmp_path: Path, args: list[str], named: str
+) -> None:
+    """Every point's simulate command line is parsed first: one line, exit 2, nothing run."""
+    from cli_run import run_cli
+
+    out = tmp_path / "sw"
+    r = run_cli(["sweep", "chat", *args, "-o", str(out)], limit_s=60)
+    assert r.code == 2, r.err
+    assert named in r.one_line_error()
+    assert not (out / "runs").exists()

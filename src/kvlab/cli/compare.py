@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -290,6 +292,7 @@ def sweep_cmd(
         extra = shlex.split(sim_args)
     except ValueError as e:
         raise ConfigError(f"--sim-args: {e}") from None
+    _check_points(workload, points, extra)
     output = output_dir(output)
     runner = subprocess_runner(extra)
     from kvlab.report.progress import LineProgress, piped
@@ -355,3 +358,26 @@ def sweep_cmd(
 def register(app: typer.Typer) -> None:
     app.command("compare")(compare_cmd)
     app.command("sweep")(sweep_cmd)
+
+
+def _check_points(workload: Path, points: Sequence[Any], extra: Sequence[str]) -> None:
+    """Parse every point's ``kvlab simulate`` command line as the command would, without
+    running it: an unknown option or a value of the wrong type is one line naming the
+    point, before any point runs (range checks stay the command's own, per point)."""
+    import typer.main
+    from typer.exceptions import TyperException
+
+    from kvlab.cli.app import build_app
+    from kvlab.errors import ConfigError
+
+    simulate: Any = typer.main.get_command(build_app(("simulate",)))
+    simulate = getattr(simulate, "commands", {}).get("simulate", simulate)
+    for p in points:
+        args = [str(workload), *p.option_args(), *extra, "-o", "-"]
+        try:
+            simulate.make_context("simulate", args)
+        except typer.Exit:
+            continue  # an eager option such as --help in --sim-args
+        except TyperException as e:
+            why = e.format_message() if hasattr(e, "format_message") else str(e)
+            raise ConfigError(f"point {p.name}: {why}") from None
