@@ -137,7 +137,7 @@ COMMANDS: dict[str, tuple[Argv, str, str]] = {
 
 #: Commands whose file output creates its missing parent directories (figures and
 #: workloads are often written into a new folder).
-MAKES_PARENTS = {"compare --plot", "workload gen", "rl train"}
+MAKES_PARENTS = {"compare --plot", "workload gen", "rl train", "report"}
 
 
 def _check(argv: list[str], option: str, what: str) -> None:

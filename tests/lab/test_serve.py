@@ -93,6 +93,7 @@ def test_serve_waits_for_ready_and_ctrl_c_stops_every_process(tmp_path: Path) ->
     py.chmod(0o755)
     model = tmp_path / "model"
     model.mkdir()
+    (model / "config.json").write_text("{}")
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"),
            "FAKE_ARGS": str(tmp_path / "args"), "FAKE_CHILD_PID": str(tmp_path / "child")}

@@ -44,7 +44,7 @@ def report_cmd(
     from kvlab.cli.options import output_file
     from kvlab.report.html_report import build_report
 
-    output_file(out, "--out")
+    output_file(out, "--out", make_parent=True)  # it goes with OUT_figures/: made if missing
 
     with plot_dpi(dpi):
         files = build_report(run_dirs, out, title=title)
