@@ -117,6 +117,27 @@ def test_bad_model_paths_are_one_line(tmp_path: Path, fake_binary: Path) -> None
         assert says in r.stderr and "Traceback" not in r.stderr
 
 
+def test_preset_from_a_plan_sets_slots_and_context(tmp_path: Path, fake_binary: Path,
+                                                   gguf: Path) -> None:
+    plan = tmp_path / "plan.json"
+    r = kvlab("plan", "-m", "qwen2.5-0.5b", "--context", "4096", "--concurrency", "4", "--json")
+    assert r.returncode == 0, r.stderr
+    plan.write_text(r.stdout)
+    base = ("serve", "llama.cpp", "--model", str(gguf), "--binary", str(fake_binary),
+            "--preset", str(plan), "--print", "--json")
+    cmd = " ".join(json.loads(kvlab(*base).stdout)["command"])
+    assert "--parallel 4" in cmd and f"--ctx-size {4 * 4096}" in cmd
+    cmd = " ".join(json.loads(kvlab(*base, "--slots", "3").stdout)["command"])
+    assert "--parallel 3" in cmd and f"--ctx-size {3 * 4096}" in cmd  # the option wins
+    r = kvlab(*base, "--slots", "0")
+    assert r.returncode == 2 and "--slots must be at least 1" in r.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"model": "m", "context_tokens": 100, "concurrency": 1.5}))
+    r = kvlab("serve", "llama.cpp", "--model", str(gguf), "--binary", str(fake_binary),
+              "--preset", str(bad), "--print")
+    assert r.returncode == 2 and "field concurrency" in r.stderr, r.stderr
+
+
 def test_bad_numbers_are_refused(fake_binary: Path, gguf: Path) -> None:
     for flag, value in (("--slots", "0"), ("--ctx-per-slot", "-1"), ("--port", "70000"),
                         ("--cache-ram-mib", "-5")):

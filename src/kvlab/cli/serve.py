@@ -180,11 +180,20 @@ def llamacpp_cmd(
     alias: str = typer.Option(
         "tiny", "--served-model-name", "--alias", help="The model name clients send."
     ),
-    slots: int = typer.Option(
-        2, "--slots", "--parallel", help="Sequences served at once (llama-server slots)."
+    slots: int | None = typer.Option(
+        None, "--slots", "--parallel",
+        help="Sequences served at once (llama-server slots; default: the preset's "
+        "concurrency, else 2).",
     ),
-    ctx_per_slot: int = typer.Option(
-        512, "--ctx-per-slot", help="Context tokens of each slot (--ctx-size is slots x this)."
+    ctx_per_slot: int | None = typer.Option(
+        None, "--ctx-per-slot",
+        help="Context tokens of each slot (--ctx-size is slots x this; default: the "
+        "preset's context, else 512).",
+    ),
+    preset: Path | None = typer.Option(
+        None, "--preset",
+        help="A `kvlab plan --json` result: its concurrency and context set --slots and "
+        "--ctx-per-slot (options given here win). The model stays --model (a GGUF).",
     ),
     prompt_cache: bool = typer.Option(
         True, "--prompt-cache/--no-prompt-cache",
@@ -226,6 +235,9 @@ def llamacpp_cmd(
       kvlab serve llama.cpp --model tiny.gguf --port 8080
 
       kvlab serve llama.cpp --model /tmp/tiny --slots 4 --ctx-per-slot 1024 --print
+
+      kvlab plan -m qwen2.5-0.5b --context 4096 --concurrency 4 --json > plan.json
+      kvlab serve llama.cpp --model qwen.gguf --preset plan.json --print
     """
     from kvlab.backends.llamacpp_server import (
         LlamaServer,
@@ -238,6 +250,14 @@ def llamacpp_cmd(
 
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port must be within 1-65535, got {port}")
+    if preset is not None:
+        p = _preset(preset)
+        if slots is None:
+            slots = _positive_int(preset, "concurrency", p.get("concurrency", 2))
+        if ctx_per_slot is None:
+            ctx_per_slot = _positive_int(preset, "context_tokens", p["max_model_len"])
+    slots = 2 if slots is None else slots
+    ctx_per_slot = 512 if ctx_per_slot is None else ctx_per_slot
     for name, value in (("--slots", slots), ("--ctx-per-slot", ctx_per_slot),
                         ("--threads", threads)):
         if value < 1:
@@ -319,6 +339,8 @@ def _preset(path: Path) -> dict[str, Any]:
     ):
         if plan.get(key) is not None:
             out[name] = plan[key]
+    if plan.get("concurrency") is not None:
+        out["concurrency"] = plan["concurrency"]
     if isinstance(plan.get("tp"), int) and plan["tp"] > 1:
         out["tensor_parallel_size"] = plan["tp"]
     if str(plan.get("kv_dtype", "")).startswith("fp8"):
@@ -331,6 +353,14 @@ def _preset(path: Path) -> dict[str, Any]:
         ):
             raise ConfigError(f"{path}: field {key}: must be a positive number, got {value!r}")
     return out
+
+
+def _positive_int(path: Path, field: str, value: object) -> int:
+    from kvlab.errors import ConfigError
+
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{path}: field {field}: must be a positive integer, got {value!r}")
+    return value
 
 
 def _print_command(server: Any, as_json: bool) -> None:
