@@ -249,15 +249,24 @@ def check_blocks(loop: SteppedLoop) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("scheduling", ["fcfs", "priority"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"scheduling": "priority"},
+        {"offload_blocks": 64},
+        {"exact_steps": True, "watermark": 0.02},
+    ],
+    ids=["fcfs", "priority", "offload", "exact-watermark"],
+)
 def test_random_compress_swap_and_preempt_actions_finish_every_request(
-    seed: int, scheduling: str
+    seed: int, extra: dict[str, object]
 ) -> None:
     w = random_workload(seed, 40, rate=40.0)
-    c = cfg(block_size=16, num_blocks=120, enable_prefix_caching=True, scheduling=scheduling)
+    c = cfg(block_size=16, num_blocks=120, enable_prefix_caching=True, **extra)
     engine, loop = stepped_engine(w, c, swap_space_gb=0.5)
     rng = random.Random(seed)
-    acts = Counter()
+    acts: Counter[str] = Counter()
     while loop.advance_until(lambda s: s.num_events % 3 == 0):
         check_blocks(loop)
         for s in list(loop.sched.running):
@@ -280,6 +289,7 @@ def test_random_compress_swap_and_preempt_actions_finish_every_request(
     res = loop.result()
     engine.close()
     assert acts["compress"] > 5 and acts["swap"] > 5 and acts["preempt"] > 0
+    assert loop.num_compressions == acts["compress"]
     assert loop.num_swaps_in == loop.num_swaps_out == acts["swap"]
     assert all(r.status == "ok" for r in res.records)
     assert not loop.swapped and not loop.tiers.tier  # type: ignore[union-attr]

@@ -15,22 +15,28 @@ host memory, and it comes back by itself when its blocks fit (the transfer both 
 the clock). Compression and swapping need the per-block pool (``SimConfig(extents=False)``,
 no hybrid KV cache groups); :attr:`SteppedLoop.tiers_blocker` says why they are off.
 
-Swapping follows vLLM v0's scheduler (``swap_space``, ``_schedule_swapped``): swapped
-requests return in the order they left, before any waiting request, when the blocks
-their KV takes fit (with the watermark) and a running slot is free; while any request is
-swapped out no waiting request is admitted (v0 schedules new prefills only when nothing
-is swapped). A swap copies the request's whole blocks over the host link
+Swapping follows vLLM v0's scheduler (``swap_space``, ``_schedule_default``): a step
+serves the running requests first, then brings swapped requests back, in the order they
+left, while their blocks (with the watermark, while others run), a running slot and the
+token budget allow, and schedules them in that step; a step that starts with any
+request swapped out admits no waiting request (v0 schedules prefills only when nothing
+is swapped). So a swapped request stays out only while the running requests' growth
+keeps its blocks taken. A swap copies the request's whole blocks over the host link
 (``Resolved.offload_bw``, the CPU offload tier's bandwidth, and one
-``offload_latency_s`` per transfer): ``latency + blocks * block_bytes / bandwidth``,
-charged on the clock when it happens (the engine stalls, as v0's worker swaps before
-the step's forward pass). Host memory holds ``swap_space_gb`` (vLLM's default 4 GiB) in
-whole blocks.
+``offload_latency_s`` per transfer): ``latency + blocks * block_bytes / bandwidth``
+each way. The swap-out is charged on the clock at once, the swap-in is added to the
+time of the step that brings it back (the engine stalls: v0's worker swaps before the
+step's forward pass). Host memory holds ``swap_space_gb`` (vLLM's default 4 GiB) in
+whole blocks; a request swapped out keeps its tier.
 
 Compression re-quantizes the request's KV: the clock is charged reading its bytes at
 the old tier and writing them at the new one at the GPU's memory bandwidth (derated by
 ``SimConfig.mbu`` as the roofline's memory-bound steps are). Decode steps of a
 compressed request are charged as at tier 0 (kvlab claims no attention speedup from a
-smaller KV dtype), and kvlab does not model the accuracy a lower tier loses.
+smaller KV dtype), and kvlab does not model the accuracy a lower tier loses. While a
+compressed request runs, the loop takes single steps instead of decode windows (the
+window arithmetic assumes one block per ``block_size`` tokens): the same results, more
+events. A compressed request that is preempted is recomputed at tier 0.
 
 :func:`stepped_engine` builds an :class:`kvlab.sim.engine.Engine` with this loop.
 
