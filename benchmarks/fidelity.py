@@ -192,9 +192,17 @@ def workloads(quick: bool) -> dict[str, Any]:
     return out
 
 
-def replay_all(server: Any, wls: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Replay each workload not yet in ``out`` on ``server`` (started here if needed)."""
+def _sweep_parts(spec: Any) -> list[str]:
+    from kvlab.calibrate.sweep import WARMUP, design
+
+    return [n for n in design(spec) if n != WARMUP]
+
+
+def replay_all(server: Any, wls: dict[str, Any], out: Path, sweep: Any = None) -> dict[str, Any]:
+    """Replay each workload not yet in ``out`` on ``server`` (started here if needed),
+    after the calibration sweep ``sweep`` (a SweepDesign, into ``out/sweep``) if given."""
     from kvlab.backends.openai import OpenAIBackend, OpenAIConfig
+    from kvlab.calibrate.sweep import run_sweep
     from kvlab.results import RunResult
 
     runs: dict[str, Any] = {}
@@ -202,13 +210,20 @@ def replay_all(server: Any, wls: dict[str, Any], out: Path) -> dict[str, Any]:
     for n in wls:
         if n not in todo:
             runs[n] = RunResult.load(out / _dir(n))
-    if not todo:
+    sweep_todo = sweep is not None and any(
+        not (out / "sweep" / n / "summary.json").exists() for n in _sweep_parts(sweep)
+    )
+    if not todo and not sweep_todo:
         return runs
     t0 = time.perf_counter()
     server.start()
     try:
         server.wait_ready(900)
-        print(f"server ready after {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"server ready after {time.perf_counter() - t0:.0f} s; {_load()}", flush=True)
+        if sweep_todo:
+            t1 = time.perf_counter()
+            run_sweep(server.url, server.model, out / "sweep", sweep)
+            print(f"sweep replayed in {time.perf_counter() - t1:.0f} s; {_load()}", flush=True)
         for n in todo:
             wl = wls[n]
             # sent as the workload says (no client-side cap), as the simulator takes it
@@ -362,32 +377,15 @@ def _load() -> str:
     return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def calibrate(server: Any, out: Path, quick: bool, bpt: float) -> tuple[Any, str]:
-    """Run the designed sweep on ``server`` (started here unless every part is saved),
-    fit it, check the fit against vLLM's own timings; the calibration and its report."""
+def calibrate(out: Path, spec: Any, bpt: float) -> tuple[Any, str]:
+    """Fit the designed sweep's runs (in ``out/sweep``), check the fit against vLLM's own
+    timings; the calibration and its report."""
     from kvlab.calibrate import fit, observations
     from kvlab.calibrate.check import check_table, server_check
-    from kvlab.calibrate.sweep import QUICK as QUICK_SWEEP
-    from kvlab.calibrate.sweep import WARMUP, SweepDesign, design, load_timings, run_sweep
+    from kvlab.calibrate.sweep import load_timings
     from kvlab.results import RunResult
 
-    spec = (QUICK_SWEEP if quick else SweepDesign()).fitted_to(MAX_MODEL_LEN)
-    where = out / "sweep"
-    parts = [n for n in design(spec) if n != WARMUP]
-    todo = [n for n in parts if not (where / n / "summary.json").exists()]
-    if todo:
-        t0 = time.perf_counter()
-        server.start()
-        try:
-            server.wait_ready(900)
-            print(f"server ready after {time.perf_counter() - t0:.0f} s; {_load()}", flush=True)
-            t1 = time.perf_counter()
-            dirs = run_sweep(server.url, server.model, where, spec)
-            print(f"sweep replayed in {time.perf_counter() - t1:.0f} s; {_load()}", flush=True)
-        finally:
-            server.stop()
-    else:
-        dirs = [where / n for n in parts]
+    dirs = [out / "sweep" / n for n in _sweep_parts(spec)]
     per_run = [(d, observations(RunResult.load(d).records, bpt, run=d.name)) for d in dirs]
     obs = [o for _, mine in per_run for o in mine]
     t1 = time.perf_counter()
@@ -409,7 +407,8 @@ def calibrate(server: Any, out: Path, quick: bool, bpt: float) -> tuple[Any, str
         f"pairs; request overhead {c['request_overhead_s'] * 1e3:.2f} ms",
         "fit error: "
         + ", ".join(
-            f"{k} {cal.num_observations[k]} observations, MAPE {v['mape'] * 100:.1f}%"
+            f"{k} {cal.num_observations[k]} observations, MAPE {v['mape'] * 100:.1f}% "
+            f"(median {v['median_ape'] * 100:.1f}%)"
             for k, v in sorted(cal.fit_error.items())
         ),
         "",
@@ -431,6 +430,8 @@ def calibrate(server: Any, out: Path, quick: bool, bpt: float) -> tuple[Any, str
 def main(out: Path, quick: bool) -> None:
     from kvlab.backends.tiny_model import write_tiny_model
     from kvlab.backends.vllm_server import VllmServer
+    from kvlab.calibrate.sweep import QUICK as QUICK_SWEEP
+    from kvlab.calibrate.sweep import SweepDesign
     from kvlab.models.catalog import get_model
     from kvlab.models.spec import kv_bytes_per_token
     from kvlab.sim import SimConfig
@@ -443,20 +444,20 @@ def main(out: Path, quick: bool) -> None:
     spec = get_model(str(model_dir / "config.json"))
     bpt = float(kv_bytes_per_token(spec, None, 1))
 
-    def server() -> Any:
-        return VllmServer(
-            python=py,
-            model_dir=model_dir,
-            port=port,
-            log_path=out / "vllm.log",
-            max_model_len=MAX_MODEL_LEN,
-            kv_cache_space_gib=1,
-        )
+    server = VllmServer(
+        python=py,
+        model_dir=model_dir,
+        port=port,
+        log_path=out / "vllm.log",
+        max_model_len=MAX_MODEL_LEN,
+        kv_cache_space_gib=1,
+    )
 
-    cal, cal_text = calibrate(server(), out, quick, bpt)
-    print(cal_text, flush=True)
     wls = workloads(quick)
-    runs = replay_all(server(), wls, out)
+    sweep = (QUICK_SWEEP if quick else SweepDesign()).fitted_to(MAX_MODEL_LEN)
+    runs = replay_all(server, wls, out, sweep)
+    cal, cal_text = calibrate(out, sweep, bpt)
+    print(cal_text, flush=True)
     pressure_wl = {n: generate("chat", **p) for n, p in PRESSURE.items()}
     small = VllmServer(
         python=py,

@@ -1,7 +1,8 @@
 """A slim run of benchmarks/fidelity.py against the vLLM CPU server: calibrate the clock
-on one replayed workload, simulate a held-out one with it, and check that the
-calibration moves the simulated latencies toward the server's (the roofline is a GPU's
-clock: on two CPU cores every latency it gives is far too short)."""
+with the small designed sweep, check it against vLLM's own timings, simulate a held-out
+workload with it, and check that the calibration moves the simulated latencies toward
+the server's (the roofline is a GPU's clock: on two CPU cores every latency it gives is
+far too short)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import pytest
 
 from kvlab.backends.openai import OpenAIBackend, OpenAIConfig
 from kvlab.calibrate import fit, observations, per_request_errors
+from kvlab.calibrate.check import server_check
+from kvlab.calibrate.sweep import QUICK, load_timings, run_sweep
 from kvlab.models.catalog import get_model
 from kvlab.models.spec import kv_bytes_per_token
+from kvlab.results import RunResult
 from kvlab.sim import SimConfig, simulate
 from kvlab.sim.cost_model import CalibratedCost
 from kvlab.workload.generators import generate
@@ -29,18 +33,31 @@ def replay(server: Any, wl: Any) -> Any:
 
 
 def test_a_calibrated_clock_brings_held_out_latencies_closer(
-    vllm_server: Any, tiny_model_dir: Path
+    vllm_server: Any, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     chat = dict(system_tokens=128, user_tokens=40, output_tokens=16, arrival="poisson")
-    calib = generate("chat", seed=7, sessions=16, rate_per_s=4.0, **chat)  # type: ignore[arg-type]
     held = generate("chat", seed=8, sessions=16, rate_per_s=2.0, **chat)  # type: ignore[arg-type]
-    real_calib, real_held = replay(vllm_server, calib), replay(vllm_server, held)
+    spec = QUICK.fitted_to(vllm_server.max_model_len)
+    dirs = run_sweep(vllm_server.url, vllm_server.model, tmp_path / "sweep", spec)
+    real_held = replay(vllm_server, held)
 
     bpt = float(kv_bytes_per_token(get_model(str(tiny_model_dir / "config.json")), None, 1))
-    obs = observations(real_calib.records, bpt)
-    cal = fit(obs, bpt, runs=["calib"])
+    per_part = [(d, observations(RunResult.load(d).records, bpt, run=d.name)) for d in dirs]
+    obs = [o for _, mine in per_part for o in mine]
+    cal = fit(obs, bpt, runs=[d.name for d in dirs])
+    print(f"fit: {cal.coefficients}, {cal.error_text}")
     assert {o.kind for o in obs} == {"decode", "prefill"}
+    assert cal.notes == []  # the sweep's design leaves no term unidentified
     assert cal.coefficients["overhead_s"] + cal.coefficients["request_overhead_s"] > 0
+    # vLLM's own timings were read around every part; the lone part gets a prefill check
+    checks = []
+    for d, mine in per_part:
+        timings = load_timings(d)
+        assert timings is not None and timings["tpot_count"] >= 1, d
+        checks += server_check(cal, mine, timings, d.name)
+    lone = {c["quantity"]: c for c in checks if c["part"] == "lone"}
+    assert lone["prefill step"]["server_s"] > 0 and lone["decode step"]["server_s"] > 0
+    print(checks)
 
     cache = real_held.config["server"]["cache_config"]
     base = SimConfig(

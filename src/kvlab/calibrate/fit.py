@@ -68,8 +68,10 @@ COEFFICIENTS = (
 OPTIONAL_COEFFICIENTS = ("request_overhead_s", "per_attn_pair_s")
 #: Huber's constant (in units of the residuals' robust scale)
 HUBER_K = 1.345
-#: after the Huber fit, residuals beyond this many robust scales are left out
+#: after the Huber fit, residuals beyond this many robust scales are left out ...
 TRIM_K = 4.0
+#: ... unless that would leave out more than this share of one kind's observations
+TRIM_MAX = 0.25
 FORMAT = "kvlab-calibration-1"
 
 
@@ -248,9 +250,15 @@ def _robust_fit(rows: Any, y: Any, iterations: int = 50) -> Any:
         coef = _lstsq_nonneg(rel_rows * sw[:, None], rel_y * sw)
     # then the observations far outside the Huber fit's spread are left out and the
     # rest refitted (Huber's weights bound an outlier's pull but do not remove it)
+    # (never more than TRIM_MAX of any one kind: with few observations of a kind, a
+    # wide spread is the machine's, not a few outliers)
     r = rel_rows @ coef - rel_y
     mad = float(np.median(np.abs(r - np.median(r)))) * 1.4826
     keep = np.abs(r) <= TRIM_K * mad
+    for kind in np.unique(rows[:, 3]):
+        mine = rows[:, 3] == kind
+        if (~keep[mine]).sum() > TRIM_MAX * mine.sum():
+            keep[mine] = True
     if mad > 1e-12 and keep.sum() >= rows.shape[1] and not keep.all():
         coef = _lstsq_nonneg(rel_rows[keep], rel_y[keep])
     return coef
@@ -360,8 +368,11 @@ def fit(
         if not mine:
             continue
         res = [cal.predict_obs(o) - o.seconds for o in mine]
+        ape = sorted(abs(e) / o.seconds for e, o in zip(res, mine, strict=True))
         cal.fit_error[kind] = {
-            "mape": sum(abs(e) / o.seconds for e, o in zip(res, mine, strict=True)) / len(mine),
+            "mape": sum(ape) / len(ape),
+            # the typical step's error, unmoved by the few a busy machine slowed
+            "median_ape": float(np.median(ape)),
             "rms_s": math.sqrt(sum(e * e for e in res) / len(res)),
             "bias_s": sum(res) / len(res),
         }

@@ -90,8 +90,12 @@ class SweepDesign:
         )
 
 
+#: the small sweep (``--quick``; the CI test): 8 lone requests, bursts of 1, 4 and 16 twice
 QUICK = SweepDesign(
-    prompt_lengths=(32, 256, 640), repeats=1, batch_sizes=(1, 4), burst_prompt_lengths=(48, 320)
+    prompt_lengths=(32, 192, 480, 896),
+    repeats=2,
+    batch_sizes=(1, 4, 16),
+    burst_prompt_lengths=(48, 320),
 )
 
 

@@ -164,7 +164,8 @@ def calibrate_cmd(
     for kind, err in sorted(cal.fit_error.items()):
         typer.echo(
             f"  {kind}: {cal.num_observations[kind]} observations, MAPE "
-            f"{err['mape'] * 100:.1f}%, RMS {err['rms_s'] * 1e3:.3f} ms, "
+            f"{err['mape'] * 100:.1f}% (median {err.get('median_ape', 0.0) * 100:.1f}%), "
+            f"RMS {err['rms_s'] * 1e3:.3f} ms, "
             f"bias {err['bias_s'] * 1e3:+.3f} ms"
         )
     typer.echo("residuals (predicted - measured), median per kind and size:")
