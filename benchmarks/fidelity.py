@@ -5,18 +5,19 @@ designed sweep against it (lone requests of 32 to 896 prompt tokens, bursts of 1
 requests at a short and a long prompt; :mod:`kvlab.calibrate.sweep`), fits the step cost
 and request overhead on the sweep alone and checks the fit against vLLM's own timing
 histograms, then replays held-out workloads of every generated shape plus a Mooncake
-slice, and on a second server with a cache of 32 blocks of 32 tokens a three-turn chat at
-8 sessions/s (the pressure case: preemptions). Every held-out workload is simulated with
-the server's block size and count, with the roofline and with the calibration; printed per
-workload and clock: per-request TTFT, TPOT and E2E MAPE and signed bias, the error of the
-median TTFT, throughput error, preemptions and prefix hits (real / simulated), then the
-issue's targets. Writes calib.json, fidelity.json, fidelity.md and per-request scatter
+slice, and on a second server with a cache of 32 blocks of 32 tokens two chat workloads
+at 8 requests/s, single-turn with long answers and three-turn (the pressure cases:
+preemptions). Every held-out workload is simulated with the server's block size and
+count, with the roofline and with the calibration; printed per workload and clock:
+per-request TTFT, TPOT and E2E MAPE and signed bias, the error of the median TTFT,
+throughput error, preemptions and prefix hits (real / simulated), then the issue's
+targets. Writes calib.json, fidelity.json, fidelity.md and per-request scatter
 plots (the plot extra) to OUT_DIR; replays already in OUT_DIR are reused. The load
 average is printed before and after (the figures are only as quiet as the machine). Usage:
 
     KVLAB_VLLM_PYTHON=... python benchmarks/fidelity.py OUT_DIR [--quick]
 
-``--quick``: the small sweep, two held-out workloads and the pressure case (a smoke run).
+``--quick``: the small sweep, two held-out workloads and the pressure cases (a smoke run).
 """
 
 from __future__ import annotations
