@@ -6,18 +6,17 @@ far too short)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cli_run import CliRun
 from kvlab.backends.openai import OpenAIBackend, OpenAIConfig
-from kvlab.calibrate import fit, observations, per_request_errors
-from kvlab.calibrate.check import server_check
-from kvlab.calibrate.sweep import QUICK, load_timings, run_sweep
-from kvlab.models.catalog import get_model
-from kvlab.models.spec import kv_bytes_per_token
-from kvlab.results import RunResult
+from kvlab.calibrate import load_calibration, per_request_errors
+from kvlab.calibrate.sweep import load_timings
 from kvlab.sim import SimConfig, simulate
 from kvlab.sim.cost_model import CalibratedCost
 from kvlab.workload.generators import generate
@@ -33,31 +32,38 @@ def replay(server: Any, wl: Any) -> Any:
 
 
 def test_a_calibrated_clock_brings_held_out_latencies_closer(
-    vllm_server: Any, tiny_model_dir: Path, tmp_path: Path
+    vllm_server: Any, tiny_model_dir: Path, tmp_path: Path, cli: Callable[[list[str]], CliRun]
 ) -> None:
     chat = dict(system_tokens=128, user_tokens=40, output_tokens=16, arrival="poisson")
     held = generate("chat", seed=8, sessions=16, rate_per_s=2.0, **chat)  # type: ignore[arg-type]
-    spec = QUICK.fitted_to(vllm_server.max_model_len)
-    dirs = run_sweep(vllm_server.url, vllm_server.model, tmp_path / "sweep", spec)
+    out = cli(
+        [
+            "calibrate",
+            "--endpoint",
+            vllm_server.url,
+            "--model",
+            str(tiny_model_dir / "config.json"),
+            "--quick",
+            "-o",
+            str(tmp_path / "calib.json"),
+        ]
+    )
+    assert out.code == 0, out.err
+    print(out.out)
     real_held = replay(vllm_server, held)
 
-    bpt = float(kv_bytes_per_token(get_model(str(tiny_model_dir / "config.json")), None, 1))
-    per_part = [(d, observations(RunResult.load(d).records, bpt, run=d.name)) for d in dirs]
-    obs = [o for _, mine in per_part for o in mine]
-    cal = fit(obs, bpt, runs=[d.name for d in dirs])
-    print(f"fit: {cal.coefficients}, {cal.error_text}")
-    assert {o.kind for o in obs} == {"decode", "prefill"}
+    doc = json.loads((tmp_path / "calib.json").read_text())
+    cal = load_calibration(tmp_path / "calib.json")
+    parts = [Path(r) for r in cal.runs]
+    assert parts and all(p.parent == tmp_path / "calib-sweep" for p in parts)
+    assert cal.num_observations["prefill"] >= 6 and cal.num_observations["decode"] >= 6
     assert cal.notes == []  # the sweep's design leaves no term unidentified
     assert cal.coefficients["overhead_s"] + cal.coefficients["request_overhead_s"] > 0
     # vLLM's own timings were read around every part; the lone part gets a prefill check
-    checks = []
-    for d, mine in per_part:
-        timings = load_timings(d)
-        assert timings is not None and timings["tpot_count"] >= 1, d
-        checks += server_check(cal, mine, timings, d.name)
-    lone = {c["quantity"]: c for c in checks if c["part"] == "lone"}
+    assert all(load_timings(p) is not None for p in parts)
+    lone = {c["quantity"]: c for c in doc["server_check"] if c["part"] == "lone"}
     assert lone["prefill step"]["server_s"] > 0 and lone["decode step"]["server_s"] > 0
-    print(checks)
+    assert "checked against the server's own timings" in out.out
 
     cache = real_held.config["server"]["cache_config"]
     base = SimConfig(
