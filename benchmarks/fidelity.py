@@ -1,19 +1,23 @@
-"""Sim-vs-real fidelity on vLLM's CPU build: calibrate on one workload, check held-out ones.
+"""Sim-vs-real fidelity on vLLM's CPU build: calibrate with a designed sweep, check held-out runs.
 
-Starts vLLM's CPU build ($KVLAB_VLLM_PYTHON) on the tiny model, replays a calibration
-workload and held-out workloads of every generated shape plus a Mooncake slice, fits
-``kvlab calibrate``'s step cost (with its per-request overhead) on the calibration
-workload alone, then simulates every workload with the roofline and with the
-calibration and prints, per workload and clock: per-request TTFT, TPOT and E2E MAPE and
-signed bias, the error of the median TTFT, throughput error, preemptions and prefix hits
-(real / simulated). A second server with a cache of 32 blocks of 32 tokens replays chat at
-8 req/s (the
-pressure case: preemptions). Writes fidelity.json, fidelity.md and per-request scatter
-plots (the plot extra) to OUT_DIR; replays already in OUT_DIR are reused. Usage:
+Starts vLLM's CPU build ($KVLAB_VLLM_PYTHON) on the tiny model, runs ``kvlab calibrate``'s
+designed sweep against it (lone requests of 32 to 896 prompt tokens, bursts of 1 to 16
+requests at a short and a long prompt; :mod:`kvlab.calibrate.sweep`), fits the step cost
+and request overhead on the sweep alone and checks the fit against vLLM's own timing
+histograms, then replays held-out workloads of every generated shape plus a Mooncake
+slice, and on a second server with a cache of 32 blocks of 32 tokens two chat workloads
+at 8 requests/s, single-turn with long answers and three-turn (the pressure cases:
+preemptions). Every held-out workload is simulated with the server's block size and
+count, with the roofline and with the calibration; printed per workload and clock:
+per-request TTFT, TPOT and E2E MAPE and signed bias, the error of the median TTFT,
+throughput error, preemptions and prefix hits (real / simulated), then the issue's
+targets. Writes calib.json, fidelity.json, fidelity.md and per-request scatter
+plots (the plot extra) to OUT_DIR; replays already in OUT_DIR are reused. The load
+average is printed before and after (the figures are only as quiet as the machine). Usage:
 
     KVLAB_VLLM_PYTHON=... python benchmarks/fidelity.py OUT_DIR [--quick]
 
-``--quick`` replays three workloads only (a smoke run).
+``--quick``: the small sweep, two held-out workloads and the pressure cases (a smoke run).
 """
 
 from __future__ import annotations
@@ -27,26 +31,9 @@ from pathlib import Path
 from typing import Any
 
 MAX_MODEL_LEN = 1024
-#: name -> (generator shape, parameters); the first is the calibration workload: prompts
-#: of 30 to 800 tokens (lengths vary, so the per-token cost can be told from the overheads),
-#: sparse enough that many requests have the server to themselves
+#: held-out workloads: name -> (generator shape, parameters); the calibration is the
+#: designed sweep of kvlab.calibrate.sweep
 SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
-    "design (calibration)": (
-        "mixed",
-        dict(
-            seed=5,
-            sessions=40,
-            arrival="poisson",
-            rate_per_s=1.5,
-            length_cv=0.6,
-            long_fraction=0.5,
-            system_tokens=16,
-            short_prompt_tokens=60,
-            long_prompt_tokens=500,
-            short_output_tokens=12,
-            long_output_tokens=40,
-        ),
-    ),
     "chat-rate": (
         "chat",
         dict(
@@ -128,23 +115,42 @@ SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
         ),
     ),
 }
-QUICK = ("design (calibration)", "chat-rate", "rag")
+QUICK = ("chat-rate", "rag")
 #: Mooncake conversation requests kept (those that fit MAX_MODEL_LEN once scaled)
 MOONCAKE_REQUESTS = 30
-#: the pressure server: 32 blocks of 32 tokens (the CPU attention backend takes multiples of 32)
-PRESSURE_MAX_MODEL_LEN = 256
-PRESSURE = (
-    "chat",
-    dict(
+#: the pressure server: 32 blocks of 32 tokens (the CPU attention backend takes multiples
+#: of 32; 1,024 cached tokens > max_model_len, so every request fits alone)
+PRESSURE_MAX_MODEL_LEN = 768
+#: name -> chat workload at 8 sessions/s on that server. Single turns of ~130 prompt and
+#: ~190 output tokens: each grows by 6 blocks while ~8 run, so the 32 blocks run out
+#: mid-decode and the scheduler preempts (47 times on the server when tried at a load
+#: average of 4). Three-turn chats (history re-sent, the scripted answers too) preempt
+#: as well (29 there) but their prefix hits depend on answers the server did not write.
+PRESSURE: dict[str, dict[str, Any]] = {
+    "chat-8rps-32-blocks (pressure)": dict(
+        seed=22,
+        sessions=32,
+        arrival="poisson",
+        rate_per_s=8.0,
+        system_tokens=64,
+        user_tokens=64,
+        output_tokens=192,
+        length_cv=0.3,
+    ),
+    "chat-8rps-3-turns-32-blocks (pressure)": dict(
         seed=21,
         sessions=24,
         arrival="poisson",
         rate_per_s=8.0,
-        system_tokens=128,
-        user_tokens=40,
-        output_tokens=16,
+        turns=3,
+        history=True,
+        think_time_s=0.5,
+        system_tokens=64,
+        user_tokens=48,
+        output_tokens=96,
+        length_cv=0.3,
     ),
-)
+}
 
 
 def _rel(sim: float | None, real: float | None) -> float | None:
@@ -187,9 +193,17 @@ def workloads(quick: bool) -> dict[str, Any]:
     return out
 
 
-def replay_all(server: Any, wls: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Replay each workload not yet in ``out`` on ``server`` (started here if needed)."""
+def _sweep_parts(spec: Any) -> list[str]:
+    from kvlab.calibrate.sweep import WARMUP, design
+
+    return [n for n in design(spec) if n != WARMUP]
+
+
+def replay_all(server: Any, wls: dict[str, Any], out: Path, sweep: Any = None) -> dict[str, Any]:
+    """Replay each workload not yet in ``out`` on ``server`` (started here if needed),
+    after the calibration sweep ``sweep`` (a SweepDesign, into ``out/sweep``) if given."""
     from kvlab.backends.openai import OpenAIBackend, OpenAIConfig
+    from kvlab.calibrate.sweep import run_sweep
     from kvlab.results import RunResult
 
     runs: dict[str, Any] = {}
@@ -197,13 +211,20 @@ def replay_all(server: Any, wls: dict[str, Any], out: Path) -> dict[str, Any]:
     for n in wls:
         if n not in todo:
             runs[n] = RunResult.load(out / _dir(n))
-    if not todo:
+    sweep_todo = sweep is not None and any(
+        not (out / "sweep" / n / "summary.json").exists() for n in _sweep_parts(sweep)
+    )
+    if not todo and not sweep_todo:
         return runs
     t0 = time.perf_counter()
     server.start()
     try:
         server.wait_ready(900)
-        print(f"server ready after {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"server ready after {time.perf_counter() - t0:.0f} s; {_load()}", flush=True)
+        if sweep_todo:
+            t1 = time.perf_counter()
+            run_sweep(server.url, server.model, out / "sweep", sweep)
+            print(f"sweep replayed in {time.perf_counter() - t1:.0f} s; {_load()}", flush=True)
         for n in todo:
             wl = wls[n]
             # sent as the workload says (no client-side cap), as the simulator takes it
@@ -291,24 +312,35 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def targets(rows: list[dict[str, Any]]) -> str:
-    """The issue's targets over the held-out workloads (calibration workload excluded)."""
-    held = [
-        r
-        for r in rows
-        if r["clock"] == "calibrated"
-        and "calibration" not in r["workload"]
-        and "pressure" not in r["workload"]
-    ]
-    if not held:
-        return ""
-    e2e = statistics.fmean(r["e2e_s"]["mape"] for r in held if r["e2e_s"]["mape"] is not None)
-    ttft = statistics.median(
-        abs(r["ttft_p50_error"]) for r in held if r["ttft_p50_error"] is not None
-    )
-    return (
-        f"held-out, calibrated: mean E2E MAPE {e2e * 100:.1f}% (target <= 15%), "
-        f"median |TTFT p50 error| {ttft * 100:.1f}% (target <= 25%)"
-    )
+    """The issue's targets over the held-out workloads (the pressure case: preemptions)."""
+    cal = [r for r in rows if r["clock"] == "calibrated"]
+    held = [r for r in cal if "pressure" not in r["workload"]]
+    lines = []
+    if held:
+        e2e = statistics.fmean(r["e2e_s"]["mape"] for r in held if r["e2e_s"]["mape"] is not None)
+        ttft = statistics.median(
+            abs(r["ttft_p50_error"]) for r in held if r["ttft_p50_error"] is not None
+        )
+        lines.append(
+            f"held-out, calibrated: mean E2E MAPE {e2e * 100:.1f}% (target <= 15%), "
+            f"median |TTFT p50 error| {ttft * 100:.1f}% (target <= 25%)"
+        )
+    for r in cal:
+        real, sim = r["preemptions_real"], r["preemptions_sim"]
+        if real is not None and sim is not None and real >= 10:
+            err = (sim - real) / real
+            lines.append(
+                f"{r['workload']}: preemptions {sim} simulated / {real} real "
+                f"({err * 100:+.1f}%, target within 20%)"
+            )
+    for r in cal:
+        real, sim = r["hits_real"], r["hits_sim"]
+        if real and sim is not None and abs(sim - real) / real > 0.02:
+            lines.append(
+                f"{r['workload']}: prefix hits {sim:,} simulated / {real:,} real "
+                f"({(sim - real) / real * 100:+.1f}%, target within 2%)"
+            )
+    return "\n".join(lines)
 
 
 def plot(rows: list[dict[str, Any]], out: Path) -> None:
@@ -342,19 +374,77 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     print(f"wrote {out / 'fidelity.png'}", flush=True)
 
 
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def calibrate(out: Path, spec: Any, bpt: float) -> tuple[Any, str]:
+    """Fit the designed sweep's runs (in ``out/sweep``), check the fit against vLLM's own
+    timings; the calibration and its report."""
+    from kvlab.calibrate import fit, observations
+    from kvlab.calibrate.check import check_table, server_check
+    from kvlab.calibrate.sweep import load_timings
+    from kvlab.results import RunResult
+
+    dirs = [out / "sweep" / n for n in _sweep_parts(spec)]
+    per_run = [(d, observations(RunResult.load(d).records, bpt, run=d.name)) for d in dirs]
+    obs = [o for _, mine in per_run for o in mine]
+    t1 = time.perf_counter()
+    cal = fit(obs, bpt, runs=[d.name for d in dirs])
+    fit_s = time.perf_counter() - t1
+    checks = []
+    for d, mine in per_run:
+        timings = load_timings(d)
+        if timings:
+            checks += server_check(cal, mine, timings, d.name)
+    doc = cal.to_dict()
+    doc["server_check"] = checks
+    (out / "calib.json").write_text(json.dumps(doc, indent=2))
+    c = cal.coefficients
+    lines = [
+        f"calibration (designed sweep, {len(dirs)} parts, fitted in {fit_s * 1e3:.1f} ms): "
+        f"step_s = {c['overhead_s'] * 1e3:.3f} ms + {c['per_token_s'] * 1e3:.4f} ms x tokens "
+        f"+ {c['per_kv_byte_s']:.3g} s x KV bytes + {c['per_attn_pair_s']:.3g} s x attention "
+        f"pairs; request overhead {c['request_overhead_s'] * 1e3:.2f} ms",
+        "fit error: "
+        + ", ".join(
+            f"{k} {cal.num_observations[k]} observations, MAPE {v['mape'] * 100:.1f}% "
+            f"(median {v['median_ape'] * 100:.1f}%)"
+            for k, v in sorted(cal.fit_error.items())
+        ),
+        "",
+        "| kind | size | n | measured (ms) | residual (ms) | relative |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in cal.residuals:
+        lines.append(
+            f"| {r['kind']} | {r['size']} {r['lo']:g}-{r['hi']:g} | {r['n']} | "
+            f"{r['measured_s'] * 1e3:.2f} | {r['residual_s'] * 1e3:+.2f} | "
+            f"{r['relative'] * 100:+.1f}% |"
+        )
+    lines += [f"note: {n}" for n in cal.notes]
+    if checks:
+        lines += ["", "checked against vLLM's own timings:", "", check_table(checks)]
+    return cal, "\n".join(lines)
+
+
 def main(out: Path, quick: bool) -> None:
     from kvlab.backends.tiny_model import write_tiny_model
     from kvlab.backends.vllm_server import VllmServer
-    from kvlab.calibrate import fit, observations
+    from kvlab.calibrate.sweep import QUICK as QUICK_SWEEP
+    from kvlab.calibrate.sweep import SweepDesign
     from kvlab.models.catalog import get_model
     from kvlab.models.spec import kv_bytes_per_token
     from kvlab.sim import SimConfig
     from kvlab.workload.generators import generate
 
     out.mkdir(parents=True, exist_ok=True)
+    print(f"start: {_load()}", flush=True)
     model_dir = write_tiny_model(out / "tiny-model")
     py, port = os.environ["KVLAB_VLLM_PYTHON"], int(os.environ.get("KVLAB_PORT", "8391"))
-    wls = workloads(quick)
+    spec = get_model(str(model_dir / "config.json"))
+    bpt = float(kv_bytes_per_token(spec, None, 1))
+
     server = VllmServer(
         python=py,
         model_dir=model_dir,
@@ -363,8 +453,13 @@ def main(out: Path, quick: bool) -> None:
         max_model_len=MAX_MODEL_LEN,
         kv_cache_space_gib=1,
     )
-    runs = replay_all(server, wls, out)
-    pressure_wl = {"chat-8rps-32-blocks (pressure)": generate(PRESSURE[0], **PRESSURE[1])}
+
+    wls = workloads(quick)
+    sweep = (QUICK_SWEEP if quick else SweepDesign()).fitted_to(MAX_MODEL_LEN)
+    runs = replay_all(server, wls, out, sweep)
+    cal, cal_text = calibrate(out, sweep, bpt)
+    print(cal_text, flush=True)
+    pressure_wl = {n: generate("chat", **p) for n, p in PRESSURE.items()}
     small = VllmServer(
         python=py,
         model_dir=model_dir,
@@ -375,22 +470,10 @@ def main(out: Path, quick: bool) -> None:
         block_size=32,
         num_blocks_override=32,
     )
-    if not quick:
-        runs.update(replay_all(small, pressure_wl, out))
-        wls.update(pressure_wl)
+    runs.update(replay_all(small, pressure_wl, out))
+    wls.update(pressure_wl)
+    print(f"replays done: {_load()}", flush=True)
 
-    spec = get_model(str(model_dir / "config.json"))
-    bpt = float(kv_bytes_per_token(spec, None, 1))
-    calib_name = next(iter(SHAPES))
-    t1 = time.perf_counter()
-    cal = fit(observations(runs[calib_name].records, bpt), bpt, runs=[calib_name])
-    fit_s = time.perf_counter() - t1
-    (out / "calib.json").write_text(json.dumps(cal.to_dict(), indent=2))
-    print(
-        f"calibration on {calib_name}: {cal.coefficients}, {cal.error_text}, "
-        f"fitted in {fit_s * 1e3:.1f} ms",
-        flush=True,
-    )
     base = SimConfig(model=str(model_dir), gpu="h100-sxm")
     rows: list[dict[str, Any]] = []
     for name, wl in wls.items():
@@ -399,7 +482,10 @@ def main(out: Path, quick: bool) -> None:
     summary = targets(rows)
     print(text)
     print(summary)
-    (out / "fidelity.md").write_text(text + "\n\n" + summary + "\n")
+    print(f"end: {_load()}", flush=True)
+    (out / "fidelity.md").write_text(
+        cal_text + "\n\n" + text + "\n\n" + summary + f"\n\n({_load()} at the end)\n"
+    )
     (out / "fidelity.json").write_text(
         json.dumps([{k: v for k, v in r.items() if k != "_pairs"} for r in rows], indent=2)
     )

@@ -1,19 +1,22 @@
 """A slim run of benchmarks/fidelity.py against the vLLM CPU server: calibrate the clock
-on one replayed workload, simulate a held-out one with it, and check that the
-calibration moves the simulated latencies toward the server's (the roofline is a GPU's
-clock: on two CPU cores every latency it gives is far too short)."""
+with the small designed sweep, check it against vLLM's own timings, simulate a held-out
+workload with it, and check that the calibration moves the simulated latencies toward
+the server's (the roofline is a GPU's clock: on two CPU cores every latency it gives is
+far too short)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cli_run import CliRun
 from kvlab.backends.openai import OpenAIBackend, OpenAIConfig
-from kvlab.calibrate import fit, observations, per_request_errors
-from kvlab.models.catalog import get_model
-from kvlab.models.spec import kv_bytes_per_token
+from kvlab.calibrate import load_calibration, per_request_errors
+from kvlab.calibrate.sweep import load_timings
 from kvlab.sim import SimConfig, simulate
 from kvlab.sim.cost_model import CalibratedCost
 from kvlab.workload.generators import generate
@@ -29,18 +32,38 @@ def replay(server: Any, wl: Any) -> Any:
 
 
 def test_a_calibrated_clock_brings_held_out_latencies_closer(
-    vllm_server: Any, tiny_model_dir: Path
+    vllm_server: Any, tiny_model_dir: Path, tmp_path: Path, cli: Callable[[list[str]], CliRun]
 ) -> None:
     chat = dict(system_tokens=128, user_tokens=40, output_tokens=16, arrival="poisson")
-    calib = generate("chat", seed=7, sessions=16, rate_per_s=4.0, **chat)  # type: ignore[arg-type]
     held = generate("chat", seed=8, sessions=16, rate_per_s=2.0, **chat)  # type: ignore[arg-type]
-    real_calib, real_held = replay(vllm_server, calib), replay(vllm_server, held)
+    out = cli(
+        [
+            "calibrate",
+            "--endpoint",
+            vllm_server.url,
+            "--model",
+            str(tiny_model_dir / "config.json"),
+            "--quick",
+            "-o",
+            str(tmp_path / "calib.json"),
+        ]
+    )
+    assert out.code == 0, out.err
+    print(out.out)
+    real_held = replay(vllm_server, held)
 
-    bpt = float(kv_bytes_per_token(get_model(str(tiny_model_dir / "config.json")), None, 1))
-    obs = observations(real_calib.records, bpt)
-    cal = fit(obs, bpt, runs=["calib"])
-    assert {o.kind for o in obs} == {"decode", "prefill"}
+    doc = json.loads((tmp_path / "calib.json").read_text())
+    cal = load_calibration(tmp_path / "calib.json")
+    parts = [Path(r) for r in cal.runs]
+    assert parts and all(p.parent == tmp_path / "calib-sweep" for p in parts)
+    assert cal.num_observations["prefill"] >= 6 and cal.num_observations["decode"] >= 6
+    assert cal.notes == []  # the sweep's design leaves no term unidentified
     assert cal.coefficients["overhead_s"] + cal.coefficients["request_overhead_s"] > 0
+    # vLLM's own timings were read around every part; the lone part gets a prefill check
+    assert all(load_timings(p) is not None for p in parts)
+    lone = {c["quantity"]: c for c in doc["server_check"] if c["part"] == "lone"}
+    assert lone["prefill step"]["server_s"] > 0 and lone["decode step"]["server_s"] > 0
+    assert "checked against the server's own timings" in out.out
 
     cache = real_held.config["server"]["cache_config"]
     base = SimConfig(

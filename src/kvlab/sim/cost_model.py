@@ -168,7 +168,7 @@ class RooflineCost:
 class CalibratedCost:
     """A linear step cost fitted to measurements (:mod:`kvlab.calibrate.fit`)::
 
-        step = overhead + per_token * T + per_kv_token * K
+        step = overhead + per_token * T + per_kv_token * K + per_attn * A
 
     in integer ticks (each coefficient rounded once, so :meth:`window_ticks` equals
     the step-by-step sum). ``label`` names the calibration and its fit error.
@@ -181,6 +181,8 @@ class CalibratedCost:
     #: ticks a request spends outside the engine's steps before its first token
     #: (the engine lets it join the queue this long after it arrives)
     request_delay: int = 0
+    #: ticks per attention pair (a decode's pairs are its context tokens)
+    per_attn: int = 0
 
     @classmethod
     def from_calibration(cls, cal: Any, source: str) -> CalibratedCost:
@@ -192,13 +194,22 @@ class CalibratedCost:
             per_kv_token=round(c["per_kv_byte_s"] * cal.kv_bytes_per_token * TICKS_PER_S),
             label=f"calibrated ({source}, {cal.error_text})",
             request_delay=round(c.get("request_overhead_s", 0.0) * TICKS_PER_S),
+            per_attn=round(c.get("per_attn_pair_s", 0.0) * TICKS_PER_S),
         )
 
     def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int) -> int:
-        return self.overhead + self.per_token * num_tokens + self.per_kv_token * kv_tokens
+        return (
+            self.overhead
+            + self.per_token * num_tokens
+            + self.per_kv_token * kv_tokens
+            + self.per_attn * attn_pairs
+        )
 
     def window_ticks(self, num_seqs: int, context_sum: int, num_steps: int) -> int:
-        """Ticks of ``num_steps`` decode steps (see :meth:`RooflineCost.window_ticks`)."""
+        """Ticks of ``num_steps`` decode steps (see :meth:`RooflineCost.window_ticks`):
+        a decode's attention pairs are its context, so both context terms grow by
+        ``num_seqs`` a step."""
         n = num_seqs
-        first = self.overhead + self.per_token * n + self.per_kv_token * context_sum
-        return _line_sum(first, self.per_kv_token * n, 0, num_steps)
+        per_ctx = self.per_kv_token + self.per_attn
+        first = self.overhead + self.per_token * n + per_ctx * context_sum
+        return _line_sum(first, per_ctx * n, 0, num_steps)
