@@ -80,14 +80,15 @@ def test_server_history_makes_simulated_hits_exact(
     transcript = read_workload(path)
     sim_served = _simulate(transcript, served, tiny_model_dir, vllm_server.max_model_len)
 
-    figures = {
-        "scripted": (
-            scripted.summary["prefix_cache_hits"],
-            sim_scripted.summary["prefix_cache_hits"],
-        ),
-        "server": (served.summary["prefix_cache_hits"], sim_served.summary["prefix_cache_hits"]),
-    }
-    print(f"prefix hit tokens (real, simulated): {figures}")
+    for name, real, sim in (
+        ("scripted", scripted, sim_scripted),
+        ("server", served, sim_served),
+    ):
+        print(
+            f"history {name}: prefix queries real {real.summary['prefix_cache_queries']} "
+            f"sim {sim.summary['prefix_cache_queries']}, hits real "
+            f"{real.summary['prefix_cache_hits']} sim {sim.summary['prefix_cache_hits']}"
+        )
     for run in (scripted, served, sim_scripted, sim_served):
         assert run.summary["num_completed"] == n
         assert run.summary["num_preemptions"] == 0
