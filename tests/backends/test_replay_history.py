@@ -243,3 +243,34 @@ def test_prefix_helpers() -> None:
     assert first_tokens(s, 4) == (Segment("a", 3, "x"), Segment("b", 1, "y"))
     assert first_tokens(s, 3) == (Segment("a", 3, "x"),)
     assert first_tokens(s, 9) == s
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_stream_reader_keeps_text_and_ids_when_asked(chat: bool) -> None:
+    from kvlab.backends.stream import StreamReader
+
+    def event(piece: str, ids: list[int], prompt: list[int] | None = None) -> bytes:
+        c: dict[str, Any] = {"index": 0, "token_ids": ids}
+        c.update({"delta": {"content": piece}} if chat else {"text": piece})
+        if prompt is not None:
+            c["prompt_token_ids"] = prompt
+        return b"data: " + json.dumps({"choices": [c]}).encode() + b"\n\n"
+
+    usage = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":3}}\n\n'
+    reads = [
+        event(" a", [7], prompt=[1, 2, 3]),
+        event(" b", [8]) + event("c", [9]) + usage,  # one read, after the first token
+        b"data: [DONE]\n\n",
+    ]
+    kept = StreamReader(chat=chat, collect=True)
+    plain = StreamReader(chat=chat)
+    for i, data in enumerate(reads):
+        kept.feed(data, i)
+        plain.feed(data, i)
+    kept.finish()
+    plain.finish()
+    assert kept.text == " a bc"
+    assert kept.prompt_token_ids == [1, 2, 3] and kept.token_ids == [7, 8, 9]
+    assert kept.chunk_times_ns == plain.chunk_times_ns == [0, 1, 1]
+    assert plain.text == "" and plain.token_ids is None  # the hot path keeps nothing
+    assert kept.usage == plain.usage

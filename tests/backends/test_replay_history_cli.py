@@ -62,6 +62,14 @@ def test_replay_writes_a_transcript_that_simulate_replays(tmp_path: Path, stub_u
     ]  # fmt: skip
     # 16 + 8, then + 4 answer + 8 per turn: the stub counts the words it was sent
     assert [q.prompt_tokens for q in transcript.requests] == [24, 36, 48] * 2
+    # the stream arrives in few reads here: the token ids of every chunk were kept
+    t1 = transcript.requests[1]
+    assert [(g.tokens, g.content_id) for g in t1.segments] == [
+        (16, "s0/sys"),
+        (8, "s0/u0"),
+        (4, "served/s0-t0/answer"),
+        (8, "served/s0-t1/prompt"),
+    ]
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["history"] == "server"
     assert run["config"]["transcript"]["requests"] == 6
