@@ -23,6 +23,10 @@ per request are never known (None). Failures carry a kind from
 :mod:`kvlab.backends.failures`. The RunResult is made by
 :func:`kvlab.backends.base.build_result`.
 
+With ``OpenAIConfig(history="server")`` (``kvlab replay --history server``) a session's
+turns re-send the answers the server produced and the run keeps a transcript of what was
+sent (:mod:`kvlab.backends.transcript`).
+
 The API key is sent as a bearer token and never stored: :meth:`OpenAIConfig.to_dict`
 leaves it out and error details are scrubbed of it.
 """
