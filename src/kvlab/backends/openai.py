@@ -23,6 +23,10 @@ per request are never known (None). Failures carry a kind from
 :mod:`kvlab.backends.failures`. The RunResult is made by
 :func:`kvlab.backends.base.build_result`.
 
+With ``OpenAIConfig(history="server")`` (``kvlab replay --history server``) a session's
+turns re-send the answers the server produced and the run keeps a transcript of what was
+sent (:mod:`kvlab.backends.transcript`).
+
 The API key is sent as a bearer token and never stored: :meth:`OpenAIConfig.to_dict`
 leaves it out and error details are scrubbed of it.
 """
@@ -52,8 +56,9 @@ from kvlab.backends.base import (
 from kvlab.backends.failures import Failure, classify_exception, classify_status
 from kvlab.backends.live_summary import client_figures
 from kvlab.backends.loadgen import LOAD_MODES, Job, build_jobs
-from kvlab.backends.prompt import prompt_builder
+from kvlab.backends.prompt import prompt_builder, salt_prefix, segment_text
 from kvlab.backends.stream import StreamReader, usage_tokens
+from kvlab.backends.transcript import HISTORIES, Answer, Transcript
 from kvlab.backends.transport import HttpTransport, Sink, Transport
 from kvlab.errors import BackendUnavailable, ConfigError, WorkloadError
 from kvlab.results import (
@@ -168,6 +173,15 @@ class OpenAIConfig:
     answers an overflow). The check counts the workload's tokens, so a prompt whose
     text the server's tokenizer makes a little longer can still overflow there (then it fails as
     ``context_overflow``, as before).
+
+    ``history`` is where a session's next turn gets the answers it re-sends:
+    ``"scripted"`` (the workload's segments, as they are) or ``"server"`` (the answers
+    the server produced, :mod:`kvlab.backends.transcript`): then each turn waits for the
+    previous one (``mode="trace"`` replays as ``"sessions"``: a later turn's own
+    ``arrival_s`` is ignored), a failed turn ends its session, every request asks for
+    token ids (``return_token_ids``) and the run keeps a transcript. It needs
+    ``api="completions"`` (a chat template adds tokens the transcript cannot place) and
+    a cache mode other than ``"primed"`` (which would send the scripted prompts).
     """
 
     endpoint: str
@@ -192,6 +206,7 @@ class OpenAIConfig:
     too_long: str = "refuse"
     model_config: str | None = None
     duration_s: float | None = None
+    history: str = "scripted"
     api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -239,6 +254,19 @@ class OpenAIConfig:
             raise ConfigError(f"--max-model-len must be >= 1, got {self.max_model_len}")
         if self.too_long not in TOO_LONG:
             raise ConfigError(f"too_long must be one of {', '.join(TOO_LONG)}")
+        if self.history not in HISTORIES:
+            raise ConfigError(f"--history must be one of {', '.join(HISTORIES)}")
+        if self.history == "server" and self.api != "completions":
+            raise ConfigError(
+                "--history server needs --api completions: kvlab sends a session's history "
+                "as one prompt text, and a chat template would add tokens the transcript "
+                "cannot place"
+            )
+        if self.history == "server" and self.cache_mode == "primed":
+            raise ConfigError(
+                "--history server cannot use --cache-mode primed: priming sends the scripted "
+                "prompts, which this run does not send; use warm or cold"
+            )
 
     @property
     def base_url(self) -> str:
@@ -256,6 +284,8 @@ class OpenAIConfig:
     def to_dict(self) -> dict[str, Any]:
         """The configuration for ``run.json``: everything but the key."""
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "api_key"}
+        if self.history == "scripted":
+            del d["history"]  # the default: run.json stays as it was before the option
         d["api_key_set"] = self.api_key is not None
         d["endpoint"] = _without_userinfo(self.endpoint)
         return d
@@ -288,6 +318,9 @@ class _Run:
         self.timer_lateness_s: list[float] = []
         self.t0_ns = 0
         self.inflight: set[asyncio.Task[Any]] = set()
+        self.transcript: Transcript | None = None
+        self.prefix = ""
+        self.seg_text: Callable[[str, int], str] | None = None
 
     def done(self, req: Request, rec: RequestRecord) -> None:
         self.records[self.index[id(req)]] = rec
@@ -318,6 +351,8 @@ class OpenAIBackend:
     def __init__(self, config: OpenAIConfig, transport: Transport | None = None) -> None:
         self.config = config
         self.transport = transport
+        #: The transcript of the last run with ``history="server"`` (None otherwise).
+        self.transcript: Transcript | None = None
 
     # ---- public entry points -------------------------------------------------
 
@@ -342,6 +377,8 @@ class OpenAIBackend:
     ) -> RunResult:
         cfg = self.config
         state = _Run(workload.requests, cfg, on_record)
+        if cfg.history == "server":
+            state.transcript = self.transcript = Transcript(workload.name)
         t0_ns = time.perf_counter_ns()
         transport = self._http_transport() if self.transport is None else self.transport
         remove = None
@@ -411,6 +448,7 @@ class OpenAIBackend:
         info = await _unless_stopped(m.probe_server(transport), state)
         salt, cache_note = await _unless_stopped(self._prepare_cache(transport, sent, info), state)
         prompt = prompt_builder(salt)
+        state.prefix, state.seg_text = salt_prefix(salt), segment_text()
         sampler = None
         before: dict[str, float] | None = None
         if info.profile is not None:
@@ -420,7 +458,7 @@ class OpenAIBackend:
             before = await _unless_stopped(sampler.snapshot(), state)
         jobs = build_jobs(
             sent,
-            cfg.mode,
+            "sessions" if cfg.history == "server" and cfg.mode == "trace" else cfg.mode,
             rate_per_s=cfg.rate_per_s,
             burstiness=cfg.burstiness,
             seed=cfg.seed,
@@ -643,6 +681,9 @@ class OpenAIBackend:
         cap: asyncio.Semaphore | None,
         start_s: float,
     ) -> None:
+        if state.transcript is not None:
+            await self._job_with_answers(post, job, state, cap, start_s)
+            return
         due = start_s
         for k, req in enumerate(job.requests):
             if k > 0:
@@ -662,6 +703,57 @@ class OpenAIBackend:
             # depend on the answer's text, so later turns are still sent.
             state.done(req, rec)
 
+    async def _job_with_answers(
+        self,
+        post: Post,
+        job: Job,
+        state: _Run,
+        cap: asyncio.Semaphore | None,
+        start_s: float,
+    ) -> None:
+        """``_job`` with the server's answers as history (``history="server"``): each turn
+        is built from the answers before it, its answer is kept for the next one and the
+        turn goes to the transcript; a failed turn ends the session."""
+        transcript, seg_text = state.transcript, state.seg_text
+        assert transcript is not None and seg_text is not None
+        due = start_s
+        for k, req in enumerate(job.requests):
+            if k > 0:
+                due = state.now_s() + (req.think_time_s or 0.0)
+                delay = due - state.now_s()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            if state.stop.is_set():
+                return
+            state.timer_lateness_s.append(state.now_s() - due)
+            history = transcript.session(req)
+            text = history.prompt(req, seg_text, state.prefix)
+            kept: list[StreamReader] = []
+            if cap is not None:
+                async with cap:
+                    rec = await self._send(post, req, text, due, state, kept)
+            else:
+                rec = await self._send(post, req, text, due, state, kept)
+            state.done(req, rec)
+            if rec.status != STATUS_OK:
+                why = (
+                    f"not sent: turn {req.request_id!r} of its session failed, and with "
+                    "--history server the next turn needs its answer"
+                )
+                for later in job.requests[k + 1 :]:
+                    state.done(later, unfinished_record(later, why))
+                return
+            reader = kept[0]
+            p, _, _ = usage_tokens(reader.usage)
+            answer = Answer(
+                text=reader.text,
+                tokens=rec.output_tokens,
+                prompt_tokens=p,
+                prompt_token_ids=_tuple(reader.prompt_token_ids),
+                token_ids=_tuple(reader.token_ids),
+            )
+            transcript.add(req, rec, answer)
+
     # ---- one request -------------------------------------------------------------
 
     def _body(self, text: str, max_tokens: int) -> bytes:
@@ -674,14 +766,26 @@ class OpenAIBackend:
         body["stream_options"] = {"include_usage": True}
         if cfg.ignore_eos:
             body["ignore_eos"] = True
+        if cfg.history == "server":
+            body["return_token_ids"] = True
         return json.dumps(body).encode()
 
     async def _send(
-        self, post: Post, req: Request, text: str, due_s: float, state: _Run
+        self,
+        post: Post,
+        req: Request,
+        text: str,
+        due_s: float,
+        state: _Run,
+        kept: list[StreamReader] | None = None,
     ) -> RequestRecord:
+        """Send one request; its stream's reader is appended to ``kept`` when given
+        (it then keeps the answer's text and token ids)."""
         cfg = self.config
         data = self._body(text, req.output_tokens)
-        reader = StreamReader(chat=cfg.api == "chat")
+        reader = StreamReader(chat=cfg.api == "chat", collect=kept is not None)
+        if kept is not None:
+            kept.append(reader)
         t0 = state.t0_ns
         sent_ns = time.perf_counter_ns()
         failure: Failure | None = None
@@ -791,6 +895,14 @@ class OpenAIBackend:
                 "server": info.to_dict(),
                 "cache_mode_applied": cache[0],
                 "cache_salt": cache[1],
+                **(
+                    {
+                        "transcript": state.transcript.summary(),
+                        "mode_applied": "sessions" if cfg.mode == "trace" else cfg.mode,
+                    }
+                    if state.transcript is not None
+                    else {}
+                ),
             },
             timeseries=timeseries,
             seed=cfg.seed,
@@ -806,6 +918,10 @@ _UNKNOWN_COUNTS: dict[str, Any] = {
     "offload_hit_tokens": None,
     "num_preemptions": None,
 }
+
+
+def _tuple(ids: list[int] | None) -> tuple[int, ...] | None:
+    return None if ids is None else tuple(ids)
 
 
 class _StoppedEarly(Exception):

@@ -25,8 +25,8 @@ SEGMENT_CACHE_SIZE = 4096
 
 def prompt_builder(salt: str | None = None) -> Callable[[Request], str]:
     """A function from request to prompt text, with ``salt`` in front when given."""
-    seg_text = functools.lru_cache(maxsize=SEGMENT_CACHE_SIZE)(text)
-    prefix = f"[{salt}]" if salt else ""
+    seg_text = segment_text()
+    prefix = salt_prefix(salt)
 
     def build(req: Request) -> str:
         return prefix + "".join(seg_text(s.content_id, s.tokens) for s in req.segments)
@@ -34,4 +34,14 @@ def prompt_builder(salt: str | None = None) -> Callable[[Request], str]:
     return build
 
 
-__all__ = ["prompt_builder"]
+def segment_text() -> Callable[[str, int], str]:
+    """:func:`kvlab.workload.content.text` with an LRU cache of :data:`SEGMENT_CACHE_SIZE`."""
+    return functools.lru_cache(maxsize=SEGMENT_CACHE_SIZE)(text)
+
+
+def salt_prefix(salt: str | None) -> str:
+    """The text put in front of every prompt of a salted run (empty without a salt)."""
+    return f"[{salt}]" if salt else ""
+
+
+__all__ = ["prompt_builder", "salt_prefix", "segment_text"]

@@ -41,17 +41,25 @@ class StreamReader:
     __slots__ = (
         "_buf",
         "_chat",
+        "_collect",
+        "_parts",
         "_sep",
         "chunk_times_ns",
         "done",
         "error_text",
         "first_token_ns",
         "last_byte_ns",
+        "prompt_token_ids",
+        "token_ids",
         "usage",
     )
 
-    def __init__(self, *, chat: bool) -> None:
+    def __init__(self, *, chat: bool, collect: bool = False) -> None:
         self._chat = chat
+        self._collect = collect
+        self._parts: list[str] = []
+        self.prompt_token_ids: list[int] | None = None
+        self.token_ids: list[int] | None = None
         self._buf = b""
         self._sep = b"\n\n"
         self.chunk_times_ns: list[int] = []
@@ -93,8 +101,18 @@ class StreamReader:
         else:
             self._bulk(rest, self.last_byte_ns or 0)
 
+    @property
+    def text(self) -> str:
+        """The answer's text so far (kept only with ``collect=True``; else empty)."""
+        return "".join(self._parts)
+
     def _bulk(self, region: bytes, t_ns: int) -> None:
         """Complete events after the first token, all arrived at ``t_ns``."""
+        if self._collect:
+            for ev in region.split(self._sep):
+                i = ev.find(b"data:")
+                if i >= 0:
+                    self._keep(ev[i + 5 :].strip())
         n = region.count(_CONTENT_MARKS[0])
         if b'"choices": [' in region:
             n += region.count(_CONTENT_MARKS[1])
@@ -132,6 +150,8 @@ class StreamReader:
             self._take_usage(payload)
         if _CONTENT_MARKS[0] not in payload and _CONTENT_MARKS[1] not in payload:
             return
+        if self._collect:
+            self._keep(payload)
         if self._has_token(payload):
             self.first_token_ns = t_ns
             self.chunk_times_ns.append(t_ns)
@@ -156,6 +176,34 @@ class StreamReader:
             or c.get("finish_reason")
         )
 
+    def _keep(self, payload: bytes) -> None:
+        """Keep the text and token ids of one content event (``collect=True``)."""
+        if _CONTENT_MARKS[0] not in payload and _CONTENT_MARKS[1] not in payload:
+            return
+        try:
+            obj = json.loads(payload)
+        except (ValueError, RecursionError):
+            return
+        choices = obj.get("choices") if isinstance(obj, dict) else None
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            return
+        c = choices[0]
+        if self._chat:
+            delta = c.get("delta")
+            piece = delta.get("content") if isinstance(delta, dict) else None
+        else:
+            piece = c.get("text")
+        if isinstance(piece, str):
+            self._parts.append(piece)
+        prompt_ids = _ids(c.get("prompt_token_ids"))
+        if prompt_ids is not None and self.prompt_token_ids is None:
+            self.prompt_token_ids = prompt_ids
+        ids = _ids(c.get("token_ids"))
+        if ids is not None:
+            if self.token_ids is None:
+                self.token_ids = []
+            self.token_ids.extend(ids)
+
     def _take_usage(self, payload: bytes) -> None:
         try:
             obj = json.loads(payload)
@@ -177,6 +225,15 @@ def usage_tokens(usage: dict[str, Any] | None) -> tuple[int | None, int | None, 
     details = usage.get("prompt_tokens_details") or {}
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
     return _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")), _int(cached)
+
+
+def _ids(v: Any) -> list[int] | None:
+    """``v`` when it is a list of ints (token ids), else None."""
+    if not isinstance(v, list):
+        return None
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        return v
+    return None
 
 
 def _int(v: Any) -> int | None:

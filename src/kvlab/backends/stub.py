@@ -4,7 +4,11 @@ It answers ``POST /v1/completions`` and ``/v1/chat/completions`` with a
 server-sent-event stream of ``num_chunks`` content chunks (default: one per
 requested token), a usage chunk and ``[DONE]``; ``GET /v1/models``; and
 ``GET /metrics`` with a fixed text when one is given (:func:`respond`;
-:func:`stub_transport` gives the same answers in memory). It is a raw asyncio
+:func:`stub_transport` gives the same answers in memory). Every answer is the word
+``" tok"`` once per chunk. Its tokenizer is whitespace: a prompt is as many tokens
+as it has words, and a request with ``return_token_ids`` (vLLM's extension) gets
+the prompt's ids in its first content chunk and each chunk's ids, a word's id being
+its CRC-32 (:func:`word_id`). It is a raw asyncio
 protocol (HTTP/1.1 keep-alive, chunked transfer encoding), so that one core
 can serve thousands of streams per second and a client benchmark measures
 the client, not the server.
@@ -18,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from typing import cast
 
@@ -41,6 +46,14 @@ class StubConfig:
     error_status: int | None = None
     error_body: str = '{"error":{"message":"stub error","code":500}}'
     max_model_len: int | None = None
+    #: False: the ids reported for the answer are not its words' ids (as when an
+    #: answer's text tokenizes back to other tokens), so a re-sent answer shares no token.
+    answer_retokenizes: bool = True
+
+
+def word_id(word: str) -> int:
+    """The stub tokenizer's id of one whitespace-separated word."""
+    return zlib.crc32(word.encode("utf-8"))
 
 
 _HEAD_SSE = (
@@ -108,6 +121,8 @@ class _StubProtocol(asyncio.Protocol):
         self.counter[0] += 1
         piece, n, tail = reply.stream
         parts = [_chunked(piece)] * n + [_chunked(tail) + b"0\r\n\r\n"]
+        if reply.first is not None and n:
+            parts[0] = _chunked(reply.first)
         cfg = self.cfg
         if cfg.ttft_s <= 0 and cfg.itl_s <= 0:
             t.write(_HEAD_SSE + b"".join(parts))
@@ -135,13 +150,15 @@ class _StubProtocol(asyncio.Protocol):
 @dataclass(frozen=True)
 class StubReply:
     """The stub's answer to one request: a whole body, or a completion stream
-    (``stream`` = content event, number of content events, usage event + ``[DONE]``)."""
+    (``stream`` = content event, number of content events, usage event + ``[DONE]``;
+    ``first``, when set, replaces the first content event)."""
 
     status: int
     reason: str
     body: bytes = b""
     ctype: bytes = b"application/json"
     stream: tuple[bytes, int, bytes] | None = None
+    first: bytes | None = None
 
 
 def respond(cfg: StubConfig, method: str, path: str, body: bytes) -> StubReply:
@@ -156,11 +173,13 @@ def respond(cfg: StubConfig, method: str, path: str, body: bytes) -> StubReply:
     if method == "POST" and cfg.error_status is not None:
         return StubReply(cfg.error_status, "Error", cfg.error_body.encode())
     if method == "POST" and path in ("/v1/completions", "/v1/chat/completions"):
-        return StubReply(
-            200,
-            "OK",
-            stream=_completion(cfg, json.loads(body), chat=path.endswith("chat/completions")),
-        )
+        req = json.loads(body)
+        chat = path.endswith("chat/completions")
+        stream = _completion(cfg, req, chat=chat)
+        if not req.get("return_token_ids"):
+            return StubReply(200, "OK", stream=stream)
+        first, piece = _with_ids(cfg, req, chat=chat)
+        return StubReply(200, "OK", stream=(piece, *stream[1:]), first=first)
     return StubReply(404, "Not Found", b'{"error":{"message":"not found","code":404}}')
 
 
@@ -189,6 +208,23 @@ def _completion(cfg: StubConfig, req: dict[str, object], *, chat: bool) -> tuple
     return piece, n, tail
 
 
+def _with_ids(cfg: StubConfig, req: dict[str, object], *, chat: bool) -> tuple[bytes, bytes]:
+    """(first content event, every later one) with token ids (``return_token_ids``): each
+    has its token's id, the first also the prompt's ids."""
+    prompt = req.get("prompt") if not chat else json.dumps(req.get("messages"))
+    answer_id = word_id("tok") + (0 if cfg.answer_retokenizes else 1)
+    choice: dict[str, object] = {"index": 0, "finish_reason": None}
+    if chat:
+        choice["delta"] = {"content": " tok"}
+    else:
+        choice["text"] = " tok"
+    choice["token_ids"] = [answer_id]
+    later = json.dumps({"choices": [choice]}, separators=(",", ":")).encode()
+    choice["prompt_token_ids"] = [word_id(w) for w in str(prompt).split()]
+    first = json.dumps({"choices": [choice]}, separators=(",", ":")).encode()
+    return b"data: " + first + b"\n\n", b"data: " + later + b"\n\n"
+
+
 def stub_transport(cfg: StubConfig | None = None) -> MockTransport:
     """A :class:`~kvlab.backends.transport.MockTransport` that answers as the stub
     server does, in memory (without its delays: ``ttft_s`` and ``itl_s`` are ignored).
@@ -200,7 +236,10 @@ def stub_transport(cfg: StubConfig | None = None) -> MockTransport:
         if reply.stream is None:
             return MockResponse(reply.status, reply.body)
         piece, n, tail = reply.stream
-        return MockResponse(reply.status, chunks=[piece] * n + [tail])
+        chunks = [piece] * n + [tail]
+        if reply.first is not None and n:
+            chunks[0] = reply.first
+        return MockResponse(reply.status, chunks=chunks)
 
     return MockTransport(handle)
 
@@ -285,4 +324,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["StubConfig", "StubReply", "StubServer", "respond", "stub_transport"]
+__all__ = ["StubConfig", "StubReply", "StubServer", "respond", "stub_transport", "word_id"]

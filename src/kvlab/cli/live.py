@@ -87,6 +87,16 @@ def replay(
         "limit (default: --model when kvlab knows that name; else a ceiling of 10,000,000 "
         "tokens per request).",
     ),
+    history: str = typer.Option(
+        "scripted",
+        "--history",
+        help="Where a session's next turn gets the answers it re-sends: scripted (the "
+        "workload file's segments, default) or server (the answers the server produced, "
+        "as a chat client does). With server each turn waits for the previous answer "
+        "(--mode trace replays as sessions), a failed turn ends its session, and "
+        "OUT/transcript.jsonl records what was sent as a workload: 'kvlab simulate "
+        "OUT/transcript.jsonl' replays it. Needs --api completions.",
+    ),
     skip_too_long: bool = typer.Option(
         False,
         "--skip-too-long",
@@ -125,7 +135,8 @@ def replay(
     "kvlab simulate" on the same workload.
 
     Writes summary.json, summary.md, vllm_bench.json (vLLM bench's result keys, in ms),
-    requests.jsonl, timeseries.csv, histograms.json and run.json.
+    requests.jsonl, timeseries.csv, histograms.json and run.json; with --history server
+    also transcript.jsonl (the prompts sent, as a kvlab workload).
 
     Exits 1 when any request failed, was rejected or was not finished (the results
     are still written), 2 on a bad option, file or output path (before anything is
@@ -173,7 +184,7 @@ def replay(
             workload, out, endpoint, model, api, mode, concurrency, rate, burstiness, seed,
             api_key, api_key_env, cache_mode, metrics_interval, max_errors, timeout,
             http_client, max_model_len, skip_too_long, as_json, plot, warmup, latency,
-            duration, model_config,
+            duration, model_config, history,
         )  # fmt: skip
 
 
@@ -203,6 +214,7 @@ def _replay(
     latency: dict[str, Any],
     duration: float | None = None,
     model_config: str | None = None,
+    history: str = "scripted",
 ) -> None:
     from kvlab.cli.options import sigint_ignored
     from kvlab.cli.simulate import save_with_exports, write_markdown
@@ -211,6 +223,7 @@ def _replay(
     wl: Any = None
     cfg: Any = None
     result: Any = None
+    backend: Any = None
     t0 = time.perf_counter()
     try:
         from kvlab.backends.openai import OpenAIBackend, OpenAIConfig
@@ -237,8 +250,14 @@ def _replay(
             too_long="skip" if skip_too_long else "refuse",
             model_config=model_config,
             duration_s=duration,
+            history=history,
             api_key=key,
         )
+        if warmup and history == "server":
+            raise ConfigError(
+                "--warmup cannot be used with --history server: a session cut in two would "
+                "send its later turns without the earlier answers"
+            )
         wl = load_workload(workload)
         if warmup:
             warm, wl = split_warmup(wl, warmup, cfg.mode)
@@ -253,19 +272,20 @@ def _replay(
             wres.config["warmup"] = True  # marked: these requests are not measured
             with sigint_ignored():
                 save_with_exports(wres, wdir, **latency)
-        result = _run_with_progress(
-            OpenAIBackend(cfg), wl, out, RecordWriter, quiet=as_json, done=done
-        )
+        backend = OpenAIBackend(cfg)
+        result = _run_with_progress(backend, wl, out, RecordWriter, quiet=as_json, done=done)
         if result.summary.get("stopped") == "interrupted":
             result.status = "interrupted"
             raise KeyboardInterrupt
     except KeyboardInterrupt:
+        _write_transcript(backend, out)  # Ctrl-C keeps the turns that finished
         _save_interrupted(out, wl, cfg, done, result, time.perf_counter() - t0)
     if warmup:
         result.config["warmup_requests"] = warmup
     with sigint_ignored():  # a finished run is written whole, never replaced by a stub
         save_with_exports(result, out, **latency)
         write_markdown(result, out, Path(str(workload)).name)
+        transcript = _write_transcript(backend, out)
     if plot:  # after the results are on disk: a missing extra loses nothing
         from kvlab.report.plots import or_warning, run_figures
 
@@ -276,6 +296,11 @@ def _replay(
         typer.echo(json.dumps(s, indent=2, default=str))
     else:
         _print_summary(s, out)
+        if transcript is not None:
+            typer.echo(
+                f"transcript: {transcript} ({len(backend.transcript.requests)} requests sent "
+                f"with the server's answers; kvlab simulate {transcript} replays them)"
+            )
     from kvlab.backends.openai import DURATION_STOP
     from kvlab.results.records import STATUS_UNFINISHED
 
@@ -283,6 +308,20 @@ def _replay(
     if any(r.status != STATUS_OK and not (timed and r.status == STATUS_UNFINISHED)
            for r in result.records):  # fmt: skip
         raise typer.Exit(1)
+
+
+def _write_transcript(backend: Any, out: Path) -> Path | None:
+    """Write ``OUT/transcript.jsonl`` when the run kept a transcript (``--history server``)
+    with at least one request; its path, else None."""
+    transcript = getattr(backend, "transcript", None)
+    if transcript is None or not transcript.requests:
+        return None
+    from kvlab.backends.transcript import TRANSCRIPT_FILE
+    from kvlab.cli.options import sigint_ignored
+    from kvlab.workload.io import write_workload
+
+    with sigint_ignored():
+        return write_workload(transcript.workload(), out / TRANSCRIPT_FILE)
 
 
 def split_warmup(wl: Any, n: int, mode: str) -> tuple[Any, Any]:

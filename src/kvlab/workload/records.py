@@ -18,7 +18,9 @@ later prompt can hit. When ``output_content_id`` is set, the simulator
 generates exactly the first ``output_tokens`` tokens of that content, so a
 later turn that re-sends the answer as a history segment with the same id hits
 the blocks the answer filled. (A live server generates its own text, so such
-hits exist only in simulation; the live backends ignore the field.)
+hits exist only in simulation; the live backends send the scripted text, or, with
+``kvlab replay --history server``, the server's own answer in place of the segment
+that names it: :mod:`kvlab.backends.transcript`.)
 """
 
 from __future__ import annotations
