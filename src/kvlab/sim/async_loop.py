@@ -100,7 +100,9 @@ class Batch:
 
 
 class AsyncScheduler(Scheduler):
-    """The token-budget scheduler with output placeholders (vLLM ``AsyncScheduler``).
+    """The token-budget scheduler with output placeholders (vLLM ``AsyncScheduler``):
+    :meth:`Scheduler.schedule` serves both, the placeholders (empty in the
+    synchronous scheduler) decide how far a running request is scheduled.
 
     Invariants (per request index): ``placeholders`` = tokens its batches in flight
     will sample (at most one between two schedulings); ``in_flight`` = tokens of it
@@ -111,48 +113,8 @@ class AsyncScheduler(Scheduler):
 
     def __init__(self, kv: KVCache, **kwargs: Any) -> None:
         super().__init__(kv, **kwargs)
-        self.placeholders: dict[int, int] = {}
         self.in_flight: dict[int, int] = {}
         self.stale: dict[int, int] = {}
-
-    def schedule(self, now: int) -> StepPlan:
-        plan = StepPlan()
-        budget = self.max_num_batched_tokens
-        running, kv, ph = self.running, self.kv, self.placeholders
-        mml = self.max_model_len
-        i = 0
-        while i < len(running) and budget > 0:
-            seq = running[i]
-            p = ph.get(seq.idx, 0)
-            # its batch in flight samples its last token: no further step
-            if p > 0 and seq.num_computed + 2 - p >= seq.prompt_len + seq.req.output_tokens:
-                i += 1
-                continue
-            n = min(seq.num_tokens + p - seq.num_computed, budget, mml - seq.num_computed - 1)
-            if n <= 0:
-                i += 1
-                continue
-            ok = True
-            while not kv.extend(seq, n, now):
-                victim = self._pick_victim()
-                idx = running.index(victim)
-                del running[idx]
-                if idx < i:
-                    i -= 1
-                budget += self._unschedule(plan, victim)
-                self._preempt(victim, now)
-                plan.preempted.append(victim)
-                if victim is seq:
-                    ok = False
-                    break
-            if not ok:
-                break
-            plan.scheduled.append((seq, n))
-            budget -= n
-            i += 1
-        if not plan.preempted:
-            self.admit_waiting(plan, budget, now)
-        return plan
 
     def _preempt(self, seq: Seq, now: int) -> None:
         super()._preempt(seq, now)
@@ -195,6 +157,9 @@ class AsyncLoop(StepLoop):
 
     #: called with every batch once its output is processed (inspection, tests)
     batch_observer: Callable[[Batch], None] | None = None
+    #: batches taken in decode windows, and the windows (inspection, tests)
+    window_batches = 0
+    num_windows = 0
 
     def run_loop(self) -> None:
         sched = self.sched
@@ -217,10 +182,15 @@ class AsyncLoop(StepLoop):
             if left == 0 and windows and len(inflight) == 1:
                 k, fold = self._window_len_async(inflight[0], host)
                 if k > 0 and not exact:
+                    self.window_batches += k
+                    self.num_windows += 1
                     inflight[0] = self._take_window(k, fold, host)
                     self._observe()
                     continue
                 left = k
+                if k:
+                    self.window_batches += k
+                    self.num_windows += 1
             if sched.running or sched.num_waiting():
                 busy = any(b.end > b.start for b in inflight)
                 batch = self._schedule_batch(max(self.now, self.gpu_free - host), busy)
@@ -443,6 +413,10 @@ class AsyncLoop(StepLoop):
         """Process a batch's output: sampled tokens, caching, finished requests."""
         sched, kv = self.sched, self.kv
         ph, fl, stale = sched.placeholders, sched.in_flight, sched.stale
+        # a KV cache that caches nothing below a request's cached blocks (all but the
+        # hybrid groups' state blocks, re-keyed every step) needs no call then
+        plain = getattr(kv, "quiet_decode_steps", True)
+        bs = self.B
         done_running = False
         for (seq, n), sample in zip(batch.scheduled, batch.samples, strict=True):
             i = seq.idx
@@ -452,7 +426,7 @@ class AsyncLoop(StepLoop):
             else:
                 del fl[i]
             is_stale = False
-            s = stale.get(i, 0)
+            s = stale.get(i, 0) if stale else 0
             if s > 0:
                 is_stale = True
                 if s > n:
@@ -469,7 +443,9 @@ class AsyncLoop(StepLoop):
                 else:
                     del ph[i]
             if was_running:
-                kv.cache_upto(seq, seq.num_computed - ph.get(i, 0), self.now)
+                upto = seq.num_computed - ph.get(i, 0)
+                if not plain or upto // bs > seq.num_cached_blocks:
+                    kv.cache_upto(seq, upto, self.now)
             if self._emit_token(seq):
                 batch.finished.append(seq)
                 ph.pop(i, None)
