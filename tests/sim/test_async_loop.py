@@ -103,6 +103,23 @@ def _mooncake_slice() -> Workload:
     )
 
 
+class HostClock:
+    """A fitted-looking clock without ``step_ends``: a host part, a GPU part growing
+    with tokens and context (the windows' clock then goes batch end by batch end)."""
+
+    label = "linear, with a host part"
+    overhead = 300
+
+    def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int) -> int:
+        return self.overhead + 500 + 3 * num_tokens + kv_tokens // 4
+
+    def window_ticks(self, num_seqs: int, context_sum: int, num_steps: int) -> int:
+        return sum(
+            self.step_ticks(num_seqs, context_sum + num_seqs * i, context_sum + num_seqs * i)
+            for i in range(num_steps)
+        )
+
+
 WINDOW_CASES = {
     # sessions re-sending shared answers while requests wait, chunked prefill
     "sessions": (lambda: random_workload(0, 60, rate=30.0), {}),
@@ -116,6 +133,7 @@ WINDOW_CASES = {
     "no-caching": (lambda: random_workload(4, 60), {"enable_prefix_caching": False}),
     # host work longer than some batches' GPU part: windows only where it hides
     "host-bound": (lambda: random_workload(5, 40), {"step_overhead_s": 0.004, "num_blocks": 400}),
+    "host-clock": (lambda: random_workload(6, 60, rate=30.0), {"cost_model": HostClock()}),
     "mooncake": (
         _mooncake_slice,
         {
@@ -137,7 +155,7 @@ def test_decode_windows_change_no_record(case: str) -> None:
     (``exact_steps``) gives the whole result (time series, counters) identically."""
     make, kw = WINDOW_CASES[case]
     wl = make()
-    cfg = _cfg(async_scheduling=True, cost_model=None, **kw)
+    cfg = _cfg(**{"async_scheduling": True, "cost_model": None, **kw})
     ref, none = _async_run(wl, cfg, "batches")
     fast, taken = _async_run(wl, cfg, "windows")
     exact, taken_exact = _async_run(wl, cfg, "exact")
