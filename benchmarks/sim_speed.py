@@ -7,7 +7,9 @@ Prints medians over ``--repeats`` runs, each in a fresh process:
   already loaded; preparation (naming every request's block keys) included;
   also with ``workers=2`` (a second process names the keys);
 * prepared: the same workload prepared once, then run twice: the second run
-  is what a sweep, a stress search or an RL episode pays;
+  is what a sweep, a stress search or an RL episode pays; then once more with
+  each scheduling mode forced (``async_scheduling`` false and true: vLLM's
+  synchronous ``Scheduler`` and its ``AsyncScheduler``), and the ratio async / sync;
 * policies: the whole ``kvlab simulate`` command on Mooncake with
   ``--policy lru|s3fifo|lfu``;
 * cold start: the whole command on a one-request workload;
@@ -71,6 +73,12 @@ if "workers" in {f.name for f in dataclasses.fields(SimConfig)}:
     t0 = time.perf_counter()
     simulate(wl, cfg.replace(workers=2))
     out["workers2_s"] = time.perf_counter() - t0
+if "async_scheduling" in {f.name for f in dataclasses.fields(SimConfig)}:
+    for mode in ("sync", "async"):  # on the prepared workload, the mode forced
+        t0 = time.perf_counter()
+        r = simulate(p, cfg.replace(async_scheduling=mode == "async"))
+        out[mode + "_s"] = time.perf_counter() - t0
+        out[mode + "_loop_s"] = r.provenance["wall_s"]
 print(json.dumps(out))
 """
 
@@ -202,6 +210,15 @@ def bench(
             print(
                 f"  prepared once: first run {new['first_s']:.3f} s, second "
                 f"{new['second_s']:.3f} s ({new['first_s'] / new['second_s']:.2f}x faster)",
+                flush=True,
+            )
+        if "async_s" in new:
+            print(
+                f"  new, prepared workload, async scheduling vs synchronous: run "
+                f"{new['async_s']:.3f} s vs {new['sync_s']:.3f} s "
+                f"(async / sync {new['async_s'] / new['sync_s']:.2f}), of which the run loop "
+                f"{new['async_loop_s']:.3f} s vs {new['sync_loop_s']:.3f} s "
+                f"(async / sync {new['async_loop_s'] / new['sync_loop_s']:.2f})",
                 flush=True,
             )
     if "policies" in parts:

@@ -8,8 +8,11 @@ from sim_helpers import Gpu, llama8b, random_workload
 from test_vllm_scheduler_differential import StepClock
 
 from kvlab.errors import ConfigError
+from kvlab.results import RunResult
+from kvlab.sim.async_loop import AsyncLoop
 from kvlab.sim.config import SimConfig
-from kvlab.sim.engine import simulate
+from kvlab.sim.engine import Engine, simulate
+from kvlab.workload.detect import load_workload
 from kvlab.workload.records import Request, Segment, Workload
 
 
@@ -71,3 +74,97 @@ def test_refused_where_not_modelled() -> None:
     with pytest.raises(ConfigError, match="async_scheduling must be true or false"):
         _cfg(async_scheduling="yes")
     assert _cfg().with_overrides({"async_scheduling": "true"}).async_scheduling is True
+
+
+# --------------------------------------------------------------------------- decode windows
+
+
+def _async_run(wl: Workload, cfg: SimConfig, how: str) -> tuple[RunResult, int]:
+    """``how``: "batches" (a batch observer: every batch one by one, no windows),
+    "windows" (the default) or "exact" (the windows' batches one by one). The result
+    and the batches taken in windows."""
+    engine = Engine(wl, cfg.replace(exact_steps=how == "exact"))
+    loop = engine.loop
+    assert isinstance(loop, AsyncLoop)
+    if how == "batches":
+        loop.batch_observer = lambda batch: None
+    try:
+        result = engine.run()
+    finally:
+        engine.close()
+    return result, loop.window_batches
+
+
+def _mooncake_slice() -> Workload:
+    """The Mooncake conversation trace's first 100 s, requests under 30k tokens."""
+    wl = load_workload("mooncake-conversation", None, seed=0)
+    return Workload(
+        tuple(q for q in wl.requests[:300] if q.prompt_tokens + q.output_tokens < 30_000)
+    )
+
+
+class HostClock:
+    """A fitted-looking clock without ``step_ends``: a host part, a GPU part growing
+    with tokens and context (the windows' clock then goes batch end by batch end)."""
+
+    label = "linear, with a host part"
+    overhead = 300
+
+    def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int) -> int:
+        return self.overhead + 500 + 3 * num_tokens + kv_tokens // 4
+
+    def window_ticks(self, num_seqs: int, context_sum: int, num_steps: int) -> int:
+        return sum(
+            self.step_ticks(num_seqs, context_sum + num_seqs * i, context_sum + num_seqs * i)
+            for i in range(num_steps)
+        )
+
+
+WINDOW_CASES = {
+    # sessions re-sending shared answers while requests wait, chunked prefill
+    "sessions": (lambda: random_workload(0, 60, rate=30.0), {}),
+    # a KV cache small enough to preempt again and again
+    "pressure": (lambda: random_workload(1, 60, rate=30.0), {"num_blocks": 60}),
+    "pressure-blocks": (
+        lambda: random_workload(2, 60, rate=30.0),
+        {"num_blocks": 80, "extents": False},
+    ),
+    "priority": (lambda: random_workload(3, 60, rate=30.0), {"scheduling": "priority"}),
+    "no-caching": (lambda: random_workload(4, 60), {"enable_prefix_caching": False}),
+    # host work longer than some batches' GPU part: windows only where it hides
+    "host-bound": (lambda: random_workload(5, 40), {"step_overhead_s": 0.004, "num_blocks": 400}),
+    "host-clock": (lambda: random_workload(6, 60, rate=30.0), {"cost_model": HostClock()}),
+    "mooncake": (
+        _mooncake_slice,
+        {
+            "num_blocks": 2500,
+            "max_model_len": None,
+            "max_num_seqs": 64,
+            "max_num_batched_tokens": 2048,
+            "model": "meta-llama/Llama-3.1-8B",
+            "gpu": "h100-sxm",
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WINDOW_CASES))
+def test_decode_windows_change_no_record(case: str) -> None:
+    """Windows take runs of batches at once: every request's record is the one of a
+    run batch by batch, and a run taking the same windows batch by batch
+    (``exact_steps``) gives the whole result (time series, counters) identically."""
+    make, kw = WINDOW_CASES[case]
+    wl = make()
+    cfg = _cfg(**{"async_scheduling": True, "cost_model": None, **kw})
+    ref, none = _async_run(wl, cfg, "batches")
+    fast, taken = _async_run(wl, cfg, "windows")
+    exact, taken_exact = _async_run(wl, cfg, "exact")
+    assert none == 0 and taken > 0 and taken_exact == taken
+    assert taken > fast.summary["num_steps"] // 4  # (windows hold much of the run)
+    assert fast.records == ref.records == exact.records
+    assert fast.summary["num_steps"] == ref.summary["num_steps"]
+    assert fast.summary == exact.summary
+    assert fast.timeseries == exact.timeseries
+    assert fast.histograms == exact.histograms
+    if case.startswith("pressure") or case == "mooncake":
+        assert sum(r.num_preemptions or 0 for r in fast.records) > 0

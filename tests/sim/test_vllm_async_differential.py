@@ -14,7 +14,9 @@ step; per-block pool),
 the requests its scheduling preempted and the requests it finished; and so must
 every request's record (first scheduled, first token, last token, preemptions,
 hit tokens, computed tokens) and the prefix-cache counters. kvlab runs each case
-on the per-block pool and on the extent pool (no block ids there).
+on the per-block pool and on the extent pool (no block ids there), each twice:
+batch by batch with a batch observer, and with its decode windows (batches taken
+at once; records and counters must still agree).
 """
 
 from __future__ import annotations
@@ -37,9 +39,12 @@ from kvlab.sim.engine import Engine
 from kvlab.workload.records import Workload
 
 
-def run_kvlab_async(wl: Workload, limits: dict[str, Any], *, extents: bool) -> dict[str, Any]:
+def run_kvlab_async(
+    wl: Workload, limits: dict[str, Any], *, extents: bool, windows: bool = False
+) -> dict[str, Any]:
     """kvlab's async mode on ``wl``: per-request records and per-batch facts as the
-    replay driver prints them."""
+    replay driver prints them; with ``windows``, the run takes its decode windows
+    (no batch observer, so no per-batch facts) and says how many batches they held."""
     cfg = SimConfig(
         model=llama8b(),
         gpu=Gpu(),
@@ -58,7 +63,8 @@ def run_kvlab_async(wl: Workload, limits: dict[str, Any], *, extents: bool) -> d
     )
     engine = Engine(wl, cfg)
     batches: list[Batch] = []
-    engine.loop.batch_observer = batches.append  # type: ignore[attr-defined]
+    if not windows:
+        engine.loop.batch_observer = batches.append  # type: ignore[attr-defined]
     try:
         res = engine.run()
     finally:
@@ -106,15 +112,16 @@ def run_kvlab_async(wl: Workload, limits: dict[str, Any], *, extents: bool) -> d
         "batches": out_batches,
         "queries": s["prefix_cache_queries"],
         "hits": s["prefix_cache_hits"],
+        "window_batches": engine.loop.window_batches,  # type: ignore[attr-defined]
     }
 
 
 @pytest.fixture(scope="module")
 def results(
     tmp_path_factory: pytest.TempPathFactory, vllm_python: str
-) -> tuple[dict[str, Any], dict[tuple[str, bool], dict[str, Any]]]:
-    """vLLM's results per case and kvlab's per (case, extents); kvlab's runs are
-    made while vLLM's replay runs in its subprocess."""
+) -> tuple[dict[str, Any], dict[tuple[str, bool, bool], dict[str, Any]]]:
+    """vLLM's results per case and kvlab's per (case, extents, decode windows);
+    kvlab's runs are made while vLLM's replay runs in its subprocess."""
     traces = {
         case: {**vllm_trace(*case_inputs(case)), "async": True, "record_steps": True}
         for case in CASES
@@ -132,9 +139,12 @@ def results(
     )
     try:
         ours = {
-            (case, extents): run_kvlab_async(*case_inputs(case), extents=extents)
+            (case, extents, windows): run_kvlab_async(
+                *case_inputs(case), extents=extents, windows=windows
+            )
             for case in CASES
             for extents in (False, True)
+            for windows in (False, True)
         }
         out, err = proc.communicate(timeout=600)
     finally:
@@ -163,15 +173,22 @@ def _first_batch_mismatch(ours: list, theirs: list, blocks: bool) -> tuple[int, 
 @pytest.mark.vllm
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_async_mode_matches_vllm_async_scheduler(
-    case: str, results: tuple[dict[str, Any], dict[tuple[str, bool], dict[str, Any]]]
+    case: str, results: tuple[dict[str, Any], dict[tuple[str, bool, bool], dict[str, Any]]]
 ) -> None:
     wl, limits = case_inputs(case)
     theirs = results[0][case]
     their_batches = [b for b in theirs["batches"] if b[1] or b[3]]
-    for extents in (False, True):
-        ours = results[1][(case, extents)]
-        how = f"extents={extents}"
-        bad, first = _first_batch_mismatch(ours["batches"], their_batches, blocks=not extents)
+    windowed = 0
+    for extents, windows in ((False, False), (True, False), (False, True), (True, True)):
+        ours = results[1][(case, extents, windows)]
+        how = f"extents={extents}, windows={windows}"
+        if windows:  # records and counters only (no batch observer)
+            windowed += ours["window_batches"]
+        bad, first = (
+            _first_batch_mismatch(ours["batches"], their_batches, blocks=not extents)
+            if not windows
+            else (0, -1)
+        )
         assert bad == 0, (
             f"{case} ({how}): {bad} of {len(their_batches)} batches differ; first, batch "
             f"{first}: kvlab {ours['batches'][first : first + 1]} vs vLLM "
@@ -188,7 +205,8 @@ def test_async_mode_matches_vllm_async_scheduler(
             f"{theirs['requests'][diff[0]]}"
         )
         assert (ours["queries"], ours["hits"]) == (theirs["queries"], theirs["hits"])
-    # the case exercises what it is named for
+    # the case exercises what it is named for (decode windows included)
+    assert windowed > 0
     preempted = sum(r["preemptions"] for r in theirs["requests"])
     assert any(q.prompt_tokens > limits["max_num_batched_tokens"] for q in wl.requests)
     assert (theirs["hits"] > 0) == limits["prefix_caching"]
@@ -197,6 +215,6 @@ def test_async_mode_matches_vllm_async_scheduler(
     print(
         f"{case}: {len(wl.requests)} requests, {len(their_batches)} batches over "
         f"{theirs['steps']} steps, {preempted} preemptions, {theirs['hits']} hit tokens: "
-        "0 mismatches",
+        f"0 mismatches ({windowed // 2} batches in decode windows)",
         file=sys.stderr,
     )

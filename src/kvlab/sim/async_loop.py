@@ -31,9 +31,16 @@ before the one in flight (time ``now``) starts at
 a step therefore lasts ``max(GPU time, overhead)`` instead of their sum. A
 cost model without an ``overhead`` attribute is all GPU time.
 
-Every batch is one exact step through the scheduler (no decode windows).
-:attr:`AsyncLoop.batch_observer` sees every batch once its output is processed
-(the differential test against vLLM's own ``AsyncScheduler`` uses it).
+Decode windows (:meth:`AsyncLoop._window_len_async`): when the one batch in flight
+holds every running request, each decoding one token that is not its last, the
+loop takes the run of batches in which nothing can change at once: their ends
+have the synchronous loop's closed-form sum (less the host part each batch hides),
+and the blocks they allocate and cache are replayed request by request in the
+order the batches would make them. ``exact_steps`` takes the same windows batch by
+batch through the scheduler; both give identical results, and every request's
+record equals the one of a run without windows. :attr:`AsyncLoop.batch_observer`
+sees every batch once its output is processed (the differential test against
+vLLM's own ``AsyncScheduler`` uses it); a run with an observer takes no windows.
 """
 
 from __future__ import annotations
@@ -45,11 +52,13 @@ from typing import Any
 
 from kvlab.errors import CapacityError, ConfigError
 from kvlab.sim.config import SimConfig
+from kvlab.sim.cost_model import TICKS_PER_S
 from kvlab.sim.kv import KVCache
 from kvlab.sim.run_state import NO_ARRIVAL
 from kvlab.sim.scheduler import Scheduler, StepPlan
 from kvlab.sim.sequence import FINISHED, RUNNING, Seq
 from kvlab.sim.step_loop import StepLoop
+from kvlab.sim.windows import fit_allocations
 
 #: the engine core's batch queue size with async scheduling (no pipeline parallelism)
 BATCHES_IN_FLIGHT = 2
@@ -91,7 +100,9 @@ class Batch:
 
 
 class AsyncScheduler(Scheduler):
-    """The token-budget scheduler with output placeholders (vLLM ``AsyncScheduler``).
+    """The token-budget scheduler with output placeholders (vLLM ``AsyncScheduler``):
+    :meth:`Scheduler.schedule` serves both, the placeholders (empty in the
+    synchronous scheduler) decide how far a running request is scheduled.
 
     Invariants (per request index): ``placeholders`` = tokens its batches in flight
     will sample (at most one between two schedulings); ``in_flight`` = tokens of it
@@ -102,48 +113,8 @@ class AsyncScheduler(Scheduler):
 
     def __init__(self, kv: KVCache, **kwargs: Any) -> None:
         super().__init__(kv, **kwargs)
-        self.placeholders: dict[int, int] = {}
         self.in_flight: dict[int, int] = {}
         self.stale: dict[int, int] = {}
-
-    def schedule(self, now: int) -> StepPlan:
-        plan = StepPlan()
-        budget = self.max_num_batched_tokens
-        running, kv, ph = self.running, self.kv, self.placeholders
-        mml = self.max_model_len
-        i = 0
-        while i < len(running) and budget > 0:
-            seq = running[i]
-            p = ph.get(seq.idx, 0)
-            # its batch in flight samples its last token: no further step
-            if p > 0 and seq.num_computed + 2 - p >= seq.prompt_len + seq.req.output_tokens:
-                i += 1
-                continue
-            n = min(seq.num_tokens + p - seq.num_computed, budget, mml - seq.num_computed - 1)
-            if n <= 0:
-                i += 1
-                continue
-            ok = True
-            while not kv.extend(seq, n, now):
-                victim = self._pick_victim()
-                idx = running.index(victim)
-                del running[idx]
-                if idx < i:
-                    i -= 1
-                budget += self._unschedule(plan, victim)
-                self._preempt(victim, now)
-                plan.preempted.append(victim)
-                if victim is seq:
-                    ok = False
-                    break
-            if not ok:
-                break
-            plan.scheduled.append((seq, n))
-            budget -= n
-            i += 1
-        if not plan.preempted:
-            self.admit_waiting(plan, budget, now)
-        return plan
 
     def _preempt(self, seq: Seq, now: int) -> None:
         super()._preempt(seq, now)
@@ -186,13 +157,19 @@ class AsyncLoop(StepLoop):
 
     #: called with every batch once its output is processed (inspection, tests)
     batch_observer: Callable[[Batch], None] | None = None
+    #: batches taken in decode windows, and the windows (inspection, tests)
+    window_batches = 0
+    num_windows = 0
 
     def run_loop(self) -> None:
         sched = self.sched
         inflight: deque[Batch] = deque()
         cost = self.r.cost
         host = int(getattr(cost, "overhead", 0))
-        gpu_free = 0
+        windows = self.batch_observer is None and getattr(self.kv, "quiet_decode_steps", True)
+        exact = self.cfg.exact_steps
+        self.gpu_free = 0
+        left = 0  # batches of a decode window still to take one by one (exact_steps)
         while True:
             idle = not sched.running and not sched.num_waiting()
             if not inflight and idle:
@@ -202,11 +179,25 @@ class AsyncLoop(StepLoop):
                     self.now = self.next_arrival
             if self.next_arrival <= self.now:
                 self._arrive()
+            if left == 0 and windows and len(inflight) == 1:
+                k, fold = self._window_len_async(inflight[0], host)
+                if k > 0 and not exact:
+                    self.window_batches += k
+                    self.num_windows += 1
+                    inflight[0] = self._take_window(k, fold, host)
+                    self._observe()
+                    continue
+                left = k
+                if k:
+                    self.window_batches += k
+                    self.num_windows += 1
             if sched.running or sched.num_waiting():
                 busy = any(b.end > b.start for b in inflight)
-                batch = self._schedule_batch(max(self.now, gpu_free - host), busy)
+                batch = self._schedule_batch(max(self.now, self.gpu_free - host), busy)
+                if left > 1 and (batch.preempted or len(batch.scheduled) != len(sched.running)):
+                    raise RuntimeError("decode window broken: the batch changed")
                 if batch.end > batch.start:
-                    gpu_free = batch.end
+                    self.gpu_free = batch.end
                 inflight.appendleft(batch)
                 if len(inflight) < BATCHES_IN_FLIGHT and (
                     batch.end > batch.start or sched.running or sched.num_waiting()
@@ -217,7 +208,171 @@ class AsyncLoop(StepLoop):
                 if batch.end > self.now:
                     self.now = batch.end
                 self._update(batch)
+                if left:
+                    left -= 1
+                    if left:
+                        if batch.finished:
+                            raise RuntimeError("decode window broken: a request finished")
+                        continue
                 self._observe()
+
+    # -- decode windows ------------------------------------------------------------
+    def _window_len_async(self, batch: Batch, host: int) -> tuple[int, bool]:
+        """The decode window starting now: its batches (0: none) and whether its last
+        batch's output finishes requests (then the batch scheduled with it leaves
+        them out), with ``batch`` the only one in flight.
+
+        A window needs every running request in ``batch``, in order, sampling a
+        token there (its last prefill chunk or a decode token), none of it stale:
+        each is then scheduled one token per batch until the batch in flight
+        samples its last token (the first output may be a first token). The window
+        ends with the batch whose output finishes requests (while none waits and
+        some request goes on), else before it; before the batch scheduled once an
+        arrival is seen; before the batch whose allocations would not fit; and,
+        while requests wait, before the batch whose scheduling caches a block of
+        shared output (it could become a hit), or at once if the head of the queue
+        could be admitted."""
+        sched = self.sched
+        running = sched.running
+        n = len(running)
+        if n == 0 or n > sched.max_num_batched_tokens or len(batch.scheduled) != n:
+            return 0, False
+        ph, stale = sched.placeholders, sched.stale
+        last = 1 << 62  # batches until the first request's last sample
+        nlast = 0  # requests with that many
+        for (s, _), seq, sample in zip(batch.scheduled, running, batch.samples, strict=True):
+            if s is not seq or not sample or s.num_computed != s.num_tokens:
+                return 0, False
+            i = s.idx
+            if ph.get(i) != 1 or (stale and i in stale):
+                return 0, False
+            # (max_out caps the output at max_model_len: the scheduler stops there too)
+            left = s.max_out - s.num_out - 1
+            if left <= last:
+                if left < last:
+                    last, nlast = left, 0
+                nlast += 1
+        k = last + 1  # the batch whose output finishes requests included
+        bs = self.B
+        if sched.num_waiting():
+            # (finishing requests leave budget to the waiting: no window ends with them)
+            if sched.can_admit_head(self.now, sched.max_num_batched_tokens - n):
+                return 0, False
+            k = last
+            if self.cfg.enable_prefix_caching:
+                for s in running:  # a shared output block cached could turn into a hit
+                    if s.req.output_content_id is not None:
+                        k = min(k, -s.num_computed % bs)
+        elif nlast == n:
+            k = last  # (every request finishes: the next batch would be empty)
+        if k <= 0:
+            return 0, False
+        k = fit_allocations(running, k, bs, self.kv.num_free)
+        if k <= 0:
+            return 0, False
+        clock = self._clock(n, sum(s.num_computed + 1 for s in running), host, k)
+        if clock is None:
+            return 0, False
+        return clock[0], clock[0] == last + 1
+
+    def _clock(self, n: int, s0: int, host: int, k: int) -> tuple[int, Callable[[int], int]] | None:
+        """The window's length (``k`` at most, cut before the batch scheduled once an
+        arrival is seen) and ``end(m)``: when the m-th batch from the one in flight
+        (m = 0) ends, for every batch of ``n`` requests; batch m + 1 starts at
+        ``end(m) - host``. None when the host part of a batch would not hide
+        behind the GPU part of the one before (then every batch is taken one by one).
+
+        Steps of ``n`` decoding requests whose contexts sum to ``s0`` take
+        ``window_ticks`` as the synchronous loop's; with a GPU part of each batch
+        at least ``host`` (step times only grow with the context), batch m + 1 is
+        scheduled when the GPU frees minus ``host`` and ends a GPU part later:
+        ``end(m) = gpu_free + window_ticks(m) - m * host``."""
+        cost, g0, now = self.r.cost, self.gpu_free, self.now
+        if g0 - host < now or cost.step_ticks(n, s0, s0) < 2 * host:
+            return None
+
+        def end(m: int) -> int:
+            return g0 + cost.window_ticks(n, s0, m) - m * host
+
+        arrival = self.next_arrival
+        if arrival != NO_ARRIVAL and k > 1 and end(k - 2) >= arrival:
+            lo, hi = 0, k - 2  # batch m + 1 is scheduled after end(m - 1) is processed
+            while lo < hi:  # the first m with end(m) >= arrival
+                mid = (lo + hi) // 2
+                if end(mid) >= arrival:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            k = lo + 1
+        return k, end
+
+    def _take_window(self, k: int, fold: bool, host: int) -> Batch:
+        """Take ``k`` batches of the window at once (``fold``: the last one's output
+        finishes requests); the batch then in flight."""
+        sched, kv, bs = self.sched, self.kv, self.B
+        running = sched.running
+        n = len(running)
+        s0 = sum(s.num_computed + 1 for s in running)
+        clock = self._clock(n, s0, host, k)
+        assert clock is not None and clock[0] == k
+        end = clock[1]
+        done = [s for s in running if s.max_out - s.num_out == k] if fold else []
+        # the blocks: batch i allocates (then caches the block before) where its
+        # token starts a block, request by request in scheduling order; a request
+        # whose last token is in flight is not scheduled
+        events: list[int] = []  # batch * n + position: sorts like (batch, position)
+        kn, bn = k * n, bs * n
+        for pos, s in enumerate(running):
+            stop = kn - n if fold and s.max_out - s.num_out == k else kn
+            events.extend(range((-s.num_computed % bs) * n + pos, stop, bn))
+        if events:
+            events.sort()
+            extend = kv.extend
+            step_ends = getattr(self.r.cost, "step_ends", None)
+            if step_ends is not None:  # the ends at once: end(i) for i = 1 .. k - 1
+                ends = step_ends(n, s0, k - 1, self.gpu_free)
+                starts = [self.gpu_free - host] + [t - (i + 2) * host for i, t in enumerate(ends)]
+            else:
+                starts = [end(i) - host for i in range(k)]
+            ok = True
+            for e in events:
+                i = e // n
+                s = running[e - i * n]
+                t0 = starts[i]
+                c = s.num_computed
+                s.num_computed = s.num_tokens = c + i
+                ok &= extend(s, 1, t0)
+                s.num_computed = s.num_tokens = c
+            if not ok:
+                raise RuntimeError("decode window broken: an allocation did not fit")
+        first = end(0) / TICKS_PER_S  # batch 0's output: some requests' first token
+        fl, ph = sched.in_flight, sched.placeholders
+        for s in running:
+            s.num_computed += k
+            s.num_tokens += k
+            s.num_out += k
+            fl[s.idx] = 1
+            if s.rec.first_token_s is None:
+                s.rec.first_token_s = first
+        self.c["num_steps"] += k
+        self.now = t_last = end(k - 1)
+        if done:  # their last batch's output, after the next batch was scheduled
+            for s in done:
+                i = s.idx
+                s.num_computed -= 1
+                s.num_tokens -= 1
+                s.num_out -= 1
+                del fl[i], ph[i]
+                kv.cache_upto(s, s.num_computed, t_last)
+                self._emit_token(s)
+            running[:] = [s for s in running if s.status != FINISHED]
+            n = len(running)
+            s1 = sum(s.num_computed for s in running)  # (credited already)
+            self.gpu_free = t_last - host + self.r.cost.step_ticks(n, s1, s1)
+        else:
+            self.gpu_free = end(k)
+        plan = StepPlan([(s, 1) for s in running])
+        return Batch(plan, [True] * n, t_last - host, self.gpu_free)
 
     def _schedule_batch(self, t0: int, busy: bool) -> Batch:
         """Schedule one batch starting at ``t0`` (while another is in flight if ``busy``)."""
@@ -258,6 +413,10 @@ class AsyncLoop(StepLoop):
         """Process a batch's output: sampled tokens, caching, finished requests."""
         sched, kv = self.sched, self.kv
         ph, fl, stale = sched.placeholders, sched.in_flight, sched.stale
+        # a KV cache that caches nothing below a request's cached blocks (all but the
+        # hybrid groups' state blocks, re-keyed every step) needs no call then
+        plain = getattr(kv, "quiet_decode_steps", True)
+        bs = self.B
         done_running = False
         for (seq, n), sample in zip(batch.scheduled, batch.samples, strict=True):
             i = seq.idx
@@ -267,7 +426,7 @@ class AsyncLoop(StepLoop):
             else:
                 del fl[i]
             is_stale = False
-            s = stale.get(i, 0)
+            s = stale.get(i, 0) if stale else 0
             if s > 0:
                 is_stale = True
                 if s > n:
@@ -284,7 +443,9 @@ class AsyncLoop(StepLoop):
                 else:
                     del ph[i]
             if was_running:
-                kv.cache_upto(seq, seq.num_computed - ph.get(i, 0), self.now)
+                upto = seq.num_computed - ph.get(i, 0)
+                if not plain or upto // bs > seq.num_cached_blocks:
+                    kv.cache_upto(seq, upto, self.now)
             if self._emit_token(seq):
                 batch.finished.append(seq)
                 ph.pop(i, None)

@@ -14,7 +14,7 @@ Where things are:
     one exact step or one decode window (priority scheduling, the per-block
     pool, ``exact_steps``);
   - :class:`kvlab.sim.async_loop.AsyncLoop` (``async_scheduling``): vLLM's
-    ``AsyncScheduler``, two batches in flight, every batch an exact step.
+    ``AsyncScheduler``, two batches in flight, one exact batch or a decode window.
 
 * What every loop shares (arrivals, sessions, records, counters, time series,
   the result): :class:`kvlab.sim.run_state.RunState`.

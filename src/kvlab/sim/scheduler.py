@@ -72,6 +72,10 @@ class Scheduler:
             self._heap if priority else self._fifo
         )
         self._run_counter = 0
+        #: output placeholders per request index: tokens its batches in flight will
+        #: sample (async scheduling, :class:`kvlab.sim.async_loop.AsyncScheduler`;
+        #: always empty here)
+        self.placeholders: dict[int, int] = {}
         self.on_free: Callable[[Seq], None] | None = None
         #: a KV cache that clips prefill chunks (Mamba state groups) says how
         self._clip: Callable[..., int] | None = getattr(kv, "clip_chunk", None)
@@ -110,11 +114,24 @@ class Scheduler:
         bs = kv.block_size
         # a KV cache whose every decode step may free blocks (sliding windows) says so
         quiet = getattr(kv, "quiet_decode_steps", True)
+        ph = self.placeholders
         i = 0
         while i < len(running) and budget > 0:
             seq = running[i]
-            n = min(seq.num_tokens - seq.num_computed, budget)
-            n = min(n, self.max_model_len - seq.num_computed - 1)
+            c = seq.num_computed
+            if ph:  # async scheduling: tokens its batches in flight will sample
+                p = ph.get(seq.idx, 0)
+                # its batch in flight samples its last token: no further step
+                if p > 0 and c + 2 - p >= seq.prompt_len + seq.req.output_tokens:
+                    i += 1
+                    continue
+                n = seq.num_tokens + p - c
+            else:
+                n = seq.num_tokens - c
+            if n > budget:
+                n = budget
+            if n > self.max_model_len - c - 1:
+                n = self.max_model_len - c - 1
             if self._clip is not None and n > 0:
                 n = self._clip(seq, seq.num_computed, n, self.max_num_batched_tokens)
             if n <= 0:
