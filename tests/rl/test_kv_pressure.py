@@ -15,6 +15,7 @@ from kvlab.errors import ConfigError
 from kvlab.rl.kv_pressure import ACTIONS, KVPressureEnv, heuristic_action
 from kvlab.rl.pressure_rewards import DEFAULT_WEIGHTS, TERMS, EpisodeTally, episode_reward
 from kvlab.rl.pressure_scenario import BUDGETS, make_scenario
+from kvlab.sim.cost_model import TICKS_PER_S
 from kvlab.workload.records import Request, Segment, Workload
 
 EVICT = ACTIONS.index("evict")
@@ -133,7 +134,7 @@ def test_candidates_are_the_largest_running_requests() -> None:
         assert [s.nblocks for s in env._cands] == held
         obs = env._obs
         for i, s in enumerate(env._cands):
-            row = obs[10 + i * 10 : 20 + i * 10]
+            row = obs[11 + i * 10 : 21 + i * 10]
             assert row[0] == 1.0 and row[1] == np.float32(s.nblocks / env._usable)
         env.step(np.zeros(3, dtype=np.int64))
 
@@ -303,3 +304,64 @@ def test_bad_arguments_are_config_errors(kw: dict) -> None:
 
 def test_tally_starts_empty() -> None:
     assert EpisodeTally().usage == []
+
+
+def tiny_env(**kw: object) -> KVPressureEnv:
+    base: dict = dict(
+        workload=one_request_workload(),
+        budget=1.0,
+        pool_blocks=64,
+        block_size=4,
+        warmup_events=0,
+        every_events=1,
+        k=2,
+        compact_info=False,
+    )
+    base.update(kw)
+    return KVPressureEnv("easy", **base)
+
+
+def test_compress_frees_the_engines_exact_gain_and_shows_the_tier() -> None:
+    env = tiny_env()
+    _, info = env.reset(seed=0)
+    loop = env.loop
+    assert loop is not None
+    names = [s.req.request_id for s in env._cands]
+    i = names.index("a")
+    a = env._cands[i]
+    assert info["action_mask"][i].tolist() == [True, True, True, True]
+    # a holds 16 blocks of 4 tokens (64 computed): at tier 1 a block holds 8 tokens, so
+    # it needs 8 blocks: 8 freed (its blocks are its own)
+    assert loop.compress_gain(a) == 8
+    free0 = loop.kv.num_free
+    act = np.zeros(2, dtype=np.int64)
+    act[i] = ACTIONS.index("compress")
+    assert env._apply(act)["compress"] == 1
+    assert loop.kv.num_free - free0 == 8 and a.nblocks == 8 and loop.tier(a) == 1
+    env._observe()
+    j = [s.req.request_id for s in env._cands].index("a")
+    assert env._obs[11 + j * 10 + 5] == np.float32(0.5)  # tier 1 of 2
+
+
+def test_swap_charges_the_exact_transfer_as_latency() -> None:
+    env = tiny_env()
+    env.reset(seed=0)
+    loop = env.loop
+    assert loop is not None
+    names = [s.req.request_id for s in env._cands]
+    i = names.index("a")
+    a = env._cands[i]
+    held, free0, now0 = a.nblocks, loop.kv.num_free, loop.now
+    act = np.zeros(2, dtype=np.int64)
+    act[i] = ACTIONS.index("swap_to_cpu")
+    assert env._apply(act)["swap_to_cpu"] == 1
+    out_ticks = loop.swap_ticks_for(held)
+    assert loop.now - now0 == out_ticks and loop.kv.num_free - free0 == held
+    assert [s for s, _ in loop.swapped] == [a]
+    _, _, _, _, info = env.step(np.zeros(2, dtype=np.int64))
+    # the pool has room: a comes back in the next step, its 64 computed tokens in 16
+    # blocks; the latency term reads both transfers on the clock
+    assert loop.num_swaps_in == 1 and a in loop.sched.running
+    expected = out_ticks + loop.swap_ticks_for(held)
+    assert loop.swap_ticks == expected
+    assert info["episode_terms"]["swap_latency_s"] == expected / TICKS_PER_S

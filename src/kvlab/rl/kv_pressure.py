@@ -102,8 +102,8 @@ MAX_TIER = 2
 
 class PressureLoop(SteppedLoop):
     """The stepped loop, counting the output tokens of finished requests
-    (``finished_out``): with the running and waiting requests' own counts, the output
-    tokens made so far."""
+    (``finished_out``): with the running, waiting and swapped requests' own counts, the
+    output tokens made so far."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
@@ -117,9 +117,10 @@ class PressureLoop(SteppedLoop):
         n = self.finished_out
         for s in self.sched.running:
             n += s.num_out
-        w = self.sched.waiting
-        for x in w:
+        for x in self.sched.waiting:
             n += (x[3] if isinstance(x, tuple) else x).num_out
+        for s, _ in self.swapped:
+            n += s.num_out
         return n
 
 
@@ -253,6 +254,7 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
             num_blocks=sc.num_blocks,
             max_num_seqs=self.max_num_seqs,
             max_num_batched_tokens=2048,
+            extents=False,  # compress and swap need the per-block pool
         )
         self._engine = Engine(sc.workload, cfg, loop_class=PressureLoop)
         loop = self._engine.loop
@@ -266,7 +268,6 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         self._score = 0.0
         self._terms_prev: dict[str, float] = {}
         self._facts: dict[int, SeqFacts] = {}
-        self._tier: dict[int, int] = {}
         self._last_now = 0
         self._above_ticks = 0
         self._usage = 0.0
@@ -275,6 +276,7 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         self._rejected0 = 0
         self._drops = 0
         self._tokens0 = 0
+        self._swap_ticks0 = 0
         self._t0 = 0
         self._waiting_prev = 0
         self._actions_done: dict[str, int] = dict.fromkeys(ACTIONS[1:], 0)
@@ -304,6 +306,7 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         self._sched_preempt0 = loop.num_preemptions_seen
         self._rejected0 = self._num_rejected()
         self._tokens0 = loop.output_tokens()
+        self._swap_ticks0 = loop.swap_ticks
         self._waiting_prev = loop.sched.num_waiting()
 
     def _num_rejected(self) -> int:
@@ -366,10 +369,9 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
                 if self.evict_mode == "drop":
                     self._drop(seq)
             elif a == COMPRESS:
-                loop.compress(seq)  # type: ignore[attr-defined]
-                self._tier[seq.idx] = self._tier.get(seq.idx, 0) + 1
+                loop.compress(seq)
             else:
-                t.swap_latency_s += float(loop.swap_out(seq))  # type: ignore[attr-defined]
+                loop.swap_out(seq)
             applied[ACTIONS[a]] += 1
             self._actions_done[ACTIONS[a]] += 1
         self._usage = loop.kv.usage()
@@ -405,6 +407,7 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         t.failures = sched_preempt + self._drops + (self._num_rejected() - self._rejected0)
         t.overflowed = sched_preempt > 0
         t.tokens = loop.output_tokens() - self._tokens0
+        t.swap_latency_s = (loop.swap_ticks - self._swap_ticks0) / TICKS_PER_S
         t.usage.append(self._usage)
         score, info = episode_reward(t, self.weights)
         w = self.weights
@@ -417,14 +420,6 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         return reward, step_terms
 
     # -- observation -----------------------------------------------------------
-    def _can(self, seq: Seq) -> tuple[bool, bool]:
-        loop = self.loop
-        can_c = getattr(loop, "can_compress", None)
-        can_s = getattr(loop, "can_swap", None)
-        c = bool(can_c(seq)) if can_c is not None else False
-        s = bool(can_s(seq)) if can_s is not None else False
-        return c, s
-
     def _observe(self) -> None:
         loop = self.loop
         assert loop is not None
@@ -447,12 +442,15 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         obs[7] = loop.kv.num_free / self._usable
         obs[8] = min(np.log1p(self._tally.failures), OBS_HIGH)
         obs[9] = min(self._tally.swap_latency_s, OBS_HIGH)
+        obs[10] = len(loop.swapped) / m
         self._pending_growth = waiting - self._waiting_prev
         self._waiting_prev = waiting
         usable, now = self._usable, loop.now
+        tiers = loop.tiers is not None
         for i, seq in enumerate(cands):
-            can_c, can_s = self._can(seq)
-            tier = self._tier.get(seq.idx, 0)
+            can_c = tiers and loop.can_compress(seq)
+            can_s = tiers and loop.can_swap(seq)
+            tier = loop.tier(seq) if tiers else 0
             lo = NUM_GLOBAL + i * NUM_CAND
             candidate_row(
                 obs[lo : lo + NUM_CAND],
@@ -467,6 +465,10 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
             mask[i, EVICT] = True
             mask[i, COMPRESS] = can_c
             mask[i, SWAP] = can_s
+
+    def _tier_of(self, seq: Seq) -> int:
+        loop = self.loop
+        return loop.tier(seq) if loop is not None and loop.tiers is not None else 0
 
     def action_masks(self) -> np.ndarray:
         """The mask, flat (``k * 4``), as sb3-contrib's MaskablePPO reads it."""
@@ -489,7 +491,7 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         cands = []
         for i, seq in enumerate(self._cands):
             f = facts_of(seq, facts)
-            d = request_summary(seq, f, usable, self._tier.get(seq.idx, 0))
+            d = request_summary(seq, f, usable, self._tier_of(seq))
             d["slot"] = i
             d["actions"] = [a for j, a in enumerate(ACTIONS) if self._mask[i, j]]
             cands.append(d)
@@ -521,11 +523,12 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
                 "running": len(running),
                 "waiting": len(waiting),
                 "blocks_running": sum(s.nblocks for s in running),
-                "compressed": sum(1 for s in running if self._tier.get(s.idx, 0) > 0),
+                "swapped": len(loop.swapped),
+                "swap_blocks_host": loop.swapped_blocks if loop.tiers is not None else 0,
+                "compressed": sum(1 for s in running if self._tier_of(s) > 0),
             },
             "top_memory": [
-                request_summary(s, facts_of(s, facts), usable, self._tier.get(s.idx, 0))
-                for s in top
+                request_summary(s, facts_of(s, facts), usable, self._tier_of(s)) for s in top
             ],
             "candidates": cands,
             "eviction_order": [cands[i]["slot"] for i in order],
@@ -603,7 +606,7 @@ def heuristic_action(env: KVPressureEnv, high_usage: float = 0.9) -> np.ndarray:
         seq = env._cands[i]
         if mask[i, COMPRESS]:
             out[i] = COMPRESS
-            need -= seq.nblocks // 2
+            need -= loop.compress_gain(seq)
         elif mask[i, SWAP]:
             out[i] = SWAP
             need -= seq.nblocks

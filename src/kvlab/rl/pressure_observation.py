@@ -11,12 +11,14 @@ Box vector, ``NUM_GLOBAL + k * NUM_CAND`` float32 values in ``[-1, 64]``:
   (decision steps left / steps), running / max_num_seqs, waiting / max_num_seqs (clipped
   at 8), pending queue growth since the previous decision / max_num_seqs (clipped to
   -1..8), time above 0.95 usage (share of the episode's engine time so far), free
-  blocks / usable blocks, ``log1p`` failures so far, swap seconds so far (clipped at 64);
+  blocks / usable blocks, ``log1p`` failures so far, swap seconds so far (clipped at 64),
+  swapped-out requests / max_num_seqs;
 - per candidate (:data:`CANDIDATE_FEATURES`): 1 for a real candidate (0 pads), blocks
   held / usable blocks, progress (output tokens made / asked), protected share (prompt
   tokens in ``system`` or ``context`` segments / prompt tokens), value (1 - mean
-  retention rank / 4 over the prompt: 1 all system, 0 all ephemeral), compression tier
-  (compressions applied / 2), 1 if it may be compressed, 1 if it may be swapped,
+  retention rank / 4 over the prompt: 1 all system, 0 all ephemeral), KV tier / 2 (0 the
+  run's dtype, 0.5 int8-like, 1 int4-like), 1 if it may be compressed, 1 if it may be
+  swapped,
   ``log1p`` age in seconds, 1 once its prefill is done (decoding).
 """
 
@@ -41,6 +43,7 @@ GLOBAL_FEATURES: tuple[str, ...] = (
     "free",
     "failures",
     "swap_latency_s",
+    "swapped",
 )
 CANDIDATE_FEATURES: tuple[str, ...] = (
     "valid",
