@@ -106,7 +106,7 @@ def test_steps_and_weights_are_configurable() -> None:
 def test_the_mask_never_allows_an_action_on_an_empty_slot() -> None:
     env = KVPressureEnv("easy", k=8)
     seen_empty = seen_full = False
-    for seed in range(4):
+    for seed in range(6):
         _, info = env.reset(seed=seed)
         rng = np.random.default_rng(seed)
         done = False
@@ -118,6 +118,11 @@ def test_the_mask_never_allows_an_action_on_an_empty_slot() -> None:
             assert mask[:, 0].all()  # keep is always allowed
             assert not mask[n:, 1:].any()  # an empty slot allows keep only
             assert mask[:n, EVICT].all()  # a running candidate may be evicted
+            loop = env.loop
+            assert loop is not None
+            for i, seq in enumerate(env._cands):  # compress / swap: the engine's own answer
+                assert mask[i, 2] == loop.can_compress(seq)
+                assert mask[i, 3] == loop.can_swap(seq)
             seen_empty |= n < 8
             seen_full |= n > 0
             _, _, done, _, info = env.step(masked_random(rng, mask))

@@ -48,6 +48,7 @@ under the same actions (the engine and the scenarios are deterministic).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,7 +72,7 @@ from kvlab.rl.pressure_observation import (
     protected_tokens_in,
     request_summary,
 )
-from kvlab.rl.pressure_rewards import PRESSURE_USAGE, EpisodeTally, check_weights, episode_reward
+from kvlab.rl.pressure_rewards import PRESSURE_USAGE, EpisodeTally, breakdown, check_weights
 from kvlab.rl.pressure_scenario import (
     DIFFICULTIES,
     KINDS,
@@ -144,7 +145,7 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         every_events: int = 4,
         usage_threshold: float = 0.9,
         warmup_usage: float = 0.5,
-        warmup_events: int = 200,
+        warmup_events: int = 16,
         pool_blocks: int = 512,
         block_size: int = 16,
         max_num_seqs: int = 32,
@@ -262,10 +263,13 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         self.loop = loop
         loop.observe_with(self._on_event)
         self._usable = sc.num_blocks - 1
+        mml = loop.r.max_model_len
+        self._may_reject = any(q.prompt_tokens >= mml for q in sc.workload.requests)
         self._step = 0
         self._done = False
         self._tally = EpisodeTally()
         self._score = 0.0
+        self._pressure_steps = 0
         self._terms_prev: dict[str, float] = {}
         self._facts: dict[int, SeqFacts] = {}
         self._last_now = 0
@@ -304,7 +308,7 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         self._above_ticks = 0
         self._t0 = self._last_now = loop.now
         self._sched_preempt0 = loop.num_preemptions_seen
-        self._rejected0 = self._num_rejected()
+        self._rejected0 = self._num_rejected() if self._may_reject else 0
         self._tokens0 = loop.output_tokens()
         self._swap_ticks0 = loop.swap_ticks
         self._waiting_prev = loop.sched.num_waiting()
@@ -348,7 +352,8 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._obs.copy(), reward, terminated, False, self._info(terms, reward, applied)
 
     def _apply(self, acts: np.ndarray) -> dict[str, int]:
-        """Play each slot's action on its candidate (masked ones as keep)."""
+        """Play each slot's action on its candidate, in slot order (masked ones as keep;
+        a compress or swap that an earlier slot's action made impossible as keep too)."""
         loop = self.loop
         assert loop is not None
         mask, cands, t = self._mask, self._cands, self._tally
@@ -369,8 +374,12 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
                 if self.evict_mode == "drop":
                     self._drop(seq)
             elif a == COMPRESS:
+                if not loop.can_compress(seq):  # an earlier slot's action took the room
+                    continue
                 loop.compress(seq)
             else:
+                if not loop.can_swap(seq):
+                    continue
                 loop.swap_out(seq)
             applied[ACTIONS[a]] += 1
             self._actions_done[ACTIONS[a]] += 1
@@ -404,14 +413,21 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         assert loop is not None
         t = self._tally
         sched_preempt = loop.num_preemptions_seen - self._sched_preempt0
-        t.failures = sched_preempt + self._drops + (self._num_rejected() - self._rejected0)
+        rejected = self._num_rejected() - self._rejected0 if self._may_reject else 0
+        t.failures = sched_preempt + self._drops + rejected
         t.overflowed = sched_preempt > 0
         t.tokens = loop.output_tokens() - self._tokens0
         t.swap_latency_s = (loop.swap_ticks - self._swap_ticks0) / TICKS_PER_S
         t.usage.append(self._usage)
-        score, info = episode_reward(t, self.weights)
         w = self.weights
-        terms = {name: w[name] * info[name] for name in w}
+        info = breakdown(t)
+        terms = {name: w[name] * v for name, v in info.items()}
+        score = sum(terms.values())
+        info["tokens"] = float(t.tokens)
+        info["failures"] = float(t.failures)
+        info["swap_latency_s"] = t.swap_latency_s
+        self._pressure_steps += self._usage >= PRESSURE_USAGE
+        info["pressure_steps"] = float(self._pressure_steps)
         step_terms = {name: v - self._terms_prev.get(name, 0.0) for name, v in terms.items()}
         reward = score - self._score
         self._score = score
@@ -421,10 +437,12 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
 
     # -- observation -----------------------------------------------------------
     def _observe(self) -> None:
+        """The observation vector and the mask of the current decision point. The mask
+        is the loop's ``can_compress`` / ``can_swap`` (a test compares them), with
+        their common parts read once per decision: the free blocks, the host room."""
         loop = self.loop
         assert loop is not None
-        obs, mask = self._obs, self._mask
-        obs[:] = 0.0
+        mask = self._mask
         mask[:] = False
         mask[:, KEEP] = True
         sched = loop.sched
@@ -432,39 +450,45 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         m = self.max_num_seqs
         waiting = sched.num_waiting()
         span = loop.now - self._t0
-        obs[0] = self._usage
-        obs[1] = self.scenario.budget if self.scenario is not None else 0.0
-        obs[2] = (self.steps - self._step) / self.steps
-        obs[3] = len(sched.running) / m
-        obs[4] = min(waiting / m, 8.0)
-        obs[5] = min(max((waiting - self._waiting_prev) / m, -1.0), 8.0)
-        obs[6] = self._above_ticks / span if span > 0 else 0.0
-        obs[7] = loop.kv.num_free / self._usable
-        obs[8] = min(np.log1p(self._tally.failures), OBS_HIGH)
-        obs[9] = min(self._tally.swap_latency_s, OBS_HIGH)
-        obs[10] = len(loop.swapped) / m
+        free = loop.kv.num_free
+        t = self._tally
+        vals = [
+            self._usage,
+            self.scenario.budget if self.scenario is not None else 0.0,
+            (self.steps - self._step) / self.steps,
+            len(sched.running) / m,
+            min(waiting / m, 8.0),
+            min(max((waiting - self._waiting_prev) / m, -1.0), 8.0),
+            self._above_ticks / span if span > 0 else 0.0,
+            free / self._usable,
+            min(math.log1p(t.failures), OBS_HIGH),
+            min(t.swap_latency_s, OBS_HIGH),
+            len(loop.swapped) / m,
+        ]
         self._pending_growth = waiting - self._waiting_prev
         self._waiting_prev = waiting
-        usable, now = self._usable, loop.now
-        tiers = loop.tiers is not None
+        usable, now, facts = self._usable, loop.now, self._facts
+        kv = loop.tiers
+        if kv is not None:
+            tier_of = kv.tier
+            room = loop.swap_capacity_blocks - (loop.swapped_blocks if loop.swapped else 0)
+            top = loop.max_tier
         for i, seq in enumerate(cands):
-            can_c = tiers and loop.can_compress(seq)
-            can_s = tiers and loop.can_swap(seq)
-            tier = loop.tier(seq) if tiers else 0
-            lo = NUM_GLOBAL + i * NUM_CAND
-            candidate_row(
-                obs[lo : lo + NUM_CAND],
-                seq,
-                facts_of(seq, self._facts),
-                usable=usable,
-                now=now,
-                tier=tier,
-                can_compress=can_c,
-                can_swap=can_s,
-            )
+            if kv is not None:
+                tier = tier_of.get(seq.idx, 0)
+                can_c = tier < top and (
+                    free >= kv.blocks_for(seq.num_computed, tier + 1) or loop.can_compress(seq)
+                )
+                can_s = seq.nblocks <= room
+            else:
+                tier, can_c, can_s = 0, False, False
+            vals += candidate_row(seq, facts_of(seq, facts), usable, now, tier, can_c, can_s)
             mask[i, EVICT] = True
             mask[i, COMPRESS] = can_c
             mask[i, SWAP] = can_s
+        obs = self._obs
+        obs[: len(vals)] = vals
+        obs[len(vals) :] = 0.0
 
     def _tier_of(self, seq: Seq) -> int:
         loop = self.loop
@@ -487,14 +511,23 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         usable = self._usable
         facts = self._facts
         running = sched.running
-        top = candidates(running, 5)
-        cands = []
-        for i, seq in enumerate(self._cands):
-            f = facts_of(seq, facts)
-            d = request_summary(seq, f, usable, self._tier_of(seq))
-            d["slot"] = i
-            d["actions"] = [a for j, a in enumerate(ACTIONS) if self._mask[i, j]]
-            cands.append(d)
+        summaries = [
+            request_summary(s, facts_of(s, facts), usable, self._tier_of(s)) for s in self._cands
+        ]
+        # the top memory entries are the first candidates (the same order) when k >= 5
+        top = (
+            summaries[:5]
+            if self.k >= 5 or self._done
+            else [
+                request_summary(s, facts_of(s, facts), usable, self._tier_of(s))
+                for s in candidates(running, 5)
+            ]
+        )
+        mask = self._mask
+        cands = [
+            {**d, "slot": i, "actions": [a for j, a in enumerate(ACTIONS) if mask[i, j]]}
+            for i, d in enumerate(summaries)
+        ]
         order = sorted(
             range(len(cands)),
             key=lambda i: (cands[i]["protected_share"], cands[i]["progress"], i),
@@ -527,9 +560,7 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
                 "swap_blocks_host": loop.swapped_blocks if loop.tiers is not None else 0,
                 "compressed": sum(1 for s in running if self._tier_of(s) > 0),
             },
-            "top_memory": [
-                request_summary(s, facts_of(s, facts), usable, self._tier_of(s)) for s in top
-            ],
+            "top_memory": top,
             "candidates": cands,
             "eviction_order": [cands[i]["slot"] for i in order],
             "pending": {

@@ -27,8 +27,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from kvlab.sim.cost_model import TICKS_PER_S
 from kvlab.sim.sequence import RANK, Seq
 
@@ -115,27 +113,27 @@ def candidates(running: list[Seq], k: int) -> list[Seq]:
 
 
 def candidate_row(
-    out: np.ndarray,
     seq: Seq,
     f: SeqFacts,
-    *,
     usable: int,
     now: int,
     tier: int,
     can_compress: bool,
     can_swap: bool,
-) -> None:
-    """Fill ``out`` (NUM_CAND values) with the candidate's features (module doc)."""
-    out[0] = 1.0
-    out[1] = seq.nblocks / usable
-    out[2] = seq.num_out / seq.max_out if seq.max_out > 0 else 1.0
-    out[3] = f.protected_share
-    out[4] = f.value
-    out[5] = tier / 2.0
-    out[6] = 1.0 if can_compress else 0.0
-    out[7] = 1.0 if can_swap else 0.0
-    out[8] = min(math.log1p(max(0, now - seq.arrival) / TICKS_PER_S), OBS_HIGH)
-    out[9] = 1.0 if seq.num_computed >= seq.num_tokens - 1 else 0.0
+) -> list[float]:
+    """The candidate's NUM_CAND features (module doc)."""
+    return [
+        1.0,
+        seq.nblocks / usable,
+        seq.num_out / seq.max_out if seq.max_out > 0 else 1.0,
+        f.protected_share,
+        f.value,
+        tier / 2.0,
+        1.0 if can_compress else 0.0,
+        1.0 if can_swap else 0.0,
+        min(math.log1p(max(0, now - seq.arrival) / TICKS_PER_S), OBS_HIGH),
+        1.0 if seq.num_computed >= seq.num_tokens - 1 else 0.0,
+    ]
 
 
 def request_summary(seq: Seq, f: SeqFacts, usable: int, tier: int) -> dict[str, Any]:

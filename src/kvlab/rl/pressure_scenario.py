@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 
@@ -82,8 +83,6 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 def make_scenario(difficulty: str, kind: str, seed: int, pool_blocks: int) -> Scenario:
     """The scenario of ``seed`` in tier ``difficulty`` (see module doc)."""
-    from kvlab.workload.generators import generate
-
     check_choice("difficulty", difficulty, DIFFICULTIES)
     check_choice("workload kind", kind, KINDS)
     rng = np.random.default_rng(seed)
@@ -99,9 +98,9 @@ def make_scenario(difficulty: str, kind: str, seed: int, pool_blocks: int) -> Sc
     )
     wseed = int(rng.integers(0, 2**31))
     if real_kind == "chat":
-        w = generate(
+        w = _generate(
             "chat",
-            seed=wseed,
+            wseed,
             sessions=48,
             turns=2,
             rate_per_s=rate,
@@ -112,9 +111,9 @@ def make_scenario(difficulty: str, kind: str, seed: int, pool_blocks: int) -> Sc
             **arrival,
         )
     else:
-        w = generate(
+        w = _generate(
             "agentic",
-            seed=wseed,
+            wseed,
             sessions=12,
             companies=3,
             rate_per_s=rate,
@@ -129,6 +128,19 @@ def make_scenario(difficulty: str, kind: str, seed: int, pool_blocks: int) -> Sc
             **arrival,
         )
     return Scenario(difficulty, real_kind, seed, budget, regime, rate, pool_blocks, w)
+
+
+def _generate(shape: str, seed: int, **params: Any) -> Workload:
+    """``kvlab.workload.generators.generate(shape, seed, **params)`` for parameters of
+    the right types (the same requests; the generic entry point's type coercion, which
+    costs more than the generation of a small workload, is skipped)."""
+    from kvlab.workload.generators import get_shape
+
+    shape_ = get_shape(shape)
+    p = shape_.params_cls(**params)
+    p.check()
+    requests = shape_.build(p, np.random.default_rng(seed))
+    return Workload(requests=requests, name=shape, meta={"generator": shape, "seed": seed})
 
 
 def given_scenario(
