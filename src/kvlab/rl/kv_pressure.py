@@ -145,7 +145,7 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         every_events: int = 4,
         usage_threshold: float = 0.9,
         warmup_usage: float = 0.5,
-        warmup_events: int = 16,
+        warmup_events: int = 8,
         pool_blocks: int = 512,
         block_size: int = 16,
         max_num_seqs: int = 32,
