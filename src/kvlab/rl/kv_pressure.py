@@ -257,9 +257,12 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
             max_num_batched_tokens=2048,
             extents=False,  # compress and swap need the per-block pool
         )
+        # as kvlab.rl.engine_steps.stepped_engine builds it, with this loop class (the
+        # swap space: its default, vLLM's 4 GiB)
         self._engine = Engine(sc.workload, cfg, loop_class=PressureLoop)
         loop = self._engine.loop
         assert isinstance(loop, PressureLoop)
+        self._engine.kv = loop.kv  # the tiered manager, over the same pool
         self.loop = loop
         loop.observe_with(self._on_event)
         self._usable = sc.num_blocks - 1
