@@ -1,4 +1,5 @@
-"""``kvlab rl``: train and evaluate eviction policies on ``kvlab/PrefixEviction-v0``."""
+"""``kvlab rl``: train and evaluate eviction policies on ``kvlab/PrefixEviction-v0``;
+evaluate the baselines of ``kvlab/KVPressure-v0`` per tier."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ rl_app = typer.Typer(
     help=(
         "Reinforcement learning on kvlab/PrefixEviction-v0 (the rl extra): train a "
         "MaskablePPO eviction policy on a workload, evaluate it against LRU, LFU, FIFO, "
-        "S3-FIFO, retention classes and Belady's offline bound on held-out traces."
+        "S3-FIFO, retention classes and Belady's offline bound on held-out traces. "
+        "eval-pressure: the keep / random / heuristic agents of kvlab/KVPressure-v0 "
+        "(keep, evict, compress, swap under KV pressure) on every tier."
     ),
     no_args_is_help=True,
 )
@@ -129,6 +132,111 @@ def eval_cmd(
     typer.echo(f"{'policy':>10}  block hit rate (mean +- 95% CI over {episodes} episodes)")
     for s in scores:
         typer.echo(f"{s.name:>10}  {s.mean:.4f} +- {s.ci95:.4f}")
+
+
+@rl_app.command("eval-pressure")
+def eval_pressure_cmd(
+    difficulty: str = typer.Option(
+        "all", "--difficulty", "-d", help="Tier: easy, medium, hard, or all."
+    ),
+    agents: str = typer.Option(
+        "keep,random,heuristic", "--agents", help="Comma-separated agents: keep, random, heuristic."
+    ),
+    episodes: int = typer.Option(10, "--episodes", help="Episodes per tier and agent."),
+    seed: int = typer.Option(
+        1000, "--seed", help="First reset seed (held out: keep apart from training seeds)."
+    ),
+    kind: str = typer.Option("mixed", "--kind", help="Workloads: chat, agentic or mixed."),
+    evict_mode: str = typer.Option(
+        "recompute", "--evict-mode", help="evict = recompute (preempt) or drop (a failure)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
+) -> None:
+    """Reward (mean +- 95% CI) and every reward term of the KVPressure-v0 baselines,
+    per tier, on held-out seeded episodes. Ctrl-C prints the episodes finished."""
+    from kvlab.errors import ConfigError
+    from kvlab.rl.pressure_baselines import EpisodeRow, evaluate, summarize
+    from kvlab.rl.pressure_scenario import DIFFICULTIES
+
+    tiers = list(DIFFICULTIES) if difficulty == "all" else [difficulty]
+    names = [a.strip() for a in agents.split(",") if a.strip()]
+    if not names:
+        raise ConfigError("--agents: name at least one agent (keep, random, heuristic)")
+    rows: list[EpisodeRow] = []
+
+    def progress(row: EpisodeRow, done: int, total: int) -> None:
+        rows.append(row)
+        typer.echo(
+            f"episode {done}/{total}: {row.difficulty} {row.agent} seed {row.seed} "
+            f"reward {row.reward:.4f}",
+            err=True,
+        )
+
+    interrupted = False
+    try:
+        summaries = evaluate(
+            tiers,
+            names,
+            episodes=episodes,
+            seed=seed,
+            kind=kind,
+            evict_mode=evict_mode,
+            on_episode=progress,
+        )
+    except KeyboardInterrupt:
+        interrupted = True
+        summaries = summarize(rows)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "env": "kvlab/KVPressure-v0",
+                    "kind": kind,
+                    "seed": seed,
+                    "evict_mode": evict_mode,
+                    "interrupted": interrupted,
+                    "results": [s.to_dict() for s in summaries],
+                }
+            )
+        )
+    else:
+        _print_pressure_table(summaries)
+    if interrupted:
+        typer.echo("interrupted: the table holds the episodes finished", err=True)
+        raise typer.Exit(130)
+
+
+def _print_pressure_table(summaries: list) -> None:
+    from kvlab.rl.pressure_rewards import TERMS
+
+    short = {
+        "failure_penalty": "fail",
+        "throughput_reward": "thru",
+        "headroom_bonus": "head",
+        "memory_efficiency": "mem",
+        "eviction_quality": "evq",
+        "latency_penalty": "lat",
+        "risky_eviction_penalty": "risky",
+    }
+    head = " ".join(f"{short[t]:>6}" for t in TERMS)
+    typer.echo(
+        f"{'tier':>6} {'agent':>9} {'n':>3} {'reward':>16} {head} "
+        f"{'tokens':>7} {'fails':>6} {'swap_s':>7} {'evict':>6} {'compr':>6} {'swap':>6}"
+    )
+    for s in summaries:
+        m = s.term_means()
+        a = s.action_means()
+        terms = " ".join(f"{m[t]:>6.3f}" for t in TERMS)
+        typer.echo(
+            f"{s.difficulty:>6} {s.agent:>9} {len(s.rows):>3} "
+            f"{s.mean:>8.4f} +- {s.ci95:.4f} {terms} {m['tokens']:>7.0f} "
+            f"{m['failures']:>6.2f} {m['swap_latency_s']:>7.4f} {a.get('evict', 0):>6.2f} "
+            f"{a.get('compress', 0):>6.2f} {a.get('swap_to_cpu', 0):>6.2f}"
+        )
+    typer.echo(
+        "(terms: unweighted episode scores, means; reward = sum of weight x term; "
+        "evict / compr / swap: actions applied per episode)"
+    )
 
 
 def register(app: typer.Typer) -> None:
