@@ -11,7 +11,7 @@ from kvlab.errors import ConfigError
 from kvlab.sim.config import SimConfig
 from kvlab.sim.engine import simulate
 from kvlab.sim.hashing import OFFSET_BITS, ChainInterner
-from kvlab.sim.names import KeyNameTable, content_lengths, name_requests
+from kvlab.sim.names import FIELDS, KeyNameTable, content_lengths, name_all, name_requests
 from kvlab.sim.prepare import prepare
 from kvlab.workload.records import Request, Segment, Workload
 
@@ -25,8 +25,71 @@ def test_the_table_names_in_request_order_whatever_is_asked_first() -> None:
     expected = list(name_requests(reqs, 16))
     table = KeyNameTable(reqs, 16)
     assert table.get(5) == expected[5]
-    assert len(table) == 6  # named as far as asked, in order
+    assert len(table) == len(reqs)  # every request named at the first ask, in one pass
     assert [table.get(i) for i in [0, *range(len(reqs))]] == [expected[0], *expected]
+
+
+def packed_walk(requests: tuple[Request, ...], block_size: int) -> dict[str, list[int]]:
+    """:func:`name_requests`' names packed as a KeyNameTable keeps them."""
+    out: dict[str, list[int]] = {f: [] for f in FIELDS}
+    out["fo"].append(0)
+    out["ro"].append(0)
+    for firsts, ends, runs, node, zero in name_requests(requests, block_size):
+        out["firsts"] += firsts
+        out["ends"] += ends
+        out["fo"].append(len(out["firsts"]))
+        for key, n in runs:
+            out["runs"] += [key, n]
+        out["ro"].append(len(out["runs"]) // 2)
+        out["node"].append(node)
+        out["zero"].append(zero)
+    return out
+
+
+# Long contents reach the key's offset bits: a part then cannot continue its run.
+lengths = st.sampled_from([0, 1, 3, 16, 17, 70, (1 << 23) - 1, 1 << 23, (1 << 24) - 1])
+named_contents = st.sampled_from(["a", "b", "c", "d", "u1", "u2", "u3"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.tuples(named_contents, lengths), max_size=5),
+            st.one_of(st.none(), named_contents),
+            st.sampled_from([1, 9, 1 << 23]),
+        ),
+        max_size=14,
+    ),
+    st.sampled_from([1, 4, 16, 512]),
+)
+def test_naming_all_at_once_gives_the_walks_names(
+    spec: list[tuple[list[tuple[str, int]], str | None, int]], block_size: int
+) -> None:
+    """The numpy naming (depth by depth of the segment trie) gives the sequential
+    walk's names: nodes, runs, parts continuing runs (or not, when the offset bits
+    are full), named and fresh outputs, empty segments and prompts, and equal
+    content ids held by distinct string objects."""
+    reqs = tuple(
+        Request(
+            f"r{i}",
+            tuple(Segment("user", n, "".join(list(c))) for c, n in segs),  # fresh str objects
+            out_tokens,
+            output_content_id=out,
+        )
+        for i, (segs, out, out_tokens) in enumerate(spec)
+    )
+    packed = name_all(reqs, block_size)
+    assert packed is not None
+    assert {f: a.tolist() for f, a in zip(FIELDS, packed, strict=True)} == packed_walk(
+        reqs, block_size
+    )
+
+
+def test_a_segment_too_long_for_a_key_leaves_naming_to_the_walk() -> None:
+    reqs = (*workload_requests(), Request("huge", (Segment("user", 1 << 24, "h"),), 1))
+    assert name_all(reqs, 16) is None
+    assert name_all(workload_requests(), 16) is not None
 
 
 def test_errors_surface_when_a_run_reaches_the_request() -> None:
@@ -97,8 +160,6 @@ def test_unique_one_segment_prompts_are_named_as_the_walk_names_them(
 
 
 # --- a second process naming the keys (SimConfig(workers=2)) ---
-
-FIELDS = ("firsts", "ends", "fo", "runs", "ro", "node", "zero")
 
 
 def _tables_equal(a: KeyNameTable, b: KeyNameTable) -> bool:

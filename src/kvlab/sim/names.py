@@ -30,6 +30,9 @@ from typing import Any, NamedTuple
 from kvlab.sim.hashing import OFFSET_BITS, ChainInterner
 from kvlab.workload.records import Request
 
+#: Keys of one run: offsets below this (a segment has fewer tokens).
+_LIMIT = 1 << OFFSET_BITS
+
 #: (first keys of the prompt's key runs, where each run ends (block index), the
 #: (key of token 0, tokens) per stretch of segments, the prompt's trie node, the key
 #: of output token 0) of one request.
@@ -88,6 +91,189 @@ def name_requests(requests: Sequence[Request], block_size: int) -> Iterator[KeyN
         firsts, node = walk(segs, block_size, ends, runs)
         zero = fresh_run() << OFFSET_BITS if out is None else it.part(node, out)
         yield firsts, ends, runs, node, zero
+
+
+def _content_codes(requests: Sequence[Request]) -> tuple[Any, Any, Any, Any, int]:
+    """Integer codes of every segment's content (request order) and of every
+    request's named output (-1: none), equal codes for equal content ids: the
+    tokens of every segment, and the end of each request's segments."""
+    import numpy as np
+
+    segs = [seg for q in requests for seg in q.segments]
+    n_segs = len(segs)
+    outs = [q.output_content_id for q in requests]
+    named = [i for i, o in enumerate(outs) if o is not None]
+    ids: list[str] = [seg.content_id for seg in segs]
+    ids.extend(outs[i] for i in named)  # type: ignore[misc]
+    tokens = np.fromiter([seg.tokens for seg in segs], np.int64, n_segs)
+    del segs
+    # Equal ids are mostly one object (a trace's loader shares them): deduplicate
+    # by object first, then by value among the distinct objects only.
+    _, first, inverse = np.unique(
+        np.fromiter(map(id, ids), np.int64, len(ids)), return_index=True, return_inverse=True
+    )
+    distinct = [ids[i] for i in first.tolist()]
+    num_contents = len(set(distinct))
+    codes = inverse.reshape(-1)
+    if num_contents < len(distinct):  # equal ids in distinct objects
+        index = {c: i for i, c in enumerate(dict.fromkeys(distinct))}
+        codes = np.fromiter(map(index.__getitem__, distinct), np.int64, len(distinct))[codes]
+    out_code = np.full(len(requests), -1, np.int64)
+    out_code[np.asarray(named, np.int64)] = codes[n_segs:]
+    per_request = map(len, (q.segments for q in requests))
+    seg_end = np.cumsum(np.fromiter(per_request, np.int64, len(requests)))
+    return codes[:n_segs], tokens, seg_end, out_code, num_contents
+
+
+def name_all(requests: Sequence[Request], block_size: int) -> tuple[Any, ...] | None:
+    """The packed key names of every request (``firsts, ends, fo, runs, ro, node,
+    zero`` as :class:`KeyNameTable` keeps them, int64 numpy arrays), the same as
+    :func:`name_requests` gives one by one, computed with numpy level by level of
+    the segment trie; None when a segment has too many tokens for a key (the walk
+    raises its error when a run reaches that request).
+
+    Every id the walk gives counts up in first-seen order, so each is the rank of
+    the position where it is first seen: a request's segments (kept: tokens > 0)
+    and then its output take one position each, in request order. Nodes: at depth
+    d the key of a segment is (its parent's node, content, tokens), one
+    ``np.unique`` per depth. Parts: (parent node, content), seen at a segment or at
+    a named output. A part first seen at a segment continues the run of its parent
+    node's part when it is the first such part under a node made by a whole
+    content (``tokens`` equal to the content's most) and fits in the key's offset
+    bits; every other new part, and every fresh output, takes a new run: runs are
+    numbered in the order of those positions.
+    """
+    import numpy as np
+
+    i64 = np.int64
+    num_requests = len(requests)
+    codes, tokens, seg_end, out_code, num_contents = _content_codes(requests)
+    if len(tokens) and int(tokens.max()) >= _LIMIT:
+        return None
+    room = np.zeros(max(num_contents, 1), i64)
+    np.maximum.at(room, codes, tokens)
+    named = np.flatnonzero(out_code >= 0)
+    out_tokens = np.fromiter([q.output_tokens for q in requests], i64, num_requests)
+    np.maximum.at(room, out_code[named], out_tokens[named])
+
+    req_of = np.repeat(np.arange(num_requests, dtype=i64), np.diff(seg_end, prepend=0))
+    keep = tokens > 0
+    c, n, r = codes[keep], tokens[keep], req_of[keep]
+    num_segs = len(c)
+    per_req = np.bincount(r, minlength=num_requests).astype(i64)
+    kend = np.cumsum(per_req)
+    kstart = kend - per_req
+    depth = np.arange(num_segs, dtype=i64) - kstart[r]
+
+    # Nodes, depth by depth: provisional ids (1.. per depth in key order), then the
+    # rank of each node's first segment.
+    pair = np.unique(c * _LIMIT + n, return_inverse=True)[1].reshape(-1)
+    num_pairs = int(pair.max()) + 1 if num_segs else 1
+    prov = np.zeros(num_segs, i64)  # provisional node of each segment
+    parent = np.zeros(num_segs, i64)  # provisional node before it (0: the root)
+    order = np.argsort(depth, kind="stable")
+    level_sizes = np.bincount(depth) if num_segs else np.zeros(0, i64)
+    first_seg_parts = []
+    next_id, at = 1, 0
+    for d, size in enumerate(level_sizes.tolist()):
+        idx = order[at : at + size]
+        at += size
+        if d:
+            parent[idx] = prov[idx - 1]
+        _, first, inv = np.unique(
+            parent[idx] * num_pairs + pair[idx], return_index=True, return_inverse=True
+        )
+        prov[idx] = next_id + inv.reshape(-1)
+        first_seg_parts.append(idx[first])
+        next_id += len(first)
+    node_first = np.concatenate([np.zeros(1, i64), *first_seg_parts])  # by provisional id
+    final = np.zeros(next_id, i64)
+    final[1 + np.argsort(node_first[1:], kind="stable")] = np.arange(1, next_id, dtype=i64)
+    end_prov = np.where(per_req > 0, prov[kend - 1] if num_segs else 0, 0)
+
+    # Parts, by the position where each is first seen.
+    seg_pos = np.arange(num_segs, dtype=i64) + r
+    out_pos = kend + np.arange(num_requests, dtype=i64)
+    slot_key = np.full(num_segs + num_requests, -1, i64)
+    slot_key[seg_pos] = parent * num_contents + c
+    slot_key[out_pos[named]] = end_prov[named] * num_contents + out_code[named]
+    used = np.flatnonzero(slot_key >= 0)
+    part_keys, first, inv = np.unique(slot_key[used], return_index=True, return_inverse=True)
+    inv = inv.reshape(-1)
+    part_pos = used[first]  # where each part is first seen
+    num_parts = len(part_keys)
+    slot_part = np.full(num_segs + num_requests, -1, i64)
+    slot_part[used] = inv
+    seg_part = slot_part[seg_pos]
+    is_seg_slot = np.zeros(num_segs + num_requests, bool)
+    is_seg_slot[seg_pos] = True
+    by_step = is_seg_slot[part_pos]
+    # A step's part may continue its parent node's part: the first part made by a
+    # step under a node made by a whole content.
+    part_parent = part_keys // num_contents
+    part_content = part_keys % num_contents
+    step_parts = np.flatnonzero(by_step)
+    step_parts = step_parts[np.argsort(part_pos[step_parts], kind="stable")]
+    _, firsts_under = np.unique(part_parent[step_parts], return_index=True)
+    cand = step_parts[firsts_under]
+    x_seg = node_first[part_parent[cand]]  # the segment that made the parent node
+    whole = (part_parent[cand] > 0) & (n[x_seg] == room[c[x_seg]])
+    cand, x_seg = cand[whole], x_seg[whole]
+    root = np.arange(num_parts, dtype=i64)
+    offset = np.zeros(num_parts, i64)
+    if len(cand):
+        cand_depth = depth[x_seg] + 1
+        corder = np.argsort(cand_depth, kind="stable")
+        cand, x_seg, cand_depth = cand[corder], x_seg[corder], cand_depth[corder]
+        bounds = np.flatnonzero(np.diff(cand_depth)) + 1
+        for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(cand)], strict=True):
+            u, xs = cand[lo:hi], x_seg[lo:hi]
+            pu = seg_part[xs]
+            off = offset[pu] + n[xs]
+            fits = off + room[part_content[u]] < _LIMIT
+            u, pu, off = u[fits], pu[fits], off[fits]
+            offset[u] = off
+            root[u] = root[pu]
+    # Runs: one per part that is its own root and per fresh output, in position order.
+    fresh_out = out_pos[out_code < 0]
+    run_pos = np.concatenate([part_pos[root == np.arange(num_parts)], fresh_out])
+    run_rank = np.empty(len(run_pos), i64)
+    run_rank[np.argsort(run_pos, kind="stable")] = np.arange(len(run_pos), dtype=i64)
+    num_root = len(run_pos) - len(fresh_out)
+    part_run = np.zeros(num_parts, i64)
+    part_run[np.flatnonzero(root == np.arange(num_parts))] = run_rank[:num_root]
+    part_base = (part_run[root] << OFFSET_BITS) + offset
+
+    zero = np.empty(num_requests, i64)
+    zero[out_code < 0] = run_rank[num_root:] << OFFSET_BITS
+    zero[named] = part_base[slot_part[out_pos[named]]]
+    node = final[end_prov]
+
+    # Stretches of segments on one key line, and their runs of full-block keys.
+    base = part_base[seg_part]
+    cum = np.cumsum(n)
+    seg_stop = cum - (cum - n)[kstart[r]] if num_segs else cum  # token position after it
+    start = seg_stop - n
+    line = base - start
+    new = depth == 0
+    new[1:] |= line[1:] != line[:-1]
+    s_first = np.flatnonzero(new)
+    s_last = np.append(s_first[1:] - 1, num_segs - 1) if num_segs else s_first
+    s_req = r[s_first]
+    lstart, lend, lline = start[s_first], seg_stop[s_last], line[s_first]
+    runs = np.empty(2 * len(s_first), i64)
+    runs[0::2] = base[s_first]
+    runs[1::2] = lend - lstart
+    ro = np.concatenate([np.zeros(1, i64), np.cumsum(np.bincount(s_req, minlength=num_requests))])
+    first_end = (lstart // block_size + 1) * block_size
+    full = first_end <= lend
+    k_req = s_req[full]
+    firsts = lline[full] + first_end[full]
+    count = np.cumsum((lend[full] - first_end[full]) // block_size + 1)
+    per_k = np.bincount(k_req, minlength=num_requests)
+    fo = np.concatenate([np.zeros(1, i64), np.cumsum(per_k)])
+    ends = count - np.concatenate([np.zeros(1, i64), count])[fo[:-1]][k_req]
+    return firsts, ends, fo, runs, ro.astype(i64), node, zero
 
 
 #: Seconds the table waits for the next chunk of a naming worker that is alive
@@ -283,6 +469,10 @@ class NamingWorker:
                 f.close()
 
 
+#: The packed arrays of a :class:`KeyNameTable`, in the order :func:`name_all` gives them.
+FIELDS = ("firsts", "ends", "fo", "runs", "ro", "node", "zero")
+
+
 class KeyNameTable:
     """Key names of a workload's requests by index, named in request order as far
     as asked and kept for later runs, packed in flat integer arrays (some 50 bytes
@@ -379,6 +569,18 @@ class KeyNameTable:
             self._gen = None
             self._requests = ()
 
+    def _name_all(self) -> bool:
+        """Name every request at once (:func:`name_all`); False, doing nothing, when
+        a request is one the walk rejects (it then raises when a run reaches it)."""
+        packed = name_all(self._requests, self.block_size)
+        if packed is None:
+            return False
+        for name, values in zip(FIELDS, packed, strict=True):
+            setattr(self, name, array("q", values.tobytes()))
+        self._gen = None
+        self._requests = ()
+        return True
+
     def _name_upto(self, i: int) -> None:
         if self._worker is not None and i < self._num_requests:
             self._receive_upto(i)
@@ -392,6 +594,8 @@ class KeyNameTable:
                 next(gen)
         if self._gen is None or i >= self._num_requests:
             raise IndexError(f"request {i} of {self._num_requests}")
+        if not len(self.node) and self._name_all():
+            return
         gen = self._gen
         firsts, ends, fo, runs, ro = self.firsts, self.ends, self.fo, self.runs, self.ro
         for _ in range(i + 1 - len(self.node)):
