@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sim_helpers import Gpu, llama8b, random_workload
 
-from kvlab.errors import ConfigError
+from kvlab.errors import CapacityError, ConfigError, WorkloadError
 from kvlab.sim.config import SimConfig
 from kvlab.sim.engine import simulate
 from kvlab.sim.hashing import OFFSET_BITS, ChainInterner
@@ -249,3 +249,43 @@ def test_workers_2_gives_the_same_run(small_worker_threshold: None) -> None:
     assert one.provenance["key_naming"] == "this process"
     with pytest.raises(ConfigError, match="workers must be 1"):
         cfg.replace(workers=3)
+
+
+# --- the rest of preparing a workload ---
+
+
+def _req(
+    i: int, arrival: float | None, think: float | None = None, session: str | None = None
+) -> Request:
+    seg = (Segment("user", 20 * (i + 1), f"c{i}"),)
+    return Request(f"r{i}", seg, 4, arrival_s=arrival, think_time_s=think, session_id=session)
+
+
+def test_arrivals_are_sorted_by_time_then_request_order() -> None:
+    times = [3.0, 1.0, 3.0, 0.5, 1.0, 0.0, 3.0]
+    prepared = prepare(Workload(tuple(_req(i, t) for i, t in enumerate(times))), 16)
+    expected = sorted((round(t * 10**15), i) for i, t in enumerate(times))
+    assert list(zip(prepared.arrival_ticks, prepared.arrival_index, strict=True)) == expected
+    assert prepared.next_in_session == {}
+
+
+def test_the_first_bad_request_is_named_whatever_its_fault() -> None:
+    """A time out of range and a follow-up turn without a session start: the error
+    is the first request's in request order, as when each is checked in turn."""
+    late = _req(1, float("nan"))
+    orphan = _req(2, None, think=1.0, session="s")
+    ok = [_req(0, 0.0)]
+    with pytest.raises(WorkloadError, match=r"finite") as e:
+        prepare(Workload((*ok, late, orphan)), 16)
+    assert e.value.field == "requests[1].arrival_s"
+    with pytest.raises(WorkloadError, match="needs arrival_s") as e:
+        prepare(Workload((*ok, orphan, late)), 16)
+    assert e.value.field == "requests[1]"
+
+
+def test_the_capacity_check_names_the_first_request_that_cannot_fit() -> None:
+    prepared = prepare(Workload(tuple(_req(i, 0.0) for i in range(4))), 16)
+    prepared.check_capacity(4096, 1 + 7)  # 20 * 4 + 4 - 1 tokens: 6 blocks of 16
+    with pytest.raises(CapacityError, match="'r2' needs 64 tokens"):
+        prepared.check_capacity(4096, 1 + 3)
+    prepared.check_capacity(70, 1 + 4)  # r3's 80-token prompt is rejected, not too big
