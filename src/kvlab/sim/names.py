@@ -3,15 +3,19 @@
 A request's keys depend only on the workload and the block size, not on what
 the engine does: its prompt's key runs (:meth:`kvlab.sim.hashing.ChainInterner.walk`)
 and the key of its output's token 0 (the part of its named output after the
-prompt, or a run of its own for fresh output). So they are named once, in
-request order, by one interner (:func:`name_requests`), kept in a
-:class:`KeyNameTable`, and read by every run on the workload
+prompt, or a run of its own for fresh output). So they are named once, kept in
+a :class:`KeyNameTable`, and read by every run on the workload
 (:class:`kvlab.sim.prepare.PreparedWorkload`): a sweep, a stress search or RL
 episodes name a workload once, not once per run.
 
-Naming is sequential (one interner, request order) and costs about half a run
-on workloads of long multi-segment prompts. With ``SimConfig(workers=2)`` a
-second process names the requests while the run starts (:class:`NamingWorker`):
+The reference naming is sequential: one interner walks the requests in order
+(:func:`name_requests`). The table names the whole workload at once with numpy
+instead (:func:`name_all`: the same ids, depth by depth of the segment trie,
+in less than half the time and without leaving objects for the garbage
+collector), and keeps the walk for a workload with a segment too long for a key,
+whose error must surface when a run reaches that request. With
+``SimConfig(workers=2)`` a second process walks the requests while the run
+starts (:class:`NamingWorker`; slower than naming in process now):
 a fresh interpreter (``python -m kvlab.sim.names``, started by :mod:`subprocess`:
 safe in a process with threads, nothing is forked), fed the segments as integer
 arrays and streaming the packed names back in chunks. The
@@ -167,11 +171,15 @@ def name_all(requests: Sequence[Request], block_size: int) -> tuple[Any, ...] | 
 
     # Nodes, depth by depth: provisional ids (1.. per depth in key order), then the
     # rank of each node's first segment.
-    pair = np.unique(c * _LIMIT + n, return_inverse=True)[1].reshape(-1)
-    num_pairs = int(pair.max()) + 1 if num_segs else 1
+    pair = c * _LIMIT + n  # (content, tokens) as one int
+    num_pairs = max(num_contents, 1) * _LIMIT
+    if (num_segs + 1).bit_length() + num_pairs.bit_length() > 62:  # numbered densely
+        pair = np.unique(pair, return_inverse=True)[1].reshape(-1)
+        num_pairs = int(pair.max()) + 1 if num_segs else 1
     prov = np.zeros(num_segs, i64)  # provisional node of each segment
     parent = np.zeros(num_segs, i64)  # provisional node before it (0: the root)
-    order = np.argsort(depth, kind="stable")
+    small = depth.astype(np.int16) if not num_segs or depth.max() < 1 << 15 else depth
+    order = np.argsort(small, kind="stable")  # (a radix sort for 16-bit ints)
     level_sizes = np.bincount(depth) if num_segs else np.zeros(0, i64)
     first_seg_parts = []
     next_id, at = 1, 0
@@ -187,8 +195,10 @@ def name_all(requests: Sequence[Request], block_size: int) -> tuple[Any, ...] | 
         first_seg_parts.append(idx[first])
         next_id += len(first)
     node_first = np.concatenate([np.zeros(1, i64), *first_seg_parts])  # by provisional id
-    final = np.zeros(next_id, i64)
-    final[1 + np.argsort(node_first[1:], kind="stable")] = np.arange(1, next_id, dtype=i64)
+    made = np.zeros(num_segs, bool)
+    made[node_first[1:]] = True
+    final = np.cumsum(made)[node_first] if num_segs else np.zeros(1, i64)
+    final[0] = 0  # (the others: the rank of their first segment, from 1)
     end_prov = np.where(per_req > 0, prov[kend - 1] if num_segs else 0, 0)
 
     # Parts, by the position where each is first seen.
@@ -213,9 +223,9 @@ def name_all(requests: Sequence[Request], block_size: int) -> tuple[Any, ...] | 
     part_parent = part_keys // num_contents
     part_content = part_keys % num_contents
     step_parts = np.flatnonzero(by_step)
-    step_parts = step_parts[np.argsort(part_pos[step_parts], kind="stable")]
-    _, firsts_under = np.unique(part_parent[step_parts], return_index=True)
-    cand = step_parts[firsts_under]
+    first_under = np.full(next_id, len(slot_key), i64)
+    np.minimum.at(first_under, part_parent[step_parts], part_pos[step_parts])
+    cand = step_parts[part_pos[step_parts] == first_under[part_parent[step_parts]]]
     x_seg = node_first[part_parent[cand]]  # the segment that made the parent node
     whole = (part_parent[cand] > 0) & (n[x_seg] == room[c[x_seg]])
     cand, x_seg = cand[whole], x_seg[whole]
@@ -236,16 +246,17 @@ def name_all(requests: Sequence[Request], block_size: int) -> tuple[Any, ...] | 
             root[u] = root[pu]
     # Runs: one per part that is its own root and per fresh output, in position order.
     fresh_out = out_pos[out_code < 0]
-    run_pos = np.concatenate([part_pos[root == np.arange(num_parts)], fresh_out])
-    run_rank = np.empty(len(run_pos), i64)
-    run_rank[np.argsort(run_pos, kind="stable")] = np.arange(len(run_pos), dtype=i64)
-    num_root = len(run_pos) - len(fresh_out)
+    own = np.flatnonzero(root == np.arange(num_parts))
+    takes_run = np.zeros(len(slot_key), bool)
+    takes_run[part_pos[own]] = True
+    takes_run[fresh_out] = True
+    run_at = np.cumsum(takes_run) - 1  # at a slot that takes one: its run id
     part_run = np.zeros(num_parts, i64)
-    part_run[np.flatnonzero(root == np.arange(num_parts))] = run_rank[:num_root]
+    part_run[own] = run_at[part_pos[own]]
     part_base = (part_run[root] << OFFSET_BITS) + offset
 
     zero = np.empty(num_requests, i64)
-    zero[out_code < 0] = run_rank[num_root:] << OFFSET_BITS
+    zero[out_code < 0] = run_at[fresh_out] << OFFSET_BITS
     zero[named] = part_base[slot_part[out_pos[named]]]
     node = final[end_prov]
 
@@ -474,16 +485,17 @@ FIELDS = ("firsts", "ends", "fo", "runs", "ro", "node", "zero")
 
 
 class KeyNameTable:
-    """Key names of a workload's requests by index, named in request order as far
-    as asked and kept for later runs, packed in flat integer arrays (some 50 bytes
-    a request instead of some 500 as Python lists).
+    """Key names of a workload's requests by index, named at the first ask and kept
+    for later runs, packed in flat integer arrays (some 50 bytes a request instead
+    of some 500 as Python lists).
 
     Invariants: requests ``0 .. len(self) - 1`` are named; request i's first keys
     and run ends are ``firsts[fo[i]:fo[i + 1]]`` / ``ends[fo[i]:fo[i + 1]]``, its
     ``(key, tokens)`` stretches ``runs[2 * ro[i]:2 * ro[i + 1]]`` flattened, its trie
-    node and output key ``node[i]`` / ``zero[i]``. The rest are named by one
-    generator, in order, so any error of the walk (a request it rejects) is raised
-    when a run first reaches that request.
+    node and output key ``node[i]`` / ``zero[i]``. Every request is named at once
+    (:func:`name_all`) unless a naming worker runs or the walk would reject a
+    request; then the rest are named by one generator, in order, as far as asked,
+    so the walk's error is raised when a run first reaches that request.
     """
 
     def __init__(self, requests: Sequence[Request], block_size: int) -> None:
