@@ -287,6 +287,26 @@ def name_all(requests: Sequence[Request], block_size: int) -> tuple[Any, ...] | 
     return firsts, ends, fo, runs, ro.astype(i64), node, zero
 
 
+#: Fewer segments than this are named by the walk, as far as a run asks, unless numpy is
+#: loaded already (importing it costs about 0.1 s, the walk of this many about 0.03 s).
+MIN_VECTOR_SEGMENTS = 20_000
+
+
+def vectorize(requests: Sequence[Request]) -> bool:
+    """Whether :class:`KeyNameTable` names ``requests`` with :func:`name_all` (the same
+    names either way): when numpy is loaded or the segments are many."""
+    import sys
+
+    if "numpy" in sys.modules:
+        return True
+    total = 0
+    for q in requests:
+        total += len(q.segments)
+        if total >= MIN_VECTOR_SEGMENTS:
+            return True
+    return False
+
+
 #: Seconds the table waits for the next chunk of a naming worker that is alive
 #: before it stops it and names the rest itself.
 WORKER_TIMEOUT_S = 60.0
@@ -493,9 +513,10 @@ class KeyNameTable:
     and run ends are ``firsts[fo[i]:fo[i + 1]]`` / ``ends[fo[i]:fo[i + 1]]``, its
     ``(key, tokens)`` stretches ``runs[2 * ro[i]:2 * ro[i + 1]]`` flattened, its trie
     node and output key ``node[i]`` / ``zero[i]``. Every request is named at once
-    (:func:`name_all`) unless a naming worker runs or the walk would reject a
-    request; then the rest are named by one generator, in order, as far as asked,
-    so the walk's error is raised when a run first reaches that request.
+    (:func:`name_all`) unless a naming worker runs, the workload is small
+    (:func:`vectorize`) or the walk would reject a request; then the rest are named
+    by one generator, in order, as far as asked, so the walk's error is raised when
+    a run first reaches that request.
     """
 
     def __init__(self, requests: Sequence[Request], block_size: int) -> None:
@@ -606,7 +627,7 @@ class KeyNameTable:
                 next(gen)
         if self._gen is None or i >= self._num_requests:
             raise IndexError(f"request {i} of {self._num_requests}")
-        if not len(self.node) and self._name_all():
+        if not len(self.node) and vectorize(self._requests) and self._name_all():
             return
         gen = self._gen
         firsts, ends, fo, runs, ro = self.firsts, self.ends, self.fo, self.runs, self.ro

@@ -13,7 +13,6 @@ Nothing here changes during a run; runs on one prepared workload are independent
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from kvlab.errors import CapacityError, ConfigError, WorkloadError
 from kvlab.sim.cost_model import TICKS_PER_S
@@ -94,13 +93,13 @@ class PreparedWorkload:
             return
         if most is None:
             need = _blocks_needed(requests, max_model_len, self.block_size)
-            most = self._need[max_model_len] = int(need.max())
+            most = self._need[max_model_len] = max(need)
         usable = num_blocks - 1
         if most <= usable:
             return
         bs = self.block_size
         need = _blocks_needed(requests, max_model_len, bs)
-        i = int((need > usable).argmax())
+        i = next(i for i, n in enumerate(need) if n > usable)
         q = self.workload.requests[i]
         raise CapacityError(
             f"request {q.request_id!r} needs {q.prompt_tokens + q.output_tokens} tokens of KV "
@@ -121,18 +120,15 @@ def prepare(workload: Workload | PreparedWorkload, block_size: int) -> PreparedW
     return PreparedWorkload(workload, block_size)
 
 
-def _blocks_needed(requests: tuple[Request, ...], max_model_len: int, bs: int) -> Any:
+def _blocks_needed(requests: tuple[Request, ...], max_model_len: int, bs: int) -> list[int]:
     """Blocks each request holds at its peak (0 for prompts vLLM rejects outright:
-    ``prompt_tokens >= max_model_len``); the last sampled token has no KV. An int64
-    numpy array (token counts of a request are far below 2**62)."""
-    import numpy as np
-
-    n = len(requests)
-    p = np.fromiter([q.prompt_tokens for q in requests], np.int64, n)
-    o = np.fromiter([q.output_tokens for q in requests], np.int64, n)
+    ``prompt_tokens >= max_model_len``); the last sampled token has no KV."""
     m = max_model_len
-    kept = p < m
-    return np.where(kept, -(-(p + np.minimum(o, m - p) - 1) // bs), 0)
+    out = []
+    for q in requests:
+        p = q.prompt_tokens
+        out.append(-(-(p + min(q.output_tokens, m - p) - 1) // bs) if p < m else 0)
+    return out
 
 
 def _times_ok(values: list[float | None]) -> bool:
