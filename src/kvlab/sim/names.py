@@ -11,7 +11,7 @@ episodes name a workload once, not once per run.
 The reference naming is sequential: one interner walks the requests in order
 (:func:`name_requests`). The table names the whole workload at once with numpy
 instead (:func:`name_all`: the same ids, depth by depth of the segment trie,
-in less than half the time and without leaving objects for the garbage
+in a third to a half of the time, leaving no objects for the garbage
 collector), and keeps the walk for a workload with a segment too long for a key,
 whose error must surface when a run reaches that request. With
 ``SimConfig(workers=2)`` a second process walks the requests while the run
