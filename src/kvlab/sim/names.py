@@ -13,7 +13,8 @@ The reference naming is sequential: one interner walks the requests in order
 instead (:func:`name_all`: the same ids, depth by depth of the segment trie,
 in a third to a half of the time, leaving no objects for the garbage
 collector), and keeps the walk for a workload with a segment too long for a key,
-whose error must surface when a run reaches that request. With
+whose error must surface when a run reaches that request, and for a small one
+while numpy is not loaded (:func:`vectorize`). With
 ``SimConfig(workers=2)`` a second process walks the requests while the run
 starts (:class:`NamingWorker`; slower than naming in process now):
 a fresh interpreter (``python -m kvlab.sim.names``, started by :mod:`subprocess`:
