@@ -11,7 +11,14 @@ from kvlab.errors import CapacityError, ConfigError, WorkloadError
 from kvlab.sim.config import SimConfig
 from kvlab.sim.engine import simulate
 from kvlab.sim.hashing import OFFSET_BITS, ChainInterner
-from kvlab.sim.names import FIELDS, KeyNameTable, content_lengths, name_all, name_requests
+from kvlab.sim.names import (
+    FIELDS,
+    KeyNameTable,
+    content_lengths,
+    name_all,
+    name_requests,
+    name_unique_prompts,
+)
 from kvlab.sim.prepare import prepare
 from kvlab.workload.records import Request, Segment, Workload
 
@@ -297,3 +304,37 @@ def test_the_capacity_check_names_the_first_request_that_cannot_fit() -> None:
     with pytest.raises(CapacityError, match="'r2' needs 64 tokens"):
         prepared.check_capacity(4096, 1 + 3)
     prepared.check_capacity(70, 1 + 4)  # r3's 80-token prompt is rejected, not too big
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(1, 70), max_size=12),
+    st.sampled_from([None, "repeat", "named", "empty", "two"]),
+    st.sampled_from([1, 4, 16]),
+)
+def test_unique_prompt_workloads_are_named_in_plain_python_as_the_walk(
+    lengths: list[int], odd: str | None, block_size: int
+) -> None:
+    """A workload of one-segment prompts of distinct contents and fresh outputs (a
+    trace without prefix information) is named without numpy; one request of
+    another kind sends the workload to the general naming. The walk's names."""
+    reqs = [Request(f"r{i}", (Segment("user", n, f"c{i}"),), 3) for i, n in enumerate(lengths)]
+    if odd == "repeat":
+        reqs.append(Request("x", (Segment("user", 5, "c0"),), 3))
+    elif odd == "named":
+        reqs.append(Request("x", (Segment("user", 5, "cx"),), 3, output_content_id="o"))
+    elif odd == "empty":
+        reqs.append(Request("x", (Segment("user", 0, "cx"), Segment("user", 5, "cy")), 3))
+    elif odd == "two":
+        reqs.append(Request("x", (Segment("user", 5, "cx"), Segment("user", 5, "cy")), 3))
+    requests = tuple(reqs)
+    unique = name_unique_prompts(requests, block_size)
+    plain = odd is None or (odd == "repeat" and not lengths)  # "c0" then occurs once
+    assert (unique is not None) == plain
+    table = KeyNameTable(requests, block_size)
+    if requests:
+        table.get(0)
+    expected = packed_walk(requests, block_size)
+    assert {f: list(getattr(table, f)) for f in FIELDS} == expected
+    if unique is not None:
+        assert [list(a) for a in unique] == [expected[f] for f in FIELDS]
