@@ -12,7 +12,8 @@ The reference naming is sequential: one interner walks the requests in order
 (:func:`name_requests`). The table names the whole workload at once with numpy
 instead (:func:`name_all`: the same ids, depth by depth of the segment trie,
 in a third to a half of the time, leaving no objects for the garbage
-collector), and keeps the walk for a workload with a segment too long for a key,
+collector; a trace without prefix information in plain Python,
+:func:`name_unique_prompts`), and keeps the walk for a workload with a segment too long for a key,
 whose error must surface when a run reaches that request, and for a small one
 while numpy is not loaded (:func:`vectorize`). With
 ``SimConfig(workers=2)`` a second process walks the requests while the run
