@@ -34,7 +34,8 @@ class PreparedWorkload:
     Invariants: ``arrival_ticks`` / ``arrival_index`` are the open-loop arrivals
     (requests with ``arrival_s``) as (tick, request index), sorted; ``next_in_session[i]``
     is the index of the turn that follows request i in its session (it arrives
-    its think time after request i ends); names are made on first use and kept.
+    its think time after request i ends); names are made on first use (every request
+    at once, :mod:`kvlab.sim.names`) and kept.
     """
 
     def __init__(self, workload: Workload, block_size: int) -> None:
@@ -42,11 +43,29 @@ class PreparedWorkload:
             raise ValueError(f"block_size must be >= 1, got {block_size}")
         self.workload = workload
         self.block_size = block_size
+        requests = workload.requests
+        arrival = [q.arrival_s for q in requests]
+        times_ok = _times_ok(arrival) and _times_ok([q.think_time_s for q in requests])
+        self.next_in_session: dict[int, int] = {}
+        if times_ok and None not in arrival:  # every request arrives on its own
+            t = [round(x * TICKS_PER_S) for x in arrival]  # type: ignore[operator]
+            #: sorted by (tick, request index), as the general loop's tuples sort
+            self.arrival_index: list[int] = sorted(range(len(t)), key=t.__getitem__)
+            self.arrival_ticks: list[int] = [t[i] for i in self.arrival_index]
+        else:
+            self._arrivals_and_sessions(requests, check=not times_ok)
+        self.names = KeyNameTable(requests, block_size)
+        self._need: dict[int, int] = {}
+
+    def _arrivals_and_sessions(self, requests: tuple[Request, ...], check: bool) -> None:
+        """:attr:`arrival_ticks`, :attr:`arrival_index` and :attr:`next_in_session`
+        request by request, raising the first error in request order (with ``check``,
+        of the times too)."""
         last_of_session: dict[str, int] = {}
         arrivals: list[tuple[int, int]] = []
-        self.next_in_session: dict[int, int] = {}
-        for i, q in enumerate(workload.requests):
-            _check_times(q, i)
+        for i, q in enumerate(requests):
+            if check:
+                _check_times(q, i)
             if q.arrival_s is not None:
                 arrivals.append((ticks(q.arrival_s), i))
             elif q.session_id in last_of_session:
@@ -58,10 +77,8 @@ class PreparedWorkload:
             if q.session_id is not None:
                 last_of_session[q.session_id] = i
         arrivals.sort()
-        self.arrival_ticks: list[int] = [t for t, _ in arrivals]
-        self.arrival_index: list[int] = [i for _, i in arrivals]
-        self.names = KeyNameTable(workload.requests, block_size)
-        self._need: dict[int, list[int]] = {}
+        self.arrival_ticks = [t for t, _ in arrivals]
+        self.arrival_index = [i for _, i in arrivals]
 
     def key_names(self, i: int) -> KeyNames:
         """Request ``i``'s block key names (see :mod:`kvlab.sim.names`)."""
@@ -70,15 +87,18 @@ class PreparedWorkload:
     def check_capacity(self, max_model_len: int, num_blocks: int) -> None:
         """CapacityError naming the first request that could never fit in a cache of
         ``num_blocks`` (the null block included), even alone."""
-        need = self._need.get(max_model_len)
-        if need is None:
-            need = self._need[max_model_len] = _blocks_needed(
-                self.workload.requests, max_model_len, self.block_size
-            )
+        requests = self.workload.requests
+        most = self._need.get(max_model_len)
+        if not requests:
+            return
+        if most is None:
+            need = _blocks_needed(requests, max_model_len, self.block_size)
+            most = self._need[max_model_len] = max(need)
         usable = num_blocks - 1
-        if not need or max(need) <= usable:
+        if most <= usable:
             return
         bs = self.block_size
+        need = _blocks_needed(requests, max_model_len, bs)
         i = next(i for i, n in enumerate(need) if n > usable)
         q = self.workload.requests[i]
         raise CapacityError(
@@ -109,6 +129,18 @@ def _blocks_needed(requests: tuple[Request, ...], max_model_len: int, bs: int) -
         p = q.prompt_tokens
         out.append(-(-(p + min(q.output_tokens, m - p) - 1) // bs) if p < m else 0)
     return out
+
+
+def _times_ok(values: list[float | None]) -> bool:
+    """Whether every time given is finite, >= 0 and <= MAX_TIME_S (as :func:`_check_times`
+    asks of each); False also for a value that is no number."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return True
+    try:
+        return all(map(math.isfinite, present)) and 0 <= min(present) <= max(present) <= MAX_TIME_S
+    except TypeError:
+        return False
 
 
 def _check_times(q: Request, i: int) -> None:
