@@ -17,7 +17,7 @@ class _Space:
 
 
 class TallyEnv:
-    """Three candidates (seq ids 10, 11, 12), three steps; it records the actions it
+    """Three candidates (seq ids "10", "11", "12"), three steps; it records the actions it
     got, forbids ``compress`` of seq 12 in its mask, and pays each step's sum of codes."""
 
     def __init__(self) -> None:
@@ -35,12 +35,12 @@ class TallyEnv:
     def compact_observation(self) -> dict[str, Any]:
         return {
             "episode_remaining": 3 - len(self.actions),
-            "top_eviction_candidates": [{"seq_id": s} for s in (10, 11, 12)],
+            "candidates": [{"seq_id": str(s), "slot": i} for i, s in enumerate((10, 11, 12))],
         }
 
     def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         self.actions.append([int(a) for a in action])
         done = len(self.actions) == 3
         terms = {t: 0.1 * (i + 1) for i, t in enumerate(TERMS)}
-        info = {"action_mask": self._mask(), "reward_terms": terms, "tokens": 7.0}
+        info = {"action_mask": self._mask(), "episode_terms": {**terms, "tokens": 7.0}}
         return None, float(sum(action)), done, False, info

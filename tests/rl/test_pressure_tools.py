@@ -54,26 +54,29 @@ def _session() -> PressureToolSession:
 
 def test_each_tool_call_is_one_step_on_its_candidate_slot() -> None:
     s = _session()
-    obs = json.loads(s.evict(11))
+    obs = json.loads(s.evict("11"))
     assert obs["episode_remaining"] == 2
-    s.swap_to_cpu(12)
+    s.call("swap_to_cpu", {"seq_id": 12})  # an integer id is taken as its string
     end = json.loads(s.keep())
     assert s.env.actions == [[0, 1, 0], [0, 0, 3], [0, 0, 0]]
     assert s.done and end["episode_over"] and end["steps"] == 3
     assert s.total_reward == 4.0 == end["reward"]
-    assert s.calls == ["evict(11)", "swap_to_cpu(12)", "keep"]
+    assert s.calls == ["evict(11)", "swap_to_cpu(12)", "keep"] and s.actions == s.env.actions
+    assert end["metrics"]["tokens"] == 7.0
     assert s.keep() == "error: the episode is over" and s.steps == 3
 
 
 def test_bad_calls_answer_one_line_and_spend_no_step() -> None:
     s = _session()
-    assert s.evict(99).startswith("error: seq 99 is not an eviction candidate")
-    assert s.compress(12) == "error: compress is not allowed for seq 12 now"
+    assert s.evict("99") == (
+        "error: seq 99 is not an eviction candidate now; candidates: 10, 11, 12"
+    )
+    assert s.compress("12") == "error: compress is not allowed for seq 12 now"
     assert s.call("evict", {}) == "error: evict needs seq_id"
-    assert s.call("evict", {"seq_id": "10"}).startswith("error: seq_id must be an integer")
+    assert s.call("evict", {"seq_id": 1.5}).startswith("error: seq_id must be a seq id")
     assert s.call("drop", {"seq_id": 10}).startswith("error: unknown tool 'drop'")
     assert s.steps == 0 and s.env.actions == []
-    s.call("compress", {"seq_id": 10})
+    s.call("compress", {"seq_id": "10"})
     assert s.env.actions == [[2, 0, 0]]
 
 
@@ -120,20 +123,20 @@ def test_tool_episode_scores_the_environments_own_reward(difficulty: str) -> Non
     pytest.importorskip("kvlab.rl.kv_pressure")
     plan = ["evict", "compress", "swap_to_cpu", "keep", "compress", "evict"]
     s = PressureToolSession.start(PressureExample(difficulty, 3))
-    calls = _script(s, plan)
+    first = json.loads(s.observation_json())
+    assert s.candidate_ids() == first["visible_seq_ids"]
+    _script(s, plan)
+    assert s.done and s.steps == len(s.actions) >= 1
+    assert any(c != "keep" for c in s.calls)  # the script acted on some candidate
     # the same actions on a fresh environment, directly
     env = s.env.__class__(difficulty=difficulty)
     env.reset(seed=3)
     direct = 0.0
-    for call in calls:
-        action = np.zeros(len(env.action_space.nvec), dtype=np.int64)
-        if call != "keep":
-            tool, seq = call.rstrip(")").split("(")
-            ids = [int(c["seq_id"]) for c in env.compact_observation()["top_eviction_candidates"]]
-            action[ids.index(int(seq))] = TOOL_ACTIONS.index(tool)
-        _o, r, term, trunc, _info = env.step(action)
+    for a in s.actions:
+        _o, r, term, trunc, info = env.step(np.asarray(a))
         direct += float(r)
     assert term or trunc
     assert s.total_reward == pytest.approx(direct)
+    assert s.breakdown() == {t: pytest.approx(info["episode_terms"][t]) for t in TERMS}
     weighted = sum(DEFAULT_WEIGHTS[t] * v for t, v in s.breakdown().items())
     assert math.isclose(weighted, s.total_reward, abs_tol=1e-9)

@@ -54,7 +54,7 @@ def test_load_environment_builds_the_seeded_taskset(plugin: Any) -> None:
         ("easy", 42), ("medium", 42), ("hard", 42), ("easy", 43)
     ]
     first = json.loads(tasks[0].data.prompt)
-    assert "top_eviction_candidates" in first
+    assert "candidates" in first and "memory" in first
     assert tasks[0].data.system_prompt == pressure_tools.SYSTEM_PROMPT
     again = list(plugin.load_environment(difficulty="all", num_examples=4, seed=42).taskset)
     assert [t.data.prompt for t in again] == [t.data.prompt for t in tasks]  # seeded
@@ -117,9 +117,9 @@ def test_scripted_client_on_a_double_pins_the_plumbing(monkeypatch: pytest.Monke
     toolset = KVPressureToolset(KVPressureToolsetConfig())
     toolset.start(pressure_tools.PressureExample("easy", 0))
     plan = [
-        ("evict", {"seq_id": 11}),
-        ("compress", {"seq_id": 12}),
-        ("swap_to_cpu", {"seq_id": 10}),
+        ("evict", {"seq_id": "11"}),
+        ("compress", {"seq_id": "12"}),
+        ("swap_to_cpu", {"seq_id": "10"}),
         ("keep", {}),
     ]
     listed, answers, state = asyncio.run(_play(toolset, plan))
@@ -131,6 +131,7 @@ def test_scripted_client_on_a_double_pins_the_plumbing(monkeypatch: pytest.Monke
     ]
     assert state.done and state.steps == 3 and state.reward == 4.0
     assert state.calls == ["evict(11)", "swap_to_cpu(10)", "keep"]
+    assert state.metrics["tokens"] == 7.0
     trace = _score("easy", 0, state)
     assert {k: r.weight for k, r in trace.rewards.items()} == dict(DEFAULT_WEIGHTS)
     assert trace.rewards["failure_penalty"].score == pytest.approx(0.1)

@@ -12,9 +12,11 @@ candidate, or an action masked for it) is answered with an error line and does *
 advance the episode (no step is spent).
 
 Invariant: the session's reward is the environment's own: the sum of the rewards its
-``step`` returned, and the per-term scores are the breakdown of the last step's info,
-so ``sum(weight[t] * term[t])`` over :data:`kvlab.rl.pressure_rewards.TERMS` equals
-:attr:`PressureToolSession.total_reward` (a test plays fixed tool sequences and checks).
+``step`` returned (the environment pays the change of the weighted episode score, so
+the sum is the episode's score), and the per-term scores are the last step's
+``info["episode_terms"]``, so ``sum(weight[t] * term[t])`` over
+:data:`kvlab.rl.pressure_rewards.TERMS` equals :attr:`PressureToolSession.total_reward`
+with the default weights (tests play fixed tool sequences and check).
 """
 
 from __future__ import annotations
@@ -30,18 +32,23 @@ from kvlab.rl.pressure_rewards import DEFAULT_WEIGHTS, TERMS
 #: the tools, in the environment's action-code order (``keep`` is code 0)
 TOOL_ACTIONS: tuple[str, ...] = ("keep", "evict", "compress", "swap_to_cpu")
 DIFFICULTIES: tuple[str, ...] = ("easy", "medium", "hard")
+#: the weight-0 figures of ``info["episode_terms"]``
+METRICS: tuple[str, ...] = ("tokens", "failures", "swap_latency_s", "pressure_steps")
 
 SYSTEM_PROMPT = (
     "You manage the GPU KV cache of an LLM inference server under memory pressure. "
     "At each decision step you see a JSON observation: memory usage and budget, the "
-    "steps left, an overview of the cache, the sequences using most memory, the top "
-    "eviction candidates (seq ids, ranked by safety, priority and progress) and the "
-    "pending queue. Call exactly one tool per step: evict(seq_id) frees a sequence's "
-    "blocks (its work is recomputed later), compress(seq_id) halves its KV memory "
-    "(fp16 -> int8 -> int4), swap_to_cpu(seq_id) moves its blocks to CPU memory (the "
-    "transfer takes time), keep() changes nothing. Only visible candidates can be "
-    "acted on. Keep memory below the budget without failing requests; prefer not to "
-    "evict system or context blocks or requests that are nearly done."
+    "steps left, pressure signals, an overview of the cache, the requests using most "
+    "memory, the eviction candidates (seq_id, blocks, progress, retention class, "
+    "protected share, the actions allowed on each) with an eviction order (safest "
+    "first) and the pending queue. Call exactly one tool per step: "
+    "evict(seq_id) frees a request's blocks (its work is recomputed later), "
+    "compress(seq_id) halves its KV memory (fp16 -> int8 -> int4), "
+    "swap_to_cpu(seq_id) moves its blocks to CPU memory (the transfer takes time), "
+    "keep() changes nothing. Only the listed candidates can be acted on, and only "
+    "with the actions listed for them. Keep memory below the budget without failing "
+    "requests; prefer not to evict system or context blocks or requests that are "
+    "nearly done."
 )
 
 
@@ -106,6 +113,7 @@ class PressureToolSession:
     done: bool = False
     last_info: dict[str, Any] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
+    actions: list[list[int]] = field(default_factory=list)
 
     @classmethod
     def start(cls, example: PressureExample, **env_kwargs: Any) -> PressureToolSession:
@@ -120,24 +128,25 @@ class PressureToolSession:
     def observation_json(self) -> str:
         return json.dumps(self.observation(), sort_keys=True, separators=(",", ":"))
 
-    def candidate_ids(self) -> list[int]:
-        """The seq ids of the candidate slots, in action order."""
-        return [int(c["seq_id"]) for c in self.observation()["top_eviction_candidates"]]
+    def candidate_ids(self) -> list[str]:
+        """The seq ids of the candidate slots, in slot (action) order."""
+        cands = sorted(self.observation()["candidates"], key=lambda c: int(c["slot"]))
+        return [str(c["seq_id"]) for c in cands]
 
     # -- the tools -------------------------------------------------------------------
     def keep(self) -> str:
         """Act on no candidate: advance to the next decision step."""
         return self._act("keep", None)
 
-    def evict(self, seq_id: int) -> str:
+    def evict(self, seq_id: str) -> str:
         """Evict a candidate sequence (preemption by recompute)."""
         return self._act("evict", seq_id)
 
-    def compress(self, seq_id: int) -> str:
+    def compress(self, seq_id: str) -> str:
         """Compress a candidate's KV cache one tier (fp16 -> int8 -> int4)."""
         return self._act("compress", seq_id)
 
-    def swap_to_cpu(self, seq_id: int) -> str:
+    def swap_to_cpu(self, seq_id: str) -> str:
         """Move a candidate's KV blocks to CPU memory (the transfer takes time)."""
         return self._act("swap_to_cpu", seq_id)
 
@@ -160,11 +169,15 @@ class PressureToolSession:
         n_slots = len(self.env.action_space.nvec)
         action = np.zeros(n_slots, dtype=np.int64)
         if seq_id is not None:
-            if isinstance(seq_id, bool) or not isinstance(seq_id, int):
-                return f"error: seq_id must be an integer, got {seq_id!r}"
+            if isinstance(seq_id, bool) or not isinstance(seq_id, int | str):
+                return f"error: seq_id must be a seq id (string), got {seq_id!r}"
+            seq_id = str(seq_id)
             ids = self.candidate_ids()
             if seq_id not in ids:
-                return f"error: seq {seq_id} is not an eviction candidate now; candidates: {ids}"
+                return (
+                    f"error: seq {seq_id} is not an eviction candidate now; "
+                    f"candidates: {', '.join(ids) or 'none'}"
+                )
             slot = ids.index(seq_id)
             code = TOOL_ACTIONS.index(tool)
             mask = self.last_info.get("action_mask")
@@ -176,6 +189,7 @@ class PressureToolSession:
         self.steps += 1
         self.last_info = dict(info)
         self.calls.append(tool if seq_id is None else f"{tool}({seq_id})")
+        self.actions.append([int(a) for a in action])
         self.done = bool(terminated or truncated)
         if self.done:
             return json.dumps({"episode_over": True, **self.result()}, sort_keys=True)
@@ -183,15 +197,22 @@ class PressureToolSession:
 
     # -- the score -------------------------------------------------------------------
     def breakdown(self) -> dict[str, float]:
-        """Each term's unweighted score from the last step's info."""
-        terms = self.last_info.get("reward_terms", {})
+        """Each term's unweighted episode score so far (the last step's
+        ``info["episode_terms"]``; zeros before the first step)."""
+        terms = self.last_info.get("episode_terms", {})
         return {t: float(terms.get(t, 0.0)) for t in TERMS}
+
+    def metrics(self) -> dict[str, float]:
+        """The weight-0 figures of the episode so far (:data:`METRICS`)."""
+        terms = self.last_info.get("episode_terms", {})
+        return {m: float(terms.get(m, 0.0)) for m in METRICS}
 
     def result(self) -> dict[str, Any]:
         return {
             "reward": self.total_reward,
             "steps": self.steps,
             "terms": self.breakdown(),
+            "metrics": self.metrics(),
         }
 
 

@@ -29,6 +29,7 @@ from pydantic import Field
 
 from kvlab.rl.pressure_rewards import DEFAULT_WEIGHTS, TERMS
 from kvlab.rl.pressure_tools import (
+    METRICS,
     SYSTEM_PROMPT,
     PressureExample,
     PressureToolSession,
@@ -36,8 +37,6 @@ from kvlab.rl.pressure_tools import (
 )
 
 TASKSET_ID = "kvlab-kvpressure"
-#: weight-0 figures of the environment's info, recorded as metrics
-METRICS: tuple[str, ...] = ("tokens", "failures", "swap_latency_s", "pressure_steps")
 
 
 class KVPressureTasksetConfig(vf.TasksetConfig):
@@ -83,7 +82,7 @@ class KVPressureToolset(vf.Toolset[KVPressureToolsetConfig, KVPressureState]):
     def start(self, example: PressureExample) -> None:
         self.session = PressureToolSession.start(example)
 
-    def _run(self, name: str, seq_id: int | None) -> str:
+    def _run(self, name: str, seq_id: str | None) -> str:
         s = self.session
         if s is None:
             return "error: no episode has been started"
@@ -93,24 +92,24 @@ class KVPressureToolset(vf.Toolset[KVPressureToolsetConfig, KVPressureState]):
         st.steps = s.steps
         st.done = s.done
         st.terms = s.breakdown()
-        st.metrics = {k: float(s.last_info.get(k, 0.0)) for k in METRICS}
+        st.metrics = s.metrics()
         st.calls = list(s.calls)
         return text
 
     @vf.tool
-    def evict(self, seq_id: int) -> str:
+    def evict(self, seq_id: str) -> str:
         """Evict a candidate sequence (preemption by recompute: its blocks are freed, its
         work is redone later). Returns the next observation (JSON)."""
         return self._run("evict", seq_id)
 
     @vf.tool
-    def compress(self, seq_id: int) -> str:
+    def compress(self, seq_id: str) -> str:
         """Compress a candidate's KV cache one tier (fp16 -> int8 -> int4, each halving its
         memory). Returns the next observation (JSON)."""
         return self._run("compress", seq_id)
 
     @vf.tool
-    def swap_to_cpu(self, seq_id: int) -> str:
+    def swap_to_cpu(self, seq_id: str) -> str:
         """Move a candidate's KV blocks to CPU memory (frees GPU memory; the transfer
         takes time). Returns the next observation (JSON)."""
         return self._run("swap_to_cpu", seq_id)
