@@ -73,3 +73,55 @@ def test_bad_input_is_one_line(argv: list[str], tmp_path: Path) -> None:
     assert r.code in (1, 2)
     assert not r.traceback
     assert r.one_line_error()
+
+
+def test_kvpressure_train_then_eval_per_term(tmp_path: Path) -> None:
+    pytest.importorskip("kvlab.rl.kv_pressure")
+    out = tmp_path / "kvp.zip"
+    r = run_cli(
+        ["rl", "train", "--env", "kvpressure", "--difficulty", "hard", "-o", str(out),
+         "--steps", "32", "--seed", "1", "--json"]
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    got = json.loads(r.out)
+    assert got["policy"] == str(out) and out.is_file() and got["difficulty"] == "hard"
+    log = tmp_path / "kvp-log"
+    assert (log / "progress.csv").is_file()
+    assert json.loads((log / "train.json").read_text())["seed"] == 1
+    assert "step 32/32" in r.err
+    r = run_cli(
+        ["rl", "eval", "--env", "kvpressure", "--difficulty", "easy", "--policy", str(out),
+         "--episodes", "2", "--seed", "500", "--json"]
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    scores = json.loads(r.out)["scores"]
+    assert [s["agent"] for s in scores] == ["random", "heuristic", "ppo"]
+    from kvlab.rl.pressure_rewards import DEFAULT_WEIGHTS
+
+    for s in scores:
+        assert len(s["rewards"]) == 2 and s["difficulty"] == "easy"
+        # the episode reward is the weighted sum of the mean term scores (means of sums)
+        weighted = sum(DEFAULT_WEIGHTS[t] * v for t, v in s["terms"].items())
+        assert weighted == pytest.approx(s["mean"], abs=1e-9)
+    r = run_cli(["rl", "eval", "--env", "kvpressure", "--difficulty", "easy", "--episodes", "1"])
+    assert r.code == 0, r.err
+    assert "heuristic" in r.out and "failure" in r.out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["rl", "train", "-o", "x.zip"],  # --env prefix needs TRACE
+        ["rl", "train", "shape:agentic", "--env", "kvpressure", "-o", "x.zip"],
+        ["rl", "train", "--env", "gridworld", "-o", "x.zip"],
+        ["rl", "train", "--env", "kvpressure", "--difficulty", "extreme", "-o", "x.zip"],
+        ["rl", "eval", "--env", "kvpressure", "--difficulty", "extreme"],
+        ["rl", "eval", "--env", "kvpressure", "--episodes", "0"],
+        ["rl", "eval", "--env", "kvpressure", "--policy", "missing.zip"],
+    ],
+)
+def test_kvpressure_bad_input_is_one_line(argv: list[str]) -> None:
+    r = run_cli(argv)
+    assert r.code in (1, 2)
+    assert not r.traceback
+    assert r.one_line_error()
