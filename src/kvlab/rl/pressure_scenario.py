@@ -1,0 +1,154 @@
+"""Seeded scenarios of ``kvlab/KVPressure-v0``: a workload from kvlab's own generators,
+a memory budget and an arrival regime, drawn from a difficulty tier.
+
+A scenario is a pure function of ``(difficulty, kind, seed, pool_blocks)``: the same
+arguments give the same workload and budget on every machine (numpy ``PCG64``).
+
+========  ===============  =========================================================
+tier      memory budget    arrival regimes (one drawn per scenario)
+========  ===============  =========================================================
+easy      0.90 - 1.00      low, medium
+medium    0.75 - 0.90      medium, high
+hard      0.65 - 0.80      high, bursty
+========  ===============  =========================================================
+
+The budget is the share of the KV pool (``pool_blocks`` blocks) the episode may use:
+the engine runs on ``floor(budget * pool_blocks)`` usable blocks. A regime scales the
+kind's base session rate (:data:`REGIME_RATE`, times a uniform jitter in 0.8 - 1.25);
+``bursty`` is the high rate with gamma arrivals of burstiness
+:data:`BURSTY_BURSTINESS` (clumps of sessions, then gaps).
+
+Kinds (:data:`KINDS`): ``chat`` (two-turn chats over a shared system prompt),
+``agentic`` (tool loops whose prompts grow with tool outputs), ``mixed`` (one of the
+two per scenario, drawn from the seed). Their sizes are scaled down from the
+generators' defaults so that a request fits the smallest budget of the hardest tier
+and a handful of requests fill the pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from kvlab.errors import ConfigError
+from kvlab.workload.records import Workload
+
+DIFFICULTIES: tuple[str, ...] = ("easy", "medium", "hard")
+KINDS: tuple[str, ...] = ("chat", "agentic", "mixed")
+
+#: tier -> (lowest budget, highest budget), shares of the pool
+BUDGETS: Mapping[str, tuple[float, float]] = MappingProxyType(
+    {"easy": (0.90, 1.00), "medium": (0.75, 0.90), "hard": (0.65, 0.80)}
+)
+#: tier -> the arrival regimes a scenario draws from
+REGIMES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"easy": ("low", "medium"), "medium": ("medium", "high"), "hard": ("high", "bursty")}
+)
+#: regime -> multiplier of the kind's base session rate
+REGIME_RATE: Mapping[str, float] = MappingProxyType(
+    {"low": 0.5, "medium": 1.0, "high": 2.0, "bursty": 2.0}
+)
+BURSTY_BURSTINESS = 4.0
+#: kind -> base session arrival rate (sessions/s) at the "medium" regime
+BASE_RATE_PER_S: Mapping[str, float] = MappingProxyType({"chat": 4.0, "agentic": 0.6})
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One episode's workload and budget. ``num_blocks`` is the engine's pool (the
+    usable ``floor(budget * pool_blocks)`` blocks plus vLLM's null block)."""
+
+    difficulty: str
+    kind: str
+    seed: int
+    budget: float
+    regime: str
+    rate_per_s: float
+    pool_blocks: int
+    workload: Workload
+
+    @property
+    def num_blocks(self) -> int:
+        return int(self.budget * self.pool_blocks) + 1
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+
+
+def make_scenario(difficulty: str, kind: str, seed: int, pool_blocks: int) -> Scenario:
+    """The scenario of ``seed`` in tier ``difficulty`` (see module doc)."""
+    check_choice("difficulty", difficulty, DIFFICULTIES)
+    check_choice("workload kind", kind, KINDS)
+    rng = np.random.default_rng(seed)
+    lo, hi = BUDGETS[difficulty]
+    budget = float(rng.uniform(lo, hi))
+    regime = str(rng.choice(REGIMES[difficulty]))
+    real_kind = str(rng.choice(("chat", "agentic"))) if kind == "mixed" else kind
+    rate = BASE_RATE_PER_S[real_kind] * REGIME_RATE[regime] * float(rng.uniform(0.8, 1.25))
+    arrival = (
+        {"arrival": "gamma", "burstiness": BURSTY_BURSTINESS}
+        if regime == "bursty"
+        else {"arrival": "poisson"}
+    )
+    wseed = int(rng.integers(0, 2**31))
+    if real_kind == "chat":
+        w = _generate(
+            "chat",
+            wseed,
+            sessions=48,
+            turns=2,
+            rate_per_s=rate,
+            think_time_s=2.0,
+            system_tokens=512,
+            user_tokens=256,
+            output_tokens=256,
+            **arrival,
+        )
+    else:
+        w = _generate(
+            "agentic",
+            wseed,
+            sessions=12,
+            companies=3,
+            rate_per_s=rate,
+            think_time_s=0.5,
+            system_tokens=300,
+            tool_catalog_tokens=500,
+            task_tokens=100,
+            call_tokens=40,
+            report_tokens=600,
+            montecarlo_tokens=300,
+            synthesis_tokens=300,
+            **arrival,
+        )
+    return Scenario(difficulty, real_kind, seed, budget, regime, rate, pool_blocks, w)
+
+
+def _generate(shape: str, seed: int, **params: Any) -> Workload:
+    """``kvlab.workload.generators.generate(shape, seed, **params)`` for parameters of
+    the right types (the same requests; the generic entry point's type coercion, which
+    costs more than the generation of a small workload, is skipped)."""
+    from kvlab.workload.generators import get_shape
+
+    shape_ = get_shape(shape)
+    p = shape_.params_cls(**params)
+    p.check()
+    requests = shape_.build(p, np.random.default_rng(seed))
+    return Workload(requests=requests, name=shape, meta={"generator": shape, "seed": seed})
+
+
+def given_scenario(
+    difficulty: str, workload: Workload, seed: int, pool_blocks: int, budget: float | None
+) -> Scenario:
+    """A scenario on a given workload: its budget drawn from the tier (or ``budget``)."""
+    check_choice("difficulty", difficulty, DIFFICULTIES)
+    if budget is None:
+        lo, hi = BUDGETS[difficulty]
+        budget = float(np.random.default_rng(seed).uniform(lo, hi))
+    return Scenario(difficulty, "given", seed, budget, "given", 0.0, pool_blocks, workload)
