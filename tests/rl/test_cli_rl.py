@@ -90,22 +90,20 @@ def test_kvpressure_train_then_eval_per_term(tmp_path: Path) -> None:
     assert json.loads((log / "train.json").read_text())["seed"] == 1
     assert "step 32/32" in r.err
     r = run_cli(
-        ["rl", "eval", "--env", "kvpressure", "--difficulty", "easy", "--policy", str(out),
-         "--episodes", "2", "--seed", "500", "--json"]
+        ["rl", "eval-pressure", "-d", "easy", "--agents", "random,heuristic", "--policy",
+         str(out), "--episodes", "2", "--seed", "500", "--json"]
     )  # fmt: skip
     assert r.code == 0, r.err
-    scores = json.loads(r.out)["scores"]
-    assert [s["agent"] for s in scores] == ["random", "heuristic", "ppo"]
+    results = json.loads(r.out)["results"]
+    assert [s["agent"] for s in results] == ["random", "heuristic", "ppo"]
     from kvlab.rl.pressure_rewards import DEFAULT_WEIGHTS
 
-    for s in scores:
-        assert len(s["rewards"]) == 2 and s["difficulty"] == "easy"
-        # the episode reward is the weighted sum of the mean term scores (means of sums)
-        weighted = sum(DEFAULT_WEIGHTS[t] * v for t, v in s["terms"].items())
-        assert weighted == pytest.approx(s["mean"], abs=1e-9)
-    r = run_cli(["rl", "eval", "--env", "kvpressure", "--difficulty", "easy", "--episodes", "1"])
-    assert r.code == 0, r.err
-    assert "heuristic" in r.out and "failure" in r.out
+    for s in results:
+        assert s["episodes"] == 2 and s["difficulty"] == "easy"
+        # the episode reward is the weighted sum of the term scores (means of sums)
+        weighted = sum(DEFAULT_WEIGHTS[t] * s["terms_mean"][t] for t in DEFAULT_WEIGHTS)
+        assert weighted == pytest.approx(s["reward_mean"], abs=1e-9)
+    assert "episode 6/6: easy ppo seed 501" in r.err
 
 
 @pytest.mark.parametrize(
@@ -115,9 +113,7 @@ def test_kvpressure_train_then_eval_per_term(tmp_path: Path) -> None:
         ["rl", "train", "shape:agentic", "--env", "kvpressure", "-o", "x.zip"],
         ["rl", "train", "--env", "gridworld", "-o", "x.zip"],
         ["rl", "train", "--env", "kvpressure", "--difficulty", "extreme", "-o", "x.zip"],
-        ["rl", "eval", "--env", "kvpressure", "--difficulty", "extreme"],
-        ["rl", "eval", "--env", "kvpressure", "--episodes", "0"],
-        ["rl", "eval", "--env", "kvpressure", "--policy", "missing.zip"],
+        ["rl", "eval-pressure", "--policy", "missing.zip"],
     ],
 )
 def test_kvpressure_bad_input_is_one_line(argv: list[str]) -> None:

@@ -1,11 +1,10 @@
-"""``kvlab rl``: train and evaluate eviction policies on ``kvlab/PrefixEviction-v0``
-(``--env prefix``, the default) and KV-pressure policies on ``kvlab/KVPressure-v0``
-(``--env kvpressure``)."""
+"""``kvlab rl``: train and evaluate eviction policies on ``kvlab/PrefixEviction-v0``;
+train MaskablePPO on ``kvlab/KVPressure-v0`` (``train --env kvpressure``) and evaluate
+it with the baselines per tier (``eval-pressure``)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -13,12 +12,12 @@ import typer
 rl_app = typer.Typer(
     name="rl",
     help=(
-        "Reinforcement learning (the rl extra). --env prefix (default): train a "
-        "MaskablePPO eviction policy for kvlab/PrefixEviction-v0 on a workload, evaluate "
-        "it against LRU, LFU, FIFO, S3-FIFO, retention classes and Belady's offline bound "
-        "on held-out traces. --env kvpressure: train MaskablePPO on a difficulty tier of "
-        "kvlab/KVPressure-v0 (keep / evict / compress / swap under KV pressure), evaluate "
-        "it next to the random and heuristic agents on held-out seeds, per reward term."
+        "Reinforcement learning on kvlab/PrefixEviction-v0 (the rl extra): train a "
+        "MaskablePPO eviction policy on a workload, evaluate it against LRU, LFU, FIFO, "
+        "S3-FIFO, retention classes and Belady's offline bound on held-out traces. "
+        "train --env kvpressure: MaskablePPO on a tier of kvlab/KVPressure-v0 (keep, "
+        "evict, compress, swap under KV pressure). eval-pressure: the keep / random / "
+        "heuristic agents (and a trained policy, --policy) on every tier."
     ),
     no_args_is_help=True,
 )
@@ -29,7 +28,7 @@ _TRACE_HELP = (
     "For --env prefix only."
 )
 _ENV_HELP = "prefix (kvlab/PrefixEviction-v0, needs TRACE) or kvpressure (kvlab/KVPressure-v0)."
-_DIFFICULTY_HELP = "KVPressure tier: easy, medium or hard (eval also takes all)."
+_DIFFICULTY_HELP = "KVPressure tier: easy, medium or hard."
 ENVS = ("prefix", "kvpressure")
 
 
@@ -157,7 +156,7 @@ def _train_pressure(out: Path, difficulty: str, steps: int, seed: int, as_json: 
 
 @rl_app.command("eval")
 def eval_cmd(
-    trace: str | None = typer.Argument(None, help=_TRACE_HELP),
+    trace: str = typer.Argument(..., help=_TRACE_HELP),
     policy: Path | None = typer.Option(
         None, "--policy", help="A policy saved by `kvlab rl train`, scored as `learned`."
     ),
@@ -169,23 +168,13 @@ def eval_cmd(
         0.1, "--capacity-fraction", help="Capacity as a fraction of an episode's distinct blocks."
     ),
     k: int = typer.Option(8, "--k", help="Candidates per eviction (the LRU-most k)."),
-    env: str = typer.Option("prefix", "--env", help=_ENV_HELP),
-    difficulty: str = typer.Option("all", "--difficulty", help=_DIFFICULTY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
-    """Block hit rate of every policy on seeded episodes of TRACE (mean and 95% CI); with
-    --env kvpressure, the episode reward and each reward term of the random, heuristic
-    and (with --policy) PPO agents on held-out seeds of each tier."""
-    _env_choice(env, trace)
+    """Block hit rate of every policy on seeded episodes of TRACE (mean and 95% CI)."""
+    from kvlab.rl.evaluate import evaluate
 
     def progress(i: int, n: int) -> None:
         typer.echo(f"episode {i}/{n}", err=True)
-
-    if env == "kvpressure":
-        _eval_pressure(difficulty, policy, episodes, seed, as_json, progress)
-        return
-    assert trace is not None
-    from kvlab.rl.evaluate import evaluate
 
     scores = evaluate(
         _trace(trace, block_size),  # type: ignore[arg-type]
@@ -205,46 +194,115 @@ def eval_cmd(
         typer.echo(f"{s.name:>10}  {s.mean:.4f} +- {s.ci95:.4f}")
 
 
-def _eval_pressure(
-    difficulty: str,
-    policy: Path | None,
-    episodes: int,
-    seed: int,
-    as_json: bool,
-    progress: Callable[[int, int], None],
+@rl_app.command("eval-pressure")
+def eval_pressure_cmd(
+    difficulty: str = typer.Option(
+        "all", "--difficulty", "-d", help="Tier: easy, medium, hard, or all."
+    ),
+    agents: str = typer.Option(
+        "keep,random,heuristic", "--agents", help="Comma-separated agents: keep, random, heuristic."
+    ),
+    episodes: int = typer.Option(10, "--episodes", help="Episodes per tier and agent."),
+    seed: int = typer.Option(
+        1000, "--seed", help="First reset seed (held out: keep apart from training seeds)."
+    ),
+    kind: str = typer.Option("mixed", "--kind", help="Workloads: chat, agentic or mixed."),
+    evict_mode: str = typer.Option(
+        "recompute", "--evict-mode", help="evict = recompute (preempt) or drop (a failure)."
+    ),
+    policy: Path | None = typer.Option(
+        None, "--policy", help="A policy saved by `kvlab rl train --env kvpressure`: agent ppo."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
+    """Reward (mean +- 95% CI) and every reward term of the KVPressure-v0 baselines
+    (and of a trained policy, --policy), per tier, on held-out seeded episodes. Ctrl-C
+    prints the episodes finished."""
     from kvlab.errors import ConfigError
-    from kvlab.rl.pressure_ppo import check_difficulty, evaluate_pressure, load_policy
-    from kvlab.rl.pressure_rewards import TERMS
-    from kvlab.rl.pressure_tools import DIFFICULTIES
+    from kvlab.rl.pressure_baselines import EpisodeRow, summarize
+    from kvlab.rl.pressure_ppo import evaluate_with_policy
+    from kvlab.rl.pressure_scenario import DIFFICULTIES
 
-    tiers = DIFFICULTIES if difficulty == "all" else (difficulty,)
-    for t in tiers:
-        check_difficulty(t)
-    if episodes < 1:
-        raise ConfigError(f"--episodes must be >= 1, got {episodes}")
-    if policy is not None:
-        load_policy(policy)  # a bad file is one line before any episode runs
-    scores = []
-    for t in tiers:
-        typer.echo(f"{t}:", err=True)
-        scores += evaluate_pressure(
-                t, episodes=episodes, seed=seed, learned=policy, progress=progress
+    tiers = list(DIFFICULTIES) if difficulty == "all" else [difficulty]
+    names = [a.strip() for a in agents.split(",") if a.strip()]
+    if not names:
+        raise ConfigError("--agents: name at least one agent (keep, random, heuristic)")
+    rows: list[EpisodeRow] = []
+
+    def progress(row: EpisodeRow, done: int, total: int) -> None:
+        rows.append(row)
+        typer.echo(
+            f"episode {done}/{total}: {row.difficulty} {row.agent} seed {row.seed} "
+            f"reward {row.reward:.4f}",
+            err=True,
         )
+
+    interrupted = False
+    try:
+        summaries = evaluate_with_policy(
+            tiers,
+            names,
+            policy,
+            episodes=episodes,
+            seed=seed,
+            kind=kind,
+            evict_mode=evict_mode,
+            on_episode=progress,
+        )
+    except KeyboardInterrupt:
+        interrupted = True
+        summaries = summarize(rows)
     if as_json:
-        out = {"env": "kvlab/KVPressure-v0", "seed": seed, "scores": [s.to_dict() for s in scores]}
-        typer.echo(json.dumps(out))
-        return
-    short = {t: t.split("_")[0] for t in TERMS}
-    head = "  ".join(f"{short[t]:>8}" for t in TERMS)
+        typer.echo(
+            json.dumps(
+                {
+                    "env": "kvlab/KVPressure-v0",
+                    "kind": kind,
+                    "seed": seed,
+                    "evict_mode": evict_mode,
+                    "interrupted": interrupted,
+                    "results": [s.to_dict() for s in summaries],
+                }
+            )
+        )
+    else:
+        _print_pressure_table(summaries)
+    if interrupted:
+        typer.echo("interrupted: the table holds the episodes finished", err=True)
+        raise typer.Exit(130)
+
+
+def _print_pressure_table(summaries: list) -> None:
+    from kvlab.rl.pressure_rewards import TERMS
+
+    short = {
+        "failure_penalty": "fail",
+        "throughput_reward": "thru",
+        "headroom_bonus": "head",
+        "memory_efficiency": "mem",
+        "eviction_quality": "evq",
+        "latency_penalty": "lat",
+        "risky_eviction_penalty": "risky",
+    }
+    head = " ".join(f"{short[t]:>6}" for t in TERMS)
     typer.echo(
-        f"episode reward (mean +- 95% CI over {episodes} held-out seeds from {seed}) "
-        "and each term's mean score (unweighted)"
+        f"{'tier':>6} {'agent':>9} {'n':>3} {'reward':>16} {head} "
+        f"{'tokens':>7} {'fails':>6} {'swap_s':>7} {'evict':>6} {'compr':>6} {'swap':>6}"
     )
-    typer.echo(f"{'tier':>6} {'agent':>9}  {'reward':>16}  {head}")
-    for s in scores:
-        cells = "  ".join(f"{s.terms[t]:>8.3f}" for t in TERMS)
-        typer.echo(f"{s.difficulty:>6} {s.agent:>9}  {s.mean:>7.4f} +- {s.ci95:.4f}  {cells}")
+    for s in summaries:
+        m = s.term_means()
+        a = s.action_means()
+        terms = " ".join(f"{m[t]:>6.3f}" for t in TERMS)
+        typer.echo(
+            f"{s.difficulty:>6} {s.agent:>9} {len(s.rows):>3} "
+            f"{s.mean:>8.4f} +- {s.ci95:.4f} {terms} {m['tokens']:>7.0f} "
+            f"{m['failures']:>6.2f} {m['swap_latency_s']:>7.4f} {a.get('evict', 0):>6.2f} "
+            f"{a.get('compress', 0):>6.2f} {a.get('swap_to_cpu', 0):>6.2f}"
+        )
+    typer.echo(
+        "(terms: unweighted episode scores, means; reward = sum of weight x term; "
+        "evict / compr / swap: actions applied per episode)"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -145,7 +145,7 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         every_events: int = 4,
         usage_threshold: float = 0.9,
         warmup_usage: float = 0.5,
-        warmup_events: int = 16,
+        warmup_events: int = 8,
         pool_blocks: int = 512,
         block_size: int = 16,
         max_num_seqs: int = 32,
@@ -606,12 +606,14 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
             self.loop = None
 
 
-def heuristic_action(env: KVPressureEnv, high_usage: float = 0.9) -> np.ndarray:
+def heuristic_action(
+    env: KVPressureEnv, high_usage: float = 0.9, target_usage: float = 0.75
+) -> np.ndarray:
     """A value-aware rule (see docs/rl.md): act only when usage is at or above
     ``high_usage``; then, on the candidates ordered least valuable first (protected
     share, then progress, then the most blocks), free blocks until usage would fall
-    below ``high_usage``: compress where allowed, else swap where allowed, else evict;
-    never evict a request more than 80% done."""
+    below ``target_usage``: compress where allowed, else swap where allowed, else
+    evict; never evict a request more than 80% done."""
     out = np.zeros(env.k, dtype=np.int64)
     loop = env.loop
     if loop is None or not env._cands:
@@ -620,7 +622,7 @@ def heuristic_action(env: KVPressureEnv, high_usage: float = 0.9) -> np.ndarray:
     if usage < high_usage:
         return out
     usable = env._usable
-    need = int((usage - high_usage) * usable) + 1
+    need = int((usage - target_usage) * usable) + 1
     facts = env._facts
     mask = env._mask
     order = sorted(

@@ -1,64 +1,30 @@
-"""MaskablePPO on ``kvlab/KVPressure-v0`` and its evaluation next to the random and
-heuristic agents (what ``kvlab rl train --env kvpressure`` / ``kvlab rl eval --env
-kvpressure`` run).
+"""MaskablePPO on ``kvlab/KVPressure-v0`` (what ``kvlab rl train --env kvpressure``
+runs) and a trained policy's episodes next to the baselines of
+:mod:`kvlab.rl.pressure_baselines` (what ``kvlab rl eval-pressure --policy`` runs).
 
-Training: MaskablePPO (sb3-contrib, CPU torch) on one tier, episodes seeded from the
-training seed; the policy is saved as a zip, the training log (stable-baselines3's
-``progress.csv``: episode reward mean, losses, per rollout) and ``train.json`` (tier,
-steps, seed, wall time) beside it.
+Training: MaskablePPO (sb3-contrib, CPU torch) on one tier, the environment reset from
+the training seed and its episodes' scenarios drawn from that stream; the policy is
+saved as a zip, the training log (stable-baselines3's ``progress.csv``: episode reward
+mean, losses, per rollout) and ``train.json`` (tier, steps, seed, wall time) in
+``FILE-log/`` beside it.
 
-Evaluation: ``episodes`` held-out seeds (``seed, seed + 1, ...``; keep them apart from
-training's) per agent; per agent the episode reward (mean, 95% half-width) and the mean
-of each reward term (unweighted) and of the weight-0 metrics, from the environment's
-own info at the episode's end.
+Evaluation: the agent ``ppo`` plays the same held-out reset seeds as the baselines
+(deterministic actions, masked); its episodes are :class:`EpisodeRow` s like theirs, so
+one table reports every agent's reward and each term.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kvlab.errors import ConfigError
-from kvlab.rl.pressure_rewards import TERMS
-from kvlab.rl.pressure_tools import DIFFICULTIES, METRICS, make_env
-
-
-@dataclass(frozen=True)
-class PressureScore:
-    """One agent on one tier: episode rewards and the mean of each term / metric."""
-
-    agent: str
-    difficulty: str
-    rewards: tuple[float, ...]
-    terms: dict[str, float] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.rewards)) if self.rewards else 0.0
-
-    @property
-    def ci95(self) -> float:
-        n = len(self.rewards)
-        return 1.96 * float(np.std(self.rewards, ddof=1)) / math.sqrt(n) if n > 1 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "agent": self.agent,
-            "difficulty": self.difficulty,
-            "mean": self.mean,
-            "ci95": self.ci95,
-            "rewards": list(self.rewards),
-            "terms": dict(self.terms),
-            "metrics": dict(self.metrics),
-        }
+from kvlab.rl.pressure_tools import DIFFICULTIES, make_env
 
 
 def check_difficulty(difficulty: str) -> None:
@@ -159,64 +125,70 @@ def load_policy(path: Path) -> Any:
         raise ConfigError(f"{path}: not a MaskablePPO policy ({type(e).__name__}: {e})") from None
 
 
-def evaluate_pressure(
-    difficulty: str,
+def play_policy(env: Any, model: Any, seed: int) -> Any:
+    """One episode of a trained policy from reset seed ``seed``, as an
+    :class:`kvlab.rl.pressure_baselines.EpisodeRow` of agent ``ppo``."""
+    from kvlab.rl.kv_pressure import ACTIONS
+    from kvlab.rl.pressure_baselines import EpisodeRow
+
+    obs, info = env.reset(seed=seed)
+    actions = dict.fromkeys(ACTIONS[1:], 0)
+    done, steps = False, 0
+    while not done:
+        act, _ = model.predict(obs, action_masks=flat_mask(env), deterministic=True)
+        obs, _, term, trunc, info = env.step(np.asarray(act))
+        done = bool(term or trunc)
+        steps += 1
+        for k, v in info["applied"].items():
+            actions[k] += v
+    return EpisodeRow(
+        env.difficulty,
+        "ppo",
+        seed,
+        float(info["episode_reward"]),
+        dict(info["episode_terms"]),
+        actions,
+        steps,
+    )
+
+
+def evaluate_with_policy(
+    difficulties: Sequence[str],
+    agents: Sequence[str],
+    policy: Path | None,
     *,
     episodes: int = 10,
     seed: int = 1000,
-    learned: Path | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    kind: str = "mixed",
+    on_episode: Callable[[Any, int, int], None] | None = None,
     **env_kwargs: Any,
-) -> list[PressureScore]:
-    """Every agent on ``episodes`` seeded episodes of one tier (see module doc)."""
-    check_difficulty(difficulty)
-    if episodes < 1:
-        raise ConfigError(f"--episodes must be >= 1, got {episodes}")
-    model = load_policy(learned) if learned is not None else None
-    agents: dict[str, Callable[[Any, Any, np.random.Generator], np.ndarray]] = {
-        "random": _random_action,
-        "heuristic": _heuristic_action,
-    }
-    if model is not None:
-        agents["ppo"] = lambda env, obs, rng: np.asarray(
-            model.predict(obs, action_masks=flat_mask(env), deterministic=True)[0]
-        )
-    scores: list[PressureScore] = []
-    total = episodes * len(agents)
-    done_n = 0
-    for name, act in agents.items():
-        rewards: list[float] = []
-        terms = {t: 0.0 for t in TERMS}
-        metrics = {m: 0.0 for m in METRICS}
-        for ep in range(episodes):
-            env = make_env(difficulty, **env_kwargs)
-            obs, info = env.reset(seed=seed + ep)
-            rng = np.random.default_rng(seed + ep)
-            ep_reward, done = 0.0, False
-            while not done:
-                obs, r, term, trunc, info = env.step(act(env, obs, rng))
-                ep_reward += float(r)
-                done = bool(term or trunc)
-            rewards.append(ep_reward)
-            final = info["episode_terms"]  # unweighted episode scores and metrics
-            for t in TERMS:
-                terms[t] += float(final[t]) / episodes
-            for m in METRICS:
-                metrics[m] += float(final[m]) / episodes
-            done_n += 1
-            if progress is not None:
-                progress(done_n, total)
-        scores.append(PressureScore(name, difficulty, tuple(rewards), terms, metrics))
-    return scores
+) -> list[Any]:
+    """:func:`kvlab.rl.pressure_baselines.evaluate` of ``agents`` on each tier, then
+    (with ``policy``) the trained policy on the same seeds; the summaries tier by tier."""
+    from kvlab.rl.kv_pressure import KVPressureEnv
+    from kvlab.rl.pressure_baselines import evaluate, summarize
 
+    model = load_policy(policy) if policy is not None else None  # bad file: one line first
+    rows: list[Any] = []
+    per_tier = len(agents) * episodes + (episodes if model is not None else 0)
+    total = len(difficulties) * per_tier
 
-def _random_action(env: Any, obs: Any, rng: np.random.Generator) -> np.ndarray:
-    """Uniform among the actions the mask allows, slot by slot."""
-    mask = np.asarray(env.action_masks(), dtype=bool).reshape(env.k, -1)
-    return np.array([rng.choice(np.flatnonzero(row)) for row in mask], dtype=np.int64)
+    def seen(row: Any, _done: int, _total: int) -> None:
+        rows.append(row)
+        if on_episode is not None:
+            on_episode(row, len(rows), total)
 
-
-def _heuristic_action(env: Any, obs: Any, rng: np.random.Generator) -> np.ndarray:
-    from kvlab.rl.kv_pressure import heuristic_action
-
-    return np.asarray(heuristic_action(env))
+    for d in difficulties:
+        if agents:
+            evaluate([d], agents, episodes=episodes, seed=seed, kind=kind, on_episode=seen,
+                     **env_kwargs)  # fmt: skip
+        if model is None:
+            continue
+        check_difficulty(d)
+        env = KVPressureEnv(d, kind=kind, compact_info=False, **env_kwargs)
+        try:
+            for ep in range(episodes):
+                seen(play_policy(env, model, seed + ep), 0, 0)
+        finally:
+            env.close()
+    return summarize(rows)

@@ -18,7 +18,7 @@ kind's base session rate (:data:`REGIME_RATE`, times a uniform jitter in 0.8 - 1
 ``bursty`` is the high rate with gamma arrivals of burstiness
 :data:`BURSTY_BURSTINESS` (clumps of sessions, then gaps).
 
-Kinds (:data:`KINDS`): ``chat`` (two-turn chats over a shared system prompt),
+Kinds (:data:`KINDS`): ``chat`` (32 two-turn chats over a shared system prompt),
 ``agentic`` (tool loops whose prompts grow with tool outputs), ``mixed`` (one of the
 two per scenario, drawn from the seed). Their sizes are scaled down from the
 generators' defaults so that a request fits the smallest budget of the hardest tier
@@ -101,7 +101,7 @@ def make_scenario(difficulty: str, kind: str, seed: int, pool_blocks: int) -> Sc
         w = _generate(
             "chat",
             wseed,
-            sessions=48,
+            sessions=32,
             turns=2,
             rate_per_s=rate,
             think_time_s=2.0,
