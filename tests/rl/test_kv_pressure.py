@@ -370,3 +370,17 @@ def test_swap_charges_the_exact_transfer_as_latency() -> None:
     expected = out_ticks + loop.swap_ticks_for(held)
     assert loop.swap_ticks == expected
     assert info["episode_terms"]["swap_latency_s"] == expected / TICKS_PER_S
+
+
+def test_maskable_ppo_learns_a_few_steps_and_acts_within_the_mask() -> None:
+    sb3 = pytest.importorskip("sb3_contrib")
+    env = KVPressureEnv("hard", compact_info=False)
+    model = sb3.MaskablePPO("MlpPolicy", env, n_steps=32, batch_size=16, seed=0, verbose=0)
+    model.learn(32)
+    obs, info = env.reset(seed=1000)
+    for _ in range(5):
+        a, _ = model.predict(obs, action_masks=env.action_masks(), deterministic=True)
+        assert info["action_mask"][np.arange(8), a].all()
+        obs, _, done, _, info = env.step(a)
+        if done:
+            break
