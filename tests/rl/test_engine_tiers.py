@@ -172,6 +172,38 @@ def test_a_compressed_request_swaps_its_fewer_blocks_and_keeps_its_tier() -> Non
     assert loop.result().records[0].status == "ok"
 
 
+def test_a_compressed_request_preempted_is_recomputed_at_tier_0() -> None:
+    engine, loop = stepped_engine(one_request(), cfg(enable_prefix_caching=True))
+    (a,) = first_running(loop)
+    loop.compress(a)
+    assert loop.preempt(a) == 2 and loop.kv.num_free == 15
+    assert loop.advance_until(lambda s: True)
+    # readmitted at tier 0: its 2 full prompt blocks were still cached (blocks 1, 2 at
+    # the tail of the free queue), the rest recomputed into 1 new block
+    assert loop.tier(a) == 0 and a.blocks[:2] == [1, 2] and len(a.blocks) == 3
+    assert not loop.advance_until(lambda s: False)
+    rec = loop.result().records[0]
+    engine.close()
+    assert rec.status == "ok" and rec.num_preemptions == 1
+
+
+def test_the_swap_space_holds_whole_blocks() -> None:
+    # 1 MiB of host memory: two blocks of 512 KiB
+    engine, loop = stepped_engine(one_request(), cfg(), swap_space_gb=2 / 2048)
+    (a,) = first_running(loop)
+    assert loop.swap_capacity_blocks == 2 and not loop.can_swap(a)
+    with pytest.raises(ValueError, match=r"3 blocks do not fit in the swap space \(2 blocks"):
+        loop.swap_out(a)
+    loop.compress(a)  # 2 blocks now
+    assert loop.can_swap(a)
+    loop.swap_out(a)
+    assert loop.swapped_blocks == 2
+    assert not loop.advance_until(lambda s: False)
+    engine.close()
+    with pytest.raises(ConfigError, match="swap_space_gb"):
+        stepped_engine(one_request(), cfg(), swap_space_gb=-1.0)
+
+
 def test_swapped_requests_come_back_before_waiting_ones() -> None:
     # two slots: a and b run, c waits for a slot
     w = Workload(

@@ -103,6 +103,9 @@ class SteppedLoop(StepLoop):
         self.max_tier = max_tier(r.kv_dtype)
         kv = self.kv
         if type(kv) is KVManager:
+            # the tiered manager replaces the plain one before any request exists (a
+            # manager keeps no state but its pool and rules); the scheduler's admission
+            # is wrapped so that swapped requests come first (both no-ops while none is)
             self.tiers = TieredKV(kv)
             self.kv = self.sched.kv = self.tiers
             sched = self.sched
@@ -375,4 +378,5 @@ def stepped_engine(
     loop = engine.loop
     assert isinstance(loop, SteppedLoop)
     loop.swap_capacity_blocks = int(swap_space_gb * GIB // loop.r.block_bytes)
+    engine.kv = loop.kv  # the tiered manager, over the same pool
     return engine, loop

@@ -19,8 +19,10 @@ Actions: ``MultiDiscrete([4] * k)``, per candidate slot :data:`ACTIONS` ``keep``
 ``evict`` (1), ``compress`` (2), ``swap_to_cpu`` (3). ``evict`` preempts the request by
 recompute (:meth:`SteppedLoop.preempt`: its blocks are freed, it goes back to the
 waiting queue) or, with ``evict_mode="drop"``, drops it (a failure). ``compress`` and
-``swap_to_cpu`` call the loop's ``compress(seq)`` / ``swap_out(seq)`` where the engine
-has them (``can_compress`` / ``can_swap`` decide the mask). ``info["action_mask"]`` is
+``swap_to_cpu`` call the loop's ``compress(seq)`` (one KV dtype tier down, exact blocks,
+re-quantization on the clock) / ``swap_out(seq)`` (to host memory, the transfer on the
+clock; it comes back by itself), on the per-block pool the engine runs here; the loop's
+``can_compress`` / ``can_swap`` decide the mask. ``info["action_mask"]`` is
 a ``(k, 4)`` bool array (:meth:`KVPressureEnv.action_masks` the same, flat, for
 MaskablePPO): an empty slot allows only ``keep``; a masked action is played as ``keep``.
 
@@ -39,7 +41,8 @@ overflow a policy should prevent), requests dropped by ``evict_mode="drop"`` and
 requests rejected on arrival; tokens = output tokens made in the episode; usage = KV
 usage at each decision; overflow = any such scheduler preemption; evicted tokens =
 computed tokens of evicted requests, protected = those in system or context segments;
-swap latency = seconds the loop's ``swap_out`` charged.
+swap latency = seconds of swap transfers the loop charged on its clock in the episode
+(out and back in).
 
 Invariant: the same constructor arguments and reset seed give the same trajectory
 under the same actions (the engine and the scenarios are deterministic).
@@ -257,9 +260,12 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
             max_num_batched_tokens=2048,
             extents=False,  # compress and swap need the per-block pool
         )
+        # as kvlab.rl.engine_steps.stepped_engine builds it, with this loop class (the
+        # swap space: its default, vLLM's 4 GiB)
         self._engine = Engine(sc.workload, cfg, loop_class=PressureLoop)
         loop = self._engine.loop
         assert isinstance(loop, PressureLoop)
+        self._engine.kv = loop.kv  # the tiered manager, over the same pool
         self.loop = loop
         loop.observe_with(self._on_event)
         self._usable = sc.num_blocks - 1
