@@ -73,3 +73,51 @@ def test_bad_input_is_one_line(argv: list[str], tmp_path: Path) -> None:
     assert r.code in (1, 2)
     assert not r.traceback
     assert r.one_line_error()
+
+
+def test_kvpressure_train_then_eval_per_term(tmp_path: Path) -> None:
+    pytest.importorskip("kvlab.rl.kv_pressure")
+    out = tmp_path / "kvp.zip"
+    r = run_cli(
+        ["rl", "train", "--env", "kvpressure", "--difficulty", "hard", "-o", str(out),
+         "--steps", "32", "--seed", "1", "--json"]
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    got = json.loads(r.out)
+    assert got["policy"] == str(out) and out.is_file() and got["difficulty"] == "hard"
+    log = tmp_path / "kvp-log"
+    assert (log / "progress.csv").is_file()
+    assert json.loads((log / "train.json").read_text())["seed"] == 1
+    assert "step 32/32" in r.err
+    r = run_cli(
+        ["rl", "eval-pressure", "-d", "easy", "--agents", "random,heuristic", "--policy",
+         str(out), "--episodes", "2", "--seed", "500", "--json"]
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    results = json.loads(r.out)["results"]
+    assert [s["agent"] for s in results] == ["random", "heuristic", "ppo"]
+    from kvlab.rl.pressure_rewards import DEFAULT_WEIGHTS
+
+    for s in results:
+        assert s["episodes"] == 2 and s["difficulty"] == "easy"
+        # the episode reward is the weighted sum of the term scores (means of sums)
+        weighted = sum(DEFAULT_WEIGHTS[t] * s["terms_mean"][t] for t in DEFAULT_WEIGHTS)
+        assert weighted == pytest.approx(s["reward_mean"], abs=1e-9)
+    assert "episode 6/6: easy ppo seed 501" in r.err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["rl", "train", "-o", "x.zip"],  # --env prefix needs TRACE
+        ["rl", "train", "shape:agentic", "--env", "kvpressure", "-o", "x.zip"],
+        ["rl", "train", "--env", "gridworld", "-o", "x.zip"],
+        ["rl", "train", "--env", "kvpressure", "--difficulty", "extreme", "-o", "x.zip"],
+        ["rl", "eval-pressure", "--policy", "missing.zip"],
+    ],
+)
+def test_kvpressure_bad_input_is_one_line(argv: list[str]) -> None:
+    r = run_cli(argv)
+    assert r.code in (1, 2)
+    assert not r.traceback
+    assert r.one_line_error()

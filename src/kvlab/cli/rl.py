@@ -1,5 +1,6 @@
 """``kvlab rl``: train and evaluate eviction policies on ``kvlab/PrefixEviction-v0``;
-evaluate the baselines of ``kvlab/KVPressure-v0`` per tier."""
+train MaskablePPO on ``kvlab/KVPressure-v0`` (``train --env kvpressure``) and evaluate
+it with the baselines per tier (``eval-pressure``)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,34 @@ rl_app = typer.Typer(
         "Reinforcement learning on kvlab/PrefixEviction-v0 (the rl extra): train a "
         "MaskablePPO eviction policy on a workload, evaluate it against LRU, LFU, FIFO, "
         "S3-FIFO, retention classes and Belady's offline bound on held-out traces. "
-        "eval-pressure: the keep / random / heuristic agents of kvlab/KVPressure-v0 "
-        "(keep, evict, compress, swap under KV pressure) on every tier."
+        "train --env kvpressure: MaskablePPO on a tier of kvlab/KVPressure-v0 (keep, "
+        "evict, compress, swap under KV pressure). eval-pressure: the keep / random / "
+        "heuristic agents (and a trained policy, --policy) on every tier."
     ),
     no_args_is_help=True,
 )
 
 _TRACE_HELP = (
     "Workload file or built-in trace (mooncake-conversation, mooncake-synthetic, azure-conv, "
-    "azure-code), or shape:NAME[:SEED] for a generated workload (e.g. shape:agentic:7)."
+    "azure-code), or shape:NAME[:SEED] for a generated workload (e.g. shape:agentic:7). "
+    "For --env prefix only."
 )
+_ENV_HELP = "prefix (kvlab/PrefixEviction-v0, needs TRACE) or kvpressure (kvlab/KVPressure-v0)."
+_DIFFICULTY_HELP = "KVPressure tier: easy, medium or hard."
+ENVS = ("prefix", "kvpressure")
+
+
+def _env_choice(env: str, trace: str | None) -> str:
+    """The checked --env; TRACE goes with prefix only."""
+    from kvlab.errors import ConfigError
+
+    if env not in ENVS:
+        raise ConfigError(f"--env must be one of {', '.join(ENVS)}, got {env!r}")
+    if env == "prefix" and trace is None:
+        raise ConfigError("TRACE is required with --env prefix (kvlab rl train TRACE -o FILE)")
+    if env == "kvpressure" and trace is not None:
+        raise ConfigError(f"--env kvpressure takes no TRACE (got {trace!r}); use --difficulty")
+    return env
 
 
 def _trace(spec: str, block_size: int) -> object:
@@ -50,7 +69,7 @@ def _trace(spec: str, block_size: int) -> object:
 
 @rl_app.command("train")
 def train_cmd(
-    trace: str = typer.Argument(..., help=_TRACE_HELP),
+    trace: str | None = typer.Argument(None, help=_TRACE_HELP),
     out: Path = typer.Option(..., "-o", "--out", help="Where to save the policy (.zip)."),
     steps: int = typer.Option(20_000, "--steps", help="Training decisions (env steps)."),
     seed: int = typer.Option(0, "--seed", help="Training seed."),
@@ -60,14 +79,17 @@ def train_cmd(
         0.1, "--capacity-fraction", help="Cache capacity as a fraction of distinct blocks."
     ),
     k: int = typer.Option(8, "--k", help="Candidates per eviction (the LRU-most k)."),
+    env: str = typer.Option("prefix", "--env", help=_ENV_HELP),
+    difficulty: str = typer.Option("medium", "--difficulty", help=_DIFFICULTY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
-    """Train MaskablePPO on PrefixEviction-v0 over TRACE and save the policy."""
+    """Train MaskablePPO and save the policy: on PrefixEviction-v0 over TRACE, or with
+    --env kvpressure on a KVPressure-v0 tier (its log and train.json in FILE-log/)."""
     import time
 
     from kvlab.errors import ConfigError
-    from kvlab.rl.evaluate import train
 
+    _env_choice(env, trace)
     if steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}")
     from kvlab.cli.options import output_file
@@ -75,6 +97,12 @@ def train_cmd(
     output_file(out, "--out", make_parent=True)  # before training: a bad place is one line
     if out.suffix != ".zip":  # the file the policy is saved to
         output_file(out.with_name(out.name + ".zip"), "--out", make_parent=True)
+    if env == "kvpressure":
+        _train_pressure(out, difficulty, steps, seed, as_json)
+        return
+    assert trace is not None
+    from kvlab.rl.evaluate import train
+
     t0 = time.perf_counter()
     prefix = _trace(trace, block_size)
     typer.echo(f"training MaskablePPO for {steps} steps (seed {seed}) ...", err=True)
@@ -92,6 +120,43 @@ def train_cmd(
         typer.echo(json.dumps({"policy": str(path), "steps": steps, "seed": seed, "wall_s": wall}))
     else:
         typer.echo(f"saved {path} ({steps} steps, seed {seed}, {wall:.1f} s)")
+
+
+def _train_pressure(out: Path, difficulty: str, steps: int, seed: int, as_json: bool) -> None:
+    import time
+
+    from kvlab.rl.pressure_ppo import check_difficulty, train_pressure
+
+    check_difficulty(difficulty)
+    t0 = time.perf_counter()
+    typer.echo(
+        f"training MaskablePPO on KVPressure-v0 {difficulty} for {steps} steps (seed {seed}) ...",
+        err=True,
+    )
+
+    def progress(i: int, n: int) -> None:
+        typer.echo(f"step {i}/{n}", err=True)
+
+    path = train_pressure(difficulty, out, steps=steps, seed=seed, progress=progress)
+    wall = time.perf_counter() - t0
+    log = path.with_name(path.stem + "-log")
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "policy": str(path),
+                    "env": "kvlab/KVPressure-v0",
+                    "difficulty": difficulty,
+                    "steps": steps,
+                    "seed": seed,
+                    "wall_s": wall,
+                    "log": str(log / "progress.csv"),
+                }
+            )
+        )
+    else:
+        typer.echo(f"saved {path} ({difficulty}, {steps} steps, seed {seed}, {wall:.1f} s)")
+        typer.echo(f"log: {log}")
 
 
 @rl_app.command("eval")
@@ -150,12 +215,17 @@ def eval_pressure_cmd(
     evict_mode: str = typer.Option(
         "recompute", "--evict-mode", help="evict = recompute (preempt) or drop (a failure)."
     ),
+    policy: Path | None = typer.Option(
+        None, "--policy", help="A policy saved by `kvlab rl train --env kvpressure`: agent ppo."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
-    """Reward (mean +- 95% CI) and every reward term of the KVPressure-v0 baselines,
-    per tier, on held-out seeded episodes. Ctrl-C prints the episodes finished."""
+    """Reward (mean +- 95% CI) and every reward term of the KVPressure-v0 baselines
+    (and of a trained policy, --policy), per tier, on held-out seeded episodes. Ctrl-C
+    prints the episodes finished."""
     from kvlab.errors import ConfigError
-    from kvlab.rl.pressure_baselines import EpisodeRow, evaluate, summarize
+    from kvlab.rl.pressure_baselines import EpisodeRow, summarize
+    from kvlab.rl.pressure_ppo import evaluate_with_policy
     from kvlab.rl.pressure_scenario import DIFFICULTIES
 
     tiers = list(DIFFICULTIES) if difficulty == "all" else [difficulty]
@@ -174,9 +244,10 @@ def eval_pressure_cmd(
 
     interrupted = False
     try:
-        summaries = evaluate(
+        summaries = evaluate_with_policy(
             tiers,
             names,
+            policy,
             episodes=episodes,
             seed=seed,
             kind=kind,
