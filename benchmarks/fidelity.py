@@ -124,8 +124,9 @@ PRESSURE_MAX_MODEL_LEN = 768
 #: name -> chat workload at 8 sessions/s on that server. Single turns of ~130 prompt and
 #: ~190 output tokens: each grows by 6 blocks while ~8 run, so the 32 blocks run out
 #: mid-decode and the scheduler preempts (47 times on the server when tried at a load
-#: average of 4). Three-turn chats (history re-sent, the scripted answers too) preempt
-#: as well (29 there) but their prefix hits depend on answers the server did not write.
+#: average of 4). Three-turn chats (history re-sent) preempt as well (29 there). Every
+#: multi-turn workload is replayed with the server's own answers (``history="server"``)
+#: and its transcript is what is simulated (see ``with_transcripts``).
 PRESSURE: dict[str, dict[str, Any]] = {
     "chat-8rps-32-blocks (pressure)": dict(
         seed=22,
@@ -203,8 +204,10 @@ def replay_all(server: Any, wls: dict[str, Any], out: Path, sweep: Any = None) -
     """Replay each workload not yet in ``out`` on ``server`` (started here if needed),
     after the calibration sweep ``sweep`` (a SweepDesign, into ``out/sweep``) if given."""
     from kvlab.backends.openai import OpenAIBackend, OpenAIConfig
+    from kvlab.backends.transcript import TRANSCRIPT_FILE
     from kvlab.calibrate.sweep import run_sweep
     from kvlab.results import RunResult
+    from kvlab.workload.io import write_workload
 
     runs: dict[str, Any] = {}
     todo = [n for n in wls if not (out / _dir(n) / "summary.json").exists()]
@@ -227,13 +230,21 @@ def replay_all(server: Any, wls: dict[str, Any], out: Path, sweep: Any = None) -
             print(f"sweep replayed in {time.perf_counter() - t1:.0f} s; {_load()}", flush=True)
         for n in todo:
             wl = wls[n]
-            # sent as the workload says (no client-side cap), as the simulator takes it
+            # sent as the workload says (no client-side cap), as the simulator takes it;
+            # sessions with the server's own answers (the transcript is what is simulated)
             cfg = OpenAIConfig(
-                endpoint=server.url, model=server.model, cache_mode="cold", metrics_interval_s=0.1
+                endpoint=server.url,
+                model=server.model,
+                cache_mode="cold",
+                metrics_interval_s=0.1,
+                history="server" if _multi_turn(wl) else "scripted",
             )
             t1 = time.perf_counter()
-            real = OpenAIBackend(cfg).run(wl)
+            backend = OpenAIBackend(cfg)
+            real = backend.run(wl)
             real.save(out / _dir(n))
+            if backend.transcript is not None:
+                write_workload(backend.transcript.workload(), out / _dir(n) / TRANSCRIPT_FILE)
             runs[n] = real
             print(
                 f"replayed {n}: {len(real.records)} requests in {time.perf_counter() - t1:.0f} s",
@@ -246,6 +257,28 @@ def replay_all(server: Any, wls: dict[str, Any], out: Path, sweep: Any = None) -
 
 def _dir(name: str) -> str:
     return name.split(" ")[0]
+
+
+def _multi_turn(wl: Any) -> bool:
+    """Whether a session of ``wl`` has a second turn (which re-sends an answer)."""
+    from collections import Counter
+
+    turns = Counter(r.session_id for r in wl.requests if r.session_id is not None)
+    return bool(turns) and max(turns.values()) > 1
+
+
+def with_transcripts(wls: dict[str, Any], out: Path) -> dict[str, Any]:
+    """``wls`` with each multi-turn workload replaced by the transcript its replay kept
+    (``kvlab replay --history server``): what was sent, the server's answers re-sent."""
+    from kvlab.backends.transcript import TRANSCRIPT_FILE
+    from kvlab.workload.detect import load_workload
+
+    return {
+        n: load_workload(str(out / _dir(n) / TRANSCRIPT_FILE))
+        if (out / _dir(n) / TRANSCRIPT_FILE).exists()
+        else wl
+        for n, wl in wls.items()
+    }
 
 
 def compare(name: str, wl: Any, real: Any, base: Any, cal: Any) -> list[dict[str, Any]]:
@@ -261,6 +294,7 @@ def compare(name: str, wl: Any, real: Any, base: Any, cal: Any) -> list[dict[str
         ("calibrated", cfg.replace(cost_model=CalibratedCost.from_calibration(cal, "calib.json"))),
     ):
         sim = simulate(wl, c)
+        by_id = {s.request_id: s for s in sim.records}
         rs, ss = real.summary, sim.summary
         rows.append(
             {
@@ -277,8 +311,10 @@ def compare(name: str, wl: Any, real: Any, base: Any, cal: Any) -> list[dict[str
                 "hits_sim": ss.get("prefix_cache_hits"),
                 "_pairs": [
                     (r.ttft_s, s.ttft_s, r.e2e_s, s.e2e_s)
-                    for r, s in zip(real.records, sim.records, strict=True)
-                    if r.ttft_s is not None and s.ttft_s is not None
+                    for r in real.records
+                    if (s := by_id.get(r.request_id)) is not None
+                    and r.ttft_s is not None
+                    and s.ttft_s is not None
                 ],
             }
         )
@@ -472,6 +508,7 @@ def main(out: Path, quick: bool) -> None:
     )
     runs.update(replay_all(small, pressure_wl, out))
     wls.update(pressure_wl)
+    wls = with_transcripts(wls, out)
     print(f"replays done: {_load()}", flush=True)
 
     base = SimConfig(model=str(model_dir), gpu="h100-sxm")
