@@ -193,3 +193,27 @@ def test_cli_needs_runs_or_an_endpoint(tmp_path: Path, cli: Callable[[list[str]]
     dead = cli(["calibrate", "--endpoint", "http://127.0.0.1:9", "-o", str(tmp_path / "c.json")])
     assert dead.code in (1, 2) and not dead.traceback
     assert "127.0.0.1:9" in dead.one_line_error()
+
+
+def test_four_observations_fit_without_the_attention_term() -> None:
+    """One observation per coefficient fits all five; with one fewer the attention term is
+    left out (0, with a note) and the other four are fitted from exact data; fewer than
+    that is one line naming the minimum."""
+    from kvlab.errors import ConfigError
+
+    def step(kind: str, tokens: float, kv: float, pairs: float) -> float:
+        return 0.002 + 1e-5 * tokens + 1e-9 * kv + (0.004 if kind == "prefill" else 0.0)
+
+    shapes = [("decode", 4, 4e5, 0), ("decode", 8, 9e5, 0), ("prefill", 100, 1e5, 5e3),
+              ("prefill", 300, 3e5, 4e4)]  # fmt: skip
+    obs = [
+        Observation(k, t, kv, step(k, t, kv, a), f"r{i}", attn_pairs=a)
+        for i, (k, t, kv, a) in enumerate(shapes)
+    ]
+    cal = fit(obs, 512.0)
+    assert cal.coefficients["per_attn_pair_s"] == 0.0
+    assert any(n.startswith("per_attn_pair_s: not fitted (4 observations") for n in cal.notes)
+    assert cal.coefficients["overhead_s"] == pytest.approx(0.002, rel=1e-6)
+    assert cal.coefficients["request_overhead_s"] == pytest.approx(0.004, rel=1e-6)
+    with pytest.raises(ConfigError, match=r"only 3 usable step observations \(need >= 4\)"):
+        fit(obs[:3], 512.0)

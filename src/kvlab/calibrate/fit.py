@@ -337,13 +337,20 @@ def fit(
     import numpy as np
 
     usable = [o for o in obs if o.seconds > 0]
-    if len(usable) < len(COEFFICIENTS):
+    # one observation per coefficient; with one fewer, the attention term (the last,
+    # the smallest on short prompts) is left out: 0, with a note saying so
+    least = len(COEFFICIENTS) - 1
+    if len(usable) < least:
         raise ConfigError(
-            f"only {len(usable)} usable step observations (need >= {len(COEFFICIENTS)}): "
+            f"only {len(usable)} usable step observations (need >= {least}): "
             "replay more requests with streaming, some of them alone on the server"
         )
+    with_attn = len(usable) >= len(COEFFICIENTS)
     rows = np.array(
-        [[1.0, o.tokens, o.kv_bytes, float(o.kind == "prefill"), o.attn_pairs] for o in usable],
+        [
+            [1.0, o.tokens, o.kv_bytes, float(o.kind == "prefill"), o.attn_pairs * with_attn]
+            for o in usable
+        ],
         dtype=float,
     )
     y = np.array([o.seconds for o in usable], dtype=float)
@@ -354,6 +361,11 @@ def fit(
         for j in _unidentified(rows / y[:, None])
         if COEFFICIENTS[j] != "per_attn_pair_s" or rows[:, 4].any()
     ]
+    if not with_attn:
+        notes.append(
+            f"per_attn_pair_s: not fitted ({len(usable)} observations, one per coefficient "
+            "needed to fit it too); 0"
+        )
     cal = Calibration(
         {k: float(v) for k, v in zip(COEFFICIENTS, coef, strict=True)},
         kv_bytes_per_token,
