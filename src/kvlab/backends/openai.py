@@ -684,13 +684,8 @@ class OpenAIBackend:
         if state.transcript is not None:
             await self._job_with_answers(post, job, state, cap, start_s)
             return
-        due = start_s
         for k, req in enumerate(job.requests):
-            if k > 0:
-                due = state.now_s() + (req.think_time_s or 0.0)
-                delay = due - state.now_s()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+            due = await _turn_due(state, req, start_s if k == 0 else None)
             if state.stop.is_set():
                 return
             state.timer_lateness_s.append(state.now_s() - due)
@@ -716,13 +711,8 @@ class OpenAIBackend:
         turn goes to the transcript; a failed turn ends the session."""
         transcript, seg_text = state.transcript, state.seg_text
         assert transcript is not None and seg_text is not None
-        due = start_s
         for k, req in enumerate(job.requests):
-            if k > 0:
-                due = state.now_s() + (req.think_time_s or 0.0)
-                delay = due - state.now_s()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+            due = await _turn_due(state, req, start_s if k == 0 else None)
             if state.stop.is_set():
                 return
             state.timer_lateness_s.append(state.now_s() - due)
@@ -918,6 +908,18 @@ _UNKNOWN_COUNTS: dict[str, Any] = {
     "offload_hit_tokens": None,
     "num_preemptions": None,
 }
+
+
+async def _turn_due(state: _Run, req: Request, first_due: float | None) -> float:
+    """When ``req`` is due, having waited for it: ``first_due`` for a job's first turn,
+    else its think time after now (the previous turn has just ended)."""
+    if first_due is not None:
+        return first_due
+    due = state.now_s() + (req.think_time_s or 0.0)
+    delay = due - state.now_s()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    return due
 
 
 def _tuple(ids: list[int] | None) -> tuple[int, ...] | None:
