@@ -5,7 +5,6 @@ Prints medians over ``--repeats`` runs, each in a fresh process:
 * engine: ``simulate()`` on the shipped Azure 2023 conversation and Mooncake
   conversation traces (Llama-3.1-8B on H100, prefix caching on), the trace
   already loaded; preparation (naming every request's block keys) included;
-  also with ``workers=2`` (a second process names the keys);
 * prepared: the same workload prepared once, then run twice: the second run
   is what a sweep, a stress search or an RL episode pays; then once more with
   each scheduling mode forced (``async_scheduling`` false and true: vLLM's
@@ -13,8 +12,7 @@ Prints medians over ``--repeats`` runs, each in a fresh process:
 * policies: the whole ``kvlab simulate`` command on Mooncake with
   ``--policy lru|s3fifo|lfu``;
 * cold start: the whole command on a one-request workload;
-* scale: the whole command on the Azure trace tiled to ``--sizes`` requests
-  (the new version also with ``--workers 2``),
+* scale: the whole command on the Azure trace tiled to ``--sizes`` requests,
   with the peak RSS of the process.
 
 With ``--baseline DIR`` (the root of another checkout of kvlab, e.g. a
@@ -69,10 +67,6 @@ else:
     t1 = time.perf_counter()
     simulate(p, cfg)
     out["first_s"], out["second_s"] = t1 - t0, time.perf_counter() - t1
-if "workers" in {f.name for f in dataclasses.fields(SimConfig)}:
-    t0 = time.perf_counter()
-    simulate(wl, cfg.replace(workers=2))
-    out["workers2_s"] = time.perf_counter() - t0
 if "async_scheduling" in {f.name for f in dataclasses.fields(SimConfig)}:
     for mode in ("sync", "async"):  # on the prepared workload, the mode forced
         t0 = time.perf_counter()
@@ -202,8 +196,6 @@ def bench(
         show("simulate(), preparation included", med, "simulate_s")
         show("of which the run loop (wall_s)", med, "loop_s")
         new = med["new"]
-        if "workers2_s" in new:
-            show("simulate() with workers=2, preparation included", _as(med, "workers2_s"), "s")
         if "second_s" in new:
             show("engine on a prepared workload (new: second run)", _as(med, "second_s"), "s")
         if "second_s" in new:
@@ -261,11 +253,7 @@ def _scale(versions: dict[str, Path], repeats: int, tmp: Path, n: int) -> None:
 
     def scale(root: Path, path: Path = path) -> dict[str, float]:
         wall, rss = whole(root, simulate_cmd(path, tmp / "run"))
-        out = {"wall_s": wall, "rss_mb": rss}
-        if root == REPO:
-            wall, rss = whole(root, simulate_cmd(path, tmp / "run", "--workers", "2"))
-            out |= {"w2_wall_s": wall, "w2_rss_mb": rss}
-        return out
+        return {"wall_s": wall, "rss_mb": rss}
 
     med = interleaved(versions, max(1, repeats // 3) if n >= 500_000 else repeats, scale)
     print(f"tiled azure, {n:,} requests, whole command:", flush=True)
@@ -273,12 +261,6 @@ def _scale(versions: dict[str, Path], repeats: int, tmp: Path, n: int) -> None:
     show("peak RSS", med, "rss_mb", "MB")
     for v, m in med.items():
         print(f"    {v}: {n / m['wall_s']:,.0f} req/s", flush=True)
-    w2 = med["new"]
-    print(
-        f"  new with --workers 2: {w2['w2_wall_s']:,.3f} s, {n / w2['w2_wall_s']:,.0f} req/s,"
-        f" peak RSS of the largest process {w2['w2_rss_mb']:,.0f} MB",
-        flush=True,
-    )
     path.unlink()
 
 

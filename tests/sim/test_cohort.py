@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from kvlab.sim.cohort import Cohort
-from kvlab.sim.sequence import NEVER
+from kvlab.sim.prepare import NEVER
 
 
 def member(computed: int, nblocks: int, out: int, max_out: int, run_seq: int) -> SimpleNamespace:

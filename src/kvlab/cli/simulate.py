@@ -301,14 +301,6 @@ PARAMS: tuple[Param, ...] = (
         ("--set",),
     ),
     Param("seed", "int", 0, "Seed (for traces without timestamps).", ("--seed",)),
-    Param(
-        "workers",
-        "int",
-        1,
-        "Processes: 1 (all in this one) or 2 (a second process names the workload's "
-        "block keys while the run starts; same results, faster on large traces).",
-        ("--workers",),
-    ),
     PERCENTILES_PARAM,
     GOODPUT_PARAM,
     Param("as_json", "flag", False, "Print summary.json to stdout.", ("--json",)),
@@ -366,7 +358,6 @@ def run_command(
     as_json: bool,
     quiet: bool,
     plot: bool = False,
-    workers: int = 1,
     percentiles: str = "99",
     goodput: list[str] | tuple[str, ...] = (),
     on_loaded: Callable[[], object] | None = None,
@@ -407,8 +398,6 @@ def run_command(
         sets=sets,
         async_scheduling=async_scheduling,
     )
-    if workers != cfg.workers:
-        cfg = cfg.replace(workers=workers)
     if calibration is not None:
         from kvlab.calibrate import load_calibration
         from kvlab.sim.cost_model import CalibratedCost

@@ -370,8 +370,6 @@ def stepped_engine(
     """An engine on ``workload`` whose loop is a :class:`SteppedLoop` (the per-block or
     extent pool ``cfg`` asks for; priority or FCFS scheduling). ``swap_space_gb``: host
     memory for swapped KV (vLLM's ``swap_space``)."""
-    if cfg.workers > 1:
-        raise ConfigError("a stepped engine runs in one process (workers=1)")
     if not swap_space_gb >= 0:
         raise ConfigError(f"swap_space_gb must be >= 0, got {swap_space_gb!r}")
     engine = Engine(workload, cfg, loop_class=SteppedLoop)

@@ -22,7 +22,7 @@ from itertools import accumulate, cycle, islice
 from typing import Any
 
 from kvlab.sim.extents import ExtentKV, ExtentSeq
-from kvlab.sim.sequence import NEVER
+from kvlab.sim.prepare import NEVER
 
 #: Step ticks kept before the ones older than every member are dropped.
 TRIM_STEPS = 1 << 16

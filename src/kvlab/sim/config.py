@@ -34,11 +34,6 @@ class SimConfig:
     (:mod:`kvlab.sim.extents`, same results for every eviction policy that
     supports them, much faster); False runs the per-block reference pool. The
     run's provenance says which was used (``kv_pool``, ``kv_pool_reason``).
-    ``workers``: 1 runs everything in the calling process; 2 lets a second process
-    name the workload's block keys while the run starts
-    (:class:`kvlab.sim.names.NamingWorker`; only for workloads of at least
-    :data:`kvlab.sim.names.MIN_WORKER_REQUESTS` requests not yet named). Results are
-    the same either way.
     ``async_scheduling``: follow vLLM's ``AsyncScheduler`` (two batches in flight,
     output placeholders; :mod:`kvlab.sim.async_loop`) instead of the synchronous
     ``Scheduler``. vLLM turns it on by default on GPUs (its CPU platform forces it
@@ -74,15 +69,9 @@ class SimConfig:
     cost_model: Any = None
     sample_interval_s: float = 0.5
     seed: int = 0
-    workers: int = 1
     async_scheduling: bool = False
 
     def __post_init__(self) -> None:
-        if self.workers not in (1, 2) or isinstance(self.workers, bool):
-            raise ConfigError(
-                f"workers must be 1 (all in this process) or 2 (block keys named by a "
-                f"second process while the run starts), got {self.workers!r}"
-            )
         if not isinstance(self.async_scheduling, bool):
             raise ConfigError(
                 f"async_scheduling must be true or false, got {self.async_scheduling!r}"

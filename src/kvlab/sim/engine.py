@@ -26,9 +26,7 @@ Where things are:
 
 The pool, loop and scheduler a run used are in its provenance (``kv_pool``,
 ``kv_pool_reason``, ``sim_loop``, ``scheduler``). Nothing here forks, switches the garbage
-collector or reads the wall clock for simulated time; ``SimConfig(workers=2)``
-starts one child interpreter to name block keys (:mod:`kvlab.sim.names`),
-stopped by :meth:`Engine.close`.
+collector, starts a process or reads the wall clock for simulated time.
 """
 
 from __future__ import annotations
@@ -79,9 +77,9 @@ class Engine:
         :class:`kvlab.rl.engine_steps.SteppedLoop`)."""
         self.cfg = cfg
         self.r = r = resolve(cfg)
-        prepared = prepare(workload, r.block_size)
+        # a plain workload is prepared for this run only: nothing kept for later runs
+        prepared = prepare(workload, r.block_size, keep=False)
         prepared.check_capacity(r.max_model_len, r.num_blocks)
-        self._names = prepared.names
         offload = None
         if r.offload_blocks > 0:
             offload = OffloadTier(
@@ -126,8 +124,6 @@ class Engine:
         if loop_class is None:
             loop_class = choose_loop(cfg, self.kv_choice)
         self.loop = loop_class(prepared, cfg, r, self.kv_choice, self.sched, offload, progress)
-        if cfg.workers > 1:
-            self._names.start_worker()
 
     def run(self) -> RunResult:
         result = self.loop.run()
@@ -142,7 +138,6 @@ class Engine:
     def close(self) -> None:
         """Break the run's reference cycles (the extent pool's free-queue ring, the
         scheduler's callbacks) once its result is out; the engine is unusable afterwards."""
-        self._names.stop_worker()
         self.sched.on_free = None
         self.sched.lower_tier = None
         self.kv.close()

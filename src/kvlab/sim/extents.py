@@ -43,7 +43,8 @@ from kvlab.sim.kv_manager import AdmissionRules, cdiv
 from kvlab.sim.policies.base import EvictionPolicy, ExtentQueue
 from kvlab.sim.policies.keyed import DEFAULT_RANK
 from kvlab.sim.policies.lru import LRU, LRUQueue
-from kvlab.sim.sequence import NEVER, Seq
+from kvlab.sim.prepare import NEVER
+from kvlab.sim.sequence import Seq
 
 #: Histogram slots of the extent pool: bins of ages below 2**255 ticks (the engine
 #: rejects times that could reach them).

@@ -15,23 +15,16 @@ in a third to a half of the time, leaving no objects for the garbage
 collector; a trace without prefix information in plain Python,
 :func:`name_unique_prompts`), and keeps the walk for a workload with a segment too long for a key,
 whose error must surface when a run reaches that request, and for a small one
-while numpy is not loaded (:func:`vectorize`). With
-``SimConfig(workers=2)`` a second process walks the requests while the run
-starts (:class:`NamingWorker`; slower than naming in process now):
-a fresh interpreter (``python -m kvlab.sim.names``, started by :mod:`subprocess`:
-safe in a process with threads, nothing is forked), fed the segments as integer
-arrays and streaming the packed names back in chunks. The
-names are the same either way (the child runs the same walk on content ids
-numbered in first-seen order); if the child dies, hangs past
-:data:`WORKER_TIMEOUT_S` or rejects a request, the table names the rest in the
-calling process, which raises the walk's own error where there is one.
+while numpy is not loaded (:func:`vectorize`). Naming is done in the calling
+process: a second process walking the requests while the run starts was measured
+slower than naming in process with numpy (docs/simulator.md).
 """
 
 from __future__ import annotations
 
 from array import array
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from kvlab.sim.hashing import OFFSET_BITS, ChainInterner
 from kvlab.workload.records import Request
@@ -345,199 +338,6 @@ def vectorize(requests: Sequence[Request]) -> bool:
     return False
 
 
-#: Seconds the table waits for the next chunk of a naming worker that is alive
-#: before it stops it and names the rest itself.
-WORKER_TIMEOUT_S = 60.0
-#: Fewer requests than this to name are named in the calling process even with
-#: ``workers=2`` (starting the child costs more than it saves).
-MIN_WORKER_REQUESTS = 2000
-#: Requests per chunk a worker sends: small first (the run starts at once), then larger.
-FIRST_CHUNK, CHUNK = 256, 1024
-
-
-class _Seg(NamedTuple):
-    """A segment as the walk reads it, with an integer content id (worker side)."""
-
-    content_id: int
-    tokens: int
-
-
-class NamingInput(NamedTuple):
-    """What naming needs of a workload, as flat integer arrays (pickled to a worker
-    cheaply): request i's segments are ``contents[seg_end[i - 1]:seg_end[i]]`` /
-    ``tokens[...]`` (content ids numbered in first-seen order), its named output
-    ``out_content[i]`` (-1: none), and ``lengths[c]`` the most tokens of content c."""
-
-    contents: array
-    tokens: array
-    seg_end: array
-    out_content: array
-    lengths: array
-
-
-def naming_input(requests: Sequence[Request]) -> NamingInput:
-    """The arrays of :class:`NamingInput` for ``requests``. Content ids may be
-    numbered in any order (the walk only compares them), so they are numbered by
-    C-level passes: a comprehension per field, ``dict.fromkeys`` for the distinct
-    ids, numpy for the most tokens of each."""
-    import numpy as np
-
-    segs = [seg for q in requests for seg in q.segments]
-    cids = [seg.content_id for seg in segs]
-    toks = array("q", [seg.tokens for seg in segs])
-    del segs
-    outs = [q.output_content_id for q in requests]
-    named = [i for i, o in enumerate(outs) if o is not None]
-    index = {c: i for i, c in enumerate(dict.fromkeys(cids))}
-    for i in named:
-        index.setdefault(outs[i], len(index))  # type: ignore[arg-type]
-    contents = array("q", map(index.__getitem__, cids))
-    del cids
-    lengths = np.zeros(len(index), dtype=np.int64)
-    as_np = np.frombuffer
-    np.maximum.at(lengths, as_np(contents, dtype=np.int64), as_np(toks, dtype=np.int64))
-    out_content = array("q", [-1]) * len(requests)
-    for i in named:
-        c = out_content[i] = index[outs[i]]  # type: ignore[index]
-        if requests[i].output_tokens > lengths[c]:
-            lengths[c] = requests[i].output_tokens
-    seg_end = array("q", np.cumsum([len(q.segments) for q in requests], dtype=np.int64).tobytes())
-    return NamingInput(contents, toks, seg_end, out_content, array("q", lengths.tobytes()))
-
-
-def serve_names(
-    data: NamingInput, block_size: int, send: Any, chunks: tuple[int, int] = (256, 1024)
-) -> None:
-    """A naming worker's body: name every request of ``data`` in order and
-    ``send`` the packed names in chunks ``(count, firsts, ends, run ends, runs,
-    stretch ends, nodes, zeros)`` (bytes of int64 arrays; offsets relative to the
-    chunk) of ``chunks`` (first, then every other) requests, then ``None``; on a
-    request the walk rejects, ``("error", index)``."""
-    it = ChainInterner()
-    it.reserve(dict(enumerate(data.lengths)))  # type: ignore[arg-type]
-    walk, part, fresh = it.walk, it.part, it.fresh_run
-    contents, tokens, seg_end, out_content = data[:4]
-    n = len(seg_end)
-    i = start = 0
-    size, later = chunks
-    while i < n:
-        stop = min(n, i + size)
-        size = later
-        firsts, ends, fo, runs, ro = array("q"), array("q"), array("q"), array("q"), array("q")
-        node, zero = array("q"), array("q")
-        for j in range(i, stop):
-            end = seg_end[j]
-            segs = [_Seg(contents[k], tokens[k]) for k in range(start, end)]
-            start = end
-            e: list[int] = []
-            r: list[tuple[int, int]] = []
-            try:
-                f, nd = walk(segs, block_size, e, r)
-            except ValueError:
-                send(("error", j))
-                return
-            firsts.extend(f)
-            ends.extend(e)
-            fo.append(len(firsts))
-            for key, t in r:
-                runs.append(key)
-                runs.append(t)
-            ro.append(len(runs) // 2)
-            node.append(nd)
-            out = out_content[j]
-            zero.append(fresh() << OFFSET_BITS if out < 0 else part(nd, out))
-        send((stop - i, *(a.tobytes() for a in (firsts, ends, fo, runs, ro, node, zero))))
-        i = stop
-    send(None)
-
-
-def worker_main() -> None:
-    """``python -m kvlab.sim.names``: read ``(NamingInput, block_size, chunks)``
-    pickled on stdin, write the chunks of :func:`serve_names` pickled on stdout."""
-    import pickle
-    import sys
-
-    data, block_size, chunks = pickle.load(sys.stdin.buffer)
-    out = sys.stdout.buffer
-
-    def send(msg: object) -> None:
-        pickle.dump(msg, out, protocol=pickle.HIGHEST_PROTOCOL)
-        out.flush()
-
-    serve_names(NamingInput(*data), block_size, send, chunks)
-
-
-class NamingWorker:
-    """A child process naming a workload's requests ahead of the run (see the
-    module's docstring); :meth:`receive` gives its next chunk.
-
-    The child is a fresh interpreter started by :mod:`subprocess` (exec, never a
-    bare fork; no re-import of the caller's main module), fed and read by one
-    thread of this process; its stderr is discarded (a failure only means the
-    table names the rest itself)."""
-
-    def __init__(self, requests: Sequence[Request], block_size: int) -> None:
-        import os
-        import queue
-        import subprocess
-        import sys
-        import threading
-        from pathlib import Path
-
-        payload = (tuple(naming_input(requests)), block_size, (FIRST_CHUNK, CHUNK))
-        # The child imports this very kvlab, wherever the caller found it.
-        root = str(Path(__file__).resolve().parents[2])
-        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kvlab.sim.names"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=dict(os.environ, PYTHONPATH=path),
-        )
-        self._chunks: queue.Queue[Any] = queue.Queue()
-        self._thread = threading.Thread(
-            target=self._pump, args=(payload,), name="kvlab-naming", daemon=True
-        )
-        self._thread.start()
-
-    def _pump(self, payload: object) -> None:
-        import pickle
-
-        proc = self.proc
-        assert proc.stdin is not None and proc.stdout is not None
-        try:
-            pickle.dump(payload, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            proc.stdin.close()
-            while True:
-                msg = pickle.load(proc.stdout)
-                self._chunks.put(msg)
-                if not isinstance(msg, tuple) or msg[0] == "error":
-                    return
-        except (OSError, EOFError, pickle.UnpicklingError, ValueError):
-            self._chunks.put(None)
-
-    def receive(self, timeout_s: float = WORKER_TIMEOUT_S) -> tuple[Any, ...] | None:
-        """The next chunk; None when the worker is done, has failed, or sent nothing
-        for ``timeout_s`` seconds (then it is stopped)."""
-        import queue
-
-        try:
-            msg = self._chunks.get(timeout=timeout_s)
-        except queue.Empty:
-            return None
-        return msg if isinstance(msg, tuple) and msg[0] != "error" else None
-
-    def stop(self) -> None:
-        """Stop the child (idempotent) and wait for it."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        for f in (self.proc.stdin, self.proc.stdout):
-            if f is not None:
-                f.close()
-
-
 #: The packed arrays of a :class:`KeyNameTable`, in the order :func:`name_all` gives them.
 FIELDS = ("firsts", "ends", "fo", "runs", "ro", "node", "zero")
 
@@ -551,7 +351,7 @@ class KeyNameTable:
     and run ends are ``firsts[fo[i]:fo[i + 1]]`` / ``ends[fo[i]:fo[i + 1]]``, its
     ``(key, tokens)`` stretches ``runs[2 * ro[i]:2 * ro[i + 1]]`` flattened, its trie
     node and output key ``node[i]`` / ``zero[i]``. Every request is named at once
-    (:func:`name_all`) unless a naming worker runs, the workload is small
+    (:func:`name_all`) unless the workload is small
     (:func:`vectorize`) or the walk would reject a request; then the rest are named
     by one generator, in order, as far as asked, so the walk's error is raised when
     a run first reaches that request.
@@ -570,27 +370,6 @@ class KeyNameTable:
         self.node = array("q")
         self.zero = array("q")
         self._requests = requests
-        self._worker: NamingWorker | None = None
-        #: who named the requests: "this process", "a second process", or "a second
-        #: process, then this process" (the worker stopped short)
-        self.named_by = "this process"
-
-    def start_worker(self) -> bool:
-        """Name the requests in a second process from now on (see the module's
-        docstring); False, doing nothing, when some are already named."""
-        if self._worker is not None or len(self.node):
-            return False
-        if self._num_requests < MIN_WORKER_REQUESTS:
-            return False
-        self._worker = NamingWorker(self._requests, self.block_size)
-        self.named_by = "a second process"
-        return True
-
-    def stop_worker(self) -> None:
-        """Stop a naming worker, if one runs; the table names the rest itself."""
-        if self._worker is not None:
-            self._worker.stop()
-            self._worker = None
 
     def __len__(self) -> int:
         return len(self.node)
@@ -616,30 +395,6 @@ class KeyNameTable:
             self.zero[i],
         )
 
-    def _receive_upto(self, i: int) -> None:
-        """Take the worker's chunks until request ``i`` is named or it has stopped."""
-        worker = self._worker
-        assert worker is not None
-        firsts, ends, fo, runs, ro = self.firsts, self.ends, self.fo, self.runs, self.ro
-        while i >= len(self.node):
-            chunk = worker.receive()
-            if chunk is None:
-                self.stop_worker()
-                return
-            b_f, b_e, b_fo, b_r, b_ro, b_n, b_z = (array("q", c) for c in chunk[1:])
-            base_f, base_r = len(firsts), len(runs) // 2
-            firsts.extend(b_f)
-            ends.extend(b_e)
-            fo.extend([base_f + x for x in b_fo])
-            runs.extend(b_r)
-            ro.extend([base_r + x for x in b_ro])
-            self.node.extend(b_n)
-            self.zero.extend(b_z)
-        if len(self.node) == self._num_requests:
-            self.stop_worker()
-            self._gen = None
-            self._requests = ()
-
     def _name_all(self) -> bool:
         """Name every request at once (:func:`name_all`); False, doing nothing, when
         a request is one the walk rejects (it then raises when a run reaches it)."""
@@ -659,16 +414,6 @@ class KeyNameTable:
         return True
 
     def _name_upto(self, i: int) -> None:
-        if self._worker is not None and i < self._num_requests:
-            self._receive_upto(i)
-            if i < len(self.node):
-                return
-            # The worker stopped short: name the rest here, from the first request
-            # (the interner's state), keeping what was received.
-            self.named_by = "a second process, then this process"
-            gen = self._gen = name_requests(self._requests, self.block_size)
-            for _ in range(len(self.node)):
-                next(gen)
         if self._gen is None or i >= self._num_requests:
             raise IndexError(f"request {i} of {self._num_requests}")
         if not len(self.node) and self._name_all():
@@ -689,7 +434,3 @@ class KeyNameTable:
         if len(self.node) == self._num_requests:
             self._gen = None
             self._requests = ()
-
-
-if __name__ == "__main__":
-    worker_main()

@@ -19,6 +19,17 @@ from kvlab.sim.cost_model import TICKS_PER_S
 from kvlab.sim.names import KeyNames, KeyNameTable
 from kvlab.workload.records import Request, Workload
 
+#: A block index no request reaches.
+NEVER = 1 << 62
+
+#: What a run's request (:class:`kvlab.sim.sequence.Seq`) takes from the workload,
+#: the same in every run: (request, block size, prompt tokens, full prompt blocks,
+#: where each prompt key run ends then NEVER, the first key of each run then the
+#: output's, output base key, (key, tokens) stretches, output content id). Never mutated.
+SeqStatic = tuple[
+    Request, int, int, int, list[int], list[int], int, list[tuple[int, int]], "str | None"
+]
+
 #: Latest arrival or longest think time accepted (ages stay far below 2**255 ticks).
 MAX_TIME_S = 1e30
 
@@ -38,7 +49,10 @@ class PreparedWorkload:
     at once, :mod:`kvlab.sim.names`) and kept.
     """
 
-    def __init__(self, workload: Workload, block_size: int) -> None:
+    def __init__(self, workload: Workload, block_size: int, keep: bool = True) -> None:
+        """``keep``: keep each request's :data:`SeqStatic` once made, for later runs
+        (some 300 bytes a request; a single run, :func:`kvlab.sim.engine.simulate` on
+        a plain workload, passes False)."""
         if block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}")
         self.workload = workload
@@ -56,6 +70,7 @@ class PreparedWorkload:
             self._arrivals_and_sessions(requests, check=not times_ok)
         self.names = KeyNameTable(requests, block_size)
         self._need: dict[int, int] = {}
+        self._static: list[SeqStatic | None] | None = [None] * len(requests) if keep else None
 
     def _arrivals_and_sessions(self, requests: tuple[Request, ...], check: bool) -> None:
         """:attr:`arrival_ticks`, :attr:`arrival_index` and :attr:`next_in_session`
@@ -84,6 +99,25 @@ class PreparedWorkload:
         """Request ``i``'s block key names (see :mod:`kvlab.sim.names`)."""
         return self.names.get(i)
 
+    def seq_static(self, i: int) -> SeqStatic:
+        """Request ``i``'s :data:`SeqStatic` (made from its key names, kept with ``keep``)."""
+        kept = self._static
+        if kept is not None:
+            static = kept[i]
+            if static is not None:
+                return static
+        q = self.workload.requests[i]
+        firsts, ends, runs, _, zero = self.names.get(i)
+        p, bs = q.prompt_tokens, self.block_size
+        nprompt = ends[-1] if ends else 0
+        ends.append(NEVER)
+        base = zero - p  # output block j's key is base + (j + 1) * bs
+        firsts.append(base + (nprompt + 1) * bs)
+        static = (q, bs, p, nprompt, ends, firsts, base, runs, q.output_content_id)
+        if kept is not None:
+            kept[i] = static
+        return static
+
     def check_capacity(self, max_model_len: int, num_blocks: int) -> None:
         """CapacityError naming the first request that could never fit in a cache of
         ``num_blocks`` (the null block included), even alone."""
@@ -108,8 +142,11 @@ class PreparedWorkload:
         )
 
 
-def prepare(workload: Workload | PreparedWorkload, block_size: int) -> PreparedWorkload:
-    """``workload`` prepared for ``block_size`` (a prepared one is checked and returned)."""
+def prepare(
+    workload: Workload | PreparedWorkload, block_size: int, keep: bool = True
+) -> PreparedWorkload:
+    """``workload`` prepared for ``block_size`` (a prepared one is checked and returned;
+    ``keep``: see :class:`PreparedWorkload`)."""
     if isinstance(workload, PreparedWorkload):
         if workload.block_size != block_size:
             raise ConfigError(
@@ -117,7 +154,7 @@ def prepare(workload: Workload | PreparedWorkload, block_size: int) -> PreparedW
                 f"the run uses {block_size}: prepare it again"
             )
         return workload
-    return PreparedWorkload(workload, block_size)
+    return PreparedWorkload(workload, block_size, keep)
 
 
 def _blocks_needed(requests: tuple[Request, ...], max_model_len: int, bs: int) -> list[int]:

@@ -143,7 +143,7 @@ class RunState:
     def _arrive(self) -> None:
         ticks, index, followups = self.arrival_ticks, self.arrival_index, self.followups
         now, m, n = self.now, self.r.max_model_len, len(ticks)
-        new_seq, names, bs = self.seq_class, self.prepared.key_names, self.B
+        new_seq, static = self.seq_class, self.prepared.seq_static
         while True:
             j = self.arrived
             if followups and (j == n or followups[0] < (ticks[j], index[j])):
@@ -164,7 +164,7 @@ class RunState:
                 rec.error = f"prompt of {q.prompt_tokens} tokens >= max_model_len {m}"
                 self._session_next(i, t)
                 continue
-            self.sched.add(new_seq(i, q, t, names(i), bs, m, rec))
+            self.sched.add(new_seq(i, static(i), t, m, rec))
         self._next_arrival()
 
     def _session_next(self, i: int, t_end: int) -> None:
@@ -377,6 +377,5 @@ class RunState:
                 "kv_pool": self.kv_choice.pool,
                 "kv_pool_reason": self.kv_choice.reason,
                 "sim_loop": self.loop_name,
-                "key_naming": self.prepared.names.named_by,
             },
         )

@@ -5,16 +5,13 @@ from __future__ import annotations
 import bisect
 
 from kvlab.results import RequestRecord
-from kvlab.sim.names import KeyNames
-from kvlab.workload.records import RETENTION_CLASSES, Request
+from kvlab.sim.prepare import SeqStatic
+from kvlab.workload.records import RETENTION_CLASSES
 
 RANK = {name: i for i, name in enumerate(RETENTION_CLASSES)}
 GENERATION_RANK = RANK["generation"]
 
 WAITING, RUNNING, FINISHED = 0, 1, 2
-
-#: A block index no request reaches.
-NEVER = 1 << 62
 
 
 class Seq:
@@ -62,40 +59,38 @@ class Seq:
     )
 
     def __init__(
-        self,
-        idx: int,
-        req: Request,
-        arrival: int,
-        names: KeyNames,
-        block_size: int,
-        max_model_len: int,
-        rec: RequestRecord,
+        self, idx: int, static: SeqStatic, arrival: int, max_model_len: int, rec: RequestRecord
     ) -> None:
+        """Request ``idx`` arriving at tick ``arrival``; ``static`` is what every run
+        takes from the workload (:meth:`kvlab.sim.prepare.PreparedWorkload.seq_static`:
+        shared between runs, never mutated)."""
+        (
+            self.req,
+            self.block_size,
+            self.prompt_len,
+            self.nprompt,  # full prompt blocks
+            self.ends,
+            self.pkey,
+            #: key of output token 0 minus prompt_len: output block i's key is
+            #: out_base + (i + 1) * block_size
+            self.out_base,
+            self.seg_runs,
+            # named output: its content id string, as the walk names prompt runs
+            self.out_content,  # None: fresh output, a run of its own
+        ) = static
         self.idx = idx
-        self.req = req
         self.arrival = arrival
-        self.block_size = block_size
         self.rec = rec
-        self.prompt_len = req.prompt_tokens
-        self.max_out = min(req.output_tokens, max_model_len - self.prompt_len)
-        firsts, ends, self.seg_runs, _, zero = names
-        self.nprompt = nprompt = ends[-1] if ends else 0  # full prompt blocks
-        self.ends = [*ends, NEVER]
-        #: key of output token 0 minus prompt_len: output block i's key is
-        #: out_base + (i + 1) * block_size
-        self.out_base = base = zero - self.prompt_len
-        self.pkey = [*firsts, base + (nprompt + 1) * block_size]
+        self.max_out = min(static[0].output_tokens, max_model_len - static[2])
         self._keys: list[int] | None = None
-        self.nknown = self.nprompt  # blocks whose keys are known (ensure_keys)
-        # named output: its content id string, as the walk names prompt runs
-        self.out_content = req.output_content_id  # None: fresh output, a run of its own
+        self.nknown = static[3]  # blocks whose keys are known (ensure_keys)
         self.seg_ends: list[int] | None = None  # segment ends and ranks, on first use
         self.seg_ranks: list[int] = []
         self.nblocks = 0
         self.num_cached_blocks = 0
         self.num_computed = 0
         self.num_out = 0
-        self.num_tokens = self.prompt_len
+        self.num_tokens = static[2]
         self.run_seq = 0
         self.status = WAITING
 
