@@ -27,7 +27,8 @@ NEVER = 1 << 62
 #: where each prompt key run ends then NEVER, the first key of each run then the
 #: output's, output base key, (key, tokens) stretches, output content id). Never mutated.
 SeqStatic = tuple[
-    Request, int, int, int, list[int], list[int], int, list[tuple[int, int]], "str | None"
+    Request, int, int, int, tuple[int, ...], tuple[int, ...], int, tuple[tuple[int, int], ...],
+    "str | None",
 ]
 
 #: Latest arrival or longest think time accepted (ages stay far below 2**255 ticks).
@@ -110,10 +111,19 @@ class PreparedWorkload:
         firsts, ends, runs, _, zero = self.names.get(i)
         p, bs = q.prompt_tokens, self.block_size
         nprompt = ends[-1] if ends else 0
-        ends.append(NEVER)
         base = zero - p  # output block j's key is base + (j + 1) * bs
-        firsts.append(base + (nprompt + 1) * bs)
-        static = (q, bs, p, nprompt, ends, firsts, base, runs, q.output_content_id)
+        # tuples of ints: the garbage collector stops tracking them
+        static = (
+            q,
+            bs,
+            p,
+            nprompt,
+            (*ends, NEVER),
+            (*firsts, base + (nprompt + 1) * bs),
+            base,
+            tuple(runs),
+            q.output_content_id,
+        )
         if kept is not None:
             kept[i] = static
         return static
