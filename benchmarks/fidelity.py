@@ -13,7 +13,13 @@ per-request TTFT, TPOT and E2E MAPE and signed bias, the error of the median TTF
 throughput error, preemptions and prefix hits (real / simulated), then the issue's
 targets. Writes calib.json, fidelity.json, fidelity.md and per-request scatter
 plots (the plot extra) to OUT_DIR; replays already in OUT_DIR are reused. The load
-average is printed before and after (the figures are only as quiet as the machine). Usage:
+average is printed before and after (the figures are only as quiet as the machine).
+
+Every request, of the sweep and of every replay, asks for token ids (vLLM's
+``return_token_ids``): the multi-turn workloads are replayed with the server's own
+answers (``--history server``), which needs them, and sending them costs this CPU build
+time per output token, so the calibration is measured with the same response options as
+every run it is checked on. Usage:
 
     KVLAB_VLLM_PYTHON=... python benchmarks/fidelity.py OUT_DIR [--quick]
 
@@ -25,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -226,7 +231,7 @@ def replay_all(server: Any, wls: dict[str, Any], out: Path, sweep: Any = None) -
         print(f"server ready after {time.perf_counter() - t0:.0f} s; {_load()}", flush=True)
         if sweep_todo:
             t1 = time.perf_counter()
-            run_sweep(server.url, server.model, out / "sweep", sweep)
+            run_sweep(server.url, server.model, out / "sweep", sweep, token_ids=True)
             print(f"sweep replayed in {time.perf_counter() - t1:.0f} s; {_load()}", flush=True)
         for n in todo:
             wl = wls[n]
@@ -238,6 +243,7 @@ def replay_all(server: Any, wls: dict[str, Any], out: Path, sweep: Any = None) -
                 cache_mode="cold",
                 metrics_interval_s=0.1,
                 history="server" if _multi_turn(wl) else "scripted",
+                token_ids=True,  # as the sweep: the same response options everywhere
             )
             t1 = time.perf_counter()
             backend = OpenAIBackend(cfg)
@@ -530,5 +536,14 @@ def main(out: Path, quick: bool) -> None:
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    main(Path(args[0] if args else "runs/fidelity"), "--quick" in sys.argv)
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="See the module docstring for details."
+    )
+    ap.add_argument("out", type=Path, nargs="?", default=Path("runs/fidelity"), help="OUT_DIR")
+    ap.add_argument("--quick", action="store_true", help="small sweep, two held-out workloads")
+    a = ap.parse_args()
+    if "KVLAB_VLLM_PYTHON" not in os.environ:
+        ap.error("set KVLAB_VLLM_PYTHON to the python of a vLLM install (scripts/setup_vllm.sh)")
+    main(a.out, a.quick)

@@ -76,7 +76,19 @@ def test_scripted_history_sends_the_file_as_before() -> None:
     ]
     assert not any("return_token_ids" in p for p in sent)
     assert b.transcript is None and "transcript" not in res.config
-    assert "history" not in res.config  # run.json as before the option
+    assert "history" not in res.config and "token_ids" not in res.config  # run.json as before
+
+
+def test_token_ids_asks_for_them_with_the_scripted_history() -> None:
+    """``token_ids`` (a calibration sweep for server-history replays) asks for token ids
+    with every request, sends the scripted prompts and keeps no transcript."""
+    t = stub_transport()
+    res, b = run(t, session(), mode="sessions", token_ids=True)
+    sent = prompts(t)
+    assert [p["prompt"] for p in sent][1] == words(("sys", 4), ("u0", 3), ("a0", 2), ("u1", 3))
+    assert all(p["return_token_ids"] is True for p in sent)
+    assert b.transcript is None and res.config["token_ids"] is True
+    assert [r.status for r in res.records] == [STATUS_OK] * 3
 
 
 def test_server_history_resends_the_servers_answers() -> None:

@@ -193,6 +193,9 @@ def test_cli_needs_runs_or_an_endpoint(tmp_path: Path, cli: Callable[[list[str]]
     dead = cli(["calibrate", "--endpoint", "http://127.0.0.1:9", "-o", str(tmp_path / "c.json")])
     assert dead.code in (1, 2) and not dead.traceback
     assert "127.0.0.1:9" in dead.one_line_error()
+    alone = cli(["calibrate", "--token-ids", "-o", str(tmp_path / "c.json")])
+    assert alone.code in (1, 2)
+    assert "--token-ids is for the designed sweep" in alone.one_line_error()
 
 
 def test_four_observations_fit_without_the_attention_term() -> None:

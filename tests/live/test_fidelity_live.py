@@ -25,8 +25,12 @@ pytestmark = pytest.mark.live
 
 
 def replay(server: Any, wl: Any) -> Any:
-    cfg = OpenAIConfig(
-        endpoint=server.url, model=server.model, cache_mode="cold", metrics_interval_s=0.1
+    cfg = OpenAIConfig(  # token ids asked for, as the sweep (--token-ids) asks
+        endpoint=server.url,
+        model=server.model,
+        cache_mode="cold",
+        metrics_interval_s=0.1,
+        token_ids=True,
     )
     return OpenAIBackend(cfg).run(wl)
 
@@ -44,6 +48,7 @@ def test_a_calibrated_clock_brings_held_out_latencies_closer(
             "--model",
             str(tiny_model_dir / "config.json"),
             "--quick",
+            "--token-ids",
             "-o",
             str(tmp_path / "calib.json"),
         ]
@@ -58,6 +63,7 @@ def test_a_calibrated_clock_brings_held_out_latencies_closer(
     assert parts and all(p.parent == tmp_path / "calib-sweep" for p in parts)
     assert cal.num_observations["prefill"] >= 6 and cal.num_observations["decode"] >= 6
     assert cal.notes == []  # the sweep's design leaves no term unidentified
+    assert doc["settings"]["token_ids"] is True  # the sweep's response options, recorded
     assert cal.coefficients["overhead_s"] + cal.coefficients["request_overhead_s"] > 0
     # vLLM's own timings were read around every part; the lone part gets a prefill check
     assert all(load_timings(p) is not None for p in parts)

@@ -182,6 +182,12 @@ class OpenAIConfig:
     token ids (``return_token_ids``) and the run keeps a transcript. It needs
     ``api="completions"`` (a chat template adds tokens the transcript cannot place) and
     a cache mode other than ``"primed"`` (which would send the scripted prompts).
+
+    ``token_ids`` asks for token ids with every request whatever the history (vLLM's
+    ``return_token_ids``, which ``history="server"`` turns on by itself). Serializing
+    them costs the server time per output token (on vLLM's CPU build, measured: 3.2 ms a
+    token becomes 7-8 ms), so a calibration sweep for ``--history server`` replays
+    should ask for them too (``kvlab calibrate --token-ids``).
     """
 
     endpoint: str
@@ -207,6 +213,7 @@ class OpenAIConfig:
     model_config: str | None = None
     duration_s: float | None = None
     history: str = "scripted"
+    token_ids: bool = False
     api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -286,6 +293,8 @@ class OpenAIConfig:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "api_key"}
         if self.history == "scripted":
             del d["history"]  # the default: run.json stays as it was before the option
+        if not self.token_ids:
+            del d["token_ids"]  # the same
         d["api_key_set"] = self.api_key is not None
         d["endpoint"] = _without_userinfo(self.endpoint)
         return d
@@ -756,7 +765,7 @@ class OpenAIBackend:
         body["stream_options"] = {"include_usage": True}
         if cfg.ignore_eos:
             body["ignore_eos"] = True
-        if cfg.history == "server":
+        if cfg.history == "server" or cfg.token_ids:
             body["return_token_ids"] = True
         return json.dumps(body).encode()
 

@@ -185,11 +185,14 @@ def run_sweep(
     *,
     progress: Callable[[str], None] = lambda m: print(m, flush=True),
     api_key: str | None = None,
+    token_ids: bool = False,
 ) -> list[Path]:
     """Replay the sweep's parts against ``endpoint`` (served model name ``model``), one
     after another, saving each run (and the server's timing deltas, when it has them)
     under ``out_dir``; the run directories, in order. A part already saved there is
-    kept (an interrupted sweep resumes)."""
+    kept (an interrupted sweep resumes). ``token_ids``: every request asks for token
+    ids, as ``--history server`` replays do (see
+    :class:`~kvlab.backends.openai.OpenAIConfig`)."""
     from kvlab.backends.openai import OpenAIBackend, OpenAIConfig
 
     parts = design(spec)
@@ -204,7 +207,12 @@ def run_sweep(
 
     def config() -> Any:
         return OpenAIConfig(
-            endpoint=endpoint, model=model, cache_mode="cold", metrics_interval_s=0, api_key=api_key
+            endpoint=endpoint,
+            model=model,
+            cache_mode="cold",
+            metrics_interval_s=0,
+            api_key=api_key,
+            token_ids=token_ids,
         )
 
     OpenAIBackend(config()).run(parts[WARMUP])  # not kept: a server's first steps are slow

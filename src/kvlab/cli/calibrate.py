@@ -58,6 +58,8 @@ def _settings(runs: list[Any]) -> dict[str, Any]:
         "cpu",
         "gpu",
         "vllm_version",
+        "token_ids",
+        "history",
     )
     out: dict[str, Any] = {}
     for run in runs:
@@ -106,6 +108,13 @@ def calibrate_cmd(
         "parts already there are kept.",
     ),
     quick: bool = typer.Option(False, "--quick", help="A smaller sweep (about a third)."),
+    token_ids: bool = typer.Option(
+        False,
+        "--token-ids",
+        help="The sweep asks for token ids with every request, as `kvlab replay --history "
+        "server` does (sending them costs the server time per output token): calibrate "
+        "with it for the runs you will simulate from server-history transcripts.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the calibration as JSON."),
 ) -> None:
     from kvlab.calibrate import fit, observations
@@ -119,12 +128,21 @@ def calibrate_cmd(
 
     output_file(output, "--output")  # before any sweep or run is read: a bad place is one line
     dirs = list(runs or [])
+    if token_ids and endpoint is None:
+        raise ConfigError("--token-ids is for the designed sweep: give --endpoint too")
     if endpoint is not None:
         served, limit = served_model(endpoint)
         spec = (QUICK if quick else SweepDesign()).fitted_to(limit or 2048)
         where = sweep_dir or output.with_name(output.stem + "-sweep")
         typer.echo(f"designed sweep against {endpoint} ({served}) into {where}", err=True)
-        dirs += run_sweep(endpoint, served, where, spec, progress=lambda m: typer.echo(m, err=True))
+        dirs += run_sweep(
+            endpoint,
+            served,
+            where,
+            spec,
+            progress=lambda m: typer.echo(m, err=True),
+            token_ids=token_ids,
+        )
     if not dirs:
         raise ConfigError("give replay run directories, or --endpoint to run the designed sweep")
     loaded = []
