@@ -77,14 +77,17 @@ from kvlab.rl.pressure_observation import (
 )
 from kvlab.rl.pressure_rewards import PRESSURE_USAGE, EpisodeTally, breakdown, check_weights
 from kvlab.rl.pressure_scenario import (
+    DEFAULT_NUM_SCENARIOS,
     DIFFICULTIES,
     KINDS,
     Scenario,
+    cached_scenario,
     check_choice,
+    draw_budget,
     given_scenario,
-    make_scenario,
 )
 from kvlab.sim.cost_model import TICKS_PER_S
+from kvlab.sim.prepare import PreparedWorkload, prepare
 from kvlab.sim.sequence import FINISHED, Seq
 from kvlab.workload.records import Workload
 
@@ -130,8 +133,10 @@ class PressureLoop(SteppedLoop):
 
 class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
     """See the module doc. ``seed`` seeds the first :meth:`reset` that gives none;
-    ``num_scenarios`` (optional) restricts episodes to that many scenarios per tier
-    (scenario seeds ``0 .. num_scenarios - 1``, made once and reused). ``workload``
+    ``num_scenarios``: the scenarios a reset draws from, per tier and kind (scenario
+    seeds ``0 .. num_scenarios - 1``, each made and prepared once per process, the
+    budget drawn afresh by each reset; ``None``: a new scenario every reset, see
+    :mod:`kvlab.rl.pressure_scenario`). ``workload``
     replaces the generated workloads (every episode plays it, e.g. a trace slice);
     ``budget`` fixes the budget instead of drawing it from the tier."""
 
@@ -154,7 +159,7 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         max_num_seqs: int = 32,
         evict_mode: str = "recompute",
         weights: Mapping[str, float] | None = None,
-        num_scenarios: int | None = None,
+        num_scenarios: int | None = DEFAULT_NUM_SCENARIOS,
         compact_info: bool = True,
         workload: Workload | None = None,
         budget: float | None = None,
@@ -178,7 +183,11 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
                 raise ConfigError(f"{name} must be in (0, 1], got {x}")
         if budget is not None and not 0.0 < budget <= 1.0:
             raise ConfigError(f"budget must be in (0, 1], got {budget}")
-        if num_scenarios is not None and num_scenarios < 1:
+        if num_scenarios is not None and (
+            isinstance(num_scenarios, bool)
+            or not isinstance(num_scenarios, int)
+            or num_scenarios < 1
+        ):
             raise ConfigError(f"num_scenarios must be >= 1, got {num_scenarios}")
         self.difficulty = difficulty
         self.kind = kind
@@ -198,7 +207,7 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         self.workload = workload
         self.budget = budget
         self._first_seed = seed
-        self._scenarios: dict[int, Scenario] = {}
+        self._given: PreparedWorkload | None = None
         n = NUM_GLOBAL + k * NUM_CAND
         self.observation_space = gym.spaces.Box(OBS_LOW, OBS_HIGH, (n,), np.float32)
         self.action_space = gym.spaces.MultiDiscrete(np.full(k, len(ACTIONS), dtype=np.int64))
@@ -216,36 +225,37 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         if seed is None and self._first_seed is not None:
             seed, self._first_seed = self._first_seed, None
         super().reset(seed=seed)
+        rng = self.np_random
+        budget = self.budget
         if options and "scenario" in options:
             sseed = int(options["scenario"])
         elif self.num_scenarios is not None:
-            sseed = int(self.np_random.integers(0, self.num_scenarios))
+            sseed = int(rng.integers(0, self.num_scenarios))
+            if budget is None and self.workload is None:
+                budget = draw_budget(self.difficulty, rng)
         else:
-            sseed = int(self.np_random.integers(0, 2**31))
-        self.scenario = sc = self._scenario(sseed)
-        self._start(sc)
+            sseed = int(rng.integers(0, 2**31))
+        self.scenario, prepared = self._scenario(sseed, budget)
+        self._start(self.scenario, prepared)
         self._warm_up()
         self._advance()
         self._usage_prev = self._usage
         self._observe()
         return self._obs.copy(), self._info({}, 0.0)
 
-    def _scenario(self, sseed: int) -> Scenario:
-        sc = self._scenarios.get(sseed)
-        if sc is None:
-            if self.workload is not None:
-                sc = given_scenario(
-                    self.difficulty, self.workload, sseed, self.pool_blocks, self.budget
-                )
-            else:
-                sc = make_scenario(self.difficulty, self.kind, sseed, self.pool_blocks)
-                if self.budget is not None:
-                    sc = dataclasses.replace(sc, budget=self.budget)
-            if self.num_scenarios is not None:
-                self._scenarios[sseed] = sc
-        return sc
+    def _scenario(self, sseed: int, budget: float | None) -> tuple[Scenario, PreparedWorkload]:
+        """The episode's scenario and its prepared workload."""
+        if self.workload is not None:
+            sc = given_scenario(self.difficulty, self.workload, sseed, self.pool_blocks, budget)
+            if self._given is None:
+                self._given = prepare(self.workload, self.block_size)
+            return sc, self._given
+        sc, prepared = cached_scenario(
+            self.difficulty, self.kind, sseed, self.pool_blocks, self.block_size
+        )
+        return (sc if budget is None else dataclasses.replace(sc, budget=budget)), prepared
 
-    def _start(self, sc: Scenario) -> None:
+    def _start(self, sc: Scenario, prepared: PreparedWorkload) -> None:
         from kvlab.sim.config import SimConfig
         from kvlab.sim.engine import Engine
 
@@ -262,7 +272,7 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         )
         # as kvlab.rl.engine_steps.stepped_engine builds it, with this loop class (the
         # swap space: its default, vLLM's 4 GiB)
-        self._engine = Engine(sc.workload, cfg, loop_class=PressureLoop)
+        self._engine = Engine(prepared, cfg, loop_class=PressureLoop)
         loop = self._engine.loop
         assert isinstance(loop, PressureLoop)
         self._engine.kv = loop.kv  # the tiered manager, over the same pool
