@@ -216,6 +216,8 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         self.scenario: Scenario | None = None
         self._cands: list[Seq] = []
         self._mask = np.zeros((k, len(ACTIONS)), dtype=bool)
+        self._mask_flat = self._mask.reshape(-1)  # a view: the mask's bits in one row
+        self._cand_tiers: list[int] = []
         self._obs = np.zeros(n, dtype=np.float32)
 
     # -- episode -------------------------------------------------------------
@@ -254,6 +256,21 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
             self.difficulty, self.kind, sseed, self.pool_blocks, self.block_size
         )
         return (sc if budget is None else dataclasses.replace(sc, budget=budget)), prepared
+
+    def prepare_scenarios(self) -> int:
+        """Make and prepare every scenario of the set now (block key names included),
+        instead of at the first reset that draws each; returns how many (0 with
+        ``num_scenarios=None`` or a given ``workload``). For long runs: the first
+        episodes then cost what the later ones do."""
+        if self.workload is not None or self.num_scenarios is None:
+            return 0
+        for sseed in range(self.num_scenarios):
+            _, prepared = cached_scenario(
+                self.difficulty, self.kind, sseed, self.pool_blocks, self.block_size
+            )
+            if prepared.workload.requests:
+                prepared.key_names(0)  # names every request of the workload at once
+        return self.num_scenarios
 
     def _start(self, sc: Scenario, prepared: PreparedWorkload) -> None:
         from kvlab.sim.config import SimConfig
@@ -458,9 +475,6 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         their common parts read once per decision: the free blocks, the host room."""
         loop = self.loop
         assert loop is not None
-        mask = self._mask
-        mask[:] = False
-        mask[:, KEEP] = True
         sched = loop.sched
         cands = self._cands = [] if self._done else candidates(sched.running, self.k)
         m = self.max_num_seqs
@@ -484,6 +498,10 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         self._pending_growth = waiting - self._waiting_prev
         self._waiting_prev = waiting
         usable, now, facts = self._usable, loop.now, self._facts
+        # the mask, row by row (keep, evict, compress, swap), set in one assignment
+        bits = [True, False, False, False] * self.k
+        tiers: list[int] = []
+        self._cand_tiers = tiers
         kv = loop.tiers
         if kv is not None:
             tier_of = kv.tier
@@ -491,17 +509,23 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
             top = loop.max_tier
         for i, seq in enumerate(cands):
             if kv is not None:
-                tier = tier_of.get(seq.idx, 0)
+                tier = tier_of.get(seq.idx, 0) if tier_of else 0
+                # can_compress of a running candidate: the new blocks fit in the free
+                # ones (or do once its own are released)
                 can_c = tier < top and (
-                    free >= kv.blocks_for(seq.num_computed, tier + 1) or loop.can_compress(seq)
+                    free >= kv.blocks_for(seq.num_computed, tier + 1)
+                    or kv.compress_gain(seq, tier + 1) + free >= 0  # type: ignore[arg-type]
                 )
                 can_s = seq.nblocks <= room
             else:
                 tier, can_c, can_s = 0, False, False
+            tiers.append(tier)
             vals += candidate_row(seq, facts_of(seq, facts), usable, now, tier, can_c, can_s)
-            mask[i, EVICT] = True
-            mask[i, COMPRESS] = can_c
-            mask[i, SWAP] = can_s
+            j = 4 * i
+            bits[j + EVICT] = True
+            bits[j + COMPRESS] = can_c
+            bits[j + SWAP] = can_s
+        self._mask_flat[:] = bits
         obs = self._obs
         obs[: len(vals)] = vals
         obs[len(vals) :] = 0.0
@@ -527,23 +551,29 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         usable = self._usable
         facts = self._facts
         running = sched.running
+        tiers = loop.tiers
+        tier_table: dict[int, int] = tiers.tier if tiers is not None else {}
+        tier_of = tier_table.get
         summaries = [
-            request_summary(s, facts_of(s, facts), usable, self._tier_of(s)) for s in self._cands
+            request_summary(s, facts_of(s, facts), usable, tier_of(s.idx, 0)) for s in self._cands
         ]
         # the top memory entries are the first candidates (the same order) when k >= 5
         top = (
             summaries[:5]
             if self.k >= 5 or self._done
             else [
-                request_summary(s, facts_of(s, facts), usable, self._tier_of(s))
+                request_summary(s, facts_of(s, facts), usable, tier_of(s.idx, 0))
                 for s in candidates(running, 5)
             ]
         )
-        mask = self._mask
-        cands = [
-            {**d, "slot": i, "actions": [a for j, a in enumerate(ACTIONS) if mask[i, j]]}
-            for i, d in enumerate(summaries)
-        ]
+        bits = self._mask_flat.tolist()
+        cands = []
+        for i, d in enumerate(summaries):
+            row = bits[4 * i : 4 * i + 4]
+            c = dict(d)
+            c["slot"] = i
+            c["actions"] = [a for a, ok in zip(ACTIONS, row, strict=True) if ok]
+            cands.append(c)
         order = sorted(
             range(len(cands)),
             key=lambda i: (cands[i]["protected_share"], cands[i]["progress"], i),
@@ -574,7 +604,8 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
                 "blocks_running": sum(s.nblocks for s in running),
                 "swapped": len(loop.swapped),
                 "swap_blocks_host": loop.swapped_blocks if loop.tiers is not None else 0,
-                "compressed": sum(1 for s in running if self._tier_of(s) > 0),
+                # the tier table holds exactly the running requests above tier 0
+                "compressed": len(tiers.tier) if tiers is not None else 0,
             },
             "top_memory": top,
             "candidates": cands,

@@ -103,8 +103,7 @@ class TieredKV(KVManager):
         """Net free blocks :meth:`requantize` to ``tier`` would give (no side effects):
         the blocks only this request holds, less the private blocks it takes. Negative
         when it shares most of its blocks with other running requests."""
-        ref = self.pool.ref
-        released = sum(1 for b in seq.blocks if ref[b] == 1)
+        released = list(map(self.pool.ref.__getitem__, seq.blocks)).count(1)
         return released - self.blocks_for(seq.num_computed, tier)
 
     def requantize(self, seq: BlockSeq, tier: int, now: int) -> int:
