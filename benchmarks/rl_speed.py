@@ -68,6 +68,14 @@ def prefix_eviction(args: argparse.Namespace) -> None:
         )
 
 
+def masked_random(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
+    """Per slot (row of ``mask``), one of its allowed actions, uniformly, in one draw
+    for all slots."""
+    allowed = mask.cumsum(axis=1)
+    pick = (rng.random(len(mask)) * allowed[:, -1]).astype(np.int64)
+    return (allowed <= pick[:, None]).sum(axis=1)
+
+
 def play_rows(env: Any, agent: str, steps: int) -> tuple[int, int, int, float, float]:
     """Play ``steps`` env steps (whole episodes, reset seeds 0, 1, ...) with ``agent``;
     (steps, episodes, engine events after the warm-ups, wall s, process CPU s)."""
@@ -86,8 +94,7 @@ def play_rows(env: Any, agent: str, steps: int) -> tuple[int, int, int, float, f
             if agent == "keep":
                 a = keep
             elif agent == "random":
-                m = info["action_mask"]
-                a = np.array([rng.choice(np.flatnonzero(row)) for row in m])
+                a = masked_random(rng, info["action_mask"])
             else:
                 a = heuristic_action(env)
             _, _, done, _, info = env.step(a)
@@ -115,6 +122,7 @@ def kv_pressure(args: argparse.Namespace) -> None:
             f"{n / dt:,.0f} steps/s wall, {n / cpu:,.0f} CPU",
             flush=True,
         )
+        pressure_scenario.clear_cache()
         t0 = time.perf_counter()
         made = KVPressureEnv(tier).prepare_scenarios()
         print(

@@ -76,7 +76,12 @@ def test_the_reset_seed_draws_from_the_scenario_set() -> None:
         assert lo <= info["budget"] <= hi
     assert seen <= {0, 1, 2} and len(seen) > 1
     assert len(budgets) == 12  # the budget is drawn by each reset
+    from kvlab.rl import pressure_scenario as ps
+
+    ps.clear_cache()
+    assert env.prepare_scenarios() == 3 and ps.cache_info() == 3
     fresh = KVPressureEnv("medium", num_scenarios=None)
+    assert fresh.prepare_scenarios() == 0
     _, info = fresh.reset(seed=0)
     assert (
         info["scenario"]["seed"] >= 3
@@ -339,6 +344,8 @@ def test_scenarios_are_seeded_and_in_the_tier() -> None:
         {"usage_threshold": 1.5},
         {"budget": 0.0},
         {"weights": {"nope": 1.0}},
+        {"num_scenarios": 0},
+        {"num_scenarios": True},
     ],
 )
 def test_bad_arguments_are_config_errors(kw: dict) -> None:

@@ -579,6 +579,11 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
             key=lambda i: (cands[i]["protected_share"], cands[i]["progress"], i),
         )
         waiting = [x[3] if isinstance(x, tuple) else x for x in sched.waiting]
+        waiting_tokens = preempted_waiting = 0
+        for w in waiting:
+            waiting_tokens += w.num_tokens
+            if w.rec.admitted_s is not None:
+                preempted_waiting += 1
         span = loop.now - self._t0
         return {
             "memory": {
@@ -612,8 +617,8 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
             "eviction_order": [cands[i]["slot"] for i in order],
             "pending": {
                 "waiting": len(waiting),
-                "waiting_prompt_tokens": sum(s.num_tokens for s in waiting),
-                "preempted_waiting": sum(1 for s in waiting if s.rec.admitted_s is not None),
+                "waiting_prompt_tokens": waiting_tokens,
+                "preempted_waiting": preempted_waiting,
             },
             "visible_seq_ids": [s.req.request_id for s in self._cands],
         }
