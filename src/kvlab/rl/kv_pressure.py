@@ -2,8 +2,10 @@
 pressure, on kvlab's own engine (issue 14).
 
 An episode is a seeded scenario (:mod:`kvlab.rl.pressure_scenario`: a generated chat or
-agentic workload, a memory budget, an arrival regime of the difficulty tier) played on
-the simulator's step loop stopped at decision points (:mod:`kvlab.rl.engine_steps`):
+agentic workload, a memory budget, an arrival regime of the difficulty tier; by default
+one of the tier's fixed set of ``num_scenarios`` workloads, made once per process, with
+a budget drawn by the reset) played on the simulator's step loop stopped at decision
+points (:mod:`kvlab.rl.engine_steps`):
 
 - reset: build the engine on the scenario's budgeted pool, run it until usage first
   reaches ``warmup_usage`` (at most ``warmup_events`` events), then to the first

@@ -28,7 +28,8 @@ evaluation: those seeds are almost never in ``0 .. n-1``).
 
 :func:`cached_scenario` makes each scenario once per process: the workload, prepared
 for the engine (:func:`kvlab.sim.prepare.prepare`: arrivals, sessions, block key
-names), in a bounded cache (:data:`CACHE_SIZE` entries, least recently used out).
+names), in a bounded cache (:data:`CACHE_SIZE` entries, least recently used out;
+about 50 KB each).
 Workloads are immutable and runs on a prepared workload are independent, so a cached
 scenario plays exactly as a freshly made one (a test compares the trajectories).
 
