@@ -235,7 +235,7 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
             sseed = int(options["scenario"])
         elif self.num_scenarios is not None:
             sseed = int(rng.integers(0, self.num_scenarios))
-            if budget is None and self.workload is None:
+            if budget is None:
                 budget = draw_budget(self.difficulty, rng)
         else:
             sseed = int(rng.integers(0, 2**31))
