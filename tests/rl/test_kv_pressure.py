@@ -45,6 +45,50 @@ def test_same_seed_same_trajectory() -> None:
     assert a != play(KVPressureEnv("hard"), 8)
 
 
+def test_a_cached_scenario_plays_as_a_fresh_one() -> None:
+    from kvlab.rl import pressure_scenario as ps
+
+    runs = [(seed, agent) for seed in (3, 11) for agent in ("random", "heuristic")]
+    fresh = []
+    for seed, agent in runs:  # each made with the cache empty
+        ps.clear_cache()
+        fresh.append(play(KVPressureEnv("hard"), seed, agent))
+        assert ps.cache_info() == 1
+    # resets on cached scenarios, after other episodes on the same env, play the same
+    env = KVPressureEnv("hard")
+    for seed, _ in runs:
+        env.reset(seed=seed)
+    play(env, 5)
+    made = ps.cache_info()
+    assert [play(env, seed, agent) for seed, agent in runs] == fresh
+    assert ps.cache_info() == made  # all of them cache hits
+
+
+def test_the_reset_seed_draws_from_the_scenario_set() -> None:
+    env = KVPressureEnv("medium", num_scenarios=3)
+    seen = set()
+    budgets = set()
+    for seed in range(12):
+        _, info = env.reset(seed=seed)
+        seen.add(info["scenario"]["seed"])
+        budgets.add(info["budget"])
+        lo, hi = BUDGETS["medium"]
+        assert lo <= info["budget"] <= hi
+    assert seen <= {0, 1, 2} and len(seen) > 1
+    assert len(budgets) == 12  # the budget is drawn by each reset
+    from kvlab.rl import pressure_scenario as ps
+
+    ps.clear_cache()
+    assert env.prepare_scenarios() == 3 and ps.cache_info() == 3
+    fresh = KVPressureEnv("medium", num_scenarios=None)
+    assert fresh.prepare_scenarios() == 0
+    _, info = fresh.reset(seed=0)
+    assert (
+        info["scenario"]["seed"] >= 3
+        and info["budget"] == make_scenario("medium", "mixed", info["scenario"]["seed"], 512).budget
+    )
+
+
 def test_check_env() -> None:
     from gymnasium.utils.env_checker import check_env
 
@@ -300,6 +344,8 @@ def test_scenarios_are_seeded_and_in_the_tier() -> None:
         {"usage_threshold": 1.5},
         {"budget": 0.0},
         {"weights": {"nope": 1.0}},
+        {"num_scenarios": 0},
+        {"num_scenarios": True},
     ],
 )
 def test_bad_arguments_are_config_errors(kw: dict) -> None:

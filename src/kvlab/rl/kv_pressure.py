@@ -2,8 +2,10 @@
 pressure, on kvlab's own engine (issue 14).
 
 An episode is a seeded scenario (:mod:`kvlab.rl.pressure_scenario`: a generated chat or
-agentic workload, a memory budget, an arrival regime of the difficulty tier) played on
-the simulator's step loop stopped at decision points (:mod:`kvlab.rl.engine_steps`):
+agentic workload, a memory budget, an arrival regime of the difficulty tier; by default
+one of the tier's fixed set of ``num_scenarios`` workloads, made once per process, with
+a budget drawn by the reset) played on the simulator's step loop stopped at decision
+points (:mod:`kvlab.rl.engine_steps`):
 
 - reset: build the engine on the scenario's budgeted pool, run it until usage first
   reaches ``warmup_usage`` (at most ``warmup_events`` events), then to the first
@@ -77,14 +79,17 @@ from kvlab.rl.pressure_observation import (
 )
 from kvlab.rl.pressure_rewards import PRESSURE_USAGE, EpisodeTally, breakdown, check_weights
 from kvlab.rl.pressure_scenario import (
+    DEFAULT_NUM_SCENARIOS,
     DIFFICULTIES,
     KINDS,
     Scenario,
+    cached_scenario,
     check_choice,
+    draw_budget,
     given_scenario,
-    make_scenario,
 )
 from kvlab.sim.cost_model import TICKS_PER_S
+from kvlab.sim.prepare import PreparedWorkload, prepare
 from kvlab.sim.sequence import FINISHED, Seq
 from kvlab.workload.records import Workload
 
@@ -130,8 +135,10 @@ class PressureLoop(SteppedLoop):
 
 class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
     """See the module doc. ``seed`` seeds the first :meth:`reset` that gives none;
-    ``num_scenarios`` (optional) restricts episodes to that many scenarios per tier
-    (scenario seeds ``0 .. num_scenarios - 1``, made once and reused). ``workload``
+    ``num_scenarios``: the scenarios a reset draws from, per tier and kind (scenario
+    seeds ``0 .. num_scenarios - 1``, each made and prepared once per process, the
+    budget drawn afresh by each reset; ``None``: a new scenario every reset, see
+    :mod:`kvlab.rl.pressure_scenario`). ``workload``
     replaces the generated workloads (every episode plays it, e.g. a trace slice);
     ``budget`` fixes the budget instead of drawing it from the tier."""
 
@@ -154,7 +161,7 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         max_num_seqs: int = 32,
         evict_mode: str = "recompute",
         weights: Mapping[str, float] | None = None,
-        num_scenarios: int | None = None,
+        num_scenarios: int | None = DEFAULT_NUM_SCENARIOS,
         compact_info: bool = True,
         workload: Workload | None = None,
         budget: float | None = None,
@@ -178,7 +185,11 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
                 raise ConfigError(f"{name} must be in (0, 1], got {x}")
         if budget is not None and not 0.0 < budget <= 1.0:
             raise ConfigError(f"budget must be in (0, 1], got {budget}")
-        if num_scenarios is not None and num_scenarios < 1:
+        if num_scenarios is not None and (
+            isinstance(num_scenarios, bool)
+            or not isinstance(num_scenarios, int)
+            or num_scenarios < 1
+        ):
             raise ConfigError(f"num_scenarios must be >= 1, got {num_scenarios}")
         self.difficulty = difficulty
         self.kind = kind
@@ -198,7 +209,7 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         self.workload = workload
         self.budget = budget
         self._first_seed = seed
-        self._scenarios: dict[int, Scenario] = {}
+        self._given: PreparedWorkload | None = None
         n = NUM_GLOBAL + k * NUM_CAND
         self.observation_space = gym.spaces.Box(OBS_LOW, OBS_HIGH, (n,), np.float32)
         self.action_space = gym.spaces.MultiDiscrete(np.full(k, len(ACTIONS), dtype=np.int64))
@@ -207,6 +218,8 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         self.scenario: Scenario | None = None
         self._cands: list[Seq] = []
         self._mask = np.zeros((k, len(ACTIONS)), dtype=bool)
+        self._mask_flat = self._mask.reshape(-1)  # a view: the mask's bits in one row
+        self._cand_tiers: list[int] = []
         self._obs = np.zeros(n, dtype=np.float32)
 
     # -- episode -------------------------------------------------------------
@@ -216,36 +229,52 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         if seed is None and self._first_seed is not None:
             seed, self._first_seed = self._first_seed, None
         super().reset(seed=seed)
+        rng = self.np_random
+        budget = self.budget
         if options and "scenario" in options:
             sseed = int(options["scenario"])
         elif self.num_scenarios is not None:
-            sseed = int(self.np_random.integers(0, self.num_scenarios))
+            sseed = int(rng.integers(0, self.num_scenarios))
+            if budget is None:
+                budget = draw_budget(self.difficulty, rng)
         else:
-            sseed = int(self.np_random.integers(0, 2**31))
-        self.scenario = sc = self._scenario(sseed)
-        self._start(sc)
+            sseed = int(rng.integers(0, 2**31))
+        self.scenario, prepared = self._scenario(sseed, budget)
+        self._start(self.scenario, prepared)
         self._warm_up()
         self._advance()
         self._usage_prev = self._usage
         self._observe()
         return self._obs.copy(), self._info({}, 0.0)
 
-    def _scenario(self, sseed: int) -> Scenario:
-        sc = self._scenarios.get(sseed)
-        if sc is None:
-            if self.workload is not None:
-                sc = given_scenario(
-                    self.difficulty, self.workload, sseed, self.pool_blocks, self.budget
-                )
-            else:
-                sc = make_scenario(self.difficulty, self.kind, sseed, self.pool_blocks)
-                if self.budget is not None:
-                    sc = dataclasses.replace(sc, budget=self.budget)
-            if self.num_scenarios is not None:
-                self._scenarios[sseed] = sc
-        return sc
+    def _scenario(self, sseed: int, budget: float | None) -> tuple[Scenario, PreparedWorkload]:
+        """The episode's scenario and its prepared workload."""
+        if self.workload is not None:
+            sc = given_scenario(self.difficulty, self.workload, sseed, self.pool_blocks, budget)
+            if self._given is None:
+                self._given = prepare(self.workload, self.block_size)
+            return sc, self._given
+        sc, prepared = cached_scenario(
+            self.difficulty, self.kind, sseed, self.pool_blocks, self.block_size
+        )
+        return (sc if budget is None else dataclasses.replace(sc, budget=budget)), prepared
 
-    def _start(self, sc: Scenario) -> None:
+    def prepare_scenarios(self) -> int:
+        """Make and prepare every scenario of the set now (block key names included),
+        instead of at the first reset that draws each; returns how many (0 with
+        ``num_scenarios=None`` or a given ``workload``). For long runs: the first
+        episodes then cost what the later ones do."""
+        if self.workload is not None or self.num_scenarios is None:
+            return 0
+        for sseed in range(self.num_scenarios):
+            _, prepared = cached_scenario(
+                self.difficulty, self.kind, sseed, self.pool_blocks, self.block_size
+            )
+            if prepared.workload.requests:
+                prepared.key_names(0)  # names every request of the workload at once
+        return self.num_scenarios
+
+    def _start(self, sc: Scenario, prepared: PreparedWorkload) -> None:
         from kvlab.sim.config import SimConfig
         from kvlab.sim.engine import Engine
 
@@ -262,7 +291,7 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         )
         # as kvlab.rl.engine_steps.stepped_engine builds it, with this loop class (the
         # swap space: its default, vLLM's 4 GiB)
-        self._engine = Engine(sc.workload, cfg, loop_class=PressureLoop)
+        self._engine = Engine(prepared, cfg, loop_class=PressureLoop)
         loop = self._engine.loop
         assert isinstance(loop, PressureLoop)
         self._engine.kv = loop.kv  # the tiered manager, over the same pool
@@ -448,9 +477,6 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         their common parts read once per decision: the free blocks, the host room."""
         loop = self.loop
         assert loop is not None
-        mask = self._mask
-        mask[:] = False
-        mask[:, KEEP] = True
         sched = loop.sched
         cands = self._cands = [] if self._done else candidates(sched.running, self.k)
         m = self.max_num_seqs
@@ -474,6 +500,10 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         self._pending_growth = waiting - self._waiting_prev
         self._waiting_prev = waiting
         usable, now, facts = self._usable, loop.now, self._facts
+        # the mask, row by row (keep, evict, compress, swap), set in one assignment
+        bits = [True, False, False, False] * self.k
+        tiers: list[int] = []
+        self._cand_tiers = tiers
         kv = loop.tiers
         if kv is not None:
             tier_of = kv.tier
@@ -481,17 +511,23 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
             top = loop.max_tier
         for i, seq in enumerate(cands):
             if kv is not None:
-                tier = tier_of.get(seq.idx, 0)
+                tier = tier_of.get(seq.idx, 0) if tier_of else 0
+                # can_compress of a running candidate: the new blocks fit in the free
+                # ones (or do once its own are released)
                 can_c = tier < top and (
-                    free >= kv.blocks_for(seq.num_computed, tier + 1) or loop.can_compress(seq)
+                    free >= kv.blocks_for(seq.num_computed, tier + 1)
+                    or kv.compress_gain(seq, tier + 1) + free >= 0  # type: ignore[arg-type]
                 )
                 can_s = seq.nblocks <= room
             else:
                 tier, can_c, can_s = 0, False, False
+            tiers.append(tier)
             vals += candidate_row(seq, facts_of(seq, facts), usable, now, tier, can_c, can_s)
-            mask[i, EVICT] = True
-            mask[i, COMPRESS] = can_c
-            mask[i, SWAP] = can_s
+            j = 4 * i
+            bits[j + EVICT] = True
+            bits[j + COMPRESS] = can_c
+            bits[j + SWAP] = can_s
+        self._mask_flat[:] = bits
         obs = self._obs
         obs[: len(vals)] = vals
         obs[len(vals) :] = 0.0
@@ -517,28 +553,39 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
         usable = self._usable
         facts = self._facts
         running = sched.running
+        tiers = loop.tiers
+        tier_table: dict[int, int] = tiers.tier if tiers is not None else {}
+        tier_of = tier_table.get
         summaries = [
-            request_summary(s, facts_of(s, facts), usable, self._tier_of(s)) for s in self._cands
+            request_summary(s, facts_of(s, facts), usable, tier_of(s.idx, 0)) for s in self._cands
         ]
         # the top memory entries are the first candidates (the same order) when k >= 5
         top = (
             summaries[:5]
             if self.k >= 5 or self._done
             else [
-                request_summary(s, facts_of(s, facts), usable, self._tier_of(s))
+                request_summary(s, facts_of(s, facts), usable, tier_of(s.idx, 0))
                 for s in candidates(running, 5)
             ]
         )
-        mask = self._mask
-        cands = [
-            {**d, "slot": i, "actions": [a for j, a in enumerate(ACTIONS) if mask[i, j]]}
-            for i, d in enumerate(summaries)
-        ]
+        bits = self._mask_flat.tolist()
+        cands = []
+        for i, d in enumerate(summaries):
+            row = bits[4 * i : 4 * i + 4]
+            c = dict(d)
+            c["slot"] = i
+            c["actions"] = [a for a, ok in zip(ACTIONS, row, strict=True) if ok]
+            cands.append(c)
         order = sorted(
             range(len(cands)),
             key=lambda i: (cands[i]["protected_share"], cands[i]["progress"], i),
         )
         waiting = [x[3] if isinstance(x, tuple) else x for x in sched.waiting]
+        waiting_tokens = preempted_waiting = 0
+        for w in waiting:
+            waiting_tokens += w.num_tokens
+            if w.rec.admitted_s is not None:
+                preempted_waiting += 1
         span = loop.now - self._t0
         return {
             "memory": {
@@ -564,15 +611,16 @@ class KVPressureEnv(gym.Env[np.ndarray, np.ndarray]):
                 "blocks_running": sum(s.nblocks for s in running),
                 "swapped": len(loop.swapped),
                 "swap_blocks_host": loop.swapped_blocks if loop.tiers is not None else 0,
-                "compressed": sum(1 for s in running if self._tier_of(s) > 0),
+                # the tier table holds exactly the running requests above tier 0
+                "compressed": len(tiers.tier) if tiers is not None else 0,
             },
             "top_memory": top,
             "candidates": cands,
             "eviction_order": [cands[i]["slot"] for i in order],
             "pending": {
                 "waiting": len(waiting),
-                "waiting_prompt_tokens": sum(s.num_tokens for s in waiting),
-                "preempted_waiting": sum(1 for s in waiting if s.rec.admitted_s is not None),
+                "waiting_prompt_tokens": waiting_tokens,
+                "preempted_waiting": preempted_waiting,
             },
             "visible_seq_ids": [s.req.request_id for s in self._cands],
         }

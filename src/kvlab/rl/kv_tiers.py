@@ -30,6 +30,8 @@ from typing import Any
 from kvlab.models.spec import dtype_bytes
 from kvlab.sim.kv_manager import BlockSeq, KVManager, SeqState, cdiv
 
+_extend = KVManager.extend
+
 #: The fewest bits per element a tier may reach (an int4-like format).
 MIN_TIER_BITS = 4
 
@@ -74,9 +76,10 @@ class TieredKV(KVManager):
 
     # -- growth of a compressed request ---------------------------------------------
     def extend(self, seq: SeqState, num_new_tokens: int, now: int = 0) -> bool:
-        t = self.tier.get(seq.idx)  # type: ignore[attr-defined]
-        if t is None:
-            return super().extend(seq, num_new_tokens, now)
+        tiers = self.tier
+        if not tiers or seq.idx not in tiers:  # type: ignore[attr-defined]
+            return _extend(self, seq, num_new_tokens, now)
+        t = tiers[seq.idx]  # type: ignore[attr-defined]
         need_slot = min(seq.num_computed + num_new_tokens, self.max_model_len)
         need = cdiv(need_slot, self.block_size << t) - len(seq.blocks)
         if need > 0:
@@ -103,8 +106,7 @@ class TieredKV(KVManager):
         """Net free blocks :meth:`requantize` to ``tier`` would give (no side effects):
         the blocks only this request holds, less the private blocks it takes. Negative
         when it shares most of its blocks with other running requests."""
-        ref = self.pool.ref
-        released = sum(1 for b in seq.blocks if ref[b] == 1)
+        released = list(map(self.pool.ref.__getitem__, seq.blocks)).count(1)
         return released - self.blocks_for(seq.num_computed, tier)
 
     def requantize(self, seq: BlockSeq, tier: int, now: int) -> int:

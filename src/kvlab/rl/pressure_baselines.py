@@ -143,6 +143,8 @@ def evaluate(
     for a in agents:
         check_choice("agent", a, AGENTS)
     check_choice("workload kind", kind, KINDS)
+    # held-out episodes: a new scenario every reset, not the training set's
+    env_kwargs.setdefault("num_scenarios", None)
     rows: list[EpisodeRow] = []
     total = len(difficulties) * len(agents) * episodes
     for d in difficulties:

@@ -169,6 +169,7 @@ def evaluate_with_policy(
     from kvlab.rl.pressure_baselines import evaluate, summarize
 
     model = load_policy(policy) if policy is not None else None  # bad file: one line first
+    env_kwargs.setdefault("num_scenarios", None)  # held-out: a new scenario every reset
     rows: list[Any] = []
     per_tier = len(agents) * episodes + (episodes if model is not None else 0)
     total = len(difficulties) * per_tier

@@ -18,6 +18,21 @@ kind's base session rate (:data:`REGIME_RATE`, times a uniform jitter in 0.8 - 1
 ``bursty`` is the high rate with gamma arrivals of burstiness
 :data:`BURSTY_BURSTINESS` (clumps of sessions, then gaps).
 
+Episodes draw from a fixed, seeded set of scenarios, the way a dataset of examples
+works: with ``num_scenarios = n`` (:data:`DEFAULT_NUM_SCENARIOS` = 256 by default) a
+reset draws a scenario seed in ``0 .. n-1`` of the tier and kind (its workload, regime
+and rate) and, from the same reset seed, a fresh budget in the tier's range, so the
+same reset seed gives the same episode. ``num_scenarios=None`` draws a brand-new
+scenario seed (``0 .. 2**31 - 1``) and its own budget at every reset (held-out
+evaluation: those seeds are almost never in ``0 .. n-1``).
+
+:func:`cached_scenario` makes each scenario once per process: the workload, prepared
+for the engine (:func:`kvlab.sim.prepare.prepare`: arrivals, sessions, block key
+names), in a bounded cache (:data:`CACHE_SIZE` entries, least recently used out;
+about 50 KB each).
+Workloads are immutable and runs on a prepared workload are independent, so a cached
+scenario plays exactly as a freshly made one (a test compares the trajectories).
+
 Kinds (:data:`KINDS`): ``chat`` (32 two-turn chats over a shared system prompt),
 ``agentic`` (tool loops whose prompts grow with tool outputs), ``mixed`` (one of the
 two per scenario, drawn from the seed). Their sizes are scaled down from the
@@ -27,6 +42,7 @@ and a handful of requests fill the pool.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -35,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from kvlab.errors import ConfigError
+from kvlab.sim.prepare import PreparedWorkload, prepare
 from kvlab.workload.records import Workload
 
 DIFFICULTIES: tuple[str, ...] = ("easy", "medium", "hard")
@@ -55,6 +72,10 @@ REGIME_RATE: Mapping[str, float] = MappingProxyType(
 BURSTY_BURSTINESS = 4.0
 #: kind -> base session arrival rate (sessions/s) at the "medium" regime
 BASE_RATE_PER_S: Mapping[str, float] = MappingProxyType({"chat": 4.0, "agentic": 0.6})
+#: scenarios per (tier, kind) an environment draws from by default
+DEFAULT_NUM_SCENARIOS = 256
+#: prepared scenarios kept per process (all tiers and kinds together)
+CACHE_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -152,3 +173,40 @@ def given_scenario(
         lo, hi = BUDGETS[difficulty]
         budget = float(np.random.default_rng(seed).uniform(lo, hi))
     return Scenario(difficulty, "given", seed, budget, "given", 0.0, pool_blocks, workload)
+
+
+def draw_budget(difficulty: str, rng: np.random.Generator) -> float:
+    """A budget uniform in the tier's range (:data:`BUDGETS`)."""
+    lo, hi = BUDGETS[difficulty]
+    return float(rng.uniform(lo, hi))
+
+
+_CacheKey = tuple[str, str, int, int, int]
+_cache: OrderedDict[_CacheKey, tuple[Scenario, PreparedWorkload]] = OrderedDict()
+
+
+def cached_scenario(
+    difficulty: str, kind: str, seed: int, pool_blocks: int, block_size: int
+) -> tuple[Scenario, PreparedWorkload]:
+    """:func:`make_scenario` and its workload prepared for blocks of ``block_size``
+    tokens, made once per process and kept in a bounded cache (module doc)."""
+    key = (difficulty, kind, seed, pool_blocks, block_size)
+    hit = _cache.get(key)
+    if hit is not None:
+        _cache.move_to_end(key)
+        return hit
+    sc = make_scenario(difficulty, kind, seed, pool_blocks)
+    out = _cache[key] = (sc, prepare(sc.workload, block_size))
+    if len(_cache) > CACHE_SIZE:
+        _cache.popitem(last=False)
+    return out
+
+
+def cache_info() -> int:
+    """Prepared scenarios in this process's cache."""
+    return len(_cache)
+
+
+def clear_cache() -> None:
+    """Empty this process's scenario cache."""
+    _cache.clear()
