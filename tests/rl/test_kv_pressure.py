@@ -333,6 +333,37 @@ def test_scenarios_are_seeded_and_in_the_tier() -> None:
     assert DEFAULT_WEIGHTS["failure_penalty"] == 0.40
 
 
+def test_trace_scenarios_are_slices_of_the_azure_trace_at_the_regimes_rate() -> None:
+    """kind trace: 64 consecutive requests of the shipped Azure trace, real lengths
+    (capped), real gaps scaled to the regime's mean rate; seeded; a whole episode runs."""
+    from kvlab.rl.pressure_scenario import (
+        TRACE_MAX_OUTPUT,
+        TRACE_MAX_PROMPT,
+        TRACE_REQUESTS,
+        _trace_requests,
+    )
+
+    a, b = make_scenario("hard", "trace", 5, 512), make_scenario("hard", "trace", 5, 512)
+    assert a.workload.requests == b.workload.requests and a.kind == "trace"
+    reqs, start = a.workload.requests, a.workload.meta["first_request"]
+    src = _trace_requests()[start : start + TRACE_REQUESTS]
+    assert len(reqs) == TRACE_REQUESTS
+    for q, r in zip(reqs, src, strict=True):
+        assert q.prompt_tokens == min(r.prompt_tokens, TRACE_MAX_PROMPT)
+        assert q.output_tokens == min(r.output_tokens, TRACE_MAX_OUTPUT)
+    # the slice's mean rate is the scenario's, its gaps the trace's, scaled alike
+    times = [q.arrival_s for q in reqs]
+    assert times[0] == 0.0 and (len(reqs) - 1) / times[-1] == pytest.approx(a.rate_per_s)
+    scale = a.workload.meta["time_scale"]
+    assert times[7] == pytest.approx((src[7].arrival_s - src[0].arrival_s) * scale)
+    env = KVPressureEnv("hard", kind="trace")
+    _, info = env.reset(seed=2)
+    done = False
+    while not done:
+        _, _, done, _, info = env.step(heuristic_action(env))
+    assert info["scenario"]["kind"] == "trace"
+
+
 @pytest.mark.parametrize(
     "kw",
     [

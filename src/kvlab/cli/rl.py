@@ -211,7 +211,11 @@ def eval_pressure_cmd(
     seed: int = typer.Option(
         1000, "--seed", help="First reset seed (held out: keep apart from training seeds)."
     ),
-    kind: str = typer.Option("mixed", "--kind", help="Workloads: chat, agentic or mixed."),
+    kind: str = typer.Option(
+        "mixed",
+        "--kind",
+        help="Workloads: chat, agentic, mixed, or trace (slices of the Azure 2023 trace).",
+    ),
     evict_mode: str = typer.Option(
         "recompute", "--evict-mode", help="evict = recompute (preempt) or drop (a failure)."
     ),

@@ -35,16 +35,29 @@ scenario plays exactly as a freshly made one (a test compares the trajectories).
 
 Kinds (:data:`KINDS`): ``chat`` (32 two-turn chats over a shared system prompt),
 ``agentic`` (tool loops whose prompts grow with tool outputs), ``mixed`` (one of the
-two per scenario, drawn from the seed). Their sizes are scaled down from the
-generators' defaults so that a request fits the smallest budget of the hardest tier
-and a handful of requests fill the pool.
+two per scenario, drawn from the seed), ``trace`` (a slice of a real trace: below).
+The generated kinds' sizes are scaled down from the generators' defaults so that a
+request fits the smallest budget of the hardest tier and a handful of requests fill
+the pool.
+
+``trace``: :data:`TRACE_REQUESTS` consecutive requests of the shipped Azure LLM
+inference trace (2023, conversation), from a start drawn from the seed, their real
+prompt and output lengths (capped at :data:`TRACE_MAX_PROMPT` and
+:data:`TRACE_MAX_OUTPUT` tokens so that a request fits the hardest tier's smallest
+budget; the cap touches about 1% of the trace's requests) and their real arrival
+pattern, time-scaled so that the slice's mean rate is the regime's
+(:data:`BASE_RATE_PER_S` ``trace``: requests/s). Every regime keeps the trace's own
+gaps (``bursty`` is the high rate with them). The Mooncake traces are not used: their
+prompts (thousands of tokens each) do not fit the default pool. The Azure trace has
+no prefix information, so no two requests share a block.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -52,10 +65,10 @@ import numpy as np
 
 from kvlab.errors import ConfigError
 from kvlab.sim.prepare import PreparedWorkload, prepare
-from kvlab.workload.records import Workload
+from kvlab.workload.records import Request, Workload
 
 DIFFICULTIES: tuple[str, ...] = ("easy", "medium", "hard")
-KINDS: tuple[str, ...] = ("chat", "agentic", "mixed")
+KINDS: tuple[str, ...] = ("chat", "agentic", "mixed", "trace")
 
 #: tier -> (lowest budget, highest budget), shares of the pool
 BUDGETS: Mapping[str, tuple[float, float]] = MappingProxyType(
@@ -70,8 +83,15 @@ REGIME_RATE: Mapping[str, float] = MappingProxyType(
     {"low": 0.5, "medium": 1.0, "high": 2.0, "bursty": 2.0}
 )
 BURSTY_BURSTINESS = 4.0
-#: kind -> base session arrival rate (sessions/s) at the "medium" regime
-BASE_RATE_PER_S: Mapping[str, float] = MappingProxyType({"chat": 4.0, "agentic": 0.6})
+#: kind -> base arrival rate at the "medium" regime (sessions/s; trace: requests/s)
+BASE_RATE_PER_S: Mapping[str, float] = MappingProxyType(
+    {"chat": 4.0, "agentic": 0.6, "trace": 6.0}
+)
+#: the trace of kind ``trace`` (a built-in trace name) and the requests of a slice
+TRACE, TRACE_REQUESTS = "azure-conv", 64
+#: the longest prompt and output a trace slice keeps (tokens): together at most 4,608,
+#: inside the hardest tier's smallest budget of the default pool (0.65 x 512 blocks of 16)
+TRACE_MAX_PROMPT, TRACE_MAX_OUTPUT = 4096, 512
 #: scenarios per (tier, kind) an environment draws from by default
 DEFAULT_NUM_SCENARIOS = 256
 #: prepared scenarios kept per process (all tiers and kinds together)
@@ -118,7 +138,9 @@ def make_scenario(difficulty: str, kind: str, seed: int, pool_blocks: int) -> Sc
         else {"arrival": "poisson"}
     )
     wseed = int(rng.integers(0, 2**31))
-    if real_kind == "chat":
+    if real_kind == "trace":
+        w = _trace_slice(wseed, rate)
+    elif real_kind == "chat":
         w = _generate(
             "chat",
             wseed,
@@ -162,6 +184,40 @@ def _generate(shape: str, seed: int, **params: Any) -> Workload:
     p.check()
     requests = shape_.build(p, np.random.default_rng(seed))
     return Workload(requests=requests, name=shape, meta={"generator": shape, "seed": seed})
+
+
+@functools.cache
+def _trace_requests() -> tuple[Request, ...]:
+    """The requests of :data:`TRACE`, loaded once per process."""
+    from kvlab.workload.detect import load_workload
+
+    return load_workload(TRACE, None, seed=0).requests
+
+
+def _trace_slice(seed: int, rate_per_s: float) -> Workload:
+    """:data:`TRACE_REQUESTS` consecutive requests of :data:`TRACE` from a start drawn
+    from ``seed``, lengths capped, arrivals time-scaled to ``rate_per_s`` (module doc)."""
+    reqs = _trace_requests()
+    start = int(np.random.default_rng(seed).integers(0, len(reqs) - TRACE_REQUESTS + 1))
+    part = reqs[start : start + TRACE_REQUESTS]
+    t0 = part[0].arrival_s or 0.0
+    span = (part[-1].arrival_s or 0.0) - t0
+    # stretch (or squeeze) the slice's time so that its mean rate is rate_per_s
+    scale = (len(part) - 1) / (span * rate_per_s) if span > 0 else 1.0
+    out = []
+    for i, q in enumerate(part):
+        seg = q.segments[0]
+        seg = replace(seg, tokens=min(seg.tokens, TRACE_MAX_PROMPT))
+        out.append(
+            Request(
+                f"t{i}",
+                (seg,),
+                min(q.output_tokens, TRACE_MAX_OUTPUT),
+                arrival_s=((q.arrival_s or 0.0) - t0) * scale,
+            )
+        )
+    meta = {"trace": TRACE, "first_request": start, "time_scale": scale}
+    return Workload(requests=tuple(out), name=f"{TRACE}[{start}:{start + len(part)}]", meta=meta)
 
 
 def given_scenario(
