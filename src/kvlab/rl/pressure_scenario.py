@@ -84,9 +84,7 @@ REGIME_RATE: Mapping[str, float] = MappingProxyType(
 )
 BURSTY_BURSTINESS = 4.0
 #: kind -> base arrival rate at the "medium" regime (sessions/s; trace: requests/s)
-BASE_RATE_PER_S: Mapping[str, float] = MappingProxyType(
-    {"chat": 4.0, "agentic": 0.6, "trace": 6.0}
-)
+BASE_RATE_PER_S: Mapping[str, float] = MappingProxyType({"chat": 4.0, "agentic": 0.6, "trace": 6.0})
 #: the trace of kind ``trace`` (a built-in trace name) and the requests of a slice
 TRACE, TRACE_REQUESTS = "azure-conv", 64
 #: the longest prompt and output a trace slice keeps (tokens): together at most 4,608,
