@@ -186,3 +186,8 @@ def load_environment(difficulty: str = "all", num_examples: int = -1, seed: int 
 
 
 __all__ = ["KVPressureTaskset"]
+
+
+if __name__ == "__main__":
+    # verifiers launches each rollout's tool server as ``python -m <toolset's module>``
+    KVPressureToolset.run()
