@@ -16,7 +16,10 @@
   weight-0 figures (tokens, failures, swap latency, pressure steps, steps) are metrics.
 
 :func:`load_environment` (``difficulty="all"``, ``num_examples=-1``, ``seed=42``) builds
-the single-agent env over this taskset.
+the single-agent env over this taskset. ``python -m kvlab.rl.verifiers_env`` serves the
+toolset (its config in ``VF_CONFIG``): that is how verifiers starts each rollout's tool
+server, so a whole rollout (``vf-eval kvlab-kvpressure``, docs/rl.md) needs kvlab
+importable from any working directory.
 """
 
 from __future__ import annotations
@@ -186,3 +189,8 @@ def load_environment(difficulty: str = "all", num_examples: int = -1, seed: int 
 
 
 __all__ = ["KVPressureTaskset"]
+
+
+if __name__ == "__main__":
+    # verifiers launches each rollout's tool server as ``python -m <toolset's module>``
+    KVPressureToolset.run()
