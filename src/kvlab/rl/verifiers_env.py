@@ -101,20 +101,17 @@ class KVPressureToolset(vf.Toolset[KVPressureToolsetConfig, KVPressureState]):
 
     @vf.tool
     def evict(self, seq_id: str) -> str:
-        """Evict a candidate sequence (preemption by recompute: its blocks are freed, its
-        work is redone later). Returns the next observation (JSON)."""
+        """Evict a candidate: preempt it, freeing its blocks; returns the next observation."""
         return self._run("evict", seq_id)
 
     @vf.tool
     def compress(self, seq_id: str) -> str:
-        """Compress a candidate's KV cache one tier (fp16 -> int8 -> int4, each halving its
-        memory). Returns the next observation (JSON)."""
+        """Compress a candidate's KV one tier (fp16->int8->int4, each halves its blocks)."""
         return self._run("compress", seq_id)
 
     @vf.tool
     def swap_to_cpu(self, seq_id: str) -> str:
-        """Move a candidate's KV blocks to CPU memory (frees GPU memory; the transfer
-        takes time). Returns the next observation (JSON)."""
+        """Swap a candidate's KV to CPU memory (frees GPU blocks; the transfer takes time)."""
         return self._run("swap_to_cpu", seq_id)
 
     @vf.tool
