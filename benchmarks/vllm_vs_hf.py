@@ -51,22 +51,31 @@ def main() -> None:
     model = write_tiny_model(tmp / "tiny")
     wl = uniform("fig6", args.requests, args.prompt_tokens, args.output_tokens)
     points: dict[str, dict[str, Any]] = {}
-    server = VllmServer(python=args.vllm_python, model_dir=model, port=free_port(),
-                        log_path=tmp / "vllm.log", max_model_len=1024,
-                        prompt_tokens_details=True)
+    server = VllmServer(
+        python=args.vllm_python,
+        model_dir=model,
+        port=free_port(),
+        log_path=tmp / "vllm.log",
+        max_model_len=1024,
+        prompt_tokens_details=True,
+    )
     print(f"starting vLLM (log {server.log_path}) ...", flush=True)
     with server.running(timeout_s=400) as s:
-        target = OpenAITarget(endpoint=s.url, model=s.model,
-                              model_config=str(model / "config.json"))
+        target = OpenAITarget(
+            endpoint=s.url, model=s.model, model_config=str(model / "config.json")
+        )
         target.run(uniform("warm", 2, 16, 4), 1)  # first-request set-up is not measured
         points["vLLM (CPU, HTTP)"] = run_point(target.run(wl, args.concurrency), target)
     hf = HfTarget(model_dir=str(model), num_threads=1)
     points["transformers (in process)"] = run_point(hf.run(wl, args.concurrency), hf)
     rows = table(points)
     print(markdown(rows, args))
-    (args.out / "vllm_vs_hf.json").write_text(json.dumps(
-        {"params": vars(args) | {"out": str(args.out)}, "points": points}, indent=2,
-        default=str) + "\n")
+    (args.out / "vllm_vs_hf.json").write_text(
+        json.dumps(
+            {"params": vars(args) | {"out": str(args.out)}, "points": points}, indent=2, default=str
+        )
+        + "\n"
+    )
     figure(rows, args.out / "fig6")
     print(f"wrote {args.out / 'fig6.png'}")
 
@@ -92,9 +101,13 @@ def table(points: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def markdown(rows: dict[str, dict[str, Any]], args: Any) -> str:
     names = list(rows)
-    lines = [f"{args.requests} requests of {args.prompt_tokens} + {args.output_tokens} tokens, "
-             f"concurrency {args.concurrency}, tiny model (512 B/token)", "",
-             "| figure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    lines = [
+        f"{args.requests} requests of {args.prompt_tokens} + {args.output_tokens} tokens, "
+        f"concurrency {args.concurrency}, tiny model (512 B/token)",
+        "",
+        "| figure | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
 
     def f(v: Any, unit: str = "") -> str:
         if v is None:
@@ -135,8 +148,11 @@ def figure(rows: dict[str, dict[str, Any]], base: Path) -> None:
     axes[1].set_xticks([j + 0.2 for j in x], ["TTFT", "TPOT", "E2E"])
     axes[1].set(ylabel="s (mean)", title="latency")
     axes[1].legend(fontsize=8)
-    axes[2].bar(names, [rows[n]["throughput_tok_per_s"] or 0 for n in names],
-                color=["tab:blue", "tab:orange"])
+    axes[2].bar(
+        names,
+        [rows[n]["throughput_tok_per_s"] or 0 for n in names],
+        color=["tab:blue", "tab:orange"],
+    )
     axes[2].set(ylabel="tokens/s", title="throughput")
     for ax in (axes[0], axes[2]):
         ax.tick_params(axis="x", labelsize=8)

@@ -47,7 +47,8 @@ def blocks(page: Path) -> list[Block]:
     for m in _BLOCK.finditer(page.read_text(encoding="utf-8")):
         text = m.group(2).replace("\\\n", " ")
         cmds = tuple(
-            line.strip() for line in text.splitlines()
+            line.strip()
+            for line in text.splitlines()
             if line.strip() and not line.strip().startswith("#")
         )
         out.append(Block(m.group(1) or "plain", cmds))
@@ -55,8 +56,11 @@ def blocks(page: Path) -> list[Block]:
 
 
 def headings(page: Path) -> list[str]:
-    return [line.split(" ", 1)[0] for line in page.read_text(encoding="utf-8").splitlines()
-            if line.startswith("#")]
+    return [
+        line.split(" ", 1)[0]
+        for line in page.read_text(encoding="utf-8").splitlines()
+        if line.startswith("#")
+    ]
 
 
 def _argv(cmd: str, vllm_python: str | None) -> list[str]:
@@ -85,13 +89,21 @@ def run_page(page: Path, cwd: Path, *, live: bool, vllm_python: str | None = Non
                 continue
             for doc_cmd in block.commands:
                 cmd = doc_cmd.replace(f"--port {DOCS_PORT}", f"--port {port}").replace(
-                    f"127.0.0.1:{DOCS_PORT}", f"127.0.0.1:{port}")
+                    f"127.0.0.1:{DOCS_PORT}", f"127.0.0.1:{port}"
+                )
                 if block.kind == "server":
                     server = _start_server(_argv(cmd, vllm_python), cwd)
                 else:
                     command, _, target = cmd.partition(" > ")  # `kvlab ... > FILE`
-                    r = subprocess.run(_argv(command, vllm_python), cwd=cwd, env=_env(),
-                                       capture_output=True, text=True, timeout=600, check=False)
+                    r = subprocess.run(
+                        _argv(command, vllm_python),
+                        cwd=cwd,
+                        env=_env(),
+                        capture_output=True,
+                        text=True,
+                        timeout=600,
+                        check=False,
+                    )
                     assert r.returncode == 0, f"{page.name}: {cmd}\n{r.stdout}\n{r.stderr}"
                     if target:
                         (cwd / target.strip()).write_text(r.stdout, encoding="utf-8")

@@ -14,8 +14,14 @@ KV = 1000 * 2 * 2**20
 
 
 def risk(concurrency: int, context: int, **kw: object):  # type: ignore[no-untyped-def]
-    return assess("llama-3.1-8b", "h100", context_tokens=context, concurrency=concurrency,
-                  kv_cache_memory_bytes=KV, **kw)
+    return assess(
+        "llama-3.1-8b",
+        "h100",
+        context_tokens=context,
+        concurrency=concurrency,
+        kv_cache_memory_bytes=KV,
+        **kw,
+    )
 
 
 def test_tiers_follow_the_demand_ratio() -> None:
@@ -48,8 +54,9 @@ def test_the_simulator_raises_the_tier_on_preemption() -> None:
     from kvlab.workload.records import Request, Segment, Workload
 
     # the stated shape (2 x 6,200 tokens) is low; the workload runs 3 of 6,000 at once
-    reqs = tuple(Request(f"r{i}", (Segment("user", 4000, f"u{i}"),), 2000, arrival_s=0.0)
-                 for i in range(3))
+    reqs = tuple(
+        Request(f"r{i}", (Segment("user", 4000, f"u{i}"),), 2000, arrival_s=0.0) for i in range(3)
+    )
     assert risk(2, 6200).tier == "low"
     r = risk(2, 6200, workload=Workload(reqs, name="w"))
     assert r.demand_ratio == pytest.approx(2 * 388 / 999)
@@ -69,10 +76,31 @@ def test_bench_check_oom_refuses_a_high_risk(tmp_path: Path) -> None:
 
     cfg = Path(__file__).resolve().parents[2] / "src/kvlab/data/model_configs"
     name = next(p for p in cfg.iterdir() if "Llama-3.1-8B" in p.name)
-    r = run_cli(["bench", "-e", "concurrency", "--backend", "openai", "--endpoint",
-                 "http://127.0.0.1:9", "--model", "m", "--model-config", str(name),
-                 "--gpu", "rtx-4090", "--levels", "1,2", "--prompt-tokens", "60000",
-                 "--output-tokens", "60000", "-o", str(tmp_path)])
+    r = run_cli(
+        [
+            "bench",
+            "-e",
+            "concurrency",
+            "--backend",
+            "openai",
+            "--endpoint",
+            "http://127.0.0.1:9",
+            "--model",
+            "m",
+            "--model-config",
+            str(name),
+            "--gpu",
+            "rtx-4090",
+            "--levels",
+            "1,2",
+            "--prompt-tokens",
+            "60000",
+            "--output-tokens",
+            "60000",
+            "-o",
+            str(tmp_path),
+        ]
+    )
     assert r.code == 1, r.err
     assert "OOM risk: HIGH" in r.err and "--no-check-oom" in r.err
     saved = json.loads((tmp_path / "concurrency" / "oom_check.json").read_text())
@@ -83,12 +111,23 @@ def test_in_process_backend_is_checked_against_this_hosts_memory(tmp_path: Path)
     from kvlab.bench.oom import bench_check, host_available_bytes
 
     cfg = tmp_path / "config.json"
-    cfg.write_text(json.dumps({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "head_dim": 32,
-        "hidden_size": 128, "intermediate_size": 512, "max_position_embeddings": 2048,
-        "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2,
-        "vocab_size": 2048, "torch_dtype": "bfloat16",
-    }))
+    cfg.write_text(
+        json.dumps(
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "model_type": "llama",
+                "head_dim": 32,
+                "hidden_size": 128,
+                "intermediate_size": 512,
+                "max_position_embeddings": 2048,
+                "num_attention_heads": 4,
+                "num_hidden_layers": 2,
+                "num_key_value_heads": 2,
+                "vocab_size": 2048,
+                "torch_dtype": "bfloat16",
+            }
+        )
+    )
     r, where = bench_check("seqlen", None, model_config=str(cfg), gpu=None, backend="hf")
     if host_available_bytes() is None:
         assert r is None and "unknown" in where

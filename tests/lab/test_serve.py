@@ -38,24 +38,59 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
 
 def kvlab(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    return subprocess.run([sys.executable, "-m", "kvlab", *args], capture_output=True,
-                          text=True, env=env, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "kvlab", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_print_shows_every_measurement_setting() -> None:
-    r = kvlab("serve", "vllm", "--model", "m", "--device", "cpu", "--python", "py",
-              "--port", "9001", "--served-model-name", "tiny", "--no-prefix-caching",
-              "--block-size", "128", "--num-blocks", "4", "--max-num-seqs", "8",
-              "--max-num-batched-tokens", "512", "--kv-gib", "2", "--print", "--json")
+    r = kvlab(
+        "serve",
+        "vllm",
+        "--model",
+        "m",
+        "--device",
+        "cpu",
+        "--python",
+        "py",
+        "--port",
+        "9001",
+        "--served-model-name",
+        "tiny",
+        "--no-prefix-caching",
+        "--block-size",
+        "128",
+        "--num-blocks",
+        "4",
+        "--max-num-seqs",
+        "8",
+        "--max-num-batched-tokens",
+        "512",
+        "--kv-gib",
+        "2",
+        "--print",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     cmd = out["command"]
     assert cmd[:3] == ["py", "-m", "vllm.entrypoints.openai.api_server"]
     text = " ".join(cmd)
-    for flag in ("--served-model-name tiny", "--port 9001", "--no-enable-prefix-caching",
-                 "--enable-prompt-tokens-details", "--block-size 128",
-                 "--num-gpu-blocks-override 4", "--max-num-seqs 8",
-                 "--max-num-batched-tokens 512"):
+    for flag in (
+        "--served-model-name tiny",
+        "--port 9001",
+        "--no-enable-prefix-caching",
+        "--enable-prompt-tokens-details",
+        "--block-size 128",
+        "--num-gpu-blocks-override 4",
+        "--max-num-seqs 8",
+        "--max-num-batched-tokens 512",
+    ):
         assert flag in text
     assert out["env"]["VLLM_CPU_KVCACHE_SPACE"] == "2"
     assert "--disable-log-stats" not in text  # /metrics stays on
@@ -63,15 +98,33 @@ def test_print_shows_every_measurement_setting() -> None:
 
 def test_preset_from_a_plan_result(tmp_path: Path) -> None:
     plan = tmp_path / "plan.json"
-    r = kvlab("plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--context", "8192",
-              "--kv-dtype", "fp8", "--tp", "2", "--json")
+    r = kvlab(
+        "plan",
+        "--model",
+        "llama-3.1-8b",
+        "--gpu",
+        "h100",
+        "--context",
+        "8192",
+        "--kv-dtype",
+        "fp8",
+        "--tp",
+        "2",
+        "--json",
+    )
     plan.write_text(r.stdout)
-    r = kvlab("serve", "vllm", "--preset", str(plan), "--device", "gpu", "--kv-gib", "20",
-              "--print")
+    r = kvlab(
+        "serve", "vllm", "--preset", str(plan), "--device", "gpu", "--kv-gib", "20", "--print"
+    )
     assert r.returncode == 0, r.stderr
-    for flag in ("--model meta-llama/Llama-3.1-8B", "--max-model-len 8192",
-                 "--kv-cache-dtype fp8", "--tensor-parallel-size 2", "--block-size 16",
-                 f"--kv-cache-memory-bytes {20 * 2**30}"):
+    for flag in (
+        "--model meta-llama/Llama-3.1-8B",
+        "--max-model-len 8192",
+        "--kv-cache-dtype fp8",
+        "--tensor-parallel-size 2",
+        "--block-size 16",
+        f"--kv-cache-memory-bytes {20 * 2**30}",
+    ):
         assert flag in r.stdout
     assert "VLLM_CPU_KVCACHE_SPACE" not in r.stdout and "--enforce-eager" not in r.stdout
     plan.write_text('{"model": "x"}')
@@ -89,19 +142,41 @@ def test_serve_waits_for_ready_and_ctrl_c_stops_every_process(tmp_path: Path) ->
         (d / "__init__.py").write_text("")
     (fake / "api_server.py").write_text(FAKE_SERVER)
     py = tmp_path / "python"
-    py.write_text(f"#!/bin/sh\nPYTHONPATH={tmp_path / 'fake'} exec {sys.executable} \"$@\"\n")
+    py.write_text(f'#!/bin/sh\nPYTHONPATH={tmp_path / "fake"} exec {sys.executable} "$@"\n')
     py.chmod(0o755)
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text("{}")
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"),
-           "FAKE_ARGS": str(tmp_path / "args"), "FAKE_CHILD_PID": str(tmp_path / "child")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "src"),
+        "FAKE_ARGS": str(tmp_path / "args"),
+        "FAKE_CHILD_PID": str(tmp_path / "child"),
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kvlab", "serve", "vllm", "--model", str(model), "--python",
-         str(py), "--device", "cpu", "--port", str(port), "--log", str(tmp_path / "v.log"),
-         "--max-num-seqs", "8"],
-        stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "kvlab",
+            "serve",
+            "vllm",
+            "--model",
+            str(model),
+            "--python",
+            str(py),
+            "--device",
+            "cpu",
+            "--port",
+            str(port),
+            "--log",
+            str(tmp_path / "v.log"),
+            "--max-num-seqs",
+            "8",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert proc.stderr is not None
     lines = []
@@ -142,10 +217,28 @@ def test_serve_starts_the_real_cpu_build(tmp_path: Path, vllm_python: str) -> No
     model = write_tiny_model(tmp_path / "tiny")
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kvlab", "serve", "vllm", "--model", str(model), "--python",
-         vllm_python, "--device", "cpu", "--port", str(port), "--log", str(tmp_path / "v.log"),
-         "--max-num-seqs", "4"],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        [
+            sys.executable,
+            "-m",
+            "kvlab",
+            "serve",
+            "vllm",
+            "--model",
+            str(model),
+            "--python",
+            vllm_python,
+            "--device",
+            "cpu",
+            "--port",
+            str(port),
+            "--log",
+            str(tmp_path / "v.log"),
+            "--max-num-seqs",
+            "4",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
     )
     assert proc.stderr is not None
     try:
@@ -157,8 +250,11 @@ def test_serve_starts_the_real_cpu_build(tmp_path: Path, vllm_python: str) -> No
         body = json.dumps({"model": "tiny", "prompt": words, "max_tokens": 2}).encode()
         cached = []
         for _ in range(2):
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=body,
-                                         headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/completions",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(req, timeout=120) as resp:
                 usage = json.loads(resp.read())["usage"]
             cached.append(usage["prompt_tokens_details"]["cached_tokens"])
@@ -179,14 +275,21 @@ def test_the_live_fixtures_pressure_server_keeps_its_flags() -> None:
 
     from kvlab.backends.vllm_server import VllmServer
 
-    spec = importlib.util.spec_from_file_location("live_conftest",
-                                                  REPO / "tests" / "live" / "conftest.py")
+    spec = importlib.util.spec_from_file_location(
+        "live_conftest", REPO / "tests" / "live" / "conftest.py"
+    )
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     s = VllmServer(python="py", model_dir="m", port=1, log_path="l", **mod.PRESSURE)
-    assert s.command()[-6:] == ["--dtype", "bfloat16", "--num-gpu-blocks-override", "4",
-                                "--max-num-seqs", "8"]
+    assert s.command()[-6:] == [
+        "--dtype",
+        "bfloat16",
+        "--num-gpu-blocks-override",
+        "4",
+        "--max-num-seqs",
+        "8",
+    ]
 
 
 def test_bad_interpreter_and_busy_port_are_one_line(tmp_path: Path) -> None:
@@ -198,20 +301,44 @@ def test_bad_interpreter_and_busy_port_are_one_line(tmp_path: Path) -> None:
     model.mkdir()
     a_file = tmp_path / "weights.bin"
     a_file.touch()
-    for bad, why in ((model, "not a Hugging Face model directory (no config.json)"),
-                     (a_file, "a file; give a model directory")):
+    for bad, why in (
+        (model, "not a Hugging Face model directory (no config.json)"),
+        (a_file, "a file; give a model directory"),
+    ):
         r = kvlab("serve", "vllm", "--model", str(bad), "--print")
         assert r.returncode == 2 and f"--model {bad}: {why}" in r.stderr, r.stderr
     (model / "config.json").write_text("{}")
-    r = kvlab("serve", "vllm", "--model", str(model), "--python", str(tmp_path / "nope"),
-              "--device", "cpu", "--port", str(free_port()), "--log", str(tmp_path / "v.log"))
+    r = kvlab(
+        "serve",
+        "vllm",
+        "--model",
+        str(model),
+        "--python",
+        str(tmp_path / "nope"),
+        "--device",
+        "cpu",
+        "--port",
+        str(free_port()),
+        "--log",
+        str(tmp_path / "v.log"),
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"cannot run the vLLM interpreter {tmp_path / 'nope'}" in r.stderr
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         busy = s.getsockname()[1]
-        r = kvlab("serve", "vllm", "--model", str(model), "--python", sys.executable,
-                  "--device", "cpu", "--port", str(busy))
+        r = kvlab(
+            "serve",
+            "vllm",
+            "--model",
+            str(model),
+            "--python",
+            sys.executable,
+            "--device",
+            "cpu",
+            "--port",
+            str(busy),
+        )
     assert r.returncode == 2 and f"--port {busy}: cannot listen" in r.stderr
     assert "Traceback" not in r.stderr

@@ -12,8 +12,15 @@ from kvlab.report.sessions import miss_threshold, session_continuity, to_markdow
 from kvlab.results import RunResult
 
 
-def rec(sid: str, k: int, arrival: float, finish: float, prompt: int, cached: int | None,
-        output: int = 4) -> dict[str, Any]:
+def rec(
+    sid: str,
+    k: int,
+    arrival: float,
+    finish: float,
+    prompt: int,
+    cached: int | None,
+    output: int = 4,
+) -> dict[str, Any]:
     d: dict[str, Any] = {
         "request_id": f"{sid}-t{k}",
         "arrival_s": arrival,
@@ -133,8 +140,24 @@ def test_simulate_and_compare_show_sessions(tmp_path: Path) -> None:
     from cli_run import run_cli
 
     wl = tmp_path / "s.jsonl"
-    assert run_cli(["workload", "gen", "sessions", "--sessions", "4", "--set", "turns=3",
-                    "--seed", "0", "-o", str(wl)]).code == 0
+    assert (
+        run_cli(
+            [
+                "workload",
+                "gen",
+                "sessions",
+                "--sessions",
+                "4",
+                "--set",
+                "turns=3",
+                "--seed",
+                "0",
+                "-o",
+                str(wl),
+            ]
+        ).code
+        == 0
+    )
     small, big = tmp_path / "small", tmp_path / "big"
     assert run_cli(["simulate", str(wl), "--num-blocks", "200", "-o", str(small)]).code == 0
     assert run_cli(["simulate", str(wl), "-o", str(big)]).code == 0

@@ -17,11 +17,27 @@ REPO = Path(__file__).resolve().parents[2]
 def test_fig6_kv_bytes_are_exact(tmp_path: Path, vllm_python: str) -> None:
     out = tmp_path / "fig6"
     r = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "vllm_vs_hf.py"), "--out", str(out),
-         "--vllm-python", vllm_python, "--requests", "4", "--prompt-tokens", "150",
-         "--output-tokens", "8", "--concurrency", "2"],
-        env={**os.environ, "PYTHONPATH": str(REPO / "src")}, capture_output=True, text=True,
-        timeout=600, check=False,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "vllm_vs_hf.py"),
+            "--out",
+            str(out),
+            "--vllm-python",
+            vllm_python,
+            "--requests",
+            "4",
+            "--prompt-tokens",
+            "150",
+            "--output-tokens",
+            "8",
+            "--concurrency",
+            "2",
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert r.returncode == 0, r.stdout + r.stderr
     points = json.loads((out / "vllm_vs_hf.json").read_text())["points"]

@@ -117,8 +117,12 @@ def _latest_observation(messages: list[dict[str, Any]]) -> dict[str, Any] | None
 
 def _chunks(message: dict[str, Any], model: str) -> Iterator[dict[str, Any]]:
     """The streamed form of one reply: role and content or tool call, finish, usage."""
-    base = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk",
-            "created": int(time.time()), "model": model}
+    base = {
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+    }
     delta: dict[str, Any] = {"role": "assistant"}
     if message.get("tool_calls"):
         delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]

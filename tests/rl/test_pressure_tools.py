@@ -30,7 +30,11 @@ from kvlab.rl.pressure_tools import (
 def test_examples_interleave_tiers_and_seeds() -> None:
     ex = pressure_examples("all", 5, seed=42)
     assert [(e.difficulty, e.seed) for e in ex] == [
-        ("easy", 42), ("medium", 42), ("hard", 42), ("easy", 43), ("medium", 43)
+        ("easy", 42),
+        ("medium", 42),
+        ("hard", 42),
+        ("easy", 43),
+        ("medium", 43),
     ]
     assert len(pressure_examples("hard", -1, seed=0, per_tier=7)) == 7
     assert len(pressure_examples("all", -1, seed=0, per_tier=4)) == 12

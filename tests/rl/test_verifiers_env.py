@@ -57,7 +57,10 @@ def test_load_environment_builds_the_seeded_taskset(plugin: Any) -> None:
     assert isinstance(env, vf.SingleAgentEnv)
     tasks = list(env.taskset)
     assert [(t.data.difficulty, t.data.seed) for t in tasks] == [
-        ("easy", 42), ("medium", 42), ("hard", 42), ("easy", 43)
+        ("easy", 42),
+        ("medium", 42),
+        ("hard", 42),
+        ("easy", 43),
     ]
     first = json.loads(tasks[0].data.prompt)
     assert "candidates" in first and "memory" in first
@@ -133,7 +136,9 @@ def test_scripted_client_on_a_double_pins_the_plumbing(monkeypatch: pytest.Monke
     assert answers[1] == "error: compress is not allowed for seq 12 now"
     assert json.loads(answers[-1])["episode_over"]
     assert toolset.session is not None and toolset.session.env.actions == [
-        [0, 1, 0], [3, 0, 0], [0, 0, 0]
+        [0, 1, 0],
+        [3, 0, 0],
+        [0, 0, 0],
     ]
     assert state.done and state.steps == 3 and state.reward == 4.0
     assert state.calls == ["evict(11)", "swap_to_cpu(10)", "keep"]

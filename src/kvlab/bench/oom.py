@@ -100,14 +100,30 @@ def assess(
 
     if concurrency < 1 or context_tokens < 1:
         raise ConfigError("concurrency and context_tokens must be at least 1")
-    base = plan(model, gpu, kv_dtype=kv_dtype, tp=tp, context_tokens=context_tokens,
-                concurrency=concurrency, kv_cache_memory_bytes=kv_cache_memory_bytes,
-                block_size=block_size, whatifs=False)
+    base = plan(
+        model,
+        gpu,
+        kv_dtype=kv_dtype,
+        tp=tp,
+        context_tokens=context_tokens,
+        concurrency=concurrency,
+        kv_cache_memory_bytes=kv_cache_memory_bytes,
+        block_size=block_size,
+        whatifs=False,
+    )
     kv_gib = base.available_kv_bytes / 2**30
     off = offload_gb if offload_gb is not None else max(1.0, round(2 * kv_gib))
-    p = plan(model, gpu, kv_dtype=kv_dtype, tp=tp, context_tokens=context_tokens,
-             concurrency=concurrency, kv_cache_memory_bytes=kv_cache_memory_bytes,
-             block_size=block_size, offload_gb=off)
+    p = plan(
+        model,
+        gpu,
+        kv_dtype=kv_dtype,
+        tp=tp,
+        context_tokens=context_tokens,
+        concurrency=concurrency,
+        kv_cache_memory_bytes=kv_cache_memory_bytes,
+        block_size=block_size,
+        offload_gb=off,
+    )
     cap = p.capacity
     usable = max(0, cap.num_gpu_blocks - 1)
     per_request = cap.blocks_per_request
@@ -136,8 +152,10 @@ def assess(
         simulated = _simulate(workload, model, gpu, p)
         if simulated["num_rejected"]:
             tier = "high"
-            reasons.append(f"simulated: {simulated['num_rejected']} request(s) rejected "
-                           "(longer than the cache)")
+            reasons.append(
+                f"simulated: {simulated['num_rejected']} request(s) rejected "
+                "(longer than the cache)"
+            )
         elif simulated["num_preemptions"] or (simulated["kv_cache_usage_perc_max"] or 0) >= (
             FULL_USAGE
         ):
@@ -153,9 +171,17 @@ def assess(
             )
     recs = [] if tier == "low" else _recommendations(p, concurrency, context_tokens)
     return OomRisk(
-        tier=tier, demand_ratio=ratio, demand_blocks=demand, usable_blocks=usable,
-        block_size=cap.block_size, context_tokens=context_tokens, concurrency=concurrency,
-        vllm_starts=p.vllm_starts, reasons=reasons, recommendations=recs, simulated=simulated,
+        tier=tier,
+        demand_ratio=ratio,
+        demand_blocks=demand,
+        usable_blocks=usable,
+        block_size=cap.block_size,
+        context_tokens=context_tokens,
+        concurrency=concurrency,
+        vllm_starts=p.vllm_starts,
+        reasons=reasons,
+        recommendations=recs,
+        simulated=simulated,
     )
 
 
@@ -165,12 +191,22 @@ def _simulate(workload: Any, model: Any, gpu: Any, p: Any) -> dict[str, Any]:
     from kvlab.sim.config import SimConfig
     from kvlab.sim.engine import simulate
 
-    cfg = SimConfig(model=model, gpu=gpu, block_size=p.capacity.block_size,
-                    num_blocks=p.capacity.num_gpu_blocks, max_model_len=p.context_tokens,
-                    kv_dtype=p.kv_dtype)
+    cfg = SimConfig(
+        model=model,
+        gpu=gpu,
+        block_size=p.capacity.block_size,
+        num_blocks=p.capacity.num_gpu_blocks,
+        max_model_len=p.context_tokens,
+        kv_dtype=p.kv_dtype,
+    )
     s = simulate(workload, cfg).summary
-    keys = ("num_requests", "num_rejected", "num_preemptions", "kv_cache_usage_perc_max",
-            "num_gpu_blocks")
+    keys = (
+        "num_requests",
+        "num_rejected",
+        "num_preemptions",
+        "kv_cache_usage_perc_max",
+        "num_gpu_blocks",
+    )
     return {k: s.get(k) for k in keys}
 
 
@@ -181,47 +217,69 @@ def _recommendations(p: Any, concurrency: int, context: int) -> list[Recommendat
     rows = {row.get("what", ""): row for row in p.whatifs}
     fp8 = next((r for w, r in rows.items() if w.startswith("KV cache in fp8")), None)
     if fp8 is not None and "skipped" not in fp8:
-        out.append(Recommendation(
-            "fp8 KV cache",
-            {"num_gpu_blocks": fp8["num_gpu_blocks"], "max_concurrency": fp8["max_concurrency"]},
-            fp8["fits"],
-            f"KV in fp8 (--kv-cache-dtype fp8): {fp8['num_gpu_blocks']:,} blocks, maximum "
-            f"concurrency {fp8['max_concurrency']:.2f}x"
-            + (" - fits" if fp8["fits"] else " - still does not fit"),
-        ))
+        out.append(
+            Recommendation(
+                "fp8 KV cache",
+                {
+                    "num_gpu_blocks": fp8["num_gpu_blocks"],
+                    "max_concurrency": fp8["max_concurrency"],
+                },
+                fp8["fits"],
+                f"KV in fp8 (--kv-cache-dtype fp8): {fp8['num_gpu_blocks']:,} blocks, maximum "
+                f"concurrency {fp8['max_concurrency']:.2f}x"
+                + (" - fits" if fp8["fits"] else " - still does not fit"),
+            )
+        )
     per_seq_blocks = usable // concurrency
     short = per_seq_blocks * cap.block_size
     if 0 < short < context:
-        out.append(Recommendation(
-            "shorter context", {"context_tokens": short}, True,
-            f"a shorter context: {concurrency} sequence(s) fit at up to {short:,} tokens "
-            f"(--max-model-len {short}), from {context:,}",
-        ))
+        out.append(
+            Recommendation(
+                "shorter context",
+                {"context_tokens": short},
+                True,
+                f"a shorter context: {concurrency} sequence(s) fit at up to {short:,} tokens "
+                f"(--max-model-len {short}), from {context:,}",
+            )
+        )
     fewer = int(cap.max_concurrency)
     if fewer < concurrency:
-        out.append(Recommendation(
-            "fewer sequences", {"max_num_seqs": fewer}, fewer >= 1,
-            f"fewer sequences: at most {fewer} of {context:,} tokens at once "
-            f"(--max-num-seqs {max(fewer, 1)})" if fewer >= 1 else
-            f"fewer sequences cannot help: not even one sequence of {context:,} tokens fits",
-        ))
+        out.append(
+            Recommendation(
+                "fewer sequences",
+                {"max_num_seqs": fewer},
+                fewer >= 1,
+                f"fewer sequences: at most {fewer} of {context:,} tokens at once "
+                f"(--max-num-seqs {max(fewer, 1)})"
+                if fewer >= 1
+                else "fewer sequences cannot help: not even one sequence of "
+                f"{context:,} tokens fits",
+            )
+        )
     tps = [r for w, r in rows.items() if w.startswith("TP ") and "skipped" not in r]
     tp = next((r for r in tps if r["fits"]), None)
     if tp is not None:
-        out.append(Recommendation(
-            "tensor parallelism", {"tp": tp["tp"], "max_concurrency": tp["max_concurrency"]},
-            True,
-            f"tensor parallelism {tp['tp']} (--tensor-parallel-size {tp['tp']}): maximum "
-            f"concurrency {tp['max_concurrency']:.2f}x per replica",
-        ))
+        out.append(
+            Recommendation(
+                "tensor parallelism",
+                {"tp": tp["tp"], "max_concurrency": tp["max_concurrency"]},
+                True,
+                f"tensor parallelism {tp['tp']} (--tensor-parallel-size {tp['tp']}): maximum "
+                f"concurrency {tp['max_concurrency']:.2f}x per replica",
+            )
+        )
     off = next((r for w, r in rows.items() if w.startswith("CPU offload")), None)
     if off is not None and "skipped" not in off:
         numbers = {k: off[k] for k in ("offload_bytes",) if k in off}
-        out.append(Recommendation(
-            "CPU offload", numbers, None,
-            f"a {off['what']}: keeps evicted prefix blocks for reuse; "
-            "adds no room for running sequences",
-        ))
+        out.append(
+            Recommendation(
+                "CPU offload",
+                numbers,
+                None,
+                f"a {off['what']}: keeps evicted prefix blocks for reuse; "
+                "adds no room for running sequences",
+            )
+        )
     return out
 
 
@@ -238,11 +296,15 @@ def experiment_shape(experiment: str, params: Any) -> tuple[int, int]:
     if experiment == "seqlen":
         return 1, max(params.prompt_lengths) + params.output_tokens
     if experiment == "mixed":
-        return (params.num_short + params.num_long,
-                params.long_prompt_tokens + params.long_output_tokens)
+        return (
+            params.num_short + params.num_long,
+            params.long_prompt_tokens + params.long_output_tokens,
+        )
     if experiment == "prefix":
-        return (params.num_requests,
-                params.prefix_tokens + params.suffix_tokens + params.output_tokens)
+        return (
+            params.num_requests,
+            params.prefix_tokens + params.suffix_tokens + params.output_tokens,
+        )
     raise ConfigError(f"no OOM check for experiment {experiment!r}")
 
 
@@ -259,8 +321,13 @@ def host_available_bytes() -> int | None:
 
 
 def bench_check(
-    experiment: str, params: Any, *, model_config: str | None, gpu: str | None,
-    backend: str, kv_dtype: str | None = None,
+    experiment: str,
+    params: Any,
+    *,
+    model_config: str | None,
+    gpu: str | None,
+    backend: str,
+    kv_dtype: str | None = None,
 ) -> tuple[OomRisk | None, str]:
     """The OOM verdict of a bench run before it starts, and a line saying what it was
     checked against (or why it was not checked). ``gpu`` names the accelerator;
@@ -270,8 +337,9 @@ def bench_check(
         return None, "OOM check skipped: no model config (--model-dir or --model-config)"
     concurrency, tokens = experiment_shape(experiment, params)
     if gpu is not None:
-        risk = assess(model_config, gpu, context_tokens=tokens, concurrency=concurrency,
-                      kv_dtype=kv_dtype)
+        risk = assess(
+            model_config, gpu, context_tokens=tokens, concurrency=concurrency, kv_dtype=kv_dtype
+        )
         return risk, f"OOM check against {gpu}"
     if backend != "hf":
         return None, "OOM check skipped: give --gpu for the server's accelerator"
@@ -283,12 +351,22 @@ def bench_check(
     weights = plan(model_config, "h100", context_tokens=tokens, whatifs=False).weights_bytes
     kv = avail - weights
     if kv < 1:
-        return None, (f"OOM check: the weights ({weights / 2**30:.2f} GiB) exceed this host's "
-                      f"available memory ({avail / 2**30:.2f} GiB)")
-    risk = assess(model_config, "h100", context_tokens=tokens, concurrency=concurrency,
-                  kv_dtype=kv_dtype, kv_cache_memory_bytes=kv)
-    return risk, (f"OOM check against this host's available memory ({avail / 2**30:.2f} GiB, "
-                  f"{kv / 2**30:.2f} GiB after the weights; blocks of {risk.block_size} tokens)")
+        return None, (
+            f"OOM check: the weights ({weights / 2**30:.2f} GiB) exceed this host's "
+            f"available memory ({avail / 2**30:.2f} GiB)"
+        )
+    risk = assess(
+        model_config,
+        "h100",
+        context_tokens=tokens,
+        concurrency=concurrency,
+        kv_dtype=kv_dtype,
+        kv_cache_memory_bytes=kv,
+    )
+    return risk, (
+        f"OOM check against this host's available memory ({avail / 2**30:.2f} GiB, "
+        f"{kv / 2**30:.2f} GiB after the weights; blocks of {risk.block_size} tokens)"
+    )
 
 
 __all__ = ["TIERS", "OomRisk", "Recommendation", "assess", "bench_check"]

@@ -127,7 +127,8 @@ def bench(
     lengths: str = typer.Option("16,32,64,128,192", "--lengths", help="seqlen: prompt lengths."),
     as_json: bool = typer.Option(False, "--json", help="Print the experiment points as JSON."),
     check_oom: bool = typer.Option(
-        True, "--check-oom/--no-check-oom",
+        True,
+        "--check-oom/--no-check-oom",
         help="Before running, judge the OOM risk (low/medium/high, from kvlab plan) with reasons "
         "and recommendations; a high risk stops the run (--no-check-oom runs anyway).",
     ),
@@ -276,8 +277,14 @@ def _check_context(experiment: str, params: Any, target: Any) -> None:
 
 
 def _check_oom(
-    experiment: str, params: Any, target: Any, model_dir: Path | None,
-    model_config: str | None, gpu: str | None, backend: str, out_dir: Path,
+    experiment: str,
+    params: Any,
+    target: Any,
+    model_dir: Path | None,
+    model_config: str | None,
+    gpu: str | None,
+    backend: str,
+    out_dir: Path,
 ) -> None:
     from kvlab.bench.oom import bench_check
     from kvlab.results import atomic_write_text

@@ -25,37 +25,46 @@ serve_app = typer.Typer(
 @serve_app.command("vllm")
 def vllm_cmd(
     model: str | None = typer.Option(
-        None, "--model", "-m",
+        None,
+        "--model",
+        "-m",
         help="Model directory or Hugging Face id (default: the preset's model).",
     ),
     python: str | None = typer.Option(
-        None, "--python",
+        None,
+        "--python",
         help="Interpreter with vLLM installed (default: $KVLAB_VLLM_PYTHON, else this one).",
     ),
     device: str | None = typer.Option(
-        None, "--device", help="cpu (vLLM's CPU build) or gpu (default: gpu when nvidia-smi "
+        None,
+        "--device",
+        help="cpu (vLLM's CPU build) or gpu (default: gpu when nvidia-smi "
         "is on the PATH, else cpu).",
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8000, "--port", help="Port to listen on."),
     served_name: str | None = typer.Option(
-        None, "--served-model-name",
+        None,
+        "--served-model-name",
         help="The model name clients send (default: tiny for a local directory, else the id).",
     ),
     max_model_len: int | None = typer.Option(
         None, "--max-model-len", help="Context length (default: the preset's, else 256)."
     ),
     prefix_caching: bool | None = typer.Option(
-        None, "--prefix-caching/--no-prefix-caching",
+        None,
+        "--prefix-caching/--no-prefix-caching",
         help="Prefix caching on or off (default: the preset's, else vLLM's: on).",
     ),
     prompt_details: bool = typer.Option(
-        True, "--prompt-tokens-details/--no-prompt-tokens-details",
+        True,
+        "--prompt-tokens-details/--no-prompt-tokens-details",
         help="Report cached prompt tokens per request (kvlab's per-request hits).",
     ),
     block_size: int | None = typer.Option(None, "--block-size", help="Tokens per KV block."),
     kv_gib: int | None = typer.Option(
-        None, "--kv-gib",
+        None,
+        "--kv-gib",
         help="KV memory in whole GiB (CPU build: VLLM_CPU_KVCACHE_SPACE, default 1; "
         "GPU: --kv-cache-memory-bytes).",
     ),
@@ -70,7 +79,8 @@ def vllm_cmd(
         None, "--max-num-batched-tokens", help="Token budget per engine step."
     ),
     preset: Path | None = typer.Option(
-        None, "--preset",
+        None,
+        "--preset",
         help="A `kvlab plan --json` result: model, context, block size, KV dtype, TP, "
         "max_num_seqs, max_num_batched_tokens, prefix caching, KV memory (options given "
         "here win).",
@@ -148,8 +158,8 @@ def vllm_cmd(
         max_num_seqs=max_num_seqs or p.get("max_num_seqs"),
         max_num_batched_tokens=max_batched or p.get("max_num_batched_tokens"),
         kv_cache_memory_bytes=kv_bytes if device == "gpu" else None,
-        gpu_memory_utilization=gpu_util or (p.get("gpu_memory_utilization")
-                                            if device == "gpu" and kv_bytes is None else None),
+        gpu_memory_utilization=gpu_util
+        or (p.get("gpu_memory_utilization") if device == "gpu" and kv_bytes is None else None),
         kv_cache_dtype=p.get("kv_cache_dtype"),
         tensor_parallel_size=p.get("tensor_parallel_size"),
         offline=local,
@@ -166,12 +176,15 @@ def vllm_cmd(
 
 def llamacpp_cmd(
     model: Path = typer.Option(
-        ..., "--model", "-m",
+        ...,
+        "--model",
+        "-m",
         help="A .gguf file, or a Hugging Face model directory (converted to GGUF with "
         "llama.cpp's converter kept beside the binary by scripts/llama_cpp.sh).",
     ),
     binary: Path | None = typer.Option(
-        None, "--binary",
+        None,
+        "--binary",
         help="llama-server to run (default: $KVLAB_LLAMA_SERVER, else llama-server on the "
         "PATH, else the build of scripts/llama_cpp.sh).",
     ),
@@ -181,32 +194,39 @@ def llamacpp_cmd(
         "tiny", "--served-model-name", "--alias", help="The model name clients send."
     ),
     slots: int | None = typer.Option(
-        None, "--slots", "--parallel",
+        None,
+        "--slots",
+        "--parallel",
         help="Sequences served at once (llama-server slots; default: the preset's "
         "concurrency, else 2).",
     ),
     ctx_per_slot: int | None = typer.Option(
-        None, "--ctx-per-slot",
+        None,
+        "--ctx-per-slot",
         help="Context tokens of each slot (--ctx-size is slots x this; default: the "
         "preset's context, else 512).",
     ),
     preset: Path | None = typer.Option(
-        None, "--preset",
+        None,
+        "--preset",
         help="A `kvlab plan --json` result: its concurrency and context set --slots and "
         "--ctx-per-slot (options given here win). The model stays --model (a GGUF).",
     ),
     prompt_cache: bool = typer.Option(
-        True, "--prompt-cache/--no-prompt-cache",
+        True,
+        "--prompt-cache/--no-prompt-cache",
         help="Reuse a slot's previous sequence as the prefix of the next prompt.",
     ),
     cache_ram_mib: int = typer.Option(
-        0, "--cache-ram-mib",
+        0,
+        "--cache-ram-mib",
         help="Host-memory prompt cache in MiB (0: off, so a request reuses exactly its "
         "slot's previous sequence, as kvlab's slot model assumes).",
     ),
     threads: int = typer.Option(1, "--threads", help="CPU threads for generation."),
     gguf_out: Path | None = typer.Option(
-        None, "--gguf-out",
+        None,
+        "--gguf-out",
         help="Where a converted model directory's GGUF goes (default: MODEL_DIR.gguf beside "
         "the directory's name in the current directory).",
     ),
@@ -258,8 +278,11 @@ def llamacpp_cmd(
             ctx_per_slot = _positive_int(preset, "context_tokens", p["max_model_len"])
     slots = 2 if slots is None else slots
     ctx_per_slot = 512 if ctx_per_slot is None else ctx_per_slot
-    for name, value in (("--slots", slots), ("--ctx-per-slot", ctx_per_slot),
-                        ("--threads", threads)):
+    for name, value in (
+        ("--slots", slots),
+        ("--ctx-per-slot", ctx_per_slot),
+        ("--threads", threads),
+    ):
         if value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")
     if cache_ram_mib < 0:
@@ -276,10 +299,18 @@ def llamacpp_cmd(
     else:
         raise ConfigError(f"--model {model}: no such file or directory")
     server = LlamaServer(
-        binary=found, gguf=gguf, port=port,
+        binary=found,
+        gguf=gguf,
+        port=port,
         log_path=(log or Path(f"llama-server-{port}.log")).absolute(),
-        slots=slots, ctx_per_slot=ctx_per_slot, alias=alias, host=host, threads=threads,
-        cache_ram_mib=cache_ram_mib, prompt_cache=prompt_cache, extra_args=tuple(extra),
+        slots=slots,
+        ctx_per_slot=ctx_per_slot,
+        alias=alias,
+        host=host,
+        threads=threads,
+        cache_ram_mib=cache_ram_mib,
+        prompt_cache=prompt_cache,
+        extra_args=tuple(extra),
     )
     if print_only:
         _print_command(server, as_json)
@@ -348,8 +379,11 @@ def _preset(path: Path) -> dict[str, Any]:
     if plan.get("kv_memory_source") == "given" and plan.get("available_kv_bytes"):
         out["kv_cache_memory_bytes"] = int(plan["available_kv_bytes"])
     for key, value in out.items():
-        if key != "model" and key != "prefix_caching" and key != "kv_cache_dtype" and (
-            not isinstance(value, int | float) or isinstance(value, bool) or value <= 0
+        if (
+            key != "model"
+            and key != "prefix_caching"
+            and key != "kv_cache_dtype"
+            and (not isinstance(value, int | float) or isinstance(value, bool) or value <= 0)
         ):
             raise ConfigError(f"{path}: field {key}: must be a positive number, got {value!r}")
     return out
@@ -367,15 +401,24 @@ def _print_command(server: Any, as_json: bool) -> None:
     env = {k: v for k, v in server.settings_env().items()}
     cmd = server.command()
     if as_json:
-        typer.echo(json.dumps({"command": cmd, "env": env, "url": server.url,
-                               "model": server.model, "log": str(server.log_path)}, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "command": cmd,
+                    "env": env,
+                    "url": server.url,
+                    "model": server.model,
+                    "log": str(server.log_path),
+                },
+                indent=2,
+            )
+        )
         return
     prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     typer.echo(f"{prefix} {shlex.join(cmd)}" if prefix else shlex.join(cmd))
 
 
-def _run(server: Any, ready_timeout: float, label: str = "vLLM", quiet_stop: bool = False
-         ) -> bool:
+def _run(server: Any, ready_timeout: float, label: str = "vLLM", quiet_stop: bool = False) -> bool:
     """Start, wait with progress on stderr, then hold until Ctrl-C (or the server exits).
     True when Ctrl-C (or SIGTERM) stopped it. ``quiet_stop``: one line on Ctrl-C."""
     from kvlab.errors import BackendUnavailable
@@ -391,8 +434,9 @@ def _run(server: Any, ready_timeout: float, label: str = "vLLM", quiet_stop: boo
         t0 = time.monotonic()
         while True:
             try:
-                server.wait_ready(timeout_s=min(10.0, max(0.1, ready_timeout - (
-                    time.monotonic() - t0))))
+                server.wait_ready(
+                    timeout_s=min(10.0, max(0.1, ready_timeout - (time.monotonic() - t0)))
+                )
                 break
             except BackendUnavailable:
                 if server.exit_code() is not None or time.monotonic() - t0 >= ready_timeout:
@@ -400,7 +444,8 @@ def _run(server: Any, ready_timeout: float, label: str = "vLLM", quiet_stop: boo
                 typer.echo(f"  waiting for /health ({time.monotonic() - t0:.0f} s)", err=True)
         typer.echo(
             f"ready in {time.monotonic() - t0:.0f} s: {server.url}/v1 (model {server.model}), "
-            f"metrics {server.url}/metrics; Ctrl-C stops it", err=True,
+            f"metrics {server.url}/metrics; Ctrl-C stops it",
+            err=True,
         )
         while server.exit_code() is None:
             time.sleep(0.5)
@@ -414,8 +459,7 @@ def _run(server: Any, ready_timeout: float, label: str = "vLLM", quiet_stop: boo
             typer.echo(f"stopping {label} ...", err=True)
     finally:
         server.stop()
-    typer.echo(f"{label} stopped" + (" (Ctrl-C)" if quiet_stop and interrupted else ""),
-               err=True)
+    typer.echo(f"{label} stopped" + (" (Ctrl-C)" if quiet_stop and interrupted else ""), err=True)
     return interrupted
 
 

@@ -310,8 +310,9 @@ def run_figures(run: Any, out: Path, title: str) -> list[Path]:
     if run.summary.get("sessions"):
         from kvlab.report.sessions import sessions_figure
 
-        paths += sessions_figure({run.backend or "run": run.summary["sessions"]}, title,
-                                 out / "sessions")
+        paths += sessions_figure(
+            {run.backend or "run": run.summary["sessions"]}, title, out / "sessions"
+        )
     return paths
 
 

@@ -280,9 +280,7 @@ def to_markdown(runs: Mapping[str, Mapping[str, Any] | None]) -> str:
         ("miss_threshold_errors", "turns the threshold gets wrong", str),
     ):
         vals = [runs[n]["survival"].get(key) for n in names]  # type: ignore[index]
-        lines.append(
-            f"| {label} | " + " | ".join("-" if v is None else f(v) for v in vals) + " |"
-        )
+        lines.append(f"| {label} | " + " | ".join("-" if v is None else f(v) for v in vals) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -307,25 +305,40 @@ def sessions_figure(
         if not s:
             continue
         turns = [r["turn"] for r in s["by_turn"]]
-        axes[0][0].plot(turns, _nan([r["prefix_cache_hit_rate"] for r in s["by_turn"]]),
-                        marker="o", label=name)
-        axes[0][1].plot(turns, _nan([r["ttft_mean_s"] for r in s["by_turn"]]),
-                        marker="o", label=name)
+        axes[0][0].plot(
+            turns, _nan([r["prefix_cache_hit_rate"] for r in s["by_turn"]]), marker="o", label=name
+        )
+        axes[0][1].plot(
+            turns, _nan([r["ttft_mean_s"] for r in s["by_turn"]]), marker="o", label=name
+        )
         ages = [max(r["age_lo_s"], 0.1) for r in s["by_age"]]
-        axes[1][0].plot(ages, _nan([r["prefix_cache_hit_rate"] for r in s["by_age"]]),
-                        marker="o", label=name)
+        axes[1][0].plot(
+            ages, _nan([r["prefix_cache_hit_rate"] for r in s["by_age"]]), marker="o", label=name
+        )
         rows = s["survival"]["by_think_time"]
-        axes[1][1].plot([max(r["think_lo_s"], 0.1) for r in rows],
-                        [r["survived_share"] for r in rows], marker="o", label=name)
+        axes[1][1].plot(
+            [max(r["think_lo_s"], 0.1) for r in rows],
+            [r["survived_share"] for r in rows],
+            marker="o",
+            label=name,
+        )
         thr = s["survival"].get("miss_threshold_s")
         if thr:
             axes[1][1].axvline(thr, linestyle="--", linewidth=1)
     axes[0][0].set(xlabel="turn", ylabel="prefix-cache hit rate", title="hit rate by turn")
     axes[0][1].set(xlabel="turn", ylabel="TTFT mean (s)", title="TTFT by turn")
-    axes[1][0].set(xlabel="session age (s, bin start)", ylabel="prefix-cache hit rate",
-                   title="hit rate by session age", xscale="log")
-    axes[1][1].set(xlabel="think time (s, bin start)", ylabel="prefix survived (share)",
-                   title="prefix survival by think time (dashed: miss threshold)", xscale="log")
+    axes[1][0].set(
+        xlabel="session age (s, bin start)",
+        ylabel="prefix-cache hit rate",
+        title="hit rate by session age",
+        xscale="log",
+    )
+    axes[1][1].set(
+        xlabel="think time (s, bin start)",
+        ylabel="prefix survived (share)",
+        title="prefix survival by think time (dashed: miss threshold)",
+        xscale="log",
+    )
     for ax in (a for row in axes for a in row):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)

@@ -177,9 +177,7 @@ class Sample:
         """The values summed in numpy's order (``add.reduce``)."""
         if self._total is None:
             v = self._values
-            self._total = (
-                _pairwise_sum(v, 0, self._n) if isinstance(v, list) else float(v.sum())
-            )
+            self._total = _pairwise_sum(v, 0, self._n) if isinstance(v, list) else float(v.sum())
         return self._total
 
     def _is_plain(self) -> bool:

@@ -291,9 +291,7 @@ def name_unique_prompts(requests: Sequence[Request], block_size: int) -> tuple[a
         return None
     segs = [q.segments[0] for q in requests]
     tokens = [seg.tokens for seg in segs]
-    if len({seg.content_id for seg in segs}) < len(segs) or not all(
-        0 < n < _LIMIT for n in tokens
-    ):
+    if len({seg.content_id for seg in segs}) < len(segs) or not all(0 < n < _LIMIT for n in tokens):
         return None
     bs = block_size
     num = len(requests)

@@ -27,7 +27,14 @@ NEVER = 1 << 62
 #: where each prompt key run ends then NEVER, the first key of each run then the
 #: output's, output base key, (key, tokens) stretches, output content id). Never mutated.
 SeqStatic = tuple[
-    Request, int, int, int, tuple[int, ...], tuple[int, ...], int, tuple[tuple[int, int], ...],
+    Request,
+    int,
+    int,
+    int,
+    tuple[int, ...],
+    tuple[int, ...],
+    int,
+    tuple[tuple[int, int], ...],
     "str | None",
 ]
 
