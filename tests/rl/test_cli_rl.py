@@ -32,6 +32,7 @@ def test_train_then_eval_with_the_learned_policy(tmp_path: Path) -> None:
     )
     assert r.code == 0, r.err
     assert json.loads(r.out)["policy"] == str(out) and out.is_file()
+    assert "step 200/200" in r.err  # progress after each rollout, on stderr
     r = run_cli(
         [
             "rl",

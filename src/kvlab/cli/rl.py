@@ -114,6 +114,7 @@ def train_cmd(
         capacity_fraction=capacity_fraction,
         k=k,
         seed=seed,
+        progress=lambda i, n: typer.echo(f"step {i}/{n}", err=True),
     )
     wall = time.perf_counter() - t0
     if as_json:

@@ -116,10 +116,12 @@ def train(
     capacity_fraction: float = 0.1,
     k: int = 8,
     seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Train MaskablePPO on ``trace`` for ``steps`` decisions; save it to ``out`` (a zip).
 
-    The cache is ``capacity_fraction`` of the trace's distinct blocks."""
+    The cache is ``capacity_fraction`` of the trace's distinct blocks. ``progress(done,
+    steps)`` is called after every rollout."""
     _check(1, requests, capacity_fraction, k)
     if steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}")
@@ -129,12 +131,36 @@ def train(
     env = PrefixEvictionEnv(trace, cap, k=k, episode_requests=requests)
     n_steps = max(16, min(512, steps))
     model = MaskablePPO(
-        "MlpPolicy", env, seed=seed, n_steps=n_steps, batch_size=min(64, n_steps), verbose=0
+        "MlpPolicy",
+        env,
+        seed=seed,
+        n_steps=n_steps,
+        batch_size=min(64, n_steps),
+        verbose=0,
+        device="cpu",
     )
-    model.learn(total_timesteps=steps)
+    model.learn(total_timesteps=steps, callback=progress_callback(progress, n_steps, steps))
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save(str(out))
     return out if out.suffix == ".zip" else out.with_name(out.name + ".zip")
+
+
+def progress_callback(progress: Callable[[int, int], None] | None, every: int, steps: int) -> Any:
+    """A stable-baselines3 callback calling ``progress(done, steps)`` every ``every``
+    timesteps (after each rollout of ``every`` steps); None without ``progress``."""
+    if progress is None:
+        return None
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    report = progress
+
+    class _Progress(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps % every == 0:
+                report(min(self.num_timesteps, steps), steps)
+            return True
+
+    return _Progress()
 
 
 def _load(path: Path) -> Any:

@@ -65,8 +65,9 @@ def train_pressure(
     if steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}")
     from sb3_contrib import MaskablePPO
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.logger import configure
+
+    from kvlab.rl.evaluate import progress_callback
 
     path = out if out.suffix == ".zip" else out.with_name(out.name + ".zip")
     log_dir = path.with_name(path.stem + "-log")
@@ -85,13 +86,7 @@ def train_pressure(
     )
     model.set_logger(configure(str(log_dir), ["csv"]))
 
-    class _Progress(BaseCallback):
-        def _on_step(self) -> bool:
-            if progress is not None and self.num_timesteps % n_steps == 0:
-                progress(min(self.num_timesteps, steps), steps)
-            return True
-
-    model.learn(total_timesteps=steps, callback=_Progress())
+    model.learn(total_timesteps=steps, callback=progress_callback(progress, n_steps, steps))
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(str(path))
     meta = {
