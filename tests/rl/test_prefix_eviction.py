@@ -77,6 +77,34 @@ def test_rewards_sum_to_episode_hit_tokens(agentic: Workload) -> None:
     assert total == info["hit_tokens"]
 
 
+def test_a_capacity_fraction_sizes_each_episode_by_its_own_blocks(agentic: Workload) -> None:
+    """With capacity_fraction (what training uses) each episode's cache is that share of
+    its own window's distinct blocks, as the evaluation sizes it, not of the whole trace
+    (on a long trace that would never fill, and no eviction would happen)."""
+    from kvlab.errors import ConfigError
+    from kvlab.rl.prefix_eviction import episode_capacity
+
+    t = PrefixTrace(agentic, 16)
+    env = PrefixEvictionEnv(t, None, k=8, episode_requests=20, capacity_fraction=0.1)
+    caps = set()
+    for seed in range(4):
+        env.reset(seed=seed)
+        assert env.cache is not None
+        lo, hi = env.cache.first, env.cache.last
+        assert hi - lo == 20
+        distinct = len(set(t.keys[t.start[lo] : t.start[hi]]))
+        assert env.cache.capacity == max(1, int(distinct * 0.1))
+        assert env.cache.capacity == episode_capacity(t, lo, hi, 0.1)
+        caps.add(env.cache.capacity)
+    assert max(caps) < int(t.num_keys * 0.1)  # smaller than a share of the whole trace
+    with pytest.raises(ConfigError, match="one of"):
+        PrefixEvictionEnv(t, 100, capacity_fraction=0.1)
+    with pytest.raises(ConfigError, match="one of"):
+        PrefixEvictionEnv(t, None)
+    with pytest.raises(ConfigError, match="capacity_fraction"):
+        PrefixEvictionEnv(t, None, capacity_fraction=1.5)
+
+
 def test_same_seed_same_trajectory(agentic: Workload) -> None:
     t = PrefixTrace(agentic, 16)
 

@@ -1,7 +1,8 @@
 """Training and evaluation on ``kvlab/PrefixEviction-v0`` (what ``kvlab rl`` runs).
 
 Evaluation: seeded episodes of ``requests`` consecutive requests (offsets drawn from
-``seed``), a cache of ``capacity_fraction`` of each episode's distinct blocks; per
+``seed``), a cache of ``capacity_fraction`` of each episode's distinct blocks (training
+sizes it the same way); per
 episode the block hit rate (hit blocks / hittable blocks) of kvlab's policies,
 Belady's bound, and the agents ``random``, ``heuristic`` and ``learned`` (a saved
 MaskablePPO policy). Training: MaskablePPO (sb3-contrib) on the environment, saved as
@@ -20,7 +21,7 @@ import numpy as np
 
 from kvlab.errors import ConfigError
 from kvlab.rl.baselines import reference_hits
-from kvlab.rl.prefix_eviction import PrefixEvictionEnv, heuristic_action
+from kvlab.rl.prefix_eviction import PrefixEvictionEnv, episode_capacity, heuristic_action
 from kvlab.rl.prefix_trace import PrefixTrace
 
 
@@ -79,8 +80,7 @@ def evaluate(
     for ep in range(episodes):
         lo = int(rng.integers(0, max(1, trace.num_requests - requests + 1)))
         lo, hi = trace.window(lo, requests)
-        distinct = len(set(trace.keys[trace.start[lo] : trace.start[hi]]))
-        cap = max(1, int(distinct * capacity_fraction))
+        cap = episode_capacity(trace, lo, hi, capacity_fraction)
         hittable = sum(trace.hittable[lo:hi]) or 1
         for name, hits in reference_hits(trace, cap, lo, hi).items():
             rows.setdefault(name, []).append(hits / hittable)
@@ -120,15 +120,16 @@ def train(
 ) -> Path:
     """Train MaskablePPO on ``trace`` for ``steps`` decisions; save it to ``out`` (a zip).
 
-    The cache is ``capacity_fraction`` of the trace's distinct blocks. ``progress(done,
-    steps)`` is called after every rollout."""
+    The cache is ``capacity_fraction`` of each episode's distinct blocks, as
+    :func:`evaluate` sizes it. ``progress(done, steps)`` is called after every rollout."""
     _check(1, requests, capacity_fraction, k)
     if steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}")
     from sb3_contrib import MaskablePPO
 
-    cap = max(1, int(trace.num_keys * capacity_fraction))
-    env = PrefixEvictionEnv(trace, cap, k=k, episode_requests=requests)
+    env = PrefixEvictionEnv(
+        trace, None, k=k, episode_requests=requests, capacity_fraction=capacity_fraction
+    )
     n_steps = max(16, min(512, steps))
     model = MaskablePPO(
         "MlpPolicy",

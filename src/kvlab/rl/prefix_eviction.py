@@ -18,7 +18,10 @@ curve's semantics, so an agent that always picks candidate 0 is LRU and reproduc
 
 An episode is ``episode_requests`` consecutive requests (the whole trace when None)
 starting at a seeded offset, from an empty cache. The trace is made once
-(:class:`kvlab.rl.prefix_trace.PrefixTrace`) and shared by every episode.
+(:class:`kvlab.rl.prefix_trace.PrefixTrace`) and shared by every episode. The cache
+holds ``capacity_blocks`` blocks, or, with ``capacity_fraction``, that share of the
+episode's own distinct blocks (as ``kvlab rl eval`` sizes it: a fixed share of a whole
+long trace is far more than one window of it ever fills, and then no eviction happens).
 """
 
 from __future__ import annotations
@@ -33,7 +36,13 @@ from kvlab.rl.features import FEATURES, NUM_FEATURES, candidate_rows
 from kvlab.rl.prefix_cache import PrefixCache
 from kvlab.rl.prefix_trace import PrefixTrace
 
-__all__ = ["FEATURES", "NUM_FEATURES", "PrefixEvictionEnv", "heuristic_action"]
+__all__ = [
+    "FEATURES",
+    "NUM_FEATURES",
+    "PrefixEvictionEnv",
+    "episode_capacity",
+    "heuristic_action",
+]
 
 
 class PrefixEvictionEnv(gym.Env[np.ndarray, np.int64]):
@@ -42,16 +51,23 @@ class PrefixEvictionEnv(gym.Env[np.ndarray, np.int64]):
     def __init__(
         self,
         trace: PrefixTrace,
-        capacity_blocks: int,
+        capacity_blocks: int | None,
         k: int = 8,
         episode_requests: int | None = None,
+        *,
+        capacity_fraction: float | None = None,
     ) -> None:
         if k < 1:
             raise ConfigError(f"k must be >= 1 candidate, got {k}")
-        if capacity_blocks < 1:
+        if (capacity_blocks is None) == (capacity_fraction is None):
+            raise ConfigError("give one of capacity_blocks and capacity_fraction")
+        if capacity_blocks is not None and capacity_blocks < 1:
             raise ConfigError(f"capacity_blocks must be >= 1, got {capacity_blocks}")
+        if capacity_fraction is not None and not 0.0 < capacity_fraction <= 1.0:
+            raise ConfigError(f"capacity_fraction must be in (0, 1], got {capacity_fraction}")
         self.trace = trace
         self.capacity_blocks = capacity_blocks
+        self.capacity_fraction = capacity_fraction
         self.k = k
         self.episode_requests = episode_requests
         self.observation_space = gym.spaces.Box(0.0, 64.0, (k * NUM_FEATURES,), np.float32)
@@ -72,7 +88,11 @@ class PrefixEvictionEnv(gym.Env[np.ndarray, np.int64]):
             hi = lo + self.episode_requests
         if options and "first" in options:
             lo, hi = self.trace.window(int(options["first"]), hi - lo)
-        self.cache = PrefixCache(self.trace, self.capacity_blocks, lo, hi)
+        cap = self.capacity_blocks
+        if cap is None:
+            assert self.capacity_fraction is not None
+            cap = episode_capacity(self.trace, lo, hi, self.capacity_fraction)
+        self.cache = PrefixCache(self.trace, cap, lo, hi)
         self._gained = 0
         more = self.cache.advance()
         self._gained = self.cache.hit_tokens
@@ -125,6 +145,12 @@ class PrefixEvictionEnv(gym.Env[np.ndarray, np.int64]):
             "decisions": c.decisions,
             "request": c.request,
         }
+
+
+def episode_capacity(trace: PrefixTrace, lo: int, hi: int, fraction: float) -> int:
+    """``fraction`` of the distinct blocks of requests ``lo .. hi - 1`` (at least 1)."""
+    distinct = len(set(trace.keys[trace.start[lo] : trace.start[hi]]))
+    return max(1, int(distinct * fraction))
 
 
 def heuristic_action(obs: np.ndarray, k: int) -> int:
