@@ -125,14 +125,24 @@ def train(
     _check(1, requests, capacity_fraction, k)
     if steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}")
-    from sb3_contrib import MaskablePPO
-
     env = PrefixEvictionEnv(
         trace, None, k=k, episode_requests=requests, capacity_fraction=capacity_fraction
     )
     n_steps = max(16, min(512, steps))
-    model = MaskablePPO(
-        "MlpPolicy",
+    model = masked_ppo(env, "MlpPolicy", seed, n_steps)
+    model.learn(total_timesteps=steps, callback=progress_callback(progress, n_steps, steps))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(str(out))
+    return out if out.suffix == ".zip" else out.with_name(out.name + ".zip")
+
+
+def masked_ppo(env: Any, policy: str, seed: int, n_steps: int) -> Any:
+    """sb3-contrib's MaskablePPO on ``env`` as kvlab trains it: CPU torch, rollouts of
+    ``n_steps`` steps, batches of at most 64, default hyperparameters otherwise."""
+    from sb3_contrib import MaskablePPO
+
+    return MaskablePPO(
+        policy,
         env,
         seed=seed,
         n_steps=n_steps,
@@ -140,10 +150,6 @@ def train(
         verbose=0,
         device="cpu",
     )
-    model.learn(total_timesteps=steps, callback=progress_callback(progress, n_steps, steps))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    model.save(str(out))
-    return out if out.suffix == ".zip" else out.with_name(out.name + ".zip")
 
 
 def progress_callback(progress: Callable[[int, int], None] | None, every: int, steps: int) -> Any:

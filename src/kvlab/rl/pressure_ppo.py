@@ -64,10 +64,9 @@ def train_pressure(
     check_difficulty(difficulty)
     if steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}")
-    from sb3_contrib import MaskablePPO
     from stable_baselines3.common.logger import configure
 
-    from kvlab.rl.evaluate import progress_callback
+    from kvlab.rl.evaluate import masked_ppo, progress_callback
 
     path = out if out.suffix == ".zip" else out.with_name(out.name + ".zip")
     log_dir = path.with_name(path.stem + "-log")
@@ -75,15 +74,8 @@ def train_pressure(
     t0 = time.perf_counter()
     env = masked_env(difficulty, seed, **env_kwargs)
     n_steps = max(16, min(256, steps))
-    model = MaskablePPO(
-        "MultiInputPolicy" if _is_dict_space(env.observation_space) else "MlpPolicy",
-        env,
-        seed=seed,
-        n_steps=n_steps,
-        batch_size=min(64, n_steps),
-        verbose=0,
-        device="cpu",
-    )
+    policy = "MultiInputPolicy" if _is_dict_space(env.observation_space) else "MlpPolicy"
+    model = masked_ppo(env, policy, seed, n_steps)
     model.set_logger(configure(str(log_dir), ["csv"]))
 
     model.learn(total_timesteps=steps, callback=progress_callback(progress, n_steps, steps))
