@@ -201,10 +201,8 @@ def one_request_workload() -> Workload:
     )
 
 
-def test_an_evict_frees_exactly_the_blocks_the_request_held() -> None:
-    # blocks of 4 tokens, a 64-block pool at budget 1.0 (64 usable blocks)
-    env = KVPressureEnv(
-        "easy",
+def tiny_env(**kw: object) -> KVPressureEnv:
+    base: dict = dict(
         workload=one_request_workload(),
         budget=1.0,
         pool_blocks=64,
@@ -214,6 +212,13 @@ def test_an_evict_frees_exactly_the_blocks_the_request_held() -> None:
         k=2,
         compact_info=False,
     )
+    base.update(kw)
+    return KVPressureEnv("easy", **base)
+
+
+def test_an_evict_frees_exactly_the_blocks_the_request_held() -> None:
+    # blocks of 4 tokens, a 64-block pool at budget 1.0 (64 usable blocks)
+    env = tiny_env()
     env.reset(seed=0)
     loop = env.loop
     assert loop is not None
@@ -240,18 +245,7 @@ def test_an_evict_frees_exactly_the_blocks_the_request_held() -> None:
 
 
 def test_drop_mode_fails_the_request() -> None:
-    env = KVPressureEnv(
-        "easy",
-        workload=one_request_workload(),
-        budget=1.0,
-        pool_blocks=64,
-        block_size=4,
-        warmup_events=0,
-        every_events=1,
-        k=2,
-        evict_mode="drop",
-        compact_info=False,
-    )
+    env = tiny_env(evict_mode="drop")
     env.reset(seed=0)
     loop = env.loop
     assert loop is not None
@@ -386,21 +380,6 @@ def test_bad_arguments_are_config_errors(kw: dict) -> None:
 
 def test_tally_starts_empty() -> None:
     assert EpisodeTally().usage == []
-
-
-def tiny_env(**kw: object) -> KVPressureEnv:
-    base: dict = dict(
-        workload=one_request_workload(),
-        budget=1.0,
-        pool_blocks=64,
-        block_size=4,
-        warmup_events=0,
-        every_events=1,
-        k=2,
-        compact_info=False,
-    )
-    base.update(kw)
-    return KVPressureEnv("easy", **base)
 
 
 def test_compress_frees_the_engines_exact_gain_and_shows_the_tier() -> None:
