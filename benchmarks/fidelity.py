@@ -36,6 +36,10 @@ from pathlib import Path
 from typing import Any
 
 MAX_MODEL_LEN = 1024
+#: the batch limits of both servers and of every simulation (vLLM's CPU build's own
+#: API-server defaults, passed explicitly so that the two sides cannot differ)
+MAX_NUM_BATCHED_TOKENS = 2048
+MAX_NUM_SEQS = 128
 #: held-out workloads: name -> (generator shape, parameters); the calibration is the
 #: designed sweep of kvlab.calibrate.sweep
 SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -210,7 +214,7 @@ def replay_all(server: Any, wls: dict[str, Any], out: Path, sweep: Any = None) -
     after the calibration sweep ``sweep`` (a SweepDesign, into ``out/sweep``) if given."""
     from kvlab.backends.openai import OpenAIBackend, OpenAIConfig
     from kvlab.backends.transcript import TRANSCRIPT_FILE
-    from kvlab.calibrate.sweep import run_sweep
+    from kvlab.calibrate.sweep import run_sweep, warmup
     from kvlab.results import RunResult
     from kvlab.workload.io import write_workload
 
@@ -229,10 +233,15 @@ def replay_all(server: Any, wls: dict[str, Any], out: Path, sweep: Any = None) -
     try:
         server.wait_ready(900)
         print(f"server ready after {time.perf_counter() - t0:.0f} s; {_load()}", flush=True)
-        if sweep_todo:
+        if sweep_todo:  # (starts with the sweep's warm-up part)
             t1 = time.perf_counter()
             run_sweep(server.url, server.model, out / "sweep", sweep, token_ids=True)
             print(f"sweep replayed in {time.perf_counter() - t1:.0f} s; {_load()}", flush=True)
+        else:  # a fresh server: every decode batch size once before anything is measured
+            warm = OpenAIConfig(
+                endpoint=server.url, model=server.model, metrics_interval_s=0, token_ids=True
+            )
+            OpenAIBackend(warm).run(warmup())
         for n in todo:
             wl = wls[n]
             # sent as the workload says (no client-side cap), as the simulator takes it;
@@ -241,7 +250,7 @@ def replay_all(server: Any, wls: dict[str, Any], out: Path, sweep: Any = None) -
                 endpoint=server.url,
                 model=server.model,
                 cache_mode="cold",
-                metrics_interval_s=0.1,
+                metrics_interval_s=0,  # no sampling: a /metrics scrape slows this CPU server
                 history="server" if _multi_turn(wl) else "scripted",
                 token_ids=True,  # as the sweep: the same response options everywhere
             )
@@ -293,7 +302,12 @@ def compare(name: str, wl: Any, real: Any, base: Any, cal: Any) -> list[dict[str
     from kvlab.sim.cost_model import CalibratedCost
 
     cache = real.config["server"]["cache_config"]
-    cfg = base.replace(block_size=int(cache["block_size"]), num_blocks=int(cache["num_gpu_blocks"]))
+    cfg = base.replace(
+        block_size=int(cache["block_size"]),
+        num_blocks=int(cache["num_gpu_blocks"]),
+        max_num_batched_tokens=MAX_NUM_BATCHED_TOKENS,
+        max_num_seqs=MAX_NUM_SEQS,
+    )
     rows = []
     for clock, c in (
         ("roofline", cfg),
@@ -494,6 +508,8 @@ def main(out: Path, quick: bool) -> None:
         log_path=out / "vllm.log",
         max_model_len=MAX_MODEL_LEN,
         kv_cache_space_gib=1,
+        max_num_batched_tokens=MAX_NUM_BATCHED_TOKENS,
+        max_num_seqs=MAX_NUM_SEQS,
     )
 
     wls = workloads(quick)
@@ -509,6 +525,8 @@ def main(out: Path, quick: bool) -> None:
         log_path=out / "vllm-pressure.log",
         max_model_len=PRESSURE_MAX_MODEL_LEN,
         kv_cache_space_gib=1,
+        max_num_batched_tokens=MAX_NUM_BATCHED_TOKENS,
+        max_num_seqs=MAX_NUM_SEQS,
         block_size=32,
         num_blocks_override=32,
     )

@@ -114,7 +114,7 @@ def test_calibrated_clock_windows_equal_step_sums() -> None:
     assert cost.label.startswith("calibrated (calib.json, decode MAPE ")
     n, s0 = 5, 1234
     # a decode step's attention pairs are its context tokens, as the engine counts them
-    steps = (cost.step_ticks(n, s0 + n * i, s0 + n * i) for i in range(7))
+    steps = (cost.step_ticks(n, s0 + n * i, s0 + n * i, n) for i in range(7))
     assert cost.window_ticks(n, s0, 7) == sum(steps)
     assert cost.overhead == round(cal.coefficients["overhead_s"] * TICKS_PER_S)
 

@@ -110,12 +110,16 @@ class HostClock:
     label = "linear, with a host part"
     overhead = 300
 
-    def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int) -> int:
+    def step_ticks(
+        self, num_tokens: int, attn_pairs: int, kv_tokens: int, num_seqs: int = 1
+    ) -> int:
         return self.overhead + 500 + 3 * num_tokens + kv_tokens // 4
 
     def window_ticks(self, num_seqs: int, context_sum: int, num_steps: int) -> int:
         return sum(
-            self.step_ticks(num_seqs, context_sum + num_seqs * i, context_sum + num_seqs * i)
+            self.step_ticks(
+                num_seqs, context_sum + num_seqs * i, context_sum + num_seqs * i, num_seqs
+            )
             for i in range(num_steps)
         )
 

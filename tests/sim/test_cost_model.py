@@ -26,7 +26,7 @@ def naive_ends(cost: RooflineCost, n: int, s0: int, k: int, t0: int, deadline: i
         if deadline > t0 and t >= deadline:
             break
         ctx = s0 + n * i
-        t += cost.step_ticks(n, ctx, ctx)
+        t += cost.step_ticks(n, ctx, ctx, n)
         out.append(t)
     return out
 
@@ -39,7 +39,7 @@ def naive_ends(cost: RooflineCost, n: int, s0: int, k: int, t0: int, deadline: i
 )
 def test_window_ticks_is_the_sum_of_its_steps(cost: RooflineCost, n: int, s0: int, k: int) -> None:
     s0 += n  # every sequence reads at least its new token
-    total = sum(cost.step_ticks(n, s0 + n * i, s0 + n * i) for i in range(k))
+    total = sum(cost.step_ticks(n, s0 + n * i, s0 + n * i, n) for i in range(k))
     assert cost.window_ticks(n, s0, k) == total
 
 

@@ -28,10 +28,10 @@ def test_single_request_timeline_follows_the_roofline() -> None:
     rec = r.records[0]
     cost = e.r.cost
     # step 1 prefills 10 tokens (attention pairs 10*10, 10 context tokens read)
-    t1 = cost.step_ticks(10, 100, 10)
+    t1 = cost.step_ticks(10, 100, 10, 1)
     # then two decode steps with contexts 11 and 12
-    t2 = t1 + cost.step_ticks(1, 11, 11)
-    t3 = t2 + cost.step_ticks(1, 12, 12)
+    t2 = t1 + cost.step_ticks(1, 11, 11, 1)
+    t3 = t2 + cost.step_ticks(1, 12, 12, 1)
     assert rec.first_token_s == t1 / TICKS_PER_S
     assert rec.finish_s == t3 / TICKS_PER_S
     assert rec.computed_tokens == 10 and rec.cached_tokens == 0
@@ -216,7 +216,7 @@ class ConstantCost:
     label = "constant 1 ms"
     tick = TICKS_PER_S // 1000
 
-    def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int) -> int:
+    def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int, num_seqs: int) -> int:
         return self.tick
 
     def window_ticks(self, num_seqs: int, context_sum: int, num_steps: int) -> int:

@@ -342,8 +342,10 @@ def test_a_clock_without_step_ends_gives_the_same_results(tmp_path: Path) -> Non
     class Table:  # only the StepCost protocol: windows fall back to window_ticks
         label = "table"
 
-        def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int) -> int:
-            return roofline.step_ticks(num_tokens, attn_pairs, kv_tokens)
+        def step_ticks(
+            self, num_tokens: int, attn_pairs: int, kv_tokens: int, num_seqs: int = 1
+        ) -> int:
+            return roofline.step_ticks(num_tokens, attn_pairs, kv_tokens, num_seqs)
 
         def window_ticks(self, num_seqs: int, context_sum: int, num_steps: int) -> int:
             return roofline.window_ticks(num_seqs, context_sum, num_steps)

@@ -39,7 +39,9 @@ class StepClock:
 
     label = "one second per step"
 
-    def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int) -> int:
+    def step_ticks(
+        self, num_tokens: int, attn_pairs: int, kv_tokens: int, num_seqs: int = 1
+    ) -> int:
         return TICKS_PER_S
 
     def window_ticks(self, num_seqs: int, context_sum: int, num_steps: int) -> int:

@@ -2,15 +2,20 @@
 
 The model (one engine step, seconds, and one constant per request)::
 
-    step_s = overhead_s + per_token_s * T + per_kv_byte_s * K_bytes + per_attn_pair_s * A
+    step_s = overhead_s + per_seq_s * S + per_token_s * T + per_kv_byte_s * K_bytes
+             + per_attn_pair_s * A
     time to first token = request_overhead_s + the steps until the first token
 
-``T`` scheduled tokens (prefill tokens, or one per decoding sequence), ``K_bytes`` the
+``S`` sequences in the step, ``T`` scheduled tokens (prefill tokens, or one per
+decoding sequence: a decode is one of each), ``K_bytes`` the
 KV bytes the step reads (context tokens x KV bytes per token), ``A`` the attention
 pairs as the engine counts them (each sequence's new tokens x its context: a decode's
 context, so in decode steps ``A`` moves with ``K_bytes``; a prefill of ``u`` tokens
 onto ``c`` cached ones ``u x (c + u)``, the term that grows with the square of the
-prompt). ``request_overhead_s``
+prompt). ``per_seq_s`` is what a sequence costs whatever its token count (its
+sampling, its output's way through the server: on vLLM's CPU build a decoding sequence
+costs several times what one more prefill token does, so one per-token cost cannot
+fit both). ``request_overhead_s``
 is what a request spends outside the engine's steps before its first token reaches
 the client (HTTP, tokenizing, the hand-over to the engine process, the first chunk's
 way back): a server's time to first token holds it once, the gaps between chunks do
@@ -63,9 +68,12 @@ COEFFICIENTS = (
     "per_kv_byte_s",
     "request_overhead_s",
     "per_attn_pair_s",
+    "per_seq_s",
 )
 #: Coefficients a calibration file may leave out (files written before they existed): 0.
-OPTIONAL_COEFFICIENTS = ("request_overhead_s", "per_attn_pair_s")
+OPTIONAL_COEFFICIENTS = ("request_overhead_s", "per_attn_pair_s", "per_seq_s")
+#: with fewer observations than coefficients, these are left out (0), the first first
+LAST_FITTED = ("per_seq_s", "per_attn_pair_s")
 #: Huber's constant (in units of the residuals' robust scale)
 HUBER_K = 1.345
 #: after the Huber fit, residuals beyond this many robust scales are left out ...
@@ -78,8 +86,9 @@ FORMAT = "kvlab-calibration-1"
 @dataclass(frozen=True, slots=True)
 class Observation:
     """One measured step: ``kind`` "decode" or "prefill", its tokens, KV bytes read
-    and duration in seconds, from request ``request_id`` of run ``run``, and its
-    attention pairs (``attn_pairs``, see the module docstring)."""
+    and duration in seconds, from request ``request_id`` of run ``run``, its
+    attention pairs (``attn_pairs``, see the module docstring) and sequences
+    (``seqs``; None: one a token for a decode, one for a prefill)."""
 
     kind: str
     tokens: float
@@ -88,6 +97,14 @@ class Observation:
     request_id: str
     run: str = ""
     attn_pairs: float = 0.0
+    seqs: float | None = None
+
+    @property
+    def num_seqs(self) -> float:
+        """The step's sequences (``seqs``, or what its kind implies)."""
+        if self.seqs is not None:
+            return self.seqs
+        return self.tokens if self.kind == "decode" else 1.0
 
 
 @dataclass(frozen=True)
@@ -107,12 +124,21 @@ class Calibration:
     residuals: list[dict[str, Any]] = field(default_factory=list)
 
     def predict(
-        self, tokens: float, kv_bytes: float, kind: str = "decode", attn_pairs: float = 0.0
+        self,
+        tokens: float,
+        kv_bytes: float,
+        kind: str = "decode",
+        attn_pairs: float = 0.0,
+        seqs: float | None = None,
     ) -> float:
-        """Seconds of one observation of ``kind`` ("prefill" adds the request overhead)."""
+        """Seconds of one observation of ``kind`` ("prefill" adds the request overhead)
+        of ``seqs`` sequences (None: one a token for a decode, one for a prefill)."""
         c = self.coefficients
+        if seqs is None:
+            seqs = tokens if kind == "decode" else 1.0
         step = (
             c["overhead_s"]
+            + c["per_seq_s"] * seqs
             + c["per_token_s"] * tokens
             + c["per_kv_byte_s"] * kv_bytes
             + c["per_attn_pair_s"] * attn_pairs
@@ -121,7 +147,7 @@ class Calibration:
 
     def predict_obs(self, o: Observation) -> float:
         """Seconds :meth:`predict` gives observation ``o``."""
-        return self.predict(o.tokens, o.kv_bytes, o.kind, o.attn_pairs)
+        return self.predict(o.tokens, o.kv_bytes, o.kind, o.attn_pairs, o.num_seqs)
 
     @property
     def error_text(self) -> str:
@@ -132,8 +158,9 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
-            "model": "step_s = overhead_s + per_token_s * tokens + per_kv_byte_s * kv_bytes_read"
-            " + per_attn_pair_s * attention_pairs; first token after request_overhead_s + steps",
+            "model": "step_s = overhead_s + per_seq_s * sequences + per_token_s * tokens"
+            " + per_kv_byte_s * kv_bytes_read + per_attn_pair_s * attention_pairs;"
+            " first token after request_overhead_s + steps",
             "coefficients": dict(self.coefficients),
             "kv_bytes_per_token": self.kv_bytes_per_token,
             "fit_error": {k: dict(v) for k, v in self.fit_error.items()},
@@ -290,6 +317,7 @@ _WHY = {
     "per_kv_byte_s": "the per-KV-byte cost (vary the context at a fixed batch size)",
     "request_overhead_s": "the request overhead (needs requests that ran alone)",
     "per_attn_pair_s": "the attention cost (vary prompt lengths of lone requests)",
+    "per_seq_s": "the per-sequence cost (needs decodes of several batch sizes and prefills)",
 }
 
 
@@ -337,35 +365,43 @@ def fit(
     import numpy as np
 
     usable = [o for o in obs if o.seconds > 0]
-    # one observation per coefficient; with one fewer, the attention term (the last,
-    # the smallest on short prompts) is left out: 0, with a note saying so
-    least = len(COEFFICIENTS) - 1
+    # one observation per coefficient; with fewer, the per-sequence term and then the
+    # attention term (the smallest on short prompts) are left out: 0, with a note
+    least = len(COEFFICIENTS) - len(LAST_FITTED)
     if len(usable) < least:
         raise ConfigError(
             f"only {len(usable)} usable step observations (need >= {least}): "
             "replay more requests with streaming, some of them alone on the server"
         )
-    with_attn = len(usable) >= len(COEFFICIENTS)
+    left_out = LAST_FITTED[: max(0, len(COEFFICIENTS) - len(usable))]
+    keep = [k not in left_out for k in COEFFICIENTS]
     rows = np.array(
         [
-            [1.0, o.tokens, o.kv_bytes, float(o.kind == "prefill"), o.attn_pairs * with_attn]
+            [
+                1.0,
+                o.tokens,
+                o.kv_bytes,
+                float(o.kind == "prefill"),
+                o.attn_pairs,
+                o.num_seqs,
+            ]
             for o in usable
         ],
         dtype=float,
-    )
+    ) * np.array(keep, dtype=float)
     y = np.array([o.seconds for o in usable], dtype=float)
     coef = _robust_fit(rows, y)
     notes = [
         f"{COEFFICIENTS[j]}: cannot be told apart from the other terms in these "
         f"observations ({_WHY[COEFFICIENTS[j]]}); fitted as {float(coef[j]):.3g}"
         for j in _unidentified(rows / y[:, None])
-        if COEFFICIENTS[j] != "per_attn_pair_s" or rows[:, 4].any()
+        if COEFFICIENTS[j] not in left_out
+        and (COEFFICIENTS[j] != "per_attn_pair_s" or rows[:, 4].any())
     ]
-    if not with_attn:
-        notes.append(
-            f"per_attn_pair_s: not fitted ({len(usable)} observations, one per coefficient "
-            "needed to fit it too); 0"
-        )
+    notes += [
+        f"{k}: not fitted ({len(usable)} observations, one per coefficient needed to fit it too); 0"
+        for k in left_out
+    ]
     cal = Calibration(
         {k: float(v) for k, v in zip(COEFFICIENTS, coef, strict=True)},
         kv_bytes_per_token,

@@ -17,8 +17,19 @@ The sweep (:func:`design`) therefore has two parts:
   machine is busy with something else slows one copy of a part, which the robust fit
   then weighs down, not every copy.
 
-A warm-up request goes first and is not kept (a server's first requests are slow).
-Every request has content of its own (no prefix-cache hits). :func:`run_sweep` replays
+A warm-up part goes first and is not kept: ``warmup_batch`` short requests sent
+together whose outputs are 1 to ``warmup_batch`` tokens long, so that the server runs a
+decode step of every batch size up to ``warmup_batch`` once (vLLM's CPU build, measured:
+the first replay of 24 concurrent chat requests decoded at 4.5-6.2 ms a step, its
+repeats at 2.9-3.2 ms: the first step of each new batch size is slow; a GPU build
+captures its CUDA graphs at start-up for the same reason).
+Every request has content of its own (no prefix-cache hits), and every repeat of a
+part shortens its prompts by :data:`REPEAT_SHIFT` tokens a round (:func:`fresh_length`):
+a server may keep per-shape state (vLLM's CPU build, measured: a lone prefill of a
+token count it has not run before costs about 2 ms more, 11.5 against 9.6 ms at about
+100 tokens, 15.0 against 12.4 ms at about 300, medians of 40), and real traffic
+seldom repeats a step's token count, so a sweep of repeated lengths would measure a
+faster server than the traffic it is fitted for. :func:`run_sweep` replays
 the parts against an OpenAI-compatible endpoint one after another and, where the server
 is vLLM, reads its own timing histograms (``vllm:request_prefill_time_seconds``,
 ``vllm:request_time_per_output_token_seconds``, ...) before and after each part
@@ -54,6 +65,16 @@ VLLM_TIMINGS = {
 TIMINGS_FILE = "server_timings.json"
 #: the part replayed first and not kept
 WARMUP = "warmup"
+#: the prompt of each warm-up request
+WARMUP_PROMPT_TOKENS = 16
+#: tokens a prompt of the sweep is shortened by in each repeat after the first
+REPEAT_SHIFT = 3
+
+
+def fresh_length(tokens: int, repeat: int) -> int:
+    """The prompt length of a part's ``repeat``-th copy (0: ``tokens``): never one an
+    earlier copy ran (see the module docstring), at least 1."""
+    return max(1, tokens - REPEAT_SHIFT * repeat)
 
 
 @dataclass(frozen=True)
@@ -67,6 +88,7 @@ class SweepDesign:
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16)
     burst_prompt_lengths: tuple[int, ...] = (48, 400)
     burst_output_tokens: int = 40
+    warmup_batch: int = 64
 
     def fitted_to(self, max_model_len: int) -> SweepDesign:
         """The design with every prompt plus output kept under ``max_model_len``."""
@@ -87,6 +109,7 @@ class SweepDesign:
             self.batch_sizes,
             fit(self.burst_prompt_lengths),
             self.burst_output_tokens,
+            min(self.warmup_batch, max(1, max_model_len - WARMUP_PROMPT_TOKENS - 8)),
         )
 
 
@@ -99,15 +122,33 @@ QUICK = SweepDesign(
 )
 
 
+def warmup(batch: int = SweepDesign.warmup_batch) -> Any:
+    """The warm-up workload (module docstring): ``batch`` requests of 16 prompt tokens
+    (:data:`WARMUP_PROMPT_TOKENS`)
+    sent together, request ``j`` asking ``j + 1`` output tokens, so the decode batch
+    shrinks one at a time from ``batch`` to 1. Replay it on a fresh server before
+    measuring it."""
+    from kvlab.workload.records import Request, Segment, Workload
+
+    reqs = tuple(
+        Request(
+            f"warmup-{j}",
+            (Segment("user", WARMUP_PROMPT_TOKENS, f"calib-warmup-{j}"),),
+            j + 1,
+            arrival_s=0.0,
+        )
+        for j in range(max(1, batch))
+    )
+    return Workload(reqs, name="calibration-warmup", meta={"part": "warmup"})
+
+
 def design(spec: SweepDesign = SweepDesign()) -> dict[str, Any]:
     """name -> workload of each sweep part, in the order to replay them."""
     from kvlab.workload.records import Request, Segment, Workload
 
-    out: dict[str, Any] = {}
-    warm = Request("warmup", (Segment("user", 64, "calib-warmup"),), 8, arrival_s=0.0)
-    out[WARMUP] = Workload((warm,), name="calibration-warmup", meta={"part": "warmup"})
+    out: dict[str, Any] = {WARMUP: warmup(spec.warmup_batch)}
     lone = []
-    lengths = [n for _ in range(spec.repeats) for n in spec.prompt_lengths]
+    lengths = [fresh_length(n, k) for k in range(spec.repeats) for n in spec.prompt_lengths]
     for i, n in enumerate(lengths):
         lone.append(
             Request(
@@ -127,7 +168,7 @@ def design(spec: SweepDesign = SweepDesign()) -> dict[str, Any]:
             reqs = tuple(
                 Request(
                     f"{name}-{j}",
-                    (Segment("user", n, f"calib-{name}-{j}"),),
+                    (Segment("user", fresh_length(n, k), f"calib-{name}-{j}"),),
                     spec.burst_output_tokens,
                     arrival_s=0.0,
                 )
@@ -254,4 +295,5 @@ __all__ = [
     "read_timings",
     "run_sweep",
     "served_model",
+    "warmup",
 ]

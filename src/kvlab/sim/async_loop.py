@@ -288,7 +288,7 @@ class AsyncLoop(StepLoop):
         scheduled when the GPU frees minus ``host`` and ends a GPU part later:
         ``end(m) = gpu_free + window_ticks(m) - m * host``."""
         cost, g0, now = self.r.cost, self.gpu_free, self.now
-        if g0 - host < now or cost.step_ticks(n, s0, s0) < 2 * host:
+        if g0 - host < now or cost.step_ticks(n, s0, s0, n) < 2 * host:
             return None
 
         def end(m: int) -> int:
@@ -368,7 +368,7 @@ class AsyncLoop(StepLoop):
             running[:] = [s for s in running if s.status != FINISHED]
             n = len(running)
             s1 = sum(s.num_computed for s in running)  # (credited already)
-            self.gpu_free = t_last - host + self.r.cost.step_ticks(n, s1, s1)
+            self.gpu_free = t_last - host + self.r.cost.step_ticks(n, s1, s1, n)
         else:
             self.gpu_free = end(k)
         plan = StepPlan([(s, 1) for s in running])
@@ -407,7 +407,7 @@ class AsyncLoop(StepLoop):
             tokens += n
             attn += n * ctx
             kv_read += ctx
-        return self.r.cost.step_ticks(tokens, attn, kv_read)
+        return self.r.cost.step_ticks(tokens, attn, kv_read, len(plan.scheduled))
 
     def _update(self, batch: Batch) -> None:
         """Process a batch's output: sampled tokens, caching, finished requests."""

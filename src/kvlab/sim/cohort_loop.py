@@ -220,7 +220,8 @@ class CohortLoop(StepLoop):
             tokens += c
             attn += c * ctx
             kv_read += ctx
-        self.now = now + self.r.cost.step_ticks(tokens, attn, kv_read) + self._admitted(plan)
+        seqs = co.n + len(plan.scheduled)
+        self.now = now + self.r.cost.step_ticks(tokens, attn, kv_read, seqs) + self._admitted(plan)
         self.c["num_steps"] += 1
         co.advance([self.now])
         if co.heap and co.heap[0][0] < co.D:

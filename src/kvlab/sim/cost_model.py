@@ -33,7 +33,9 @@ class StepCost(Protocol):
     @property
     def label(self) -> str: ...
 
-    def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int) -> int: ...
+    def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int, num_seqs: int) -> int:
+        """Ticks of one step of ``num_seqs`` sequences scheduling ``num_tokens`` tokens."""
+        ...
 
     def window_ticks(self, num_seqs: int, context_sum: int, num_steps: int) -> int: ...
 
@@ -96,7 +98,8 @@ class RooflineCost:
             overhead=round(overhead_s * TICKS_PER_S),
         )
 
-    def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int) -> int:
+    def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int, num_seqs: int) -> int:
+        """The roofline does not depend on ``num_seqs`` (a GPU's batch is its tokens)."""
         compute = self.per_token * num_tokens + self.per_attn * attn_pairs
         memory = self.weights + self.per_kv_token * kv_tokens
         return self.overhead + (compute if compute > memory else memory)
@@ -168,7 +171,9 @@ class RooflineCost:
 class CalibratedCost:
     """A linear step cost fitted to measurements (:mod:`kvlab.calibrate.fit`)::
 
-        step = overhead + per_token * T + per_kv_token * K + per_attn * A
+        step = overhead + per_seq * S + per_token * T + per_kv_token * K + per_attn * A
+
+    (``S`` sequences scheduled in the step, ``T`` tokens; a decode is one of each)
 
     in integer ticks (each coefficient rounded once, so :meth:`window_ticks` equals
     the step-by-step sum). ``label`` names the calibration and its fit error.
@@ -183,6 +188,9 @@ class CalibratedCost:
     request_delay: int = 0
     #: ticks per attention pair (a decode's pairs are its context tokens)
     per_attn: int = 0
+    #: ticks per sequence scheduled in the step (its own sampling, output and
+    #: bookkeeping, whatever its token count)
+    per_seq: int = 0
 
     @classmethod
     def from_calibration(cls, cal: Any, source: str) -> CalibratedCost:
@@ -195,11 +203,13 @@ class CalibratedCost:
             label=f"calibrated ({source}, {cal.error_text})",
             request_delay=round(c.get("request_overhead_s", 0.0) * TICKS_PER_S),
             per_attn=round(c.get("per_attn_pair_s", 0.0) * TICKS_PER_S),
+            per_seq=round(c.get("per_seq_s", 0.0) * TICKS_PER_S),
         )
 
-    def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int) -> int:
+    def step_ticks(self, num_tokens: int, attn_pairs: int, kv_tokens: int, num_seqs: int) -> int:
         return (
             self.overhead
+            + self.per_seq * num_seqs
             + self.per_token * num_tokens
             + self.per_kv_token * kv_tokens
             + self.per_attn * attn_pairs
@@ -211,5 +221,5 @@ class CalibratedCost:
         ``num_seqs`` a step."""
         n = num_seqs
         per_ctx = self.per_kv_token + self.per_attn
-        first = self.overhead + self.per_token * n + per_ctx * context_sum
+        first = self.overhead + (self.per_token + self.per_seq) * n + per_ctx * context_sum
         return _line_sum(first, per_ctx * n, 0, num_steps)

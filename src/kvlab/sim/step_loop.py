@@ -89,7 +89,7 @@ class StepLoop(RunState):
             tokens += n
             attn += n * ctx
             kv_read += ctx
-        return self.r.cost.step_ticks(tokens, attn, kv_read)
+        return self.r.cost.step_ticks(tokens, attn, kv_read, len(plan.scheduled))
 
     # -- decode windows ------------------------------------------------------
     def _window_len(self) -> int:
