@@ -410,17 +410,21 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 5))
     for ax, k, label in ((axes[0], 0, "TTFT"), (axes[1], 2, "E2E")):
+        seen: list[float] = []
         for r in rows:
             if r["clock"] != "calibrated" or not r["_pairs"]:
                 continue
-            ax.scatter(
-                [p[k] for p in r["_pairs"]],
-                [p[k + 1] for p in r["_pairs"]],
-                s=10,
-                label=r["workload"],
-            )
-        lim = ax.get_xlim()[1]
-        ax.plot([0, lim], [0, lim], "k--", lw=0.8)
+            xs = [p[k] for p in r["_pairs"]]
+            ys = [p[k + 1] for p in r["_pairs"]]
+            seen += [v for v in xs + ys if v > 0]
+            ax.scatter(xs, ys, s=10, label=r["workload"])
+        if seen:  # log axes: the latencies span two orders of magnitude
+            lo, hi = min(seen) / 1.2, max(seen) * 1.2
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlim(lo, hi)
+            ax.set_ylim(lo, hi)
+            ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
         ax.set_xlabel(f"real {label} (s)")
         ax.set_ylabel(f"simulated {label} (s), calibrated")
         ax.set_title(f"{label} per request")
@@ -456,12 +460,9 @@ def calibrate(out: Path, spec: Any, bpt: float) -> tuple[Any, str]:
     doc = cal.to_dict()
     doc["server_check"] = checks
     (out / "calib.json").write_text(json.dumps(doc, indent=2))
-    c = cal.coefficients
     lines = [
         f"calibration (designed sweep, {len(dirs)} parts, fitted in {fit_s * 1e3:.1f} ms): "
-        f"step_s = {c['overhead_s'] * 1e3:.3f} ms + {c['per_token_s'] * 1e3:.4f} ms x tokens "
-        f"+ {c['per_kv_byte_s']:.3g} s x KV bytes + {c['per_attn_pair_s']:.3g} s x attention "
-        f"pairs; request overhead {c['request_overhead_s'] * 1e3:.2f} ms",
+        + cal.model_text,
         "fit error: "
         + ", ".join(
             f"{k} {cal.num_observations[k]} observations, MAPE {v['mape'] * 100:.1f}% "

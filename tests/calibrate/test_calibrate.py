@@ -117,6 +117,13 @@ def test_calibrated_clock_windows_equal_step_sums() -> None:
     steps = (cost.step_ticks(n, s0 + n * i, s0 + n * i, n) for i in range(7))
     assert cost.window_ticks(n, s0, 7) == sum(steps)
     assert cost.overhead == round(cal.coefficients["overhead_s"] * TICKS_PER_S)
+    # with every term non-zero (the per-sequence one too) the window is still the sum
+    full = CalibratedCost(overhead=7, per_token=3, per_kv_token=2, per_attn=5, per_seq=11)
+    steps = (full.step_ticks(n, s0 + n * i, s0 + n * i, n) for i in range(7))
+    assert full.window_ticks(n, s0, 7) == sum(steps)
+    # a step's sequences and tokens are charged apart: one 100-token prefill against
+    # 100 one-token decodes
+    assert full.step_ticks(100, 0, 0, 100) - full.step_ticks(100, 0, 0, 1) == 11 * 99
 
 
 def test_bad_calibration_files_name_the_field(tmp_path: Path) -> None:

@@ -150,6 +150,18 @@ class Calibration:
         return self.predict(o.tokens, o.kv_bytes, o.kind, o.attn_pairs, o.num_seqs)
 
     @property
+    def model_text(self) -> str:
+        """The fitted step in one line, e.g. ``step_s = 1.78 ms + 0.033 ms x sequences + ...;
+        request overhead 5.41 ms``."""
+        c = self.coefficients
+        return (
+            f"step_s = {c['overhead_s'] * 1e3:.4g} ms + {c['per_seq_s'] * 1e3:.4g} ms x "
+            f"sequences + {c['per_token_s'] * 1e3:.4g} ms x tokens + {c['per_kv_byte_s']:.3g} s "
+            f"x KV bytes read + {c['per_attn_pair_s']:.3g} s x attention pairs; request "
+            f"overhead {c['request_overhead_s'] * 1e3:.4g} ms before the first token"
+        )
+
+    @property
     def error_text(self) -> str:
         """The fit error in one phrase, e.g. ``decode MAPE 4.1%, prefill MAPE 12.0%``."""
         parts = [f"{k} MAPE {v['mape'] * 100:.1f}%" for k, v in sorted(self.fit_error.items())]

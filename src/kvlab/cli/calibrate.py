@@ -10,19 +10,22 @@ import typer
 
 HELP = """Fit a step cost to replay runs (or a designed sweep it runs) and write a calibration file.
 
-The model: step_s = overhead_s + per_token_s x tokens + per_kv_byte_s x KV bytes read
-+ per_attn_pair_s x attention pairs, and request_overhead_s per request before its first
-token (outside the engine's steps: HTTP, tokenizing, the hand-over to the engine).
+The model: step_s = overhead_s + per_seq_s x sequences + per_token_s x tokens
++ per_kv_byte_s x KV bytes read + per_attn_pair_s x attention pairs, and
+request_overhead_s per request before its first token (outside the engine's steps:
+HTTP, tokenizing, the hand-over to the engine).
 Observations come from the runs' streamed records: the gaps between a request's chunks
 while every running request decodes (decode steps), and the time to first token of a
 request that had the server to itself (one prefill step and the request overhead).
 
 With --endpoint, a designed sweep is replayed first (its runs saved under --sweep-dir):
-lone requests of prompt lengths from 32 tokens to the context limit (prefill
-observations), then bursts of 1 to 16 requests at a short and a long prompt (decode
-observations where batch size and context vary independently). Where the server is
-vLLM, its own timing histograms are read around each part and the fit is checked
-against them (engine prefill time, time per output token).
+a warm-up that runs every decode batch size up to 64 once (not kept), lone requests of
+prompt lengths from 32 tokens to the context limit (prefill observations), then bursts
+of 1 to 16 requests at a short and a long prompt (decode observations where batch size
+and context vary independently), three rounds, no round repeating a prompt length (a
+server may run a token count it has run before faster). Where the server is vLLM, its
+own timing histograms are read around each part and the fit is checked against them
+(engine prefill time, time per output token).
 
 The fit minimises relative residuals with Huber weights (robust to steps slowed by
 other work on the machine), coefficients non-negative. Printed and saved: the fit error
@@ -174,13 +177,7 @@ def calibrate_cmd(
     if as_json:
         typer.echo(json.dumps(doc))
         return
-    c = cal.coefficients
-    typer.echo(
-        f"step_s = {c['overhead_s']:.6g} + {c['per_token_s']:.6g} x tokens "
-        f"+ {c['per_kv_byte_s']:.6g} x KV bytes read "
-        f"+ {c['per_attn_pair_s']:.6g} x attention pairs; "
-        f"request overhead {c['request_overhead_s'] * 1e3:.3f} ms before the first token"
-    )
+    typer.echo(cal.model_text)
     for kind, err in sorted(cal.fit_error.items()):
         typer.echo(
             f"  {kind}: {cal.num_observations[kind]} observations, MAPE "
