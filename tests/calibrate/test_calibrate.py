@@ -169,6 +169,22 @@ def test_cli_calibrates_and_simulate_uses_it(
     )
     assert sim.code == 0, sim.err
     assert "(clock: calibrated (calib.json, decode MAPE " in sim.out
+    # the calibration was measured on 128-token blocks: another block size is named
+    warned = [x for x in sim.err.splitlines() if x.startswith("warning: ")]
+    assert len(warned) == 1 and "measured with block_size 128, this run uses 16" in warned[0]
+    same = cli(
+        [
+            "simulate",
+            str(wl),
+            "--out",
+            str(tmp_path / "sim128"),
+            "--calibration",
+            str(tmp_path / "calib.json"),
+            "--set",
+            "block_size=128",
+        ]
+    )
+    assert same.code == 0 and "warning" not in same.err, same.err
     prov = json.loads((tmp_path / "sim" / "run.json").read_text())["provenance"]
     assert prov["clock"].startswith("calibrated (calib.json, ")
     bad = cli(

@@ -441,6 +441,30 @@ def fit(
     return cal
 
 
+#: engine settings a step cost depends on, as a calibration's ``settings`` name them
+MATCHED_SETTINGS = ("block_size", "max_num_batched_tokens", "max_num_seqs")
+
+
+def setting_mismatches(cal: Calibration, run: dict[str, int]) -> list[str]:
+    """One line for each of :data:`MATCHED_SETTINGS` that the calibration recorded with
+    a value other than ``run``'s (a step's cost depends on them: a calibration is only
+    as good as the settings it was measured with)."""
+    out = []
+    for key in MATCHED_SETTINGS:
+        fitted, mine = cal.settings.get(key), run.get(key)
+        try:
+            fitted_n = int(fitted)  # type: ignore[arg-type]  # (metric labels are strings)
+        except (TypeError, ValueError):
+            continue
+        if mine is not None and fitted_n != mine:
+            out.append(
+                f"the calibration was measured with {key} {fitted_n:,}, this run uses "
+                f"{mine:,}: its step costs may not hold (calibrate with the same settings, "
+                f"or --set {key}={fitted_n})"
+            )
+    return out
+
+
 def load_calibration(path: str | Path) -> Calibration:
     """A calibration file written by ``kvlab calibrate``; ConfigError naming the file
     and field when it is not one."""
@@ -485,4 +509,5 @@ __all__ = [
     "load_calibration",
     "observations",
     "residuals",
+    "setting_mismatches",
 ]

@@ -400,10 +400,20 @@ def run_command(
     )
     if calibration is not None:
         from kvlab.calibrate import load_calibration
+        from kvlab.calibrate.fit import setting_mismatches
         from kvlab.sim.cost_model import CalibratedCost
+        from kvlab.sim.resolve import resolve
 
-        cost = CalibratedCost.from_calibration(load_calibration(calibration), calibration.name)
-        cfg = cfg.replace(cost_model=cost)
+        cal = load_calibration(calibration)
+        cfg = cfg.replace(cost_model=CalibratedCost.from_calibration(cal, calibration.name))
+        r = resolve(cfg)
+        ran = {
+            "block_size": r.block_size,
+            "max_num_batched_tokens": r.max_num_batched_tokens,
+            "max_num_seqs": r.max_num_seqs,
+        }
+        for line in setting_mismatches(cal, ran):
+            print(f"warning: {calibration}: {line}", file=sys.stderr, flush=True)
     with plot_dpi(dpi):
         _simulate_and_save(
             SimulateJob(
