@@ -76,6 +76,22 @@ def test_bad_input_is_one_line(argv: list[str], tmp_path: Path) -> None:
     assert r.one_line_error()
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["rl", "train", "no-such-trace.jsonl", "-o", "x.zip", "--capacity-fraction", "2"],
+        ["rl", "train", "no-such-trace.jsonl", "-o", "x.zip", "--requests", "0"],
+        ["rl", "eval", "no-such-trace.jsonl", "--k", "0"],
+    ],
+)
+def test_bad_options_are_named_before_the_trace_loads(argv: list[str]) -> None:
+    """A bad option is the error even when the trace does not exist either: the options
+    are checked first (a large trace would otherwise load before the one-line error)."""
+    r = run_cli(argv)
+    assert r.code in (1, 2) and not r.traceback
+    assert argv[-2] in r.one_line_error() and "no-such-trace" not in r.one_line_error()
+
+
 def test_kvpressure_train_then_eval_per_term(tmp_path: Path) -> None:
     pytest.importorskip("kvlab.rl.kv_pressure")
     out = tmp_path / "kvp.zip"

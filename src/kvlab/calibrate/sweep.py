@@ -34,7 +34,7 @@ the parts against an OpenAI-compatible endpoint one after another and, where the
 is vLLM, reads its own timing histograms (``vllm:request_prefill_time_seconds``,
 ``vllm:request_time_per_output_token_seconds``, ...) before and after each part
 (:data:`VLLM_TIMINGS`), so a fit can be checked against the engine's own clock
-(:func:`kvlab.calibrate.fit.server_check`).
+(:func:`kvlab.calibrate.check.server_check`).
 """
 
 from __future__ import annotations

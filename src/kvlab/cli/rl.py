@@ -101,8 +101,9 @@ def train_cmd(
         _train_pressure(out, difficulty, steps, seed, as_json)
         return
     assert trace is not None
-    from kvlab.rl.evaluate import train
+    from kvlab.rl.evaluate import check_args, train
 
+    check_args(1, requests, capacity_fraction, k)  # before the trace loads
     t0 = time.perf_counter()
     prefix = _trace(trace, block_size)
     typer.echo(f"training MaskablePPO for {steps} steps (seed {seed}) ...", err=True)
@@ -177,7 +178,9 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
     """Block hit rate of every policy on seeded episodes of TRACE (mean and 95% CI)."""
-    from kvlab.rl.evaluate import evaluate
+    from kvlab.rl.evaluate import check_args, evaluate
+
+    check_args(episodes, requests, capacity_fraction, k)  # before the trace loads
 
     def progress(i: int, n: int) -> None:
         typer.echo(f"episode {i}/{n}", err=True)

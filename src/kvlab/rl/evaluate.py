@@ -50,7 +50,8 @@ class Score:
         }
 
 
-def _check(episodes: int, requests: int, capacity_fraction: float, k: int) -> None:
+def check_args(episodes: int, requests: int, capacity_fraction: float, k: int) -> None:
+    """ConfigError naming the first option out of range (cheap: before a trace loads)."""
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
     if requests < 1:
@@ -73,7 +74,7 @@ def evaluate(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[Score]:
     """Scores of every policy and agent on seeded episodes of ``trace`` (see module doc)."""
-    _check(episodes, requests, capacity_fraction, k)
+    check_args(episodes, requests, capacity_fraction, k)
     model = _load(learned) if learned is not None else None
     rows: dict[str, list[float]] = {}
     rng = np.random.default_rng(seed)
@@ -122,7 +123,7 @@ def train(
 
     The cache is ``capacity_fraction`` of each episode's distinct blocks, as
     :func:`evaluate` sizes it. ``progress(done, steps)`` is called after every rollout."""
-    _check(1, requests, capacity_fraction, k)
+    check_args(1, requests, capacity_fraction, k)
     if steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}")
     env = PrefixEvictionEnv(
