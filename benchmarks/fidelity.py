@@ -7,11 +7,13 @@ and request overhead on the sweep alone and checks the fit against vLLM's own ti
 histograms, then replays held-out workloads of every generated shape plus a Mooncake
 slice, and on a second server with a cache of 32 blocks of 32 tokens two chat workloads
 at 8 requests/s, single-turn with long answers and three-turn (the pressure cases:
-preemptions). Every held-out workload is simulated with the server's block size and
-count, with the roofline and with the calibration; printed per workload and clock:
+preemptions), calibrated on its own smaller sweep (a calibration holds for the block size
+it was measured with). Every held-out workload is simulated with its server's block
+size, block count and batch limits, with the roofline and with that server's
+calibration; printed per workload and clock:
 per-request TTFT, TPOT and E2E MAPE and signed bias, the error of the median TTFT,
 throughput error, preemptions and prefix hits (real / simulated), then the issue's
-targets. Writes calib.json, fidelity.json, fidelity.md and per-request scatter
+targets. Writes calib.json, calib-pressure.json, fidelity.json, fidelity.md and per-request scatter
 plots (the plot extra) to OUT_DIR; replays already in OUT_DIR are reused. The load
 average is printed before and after (the figures are only as quiet as the machine).
 
@@ -136,6 +138,17 @@ PRESSURE_MAX_MODEL_LEN = 768
 #: average of 4). Three-turn chats (history re-sent) preempt as well (29 there). Every
 #: multi-turn workload is replayed with the server's own answers (``history="server"``)
 #: and its transcript is what is simulated (see ``with_transcripts``).
+#: the pressure server's own calibration sweep (a calibration holds for the block size it
+#: was measured with: this server's 32-token blocks decode slower than the first
+#: server's 128-token ones). Sized for its 1,024 cached tokens: lone prompts up to 640
+#: tokens, bursts of up to 8 at 32 and 64 tokens, a warm-up of 24.
+PRESSURE_SWEEP: dict[str, Any] = dict(
+    prompt_lengths=(32, 96, 192, 320, 480, 640),
+    batch_sizes=(1, 2, 4, 8),
+    burst_prompt_lengths=(32, 64),
+    burst_output_tokens=32,
+    warmup_batch=24,
+)
 PRESSURE: dict[str, dict[str, Any]] = {
     "chat-8rps-32-blocks (pressure)": dict(
         seed=22,
@@ -209,9 +222,11 @@ def _sweep_parts(spec: Any) -> list[str]:
     return [n for n in design(spec) if n != WARMUP]
 
 
-def replay_all(server: Any, wls: dict[str, Any], out: Path, sweep: Any = None) -> dict[str, Any]:
+def replay_all(
+    server: Any, wls: dict[str, Any], out: Path, sweep: Any = None, sweep_dir: str = "sweep"
+) -> dict[str, Any]:
     """Replay each workload not yet in ``out`` on ``server`` (started here if needed),
-    after the calibration sweep ``sweep`` (a SweepDesign, into ``out/sweep``) if given."""
+    after the calibration sweep ``sweep`` (a SweepDesign, into ``out/sweep_dir``) if given."""
     from kvlab.backends.openai import OpenAIBackend, OpenAIConfig
     from kvlab.backends.transcript import TRANSCRIPT_FILE
     from kvlab.calibrate.sweep import run_sweep, warmup
@@ -224,7 +239,7 @@ def replay_all(server: Any, wls: dict[str, Any], out: Path, sweep: Any = None) -
         if n not in todo:
             runs[n] = RunResult.load(out / _dir(n))
     sweep_todo = sweep is not None and any(
-        not (out / "sweep" / n / "summary.json").exists() for n in _sweep_parts(sweep)
+        not (out / sweep_dir / n / "summary.json").exists() for n in _sweep_parts(sweep)
     )
     if not todo and not sweep_todo:
         return runs
@@ -235,7 +250,7 @@ def replay_all(server: Any, wls: dict[str, Any], out: Path, sweep: Any = None) -
         print(f"server ready after {time.perf_counter() - t0:.0f} s; {_load()}", flush=True)
         if sweep_todo:  # (starts with the sweep's warm-up part)
             t1 = time.perf_counter()
-            run_sweep(server.url, server.model, out / "sweep", sweep, token_ids=True)
+            run_sweep(server.url, server.model, out / sweep_dir, sweep, token_ids=True)
             print(f"sweep replayed in {time.perf_counter() - t1:.0f} s; {_load()}", flush=True)
         else:  # a fresh server: every decode batch size once before anything is measured
             warm = OpenAIConfig(
@@ -296,7 +311,9 @@ def with_transcripts(wls: dict[str, Any], out: Path) -> dict[str, Any]:
     }
 
 
-def compare(name: str, wl: Any, real: Any, base: Any, cal: Any) -> list[dict[str, Any]]:
+def compare(
+    name: str, wl: Any, real: Any, base: Any, cal: Any, cal_file: str = "calib.json"
+) -> list[dict[str, Any]]:
     from kvlab.calibrate import per_request_errors
     from kvlab.sim import simulate
     from kvlab.sim.cost_model import CalibratedCost
@@ -311,7 +328,7 @@ def compare(name: str, wl: Any, real: Any, base: Any, cal: Any) -> list[dict[str
     rows = []
     for clock, c in (
         ("roofline", cfg),
-        ("calibrated", cfg.replace(cost_model=CalibratedCost.from_calibration(cal, "calib.json"))),
+        ("calibrated", cfg.replace(cost_model=CalibratedCost.from_calibration(cal, cal_file))),
     ):
         sim = simulate(wl, c)
         by_id = {s.request_id: s for s in sim.records}
@@ -438,15 +455,17 @@ def _load() -> str:
     return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def calibrate(out: Path, spec: Any, bpt: float) -> tuple[Any, str]:
-    """Fit the designed sweep's runs (in ``out/sweep``), check the fit against vLLM's own
-    timings; the calibration and its report."""
+def calibrate(
+    out: Path, spec: Any, bpt: float, sweep_dir: str = "sweep", file: str = "calib.json"
+) -> tuple[Any, str]:
+    """Fit the designed sweep's runs (in ``out/sweep_dir``), check the fit against vLLM's
+    own timings, save it as ``out/file``; the calibration and its report."""
     from kvlab.calibrate import fit, observations
     from kvlab.calibrate.check import check_table, server_check
     from kvlab.calibrate.sweep import load_timings
     from kvlab.results import RunResult
 
-    dirs = [out / "sweep" / n for n in _sweep_parts(spec)]
+    dirs = [out / sweep_dir / n for n in _sweep_parts(spec)]
     per_run = [(d, observations(RunResult.load(d).records, bpt, run=d.name)) for d in dirs]
     obs = [o for _, mine in per_run for o in mine]
     t1 = time.perf_counter()
@@ -459,9 +478,9 @@ def calibrate(out: Path, spec: Any, bpt: float) -> tuple[Any, str]:
             checks += server_check(cal, mine, timings, d.name)
     doc = cal.to_dict()
     doc["server_check"] = checks
-    (out / "calib.json").write_text(json.dumps(doc, indent=2))
+    (out / file).write_text(json.dumps(doc, indent=2))
     lines = [
-        f"calibration (designed sweep, {len(dirs)} parts, fitted in {fit_s * 1e3:.1f} ms): "
+        f"{file} ({sweep_dir}, {len(dirs)} parts, fitted in {fit_s * 1e3:.1f} ms): "
         + cal.model_text,
         "fit error: "
         + ", ".join(
@@ -531,7 +550,15 @@ def main(out: Path, quick: bool) -> None:
         block_size=32,
         num_blocks_override=32,
     )
-    runs.update(replay_all(small, pressure_wl, out))
+    small_sweep = SweepDesign(**PRESSURE_SWEEP, repeats=2 if quick else 3).fitted_to(
+        PRESSURE_MAX_MODEL_LEN
+    )
+    runs.update(replay_all(small, pressure_wl, out, small_sweep, "sweep-pressure"))
+    cal_small, small_text = calibrate(
+        out, small_sweep, bpt, "sweep-pressure", "calib-pressure.json"
+    )
+    print(small_text, flush=True)
+    cal_text += "\n\n" + small_text
     wls.update(pressure_wl)
     wls = with_transcripts(wls, out)
     print(f"replays done: {_load()}", flush=True)
@@ -539,7 +566,10 @@ def main(out: Path, quick: bool) -> None:
     base = SimConfig(model=str(model_dir), gpu="h100-sxm")
     rows: list[dict[str, Any]] = []
     for name, wl in wls.items():
-        rows += compare(name, wl, runs[name], base, cal)
+        if name in PRESSURE:
+            rows += compare(name, wl, runs[name], base, cal_small, "calib-pressure.json")
+        else:
+            rows += compare(name, wl, runs[name], base, cal)
     text = table(rows)
     summary = targets(rows)
     print(text)

@@ -327,23 +327,13 @@ class AsyncLoop(StepLoop):
             events.extend(range((-s.num_computed % bs) * n + pos, stop, bn))
         if events:
             events.sort()
-            extend = kv.extend
             step_ends = getattr(self.r.cost, "step_ends", None)
             if step_ends is not None:  # the ends at once: end(i) for i = 1 .. k - 1
                 ends = step_ends(n, s0, k - 1, self.gpu_free)
                 starts = [self.gpu_free - host] + [t - (i + 2) * host for i, t in enumerate(ends)]
             else:
                 starts = [end(i) - host for i in range(k)]
-            ok = True
-            for e in events:
-                i = e // n
-                s = running[e - i * n]
-                t0 = starts[i]
-                c = s.num_computed
-                s.num_computed = s.num_tokens = c + i
-                ok &= extend(s, 1, t0)
-                s.num_computed = s.num_tokens = c
-            if not ok:
+            if not kv.extend_window(running, events, starts):
                 raise RuntimeError("decode window broken: an allocation did not fit")
         first = end(0) / TICKS_PER_S  # batch 0's output: some requests' first token
         fl, ph = sched.in_flight, sched.placeholders

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
+from itertools import accumulate
 from typing import Any
 
 from kvlab.sim.block_pool import residency_histograms
@@ -788,6 +789,42 @@ class ExtentKV(AdmissionRules):
     def cache_upto(self, seq: Any, num_tokens: int, now: int) -> None:
         """Cache the request's blocks filled by its first ``num_tokens`` tokens."""
         self._cache(seq, num_tokens, now)
+
+    def extend_window(
+        self, running: Sequence[Any], events: Sequence[int], starts: Sequence[int]
+    ) -> bool:
+        """(:meth:`kvlab.sim.kv.KVCache.extend_window`) The blocks of all batches
+        handed out together (:meth:`ExtentPool.take_steps`: the blocks of one batch at
+        its tick, evictions in batch order, as one take per event would make them),
+        then the cachings in event order: they key held blocks only, which no
+        allocation can evict (as :meth:`decode_window`)."""
+        n, bs, mml = len(running), self.block_size, self.max_model_len
+        counts = [0] * len(starts)
+        for e in events:  # each request's counters as of its event's batch
+            i = e // n
+            s = running[e - i * n]
+            if s.dstamps:
+                self.flush_stamps(s)
+            need_slot = s.num_computed + i + 1
+            need = cdiv(need_slot if need_slot < mml else mml, bs) - s.nblocks
+            if need > 0:
+                s.pending.append([starts[i], need])
+                s.nblocks += need
+                counts[i] += need
+        total = sum(counts)
+        pool = self.pool
+        if total > pool.clean + pool.queued:
+            return False
+        if total:
+            taken = list(accumulate(counts))
+            pool.take_steps(taken, starts[0], list(starts[1:]))
+        if pool.enable_caching:
+            cache = self._cache
+            for e in events:
+                i = e // n
+                s = running[e - i * n]
+                cache(s, s.num_computed + i, starts[i])
+        return True
 
     def decode_window(
         self, running: Sequence[Any], k: int, now: int, step_start: Callable[[int], int]

@@ -469,6 +469,13 @@ class HybridKV:
     def cache_upto(self, seq: HybridSeq, num_tokens: int, now: int) -> None:
         self._cache(seq, num_tokens, now)
 
+    def extend_window(
+        self, running: Sequence[Any], events: Sequence[int], starts: Sequence[int]
+    ) -> bool:
+        from kvlab.sim.kv_manager import extend_events
+
+        return extend_events(self, running, events, starts)
+
     def decode_window(
         self, running: Sequence[Any], k: int, now: int, step_start: Callable[[int], int]
     ) -> None:

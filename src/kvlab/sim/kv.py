@@ -93,6 +93,16 @@ class KVCache(Protocol):
         ``step_start(i)`` is the tick step ``i`` starts (step 0 at ``now``)."""
         ...
 
+    def extend_window(
+        self, running: Sequence[Any], events: Sequence[int], starts: Sequence[int]
+    ) -> bool:
+        """An async decode window's allocations and cachings: for each event
+        ``i * len(running) + pos`` (sorted), what :meth:`extend` of one token makes for
+        ``running[pos]`` as of batch ``i`` (its counters ``i`` tokens on, the blocks
+        its first ``num_computed + i`` tokens fill cached), at tick ``starts[i]``;
+        every request's counters as they were. False if the blocks do not fit."""
+        ...
+
     def free(self, seq: Any, now: int = 0, *, final: bool = False) -> None:
         """Release the request's blocks, tail first."""
         ...

@@ -121,6 +121,23 @@ class AdmissionRules:
         return need + (self.watermark_blocks if has_running else 0) <= self.pool.num_free
 
 
+def extend_events(
+    kv: Any, running: Sequence[Any], events: Sequence[int], starts: Sequence[int]
+) -> bool:
+    """:meth:`kvlab.sim.kv.KVCache.extend_window` event by event through ``kv.extend``."""
+    n = len(running)
+    extend = kv.extend
+    ok = True
+    for e in events:
+        i = e // n
+        s = running[e - i * n]
+        c = s.num_computed
+        s.num_computed = s.num_tokens = c + i
+        ok &= extend(s, 1, starts[i])
+        s.num_computed = s.num_tokens = c
+    return ok
+
+
 class KVManager(AdmissionRules):
     """Allocation rules of vLLM v1 for full attention (``kv_cache_manager.py``).
 
@@ -222,6 +239,11 @@ class KVManager(AdmissionRules):
     def cache_upto(self, seq: SeqState, num_tokens: int, now: int) -> None:
         """Cache the request's blocks filled by its first ``num_tokens`` tokens."""
         self._cache(seq, num_tokens, now)
+
+    def extend_window(
+        self, running: Sequence[Any], events: Sequence[int], starts: Sequence[int]
+    ) -> bool:
+        return extend_events(self, running, events, starts)
 
     def decode_window(
         self, running: Sequence[Any], k: int, now: int, step_start: Callable[[int], int]
