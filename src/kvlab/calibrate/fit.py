@@ -72,7 +72,7 @@ COEFFICIENTS = (
 )
 #: Coefficients a calibration file may leave out (files written before they existed): 0.
 OPTIONAL_COEFFICIENTS = ("request_overhead_s", "per_attn_pair_s", "per_seq_s")
-#: with fewer observations than coefficients, these are left out (0), the first first
+#: with fewer observations than coefficients, these are left out (0), in this order
 LAST_FITTED = ("per_seq_s", "per_attn_pair_s")
 #: Huber's constant (in units of the residuals' robust scale)
 HUBER_K = 1.345

@@ -124,10 +124,9 @@ QUICK = SweepDesign(
 
 def warmup(batch: int = SweepDesign.warmup_batch) -> Any:
     """The warm-up workload (module docstring): ``batch`` requests of 16 prompt tokens
-    (:data:`WARMUP_PROMPT_TOKENS`)
-    sent together, request ``j`` asking ``j + 1`` output tokens, so the decode batch
-    shrinks one at a time from ``batch`` to 1. Replay it on a fresh server before
-    measuring it."""
+    (:data:`WARMUP_PROMPT_TOKENS`) sent together, request ``j`` asking ``j + 1`` output
+    tokens, so the decode batch shrinks one at a time from ``batch`` to 1. Replay it on
+    a fresh server before measuring it."""
     from kvlab.workload.records import Request, Segment, Workload
 
     reqs = tuple(
