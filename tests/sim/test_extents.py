@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -389,3 +390,81 @@ def test_ages_by_bisection_equal_block_by_block(stamps: list, extra: int, a: int
     got = [0] * 64
     _add_ages(got, stamps, lo, hi, t)
     assert bins(got) == Counter((t - x).bit_length() for x in stamps[lo:hi])
+
+
+def _window_world(
+    olds: list[int], runs: list[tuple[int, int]], spare: int, k: int
+) -> tuple[ExtentPool, Any, list[ExtentSeq], int]:
+    """A pool whose queue holds the freed blocks of requests of ``olds`` blocks each,
+    then ``runs`` (prompt blocks, tokens past the prompt) decoding, and room for a
+    ``k``-batch window plus ``spare`` blocks: the window takes clean blocks first, then
+    evicts old ones."""
+    from kvlab.sim.extents import ExtentKV
+
+    bs = 4
+    held = sum(p + 1 for p, _ in runs)
+    window = sum((extra + 1 + k) // bs + 1 for _, extra in runs)
+    pool = ExtentPool(1 + held + window + spare, bs)
+    kv = ExtentKV(pool, bs, 1000)
+    t = 0
+    for j, n in enumerate(olds):
+        if n + 1 > pool.clean + pool.queued:
+            break
+        old = ExtentSeq(chain(100 + j, n), [n, 1 << 62])
+        admit(kv, old, t + 1)
+        kv.free(old, t + 2)
+        t += 3
+    running = []
+    for j, (p, extra) in enumerate(runs):
+        nkeys = p + k // bs + 4
+        s = ExtentSeq(chain(j + 1, nkeys), [nkeys, 1 << 62])
+        s.num_tokens = s.prompt_len = bs * p + 1  # the rest of the keys: its output blocks
+        admit(kv, s, t + 1)
+        s.num_computed = s.num_tokens = bs * p + 1 + extra  # (extra < 3: the same blocks)
+        running.append(s)
+        t += 1
+    return pool, kv, running, t
+
+
+@given(
+    st.lists(st.integers(1, 5), max_size=4),
+    st.lists(st.tuples(st.integers(1, 4), st.integers(0, 2)), min_size=1, max_size=5),
+    st.integers(0, 3),
+    st.integers(1, 14),
+)
+def test_a_windows_blocks_in_one_take_equal_one_take_per_event(
+    olds: list[int], runs: list[tuple[int, int]], spare: int, k: int
+) -> None:
+    """ExtentKV.extend_window (the async loop's decode window: every batch's blocks in
+    one take_steps, then the cachings) leaves the pool and every request exactly as
+    one extend per event does: evictions, their histograms, block stamps, keyed runs."""
+    from kvlab.sim.kv_manager import extend_events
+
+    results = []
+    for bulk in (False, True):
+        pool, kv, running, t = _window_world(olds, runs, spare, k)
+        n, bs = len(running), 4
+        events = sorted(
+            e
+            for pos, s in enumerate(running)
+            for e in range((-s.num_computed % bs) * n + pos, k * n, bs * n)
+        )
+        starts = [t + 10 + 7 * i for i in range(k)]
+        ok = kv.extend_window(running, events, starts) if bulk else None
+        if not bulk:
+            ok = extend_events(kv, running, events, starts)
+        results.append(
+            (
+                ok,
+                pool.clean,
+                pool.queued,
+                pool.num_evicted,
+                bins(pool.lifetime),
+                bins(pool.idle),
+                {r: [(e.key, e.n, e.ref, e.cached) for e in x] for r, x in pool.by_run.items()},
+                [(s.nblocks, s.pending, s.num_cached_blocks, s.nkeyed) for s in running],
+                [[(e.key, e.n) for e, _ in s.table] for s in running],
+            )
+        )
+    assert results[0][0] is True
+    assert results[0] == results[1]
