@@ -14,7 +14,7 @@ context, so in decode steps ``A`` moves with ``K_bytes``; a prefill of ``u`` tok
 onto ``c`` cached ones ``u x (c + u)``, the term that grows with the square of the
 prompt). ``per_seq_s`` is what a sequence costs whatever its token count (its
 sampling, its output's way through the server: on vLLM's CPU build a decoding sequence
-costs several times what one more prefill token does, so one per-token cost cannot
+costs more than twice what one more prefill token does, so one per-token cost cannot
 fit both). ``request_overhead_s``
 is what a request spends outside the engine's steps before its first token reaches
 the client (HTTP, tokenizing, the hand-over to the engine process, the first chunk's
