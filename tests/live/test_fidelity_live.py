@@ -55,6 +55,7 @@ def test_a_calibrated_clock_brings_held_out_latencies_closer(
     )
     assert out.code == 0, out.err
     print(out.out)
+    assert "warm-up: 64 requests, every decode batch size once (not kept)" in out.err
     real_held = replay(vllm_server, held)
 
     doc = json.loads((tmp_path / "calib.json").read_text())

@@ -255,7 +255,9 @@ def run_sweep(
             token_ids=token_ids,
         )
 
-    OpenAIBackend(config()).run(parts[WARMUP])  # not kept: a server's first steps are slow
+    warm = parts[WARMUP]
+    progress(f"warm-up: {len(warm.requests)} requests, every decode batch size once (not kept)")
+    OpenAIBackend(config()).run(warm)  # not kept: a server's first steps are slow
     for i, name in enumerate(todo, 1):
         d = out_dir / name
         before = read_timings(endpoint)
