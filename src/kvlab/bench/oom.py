@@ -96,11 +96,14 @@ def assess(
     ``gpu`` (see the module docstring); ``workload`` adds a simulated run on the
     planned blocks, ``offload_gb`` the size of the offload what-if (default: twice
     the KV memory)."""
+    from functools import partial
+
     from kvlab.plan import plan
 
     if concurrency < 1 or context_tokens < 1:
         raise ConfigError("concurrency and context_tokens must be at least 1")
-    base = plan(
+    planned = partial(
+        plan,
         model,
         gpu,
         kv_dtype=kv_dtype,
@@ -109,21 +112,11 @@ def assess(
         concurrency=concurrency,
         kv_cache_memory_bytes=kv_cache_memory_bytes,
         block_size=block_size,
-        whatifs=False,
     )
-    kv_gib = base.available_kv_bytes / 2**30
+    # the KV memory first (it sizes the offload what-if), then the plan with it
+    kv_gib = planned(whatifs=False).available_kv_bytes / 2**30
     off = offload_gb if offload_gb is not None else max(1.0, round(2 * kv_gib))
-    p = plan(
-        model,
-        gpu,
-        kv_dtype=kv_dtype,
-        tp=tp,
-        context_tokens=context_tokens,
-        concurrency=concurrency,
-        kv_cache_memory_bytes=kv_cache_memory_bytes,
-        block_size=block_size,
-        offload_gb=off,
-    )
+    p = planned(offload_gb=off)
     cap = p.capacity
     usable = max(0, cap.num_gpu_blocks - 1)
     per_request = cap.blocks_per_request
