@@ -7,12 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
+from serve_helpers import REPO, assert_gone, kvlab, start_until_ready
 
 FAKE_SERVER = """
 import http.server, os, subprocess, sys
@@ -34,18 +32,6 @@ class H(http.server.BaseHTTPRequestHandler):
 
 http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
 """
-
-
-def kvlab(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    return subprocess.run(
-        [sys.executable, "-m", "kvlab", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_print_shows_every_measurement_setting() -> None:
@@ -148,44 +134,24 @@ def test_serve_waits_for_ready_and_ctrl_c_stops_every_process(tmp_path: Path) ->
     model.mkdir()
     (model / "config.json").write_text("{}")
     port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO / "src"),
-        "FAKE_ARGS": str(tmp_path / "args"),
-        "FAKE_CHILD_PID": str(tmp_path / "child"),
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kvlab",
-            "serve",
-            "vllm",
-            "--model",
-            str(model),
-            "--python",
-            str(py),
-            "--device",
-            "cpu",
-            "--port",
-            str(port),
-            "--log",
-            str(tmp_path / "v.log"),
-            "--max-num-seqs",
-            "8",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
+    proc, lines = start_until_ready(
+        "serve",
+        "vllm",
+        "--model",
+        str(model),
+        "--python",
+        str(py),
+        "--device",
+        "cpu",
+        "--port",
+        str(port),
+        "--log",
+        str(tmp_path / "v.log"),
+        "--max-num-seqs",
+        "8",
+        env={"FAKE_ARGS": str(tmp_path / "args"), "FAKE_CHILD_PID": str(tmp_path / "child")},
     )
     assert proc.stderr is not None
-    lines = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        lines.append(line)
-        if line.startswith("ready") or not line:
-            break
     assert lines[0].startswith(f"starting vLLM on http://127.0.0.1:{port}; log: ")
     assert lines[-1].startswith("ready in") and "model tiny" in lines[-1], lines
     assert "--max-num-seqs 8" in (tmp_path / "args").read_text()
@@ -195,14 +161,7 @@ def test_serve_waits_for_ready_and_ctrl_c_stops_every_process(tmp_path: Path) ->
     assert proc.wait(timeout=30) == 0, rest
     assert rest.splitlines()[-1] == "vLLM stopped"
     assert "fake vllm up" in (tmp_path / "v.log").read_text()
-    for _ in range(50):
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("a process of the server outlived Ctrl-C")
+    assert_gone(child)
 
 
 @pytest.mark.live

@@ -4,16 +4,12 @@ stand-in llama-server (the real one is started by tests/live/test_llama_cpp.py).
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
+from serve_helpers import assert_gone, kvlab, start_until_ready
 
 FAKE_SERVER = """#!{python}
 import http.server, os, subprocess, sys
@@ -35,21 +31,6 @@ class H(http.server.BaseHTTPRequestHandler):
 
 http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
 """
-
-
-def kvlab(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "kvlab", *args],
-        capture_output=True,
-        text=True,
-        env=full,
-        timeout=60,
-        check=False,
-        cwd=cwd,
-    )
 
 
 @pytest.fixture
@@ -239,42 +220,22 @@ def test_serve_waits_for_ready_and_ctrl_c_stops_it_with_130(
     from kvlab.backends.vllm_server import free_port
 
     port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO / "src"),
-        "FAKE_ARGS": str(tmp_path / "args"),
-        "FAKE_CHILD_PID": str(tmp_path / "child"),
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kvlab",
-            "serve",
-            "llama.cpp",
-            "--model",
-            str(gguf),
-            "--binary",
-            str(fake_binary),
-            "--port",
-            str(port),
-            "--log",
-            str(tmp_path / "l.log"),
-            "--slots",
-            "3",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
+    proc, lines = start_until_ready(
+        "serve",
+        "llama.cpp",
+        "--model",
+        str(gguf),
+        "--binary",
+        str(fake_binary),
+        "--port",
+        str(port),
+        "--log",
+        str(tmp_path / "l.log"),
+        "--slots",
+        "3",
+        env={"FAKE_ARGS": str(tmp_path / "args"), "FAKE_CHILD_PID": str(tmp_path / "child")},
     )
     assert proc.stderr is not None
-    lines = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        lines.append(line)
-        if line.startswith("ready") or not line:
-            break
     assert lines[0].startswith(f"starting llama-server on http://127.0.0.1:{port}; log: ")
     assert str(tmp_path / "l.log") in lines[0]
     assert lines[-1].startswith("ready in") and "model tiny" in lines[-1], lines
@@ -285,14 +246,7 @@ def test_serve_waits_for_ready_and_ctrl_c_stops_it_with_130(
     assert proc.wait(timeout=30) == 130, rest
     assert rest.splitlines() == ["llama-server stopped (Ctrl-C)"]
     assert "fake llama-server up" in (tmp_path / "l.log").read_text()
-    for _ in range(50):
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("a process of the server outlived Ctrl-C")
+    assert_gone(child)
 
 
 def test_a_server_that_dies_before_ready_is_its_log_tail(tmp_path: Path, gguf: Path) -> None:
