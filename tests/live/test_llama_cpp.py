@@ -192,31 +192,20 @@ def test_kvlab_serve_llama_cpp_converts_serves_and_stops(
 ) -> None:
     """``kvlab serve llama.cpp`` on the tiny model directory: converts it with the converter
     beside the binary, serves it under its alias with /metrics and /slots, stops on Ctrl-C."""
-    import os
     import signal
-    import subprocess
-    import sys
-    import time
 
     from kvlab.backends.vllm_server import free_port
+    from serve_helpers import start_until_ready
 
     binary, _ = tiny_gguf
     port = free_port()
-    src = Path(__file__).resolve().parents[2] / "src"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kvlab", "serve", "llama.cpp", "--model", str(tiny_model_dir),
-         "--binary", str(binary), "--port", str(port), "--gguf-out", str(tmp_path / "t.gguf"),
-         "--log", str(tmp_path / "l.log"), "--slots", "3"],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(src)},
+    proc, lines = start_until_ready(
+        "serve", "llama.cpp", "--model", str(tiny_model_dir), "--binary", str(binary),
+        "--port", str(port), "--gguf-out", str(tmp_path / "t.gguf"),
+        "--log", str(tmp_path / "l.log"), "--slots", "3",
+        timeout_s=180,
     )  # fmt: skip
     assert proc.stderr is not None
-    lines = []
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        lines.append(line)
-        if line.startswith("ready") or not line:
-            break
     try:
         assert lines[0].startswith(f"converting {tiny_model_dir} to {tmp_path / 't.gguf'}")
         assert lines[-1].startswith("ready in"), (lines, (tmp_path / "l.log").read_text())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _env(extra: dict[str, str] | None) -> dict[str, str]:
@@ -35,10 +35,10 @@ def kvlab(
 
 
 def start_until_ready(
-    *args: str, env: dict[str, str] | None = None
+    *args: str, env: dict[str, str] | None = None, timeout_s: float = 60.0
 ) -> tuple[subprocess.Popen[str], list[str]]:
     """``python -m kvlab ARGS`` started, and its stderr lines read up to the first that
-    starts with "ready" (or its end, or 60 s)."""
+    starts with "ready" (or its end, or ``timeout_s``)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "kvlab", *args],
         stderr=subprocess.PIPE,
@@ -47,7 +47,7 @@ def start_until_ready(
     )
     assert proc.stderr is not None
     lines = []
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
         lines.append(line)
