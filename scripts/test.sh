@@ -33,7 +33,11 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
   apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null) || echo "chromium not installed"
 fi
 
-echo "== ruff"; .venv/bin/ruff check src tests benchmarks && .venv/bin/ruff format --check src tests benchmarks
+# (one command a line: under set -e a failure inside an && list does not stop the script;
+# no cache: import sorting depends on which files exist, which the cache does not track)
+echo "== ruff"
+.venv/bin/ruff check --no-cache src tests benchmarks
+.venv/bin/ruff format --no-cache --check src tests benchmarks
 echo "== mypy"; .venv/bin/mypy
 
 if [ "$FAST" = 1 ]; then

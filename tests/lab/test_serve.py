@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from serve_helpers import REPO, assert_gone, kvlab, start_until_ready
 
 FAKE_SERVER = """

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from serve_helpers import assert_gone, kvlab, start_until_ready
 
 FAKE_SERVER = """#!{python}
