@@ -56,6 +56,7 @@ from typing import Any
 
 from kvlab.errors import ConfigError
 from kvlab.sim.block_pool import BlockPool
+from kvlab.sim.kv_manager import extend_events
 from kvlab.sim.sequence import Seq
 
 NULL = 0  # the pool's permanent null block
@@ -472,8 +473,6 @@ class HybridKV:
     def extend_window(
         self, running: Sequence[Any], events: Sequence[int], starts: Sequence[int]
     ) -> bool:
-        from kvlab.sim.kv_manager import extend_events
-
         return extend_events(self, running, events, starts)
 
     def decode_window(
