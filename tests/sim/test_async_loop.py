@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sim_helpers import Gpu, llama8b, random_workload
 from test_vllm_scheduler_differential import StepClock
 
 from kvlab.errors import ConfigError
 from kvlab.results import RunResult
+from kvlab.sim.async_cohort_loop import AsyncCohortLoop
 from kvlab.sim.async_loop import AsyncLoop
 from kvlab.sim.config import SimConfig
 from kvlab.sim.engine import Engine, simulate
@@ -49,7 +52,7 @@ def test_arrivals_join_a_batch_later_and_the_last_token_is_not_rescheduled() -> 
     # async: steps 0 and 1 were both scheduled before b arrived; it joins step 2
     assert (a_a.admitted_s, a_a.first_token_s, a_a.finish_s) == (0.0, 1.0, 3.0)
     assert (b_a.admitted_s, b_a.first_token_s, b_a.finish_s) == (2.0, 3.0, 4.0)
-    assert asyn.provenance["sim_loop"] == "async"
+    assert asyn.provenance["sim_loop"] == "async-cohort"
     assert asyn.provenance["scheduler"].startswith("AsyncScheduler")
     assert sync.provenance["scheduler"] == "Scheduler (synchronous)"
     # a's 3 tokens take 3 batches; no fourth batch for a token already in flight
@@ -171,4 +174,57 @@ def test_decode_windows_change_no_record(case: str) -> None:
     assert fast.timeseries == exact.timeseries
     assert fast.histograms == exact.histograms
     if case.startswith("pressure") or case == "mooncake":
+        assert sum(r.num_preemptions or 0 for r in fast.records) > 0
+
+
+# ------------------------------------------------------------------ the async cohort loop
+def _whole(result: RunResult) -> tuple[object, ...]:
+    summary = dict(result.summary)
+    summary.pop("wall_s", None)
+    return (summary, result.records, result.timeseries, result.histograms)
+
+
+def _loop_run(wl: Workload, cfg: SimConfig, loop_class: type | None) -> tuple[RunResult, Any]:
+    engine = Engine(wl, cfg, loop_class=loop_class)
+    try:
+        return engine.run(), engine.loop
+    finally:
+        engine.close()
+
+
+COHORT_CASES = {
+    **{k: v for k, v in WINDOW_CASES.items() if k not in ("priority", "pressure-blocks")},
+    "no-sessions": (lambda: random_workload(7, 80, rate=40.0, sessions=False), {}),
+    "tight-no-sessions": (
+        lambda: random_workload(8, 80, rate=40.0, sessions=False),
+        {"num_blocks": 70},
+    ),
+    "short-budget": (
+        lambda: random_workload(9, 80, rate=40.0, sessions=False),
+        {"max_num_batched_tokens": 6, "max_num_seqs": 12},
+    ),
+    "block-32": (
+        lambda: random_workload(10, 60, rate=30.0, sessions=False),
+        {"block_size": 32, "num_blocks": 30},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(COHORT_CASES))
+def test_the_async_cohort_loop_equals_the_async_loop(case: str) -> None:
+    """The async cohort loop (the default fast path with async scheduling) gives the
+    whole result of the async loop taking every batch through the scheduler: records,
+    counters, time series, histograms; and it keeps the cohort for much of the run."""
+    make, kw = COHORT_CASES[case]
+    wl = make()
+    cfg = _cfg(**{"async_scheduling": True, "cost_model": None, **kw})
+    fast, loop = _loop_run(wl, cfg, None)
+    ref, ref_loop = _loop_run(wl, cfg, AsyncLoop)
+    assert isinstance(loop, AsyncCohortLoop) and type(ref_loop) is AsyncLoop
+    assert _whole(fast) == _whole(ref)
+    assert loop.window_batches == ref_loop.window_batches
+    assert loop.cohort_batches > 0
+    if case != "sessions":  # (shared answers keep requests out of the cohort)
+        assert loop.cohort_batches + loop.lazy_steps > fast.summary["num_steps"] // 4
+    if case.startswith(("pressure", "tight")) or case == "mooncake":
         assert sum(r.num_preemptions or 0 for r in fast.records) > 0

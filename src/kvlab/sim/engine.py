@@ -51,11 +51,16 @@ from kvlab.workload.records import Workload
 def choose_loop(cfg: SimConfig, kv_choice: KVChoice) -> type[RunState]:
     """The async loop with ``async_scheduling``; else the cohort loop where it
     applies (extent pool, FCFS, decode windows on), else the step loop."""
+    fast = kv_choice.pool == "extent" and not cfg.exact_steps and cfg.scheduling == "fcfs"
     if cfg.async_scheduling:
+        if fast:
+            from kvlab.sim.async_cohort_loop import AsyncCohortLoop
+
+            return AsyncCohortLoop
         from kvlab.sim.async_loop import AsyncLoop
 
         return AsyncLoop
-    if kv_choice.pool == "extent" and not cfg.exact_steps and cfg.scheduling == "fcfs":
+    if fast:
         from kvlab.sim.cohort_loop import CohortLoop
 
         return CohortLoop
