@@ -38,8 +38,9 @@ joined (before that step it was a row of the batch in flight); its last step
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import deque
+from operator import sub
 from typing import TYPE_CHECKING, Any
 
 from kvlab.sim.async_loop import AsyncLoop, Batch
@@ -357,10 +358,10 @@ class AsyncCohortLoop(AsyncLoop):
                 return False
             del taken[k:]
         s0 = co.ctx
-        clock = self._clock(n, s0, host, k)
-        if clock is None:
+        ends = self._window_ends(n, s0, host, k)
+        if ends is None:
             return False
-        k, end = clock
+        k = len(ends) - 1
         del taken[k:]
         fold = k == last + 1
         if fold:  # members at their last step are not scheduled in it
@@ -370,36 +371,52 @@ class AsyncCohortLoop(AsyncLoop):
         self.window_batches += k
         self.num_windows += 1
         self.cohort_batches += k
-        g0 = self.gpu_free
-        if taken[-1]:
-            step_ends = getattr(self.r.cost, "step_ends", None)
-            if step_ends is not None:  # the ends at once: end(i) for i = 1 .. k - 1
-                ends = step_ends(n, s0, k - 1, g0)
-                starts = [g0 - host] + [t - (i + 2) * host for i, t in enumerate(ends)]
-            else:
-                starts = [end(i) - host for i in range(k)]
-            self.pool.take_steps(taken, starts[0], starts[1:])
+        if taken[-1]:  # batch i (scheduled at step D + i) starts at ends[i] - host
+            starts = [t - host for t in ends] if host else ends[:]
+            self.pool.take_steps(taken, starts[0], starts[1:k])
             co.times[-1] = starts[0]
-            starts[0] = 0
-            starts.append(0)
+            starts[k] = 0
             co.advance(starts[1:])
         else:
             co.advance([0] * k)
-        batch = inflight[0]
         if self.joined:
-            self._first_tokens(batch, end(0))
+            self._first_tokens(inflight[0], ends[0])
         self.c["num_steps"] += k
-        self.now = t_last = end(k - 1)
+        self.now = t_last = ends[k - 1]
         if fold:  # their last batch's output, after the next batch was scheduled
             self._finish_members(t_last)
             n = co.n
             s1 = co.ctx - n  # (credited already)
             self.gpu_free = t_last - host + self.r.cost.step_ticks(n, s1, s1, n)
         else:
-            self.gpu_free = end(k)
+            self.gpu_free = ends[k]
         inflight[0] = Batch(StepPlan([]), [], t_last - host, self.gpu_free)
         self.joined = 0
         return True
+
+    def _window_ends(self, n: int, s0: int, host: int, k: int) -> list[int] | None:
+        """:meth:`AsyncLoop._clock` as a list: ``end(m)`` for m = 0 .. k' (``k'`` the
+        window's length, cut before the batch scheduled once an arrival is seen)."""
+        cost = self.r.cost
+        step_ends = getattr(cost, "step_ends", None)
+        if step_ends is None:
+            clock = self._clock(n, s0, host, k)
+            if clock is None:
+                return None
+            end = clock[1]
+            return [end(m) for m in range(clock[0] + 1)]
+        g0 = self.gpu_free
+        if g0 - host < self.now or cost.step_ticks(n, s0, s0, n) < 2 * host:
+            return None
+        ends = step_ends(n, s0, k, g0)  # g0 + window_ticks(m), m = 1 .. k
+        if host:
+            ends = list(map(sub, ends, range(host, host * (k + 1), host)))
+        ends.insert(0, g0)
+        arrival = self.next_arrival
+        if arrival != NO_ARRIVAL and k > 1 and ends[k - 2] >= arrival:
+            k = bisect_left(ends, arrival, 0, k - 2) + 1  # (batch m + 1 sees end(m - 1))
+            del ends[k + 1 :]
+        return ends
 
     def _finish_members(self, now: int) -> None:
         done = self.cohort.finishing()
