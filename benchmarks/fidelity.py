@@ -563,7 +563,8 @@ def main(out: Path, quick: bool) -> None:
     wls = with_transcripts(wls, out)
     print(f"replays done: {_load()}", flush=True)
 
-    base = SimConfig(model=str(model_dir), gpu="h100-sxm")
+    # (vLLM's CPU build schedules synchronously: so do the roofline rows)
+    base = SimConfig(model=str(model_dir), gpu="h100-sxm", async_scheduling=False)
     rows: list[dict[str, Any]] = []
     for name, wl in wls.items():
         if name in PRESSURE:

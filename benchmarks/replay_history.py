@@ -86,6 +86,7 @@ def main(out: Path) -> dict[str, Any]:
                     block_size=int(cache["block_size"]),
                     num_blocks=int(cache["num_gpu_blocks"]),
                     max_model_len=MAX_MODEL_LEN,
+                    async_scheduling=False,  # (vLLM's CPU build: synchronous)
                 ),
             )
             row = {k: {"real": real.summary[k], "simulated": sim.summary[k]} for k in KEYS}

@@ -5,6 +5,9 @@ Prints medians over ``--repeats`` runs, each in a fresh process:
 * engine: ``simulate()`` on the shipped Azure 2023 conversation and Mooncake
   conversation traces (Llama-3.1-8B on H100, prefix caching on), the trace
   already loaded; preparation (naming every request's block keys) included;
+  every part runs vLLM's synchronous scheduler, so that versions compare like for
+  like (kvlab's default on a GPU is now async scheduling; its cost is the
+  async / sync ratio of the prepared part);
 * prepared: the same workload prepared once, then run twice: the second run
   is what a sweep, a stress search or an RL episode pays; then once more with
   each scheduling mode forced (``async_scheduling`` false and true: vLLM's
@@ -50,6 +53,9 @@ from kvlab.sim.engine import simulate
 from kvlab.workload.detect import load_workload
 wl = load_workload(sys.argv[1], None, seed=0)
 cfg = SimConfig(model=sys.argv[2], gpu=sys.argv[3])
+if "async_scheduling" in {f.name for f in dataclasses.fields(SimConfig)}:
+    # one scheduler for both versions (the default is async where the version has it)
+    cfg = cfg.replace(async_scheduling=False)
 t0 = time.perf_counter()
 r = simulate(wl, cfg)
 out = {"simulate_s": time.perf_counter() - t0,
@@ -106,7 +112,11 @@ def simulate_cmd(workload: Path | str, out: Path, *extra: str) -> list[str]:
 
 
 def whole(root: Path, cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one command run with ``root``'s kvlab."""
+    """Wall seconds and peak RSS (MB) of one command run with ``root``'s kvlab (with
+    the synchronous scheduler where that version's default is async, so that every
+    version runs the same scheduler)."""
+    if (root / "src" / "kvlab" / "sim" / "async_cohort_loop.py").exists():
+        cmd = [*cmd, "--no-async-scheduling"]
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", RSS_WRAPPER, *cmd],

@@ -81,6 +81,7 @@ def test_a_calibrated_clock_brings_held_out_latencies_closer(
         max_model_len=vllm_server.max_model_len,
         max_num_batched_tokens=2048,  # the CPU build's API-server defaults (not the GPU's)
         max_num_seqs=128,
+        async_scheduling=False,  # (the CPU build schedules synchronously)
     )
     roof = simulate(held, base)
     calibrated = simulate(held, base.replace(cost_model=CalibratedCost.from_calibration(cal, "c")))

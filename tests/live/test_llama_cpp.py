@@ -50,7 +50,14 @@ def _simulate(wl: Workload, model_dir: Path) -> RunResult:
     from kvlab.sim import SimConfig, simulate
 
     return simulate(
-        wl, SimConfig(model=str(model_dir), gpu="h100-sxm", block_size=1, max_model_len=512)
+        wl,
+        SimConfig(
+            model=str(model_dir),
+            gpu="h100-sxm",
+            block_size=1,
+            max_model_len=512,
+            async_scheduling=False,
+        ),
     )
 
 

@@ -52,6 +52,7 @@ def _simulate(wl: Any, real: RunResult, model_dir: Path, max_model_len: int) -> 
             block_size=int(cache["block_size"]),
             num_blocks=int(cache["num_gpu_blocks"]),
             max_model_len=max_model_len,
+            async_scheduling=False,  # (vLLM's CPU build schedules synchronously)
         ),
     )
 

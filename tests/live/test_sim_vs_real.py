@@ -54,6 +54,7 @@ def test_simulator_predicts_the_servers_prefix_hits(
             block_size=int(cache["block_size"]),
             num_blocks=int(cache["num_gpu_blocks"]),
             max_model_len=vllm_server.max_model_len,
+            async_scheduling=False,  # (vLLM's CPU build schedules synchronously)
         ),
     )
     rs, ss = real.summary, sim.summary

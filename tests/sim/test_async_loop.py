@@ -42,7 +42,7 @@ def _two_requests() -> Workload:
 
 
 def test_arrivals_join_a_batch_later_and_the_last_token_is_not_rescheduled() -> None:
-    sync = simulate(_two_requests(), _cfg())
+    sync = simulate(_two_requests(), _cfg(async_scheduling=False))
     asyn = simulate(_two_requests(), _cfg(async_scheduling=True))
     a_s, b_s = sync.records
     a_a, b_a = asyn.records
@@ -64,7 +64,7 @@ def test_host_overhead_overlaps_the_gpu() -> None:
     their sum: the same decode-heavy workload finishes sooner."""
     wl = random_workload(3, 40)
     kw = dict(step_overhead_s=0.004, cost_model=None)
-    sync = simulate(wl, _cfg(**kw))
+    sync = simulate(wl, _cfg(**kw, async_scheduling=False))
     asyn = simulate(wl, _cfg(**kw, async_scheduling=True))
     assert all(r.status == "ok" for r in asyn.records)
     assert asyn.summary["output_tokens"] == sync.summary["output_tokens"]
@@ -74,7 +74,7 @@ def test_host_overhead_overlaps_the_gpu() -> None:
 def test_refused_where_not_modelled() -> None:
     with pytest.raises(ConfigError, match="offload tier is not modelled"):
         simulate(_two_requests(), _cfg(async_scheduling=True, offload_blocks=100))
-    with pytest.raises(ConfigError, match="async_scheduling must be true or false"):
+    with pytest.raises(ConfigError, match="async_scheduling must be true, false or unset"):
         _cfg(async_scheduling="yes")
     assert _cfg().with_overrides({"async_scheduling": "true"}).async_scheduling is True
 

@@ -89,6 +89,8 @@ def test_one_llama_8b_request_on_h100_matches_the_hand_derived_roofline() -> Non
     from kvlab.workload.records import Request, Segment, Workload
 
     w = Workload((Request("a", (Segment("user", 1000, "x"),), 2),))
-    rec = kvlab.simulate(w, kvlab.SimConfig(model="llama-3.1-8b", gpu="h100")).records[0]
+    # (the synchronous scheduler: steps follow one another, host part included)
+    sync = kvlab.SimConfig(model="llama-3.1-8b", gpu="h100", async_scheduling=False)
+    rec = kvlab.simulate(w, sync).records[0]
     assert rec.ttft_s == pytest.approx(0.0338385455, rel=1e-8)
     assert rec.tpot_s == pytest.approx(0.0063416886, rel=1e-8)

@@ -16,7 +16,9 @@ from kvlab.workload.records import Request, Segment, Workload
 
 
 def cfg(**kw: object) -> SimConfig:
-    base: dict[str, object] = dict(model=llama8b(), gpu=Gpu(), block_size=4, num_blocks=64)
+    base: dict[str, object] = dict(
+        model=llama8b(), gpu=Gpu(), block_size=4, num_blocks=64, async_scheduling=False
+    )  # (these narratives follow vLLM's synchronous scheduler)
     base.update(kw)
     return SimConfig(**base)  # type: ignore[arg-type]
 

@@ -83,7 +83,7 @@ def build_config(
     exact_steps: bool,
     seed: int,
     sets: list[str],
-    async_scheduling: bool = False,
+    async_scheduling: bool | None = None,
 ) -> Any:
     """The SimConfig the options describe (mode preset first, explicit options win)."""
     from kvlab.errors import ConfigError
@@ -148,6 +148,19 @@ def save_with_exports(
     atomic_write_text(out / "vllm_bench.json", json.dumps(bench, indent=2) + "\n")
 
 
+def scheduler_text(provenance: dict[str, Any]) -> str:
+    """Which of vLLM's schedulers a simulation followed and why, in a few words, e.g.
+    ``async (vLLM's default on a GPU)``; "-" for a run that does not say."""
+    name = provenance.get("scheduler")
+    if not isinstance(name, str):
+        return "-"
+    mode = "async" if name.startswith("Async") else "synchronous"
+    why = provenance.get("scheduler_reason")
+    if not why or why == "set":
+        return mode
+    return why if why.startswith(mode) else f"{mode} ({why})"
+
+
 def write_markdown(result: Any, out: Path, workload_name: str) -> None:
     """``summary.md``: the run in a few lines and one latency table, for a simulation
     and (``kvlab replay``) a live run alike; "-" where a figure is unknown."""
@@ -174,6 +187,7 @@ def write_markdown(result: Any, out: Path, workload_name: str) -> None:
             f"# kvlab simulate: {workload_name}",
             "",
             f"clock: {s.get('clock', 'roofline, uncalibrated')}",
+            f"scheduler: {scheduler_text(result.provenance)}",
             "",
             f"- model {result.config.get('model')}, GPU {result.config.get('gpu')}, "
             f"{f(s['num_gpu_blocks'])} blocks of {s['block_size']} tokens, "
@@ -288,9 +302,11 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "async_scheduling",
         "flag",
-        False,
-        "Follow vLLM's AsyncScheduler: two batches in flight, host work overlapping "
-        "the GPU (vLLM's default on GPUs); default: the synchronous scheduler.",
+        None,
+        "vLLM's AsyncScheduler (two batches in flight, host work overlapping the GPU) "
+        "or its synchronous Scheduler. Default: as vLLM on a GPU, async, but synchronous "
+        "with an offload tier (not modelled async) or a --calibration (the measured "
+        "server's own; vLLM's CPU build runs synchronously).",
         ("--async-scheduling/--no-async-scheduling",),
     ),
     Param(
@@ -365,7 +381,7 @@ def run_command(
     speed: float = 1.0,
     calibration: Path | None = None,
     dpi: float | None = None,
-    async_scheduling: bool = False,
+    async_scheduling: bool | None = None,
 ) -> None:
     """The body of ``kvlab simulate`` (options already parsed); ``on_loaded`` is
     called once the workload is loaded, before the simulation starts (see
@@ -535,7 +551,8 @@ def _simulate_into(job: SimulateJob, out: Path) -> None:
             f"hit rate {s['prefix_cache_hit_rate']:.3f}, "
             f"{s['num_preemptions']:,} preemptions, TTFT p50 "
             f"{(s['ttft_s']['p50'] or 0):.3f} s "
-            f"(clock: {result.provenance.get('clock', 'roofline, uncalibrated')}) -> {out}"
+            f"(clock: {result.provenance.get('clock', 'roofline, uncalibrated')}; "
+            f"scheduler: {scheduler_text(result.provenance)}) -> {out}"
         )
         from kvlab.workload.stats import TRACES_WITHOUT_PREFIXES
 

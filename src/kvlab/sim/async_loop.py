@@ -51,7 +51,6 @@ from collections.abc import Callable
 from typing import Any
 
 from kvlab.errors import CapacityError, ConfigError
-from kvlab.sim.config import SimConfig
 from kvlab.sim.cost_model import TICKS_PER_S
 from kvlab.sim.kv import KVCache
 from kvlab.sim.run_state import NO_ARRIVAL
@@ -64,8 +63,8 @@ from kvlab.sim.windows import fit_allocations
 BATCHES_IN_FLIGHT = 2
 
 
-def async_blocker(cfg: SimConfig, offload_blocks: int) -> str | None:
-    """Why ``cfg`` cannot run with async scheduling (one line), or None."""
+def async_blocker(offload_blocks: int) -> str | None:
+    """Why a run cannot follow async scheduling (one line), or None."""
     if offload_blocks > 0:
         return (
             "async scheduling with a CPU offload tier is not modelled "
@@ -449,10 +448,8 @@ class AsyncLoop(StepLoop):
             self.batch_observer(batch)
 
 
-def check_async(cfg: SimConfig, offload_blocks: int) -> None:
-    """Raise ConfigError (one line) when ``cfg`` asks for async scheduling where it
-    is not modelled."""
-    if cfg.async_scheduling:
-        why = async_blocker(cfg, offload_blocks)
-        if why is not None:
-            raise ConfigError(why)
+def check_async(offload_blocks: int) -> None:
+    """Raise ConfigError (one line) where async scheduling is asked for but not modelled."""
+    why = async_blocker(offload_blocks)
+    if why is not None:
+        raise ConfigError(why)

@@ -36,8 +36,9 @@ class SimConfig:
     run's provenance says which was used (``kv_pool``, ``kv_pool_reason``).
     ``async_scheduling``: follow vLLM's ``AsyncScheduler`` (two batches in flight,
     output placeholders; :mod:`kvlab.sim.async_loop`) instead of the synchronous
-    ``Scheduler``. vLLM turns it on by default on GPUs (its CPU platform forces it
-    off); kvlab's default stays synchronous. Not with an offload tier.
+    ``Scheduler``. None (the default): as vLLM decides on a GPU, on, except where
+    kvlab rules it out (:func:`kvlab.sim.resolve.scheduling_mode`: an offload tier,
+    a measured clock). Not with an offload tier.
     """
 
     model: Any = None
@@ -69,12 +70,12 @@ class SimConfig:
     cost_model: Any = None
     sample_interval_s: float = 0.5
     seed: int = 0
-    async_scheduling: bool = False
+    async_scheduling: bool | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.async_scheduling, bool):
+        if self.async_scheduling is not None and not isinstance(self.async_scheduling, bool):
             raise ConfigError(
-                f"async_scheduling must be true or false, got {self.async_scheduling!r}"
+                f"async_scheduling must be true, false or unset, got {self.async_scheduling!r}"
             )
         pos_int = ("block_size", "max_num_seqs", "max_num_batched_tokens", "tp")
         for name in pos_int:

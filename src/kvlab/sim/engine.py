@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from kvlab.errors import ConfigError
 from kvlab.results import RunResult
 from kvlab.sim.config import SimConfig
 from kvlab.sim.cost_model import TICKS_PER_S
@@ -47,12 +48,17 @@ from kvlab.sim.scheduler import Scheduler
 from kvlab.sim.step_loop import StepLoop
 from kvlab.workload.records import Workload
 
+#: why a run with a synchronous ``loop_class`` (e.g. the RL environment's) is synchronous
+SYNC_LOOP = "synchronous: the loop given steps vLLM's synchronous scheduler"
 
-def choose_loop(cfg: SimConfig, kv_choice: KVChoice) -> type[RunState]:
-    """The async loop with ``async_scheduling``; else the cohort loop where it
-    applies (extent pool, FCFS, decode windows on), else the step loop."""
+
+def choose_loop(cfg: SimConfig, kv_choice: KVChoice, use_async: bool) -> type[RunState]:
+    """With async scheduling (``use_async``, :func:`kvlab.sim.resolve.scheduling_mode`)
+    the async cohort loop where it applies (extent pool, FCFS, decode windows on),
+    else the async loop; synchronously the cohort loop where it applies, else the
+    step loop."""
     fast = kv_choice.pool == "extent" and not cfg.exact_steps and cfg.scheduling == "fcfs"
-    if cfg.async_scheduling:
+    if use_async:
         if fast:
             from kvlab.sim.async_cohort_loop import AsyncCohortLoop
 
@@ -82,6 +88,16 @@ class Engine:
         :class:`kvlab.rl.engine_steps.SteppedLoop`)."""
         self.cfg = cfg
         self.r = r = resolve(cfg)
+        if loop_class is not None and r.async_scheduling:
+            from kvlab.sim.async_loop import AsyncLoop
+
+            if not issubclass(loop_class, AsyncLoop):  # a loop of the synchronous scheduler
+                if cfg.async_scheduling:
+                    raise ConfigError(
+                        f"{loop_class.__name__} steps vLLM's synchronous scheduler: "
+                        "async_scheduling must be off"
+                    )
+                self.r = r = replace(r, async_scheduling=False, scheduling_reason=SYNC_LOOP)
         # a plain workload is prepared for this run only: nothing kept for later runs
         prepared = prepare(workload, r.block_size, keep=False)
         prepared.check_capacity(r.max_model_len, r.num_blocks)
@@ -113,10 +129,10 @@ class Engine:
         #: the pool behind the KV cache (for inspection)
         self.pool = self.kv.pool  # type: ignore[attr-defined]
         sched_class = Scheduler
-        if cfg.async_scheduling:
+        if r.async_scheduling:
             from kvlab.sim.async_loop import AsyncScheduler, check_async
 
-            check_async(cfg, r.offload_blocks)
+            check_async(r.offload_blocks)
             sched_class = AsyncScheduler
         self.sched = sched_class(
             self.kv,
@@ -127,7 +143,7 @@ class Engine:
             caching=cfg.enable_prefix_caching,
         )
         if loop_class is None:
-            loop_class = choose_loop(cfg, self.kv_choice)
+            loop_class = choose_loop(cfg, self.kv_choice, r.async_scheduling)
         self.loop = loop_class(prepared, cfg, r, self.kv_choice, self.sched, offload, progress)
 
     def run(self) -> RunResult:
@@ -135,9 +151,11 @@ class Engine:
         # which of vLLM's schedulers the run follows
         result.provenance["scheduler"] = (
             "AsyncScheduler (async scheduling, 2 batches in flight)"
-            if self.cfg.async_scheduling
+            if self.r.async_scheduling
             else "Scheduler (synchronous)"
         )
+        # why: set, vLLM's GPU default, or what rules it out (kvlab.sim.resolve.scheduling_mode)
+        result.provenance["scheduler_reason"] = self.r.scheduling_reason
         return result
 
     def close(self) -> None:

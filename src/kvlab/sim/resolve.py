@@ -39,6 +39,9 @@ class Resolved:
     offload_latency_s: float
     max_num_seqs: int
     max_num_batched_tokens: int
+    #: whether the run follows vLLM's AsyncScheduler, and why (:func:`scheduling_mode`)
+    async_scheduling: bool = False
+    scheduling_reason: str = ""
 
 
 def get_model(name: Any) -> ModelSpec:
@@ -85,6 +88,33 @@ def plan_num_blocks(cfg: SimConfig, model: ModelSpec, gpu: Any, kv_dtype: str) -
         whatifs=False,
     )
     return int(p.capacity.num_gpu_blocks)
+
+
+#: why an unset ``async_scheduling`` resolves as it does
+ASYNC_DEFAULT = "vLLM's default on a GPU"
+SYNC_OFFLOAD = "synchronous: async scheduling with an offload tier is not modelled"
+SYNC_MEASURED = (
+    "synchronous: a measured clock keeps the measured server's scheduling "
+    "(--async-scheduling for a server that ran it)"
+)
+
+
+def scheduling_mode(cfg: SimConfig, offload_blocks: int) -> tuple[bool, str]:
+    """Whether the run follows vLLM's ``AsyncScheduler``, and why (one phrase).
+
+    ``cfg.async_scheduling`` when set. Unset, as vLLM decides for the modelled GPU
+    (``VllmConfig`` with ``async_scheduling=None``: on, unless pipeline parallelism,
+    a pooling model or some speculative decoding rule it out, none of which kvlab
+    models), except: with an offload tier (kvlab's loads are synchronous), and with
+    a clock given in ``cfg.cost_model`` (a calibration describes the server it was
+    measured on, e.g. vLLM's CPU build, which forces async scheduling off)."""
+    if cfg.async_scheduling is not None:
+        return cfg.async_scheduling, "set"
+    if offload_blocks > 0:
+        return False, SYNC_OFFLOAD
+    if cfg.cost_model is not None:
+        return False, SYNC_MEASURED
+    return True, ASYNC_DEFAULT
 
 
 def kv_bytes_per_token(model: ModelSpec, kv_dtype: str, tp: int) -> float:
@@ -140,6 +170,7 @@ def resolve(cfg: SimConfig) -> Resolved:
     lat = cfg.offload_latency_s
     if lat is None:
         lat = getattr(gpu, "host_link_latency_s", None) or DEFAULT_HOST_LATENCY_S
+    use_async, why = scheduling_mode(cfg, off_blocks)
     return Resolved(
         model=model,
         gpu=gpu,
@@ -156,6 +187,8 @@ def resolve(cfg: SimConfig) -> Resolved:
         offload_latency_s=lat,
         max_num_seqs=batch_limits(cfg, gpu)[1],
         max_num_batched_tokens=batch_limits(cfg, gpu)[0],
+        async_scheduling=use_async,
+        scheduling_reason=why,
     )
 
 
