@@ -69,7 +69,7 @@ def run_kvlab_async(
         res = engine.run()
     finally:
         engine.close()
-    assert res.provenance["sim_loop"] == "async"
+    assert res.provenance["sim_loop"] in ("async", "async-cohort")
     assert res.provenance["scheduler"].startswith("AsyncScheduler")
     rid = {i: f"r{i}" for i in range(len(wl.requests))}
     out_batches = []
