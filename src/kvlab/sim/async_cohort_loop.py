@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections import deque
-from operator import sub
+from inspect import signature
 from typing import TYPE_CHECKING, Any
 
 from kvlab.sim.async_loop import AsyncLoop, Batch
@@ -51,7 +51,6 @@ from kvlab.sim.kv_manager import cdiv
 from kvlab.sim.prepare import NEVER
 from kvlab.sim.run_state import NO_ARRIVAL
 from kvlab.sim.scheduler import StepPlan
-from kvlab.sim.sequence import FINISHED
 
 if TYPE_CHECKING:
     from kvlab.sim.config import SimConfig
@@ -171,6 +170,9 @@ class AsyncCohortLoop(AsyncLoop):
         self.pool: ExtentPool = pool
         #: the batch in flight's first rows that are members (joined this step)
         self.joined = 0
+        #: the clock gives a window's batch ends at once, less the host part of each
+        step_ends = getattr(self.r.cost, "step_ends", None)
+        self.hidden_ends = step_ends is not None and "hidden" in signature(step_ends).parameters
 
     def run_loop(self) -> None:
         if self.batch_observer is not None:
@@ -358,10 +360,10 @@ class AsyncCohortLoop(AsyncLoop):
                 return False
             del taken[k:]
         s0 = co.ctx
-        ends = self._window_ends(n, s0, host, k)
-        if ends is None:
+        starts = self._window_starts(n, s0, host, k)
+        if starts is None:
             return False
-        k = len(ends) - 1
+        k = len(starts) - 1
         del taken[k:]
         fold = k == last + 1
         if fold:  # members at their last step are not scheduled in it
@@ -371,8 +373,9 @@ class AsyncCohortLoop(AsyncLoop):
         self.window_batches += k
         self.num_windows += 1
         self.cohort_batches += k
-        if taken[-1]:  # batch i (scheduled at step D + i) starts at ends[i] - host
-            starts = [t - host for t in ends] if host else ends[:]
+        t_last = starts[k - 1] + host
+        gpu_free = starts[k] + host
+        if taken[-1]:  # batch i (scheduled at step D + i) starts at starts[i]
             self.pool.take_steps(taken, starts[0], starts[1:k])
             co.times[-1] = starts[0]
             starts[k] = 0
@@ -380,53 +383,54 @@ class AsyncCohortLoop(AsyncLoop):
         else:
             co.advance([0] * k)
         if self.joined:
-            self._first_tokens(inflight[0], ends[0])
+            self._first_tokens(inflight[0], starts[0] + host)
         self.c["num_steps"] += k
-        self.now = t_last = ends[k - 1]
+        self.now = t_last
         if fold:  # their last batch's output, after the next batch was scheduled
             self._finish_members(t_last)
             n = co.n
             s1 = co.ctx - n  # (credited already)
             self.gpu_free = t_last - host + self.r.cost.step_ticks(n, s1, s1, n)
         else:
-            self.gpu_free = ends[k]
+            self.gpu_free = gpu_free
         inflight[0] = Batch(StepPlan([]), [], t_last - host, self.gpu_free)
         self.joined = 0
         return True
 
-    def _window_ends(self, n: int, s0: int, host: int, k: int) -> list[int] | None:
-        """:meth:`AsyncLoop._clock` as a list: ``end(m)`` for m = 0 .. k' (``k'`` the
-        window's length, cut before the batch scheduled once an arrival is seen)."""
+    def _window_starts(self, n: int, s0: int, host: int, k: int) -> list[int] | None:
+        """When batches 0 .. k' of the window start (k' the window's length, cut before
+        the batch scheduled once an arrival is seen): ``end(m) - host`` for m = 0 ..
+        k', with ``end`` as :meth:`AsyncLoop._clock` (batch m + 1 starts at
+        ``end(m) - host``; batch 0 is the one in flight). None where the clock has
+        no window."""
         cost = self.r.cost
-        step_ends = getattr(cost, "step_ends", None)
-        if step_ends is None:
+        if not self.hidden_ends:
             clock = self._clock(n, s0, host, k)
             if clock is None:
                 return None
             end = clock[1]
-            return [end(m) for m in range(clock[0] + 1)]
+            return [end(m) - host for m in range(clock[0] + 1)]
         g0 = self.gpu_free
         if g0 - host < self.now or cost.step_ticks(n, s0, s0, n) < 2 * host:
             return None
-        ends = step_ends(n, s0, k, g0)  # g0 + window_ticks(m), m = 1 .. k
-        if host:
-            ends = list(map(sub, ends, range(host, host * (k + 1), host)))
-        ends.insert(0, g0)
+        t0 = g0 - host
+        starts = cost.step_ends(n, s0, k, t0, 0, host)  # type: ignore[attr-defined]
+        starts.insert(0, t0)
         arrival = self.next_arrival
-        if arrival != NO_ARRIVAL and k > 1 and ends[k - 2] >= arrival:
-            k = bisect_left(ends, arrival, 0, k - 2) + 1  # (batch m + 1 sees end(m - 1))
-            del ends[k + 1 :]
-        return ends
+        if arrival != NO_ARRIVAL and k > 1 and starts[k - 2] + host >= arrival:
+            k = bisect_left(starts, arrival - host, 0, k - 2) + 1  # (batch m + 1 sees end(m - 1))
+            del starts[k + 1 :]
+        return starts
 
     def _finish_members(self, now: int) -> None:
         done = self.cohort.finishing()
         if done:
             kv = self.kv
+            running = self.sched.running
             for s in done:
                 kv.cache_upto(s, s.num_computed, now)
                 self._emit_token(s)
-            running = self.sched.running
-            running[:] = [s for s in running if s.status != FINISHED]
+                running.remove(s)  # (identity comes first in list.remove)
 
     def _lazy_step(self, inflight: deque[Batch], host: int) -> bool:
         """One step with the cohort kept: schedule a batch (members implicit, the rest

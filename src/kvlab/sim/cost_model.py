@@ -105,16 +105,24 @@ class RooflineCost:
         return self.overhead + (compute if compute > memory else memory)
 
     def step_ends(
-        self, num_seqs: int, context_sum: int, num_steps: int, t0: int, deadline: int = 0
+        self,
+        num_seqs: int,
+        context_sum: int,
+        num_steps: int,
+        t0: int,
+        deadline: int = 0,
+        hidden: int = 0,
     ) -> list[int]:
-        """``t0 + window_ticks(num_seqs, context_sum, i)`` for i = 1 .. num_steps, stopping
-        before a step that would start at or after ``deadline`` (if > t0)."""
+        """``t0 + window_ticks(num_seqs, context_sum, i) - i * hidden`` for i = 1 ..
+        num_steps (``hidden``: ticks of each step overlapped by the one before, e.g. the
+        host part under async scheduling; at most ``overhead``), stopping before a step
+        that would start at or after ``deadline`` (if > t0)."""
         n, s0 = num_seqs, context_sum
         c = self.per_token * n + self.per_attn * s0
         dc = self.per_attn * n
         m = self.weights + self.per_kv_token * s0
         dm = self.per_kv_token * n
-        ov = self.overhead
+        ov = self.overhead - hidden
         k = num_steps
         if deadline > t0:  # steps only grow: the first bounds how many start before it
             bound = -(-(deadline - t0) // (ov + (c if c > m else m)))
