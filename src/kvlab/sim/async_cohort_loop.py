@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from kvlab.sim.async_loop import AsyncLoop, Batch
 from kvlab.sim.cohort import Cohort, CohortSeq
 from kvlab.sim.cost_model import TICKS_PER_S
-from kvlab.sim.extents import ExtentKV, ExtentPool
+from kvlab.sim.extents import ExtentPool
 from kvlab.sim.kv_manager import cdiv
 from kvlab.sim.prepare import NEVER
 from kvlab.sim.run_state import NO_ARRIVAL
@@ -292,7 +292,6 @@ class AsyncCohortLoop(AsyncLoop):
         for s in running[: co.n]:
             co.sync(s)
             s.in_cohort = False
-            ExtentKV.flush_stamps(s)
             i = s.idx
             ph[i] = 1
             if s.dj < d:

@@ -21,7 +21,7 @@ import heapq
 from itertools import accumulate, cycle, islice
 from typing import Any
 
-from kvlab.sim.extents import ExtentKV, ExtentSeq
+from kvlab.sim.extents import ExtentSeq
 from kvlab.sim.prepare import NEVER
 
 #: Step ticks kept before the ones older than every member are dropped.
@@ -120,12 +120,12 @@ class Cohort:
         s.in_cohort = False
 
     def dissolve(self, running: list[Any]) -> None:
-        """Sync every member and empty the cohort (before an exact step)."""
+        """Sync every member and empty the cohort (before an exact step). Their decode
+        stamps stay: the KV cache moves them to the pending groups before it appends one."""
         for s in running:
             if s.in_cohort:
                 self.sync(s)
                 s.in_cohort = False
-                ExtentKV.flush_stamps(s)  # pending groups take its next blocks
         self.cnt = [0] * self.bs
         self.heap = []
         self.n = 0

@@ -837,6 +837,8 @@ class ExtentKV(AdmissionRules):
         events: list[int] = []  # step * n + position: sorts like (step, position)
         kn, bn = k * n, bs * n
         for pos, s in enumerate(running):
+            if s.dstamps:  # (its pending groups take the next blocks)
+                self.flush_stamps(s)
             first = s.nblocks * bs - s.num_computed
             if first < k:
                 events.extend(range(first * n + pos, kn, bn))
