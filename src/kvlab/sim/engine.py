@@ -4,17 +4,27 @@ Where things are:
 
 * :func:`simulate` / :class:`Engine` (this file): wire the parts together and
   pick the loop that runs them.
-* The loops, one per file, both moving from event to event as
-  schedule -> cost -> advance:
+* The loops, one per file, all moving from event to event as
+  schedule -> cost -> advance. With vLLM's async scheduling (the default on a
+  GPU, :func:`kvlab.sim.resolve.scheduling_mode`):
 
-  - :class:`kvlab.sim.cohort_loop.CohortLoop`, **the default run's loop**
-    (extent pool, FCFS, decode windows on): decoding requests advanced lazily
-    as a cohort; any other event is taken by the step loop's code;
+  - :class:`kvlab.sim.async_cohort_loop.AsyncCohortLoop`, **the default run's
+    loop** (extent pool, FCFS, decode windows on): two batches in flight, the
+    decoding requests advanced lazily as a cohort; any other event is taken by
+    the async loop's code;
+  - :class:`kvlab.sim.async_loop.AsyncLoop`: vLLM's ``AsyncScheduler``, every
+    batch through the scheduler, one exact batch or a decode window (priority
+    scheduling, the per-block pool, ``exact_steps``, a batch observer).
+
+  With the synchronous scheduler (``--no-async-scheduling``, an offload tier, a
+  calibrated clock):
+
+  - :class:`kvlab.sim.cohort_loop.CohortLoop` (extent pool, FCFS, decode windows
+    on): decoding requests advanced lazily as a cohort; any other event is taken
+    by the step loop's code;
   - :class:`kvlab.sim.step_loop.StepLoop`: every event through the scheduler,
     one exact step or one decode window (priority scheduling, the per-block
-    pool, ``exact_steps``);
-  - :class:`kvlab.sim.async_loop.AsyncLoop` (``async_scheduling``): vLLM's
-    ``AsyncScheduler``, two batches in flight, one exact batch or a decode window.
+    pool, ``exact_steps``, the offload tier).
 
 * What every loop shares (arrivals, sessions, records, counters, time series,
   the result): :class:`kvlab.sim.run_state.RunState`.
