@@ -38,6 +38,7 @@ joined (before that step it was a row of the batch in flight); its last step
 
 from __future__ import annotations
 
+import heapq
 from bisect import bisect_left, bisect_right
 from collections import deque
 from inspect import signature
@@ -79,24 +80,7 @@ class AsyncCohort(Cohort):
     token before its placeholder; a member leaving at its last step ``F`` was
     scheduled in the steps before ``F`` only."""
 
-    def sync(self, s: Any) -> None:
-        d = self.D - s.dz
-        if not d:
-            return
-        s.num_computed += d
-        s.num_out += d
-        s.num_tokens += d
-        da = s.da
-        if da < self.D:
-            bs = self.bs
-            m = (self.D - 1 - da) // bs + 1
-            b = self.base
-            s.dstamps += self.times[da - b : self.D - b : bs]
-            s.nblocks += m
-            s.da = da + m * bs
-        if self.caching:
-            s.num_cached_blocks = (s.num_computed - 1) // self.bs
-        s.dz = self.D
+    uncached_tokens = 1
 
     def due(self, step: int) -> list[Any]:
         """The members whose last step is ``step`` (the heap's minimum), unordered."""
@@ -117,10 +101,8 @@ class AsyncCohort(Cohort):
         """Pop the members whose last step is before ``D``, in running order, their
         counters one output short of the last (which :meth:`RunState._emit_token`
         adds) and their blocks as of their last step."""
-        import heapq
-
         heap, out = self.heap, []
-        bs, b = self.bs, self.base
+        bs = self.bs
         while heap and heap[0][0] < self.D:
             last, _, s = heapq.heappop(heap)
             self.cnt[s.da % bs] -= 1
@@ -130,12 +112,7 @@ class AsyncCohort(Cohort):
             s.num_computed += d - 1  # (not scheduled at its last step)
             s.num_out += d - 1
             s.num_tokens += d - 1
-            da = s.da
-            if da < last:
-                m = (last - 1 - da) // bs + 1
-                s.dstamps += self.times[da - b : last - b : bs]
-                s.nblocks += m
-                s.da = da + m * bs
+            self.take_blocks(s, last)
             s.dz = self.D
             s.in_cohort = False
             out.append(s)

@@ -91,6 +91,10 @@ class Cohort:
         self.ctx += s.num_computed + 1
         s.in_cohort = True
 
+    #: tokens of a synced member not cached yet (the async loop caches a member up to
+    #: the token before its placeholder)
+    uncached_tokens = 0
+
     def sync(self, s: CohortSeq) -> None:
         """Bring a member's counters and blocks up to step ``D``."""
         d = self.D - s.dz
@@ -99,17 +103,22 @@ class Cohort:
         s.num_computed += d
         s.num_out += d
         s.num_tokens += d
+        self.take_blocks(s, self.D)
+        if self.caching:
+            s.num_cached_blocks = (s.num_computed - self.uncached_tokens) // self.bs
+        s.dz = self.D
+
+    def take_blocks(self, s: CohortSeq, step: int) -> None:
+        """Give a member the decode blocks it took before ``step`` since it was synced,
+        stamped with the ticks of the steps that took them."""
         da = s.da
-        if da < self.D:
+        if da < step:
             bs = self.bs
-            m = (self.D - 1 - da) // bs + 1
+            m = (step - 1 - da) // bs + 1
             b = self.base
-            s.dstamps += self.times[da - b : self.D - b : bs]
+            s.dstamps += self.times[da - b : step - b : bs]
             s.nblocks += m
             s.da = da + m * bs
-        if self.caching:
-            s.num_cached_blocks = s.num_computed // self.bs
-        s.dz = self.D
 
     def leave(self, s: CohortSeq) -> None:
         """Sync a member that leaves (its heap entry is popped by the caller)."""
