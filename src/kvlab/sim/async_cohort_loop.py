@@ -54,13 +54,7 @@ from kvlab.sim.run_state import NO_ARRIVAL
 from kvlab.sim.scheduler import StepPlan
 
 if TYPE_CHECKING:
-    from kvlab.sim.config import SimConfig
-    from kvlab.sim.kv import KVChoice
-    from kvlab.sim.offload import OffloadTier
-    from kvlab.sim.prepare import PreparedWorkload
-    from kvlab.sim.resolve import Resolved
-    from kvlab.sim.run_state import Progress
-    from kvlab.sim.scheduler import Scheduler
+    pass
 
 
 class AsyncCohortSeq(CohortSeq):
@@ -129,17 +123,7 @@ class AsyncCohortLoop(AsyncLoop):
     cohort_batches = 0
     lazy_steps = 0
 
-    def __init__(
-        self,
-        prepared: PreparedWorkload,
-        cfg: SimConfig,
-        r: Resolved,
-        kv_choice: KVChoice,
-        sched: Scheduler,
-        offload: OffloadTier | None,
-        progress: Progress | None = None,
-    ) -> None:
-        super().__init__(prepared, cfg, r, kv_choice, sched, offload, progress)
+    def setup(self) -> None:
         self.seq_class = AsyncCohortSeq
         self.cohort = AsyncCohort(self.B, self.cfg.enable_prefix_caching)
         pool = self.kv.pool  # type: ignore[attr-defined]
@@ -172,15 +156,8 @@ class AsyncCohortLoop(AsyncLoop):
                     self._observe()
                     continue
                 self._dissolve(inflight[0])
-            else:
-                idle = not running and not sched.num_waiting()
-                if not inflight and idle:
-                    if self.next_arrival == NO_ARRIVAL:
-                        break
-                    if self.next_arrival > self.now:
-                        self.now = self.next_arrival
-                if self.next_arrival <= self.now:
-                    self._arrive()
+            elif not self._take_arrivals(inflight):
+                break
             # the async loop's own event (every request explicit)
             if len(inflight) == 1:
                 k, fold = self._window_len_async(inflight[0], host)
@@ -192,20 +169,10 @@ class AsyncCohortLoop(AsyncLoop):
                     self._observe()
                     self._join(inflight[0])
                     continue
-            if running or sched.num_waiting():
-                busy = any(b.end > b.start for b in inflight)
-                batch = self._schedule_batch(max(self.now, self.gpu_free - host), busy)
-                if batch.end > batch.start:
-                    self.gpu_free = batch.end
-                inflight.appendleft(batch)
-                ran = batch.end > batch.start
-                if len(inflight) < 2 and (ran or running or sched.num_waiting()):
-                    continue
+            if (running or sched.num_waiting()) and self._schedule_next(inflight, host)[1]:
+                continue
             if inflight:
-                batch = inflight.pop()
-                if batch.end > self.now:
-                    self.now = batch.end
-                self._update(batch)
+                self._process_oldest(inflight)
                 self._observe()
                 self.joined = 0
                 if len(inflight) == 1:

@@ -170,14 +170,8 @@ class AsyncLoop(StepLoop):
         self.gpu_free = 0
         left = 0  # batches of a decode window still to take one by one (exact_steps)
         while True:
-            idle = not sched.running and not sched.num_waiting()
-            if not inflight and idle:
-                if self.next_arrival == NO_ARRIVAL:
-                    break
-                if self.next_arrival > self.now:
-                    self.now = self.next_arrival
-            if self.next_arrival <= self.now:
-                self._arrive()
+            if not self._take_arrivals(inflight):
+                break
             if left == 0 and windows and len(inflight) == 1:
                 k, fold = self._window_len_async(inflight[0], host)
                 if k > 0 and not exact:
@@ -191,22 +185,13 @@ class AsyncLoop(StepLoop):
                     self.window_batches += k
                     self.num_windows += 1
             if sched.running or sched.num_waiting():
-                busy = any(b.end > b.start for b in inflight)
-                batch = self._schedule_batch(max(self.now, self.gpu_free - host), busy)
+                batch, more = self._schedule_next(inflight, host)
                 if left > 1 and (batch.preempted or len(batch.scheduled) != len(sched.running)):
                     raise RuntimeError("decode window broken: the batch changed")
-                if batch.end > batch.start:
-                    self.gpu_free = batch.end
-                inflight.appendleft(batch)
-                if len(inflight) < BATCHES_IN_FLIGHT and (
-                    batch.end > batch.start or sched.running or sched.num_waiting()
-                ):
+                if more:
                     continue
             if inflight:
-                batch = inflight.pop()
-                if batch.end > self.now:
-                    self.now = batch.end
-                self._update(batch)
+                batch = self._process_oldest(inflight)
                 if left:
                     left -= 1
                     if left:
@@ -214,6 +199,42 @@ class AsyncLoop(StepLoop):
                             raise RuntimeError("decode window broken: a request finished")
                         continue
                 self._observe()
+
+    def _take_arrivals(self, inflight: deque[Batch]) -> bool:
+        """Take the requests that arrived by now, first moving the clock to the next
+        arrival when nothing is in flight, running or waiting; False when the run is over."""
+        sched = self.sched
+        if not inflight and not sched.running and not sched.num_waiting():
+            if self.next_arrival == NO_ARRIVAL:
+                return False
+            if self.next_arrival > self.now:
+                self.now = self.next_arrival
+        if self.next_arrival <= self.now:
+            self._arrive()
+        return True
+
+    def _schedule_next(self, inflight: deque[Batch], host: int) -> tuple[Batch, bool]:
+        """Schedule the next batch into ``inflight`` (newest first); the batch, and
+        whether another is scheduled before the oldest one's output is processed."""
+        sched = self.sched
+        busy = any(b.end > b.start for b in inflight)
+        batch = self._schedule_batch(max(self.now, self.gpu_free - host), busy)
+        ran = batch.end > batch.start
+        if ran:
+            self.gpu_free = batch.end
+        inflight.appendleft(batch)
+        more = len(inflight) < BATCHES_IN_FLIGHT and (
+            ran or bool(sched.running) or bool(sched.num_waiting())
+        )
+        return batch, more
+
+    def _process_oldest(self, inflight: deque[Batch]) -> Batch:
+        """Wait for the oldest batch in flight and process its output."""
+        batch = inflight.pop()
+        if batch.end > self.now:
+            self.now = batch.end
+        self._update(batch)
+        return batch
 
     # -- decode windows ------------------------------------------------------------
     def _window_len_async(self, batch: Batch, host: int) -> tuple[int, bool]:

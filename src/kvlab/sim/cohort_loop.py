@@ -35,13 +35,7 @@ from kvlab.sim.sequence import Seq
 from kvlab.sim.step_loop import StepLoop
 
 if TYPE_CHECKING:
-    from kvlab.sim.config import SimConfig
-    from kvlab.sim.kv import KVChoice
-    from kvlab.sim.offload import OffloadTier
-    from kvlab.sim.prepare import PreparedWorkload
-    from kvlab.sim.resolve import Resolved
-    from kvlab.sim.run_state import Progress
-    from kvlab.sim.scheduler import Scheduler
+    pass
 
 
 class CohortLoop(StepLoop):
@@ -49,17 +43,7 @@ class CohortLoop(StepLoop):
 
     loop_name = "cohort"
 
-    def __init__(
-        self,
-        prepared: PreparedWorkload,
-        cfg: SimConfig,
-        r: Resolved,
-        kv_choice: KVChoice,
-        sched: Scheduler,
-        offload: OffloadTier | None,
-        progress: Progress | None = None,
-    ) -> None:
-        super().__init__(prepared, cfg, r, kv_choice, sched, offload, progress)
+    def setup(self) -> None:
         self.seq_class = CohortSeq
         self.cohort = Cohort(self.B, self.cfg.enable_prefix_caching)
         pool = self.kv.pool  # type: ignore[attr-defined]

@@ -120,6 +120,10 @@ class RunState:
         self.num_done = 0
         self.num_arrived = 0
         self._next_arrival()
+        self.setup()
+
+    def setup(self) -> None:
+        """The loop's own state, once the shared state is set (a loop's hook)."""
 
     def run(self) -> RunResult:
         """Run the workload to its end and return the result."""
