@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sim"))
 
 from sim_helpers import Gpu, llama8b, random_workload, req
 
+from kvlab.errors import ConfigError
 from kvlab.rl.engine_steps import SteppedLoop, stepped_engine
 from kvlab.sim.config import SimConfig
 from kvlab.sim.engine import simulate
@@ -61,3 +62,20 @@ def test_a_forced_preemption_frees_the_requests_blocks_and_recomputes_it() -> No
     engine.close()
     assert rec.num_preemptions == 1 and rec.status == "ok"
     assert isinstance(loop, SteppedLoop) and loop.num_forced_preemptions == 1
+
+
+def test_the_stepped_loop_runs_the_synchronous_scheduler() -> None:
+    """Unset, async scheduling resolves to the synchronous scheduler for the stepped
+    loop (and the run says why); asked for explicitly, it is refused in one line."""
+    w = random_workload(2, 10)
+    engine, loop = stepped_engine(w, cfg(async_scheduling=None, num_blocks=400))
+    try:
+        assert not engine.r.async_scheduling and type(engine.sched).__name__ == "Scheduler"
+        assert "synchronous scheduler" in engine.r.scheduling_reason
+        while loop.advance_until(lambda _: False):
+            pass
+        assert all(r.status == "ok" for r in loop.result().records)
+    finally:
+        engine.close()
+    with pytest.raises(ConfigError, match="SteppedLoop steps vLLM's synchronous scheduler"):
+        stepped_engine(w, cfg(async_scheduling=True))
