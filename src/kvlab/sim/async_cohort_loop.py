@@ -181,7 +181,8 @@ class AsyncCohortLoop(AsyncLoop):
     # -- joining and leaving -------------------------------------------------------
     def _join(self, batch: Batch) -> None:
         """Make members of the running requests after the members (in order) whose
-        only batch in flight, ``batch``, samples a token that is not their last."""
+        only batch in flight, ``batch``, samples a token (its last one too: the member
+        then leaves at the step it joined)."""
         if batch.end <= batch.start:
             return
         sched, co = self.sched, self.cohort
@@ -205,7 +206,6 @@ class AsyncCohortLoop(AsyncLoop):
                 or ph.get(i) != 1
                 or fl.get(i) != m
                 or (stale and i in stale)
-                or s.max_out - s.num_out < 1
                 or (caching and s.lazy_from == NEVER)
             ):
                 break
@@ -241,10 +241,7 @@ class AsyncCohortLoop(AsyncLoop):
             if s.dj < d:
                 fl[i] = 1
                 rows.append((s, 1))
-        co.cnt = [0] * co.bs
-        co.heap = []
-        co.n = 0
-        co.ctx = 0
+        co.clear()
         if rows:
             batch.scheduled = rows + batch.scheduled
             batch.samples = [True] * len(rows) + batch.samples

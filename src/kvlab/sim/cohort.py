@@ -135,6 +135,10 @@ class Cohort:
             if s.in_cohort:
                 self.sync(s)
                 s.in_cohort = False
+        self.clear()
+
+    def clear(self) -> None:
+        """Empty the cohort (its members already synced and out)."""
         self.cnt = [0] * self.bs
         self.heap = []
         self.n = 0
