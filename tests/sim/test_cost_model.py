@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from kvlab.sim.cost_model import RooflineCost
@@ -94,3 +94,36 @@ def test_one_llama_8b_request_on_h100_matches_the_hand_derived_roofline() -> Non
     rec = kvlab.simulate(w, sync).records[0]
     assert rec.ttft_s == pytest.approx(0.0338385455, rel=1e-8)
     assert rec.tpot_s == pytest.approx(0.0063416886, rel=1e-8)
+
+
+@example(RooflineCost(0, 0, 0, 0, 5), 1, 0, 5, 10, 10, 1, 1.0)
+@example(RooflineCost(0, 0, 0, 0, 0), 2, 3, 4, 0, 7, 0, 0.0)
+@given(
+    costs,
+    st.integers(min_value=1, max_value=300),
+    st.integers(min_value=0, max_value=10**6),
+    st.integers(min_value=0, max_value=300),
+    st.integers(min_value=0, max_value=10**15),
+    st.integers(min_value=-(10**12), max_value=10**12),
+    st.integers(min_value=0, max_value=3),
+    st.floats(min_value=0.0, max_value=1.0),
+)
+def test_step_ends_hide_host_time_and_run_extra_steps_past_the_deadline(
+    cost: RooflineCost, n: int, s0: int, k: int, t0: int, until: int, extra: int, part: float
+) -> None:
+    """Each step overlaps ``hidden`` ticks with the one before; at most ``extra`` steps
+    start at or after the deadline (the async loop's batch scheduled before it sees the
+    output that follows the arrival)."""
+    s0 += n
+    hidden = int(cost.overhead * part)  # (steps of no ticks at all included: examples)
+    deadline = t0 + until if until > 0 else 0
+    expected, t, late = [], t0, 0
+    for i in range(k):
+        if deadline > t0 and t >= deadline:
+            late += 1
+            if late > extra:
+                break
+        ctx = s0 + n * i
+        t += cost.step_ticks(n, ctx, ctx, n) - hidden
+        expected.append(t)
+    assert cost.step_ends(n, s0, k, t0, deadline, hidden, extra) == expected

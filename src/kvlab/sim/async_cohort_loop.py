@@ -39,7 +39,7 @@ joined (before that step it was a row of the batch in flight); its last step
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections import deque
 from inspect import signature
 from typing import TYPE_CHECKING, Any
@@ -133,7 +133,7 @@ class AsyncCohortLoop(AsyncLoop):
         self.joined = 0
         #: the clock gives a window's batch ends at once, less the host part of each
         step_ends = getattr(self.r.cost, "step_ends", None)
-        self.hidden_ends = step_ends is not None and "hidden" in signature(step_ends).parameters
+        self.hidden_ends = step_ends is not None and "extra" in signature(step_ends).parameters
 
     def run_loop(self) -> None:
         if self.batch_observer is not None:
@@ -288,10 +288,15 @@ class AsyncCohortLoop(AsyncLoop):
             if sched.can_admit_head(self.now, sched.max_num_batched_tokens - n):
                 return False
             k = last
-        elif all(e[0] == f0 for e in co.heap):
+        elif co.heap[-1][0] == f0 and all(e[0] == f0 for e in co.heap):
             k = last  # (every request finishes: the next batch would be empty)
         if k <= 0:
             return False
+        s0 = co.ctx
+        starts = self._window_starts(n, s0, host, k)
+        if starts is None:
+            return False
+        k = len(starts) - 1  # (each cut keeps a prefix: the arrival's, then the blocks')
         taken = co.taken(k)
         free = self.kv.num_free
         if taken[-1] > free:
@@ -299,17 +304,13 @@ class AsyncCohortLoop(AsyncLoop):
             if k <= 0:
                 return False
             del taken[k:]
-        s0 = co.ctx
-        starts = self._window_starts(n, s0, host, k)
-        if starts is None:
-            return False
-        k = len(starts) - 1
-        del taken[k:]
+            del starts[k + 1 :]
         fold = k == last + 1
         if fold:  # members at their last step are not scheduled in it
-            skip = sum(1 for s in co.due(f0) if co.allocates_at(s, f0))
-            if skip:
-                taken[-1] -= skip
+            bs = self.B
+            for s in co.due(f0):
+                if s.da <= f0 and (f0 - s.da) % bs == 0:  # (co.allocates_at, inline)
+                    taken[-1] -= 1
         self.window_batches += k
         self.num_windows += 1
         self.cohort_batches += k
@@ -333,7 +334,7 @@ class AsyncCohortLoop(AsyncLoop):
             self.gpu_free = t_last - host + self.r.cost.step_ticks(n, s1, s1, n)
         else:
             self.gpu_free = gpu_free
-        inflight[0] = Batch(StepPlan([]), [], t_last - host, self.gpu_free)
+        inflight[0].reset(t_last - host, self.gpu_free)  # (nothing else holds it)
         self.joined = 0
         return True
 
@@ -354,12 +355,13 @@ class AsyncCohortLoop(AsyncLoop):
         if g0 - host < self.now or cost.step_ticks(n, s0, s0, n) < 2 * host:
             return None
         t0 = g0 - host
-        starts = cost.step_ends(n, s0, k, t0, 0, host)  # type: ignore[attr-defined]
+        arrival, deadline = self.next_arrival, 0
+        if arrival != NO_ARRIVAL and k > 1:  # batch m + 1 is scheduled after end(m - 1)
+            deadline = arrival - host
+            if deadline <= t0:
+                k, deadline = 1, 0
+        starts = cost.step_ends(n, s0, k, t0, deadline, host, 1)  # type: ignore[attr-defined]
         starts.insert(0, t0)
-        arrival = self.next_arrival
-        if arrival != NO_ARRIVAL and k > 1 and starts[k - 2] + host >= arrival:
-            k = bisect_left(starts, arrival - host, 0, k - 2) + 1  # (batch m + 1 sees end(m - 1))
-            del starts[k + 1 :]
         return starts
 
     def _finish_members(self, now: int) -> None:

@@ -97,6 +97,15 @@ class Batch:
         self.finished: list[Seq] = []
         self.block_ids: list[list[int]] | None = None
 
+    def reset(self, start: int, end: int) -> None:
+        """Make this batch, whose output was never processed, a new one without rows
+        from ``start`` to ``end`` (the async cohort's batch in flight after a window:
+        its rows are implicit)."""
+        self.scheduled, self.samples, self.preempted = [], [], []
+        self.start, self.end = start, end
+        self.finished = []
+        self.block_ids = None
+
 
 class AsyncScheduler(Scheduler):
     """The token-budget scheduler with output placeholders (vLLM ``AsyncScheduler``):

@@ -48,11 +48,11 @@ def _line_sum(a: int, b: int, i0: int, i1: int) -> int:
     return a * n + b * ((i0 + i1 - 1) * n // 2)
 
 
-def _started_before(ends: list[int], t0: int, deadline: int) -> list[int]:
-    """``ends`` cut after the last step that starts before ``deadline`` (if > t0); step
-    i starts at ``ends[i - 1]`` (step 0 at t0)."""
-    if deadline > t0 and len(ends) > 1 and ends[-2] >= deadline:
-        del ends[bisect_left(ends, deadline, 0, len(ends) - 1) + 1 :]
+def _started_before(ends: list[int], t0: int, deadline: int, extra: int = 0) -> list[int]:
+    """``ends`` cut ``extra`` steps after the last step that starts before ``deadline``
+    (if > t0); step i starts at ``ends[i - 1]`` (step 0 at t0)."""
+    if deadline > t0 and len(ends) > 1 + extra and ends[-2 - extra] >= deadline:
+        del ends[bisect_left(ends, deadline, 0, len(ends) - 1 - extra) + 1 + extra :]
     return ends
 
 
@@ -112,11 +112,13 @@ class RooflineCost:
         t0: int,
         deadline: int = 0,
         hidden: int = 0,
+        extra: int = 0,
     ) -> list[int]:
         """``t0 + window_ticks(num_seqs, context_sum, i) - i * hidden`` for i = 1 ..
         num_steps (``hidden``: ticks of each step overlapped by the one before, e.g. the
         host part under async scheduling; at most ``overhead``), stopping before a step
-        that would start at or after ``deadline`` (if > t0)."""
+        that would start at or after ``deadline`` (if > t0), or ``extra`` steps after it
+        (an async batch is scheduled before the output of the one before is seen)."""
         n, s0 = num_seqs, context_sum
         c = self.per_token * n + self.per_attn * s0
         dc = self.per_attn * n
@@ -124,8 +126,9 @@ class RooflineCost:
         dm = self.per_kv_token * n
         ov = self.overhead - hidden
         k = num_steps
-        if deadline > t0:  # steps only grow: the first bounds how many start before it
-            bound = -(-(deadline - t0) // (ov + (c if c > m else m)))
+        first = ov + (c if c > m else m)
+        if deadline > t0 and first > 0:  # steps only grow: the first bounds how many start
+            bound = -(-(deadline - t0) // first) + extra  # before the deadline
             if bound < k:
                 k = bound
         if k <= 0:
@@ -143,13 +146,11 @@ class RooflineCost:
                 out.append(t)
                 c += dc
                 m += dm
-            return _started_before(out, t0, deadline)
+            return _started_before(out, t0, deadline, extra)
         # step i lasts a + d*i ticks: the ends are C-level running sums
         rest = range(a + d, a + d * k, d) if d else repeat(a, k - 1)
         ends = list(accumulate(rest, initial=t0 + a))
-        if deadline > t0 and k > 1 and ends[-2] >= deadline:
-            return _started_before(ends, t0, deadline)
-        return ends
+        return _started_before(ends, t0, deadline, extra)
 
     def window_ticks(self, num_seqs: int, context_sum: int, num_steps: int) -> int:
         """Ticks of ``num_steps`` decode steps of ``num_seqs`` sequences whose
