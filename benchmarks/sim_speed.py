@@ -16,7 +16,8 @@ Prints medians over ``--repeats`` runs, each in a fresh process:
   ``--policy lru|s3fifo|lfu``;
 * cold start: the whole command on a one-request workload;
 * scale: the whole command on the Azure trace tiled to ``--sizes`` requests,
-  with the peak RSS of the process.
+  with the peak RSS of the process; then the new version once more with its
+  default scheduling (async, where it has it), as a user runs the command.
 
 With ``--baseline DIR`` (the root of another checkout of kvlab, e.g. a
 ``git worktree`` of main), every figure is measured for both versions,
@@ -111,11 +112,16 @@ def simulate_cmd(workload: Path | str, out: Path, *extra: str) -> list[str]:
     ]
 
 
-def whole(root: Path, cmd: list[str]) -> tuple[float, float]:
+def has_async(root: Path) -> bool:
+    """Whether ``root``'s kvlab runs vLLM's async scheduling by default on a GPU."""
+    return (root / "src" / "kvlab" / "sim" / "async_cohort_loop.py").exists()
+
+
+def whole(root: Path, cmd: list[str], default_mode: bool = False) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one command run with ``root``'s kvlab (with
     the synchronous scheduler where that version's default is async, so that every
-    version runs the same scheduler)."""
-    if (root / "src" / "kvlab" / "sim" / "async_cohort_loop.py").exists():
+    version runs the same scheduler; ``default_mode``: as the version runs it)."""
+    if has_async(root) and not default_mode:
         cmd = [*cmd, "--no-async-scheduling"]
     t0 = time.perf_counter()
     proc = subprocess.run(
@@ -271,6 +277,18 @@ def _scale(versions: dict[str, Path], repeats: int, tmp: Path, n: int) -> None:
     show("peak RSS", med, "rss_mb", "MB")
     for v, m in med.items():
         print(f"    {v}: {n / m['wall_s']:,.0f} req/s", flush=True)
+    if has_async(REPO):  # the command as a user runs it: async scheduling, the default
+        runs = [
+            whole(REPO, simulate_cmd(path, tmp / "run"), default_mode=True)
+            for _ in range(max(1, repeats // 3) if n >= 500_000 else repeats)
+        ]
+        wall = statistics.median(w for w, _ in runs)
+        rss = statistics.median(r for _, r in runs)
+        print(
+            f"  new, default (async) scheduling: wall {wall:,.3f} s, {n / wall:,.0f} req/s, "
+            f"peak RSS {rss:,.0f} MB",
+            flush=True,
+        )
     path.unlink()
 
 

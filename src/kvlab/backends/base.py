@@ -265,6 +265,7 @@ def build_result(
         timeseries=dict(timeseries or {}),
         histograms=dict(histograms or {}),
         provenance=prov,
+        latency=samples,
     )
 
 

@@ -130,7 +130,7 @@ def save_with_exports(
 
     qs = percentiles or DEFAULT_PERCENTILES
     s = result.summary
-    samples = latency_samples(result.records)
+    samples = result.latency if result.latency is not None else latency_samples(result.records)
     if tuple(qs) != tuple(DEFAULT_PERCENTILES) or goodput_slo_ms:  # else the summary has them
         s.update(
             latency_figures(

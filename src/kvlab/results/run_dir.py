@@ -63,6 +63,10 @@ class RunResult:
     provenance: dict[str, Any] = field(default_factory=dict)
     #: ``"complete"``, or one of :data:`PARTIAL_STATUSES` (kept in ``run.json``).
     status: str = "complete"
+    #: The records' latency samples (:func:`kvlab.results.summary.latency_samples`) that
+    #: the summary was computed from, when known: the exports (``vllm_bench.json``,
+    #: other percentiles) reuse them rather than sort every latency again. Not saved.
+    latency: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def complete(self) -> bool:

@@ -58,13 +58,10 @@ if TYPE_CHECKING:
 
 
 class AsyncCohortSeq(CohortSeq):
-    """A request of an async cohort run: ``dj`` the step it joined the cohort."""
+    """A request of an async cohort run: ``dj`` the step it joined the cohort (set when
+    it joins; read for members only)."""
 
     __slots__ = ("dj",)
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.dj = 0
 
 
 class AsyncCohort(Cohort):
