@@ -129,8 +129,15 @@ class AsyncCohortLoop(AsyncLoop):
         #: the batch in flight's first rows that are members (joined this step)
         self.joined = 0
         #: the clock gives a window's batch ends at once, less the host part of each
-        step_ends = getattr(self.r.cost, "step_ends", None)
+        cost = self.r.cost
+        step_ends = getattr(cost, "step_ends", None)
         self.hidden_ends = step_ends is not None and "extra" in signature(step_ends).parameters
+        #: the shortest step such a clock has (its steps only grow with their tokens and
+        #: context): when it is at least twice the host part, every batch hides the host
+        #: part of the next one, and a window need not check it
+        self.host_hidden = self.hidden_ends and cost.step_ticks(0, 0, 0, 0) >= 2 * int(
+            getattr(cost, "overhead", 0)
+        )
 
     def run_loop(self) -> None:
         if self.batch_observer is not None:
@@ -295,7 +302,7 @@ class AsyncCohortLoop(AsyncLoop):
             return False
         k = len(starts) - 1  # (each cut keeps a prefix: the arrival's, then the blocks')
         taken = co.taken(k)
-        free = self.kv.num_free
+        free = self.pool.num_free
         if taken[-1] > free:
             k = bisect_right(taken, free)
             if k <= 0:
@@ -349,7 +356,9 @@ class AsyncCohortLoop(AsyncLoop):
             end = clock[1]
             return [end(m) - host for m in range(clock[0] + 1)]
         g0 = self.gpu_free
-        if g0 - host < self.now or cost.step_ticks(n, s0, s0, n) < 2 * host:
+        if g0 - host < self.now or (
+            not self.host_hidden and cost.step_ticks(n, s0, s0, n) < 2 * host
+        ):
             return None
         t0 = g0 - host
         arrival, deadline = self.next_arrival, 0
@@ -388,7 +397,7 @@ class AsyncCohortLoop(AsyncLoop):
         for s in fin:
             if co.allocates_at(s, d):
                 allocs -= 1
-        free = kv.num_free - allocs
+        free = pool.num_free - allocs
         mml = self.r.max_model_len
         ph = sched.placeholders
         rest = []  # the scheduler's loop after the members

