@@ -22,7 +22,6 @@ def member(computed: int, nblocks: int, out: int, max_out: int, run_seq: int) ->
         lazy_from=2,
         rec=SimpleNamespace(first_token_s=0.0),
         run_seq=run_seq,
-        in_cohort=False,
     )
 
 
@@ -50,7 +49,7 @@ def test_phases_completions_and_sync() -> None:
     assert (a.num_computed, a.num_out, a.nblocks, a.dstamps, a.da) == (11, 6, 3, [121], 6)
     co.dissolve([a])
     # (its stamps stay: the KV cache moves them to its pending groups when it needs to)
-    assert co.n == 0 and not a.in_cohort and a.pending == [] and a.dstamps == [121]
+    assert co.n == 0 and co.heap == [] and a.pending == [] and a.dstamps == [121]
 
 
 def test_shared_output_and_requests_in_prefill_stay_out() -> None:

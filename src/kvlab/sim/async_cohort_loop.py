@@ -105,7 +105,6 @@ class AsyncCohort(Cohort):
             s.num_tokens += d - 1
             self.take_blocks(s, last)
             s.dz = self.D
-            s.in_cohort = False
             out.append(s)
         return out
 
@@ -239,7 +238,6 @@ class AsyncCohortLoop(AsyncLoop):
             fl[s.idx] = m
         for s in running[: co.n]:
             co.sync(s)
-            s.in_cohort = False
             i = s.idx
             ph[i] = 1
             if s.dj < d:

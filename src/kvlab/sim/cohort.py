@@ -29,21 +29,18 @@ TRIM_STEPS = 1 << 16
 
 
 class CohortSeq(ExtentSeq):
-    """A request of a cohort run: ``in_cohort`` whether it is a member now; ``dz``
-    the step its counters are valid at; ``da`` the step of its next decode block."""
+    """A request of a cohort run: ``dz`` the step its counters are valid at; ``da``
+    the step of its next decode block (both set when it joins; read for members only)."""
 
-    __slots__ = ("da", "dz", "in_cohort")
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.in_cohort = False
-        self.dz = self.da = 0
+    __slots__ = ("da", "dz")
 
 
 class Cohort:
     """Decoding requests advanced lazily.
 
-    Invariants, for a member ``s`` (``s.in_cohort``): its counters
+    Invariants: the members are the first ``n`` running requests (they join in
+    running order, after the members, and leave only by finishing or all at once);
+    for a member ``s``: its counters
     (``num_computed``, ``num_out``, ``num_tokens``, ``nblocks``, ``dstamps``,
     ``num_cached_blocks``) are as of step ``s.dz``; it computed one token in each
     step since; it takes one block at steps ``s.da, s.da + B, ...``; ``cnt[p]``
@@ -89,7 +86,6 @@ class Cohort:
         heapq.heappush(self.heap, (d + s.max_out - s.num_out - 1, s.run_seq, s))
         self.n += 1
         self.ctx += s.num_computed + 1
-        s.in_cohort = True
 
     #: tokens of a synced member not cached yet (the async loop caches a member up to
     #: the token before its placeholder)
@@ -126,15 +122,13 @@ class Cohort:
         self.cnt[s.da % self.bs] -= 1
         self.n -= 1
         self.ctx -= s.num_computed + 1
-        s.in_cohort = False
 
     def dissolve(self, running: list[Any]) -> None:
-        """Sync every member and empty the cohort (before an exact step). Their decode
-        stamps stay: the KV cache moves them to the pending groups before it appends one."""
-        for s in running:
-            if s.in_cohort:
-                self.sync(s)
-                s.in_cohort = False
+        """Sync every member (the first ``n`` of ``running``) and empty the cohort (before
+        an exact step). Their decode stamps stay: the KV cache moves them to the pending
+        groups before it appends one."""
+        for s in running[: self.n]:
+            self.sync(s)
         self.clear()
 
     def clear(self) -> None:
