@@ -62,6 +62,7 @@ class AsyncCohortSeq(CohortSeq):
     it joins; read for members only)."""
 
     __slots__ = ("dj",)
+    dj: int
 
 
 class AsyncCohort(Cohort):

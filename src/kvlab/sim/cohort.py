@@ -33,6 +33,8 @@ class CohortSeq(ExtentSeq):
     the step of its next decode block (both set when it joins; read for members only)."""
 
     __slots__ = ("da", "dz")
+    da: int
+    dz: int
 
 
 class Cohort:
