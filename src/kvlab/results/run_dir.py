@@ -40,6 +40,7 @@ import secrets
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -323,9 +324,12 @@ def timeseries_to_csv(ts: Mapping[str, Sequence[float]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
-    if all(_plain_numbers(v) for v in ts.values()):
+    kinds = [set(map(type, v)) for v in ts.values()]
+    if all(k <= {float, int} for k in kinds):
         # numbers never need CSV quoting, and a row always has a cell of the longest column
-        cells = [_fmt_column(v) + [""] * (n - len(v)) for v in ts.values()]
+        cells = [
+            _fmt_column(v, k) + [""] * (n - len(v)) for v, k in zip(ts.values(), kinds, strict=True)
+        ]
         buf.write("".join(map("%s\n".__mod__, map(",".join, zip(*cells, strict=True)))))
         return buf.getvalue()
     for i in range(n):
@@ -333,21 +337,18 @@ def timeseries_to_csv(ts: Mapping[str, Sequence[float]]) -> str:
     return buf.getvalue()
 
 
-def _plain_numbers(values: Sequence[Any]) -> bool:
-    return set(map(type, values)) <= {float, int}
-
-
-def _fmt_column(values: Sequence[float]) -> list[str]:
-    """:func:`_fmt` of each value (exact floats or ints); whole-number float columns at once."""
-    if (
-        values
-        and set(map(type, values)) == {float}
-        and all(map(float.is_integer, values))
-        and min(values) > -1e15
-        and max(values) < 1e15
-    ):
+def _fmt_column(values: Sequence[float], kinds: set[type]) -> list[str]:
+    """:func:`_fmt` of each value (exact floats or ints; ``kinds``: their types): a
+    float column at once, as ``repr`` but whole numbers under 1e15 as ints."""
+    if kinds != {float}:
+        return [_fmt_number(x) for x in values]
+    if all(map(float.is_integer, values)) and min(values) > -1e15 and max(values) < 1e15:
         return list(map(str, map(int, values)))
-    return [_fmt_number(x) for x in values]
+    out = list(map(float.__repr__, values))
+    for i in compress(range(len(values)), map(float.is_integer, values)):
+        if abs(values[i]) < 1e15:
+            out[i] = str(int(values[i]))
+    return out
 
 
 def _fmt_number(v: float) -> str:
