@@ -43,7 +43,8 @@ def test_window_ticks_is_the_sum_of_its_steps(cost: RooflineCost, n: int, s0: in
     assert cost.window_ticks(n, s0, k) == total
 
 
-@given(
+#: a window: the clock, sequences, their context, steps, its start tick, the deadline after it
+WINDOWS = (
     costs,
     st.integers(min_value=1, max_value=300),
     st.integers(min_value=0, max_value=10**6),
@@ -51,6 +52,9 @@ def test_window_ticks_is_the_sum_of_its_steps(cost: RooflineCost, n: int, s0: in
     st.integers(min_value=0, max_value=10**15),
     st.integers(min_value=-(10**12), max_value=10**12),
 )
+
+
+@given(*WINDOWS)
 def test_step_ends_stop_before_the_deadline(
     cost: RooflineCost, n: int, s0: int, k: int, t0: int, until: int
 ) -> None:
@@ -98,16 +102,7 @@ def test_one_llama_8b_request_on_h100_matches_the_hand_derived_roofline() -> Non
 
 @example(RooflineCost(0, 0, 0, 0, 5), 1, 0, 5, 10, 10, 1, 1.0)
 @example(RooflineCost(0, 0, 0, 0, 0), 2, 3, 4, 0, 7, 0, 0.0)
-@given(
-    costs,
-    st.integers(min_value=1, max_value=300),
-    st.integers(min_value=0, max_value=10**6),
-    st.integers(min_value=0, max_value=300),
-    st.integers(min_value=0, max_value=10**15),
-    st.integers(min_value=-(10**12), max_value=10**12),
-    st.integers(min_value=0, max_value=3),
-    st.floats(min_value=0.0, max_value=1.0),
-)
+@given(*WINDOWS, st.integers(min_value=0, max_value=3), st.floats(min_value=0.0, max_value=1.0))
 def test_step_ends_hide_host_time_and_run_extra_steps_past_the_deadline(
     cost: RooflineCost, n: int, s0: int, k: int, t0: int, until: int, extra: int, part: float
 ) -> None:
