@@ -45,7 +45,7 @@ from inspect import signature
 from typing import TYPE_CHECKING, Any
 
 from kvlab.sim.async_loop import AsyncLoop, Batch
-from kvlab.sim.cohort import Cohort, CohortSeq
+from kvlab.sim.cohort import Cohort, CohortSeq, extent_pool
 from kvlab.sim.cost_model import TICKS_PER_S
 from kvlab.sim.extents import ExtentPool
 from kvlab.sim.kv_manager import cdiv
@@ -123,9 +123,7 @@ class AsyncCohortLoop(AsyncLoop):
     def setup(self) -> None:
         self.seq_class = AsyncCohortSeq
         self.cohort = AsyncCohort(self.B, self.cfg.enable_prefix_caching)
-        pool = self.kv.pool  # type: ignore[attr-defined]
-        assert isinstance(pool, ExtentPool), "the async cohort loop runs over the extent pool"
-        self.pool: ExtentPool = pool
+        self.pool: ExtentPool = extent_pool(self.kv, self.loop_name)
         #: the batch in flight's first rows that are members (joined this step)
         self.joined = 0
         #: the clock gives a window's batch ends at once, less the host part of each

@@ -21,11 +21,18 @@ import heapq
 from itertools import accumulate, cycle, islice
 from typing import Any
 
-from kvlab.sim.extents import ExtentSeq
+from kvlab.sim.extents import ExtentPool, ExtentSeq
 from kvlab.sim.prepare import NEVER
 
 #: Step ticks kept before the ones older than every member are dropped.
 TRIM_STEPS = 1 << 16
+
+
+def extent_pool(kv: Any, loop_name: str) -> ExtentPool:
+    """The extent pool under ``kv``, which a cohort loop (``loop_name``) needs."""
+    pool = kv.pool
+    assert isinstance(pool, ExtentPool), f"the {loop_name} loop runs over the extent pool"
+    return pool
 
 
 class CohortSeq(ExtentSeq):

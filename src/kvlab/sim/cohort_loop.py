@@ -26,7 +26,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, Any
 
-from kvlab.sim.cohort import Cohort, CohortSeq
+from kvlab.sim.cohort import Cohort, CohortSeq, extent_pool
 from kvlab.sim.extents import ExtentPool, Hit
 from kvlab.sim.kv_manager import cdiv
 from kvlab.sim.run_state import NO_ARRIVAL
@@ -46,9 +46,7 @@ class CohortLoop(StepLoop):
     def setup(self) -> None:
         self.seq_class = CohortSeq
         self.cohort = Cohort(self.B, self.cfg.enable_prefix_caching)
-        pool = self.kv.pool  # type: ignore[attr-defined]
-        assert isinstance(pool, ExtentPool), "the cohort loop runs over the extent pool"
-        self.pool: ExtentPool = pool
+        self.pool: ExtentPool = extent_pool(self.kv, self.loop_name)
         #: the clock's step ends up to a deadline, when it has them (RooflineCost)
         self.step_ends = getattr(self.r.cost, "step_ends", None)
 
