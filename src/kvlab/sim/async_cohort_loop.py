@@ -42,7 +42,7 @@ import heapq
 from bisect import bisect_right
 from collections import deque
 from inspect import signature
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kvlab.sim.async_loop import AsyncLoop, Batch
 from kvlab.sim.cohort import Cohort, CohortSeq, extent_pool
@@ -52,9 +52,6 @@ from kvlab.sim.kv_manager import cdiv
 from kvlab.sim.prepare import NEVER
 from kvlab.sim.run_state import NO_ARRIVAL
 from kvlab.sim.scheduler import StepPlan
-
-if TYPE_CHECKING:
-    pass
 
 
 class AsyncCohortSeq(CohortSeq):
@@ -308,9 +305,8 @@ class AsyncCohortLoop(AsyncLoop):
             del starts[k + 1 :]
         fold = k == last + 1
         if fold:  # members at their last step are not scheduled in it
-            bs = self.B
             for s in co.due(f0):
-                if s.da <= f0 and (f0 - s.da) % bs == 0:  # (co.allocates_at, inline)
+                if co.allocates_at(s, f0):
                     taken[-1] -= 1
         self.window_batches += k
         self.num_windows += 1

@@ -24,7 +24,7 @@ windows are on (not ``exact_steps``); :func:`kvlab.sim.engine.choose_loop`.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kvlab.sim.cohort import Cohort, CohortSeq, extent_pool
 from kvlab.sim.extents import ExtentPool, Hit
@@ -33,9 +33,6 @@ from kvlab.sim.run_state import NO_ARRIVAL
 from kvlab.sim.scheduler import StepPlan
 from kvlab.sim.sequence import Seq
 from kvlab.sim.step_loop import StepLoop
-
-if TYPE_CHECKING:
-    pass
 
 
 class CohortLoop(StepLoop):
